@@ -1,0 +1,104 @@
+// The one dispatch mechanism: each device type has a Backend, an object whose virtual
+// methods are the kernels. The CPU reference (ops/cpu/) and the CUDA backend (cuda/)
+// register themselves at load time; ops/ checks inputs, allocates outputs and calls
+// backend(device).kernel(...). A build without CUDA simply has no CUDA backend, and
+// asking for one throws kiln::DeviceError. Kernels get tensors that ops/ has already
+// checked: right devices, dtypes and shapes.
+#pragma once
+#include <cstdint>
+
+#include <kiln/core/allocator.h>
+#include <kiln/core/tensor.h>
+
+namespace kiln {
+
+// Each family is an X-macro list, so adding a member is one line here plus its formula
+// in each backend's table.
+#define KILN_UNARY_OPS(X)                                                          \
+  X(Neg, neg) X(Abs, abs) X(Exp, exp) X(Log, log) X(Sqrt, sqrt) X(Rsqrt, rsqrt)    \
+  X(Sin, sin) X(Cos, cos) X(Relu, relu) X(LeakyRelu, leaky_relu)                   \
+  X(Sigmoid, sigmoid) X(Tanh, tanh) X(Gelu, gelu) X(GeluTanh, gelu_tanh) X(Silu, silu)
+
+#define KILN_BINARY_OPS(X)                                                        \
+  X(Add, add) X(Sub, sub) X(Mul, mul) X(Div, div) X(Pow, pow) X(Maximum, maximum) \
+  X(Minimum, minimum) X(Eq, eq) X(Ne, ne) X(Lt, lt) X(Le, le) X(Gt, gt) X(Ge, ge)
+
+#define KILN_REDUCE_OPS(X) X(Sum, sum) X(Mean, mean) X(Max, max) X(Min, min) X(ArgMax, argmax) X(ArgMin, argmin)
+
+#define KILN_ENUM_MEMBER(E, name) E,
+enum class UnaryOp : int { KILN_UNARY_OPS(KILN_ENUM_MEMBER) };
+enum class BinaryOp : int { KILN_BINARY_OPS(KILN_ENUM_MEMBER) };
+enum class ReduceOp : int { KILN_REDUCE_OPS(KILN_ENUM_MEMBER) };
+#undef KILN_ENUM_MEMBER
+enum class RandomKind : int { Uniform, Normal, Int };
+
+const char* op_name(UnaryOp op);
+const char* op_name(BinaryOp op);
+const char* op_name(ReduceOp op);
+inline bool is_comparison(BinaryOp op) { return static_cast<int>(op) >= static_cast<int>(BinaryOp::Eq); }
+// neg, abs and relu are defined for integer types too; the others need floating inputs.
+inline bool unary_accepts_integers(UnaryOp op) {
+  return op == UnaryOp::Neg || op == UnaryOp::Abs || op == UnaryOp::Relu;
+}
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  // Number of usable devices (1 for the CPU); 0 means the backend is present but unusable.
+  virtual int device_count() = 0;
+  virtual Allocator& allocator() = 0;
+  // Contiguous byte copy where one side (or both) is this backend's device and the other
+  // may be the host. Ordered on the current stream.
+  virtual void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) = 0;
+  // Waits for all work queued on the device.
+  virtual void synchronize(Device device) = 0;
+
+  // ---- kernels: all tensors on one device of this backend, outputs preallocated ----
+  virtual void fill(const Tensor& out, Scalar value) = 0;
+  // out = cast(src): same shape, any strides, any two dtypes.
+  virtual void copy(const Tensor& src, const Tensor& out) = 0;
+  // out (contiguous) element i from Philox counter `offset + i` (see core/philox.h):
+  // Uniform in [a, b), Normal(mean a, std b), Int in [a, b).
+  virtual void random(const Tensor& out, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b) = 0;
+  // y = op(x; alpha): same shape and dtype, any strides. alpha is leaky_relu's slope.
+  virtual void unary(UnaryOp op, const Tensor& x, const Tensor& y, double alpha) = 0;
+  // out = a op b: a and b have out's shape (broadcast by stride 0) and one dtype; out has
+  // that dtype, or Bool for comparisons.
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  // out = cond ? a : b, all of out's shape; cond Bool; a, b, out one dtype.
+  virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  // x contiguous, seen as (outer, r, inner), reduced over r into out contiguous (outer, inner).
+  // out dtype: x's for Sum/Mean/Max/Min (I64 for Sum of integers/bool), I64 for ArgMax/ArgMin.
+  // r > 0 (ops/ rejects empty max/min/arg*).
+  virtual void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, int64_t inner, const Tensor& out) = 0;
+  // x and out contiguous, seen as (outer, n, inner); (log-)softmax over n.
+  virtual void softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log, const Tensor& out) = 0;
+  // out[b] = a[b] @ b[b]: a (B, M, K), b (B, K, N), out (B, M, N) contiguous; a and b each
+  // have unit stride in one of their last two dims; one dtype (floating).
+  virtual void matmul(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  // x contiguous (outer, n, inner), index I64 contiguous (k) with values in [0, n):
+  // out (outer, k, inner) contiguous.
+  virtual void index_select(const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t inner,
+                            const Tensor& out) = 0;
+  // x contiguous (outer, n, inner); index I64 and out contiguous (outer, k, inner):
+  // out[o, j, i] = x[o, index[o, j, i], i].
+  virtual void gather(const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t k, int64_t inner,
+                      const Tensor& out) = 0;
+  // out contiguous (outer, n, inner) += src at index; index I64 and src contiguous (outer, k, inner).
+  virtual void scatter_add(const Tensor& out, const Tensor& index, const Tensor& src, int64_t outer, int64_t n,
+                           int64_t k, int64_t inner) = 0;
+};
+
+void register_backend(DeviceType type, Backend* backend);
+bool has_backend(DeviceType type);
+// The backend for a device; throws kiln::DeviceError when it is not built or not usable.
+Backend& backend(DeviceType type);
+Backend& backend(Device device);
+
+// CUDA availability without throwing: false when kiln was built without CUDA, when no
+// driver is loaded or when no device is visible.
+bool cuda_is_available();
+int cuda_device_count();
+
+}  // namespace kiln

@@ -1,0 +1,34 @@
+// The CPU reference backend: plain loops, readable first and fast second; matrix
+// products through OpenBLAS. Each kernel family's loops live in the ops/cpu/ file that
+// shares its stem with the op (unary.cpp, binary.cpp, ...).
+#pragma once
+#include <kiln/core/backend.h>
+
+namespace kiln::detail {
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+  int device_count() override { return 1; }
+  Allocator& allocator() override;
+  void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) override;
+  void synchronize(Device) override {}
+
+  void fill(const Tensor& out, Scalar value) override;
+  void copy(const Tensor& src, const Tensor& out) override;
+  void random(const Tensor& out, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b) override;
+  void unary(UnaryOp op, const Tensor& x, const Tensor& y, double alpha) override;
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, int64_t inner, const Tensor& out) override;
+  void softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log, const Tensor& out) override;
+  void matmul(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void index_select(const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t inner,
+                    const Tensor& out) override;
+  void gather(const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t k, int64_t inner,
+              const Tensor& out) override;
+  void scatter_add(const Tensor& out, const Tensor& index, const Tensor& src, int64_t outer, int64_t n, int64_t k,
+                   int64_t inner) override;
+};
+
+}  // namespace kiln::detail

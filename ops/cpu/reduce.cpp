@@ -1,0 +1,50 @@
+// CPU reference reductions over (outer, r, inner): double accumulation for floating
+// types, int64 for integers; max/min propagate NaN; arg* return the first extremum.
+#include <kiln/ops/cpu/cpu_backend.h>
+#include <kiln/ops/cpu/loops.h>
+
+namespace kiln::detail {
+
+void CpuBackend::reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, int64_t inner, const Tensor& out) {
+  visit_dtype(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    using Acc = std::conditional_t<std::is_integral_v<T>, int64_t, double>;
+    const T* px = static_cast<const T*>(x.data_ptr());
+    auto load = [](T v) -> Acc {
+      if constexpr (std::is_integral_v<T>) return static_cast<int64_t>(v);
+      else return to_f64(v);
+    };
+    auto is_nan = [](Acc v) {
+      if constexpr (std::is_same_v<Acc, double>) return std::isnan(v);
+      else return false;
+    };
+    for (int64_t o = 0; o < outer; ++o) {
+      for (int64_t i = 0; i < inner; ++i) {
+        const T* base = px + o * r * inner + i;
+        int64_t oi = o * inner + i;
+        if (op == ReduceOp::Sum || op == ReduceOp::Mean) {
+          Acc acc = 0;
+          for (int64_t j = 0; j < r; ++j) acc += load(base[j * inner]);
+          if (op == ReduceOp::Mean) acc = static_cast<Acc>(static_cast<double>(acc) / static_cast<double>(r));
+          if (out.dtype() == DType::I64) static_cast<int64_t*>(out.data_ptr())[oi] = static_cast<int64_t>(acc);
+          else static_cast<T*>(out.data_ptr())[oi] = convert<T>(acc);
+          continue;
+        }
+        bool want_max = op == ReduceOp::Max || op == ReduceOp::ArgMax;
+        Acc best = load(base[0]);
+        int64_t best_j = 0;
+        for (int64_t j = 1; j < r && !is_nan(best); ++j) {
+          Acc v = load(base[j * inner]);
+          if (is_nan(v) || (want_max ? v > best : v < best)) {
+            best = v;
+            best_j = j;
+          }
+        }
+        if (op == ReduceOp::ArgMax || op == ReduceOp::ArgMin) static_cast<int64_t*>(out.data_ptr())[oi] = best_j;
+        else static_cast<T*>(out.data_ptr())[oi] = convert<T>(best);
+      }
+    }
+  });
+}
+
+}  // namespace kiln::detail

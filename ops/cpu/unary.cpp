@@ -1,0 +1,58 @@
+// CPU reference for the unary elementwise family, computed in double (int64 for ints).
+#include <kiln/ops/cpu/cpu_backend.h>
+#include <kiln/ops/cpu/loops.h>
+
+namespace kiln::detail {
+namespace {
+
+double unary_f64(UnaryOp op, double x, double alpha) {
+  constexpr double kSqrt2OverPi = 0.7978845608028654, kInvSqrt2 = 0.7071067811865476;
+  switch (op) {
+    case UnaryOp::Neg: return -x;
+    case UnaryOp::Abs: return std::fabs(x);
+    case UnaryOp::Exp: return std::exp(x);
+    case UnaryOp::Log: return std::log(x);
+    case UnaryOp::Sqrt: return std::sqrt(x);
+    case UnaryOp::Rsqrt: return 1.0 / std::sqrt(x);
+    case UnaryOp::Sin: return std::sin(x);
+    case UnaryOp::Cos: return std::cos(x);
+    case UnaryOp::Relu: return x > 0 ? x : 0.0;
+    case UnaryOp::LeakyRelu: return x > 0 ? x : alpha * x;
+    case UnaryOp::Sigmoid: return 1.0 / (1.0 + std::exp(-x));
+    case UnaryOp::Tanh: return std::tanh(x);
+    case UnaryOp::Gelu: return 0.5 * x * (1.0 + std::erf(x * kInvSqrt2));
+    case UnaryOp::GeluTanh: return 0.5 * x * (1.0 + std::tanh(kSqrt2OverPi * (x + 0.044715 * x * x * x)));
+    case UnaryOp::Silu: return x / (1.0 + std::exp(-x));
+  }
+  return x;
+}
+
+int64_t unary_i64(UnaryOp op, int64_t x) {
+  switch (op) {
+    case UnaryOp::Neg: return -x;
+    case UnaryOp::Abs: return x < 0 ? -x : x;
+    case UnaryOp::Relu: return x > 0 ? x : 0;
+    default: break;
+  }
+  throw Error(str(op_name(op), ": not defined for integer tensors"));
+}
+
+}  // namespace
+
+void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& y, double alpha) {
+  visit_dtype(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, bool>) {
+      throw Error(str(op_name(op), ": not defined for bool tensors"));
+    } else {
+      const T* px = static_cast<const T*>(x.data_ptr());
+      T* py = static_cast<T*>(y.data_ptr());
+      for_each_element<2>(y.sizes(), {&x.strides(), &y.strides()}, [&](const auto& o) {
+        if constexpr (std::is_integral_v<T>) py[o[1]] = static_cast<T>(unary_i64(op, px[o[0]]));
+        else py[o[1]] = convert<T>(unary_f64(op, to_f64(px[o[0]]), alpha));
+      });
+    }
+  });
+}
+
+}  // namespace kiln::detail

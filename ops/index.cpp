@@ -1,0 +1,190 @@
+// cat/stack/split/chunk, index_select, gather, scatter_add, one_hot.
+#include <kiln/ops/index.h>
+
+#include <kiln/core/backend.h>
+#include <kiln/ops/binary.h>
+#include <kiln/ops/checks.h>
+#include <kiln/ops/reduce.h>
+
+namespace kiln {
+
+Tensor cat(const std::vector<Tensor>& ts, int64_t dim) {
+  KILN_CHECK(!ts.empty(), "cat: expects a non-empty list of tensors");
+  const Tensor& ref = ts.front();
+  detail::check_defined("cat", ref);
+  int64_t d = wrap_dim(dim, ref.dim(), "cat");
+  KILN_CHECK(ref.dim() > 0, "cat: zero-dim tensors cannot be concatenated (", describe(ref), ")");
+  DType t = ref.dtype();
+  int64_t total = 0;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    detail::check_defined("cat", ts[i]);
+    detail::check_same_device("cat", ref, ts[i]);
+    KILN_CHECK(ts[i].dim() == ref.dim(), "cat: tensor ", i, " has ", ts[i].dim(), " dims but tensor 0 has ",
+               ref.dim(), " (", describe(ts[i]), " vs ", describe(ref), ")");
+    for (int64_t k = 0; k < ref.dim(); ++k)
+      KILN_CHECK(k == d || ts[i].size(k) == ref.size(k), "cat: sizes must match except in dim ", d, ": tensor ", i,
+                 " is ", describe(ts[i]), ", tensor 0 is ", describe(ref));
+    t = promote_types(t, ts[i].dtype());
+    total += ts[i].size(d);
+  }
+  Shape s = ref.sizes();
+  s[d] = total;
+  Tensor out = empty(s, TensorOptions(t, ref.device()));
+  int64_t off = 0;
+  for (const Tensor& x : ts) {
+    if (x.size(d) > 0) out.narrow(d, off, x.size(d)).copy_(x);
+    off += x.size(d);
+  }
+  return out;
+}
+
+Tensor stack(const std::vector<Tensor>& ts, int64_t dim) {
+  KILN_CHECK(!ts.empty(), "stack: expects a non-empty list of tensors");
+  detail::check_defined("stack", ts.front());
+  int64_t d = wrap_dim(dim, ts.front().dim() + 1, "stack");
+  std::vector<Tensor> u;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    detail::check_defined("stack", ts[i]);
+    KILN_CHECK(ts[i].sizes() == ts.front().sizes(), "stack: all tensors must have one shape; tensor ", i, " is ",
+               describe(ts[i]), ", tensor 0 is ", describe(ts.front()));
+    u.push_back(ts[i].unsqueeze(d));
+  }
+  return cat(u, d);
+}
+
+std::vector<Tensor> split_with_sizes(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
+  detail::check_defined("split", x);
+  int64_t d = wrap_dim(dim, x.dim(), "split");
+  int64_t total = 0;
+  for (int64_t s : sizes) {
+    KILN_CHECK(s >= 0, "split: negative size in ", shape_str(sizes));
+    total += s;
+  }
+  KILN_CHECK(total == x.size(d), "split: sizes ", shape_str(sizes), " sum to ", total, " but dim ", d, " of ",
+             describe(x), " has ", x.size(d));
+  std::vector<Tensor> out;
+  int64_t off = 0;
+  for (int64_t s : sizes) {
+    out.push_back(x.narrow(d, off, s));
+    off += s;
+  }
+  return out;
+}
+
+std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
+  detail::check_defined("split", x);
+  KILN_CHECK(split_size > 0, "split: split_size must be positive, got ", split_size);
+  int64_t d = wrap_dim(dim, x.dim(), "split");
+  std::vector<int64_t> sizes;
+  for (int64_t off = 0; off < x.size(d); off += split_size) sizes.push_back(std::min(split_size, x.size(d) - off));
+  if (sizes.empty()) sizes.push_back(0);
+  return split_with_sizes(x, sizes, d);
+}
+
+std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
+  detail::check_defined("chunk", x);
+  KILN_CHECK(chunks > 0, "chunk: chunks must be positive, got ", chunks);
+  int64_t d = wrap_dim(dim, x.dim(), "chunk");
+  int64_t n = x.size(d);
+  return split(x, std::max<int64_t>((n + chunks - 1) / chunks, 1), d);
+}
+
+namespace {
+// (outer, n, inner) around dim d.
+void around(const Tensor& x, int64_t d, int64_t& outer, int64_t& inner) {
+  outer = 1;
+  inner = 1;
+  for (int64_t i = 0; i < d; ++i) outer *= x.size(i);
+  for (int64_t i = d + 1; i < x.dim(); ++i) inner *= x.size(i);
+}
+
+void check_index_like(const char* op, const Tensor& x, int64_t d, const Tensor& index, const char* what) {
+  KILN_CHECK(index.dim() == x.dim(), op, ": ", what, " must have as many dims as the input: ", describe(index),
+             " vs ", describe(x));
+  for (int64_t k = 0; k < x.dim(); ++k)
+    KILN_CHECK(k == d || index.size(k) == x.size(k), op, ": ", what, " must match the input's shape except in dim ",
+               d, ": ", describe(index), " vs ", describe(x));
+}
+}  // namespace
+
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
+  detail::check_defined("index_select", x);
+  detail::check_defined("index_select", index, "index");
+  detail::check_same_device("index_select", x, index);
+  KILN_CHECK(index.dim() <= 1, "index_select: index must be 0-D or 1-D, got ", describe(index));
+  KILN_CHECK(x.dim() > 0, "index_select: input must have at least 1 dim, got ", describe(x));
+  int64_t d = wrap_dim(dim, x.dim(), "index_select");
+  detail::check_index_range("index_select", index, x.size(d));
+  Tensor idx = cast(index, DType::I64).reshape({-1}).contiguous();
+  Shape s = x.sizes();
+  s[d] = idx.numel();
+  Tensor out = empty(s, TensorOptions(x.dtype(), x.device()));
+  if (out.numel() == 0) return out;
+  int64_t outer, inner;
+  around(x, d, outer, inner);
+  backend(x.device()).index_select(x.contiguous(), idx, outer, x.size(d), inner, out);
+  return out;
+}
+
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
+  detail::check_defined("gather", x);
+  detail::check_defined("gather", index, "index");
+  detail::check_same_device("gather", x, index);
+  KILN_CHECK(x.dim() > 0, "gather: input must have at least 1 dim, got ", describe(x));
+  int64_t d = wrap_dim(dim, x.dim(), "gather");
+  check_index_like("gather", x, d, index, "index");
+  detail::check_index_range("gather", index, x.size(d));
+  Tensor out = empty(index.sizes(), TensorOptions(x.dtype(), x.device()));
+  if (out.numel() == 0) return out;
+  int64_t outer, inner;
+  around(x, d, outer, inner);
+  backend(x.device()).gather(x.contiguous(), cast(index, DType::I64).contiguous(), outer, x.size(d), index.size(d),
+                             inner, out);
+  return out;
+}
+
+Tensor& scatter_add_(Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
+  detail::check_defined("scatter_add", x);
+  detail::check_defined("scatter_add", index, "index");
+  detail::check_defined("scatter_add", src, "src");
+  detail::check_same_device("scatter_add", x, index);
+  detail::check_same_device("scatter_add", x, src);
+  KILN_CHECK(x.dim() > 0, "scatter_add: input must have at least 1 dim, got ", describe(x));
+  KILN_CHECK(src.dtype() == x.dtype(), "scatter_add: src must have the input's dtype: ", describe(src), " vs ",
+             describe(x));
+  KILN_CHECK(x.dtype() != DType::Bool, "scatter_add: not supported for bool tensors");
+  KILN_CHECK(index.sizes() == src.sizes(), "scatter_add: index and src must have one shape: ", describe(index),
+             " vs ", describe(src));
+  int64_t d = wrap_dim(dim, x.dim(), "scatter_add");
+  check_index_like("scatter_add", x, d, index, "index");
+  detail::check_index_range("scatter_add", index, x.size(d));
+  if (index.numel() == 0) return x;
+  int64_t outer, inner;
+  around(x, d, outer, inner);
+  Tensor target = x.is_contiguous() ? x : x.contiguous();
+  backend(x.device()).scatter_add(target, cast(index, DType::I64).contiguous(), src.contiguous(), outer, x.size(d),
+                                  index.size(d), inner);
+  if (!target.is_same(x)) x.copy_(target);
+  return x;
+}
+
+Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
+  detail::check_defined("scatter_add", x);
+  Tensor out = x.clone();
+  return scatter_add_(out, dim, index, src);
+}
+
+Tensor one_hot(const Tensor& index, int64_t num_classes) {
+  detail::check_defined("one_hot", index, "index");
+  KILN_CHECK(index.dtype() == DType::I64 || index.dtype() == DType::I32, "one_hot: index must be i32 or i64, got ",
+             describe(index));
+  if (num_classes < 0) {
+    KILN_CHECK(index.numel() > 0, "one_hot: cannot infer num_classes from an empty index; pass it");
+    num_classes = max(index).item<int64_t>() + 1;
+  }
+  detail::check_index_range("one_hot", index, num_classes);
+  Tensor classes = arange(num_classes, TensorOptions(index.dtype(), index.device()));
+  return cast(eq(index.unsqueeze(-1), classes), DType::I64);
+}
+
+}  // namespace kiln

@@ -1,0 +1,82 @@
+// matmul/bmm: shape rules, batch broadcasting and a BLAS-friendly layout; the product
+// itself is the backend's (cuBLASLt or OpenBLAS).
+#include <kiln/ops/matmul.h>
+
+#include <kiln/core/backend.h>
+#include <kiln/ops/checks.h>
+
+namespace kiln {
+namespace {
+
+// A (B, R, C) operand with unit stride in one of its last two dims and a valid leading
+// dimension, copying only when neither holds.
+Tensor blas_layout(const Tensor& t) {
+  int64_t R = t.size(1), C = t.size(2);
+  Shape st = t.strides();
+  if (t.size(0) == 1) st[0] = R * C;
+  if (st[2] == 1 || C == 1) {  // row-major candidate
+    if (C == 1) st[2] = 1;
+    if (R == 1) st[1] = std::max<int64_t>(C, 1);
+    if (st[1] >= std::max<int64_t>(C, 1)) return t.as_strided(t.sizes(), st, t.offset());
+  }
+  st = t.strides();
+  if (t.size(0) == 1) st[0] = R * C;
+  if (st[1] == 1 || R == 1) {  // column-major candidate
+    if (R == 1) st[1] = 1;
+    if (C == 1) st[2] = std::max<int64_t>(R, 1);
+    if (st[2] >= std::max<int64_t>(R, 1)) return t.as_strided(t.sizes(), st, t.offset());
+  }
+  return t.contiguous();
+}
+
+void check_operands(const char* op, const Tensor& a, const Tensor& b) {
+  detail::check_defined(op, a, "first operand");
+  detail::check_defined(op, b, "second operand");
+  detail::check_same_device(op, a, b);
+  detail::check_floating(op, a);
+  KILN_CHECK(a.dtype() == b.dtype(), op, ": operands must have the same dtype, got ", describe(a), " and ",
+             describe(b));
+  KILN_CHECK(a.dim() >= 1 && b.dim() >= 1, op, ": operands must have at least 1 dim, got ", describe(a), " and ",
+             describe(b));
+}
+
+Tensor product(const Tensor& A, const Tensor& B) {  // (Bt, M, K) @ (Bt, K, N)
+  Tensor out = empty({A.size(0), A.size(1), B.size(2)}, TensorOptions(A.dtype(), A.device()));
+  if (out.numel() == 0) return out;
+  if (A.size(2) == 0) return out.fill_(0);
+  backend(A.device()).matmul(blas_layout(A), blas_layout(B), out);
+  return out;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  check_operands("matmul", a, b);
+  Tensor a2 = a.dim() == 1 ? a.unsqueeze(0) : a;
+  Tensor b2 = b.dim() == 1 ? b.unsqueeze(1) : b;
+  int64_t M = a2.size(-2), K = a2.size(-1), K2 = b2.size(-2), N = b2.size(-1);
+  KILN_CHECK(K == K2, "matmul: inner dimensions differ: ", describe(a), " @ ", describe(b), " (", K, " vs ", K2,
+             ")");
+  Shape ba(a2.sizes().begin(), a2.sizes().end() - 2), bb(b2.sizes().begin(), b2.sizes().end() - 2);
+  Shape batch = broadcast_shapes(ba, bb, "matmul");
+  int64_t nb = shape_numel(batch);
+  Shape ea = batch, eb = batch;
+  ea.insert(ea.end(), {M, K});
+  eb.insert(eb.end(), {K, N});
+  Tensor out = product(a2.expand(ea).reshape({nb, M, K}), b2.expand(eb).reshape({nb, K, N}));
+  Shape os = batch;
+  if (a.dim() > 1) os.push_back(M);
+  if (b.dim() > 1) os.push_back(N);
+  return out.view(os);
+}
+
+Tensor bmm(const Tensor& a, const Tensor& b) {
+  check_operands("bmm", a, b);
+  KILN_CHECK(a.dim() == 3 && b.dim() == 3, "bmm: expects 3-D operands (B, M, K) and (B, K, N), got ", describe(a),
+             " and ", describe(b));
+  KILN_CHECK(a.size(0) == b.size(0) && a.size(2) == b.size(1), "bmm: shapes do not match: ", describe(a), " @ ",
+             describe(b));
+  return product(a, b);
+}
+
+}  // namespace kiln

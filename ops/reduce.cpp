@@ -1,0 +1,115 @@
+// Reductions: normalise dims, lay the input out as (outer, r, inner) without copying
+// where possible, and dispatch. var/std compose mean, sub, mul and sum (two passes).
+#include <kiln/ops/reduce.h>
+
+#include <limits>
+
+#include <kiln/ops/binary.h>
+#include <kiln/ops/checks.h>
+#include <kiln/ops/unary.h>
+
+namespace kiln {
+namespace {
+
+Shape kept_shape(const Tensor& x, const std::vector<int64_t>& rd, bool keepdim) {
+  Shape s;
+  size_t j = 0;
+  for (int64_t i = 0; i < x.dim(); ++i) {
+    bool reduced = j < rd.size() && rd[j] == i;
+    if (reduced) ++j;
+    if (!reduced) s.push_back(x.size(i));
+    else if (keepdim) s.push_back(1);
+  }
+  return s;
+}
+
+Tensor reduce_impl(ReduceOp op, const Tensor& x, const Dims& dims, bool keepdim) {
+  const char* name = op_name(op);
+  detail::check_defined(name, x);
+  std::vector<int64_t> rd = detail::reduce_dims(name, x, dims);
+  bool arg = op == ReduceOp::ArgMax || op == ReduceOp::ArgMin;
+  DType out_t = x.dtype();
+  if (arg) out_t = DType::I64;
+  if (op == ReduceOp::Sum && !is_floating(x.dtype())) out_t = DType::I64;
+  if (op == ReduceOp::Mean) detail::check_floating(name, x);
+  KILN_CHECK(!((op == ReduceOp::Max || op == ReduceOp::Min || arg) && x.dtype() == DType::Bool), name,
+             ": not supported for bool tensors, got ", describe(x));
+
+  int64_t r = 1;
+  for (int64_t d : rd) r *= x.size(d);
+  Shape out_shape = kept_shape(x, rd, keepdim);
+  Tensor out = empty(out_shape, TensorOptions(out_t, x.device()));
+  if (out.numel() == 0) return out;
+  if (r == 0) {
+    KILN_CHECK(op == ReduceOp::Sum || op == ReduceOp::Mean, name, ": cannot reduce over an empty dimension of ",
+               describe(x));
+    out.fill_(op == ReduceOp::Sum ? 0.0 : std::numeric_limits<double>::quiet_NaN());
+    return out;
+  }
+
+  // A contiguous input whose reduced dims are one block needs no copy.
+  bool block = true;
+  for (size_t i = 1; i < rd.size(); ++i) block = block && rd[i] == rd[i - 1] + 1;
+  Tensor in;
+  int64_t outer = 1, inner = 1;
+  if (rd.empty()) {
+    in = x.contiguous();
+  } else if (block && x.is_contiguous()) {
+    in = x;
+    for (int64_t i = 0; i < rd.front(); ++i) outer *= x.size(i);
+    for (int64_t i = rd.back() + 1; i < x.dim(); ++i) inner *= x.size(i);
+  } else {
+    Shape perm;
+    size_t j = 0;
+    for (int64_t i = 0; i < x.dim(); ++i) {
+      if (j < rd.size() && rd[j] == i) ++j;
+      else perm.push_back(i), outer *= x.size(i);
+    }
+    perm.insert(perm.end(), rd.begin(), rd.end());
+    in = x.permute(perm).contiguous();
+  }
+  backend(x.device()).reduce(op, in, outer, r, inner, out);
+  return out;
+}
+
+}  // namespace
+
+Tensor sum(const Tensor& x, const Dims& dims, bool keepdim) { return reduce_impl(ReduceOp::Sum, x, dims, keepdim); }
+Tensor mean(const Tensor& x, const Dims& dims, bool keepdim) { return reduce_impl(ReduceOp::Mean, x, dims, keepdim); }
+Tensor max(const Tensor& x, const Dims& dims, bool keepdim) { return reduce_impl(ReduceOp::Max, x, dims, keepdim); }
+Tensor min(const Tensor& x, const Dims& dims, bool keepdim) { return reduce_impl(ReduceOp::Min, x, dims, keepdim); }
+
+namespace {
+Tensor arg_impl(ReduceOp op, const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
+  detail::check_defined(op_name(op), x);
+  if (dim) return reduce_impl(op, x, {*dim}, keepdim);
+  Tensor flat = reduce_impl(op, x.reshape({-1}), {0}, false);
+  if (!keepdim) return flat;
+  return flat.reshape(Shape(x.dim(), 1));
+}
+}  // namespace
+
+Tensor argmax(const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
+  return arg_impl(ReduceOp::ArgMax, x, dim, keepdim);
+}
+Tensor argmin(const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
+  return arg_impl(ReduceOp::ArgMin, x, dim, keepdim);
+}
+
+Tensor var(const Tensor& x, const Dims& dims, int64_t correction, bool keepdim) {
+  detail::check_defined("var", x);
+  detail::check_floating("var", x);
+  KILN_CHECK(correction >= 0, "var: correction must be non-negative, got ", correction);
+  std::vector<int64_t> rd = detail::reduce_dims("var", x, dims);
+  int64_t n = 1;
+  for (int64_t d : rd) n *= x.size(d);
+  Tensor centered = sub(x, mean(x, dims, true));
+  Tensor ss = sum(mul(centered, centered), dims, keepdim);
+  return div(ss, static_cast<double>(n - correction));
+}
+
+Tensor std(const Tensor& x, const Dims& dims, int64_t correction, bool keepdim) {
+  return kiln::sqrt(var(x, dims, correction, keepdim));
+}
+
+}  // namespace kiln
