@@ -1,0 +1,42 @@
+// The CUDA backend: kiln's Backend on CUDA devices. The methods are the host-side glue
+// (compiled by the host compiler, in cuda/*.cpp): they set the device, describe tensors
+// as TensorArgs and call the launchers of cuda/kernels/*.cu on the current stream.
+#pragma once
+#include <kiln/core/backend.h>
+#include <kiln/cuda/kernels/args.h>
+
+namespace kiln::cuda {
+
+// Describes a tensor for a launcher; kernels of one launch get coalesced geometry from
+// make_args.
+TensorArg make_arg(const Tensor& t);
+// Describes tensors of one shape, merging dims that are contiguous in all of them, so
+// strided kernels do less index arithmetic.
+void coalesce(TensorArg* args, int n);
+
+class CudaBackend final : public Backend {
+ public:
+  const char* name() const override { return "cuda"; }
+  int device_count() override;
+  Allocator& allocator() override;
+  void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) override;
+  void synchronize(Device device) override;
+
+  void fill(const Tensor& out, Scalar value) override;
+  void copy(const Tensor& src, const Tensor& out) override;
+  void random(const Tensor& out, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b) override;
+  void unary(UnaryOp op, const Tensor& x, const Tensor& y, double alpha) override;
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, int64_t inner, const Tensor& out) override;
+  void softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log, const Tensor& out) override;
+  void matmul(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void index_select(const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t inner,
+                    const Tensor& out) override;
+  void gather(const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t k, int64_t inner,
+              const Tensor& out) override;
+  void scatter_add(const Tensor& out, const Tensor& index, const Tensor& src, int64_t outer, int64_t n, int64_t k,
+                   int64_t inner) override;
+};
+
+}  // namespace kiln::cuda
