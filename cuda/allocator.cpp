@@ -1,0 +1,219 @@
+// The stream-ordered pool allocator (see allocator.h). CUDA's pool does the caching, the
+// splitting and the stream-ordered reuse; this file adds kiln's accounting, the
+// out-of-memory retry and a message that says what to do about it. Per-device state is
+// created once and never destroyed, so tensors released by static destructors at exit
+// still find it.
+#include <kiln/cuda/allocator.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <kiln/core/error.h>
+#include <kiln/core/log.h>
+#include <kiln/cuda/device.h>
+#include <kiln/cuda/error.h>
+
+namespace kiln::cuda {
+namespace {
+
+struct PoolState {
+  std::once_flag init;
+  std::atomic<bool> ready{false};
+  // Devices without pool support (rare: some virtualised GPUs) fall back to
+  // cudaMalloc/cudaFree, which are correct but synchronise the device.
+  bool use_pool = true;
+  cudaMemPool_t pool = nullptr;
+  std::atomic<int64_t> allocated{0}, peak{0}, num_allocs{0};
+};
+
+std::vector<PoolState>& pool_states() {
+  static auto* states = new std::vector<PoolState>(static_cast<size_t>(device_count()));
+  return *states;
+}
+
+PoolState& state(int device) {
+  int n = device_count();
+  if (device < 0 || device >= n) {
+    throw DeviceError(detail::str("CUDA allocator: device cuda:", device, " requested, but ",
+                                  n == 0 ? std::string("no usable CUDA device was found (") + unavailable_reason() + ")"
+                                         : std::to_string(n) + " device(s) are visible"));
+  }
+  return pool_states()[static_cast<size_t>(device)];
+}
+
+// Call with `device` current.
+void ensure_ready(PoolState& st, int device) {
+  std::call_once(st.init, [&] {
+    int supported = 0;
+    KILN_CUDA_CHECK(cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device));
+    if (!supported) {
+      st.use_pool = false;
+      log_warn("cuda:", device, " does not support stream-ordered memory pools; kiln falls back to cudaMalloc/",
+               "cudaFree, which synchronise the device on every free");
+    } else {
+      KILN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&st.pool, device));
+      // The default threshold (0) hands freed memory back to the driver at every stream
+      // synchronisation, which turns each training step into fresh cudaMalloc calls.
+      uint64_t keep_all = UINT64_MAX;
+      KILN_CUDA_CHECK(cudaMemPoolSetAttribute(st.pool, cudaMemPoolAttrReleaseThreshold, &keep_all));
+    }
+    st.ready.store(true, std::memory_order_release);
+  });
+}
+
+cudaError_t raw_allocate(const PoolState& st, void** p, size_t nbytes, cudaStream_t stream) {
+  return st.use_pool ? cudaMallocFromPoolAsync(p, nbytes, st.pool, stream) : cudaMalloc(p, nbytes);
+}
+
+int64_t pool_reserved(const PoolState& st) {
+  if (!st.ready.load(std::memory_order_acquire)) return 0;
+  if (!st.use_pool) return st.allocated.load();
+  uint64_t reserved = 0;
+  KILN_CUDA_CHECK(cudaMemPoolGetAttribute(st.pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
+  return static_cast<int64_t>(reserved);
+}
+
+std::string format_bytes(double b) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024.0 && u < 4) {
+    b /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.2f %s", b, units[u]);
+  return buf;
+}
+
+std::string oom_message(const PoolState& st, int device, size_t nbytes) {
+  size_t free_b = 0, total_b = 0;
+  std::string device_mem;
+  cudaError_t info = cudaMemGetInfo(&free_b, &total_b);
+  if (info == cudaSuccess) {
+    device_mem = detail::str(format_bytes(static_cast<double>(free_b)), " free of ",
+                             format_bytes(static_cast<double>(total_b)), " total");
+  } else {
+    (void)cudaGetLastError();
+    device_mem = "unknown free memory (" + describe_cuda_error(info) + ")";
+  }
+  int64_t reserved = 0;
+  try {
+    reserved = pool_reserved(st);
+  } catch (const Error&) {
+    reserved = -1;
+  }
+  return detail::str("CUDA out of memory on cuda:", device, ": tried to allocate ",
+                     format_bytes(static_cast<double>(nbytes)), " (", nbytes, " bytes); the device has ", device_mem,
+                     "; kiln holds ", format_bytes(static_cast<double>(st.allocated.load())), " in live tensors and ",
+                     reserved < 0 ? std::string("an unknown amount") : format_bytes(static_cast<double>(reserved)),
+                     " reserved by its pool (the pool's cache was already released for this retry). "
+                     "Free tensors you no longer need, or reduce the batch size");
+}
+
+class CudaAllocator final : public Allocator {
+ public:
+  void* allocate(size_t nbytes, Device device) override {
+    KILN_CHECK(device.is_cuda(), "CUDA allocator: cannot allocate on ", device.str());
+    if (nbytes == 0) return nullptr;
+    PoolState& st = state(device.index);
+    DeviceGuard guard(device);
+    ensure_ready(st, device.index);
+    cudaStream_t stream = current_stream(device.index);
+    void* p = nullptr;
+    cudaError_t status = raw_allocate(st, &p, nbytes, stream);
+    if (status == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      // Blocks freed on other streams return to the pool only once those frees have run,
+      // and the cache may be too fragmented for this request: wait for the device, hand
+      // the whole cache back to the driver, and try once more.
+      log_debug("CUDA allocation of ", nbytes, " bytes on cuda:", device.index,
+                " failed; synchronising and releasing the pool's cache before retrying");
+      KILN_CUDA_CHECK(cudaDeviceSynchronize());
+      if (st.use_pool) KILN_CUDA_CHECK(cudaMemPoolTrimTo(st.pool, 0));
+      status = raw_allocate(st, &p, nbytes, stream);
+      if (status == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        throw OutOfMemory(oom_message(st, device.index, nbytes));
+      }
+    }
+    if (status != cudaSuccess) throw_cuda_error(status, "cudaMallocFromPoolAsync", __FILE__, __LINE__);
+
+    int64_t now = st.allocated.fetch_add(static_cast<int64_t>(nbytes)) + static_cast<int64_t>(nbytes);
+    int64_t peak = st.peak.load();
+    while (now > peak && !st.peak.compare_exchange_weak(peak, now)) {
+    }
+    st.num_allocs.fetch_add(1);
+    return p;
+  }
+
+  // The block goes back to the pool in stream order: kernels already queued on the
+  // current stream that use it still run before any reuse.
+  void deallocate(void* p, size_t nbytes, Device device) noexcept override {
+    if (p == nullptr) return;
+    try {
+      PoolState& st = state(device.index);
+      st.allocated.fetch_sub(static_cast<int64_t>(nbytes));
+      cudaStream_t stream = current_stream(device.index);
+      // Plain calls rather than DeviceGuard: at process exit the runtime may already be
+      // unloading, and KILN_CUDA_WARN stays quiet about exactly that.
+      int prev = 0;
+      if (!KILN_CUDA_WARN(cudaGetDevice(&prev))) return;
+      if (prev != device.index && !KILN_CUDA_WARN(cudaSetDevice(device.index))) return;
+      if (st.use_pool) KILN_CUDA_WARN(cudaFreeAsync(p, stream));
+      else KILN_CUDA_WARN(cudaFree(p));
+      if (prev != device.index) KILN_CUDA_WARN(cudaSetDevice(prev));
+    } catch (const std::exception& e) {
+      try {
+        log_error("CUDA allocator: freeing ", nbytes, " bytes on cuda:", device.index, " failed: ", e.what());
+      } catch (...) {
+      }
+    }
+  }
+
+  MemoryStats stats(Device device) const override { return memory_stats(device.index); }
+  void reset_peak(Device device) override { reset_peak_memory_stats(device.index); }
+  void empty_cache(Device device) override { cuda::empty_cache(device.index); }
+};
+
+}  // namespace
+
+Allocator& cuda_allocator() {
+  static auto* allocator = new CudaAllocator();  // outlives static tensors; see file comment
+  return *allocator;
+}
+
+MemoryStats memory_stats(int device) {
+  PoolState& st = state(device);
+  MemoryStats s;
+  s.allocated = st.allocated.load();
+  s.peak_allocated = st.peak.load();
+  s.num_allocs = st.num_allocs.load();
+  s.reserved = pool_reserved(st);
+  return s;
+}
+
+void reset_peak_memory_stats(int device) {
+  PoolState& st = state(device);
+  st.peak.store(st.allocated.load());
+  if (st.ready.load(std::memory_order_acquire) && st.use_pool) {
+    uint64_t zero = 0;  // the only value these attributes accept: restart from the current usage
+    KILN_CUDA_CHECK(cudaMemPoolSetAttribute(st.pool, cudaMemPoolAttrReservedMemHigh, &zero));
+    KILN_CUDA_CHECK(cudaMemPoolSetAttribute(st.pool, cudaMemPoolAttrUsedMemHigh, &zero));
+  }
+}
+
+void empty_cache(int device) {
+  PoolState& st = state(device);
+  if (!st.ready.load(std::memory_order_acquire) || !st.use_pool) return;
+  DeviceGuard guard(device);
+  // Blocks whose stream-ordered free has not run yet are still in use; waiting first lets
+  // the trim release them too.
+  KILN_CUDA_CHECK(cudaDeviceSynchronize());
+  KILN_CUDA_CHECK(cudaMemPoolTrimTo(st.pool, 0));
+}
+
+}  // namespace kiln::cuda
