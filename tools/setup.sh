@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# kiln's set-up script: installs the Debian packages kiln needs, configures kiln (with the
+# CUDA backend when a CUDA toolkit is found), builds it and runs a short demo. Idempotent:
+# a second run skips apt entirely when every package is installed, and rebuilds only what
+# changed. Run it as root (or with sudo available) on Debian 12 or a derivative.
+#
+# usage: tools/setup.sh [--no-demo] [--no-install] [--help]
+#   --no-demo     build only (tools/test.sh uses this)
+#   --no-install  skip the package step (for machines where someone else manages packages)
+# environment:
+#   KILN_BUILD_DIR             build folder (default: <repo>/build)
+#   KILN_CUDA                  auto (default), ON or OFF; auto builds CUDA when nvcc is found
+#   KILN_JOBS                  parallel build jobs (default: nproc)
+#   KILN_BUILD_TYPE            CMake build type (default: Release)
+#   CMAKE_CUDA_ARCHITECTURES   GPU architectures to compile for (kiln's default: 90)
+#   KILN_CMAKE_ARGS            extra arguments for the configure step (split on spaces)
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir=${KILN_BUILD_DIR:-$repo/build}
+jobs=${KILN_JOBS:-$(nproc)}
+build_type=${KILN_BUILD_TYPE:-Release}
+run_demo=1
+install_packages=1
+
+for arg in "$@"; do
+  case $arg in
+    --no-demo) run_demo=0 ;;
+    --demo) run_demo=1 ;;
+    --no-install) install_packages=0 ;;
+    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+t_start=$(date +%s)
+say() { printf '[setup] %s\n' "$*"; }
+elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
+
+# ---- packages --------------------------------------------------------------------------
+# Required to build and test kiln.
+required=(build-essential cmake ninja-build ccache pkg-config catch2 libspdlog-dev libfmt-dev libopenblas-dev)
+# Needed by later parts (the Fashion-MNIST examples, Gloo process groups); installed when
+# this distribution has them. (python3-torch, used only to cross-check results, is large
+# and left to the user.)
+optional=(dataset-fashion-mnist libgloo-dev)
+
+is_installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+has_candidate() {
+  local c
+  c=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}')
+  [ -n "$c" ] && [ "$c" != "(none)" ]
+}
+
+if [ "$install_packages" = 1 ]; then
+  missing=()
+  for p in "${required[@]}"; do is_installed "$p" || missing+=("$p"); done
+  # An optional package only counts as missing when apt knows it, so that a distribution
+  # without it does not cost an apt-get update on every run.
+  missing_optional=()
+  for p in "${optional[@]}"; do is_installed "$p" || { has_candidate "$p" && missing_optional+=("$p"); }; done
+
+  if [ ${#missing[@]} -eq 0 ] && [ ${#missing_optional[@]} -eq 0 ]; then
+    say "packages: all installed, skipping apt"
+  else
+    if [ "$(id -u)" -eq 0 ]; then
+      sudo=()
+    elif command -v sudo >/dev/null; then
+      sudo=(sudo)
+    else
+      echo "setup.sh: packages missing (${missing[*]} ${missing_optional[*]}) and not root; run as root" >&2
+      exit 1
+    fi
+    t=$(date +%s)
+    say "installing packages: ${missing[*]} ${missing_optional[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q
+    # After the update, install every optional package this distribution offers.
+    to_install=("${missing[@]}")
+    for p in "${optional[@]}"; do
+      if ! is_installed "$p"; then
+        if has_candidate "$p"; then to_install+=("$p"); else say "optional package $p is not available here; skipping"; fi
+      fi
+    done
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${to_install[@]}"
+    say "packages installed in $(elapsed "$t")"
+  fi
+else
+  say "packages: skipped (--no-install)"
+fi
+
+# ---- CUDA --------------------------------------------------------------------------------
+kiln_cuda=${KILN_CUDA:-auto}
+nvcc=""
+case ${kiln_cuda^^} in
+  OFF|0|NO|FALSE) kiln_cuda=OFF; why="turned off by KILN_CUDA=$KILN_CUDA" ;;
+  ON|1|YES|TRUE|AUTO)
+    if [ -x /usr/local/cuda/bin/nvcc ]; then nvcc=/usr/local/cuda/bin/nvcc
+    elif command -v nvcc >/dev/null; then nvcc=$(command -v nvcc)
+    fi
+    if [ -n "$nvcc" ]; then
+      kiln_cuda=ON; why="$nvcc ($("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'))"
+    elif [ "${kiln_cuda^^}" = AUTO ]; then
+      kiln_cuda=OFF; why="no nvcc at /usr/local/cuda/bin/nvcc or on PATH"
+    else
+      echo "setup.sh: KILN_CUDA=$kiln_cuda but no nvcc at /usr/local/cuda/bin/nvcc or on PATH" >&2
+      exit 1
+    fi ;;
+  *) echo "setup.sh: KILN_CUDA must be auto, ON or OFF (got '$kiln_cuda')" >&2; exit 2 ;;
+esac
+say "CUDA: $why -> KILN_CUDA=$kiln_cuda"
+
+# ---- configure and build --------------------------------------------------------------------
+cmake_args=(-S "$repo" -B "$build_dir" -DCMAKE_BUILD_TYPE="$build_type" -DKILN_CUDA="$kiln_cuda")
+# The generator is fixed when a build folder is first configured.
+[ -f "$build_dir/CMakeCache.txt" ] || cmake_args+=(-G Ninja)
+[ "$kiln_cuda" = ON ] && cmake_args+=(-DCMAKE_CUDA_COMPILER="$nvcc")
+[ -n "${CMAKE_CUDA_ARCHITECTURES:-}" ] && cmake_args+=(-DCMAKE_CUDA_ARCHITECTURES="$CMAKE_CUDA_ARCHITECTURES")
+# shellcheck disable=SC2206  # deliberately split on spaces
+[ -n "${KILN_CMAKE_ARGS:-}" ] && cmake_args+=($KILN_CMAKE_ARGS)
+
+say "tools: $(cmake --version | head -1), ninja $(ninja --version), $(c++ --version | head -1)"
+t=$(date +%s)
+say "configuring $build_dir ($build_type, KILN_CUDA=$kiln_cuda)"
+mkdir -p "$build_dir"
+cmake "${cmake_args[@]}" > "$build_dir/configure.log" 2>&1 || {
+  cat "$build_dir/configure.log" >&2
+  echo "setup.sh: configure failed (log: $build_dir/configure.log)" >&2
+  exit 1
+}
+say "configured in $(elapsed "$t") (log: $build_dir/configure.log)"
+
+t=$(date +%s)
+say "building with $jobs jobs"
+cmake --build "$build_dir" -j "$jobs" || { say "build FAILED after $(elapsed "$t")"; exit 1; }
+say "build took $(elapsed "$t")"
+
+# ---- demo ------------------------------------------------------------------------------------
+if [ "$run_demo" = 1 ]; then
+  say "running the demo: $build_dir/tools/kiln_demo"
+  echo
+  "$build_dir/tools/kiln_demo"
+  echo
+fi
+say "done in $(elapsed "$t_start"). Tests: bash tools/test.sh"
