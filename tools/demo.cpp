@@ -13,6 +13,9 @@
 #include <vector>
 
 #include <kiln/kiln.h>
+#if KILN_CUDA
+#include <kiln/cuda/device.h>  // unavailable_reason(): why no GPU could be used
+#endif
 
 namespace {
 
@@ -73,13 +76,9 @@ int main(int argc, char** argv) {
     int ncuda = kiln::cuda_device_count();
     if (KILN_CUDA) {
       std::printf("CUDA devices found: %d\n", ncuda);
-      if (ncuda == 0) {
-        try {
-          kiln::backend(kiln::cuda_device(0));
-        } catch (const kiln::DeviceError& e) {
-          std::printf("  why: %s\n", e.what());
-        }
-      }
+#if KILN_CUDA
+      if (ncuda == 0) std::printf("  why: %s\n", kiln::cuda::unavailable_reason());
+#endif
     }
 
     kiln::Device dev = kiln::kCPU;
