@@ -14,7 +14,7 @@ Device::Device(const std::string& spec) {
     type = DeviceType::CUDA;
     index = 0;
     if (spec.size() == 4) return;
-    if (spec[4] == ':' && spec.size() > 5) {
+    if (spec[4] == ':' && spec.size() > 5 && spec.find_first_not_of("0123456789", 5) == std::string::npos) {
       try {
         size_t pos = 0;
         index = std::stoi(spec.substr(5), &pos);

@@ -71,7 +71,7 @@ KILN_HD double philox_normal_sample_f64(uint64_t seed, uint64_t counter, double 
   PhiloxOut r = philox4x32(seed, counter);
   double u1 = 1.0 - philox_uniform_f64(r.x[0], r.x[1]);  // (0, 1]
   double u2 = philox_uniform_f64(r.x[2], r.x[3]);
-  return mean + std * (sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+  return mean + std * (::sqrt(-2.0 * ::log(u1)) * ::cos(6.283185307179586 * u2));
 }
 KILN_HD int64_t philox_int_sample(uint64_t seed, uint64_t counter, int64_t low, int64_t high) {
   PhiloxOut r = philox4x32(seed, counter);

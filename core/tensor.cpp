@@ -9,6 +9,7 @@
 #include <ostream>
 #include <sstream>
 
+#include <kiln/core/autograd.h>
 #include <kiln/core/backend.h>
 #include <kiln/core/generator.h>
 
@@ -126,9 +127,24 @@ bool Tensor::is_contiguous() const {
 
 // ---- views -----------------------------------------------------------------------
 
-Tensor Tensor::as_strided(Shape sizes, Shape strides, int64_t offset) const {
+Tensor Tensor::as_strided_raw(Shape sizes, Shape strides, int64_t offset) const {
   return make(storage(), dtype(), std::move(sizes), std::move(strides), offset);
 }
+
+Tensor Tensor::as_strided(Shape sizes, Shape strides, int64_t offset) const {
+  KILN_CHECK(!any_requires_grad({*this}), "as_strided: has no backward; call it on a tensor that does not "
+             "require grad (detach()) or under NoGradGuard");
+  return as_strided_raw(std::move(sizes), std::move(strides), offset);
+}
+
+namespace {
+// The backward of views whose inverse is a reshape (view, squeeze, unsqueeze).
+Tensor record_reshape_view(const char* name, const Tensor& in, Tensor out) {
+  return record(name, {in}, std::move(out), [in_sizes = in.sizes()](const Tensor& g) {
+    return std::vector<Tensor>{g.reshape(in_sizes)};
+  });
+}
+}  // namespace
 
 namespace {
 // Resolves one -1 in a requested shape against numel.
@@ -195,13 +211,13 @@ Tensor Tensor::view(Shape req) const {
   KILN_CHECK(view_strides(sizes(), strides(), s, st), "view: shape ", shape_str(sizes()), " with strides ",
              shape_str(strides()), " cannot be viewed as ", shape_str(s),
              " without a copy (use reshape, or contiguous() first)");
-  return as_strided(s, st, offset());
+  return record_reshape_view("view", *this, as_strided_raw(s, st, offset()));
 }
 
 Tensor Tensor::reshape(Shape req) const {
   Shape s = infer_shape(req, numel(), "reshape", sizes());
   Shape st;
-  if (view_strides(sizes(), strides(), s, st)) return as_strided(s, st, offset());
+  if (view_strides(sizes(), strides(), s, st)) return record_reshape_view("reshape", *this, as_strided_raw(s, st, offset()));
   return clone().view(s);
 }
 
@@ -217,7 +233,10 @@ Tensor Tensor::permute(Shape dims) const {
     s[i] = sizes()[d];
     st[i] = strides()[d];
   }
-  return as_strided(s, st, offset());
+  Shape inverse(dims.size());
+  for (size_t i = 0; i < dims.size(); ++i) inverse[wrap_dim(dims[i], dim(), "permute")] = static_cast<int64_t>(i);
+  return record("permute", {*this}, as_strided_raw(s, st, offset()),
+                [inverse](const Tensor& g) { return std::vector<Tensor>{g.permute(inverse)}; });
 }
 
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
@@ -227,7 +246,8 @@ Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
   Shape s = sizes(), st = strides();
   std::swap(s[d0], s[d1]);
   std::swap(st[d0], st[d1]);
-  return as_strided(s, st, offset());
+  return record("transpose", {*this}, as_strided_raw(s, st, offset()),
+                [d0, d1](const Tensor& g) { return std::vector<Tensor>{g.transpose(d0, d1)}; });
 }
 
 Tensor Tensor::t() const {
@@ -246,7 +266,12 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
   Shape s = sizes(), st = strides();
   s[d] = (end - start + step - 1) / step;
   st[d] *= step;
-  return as_strided(s, st, offset() + start * strides()[d]);
+  return record("slice", {*this}, as_strided_raw(s, st, offset() + start * strides()[d]),
+                [in_sizes = sizes(), d, start, end, step](const Tensor& g) {
+                  Tensor z = zeros(in_sizes, TensorOptions(g.dtype(), g.device()));
+                  z.slice(d, start, end, step).copy_(g);
+                  return std::vector<Tensor>{z};
+                });
 }
 
 Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
@@ -269,7 +294,11 @@ Tensor Tensor::select(int64_t d, int64_t index) const {
   int64_t off = offset() + index * st[d];
   s.erase(s.begin() + d);
   st.erase(st.begin() + d);
-  return as_strided(s, st, off);
+  return record("select", {*this}, as_strided_raw(s, st, off), [in_sizes = sizes(), d, index](const Tensor& g) {
+    Tensor z = zeros(in_sizes, TensorOptions(g.dtype(), g.device()));
+    z.select(d, index).copy_(g);
+    return std::vector<Tensor>{z};
+  });
 }
 
 Tensor Tensor::expand(Shape req) const {
@@ -291,7 +320,10 @@ Tensor Tensor::expand(Shape req) const {
     s[i] = want;
     st[i] = have == want ? strides()[i - lead] : 0;
   }
-  return as_strided(s, st, offset());
+  if (s == sizes()) return *this;
+  return record("expand", {*this}, as_strided_raw(s, st, offset()), [in_sizes = sizes()](const Tensor& g) {
+    return std::vector<Tensor>{detail::sum_to_shape(g, in_sizes)};
+  });
 }
 
 Tensor Tensor::squeeze() const {
@@ -301,7 +333,7 @@ Tensor Tensor::squeeze() const {
       s.push_back(sizes()[i]);
       st.push_back(strides()[i]);
     }
-  return as_strided(s, st, offset());
+  return record_reshape_view("squeeze", *this, as_strided_raw(s, st, offset()));
 }
 
 Tensor Tensor::squeeze(int64_t d) const {
@@ -311,7 +343,7 @@ Tensor Tensor::squeeze(int64_t d) const {
   Shape s = sizes(), st = strides();
   s.erase(s.begin() + d);
   st.erase(st.begin() + d);
-  return as_strided(s, st, offset());
+  return record_reshape_view("squeeze", *this, as_strided_raw(s, st, offset()));
 }
 
 Tensor Tensor::unsqueeze(int64_t d) const {
@@ -320,7 +352,7 @@ Tensor Tensor::unsqueeze(int64_t d) const {
   int64_t stride = d < dim() ? sizes()[d] * strides()[d] : 1;
   s.insert(s.begin() + d, 1);
   st.insert(st.begin() + d, stride);
-  return as_strided(s, st, offset());
+  return record_reshape_view("unsqueeze", *this, as_strided_raw(s, st, offset()));
 }
 
 Tensor Tensor::flatten(int64_t start, int64_t end) const {
@@ -342,8 +374,11 @@ Tensor Tensor::contiguous() const { return is_contiguous() ? *this : clone(); }
 
 Tensor Tensor::clone() const {
   Tensor out = empty(sizes(), TensorOptions(dtype(), device()));
-  out.copy_(*this);
-  return out;
+  {
+    NoGradGuard raw;
+    out.copy_(*this);
+  }
+  return record("clone", {*this}, out, [](const Tensor& g) { return std::vector<Tensor>{g}; });
 }
 
 Tensor Tensor::to(Device d) const { return to(d, dtype()); }
@@ -351,13 +386,24 @@ Tensor Tensor::to(DType t) const { return to(device(), t); }
 Tensor Tensor::to(Device d, DType t) const {
   if (d == device() && t == dtype()) return *this;
   Tensor out = empty(sizes(), TensorOptions(t, d));
-  out.copy_(*this);
-  return out;
+  {
+    NoGradGuard raw;
+    out.copy_(*this);
+  }
+  if (!is_floating(t)) return out;  // a cast to an integer type ends the graph
+  return record("to", {*this}, out, [in_device = device(), in_dtype = dtype()](const Tensor& g) {
+    return std::vector<Tensor>{g.to(in_device, in_dtype)};
+  });
 }
 
 Tensor& Tensor::copy_(const Tensor& src) {
   KILN_CHECK(src.defined(), "copy_: source tensor is undefined");
-  Tensor s = src.expand(sizes());  // checks broadcastability
+  KILN_CHECK(!any_requires_grad({*this, src}), "copy_: in-place copies do not propagate gradients; the ",
+             requires_grad() ? "destination" : "source",
+             " requires grad (use clone()/to() to copy with gradients, or copy under NoGradGuard)");
+  KILN_CHECK(broadcast_shapes(src.sizes(), sizes(), "copy_") == sizes(), "copy_: source of shape ",
+             shape_str(src.sizes()), " does not broadcast to the destination's shape ", shape_str(sizes()));
+  Tensor s = src.expand(sizes());
   if (numel() == 0) return *this;
   if (s.device() == device()) {
     backend(device()).copy(s, *this);
@@ -375,6 +421,8 @@ Tensor& Tensor::copy_(const Tensor& src) {
 }
 
 Tensor& Tensor::fill_(Scalar v) {
+  KILN_CHECK(!any_requires_grad({*this}), "fill_: in-place fill of a tensor that requires grad (",
+             dtype_name(dtype()), shape_str(sizes()), "); do it under NoGradGuard");
   if (numel() > 0) backend(device()).fill(*this, v);
   return *this;
 }
@@ -500,6 +548,16 @@ Tensor arange(Scalar start, Scalar end, Scalar step) {
   return arange(start, end, step, TensorOptions(default_arange_dtype(start, end, step)));
 }
 Tensor arange(Scalar start, Scalar end, Scalar step, TensorOptions o) {
+  if (!is_floating(o.dtype) && !start.is_floating() && !end.is_floating() && !step.is_floating()) {
+    // Integer ranges in int64, exact beyond 2^53.
+    int64_t a = start.to_int(), b = end.to_int(), s = step.to_int();
+    KILN_CHECK(s != 0, "arange: invalid range start=", a, " end=", b, " step=", s);
+    KILN_CHECK(a == b || ((b - a) > 0) == (s > 0), "arange: step ", s, " does not lead from ", a, " to ", b);
+    int64_t n = a == b ? 0 : (b - a + s + (s > 0 ? -1 : 1)) / s;  // ceil((b - a) / s)
+    std::vector<int64_t> v(n);
+    for (int64_t i = 0; i < n; ++i) v[i] = a + i * s;
+    return from_vector(v, {n}).to(o.device, o.dtype);
+  }
   double a = start.to_double(), b = end.to_double(), s = step.to_double();
   KILN_CHECK(s != 0 && std::isfinite(a) && std::isfinite(b) && std::isfinite(s), "arange: invalid range start=", a,
              " end=", b, " step=", s);
@@ -516,7 +574,8 @@ Tensor linspace(double start, double end, int64_t steps, TensorOptions o) {
   double step = steps > 1 ? (end - start) / static_cast<double>(steps - 1) : 0.0;
   // Fill from both ends, as PyTorch does, so the last value is exactly `end`.
   for (int64_t i = 0; i < steps; ++i)
-    v[i] = i < steps / 2 ? start + step * static_cast<double>(i) : end - step * static_cast<double>(steps - 1 - i);
+    v[i] = i < steps / 2 || steps == 1 ? start + step * static_cast<double>(i)
+                                        : end - step * static_cast<double>(steps - 1 - i);
   return from_vector(v, {steps}).to(o.device, o.dtype);
 }
 

@@ -50,11 +50,15 @@ class StorageImpl {
 };
 using Storage = std::shared_ptr<StorageImpl>;
 
+struct AutogradMeta;  // core/autograd.cpp
+class Node;           // core/autograd.h
+
 struct TensorImpl {
   Storage storage;
   int64_t offset = 0;  // in elements
   Shape sizes, strides;
   DType dtype = DType::F32;
+  std::shared_ptr<AutogradMeta> autograd;  // null until autograd touches the tensor
 };
 
 class Tensor {
@@ -88,7 +92,8 @@ class Tensor {
   bool is_same(const Tensor& o) const { return impl_ == o.impl_; }
   bool shares_storage(const Tensor& o) const { return storage() == o.storage(); }
 
-  // ---- views (share storage) ----
+  // ---- views (share storage; differentiable: each records its backward) ----
+  // as_strided has no backward: it throws for a tensor that requires grad in grad mode.
   Tensor as_strided(Shape sizes, Shape strides, int64_t offset) const;
   Tensor view(Shape sizes) const;     // throws when the strides do not allow it
   Tensor reshape(Shape sizes) const;  // a view when possible, else a contiguous copy
@@ -123,6 +128,32 @@ class Tensor {
   template <class T> T item() const { return item().to<T>(); }
   template <class T> std::vector<T> to_vector() const;  // row-major values, cast to T
   std::string str() const;  // dtype, device, shape and values (elided when large)
+
+  // ---- autograd (core/autograd.h) ----
+  bool requires_grad() const;
+  // Marks a leaf as needing gradients (floating dtypes only).
+  Tensor& set_requires_grad(bool requires_grad = true);
+  Tensor& requires_grad_(bool r = true) { return set_requires_grad(r); }
+  bool is_leaf() const;
+  Tensor grad() const;  // undefined until a backward reaches this leaf
+  void set_grad(const Tensor& grad);  // Tensor() clears it
+  std::shared_ptr<Node> grad_fn() const;
+  // Backpropagates from this tensor; `grad` defaults to 1 for a one-element tensor.
+  void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;
+  // The same data, cut from the graph.
+  Tensor detach() const;
+  // Leaf hooks run with the leaf's .grad once a backward pass has finished summing into it.
+  int register_hook(std::function<void(const Tensor& grad)> hook);
+  void remove_hook(int id);
+
+  // ---- internals ----
+  AutogradMeta* autograd_meta(bool create) const;
+  const std::shared_ptr<TensorImpl>& impl_ptr() const {
+    KILN_CHECK(impl_ != nullptr, "kiln: use of an undefined Tensor");
+    return impl_;
+  }
+  // A view that records nothing (for kiln's own code and backward formulas).
+  Tensor as_strided_raw(Shape sizes, Shape strides, int64_t offset) const;
 
  private:
   const TensorImpl& impl() const {

@@ -16,7 +16,7 @@ double unary_f64(UnaryOp op, double x, double alpha) {
     case UnaryOp::Rsqrt: return 1.0 / std::sqrt(x);
     case UnaryOp::Sin: return std::sin(x);
     case UnaryOp::Cos: return std::cos(x);
-    case UnaryOp::Relu: return x > 0 ? x : 0.0;
+    case UnaryOp::Relu: return x > 0 || std::isnan(x) ? x : 0.0;  // NaN propagates, as in PyTorch
     case UnaryOp::LeakyRelu: return x > 0 ? x : alpha * x;
     case UnaryOp::Sigmoid: return 1.0 / (1.0 + std::exp(-x));
     case UnaryOp::Tanh: return std::tanh(x);

@@ -1,6 +1,7 @@
 // kiln's public API in one include.
 #pragma once
 #include <kiln/config.h>
+#include <kiln/core/autograd.h>
 #include <kiln/core/backend.h>
 #include <kiln/core/device.h>
 #include <kiln/core/dtype.h>

@@ -1,0 +1,310 @@
+// The autograd engine, the autograd part of Tensor, and sum_to_shape.
+#include <kiln/core/autograd.h>
+
+#include <algorithm>
+#include <queue>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <kiln/core/backend.h>
+#include <kiln/core/log.h>
+
+namespace kiln {
+
+struct AutogradMeta {
+  bool requires_grad = false;
+  Tensor grad;
+  std::shared_ptr<Node> grad_fn;
+  std::weak_ptr<Node> grad_accumulator;  // leaves: their AccumulateGrad, while a graph holds it
+  std::vector<std::pair<int, std::function<void(const Tensor&)>>> hooks;
+  int next_hook_id = 0;
+};
+
+namespace {
+
+std::atomic<uint64_t> g_next_seq{0};
+thread_local bool t_grad_enabled = true;
+
+class FunctionNode final : public Node {
+ public:
+  FunctionNode(const char* name, BackwardFn fn) : Node(name), fn_(std::move(fn)) {}
+  std::vector<Tensor> apply(const Tensor& g) override {
+    KILN_CHECK(fn_, "backward through ", name(),
+               " a second time: its saved tensors were freed (pass retain_graph = true to the first backward)");
+    return fn_(g);
+  }
+  void release() override { fn_ = nullptr; }
+
+ private:
+  BackwardFn fn_;
+};
+
+// out += g (same shape, dtype, device), through the device's add kernel.
+void add_into(const Tensor& out, const Tensor& g) { backend(out.device()).binary(BinaryOp::Add, out, g, out); }
+
+// The sink of a leaf: sums into leaf.grad and then runs the leaf's hooks.
+class AccumulateGrad final : public Node {
+ public:
+  explicit AccumulateGrad(std::shared_ptr<TensorImpl> leaf) : Node("AccumulateGrad"), leaf_(std::move(leaf)) {}
+  std::vector<Tensor> apply(const Tensor& g) override {
+    Tensor leaf(leaf_);
+    AutogradMeta* m = leaf.autograd_meta(true);
+    if (!m->grad.defined()) {
+      // The incoming tensor may be shared (an add passes one gradient to both inputs):
+      // .grad gets its own storage, since later backwards accumulate into it in place.
+      m->grad = g.clone();
+    } else {
+      add_into(m->grad, g);
+    }
+    for (auto& [id, hook] : m->hooks) hook(m->grad);
+    return {};
+  }
+
+ private:
+  std::shared_ptr<TensorImpl> leaf_;
+};
+
+std::shared_ptr<Node> grad_accumulator(const Tensor& leaf) {
+  AutogradMeta* m = leaf.autograd_meta(true);
+  if (auto acc = m->grad_accumulator.lock()) return acc;
+  auto acc = std::make_shared<AccumulateGrad>(leaf.impl_ptr());
+  m->grad_accumulator = acc;
+  return acc;
+}
+
+Edge edge_of(const Tensor& t) {
+  if (!t.defined() || !t.requires_grad()) return {};
+  if (auto fn = t.grad_fn()) return {fn, 0};
+  return {grad_accumulator(t), 0};
+}
+
+}  // namespace
+
+Node::Node(std::string name) : name_(std::move(name)), seq_(g_next_seq++) {}
+
+bool grad_enabled() { return t_grad_enabled; }
+void set_grad_enabled(bool e) { t_grad_enabled = e; }
+
+bool any_requires_grad(std::initializer_list<Tensor> inputs) {
+  if (!t_grad_enabled) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+bool any_requires_grad(const std::vector<Tensor>& inputs) {
+  if (!t_grad_enabled) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output, BackwardFn backward) {
+  if (!any_requires_grad(inputs)) return output;
+  KILN_CHECK(is_floating(output.dtype()), name, ": cannot record a gradient for a ", dtype_name(output.dtype()),
+             " output (only floating tensors are differentiable)");
+  auto node = std::make_shared<FunctionNode>(name, std::move(backward));
+  for (const Tensor& in : inputs) {
+    node->next_edges().push_back(edge_of(in));
+    if (in.defined()) node->input_meta().push_back({in.sizes(), in.dtype(), in.device()});
+    else node->input_meta().push_back({{}, DType::F32, kCPU});
+  }
+  AutogradMeta* m = output.autograd_meta(true);
+  m->requires_grad = true;
+  m->grad_fn = std::move(node);
+  return output;
+}
+
+void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
+  KILN_CHECK(roots.size() == grads.size(), "backward: ", roots.size(), " roots but ", grads.size(), " gradients");
+  NoGradGuard no_grad;  // formulas run without recording (no double backward yet)
+
+  // Seed gradients, per root node.
+  std::unordered_map<Node*, Tensor> buffer;
+  std::vector<std::shared_ptr<Node>> seeds;
+  for (size_t i = 0; i < roots.size(); ++i) {
+    const Tensor& r = roots[i];
+    KILN_CHECK(r.defined(), "backward: root ", i, " is an undefined tensor");
+    KILN_CHECK(r.requires_grad(), "backward: tensor ", i, " (", dtype_name(r.dtype()), shape_str(r.sizes()),
+               ") does not require grad and has no grad_fn");
+    Tensor g = grads[i];
+    if (!g.defined()) {
+      KILN_CHECK(r.numel() == 1, "backward: a gradient is needed for a non-scalar root of shape ",
+                 shape_str(r.sizes()), " (pass one, or reduce the output to a scalar first)");
+      g = ones_like(r);
+    }
+    KILN_CHECK(g.sizes() == r.sizes() && g.device() == r.device(), "backward: gradient of shape ",
+               shape_str(g.sizes()), " on ", g.device().str(), " does not match root of shape ", shape_str(r.sizes()),
+               " on ", r.device().str());
+    if (g.dtype() != r.dtype()) g = g.to(r.dtype());
+    std::shared_ptr<Node> node = edge_of(r).node;
+    Tensor& slot = buffer[node.get()];
+    if (!slot.defined()) slot = g;
+    else slot = slot.clone(), add_into(slot, g);
+    seeds.push_back(node);
+  }
+
+  // Count, for each reachable node, how many edges lead into it.
+  std::unordered_map<Node*, int> deps;
+  std::unordered_set<Node*> seen;
+  std::vector<Node*> stack;
+  for (auto& s : seeds)
+    if (seen.insert(s.get()).second) stack.push_back(s.get());
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (Edge& e : n->next_edges()) {
+      if (!e.node) continue;
+      ++deps[e.node.get()];
+      if (seen.insert(e.node.get()).second) stack.push_back(e.node.get());
+    }
+  }
+
+  // Run nodes whose inputs are all in, newest first among the ready ones (so the
+  // leaves of the last layers complete early, as the data-parallel buckets want).
+  auto later = [](const std::shared_ptr<Node>& a, const std::shared_ptr<Node>& b) {
+    return a->sequence_nr() < b->sequence_nr();
+  };
+  std::priority_queue<std::shared_ptr<Node>, std::vector<std::shared_ptr<Node>>, decltype(later)> ready(later);
+  std::unordered_set<Node*> queued;
+  for (auto& s : seeds)
+    if (deps[s.get()] == 0 && queued.insert(s.get()).second) ready.push(s);
+
+  while (!ready.empty()) {
+    std::shared_ptr<Node> node = ready.top();
+    ready.pop();
+    Tensor g;
+    if (auto it = buffer.find(node.get()); it != buffer.end()) {
+      g = std::move(it->second);
+      buffer.erase(it);
+    }
+    std::vector<Tensor> in_grads;
+    if (g.defined()) in_grads = node->apply(g);
+    auto& edges = node->next_edges();
+    KILN_CHECK(in_grads.empty() || in_grads.size() == edges.size(), "backward of ", node->name(), " returned ",
+               in_grads.size(), " gradients for ", edges.size(), " inputs");
+    for (size_t i = 0; i < edges.size(); ++i) {
+      Edge& e = edges[i];
+      if (!e.node) continue;
+      if (i < in_grads.size() && in_grads[i].defined()) {
+        Tensor gi = in_grads[i];
+        const Node::InputMeta& meta = node->input_meta()[i];
+        KILN_CHECK(gi.sizes() == meta.sizes, "backward of ", node->name(), ": gradient ", i, " has shape ",
+                   shape_str(gi.sizes()), " but the input had shape ", shape_str(meta.sizes));
+        if (gi.dtype() != meta.dtype) gi = gi.to(meta.dtype);
+        Tensor& slot = buffer[e.node.get()];
+        if (!slot.defined()) {
+          slot = gi;
+        } else {
+          slot = slot.clone();  // the first contribution may be shared with another input
+          add_into(slot, gi);
+        }
+      }
+      if (--deps[e.node.get()] == 0) ready.push(e.node);
+    }
+    if (!retain_graph) node->release();
+  }
+}
+
+namespace detail {
+
+Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
+  if (g.sizes() == shape) return g;
+  KILN_CHECK(g.dim() >= static_cast<int64_t>(shape.size()), "sum_to_shape: cannot reduce ", shape_str(g.sizes()),
+             " to ", shape_str(shape));
+  Tensor cur = g.contiguous();
+  Backend& be = backend(g.device());
+  auto reduce_dim = [&](const Tensor& t, int64_t d) {  // sum over dim d, keeping it as size 1
+    int64_t outer = 1, inner = 1;
+    for (int64_t i = 0; i < d; ++i) outer *= t.size(i);
+    for (int64_t i = d + 1; i < t.dim(); ++i) inner *= t.size(i);
+    Shape s = t.sizes();
+    s[d] = 1;
+    Tensor out = empty(s, TensorOptions(t.dtype(), t.device()));
+    if (out.numel() == 0) return out;
+    if (t.size(d) == 0) return out.fill_(0);
+    be.reduce(ReduceOp::Sum, t, outer, t.size(d), inner, out);
+    return out;
+  };
+  int64_t lead = cur.dim() - static_cast<int64_t>(shape.size());
+  if (lead > 0) {  // fold the leading dims into one and sum it away
+    Shape rest(cur.sizes().begin() + lead, cur.sizes().end());
+    Shape s{shape_numel(Shape(cur.sizes().begin(), cur.sizes().begin() + lead))};
+    s.insert(s.end(), rest.begin(), rest.end());
+    cur = reduce_dim(cur.view(s), 0).view(rest);
+  }
+  for (int64_t d = 0; d < cur.dim(); ++d)
+    if (shape[d] == 1 && cur.size(d) != 1) cur = reduce_dim(cur, d);
+  KILN_CHECK(cur.sizes() == shape, "sum_to_shape: cannot reduce ", shape_str(g.sizes()), " to ", shape_str(shape));
+  return cur;
+}
+
+}  // namespace detail
+
+// ---- the autograd part of Tensor -------------------------------------------------
+
+AutogradMeta* Tensor::autograd_meta(bool create) const {
+  auto& m = impl_ptr()->autograd;
+  if (!m && create) m = std::make_shared<AutogradMeta>();
+  return m.get();
+}
+
+bool Tensor::requires_grad() const {
+  AutogradMeta* m = autograd_meta(false);
+  return m && m->requires_grad;
+}
+
+Tensor& Tensor::set_requires_grad(bool r) {
+  AutogradMeta* m = autograd_meta(r);
+  if (!m) return *this;
+  KILN_CHECK(!m->grad_fn, "set_requires_grad: only leaf tensors can change requires_grad (this one was made by ",
+             m->grad_fn->name(), "; use detach())");
+  KILN_CHECK(!r || is_floating(dtype()), "set_requires_grad: only floating tensors can require gradients, got ",
+             dtype_name(dtype()), shape_str(sizes()));
+  m->requires_grad = r;
+  return *this;
+}
+
+bool Tensor::is_leaf() const {
+  AutogradMeta* m = autograd_meta(false);
+  return !m || !m->grad_fn;
+}
+
+Tensor Tensor::grad() const {
+  AutogradMeta* m = autograd_meta(false);
+  return m ? m->grad : Tensor();
+}
+
+void Tensor::set_grad(const Tensor& g) {
+  if (g.defined())
+    KILN_CHECK(g.sizes() == sizes() && g.dtype() == dtype() && g.device() == device(), "set_grad: gradient ",
+               dtype_name(g.dtype()), shape_str(g.sizes()), " on ", g.device().str(), " does not match tensor ",
+               dtype_name(dtype()), shape_str(sizes()), " on ", device().str());
+  AutogradMeta* m = autograd_meta(g.defined());
+  if (m) m->grad = g;
+}
+
+std::shared_ptr<Node> Tensor::grad_fn() const {
+  AutogradMeta* m = autograd_meta(false);
+  return m ? m->grad_fn : nullptr;
+}
+
+void Tensor::backward(const Tensor& grad, bool retain_graph) const { run_backward({*this}, {grad}, retain_graph); }
+
+Tensor Tensor::detach() const { return as_strided_raw(sizes(), strides(), offset()); }
+
+int Tensor::register_hook(std::function<void(const Tensor&)> hook) {
+  KILN_CHECK(is_leaf() && requires_grad(), "register_hook: hooks run when a leaf's gradient is final; this tensor ",
+             is_leaf() ? "does not require grad" : "is not a leaf");
+  AutogradMeta* m = autograd_meta(true);
+  int id = m->next_hook_id++;
+  m->hooks.emplace_back(id, std::move(hook));
+  return id;
+}
+
+void Tensor::remove_hook(int id) {
+  AutogradMeta* m = autograd_meta(false);
+  if (!m) return;
+  std::erase_if(m->hooks, [id](const auto& h) { return h.first == id; });
+}
+
+}  // namespace kiln

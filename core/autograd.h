@@ -1,0 +1,94 @@
+// The autograd engine: define-by-run reverse mode. An op whose inputs need gradients
+// calls record(), which attaches to its output a Node holding the op's backward formula
+// (a closure over just what the formula needs) and edges to the nodes that produced the
+// inputs. Tensor::backward() runs the reachable nodes once each, in dependency order,
+// summing the gradients that meet at a node, and accumulates into the leaves' .grad.
+// The graph is freed as it runs (unless retain_graph). Leaf hooks fire once a leaf's
+// gradient for this backward pass is final — the data-parallel layer uses them.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <kiln/core/tensor.h>
+
+namespace kiln {
+
+class Node;
+
+// Where a gradient flows: into input slot `input_nr` of `node` (null: nowhere).
+struct Edge {
+  std::shared_ptr<Node> node;
+  int input_nr = 0;
+};
+
+// One recorded op. apply() maps the gradient of the op's output to gradients of its
+// inputs (undefined where an input needs none).
+class Node {
+ public:
+  explicit Node(std::string name);
+  virtual ~Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  virtual std::vector<Tensor> apply(const Tensor& grad_output) = 0;
+  // Drops what the backward formula saved (after a backward that did not retain the graph).
+  virtual void release() {}
+
+  const std::string& name() const { return name_; }
+  uint64_t sequence_nr() const { return seq_; }
+  std::vector<Edge>& next_edges() { return next_; }
+  // Shape, dtype and device of each input, so the engine can check formula results.
+  struct InputMeta {
+    Shape sizes;
+    DType dtype;
+    Device device;
+  };
+  std::vector<InputMeta>& input_meta() { return inputs_; }
+
+ private:
+  std::string name_;
+  uint64_t seq_;
+  std::vector<Edge> next_;
+  std::vector<InputMeta> inputs_;
+};
+
+// Backward formula: gradient of the output -> gradients of the inputs, in input order.
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+
+// Gradient mode (per thread). With it off, ops record nothing.
+bool grad_enabled();
+void set_grad_enabled(bool enabled);
+
+class NoGradGuard {
+ public:
+  NoGradGuard() : prev_(grad_enabled()) { set_grad_enabled(false); }
+  ~NoGradGuard() { set_grad_enabled(prev_); }
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+// True when grad mode is on and some input requires grad: the op must then record.
+bool any_requires_grad(std::initializer_list<Tensor> inputs);
+bool any_requires_grad(const std::vector<Tensor>& inputs);
+
+// Attaches a node named `name` with `backward` to `output` when any_requires_grad(inputs);
+// returns output either way. The closure must capture only what the formula needs.
+Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output, BackwardFn backward);
+
+// Runs backward from `roots` with the given output gradients (undefined: ones, for a
+// one-element root). Used by Tensor::backward.
+void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph);
+
+namespace detail {
+// Sums `g` over broadcast dims down to `shape` (the backward of expand/broadcasting).
+Tensor sum_to_shape(const Tensor& g, const Shape& shape);
+}  // namespace detail
+
+}  // namespace kiln
