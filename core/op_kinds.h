@@ -9,7 +9,7 @@ namespace kiln {
 #define KILN_UNARY_OPS(X)                                                          \
   X(Neg, neg) X(Abs, abs) X(Exp, exp) X(Log, log) X(Sqrt, sqrt) X(Rsqrt, rsqrt)    \
   X(Sin, sin) X(Cos, cos) X(Relu, relu) X(LeakyRelu, leaky_relu)                   \
-  X(Sigmoid, sigmoid) X(Tanh, tanh) X(Gelu, gelu) X(GeluTanh, gelu_tanh) X(Silu, silu)
+  X(Sigmoid, sigmoid) X(Tanh, tanh) X(Gelu, gelu) X(GeluTanh, gelu_tanh) X(Silu, silu) X(Erf, erf)
 
 #define KILN_BINARY_OPS(X)                                                        \
   X(Add, add) X(Sub, sub) X(Mul, mul) X(Div, div) X(Pow, pow) X(Maximum, maximum) \

@@ -39,8 +39,11 @@ KILN_HD PhiloxOut philox4x32(uint64_t seed, uint64_t counter) {
   return PhiloxOut{{c0, c1, c2, c3}};
 }
 
-// Uniform in [0, 1) with 24 (float) or 53 (double) random bits.
-KILN_HD float philox_uniform_f32(uint32_t r) { return static_cast<float>(r >> 8) * (1.0f / 16777216.0f); }
+// Uniform in [0, 1) with `bits` (24 for float; 11 for f16 and 8 for bf16, so that the
+// sample stays below 1 after rounding to the narrow type) or 53 (double) random bits.
+KILN_HD float philox_uniform_f32(uint32_t r, int bits = 24) {
+  return static_cast<float>(r >> (32 - bits)) * (1.0f / static_cast<float>(1u << bits));
+}
 KILN_HD double philox_uniform_f64(uint32_t a, uint32_t b) {
   uint64_t v = (static_cast<uint64_t>(a) << 21) ^ (b >> 11);
   return static_cast<double>(v & ((1ull << 53) - 1)) * (1.0 / 9007199254740992.0);
@@ -53,9 +56,9 @@ namespace kiln {
 // The three random kinds, shared by the CPU reference and the CUDA kernel so the two
 // produce the same numbers: uniform in [a, b), normal(mean a, std b) by Box-Muller on
 // the first two words, integers in [a, b) from 64 bits modulo the range.
-KILN_HD float philox_uniform_sample_f32(uint64_t seed, uint64_t counter, float a, float b) {
+KILN_HD float philox_uniform_sample_f32(uint64_t seed, uint64_t counter, float a, float b, int bits = 24) {
   PhiloxOut r = philox4x32(seed, counter);
-  return a + (b - a) * philox_uniform_f32(r.x[0]);
+  return a + (b - a) * philox_uniform_f32(r.x[0], bits);
 }
 KILN_HD double philox_uniform_sample_f64(uint64_t seed, uint64_t counter, double a, double b) {
   PhiloxOut r = philox4x32(seed, counter);

@@ -2,10 +2,59 @@
 // cast and fill.
 #include <kiln/ops/binary.h>
 
+#include <kiln/core/autograd.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/unary.h>
 
 namespace kiln {
 namespace {
+
+// d(a op b)/da and /db times g, summed back to each operand's shape; undefined for an
+// operand that needs no gradient. a, b, y: saved inputs and output (detached).
+BackwardFn binary_backward(BinaryOp op, Tensor a, Tensor b, Tensor y, bool need_a, bool need_b) {
+  return [=](const Tensor& g) {
+    Tensor ga, gb;
+    switch (op) {
+      case BinaryOp::Add:
+        ga = g, gb = g;
+        break;
+      case BinaryOp::Sub:
+        ga = g;
+        if (need_b) gb = neg(g);
+        break;
+      case BinaryOp::Mul:
+        if (need_a) ga = mul(g, b);
+        if (need_b) gb = mul(g, a);
+        break;
+      case BinaryOp::Div:
+        if (need_a) ga = div(g, b);
+        if (need_b) gb = neg(div(mul(g, y), b));
+        break;
+      case BinaryOp::Pow:
+        if (need_a) ga = mul(mul(g, b), pow(a, sub(b, 1.0)));
+        if (need_b) gb = where(gt(a, 0), mul(mul(g, y), log(a)), 0.0);
+        break;
+      case BinaryOp::Maximum:
+      case BinaryOp::Minimum: {
+        // The larger (smaller) operand gets the gradient; ties split it evenly.
+        Tensor a_wins = op == BinaryOp::Maximum ? gt(a, b) : lt(a, b);
+        Tensor tie = eq(a, b);
+        Tensor half = mul(g, 0.5);
+        if (need_a) ga = where(a_wins, g, where(tie, half, 0.0));
+        if (need_b) gb = where(a_wins, 0.0, where(tie, half, g));
+        break;
+      }
+      default: throw Error(detail::str(op_name(op), ": comparisons have no gradient"));
+    }
+    return std::vector<Tensor>{need_a && ga.defined() ? detail::sum_to_shape(ga, a.sizes()) : Tensor(),
+                               need_b && gb.defined() ? detail::sum_to_shape(gb, b.sizes()) : Tensor()};
+  };
+}
+
+void check_no_grad_inplace(const char* name, const Tensor& a, const Tensor& b) {
+  KILN_CHECK(!any_requires_grad({a, b}), name, "_: in-place ops on tensors that require grad are not supported (",
+             describe(a), ", ", describe(b), "); use the out-of-place form or NoGradGuard");
+}
 
 bool is_arithmetic(BinaryOp op) { return !is_comparison(op) && op != BinaryOp::Maximum && op != BinaryOp::Minimum; }
 
@@ -26,8 +75,14 @@ Tensor run_binary(BinaryOp op, const Tensor& a, const Tensor& b, DType promoted)
   Shape shape = broadcast_shapes(a.sizes(), b.sizes(), name);
   Tensor out = empty(shape, TensorOptions(is_comparison(op) ? DType::Bool : ct, a.device()));
   if (out.numel() == 0) return out;
-  backend(a.device()).binary(op, cast(a, ct).expand(shape), cast(b, ct).expand(shape), out);
-  return out;
+  Tensor A = cast(a, ct), B = cast(b, ct);
+  {
+    NoGradGuard raw;  // the broadcast views are internal
+    backend(a.device()).binary(op, A.expand(shape), B.expand(shape), out);
+  }
+  if (is_comparison(op) || !any_requires_grad({A, B})) return out;
+  return record(name, {A, B}, out,
+                binary_backward(op, A.detach(), B.detach(), out.detach(), A.requires_grad(), B.requires_grad()));
 }
 
 }  // namespace
@@ -55,6 +110,7 @@ Tensor& binary_(BinaryOp op, Tensor& a, const Tensor& b) {
   detail::check_defined(name, a);
   detail::check_defined(name, b);
   detail::check_same_device(name, a, b);
+  check_no_grad_inplace(name, a, b);
   KILN_CHECK(!is_comparison(op), name, "_: comparisons have no in-place form");
   DType promoted = promote_types(a.dtype(), b.dtype());
   DType ct = compute_dtype(op, promoted, a, b);
@@ -94,8 +150,17 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   Shape shape = broadcast_shapes(broadcast_shapes(cond.sizes(), a.sizes(), "where"), b.sizes(), "where");
   Tensor out = empty(shape, TensorOptions(t, a.device()));
   if (out.numel() == 0) return out;
-  backend(a.device()).where(cond.expand(shape), cast(a, t).expand(shape), cast(b, t).expand(shape), out);
-  return out;
+  Tensor A = cast(a, t), B = cast(b, t);
+  {
+    NoGradGuard raw;
+    backend(a.device()).where(cond.expand(shape), A.expand(shape), B.expand(shape), out);
+  }
+  if (!any_requires_grad({A, B})) return out;
+  return record("where", {cond, A, B}, out,
+                [c = cond.detach(), a_sizes = A.sizes(), b_sizes = B.sizes()](const Tensor& g) {
+                  return std::vector<Tensor>{Tensor(), detail::sum_to_shape(where(c, g, 0.0), a_sizes),
+                                             detail::sum_to_shape(where(c, 0.0, g), b_sizes)};
+                });
 }
 
 Tensor where(const Tensor& cond, const Tensor& a, Scalar b) {

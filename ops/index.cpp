@@ -1,6 +1,7 @@
 // cat/stack/split/chunk, index_select, gather, scatter_add, one_hot.
 #include <kiln/ops/index.h>
 
+#include <kiln/core/autograd.h>
 #include <kiln/core/backend.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
@@ -30,12 +31,18 @@ Tensor cat(const std::vector<Tensor>& ts, int64_t dim) {
   Shape s = ref.sizes();
   s[d] = total;
   Tensor out = empty(s, TensorOptions(t, ref.device()));
-  int64_t off = 0;
-  for (const Tensor& x : ts) {
-    if (x.size(d) > 0) out.narrow(d, off, x.size(d)).copy_(x);
-    off += x.size(d);
+  {
+    NoGradGuard raw;
+    int64_t off = 0;
+    for (const Tensor& x : ts) {
+      if (x.size(d) > 0) out.narrow(d, off, x.size(d)).copy_(x);
+      off += x.size(d);
+    }
   }
-  return out;
+  if (!any_requires_grad(ts)) return out;
+  std::vector<int64_t> lengths;
+  for (const Tensor& x : ts) lengths.push_back(x.size(d));
+  return record("cat", ts, out, [d, lengths](const Tensor& g) { return split_with_sizes(g, lengths, d); });
 }
 
 Tensor stack(const std::vector<Tensor>& ts, int64_t dim) {
@@ -122,8 +129,18 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   if (out.numel() == 0) return out;
   int64_t outer, inner;
   around(x, d, outer, inner);
-  backend(x.device()).index_select(x.contiguous(), idx, outer, x.size(d), inner, out);
-  return out;
+  {
+    NoGradGuard raw;
+    backend(x.device()).index_select(x.contiguous(), idx, outer, x.size(d), inner, out);
+  }
+  if (!any_requires_grad({x})) return out;
+  // dx: the rows of g added back at their indices (repeated indices accumulate).
+  return record("index_select", {x}, out, [d, idx, x_sizes = x.sizes()](const Tensor& g) {
+    Shape s(g.dim(), 1);
+    s[d] = idx.numel();
+    Tensor index = idx.view(s).expand(g.sizes()).contiguous();
+    return std::vector<Tensor>{scatter_add(zeros(x_sizes, TensorOptions(g.dtype(), g.device())), d, index, g)};
+  });
 }
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
@@ -138,9 +155,15 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   if (out.numel() == 0) return out;
   int64_t outer, inner;
   around(x, d, outer, inner);
-  backend(x.device()).gather(x.contiguous(), cast(index, DType::I64).contiguous(), outer, x.size(d), index.size(d),
-                             inner, out);
-  return out;
+  Tensor idx = cast(index, DType::I64).contiguous();
+  {
+    NoGradGuard raw;
+    backend(x.device()).gather(x.contiguous(), idx, outer, x.size(d), index.size(d), inner, out);
+  }
+  if (!any_requires_grad({x})) return out;
+  return record("gather", {x}, out, [d, idx, x_sizes = x.sizes()](const Tensor& g) {
+    return std::vector<Tensor>{scatter_add(zeros(x_sizes, TensorOptions(g.dtype(), g.device())), d, idx, g)};
+  });
 }
 
 Tensor& scatter_add_(Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
@@ -150,6 +173,8 @@ Tensor& scatter_add_(Tensor& x, int64_t dim, const Tensor& index, const Tensor& 
   detail::check_same_device("scatter_add", x, index);
   detail::check_same_device("scatter_add", x, src);
   KILN_CHECK(x.dim() > 0, "scatter_add: input must have at least 1 dim, got ", describe(x));
+  KILN_CHECK(!any_requires_grad({x, src}), "scatter_add_: in-place ops on tensors that require grad are not "
+             "supported (use scatter_add)");
   KILN_CHECK(src.dtype() == x.dtype(), "scatter_add: src must have the input's dtype: ", describe(src), " vs ",
              describe(x));
   KILN_CHECK(x.dtype() != DType::Bool, "scatter_add: not supported for bool tensors");
@@ -168,10 +193,21 @@ Tensor& scatter_add_(Tensor& x, int64_t dim, const Tensor& index, const Tensor& 
   return x;
 }
 
+// dx = g; dsrc = g gathered at index.
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
   detail::check_defined("scatter_add", x);
-  Tensor out = x.clone();
-  return scatter_add_(out, dim, index, src);
+  detail::check_defined("scatter_add", src, "src");
+  Tensor out;
+  {
+    NoGradGuard raw;
+    out = x.clone();
+    scatter_add_(out, dim, index, src);
+  }
+  if (!any_requires_grad({x, src})) return out;
+  int64_t d = wrap_dim(dim, x.dim(), "scatter_add");
+  return record("scatter_add", {x, src}, out, [d, idx = index.detach()](const Tensor& g) {
+    return std::vector<Tensor>{g, gather(g, d, idx)};
+  });
 }
 
 Tensor one_hot(const Tensor& index, int64_t num_classes) {

@@ -2,6 +2,7 @@
 // itself is the backend's (cuBLASLt or OpenBLAS).
 #include <kiln/ops/matmul.h>
 
+#include <kiln/core/autograd.h>
 #include <kiln/core/backend.h>
 #include <kiln/ops/checks.h>
 
@@ -40,12 +41,26 @@ void check_operands(const char* op, const Tensor& a, const Tensor& b) {
              describe(b));
 }
 
-Tensor product(const Tensor& A, const Tensor& B) {  // (Bt, M, K) @ (Bt, K, N)
+Tensor product_raw(const Tensor& A, const Tensor& B) {  // (Bt, M, K) @ (Bt, K, N)
+  NoGradGuard raw;
   Tensor out = empty({A.size(0), A.size(1), B.size(2)}, TensorOptions(A.dtype(), A.device()));
   if (out.numel() == 0) return out;
   if (A.size(2) == 0) return out.fill_(0);
   backend(A.device()).matmul(blas_layout(A), blas_layout(B), out);
   return out;
+}
+
+// dA = g B^T, dB = A^T g; broadcast batch dims and 1-D operands are undone by the
+// backward of the views matmul builds A and B with.
+Tensor product(const Tensor& A, const Tensor& B) {
+  Tensor out = product_raw(A, B);
+  if (!any_requires_grad({A, B})) return out;
+  return record("matmul", {A, B}, out,
+                [a = A.detach(), b = B.detach(), need_a = A.requires_grad(), need_b = B.requires_grad()](
+                    const Tensor& g) {
+                  return std::vector<Tensor>{need_a ? product_raw(g, b.transpose(1, 2)) : Tensor(),
+                                             need_b ? product_raw(a.transpose(1, 2), g) : Tensor()};
+                });
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <limits>
 
+#include <kiln/core/autograd.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
 #include <kiln/ops/unary.h>
@@ -23,7 +24,33 @@ Shape kept_shape(const Tensor& x, const std::vector<int64_t>& rd, bool keepdim) 
   return s;
 }
 
+Tensor reduce_raw(ReduceOp op, const Tensor& x, const Dims& dims, bool keepdim);
+
+// sum/mean spread the gradient evenly; max/min give it to the extremal elements (split
+// evenly among ties).
 Tensor reduce_impl(ReduceOp op, const Tensor& x, const Dims& dims, bool keepdim) {
+  Tensor out;
+  {
+    NoGradGuard raw;
+    out = reduce_raw(op, x, dims, keepdim);
+  }
+  if (op == ReduceOp::ArgMax || op == ReduceOp::ArgMin || !any_requires_grad({x})) return out;
+  std::vector<int64_t> rd = detail::reduce_dims(op_name(op), x, dims);
+  Shape keep_shape = kept_shape(x, rd, true);
+  int64_t r = 1;
+  for (int64_t d : rd) r *= x.size(d);
+  return record(op_name(op), {x}, out,
+                [op, r, keep_shape, rd, xs = x.detach(), ys = out.detach()](const Tensor& g) {
+                  Tensor gk = g.reshape(keep_shape);
+                  if (op == ReduceOp::Sum) return std::vector<Tensor>{gk.expand(xs.sizes())};
+                  if (op == ReduceOp::Mean) return std::vector<Tensor>{div(gk, static_cast<double>(r)).expand(xs.sizes())};
+                  Tensor mask = eq(xs, ys.reshape(keep_shape));
+                  Tensor count = sum(mask, rd, true);
+                  return std::vector<Tensor>{where(mask, div(gk, count), 0.0)};
+                });
+}
+
+Tensor reduce_raw(ReduceOp op, const Tensor& x, const Dims& dims, bool keepdim) {
   const char* name = op_name(op);
   detail::check_defined(name, x);
   std::vector<int64_t> rd = detail::reduce_dims(name, x, dims);

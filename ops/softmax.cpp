@@ -1,7 +1,11 @@
 // softmax / log_softmax: checks, (outer, n, inner) layout, dispatch.
 #include <kiln/ops/softmax.h>
 
+#include <kiln/core/autograd.h>
 #include <kiln/core/backend.h>
+#include <kiln/ops/binary.h>
+#include <kiln/ops/reduce.h>
+#include <kiln/ops/unary.h>
 #include <kiln/ops/checks.h>
 
 namespace kiln {
@@ -9,6 +13,7 @@ namespace {
 Tensor softmax_impl(const char* name, const Tensor& x, int64_t dim, bool log) {
   detail::check_defined(name, x);
   detail::check_floating(name, x);
+  NoGradGuard raw;
   Tensor in = x.contiguous();
   Tensor out = empty_like(in);
   if (x.numel() == 0) return out;
@@ -24,7 +29,25 @@ Tensor softmax_impl(const char* name, const Tensor& x, int64_t dim, bool log) {
 }
 }  // namespace
 
-Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl("softmax", x, dim, false); }
-Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl("log_softmax", x, dim, true); }
+// softmax: dx = y (g - sum(g y)); log_softmax: dx = g - exp(y) sum(g), sums over dim.
+Tensor softmax(const Tensor& x, int64_t dim) {
+  Tensor y = softmax_impl("softmax", x, dim, false);
+  if (!any_requires_grad({x})) return y;
+  int64_t d = x.dim() == 0 ? 0 : wrap_dim(dim, x.dim(), "softmax");
+  return record("softmax", {x}, y, [d, ys = y.detach()](const Tensor& g) {
+    if (ys.dim() == 0) return std::vector<Tensor>{mul(g, 0.0)};
+    return std::vector<Tensor>{mul(ys, sub(g, sum(mul(g, ys), {d}, true)))};
+  });
+}
+
+Tensor log_softmax(const Tensor& x, int64_t dim) {
+  Tensor y = softmax_impl("log_softmax", x, dim, true);
+  if (!any_requires_grad({x})) return y;
+  int64_t d = x.dim() == 0 ? 0 : wrap_dim(dim, x.dim(), "log_softmax");
+  return record("log_softmax", {x}, y, [d, ys = y.detach()](const Tensor& g) {
+    if (ys.dim() == 0) return std::vector<Tensor>{mul(g, 0.0)};
+    return std::vector<Tensor>{sub(g, mul(exp(ys), sum(g, {d}, true)))};
+  });
+}
 
 }  // namespace kiln

@@ -1,10 +1,61 @@
 // Unary elementwise operators: checks, output allocation, dispatch.
 #include <kiln/ops/unary.h>
 
+#include <cmath>
+
+#include <kiln/core/autograd.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
 
 namespace kiln {
+namespace {
+
+// The backward formula of each unary op, written with kiln ops; x and y are the saved
+// input and output (detached, so the node does not own its own output's graph).
+BackwardFn unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, double alpha) {
+  using V = std::vector<Tensor>;
+  switch (op) {
+    case UnaryOp::Neg: return [](const Tensor& g) { return V{neg(g)}; };
+    case UnaryOp::Abs:
+      return [x](const Tensor& g) { return V{where(gt(x, 0), g, where(lt(x, 0), neg(g), 0.0))}; };
+    case UnaryOp::Exp: return [y](const Tensor& g) { return V{mul(g, y)}; };
+    case UnaryOp::Log: return [x](const Tensor& g) { return V{div(g, x)}; };
+    case UnaryOp::Sqrt: return [y](const Tensor& g) { return V{div(g, mul(y, 2.0))}; };
+    case UnaryOp::Rsqrt: return [y](const Tensor& g) { return V{mul(g, mul(mul(y, mul(y, y)), -0.5))}; };
+    case UnaryOp::Sin: return [x](const Tensor& g) { return V{mul(g, cos(x))}; };
+    case UnaryOp::Cos: return [x](const Tensor& g) { return V{neg(mul(g, sin(x)))}; };
+    case UnaryOp::Relu: return [x](const Tensor& g) { return V{where(gt(x, 0), g, 0.0)}; };
+    case UnaryOp::LeakyRelu:
+      return [x, alpha](const Tensor& g) { return V{where(gt(x, 0), g, mul(g, alpha))}; };
+    case UnaryOp::Sigmoid: return [y](const Tensor& g) { return V{mul(g, mul(y, sub(1.0, y)))}; };
+    case UnaryOp::Tanh: return [y](const Tensor& g) { return V{mul(g, sub(1.0, mul(y, y)))}; };
+    case UnaryOp::Gelu:  // Phi(x) + x phi(x)
+      return [x](const Tensor& g) {
+        Tensor cdf = mul(add(erf(mul(x, M_SQRT1_2)), 1.0), 0.5);
+        Tensor pdf = mul(exp(mul(mul(x, x), -0.5)), 0.3989422804014327);
+        return V{mul(g, add(cdf, mul(x, pdf)))};
+      };
+    case UnaryOp::GeluTanh:  // 0.5(1+t) + 0.5x(1-t^2) k (1 + 3c x^2), t = tanh(k(x + c x^3))
+      return [x](const Tensor& g) {
+        constexpr double k = 0.7978845608028654, c = 0.044715;
+        Tensor x2 = mul(x, x);
+        Tensor t = tanh(mul(add(x, mul(mul(x2, x), c)), k));
+        Tensor left = mul(add(t, 1.0), 0.5);
+        Tensor right = mul(mul(mul(x, sub(1.0, mul(t, t))), 0.5 * k), add(mul(x2, 3 * c), 1.0));
+        return V{mul(g, add(left, right))};
+      };
+    case UnaryOp::Silu:  // s (1 + x (1 - s))
+      return [x](const Tensor& g) {
+        Tensor s = sigmoid(x);
+        return V{mul(g, mul(s, add(mul(x, sub(1.0, s)), 1.0)))};
+      };
+    case UnaryOp::Erf:  // 2/sqrt(pi) exp(-x^2)
+      return [x](const Tensor& g) { return V{mul(g, mul(exp(neg(mul(x, x))), 1.1283791670955126))}; };
+  }
+  throw Error(detail::str("unary: no backward for ", op_name(op)));
+}
+
+}  // namespace
 
 Tensor unary(UnaryOp op, const Tensor& x, double alpha) {
   const char* name = op_name(op);
@@ -17,7 +68,8 @@ Tensor unary(UnaryOp op, const Tensor& x, double alpha) {
   }
   Tensor y = empty_like(in);
   if (y.numel() > 0) backend(in.device()).unary(op, in, y, alpha);
-  return y;
+  if (!any_requires_grad({in})) return y;
+  return record(name, {in}, y, unary_backward(op, in.detach(), y.detach(), alpha));
 }
 
 Tensor neg(const Tensor& x) { return unary(UnaryOp::Neg, x); }
@@ -38,5 +90,6 @@ Tensor tanh(const Tensor& x) { return unary(UnaryOp::Tanh, x); }
 Tensor gelu(const Tensor& x, bool approximate) { return unary(approximate ? UnaryOp::GeluTanh : UnaryOp::Gelu, x); }
 Tensor gelu_tanh(const Tensor& x) { return unary(UnaryOp::GeluTanh, x); }
 Tensor silu(const Tensor& x) { return unary(UnaryOp::Silu, x); }
+Tensor erf(const Tensor& x) { return unary(UnaryOp::Erf, x); }
 
 }  // namespace kiln

@@ -24,6 +24,7 @@ Tensor tanh(const Tensor& x);
 Tensor gelu(const Tensor& x, bool approximate = false);
 Tensor gelu_tanh(const Tensor& x);
 Tensor silu(const Tensor& x);
+Tensor erf(const Tensor& x);
 
 inline Tensor operator-(const Tensor& x) { return neg(x); }
 

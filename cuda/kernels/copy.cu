@@ -167,7 +167,9 @@ __global__ void random_kernel(T* __restrict__ out, int64_t n, RandomKind kind, u
                                            : philox_normal_sample_f64(seed, c, a, b);
     } else {
       float fa = static_cast<float>(a), fb = static_cast<float>(b);
-      float v = kind == RandomKind::Uniform ? philox_uniform_sample_f32(seed, c, fa, fb)
+      // f16/bf16 draw only as many bits as they hold, so rounding never reaches b.
+      constexpr int bits = std::is_same_v<T, __half> ? 11 : std::is_same_v<T, __nv_bfloat16> ? 8 : 24;
+      float v = kind == RandomKind::Uniform ? philox_uniform_sample_f32(seed, c, fa, fb, bits)
                                             : philox_normal_sample_f32(seed, c, fa, fb);
       out[i] = cast<T>(v);
     }

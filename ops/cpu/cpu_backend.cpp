@@ -103,7 +103,8 @@ void CpuBackend::random(const Tensor& out, RandomKind kind, uint64_t seed, uint6
                                            : philox_normal_sample_f64(seed, c, a, b);
       } else {
         float fa = static_cast<float>(a), fb = static_cast<float>(b);
-        float v = kind == RandomKind::Uniform ? philox_uniform_sample_f32(seed, c, fa, fb)
+        constexpr int bits = std::is_same_v<T, Half> ? 11 : std::is_same_v<T, BFloat16> ? 8 : 24;
+        float v = kind == RandomKind::Uniform ? philox_uniform_sample_f32(seed, c, fa, fb, bits)
                                               : philox_normal_sample_f32(seed, c, fa, fb);
         p[i] = convert<T>(v);
       }

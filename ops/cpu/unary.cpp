@@ -23,6 +23,7 @@ double unary_f64(UnaryOp op, double x, double alpha) {
     case UnaryOp::Gelu: return 0.5 * x * (1.0 + std::erf(x * kInvSqrt2));
     case UnaryOp::GeluTanh: return 0.5 * x * (1.0 + std::tanh(kSqrt2OverPi * (x + 0.044715 * x * x * x)));
     case UnaryOp::Silu: return x / (1.0 + std::exp(-x));
+    case UnaryOp::Erf: return std::erf(x);
   }
   return x;
 }
