@@ -11,6 +11,7 @@
 #include <kiln/core/tensor.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/gradcheck.h>
 #include <kiln/ops/index.h>
 #include <kiln/ops/matmul.h>
 #include <kiln/ops/reduce.h>
