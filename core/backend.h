@@ -60,6 +60,15 @@ class Backend {
   // out contiguous (outer, n, inner) += src at index; index I64 and src contiguous (outer, k, inner).
   virtual void scatter_add(const Tensor& out, const Tensor& index, const Tensor& src, int64_t outer, int64_t n,
                            int64_t k, int64_t inner) = 0;
+
+  // ---- fused optimizer updates (optim/) [section:optim] ----
+  // [end:optim]
+  // ---- losses, dropout (ops/loss.h, ops/dropout.h) [section:loss] ----
+  // [end:loss]
+  // ---- convolution and pooling (ops/conv.h, ops/pool.h) [section:conv] ----
+  // [end:conv]
+  // ---- normalisation (ops/norm.h) [section:norm] ----
+  // [end:norm]
 };
 
 void register_backend(DeviceType type, Backend* backend);

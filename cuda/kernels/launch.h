@@ -36,4 +36,13 @@ void launch_gather(const void* x, const int64_t* index, void* out, size_t elem_s
 void launch_scatter_add(void* out, const int64_t* index, const void* src, DType dtype, int64_t outer, int64_t n,
                         int64_t k, int64_t inner, cudaStream_t stream);
 
+// ---- fused optimizer updates (optim/) [section:optim] ----
+// [end:optim]
+// ---- losses, dropout (ops/loss.h, ops/dropout.h) [section:loss] ----
+// [end:loss]
+// ---- convolution and pooling (ops/conv.h, ops/pool.h) [section:conv] ----
+// [end:conv]
+// ---- normalisation (ops/norm.h) [section:norm] ----
+// [end:norm]
+
 }  // namespace kiln::cuda

@@ -29,6 +29,15 @@ class CpuBackend final : public Backend {
               const Tensor& out) override;
   void scatter_add(const Tensor& out, const Tensor& index, const Tensor& src, int64_t outer, int64_t n, int64_t k,
                    int64_t inner) override;
+
+  // ---- fused optimizer updates (optim/) [section:optim] ----
+  // [end:optim]
+  // ---- losses, dropout (ops/loss.h, ops/dropout.h) [section:loss] ----
+  // [end:loss]
+  // ---- convolution and pooling (ops/conv.h, ops/pool.h) [section:conv] ----
+  // [end:conv]
+  // ---- normalisation (ops/norm.h) [section:norm] ----
+  // [end:norm]
 };
 
 }  // namespace kiln::detail

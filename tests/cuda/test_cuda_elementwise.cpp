@@ -31,6 +31,7 @@ const std::vector<UOp>& unary_ops() {
       {"gelu", [](const Tensor& x) { return gelu(x); }, false},
       {"gelu_tanh", [](const Tensor& x) { return gelu(x, true); }, false},
       {"silu", [](const Tensor& x) { return silu(x); }, false},
+      {"erf", [](const Tensor& x) { return erf(x); }, false},
   };
   return v;
 }
