@@ -1,7 +1,8 @@
 // kiln_demo: a short tour of the tensor runtime on one device (cuda:0 when usable, else
 // the CPU): build configuration, tensors and views, broadcasting, a reduction, softmax,
-// matmul, the allocator's memory statistics and a small timing. Everything it prints is
-// computed, not canned: it is also a quick check that an installation works.
+// matmul, a backward pass, the allocator's memory statistics and a small timing.
+// Everything it prints is computed, not canned: it is also a quick check that an
+// installation works.
 //
 // usage: kiln_demo [--device cpu|cuda|cuda:N]
 #include <algorithm>
@@ -135,6 +136,16 @@ int main(int argc, char** argv) {
     show("a @ ones({4, 2})", kiln::matmul(a, w));
     Tensor ab = kiln::from_vector<float>({1, 2, 3, 4}, {2, 2}, dev);
     show("[[1, 2], [3, 4]] @ its transpose (a view)", kiln::matmul(ab, ab.t()));
+
+    section("autograd");
+    {
+      Tensor x = kiln::from_vector<float>({1, 2, 3}, {3}, dev).requires_grad_();
+      Tensor loss = kiln::sum(x * x * 0.5 + kiln::exp(x - 3.0));
+      loss.backward();
+      show("x", x);
+      show("loss = sum(x * x / 2 + exp(x - 3))", loss);
+      show("x.grad (= x + exp(x - 3))", x.grad());
+    }
 
     section("memory");
     kiln::MemoryStats now = alloc.stats(dev);
