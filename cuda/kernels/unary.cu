@@ -1,0 +1,174 @@
+// Unary elementwise kernels: y = op(x; alpha) for every op of KILN_UNARY_OPS.
+//
+//   y[i] = f(x[i])   x, y: one shape (any rank <= 8), one dtype, any strides; writes (=).
+//   neg -x | abs |x| | exp | log | sqrt | rsqrt 1/sqrt(x) | sin | cos
+//   relu x>0 ? x : 0 (NaN stays NaN) | leaky_relu x>0 ? x : alpha*x | sigmoid 1/(1+exp(-x))
+//   tanh | gelu 0.5x(1+erf(x/sqrt2)) | gelu_tanh 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))
+//   silu x/(1+exp(-x)) | erf
+// dtypes: f16/bf16 (computed in f32), f32, f64; neg/abs/relu also u8/i32/i64 (computed in
+// int64 and wrapped to the dtype, like ops/cpu/unary.cpp). Same formulas as the CPU
+// reference, with precise math (expf, erff, tanhf, 1/sqrtf; no fast-math intrinsics),
+// so f32 results are within a few ulp of it.
+// Paths: (1) x and y contiguous with 16-byte aligned bases: one Packed128 per thread
+// per grid-stride step, the numel % (16/sizeof(T)) tail done by the first threads;
+// (2) otherwise 32-bit strided indexing with precomputed divisors (launches split into
+// < 2^31-element pieces). y may alias x: each element is read before the same thread
+// writes it. The op is a runtime switch taken once per thread, outside the loop.
+// Bandwidth on H100/H200: not yet measured (tools/bench_kernels fills this in).
+#include <kiln/core/op_kinds.h>
+#include <kiln/cuda/kernels/common.cuh>
+#include <kiln/cuda/kernels/elementwise.cuh>
+#include <kiln/cuda/kernels/launch.h>
+
+namespace kiln::cuda {
+namespace {
+
+// ---- device helpers ------------------------------------------------------------------
+
+// What a dtype computes in: float for the half types and f32, double for f64, int64 for
+// the integer types.
+template <class T>
+using unary_compute_t = std::conditional_t<std::is_integral_v<T>, int64_t, acc_t<T>>;
+
+template <UnaryOp O>
+using UnaryTag = std::integral_constant<UnaryOp, O>;
+
+template <UnaryOp O, class C>
+__device__ __forceinline__ C unary_float(C x, C alpha) {
+  constexpr C kHalf = C(0.5), kOne = C(1);
+  if constexpr (O == UnaryOp::Neg) return -x;
+  else if constexpr (O == UnaryOp::Abs) return k_abs(x);
+  else if constexpr (O == UnaryOp::Exp) return k_exp(x);
+  else if constexpr (O == UnaryOp::Log) return k_log(x);
+  else if constexpr (O == UnaryOp::Sqrt) return k_sqrt(x);
+  else if constexpr (O == UnaryOp::Rsqrt) return kOne / k_sqrt(x);
+  else if constexpr (O == UnaryOp::Sin) return k_sin(x);
+  else if constexpr (O == UnaryOp::Cos) return k_cos(x);
+  else if constexpr (O == UnaryOp::Relu) return x > C(0) || isnan(x) ? x : C(0);  // NaN propagates
+  else if constexpr (O == UnaryOp::LeakyRelu) return x > C(0) ? x : alpha * x;
+  else if constexpr (O == UnaryOp::Sigmoid) return kOne / (kOne + k_exp(-x));
+  else if constexpr (O == UnaryOp::Tanh) return k_tanh(x);
+  else if constexpr (O == UnaryOp::Gelu) return kHalf * x * (kOne + k_erf(x * C(0.7071067811865476)));
+  else if constexpr (O == UnaryOp::GeluTanh)
+    return kHalf * x * (kOne + k_tanh(C(0.7978845608028654) * (x + C(0.044715) * x * x * x)));
+  else if constexpr (O == UnaryOp::Silu) return x / (kOne + k_exp(-x));
+  else if constexpr (O == UnaryOp::Erf) return k_erf(x);
+  else static_assert(O == UnaryOp::Neg, "unary_float: op without a formula");
+}
+
+template <UnaryOp O>
+__device__ __forceinline__ int64_t unary_int(int64_t x) {
+  // Negation through unsigned arithmetic wraps INT64_MIN instead of overflowing.
+  const int64_t neg = static_cast<int64_t>(0ull - static_cast<uint64_t>(x));
+  if constexpr (O == UnaryOp::Neg) return neg;
+  else if constexpr (O == UnaryOp::Abs) return x < 0 ? neg : x;
+  else if constexpr (O == UnaryOp::Relu) return x > 0 ? x : 0;
+  else static_assert(O == UnaryOp::Neg, "unary_int: op not defined for integers");
+}
+
+// y = f(x) for one element of device type T, through its compute type.
+template <UnaryOp O, class T, class C>
+__device__ __forceinline__ T unary_apply(T x, C alpha) {
+  if constexpr (std::is_integral_v<T>) return static_cast<T>(unary_int<O>(static_cast<int64_t>(x)));
+  else return convert<T>(unary_float<O>(convert<C>(x), alpha));
+}
+
+// Calls f(UnaryTag<op>{}) for a runtime op: all ops for floating T, neg/abs/relu for
+// integers (the launcher has rejected the rest).
+template <class T, class F>
+__device__ __forceinline__ void dispatch_unary(UnaryOp op, F&& f) {
+  if constexpr (std::is_integral_v<T>) {
+    switch (op) {
+      case UnaryOp::Neg: f(UnaryTag<UnaryOp::Neg>{}); break;
+      case UnaryOp::Abs: f(UnaryTag<UnaryOp::Abs>{}); break;
+      default: f(UnaryTag<UnaryOp::Relu>{}); break;
+    }
+  } else {
+    switch (op) {
+#define KILN_UNARY_CASE(E, name) \
+  case UnaryOp::E: f(UnaryTag<UnaryOp::E>{}); break;
+      KILN_UNARY_OPS(KILN_UNARY_CASE)
+#undef KILN_UNARY_CASE
+    }
+  }
+}
+
+// ---- kernels -------------------------------------------------------------------------
+
+// x, y contiguous and 16-byte aligned; n elements.
+template <class T>
+__global__ void unary_vec_kernel(UnaryOp op, const T* x, T* y, int64_t n, unary_compute_t<T> alpha) {
+  using C = unary_compute_t<T>;
+  constexpr int V = Packed128<T>::kSize;
+  const int64_t nvec = n / V;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  dispatch_unary<T>(op, [&](auto tag) {
+    constexpr UnaryOp O = decltype(tag)::value;
+    for (int64_t v = tid; v < nvec; v += stride) {
+      Packed128<T> p = load128(x + v * V);
+#pragma unroll
+      for (int k = 0; k < V; ++k) p[k] = unary_apply<O, T, C>(p[k], alpha);
+      store128(y + v * V, p);
+    }
+    const int64_t t = nvec * V + tid;  // fewer than V tail elements
+    if (t < n) y[t] = unary_apply<O, T, C>(x[t], alpha);
+  });
+}
+
+template <class T>
+__global__ void unary_strided_kernel(UnaryOp op, const T* x, T* y, uint32_t n, StridedOffsets<2> offsets,
+                                     unary_compute_t<T> alpha) {
+  using C = unary_compute_t<T>;
+  const uint32_t tid = blockIdx.x * blockDim.x + threadIdx.x;
+  const uint32_t stride = gridDim.x * blockDim.x;
+  dispatch_unary<T>(op, [&](auto tag) {
+    constexpr UnaryOp O = decltype(tag)::value;
+    for (uint32_t i = tid; i < n; i += stride) {
+      int64_t off[2];
+      offsets.get(i, off);
+      y[off[1]] = unary_apply<O, T, C>(x[off[0]], alpha);
+    }
+  });
+}
+
+// ---- launchers -----------------------------------------------------------------------
+
+template <class T>
+void run_unary(UnaryOp op, const TensorArg& x, const TensorArg& y, double alpha, cudaStream_t stream) {
+  using C = unary_compute_t<T>;
+  constexpr int V = Packed128<T>::kSize;
+  const C a = static_cast<C>(alpha);
+  if (arg_is_contiguous(x) && arg_is_contiguous(y) && aligned16(x.data) && aligned16(y.data)) {
+    const int64_t nvec = y.numel / V;
+    unary_vec_kernel<T><<<grid_for(nvec > 0 ? nvec : 1), kBlockSize, 0, stream>>>(
+        op, static_cast<const T*>(x.data), static_cast<T*>(y.data), y.numel, a);
+    KILN_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  for_each_32bit_chunk(ArgPack<2>{{x, y}}, [&](const ArgPack<2>& p) {
+    const uint32_t n = static_cast<uint32_t>(p.a[1].numel);
+    unary_strided_kernel<T><<<grid_for(n), kBlockSize, 0, stream>>>(
+        op, static_cast<const T*>(p.a[0].data), static_cast<T*>(p.a[1].data), n, make_strided_offsets(p), a);
+    KILN_CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace
+
+void launch_unary(UnaryOp op, const TensorArg& x, const TensorArg& y, double alpha, cudaStream_t stream) {
+  if (y.numel == 0) return;
+  if (x.dtype != y.dtype) launch_fail("launch_unary: x and y must have one dtype");
+  visit_device_dtype(y.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, bool>) {
+      launch_fail("launch_unary: not defined for bool tensors");
+    } else {
+      if (std::is_integral_v<T> && !unary_accepts_integers(op))
+        launch_fail("launch_unary: op not defined for integer tensors");
+      run_unary<T>(op, x, y, alpha, stream);
+    }
+  });
+}
+
+}  // namespace kiln::cuda
