@@ -120,8 +120,11 @@ Tensor& binary_(BinaryOp op, Tensor& a, const Tensor& b) {
   KILN_CHECK(shape == a.sizes(), name, "_: ", describe(b), " does not broadcast to the in-place operand ",
              describe(a));
   if (a.numel() == 0) return a;
-  // Kernels read each element before writing it, so aliasing out with a is safe.
-  backend(a.device()).binary(op, a, cast(b, a.dtype()).expand(shape), a);
+  // Kernels read each element before writing it, so out may be exactly a; an operand
+  // that overlaps a in another layout (a.add_(a.t())) is copied first.
+  Tensor bb = cast(b, a.dtype()).expand(shape);
+  if (bb.shares_storage(a) && !(bb.offset() == a.offset() && bb.strides() == a.strides())) bb = bb.clone();
+  backend(a.device()).binary(op, a, bb, a);
   return a;
 }
 

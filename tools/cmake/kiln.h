@@ -17,3 +17,4 @@
 #include <kiln/ops/reduce.h>
 #include <kiln/ops/softmax.h>
 #include <kiln/ops/unary.h>
+#include <kiln/models/nn/nn.h>
