@@ -34,9 +34,8 @@ bool zero_element(const char* op, const Tensor& t) {
   return true;
 }
 
-int64_t fan_of(const char* op, const Tensor& t, FanMode mode) {
+int64_t fan_of(const Tensor& t, FanMode mode) {
   auto [fan_in, fan_out] = calculate_fan_in_and_fan_out(t);
-  (void)op;
   return mode == FanMode::FanIn ? fan_in : fan_out;
 }
 
@@ -121,7 +120,7 @@ Tensor xavier_normal_(const Tensor& tensor, double gain, Generator* gen) {
 Tensor kaiming_uniform_(const Tensor& tensor, double a, FanMode mode, Nonlinearity nonlinearity, Generator* gen) {
   check_random_target("kaiming_uniform_", tensor);
   if (zero_element("kaiming_uniform_", tensor)) return tensor;
-  int64_t fan = fan_of("kaiming_uniform_", tensor, mode);
+  int64_t fan = fan_of(tensor, mode);
   double std = calculate_gain(nonlinearity, a) / std::sqrt(static_cast<double>(fan));
   double bound = std::sqrt(3.0) * std;
   return uniform_(tensor, -bound, bound, gen);
@@ -130,7 +129,7 @@ Tensor kaiming_uniform_(const Tensor& tensor, double a, FanMode mode, Nonlineari
 Tensor kaiming_normal_(const Tensor& tensor, double a, FanMode mode, Nonlinearity nonlinearity, Generator* gen) {
   check_random_target("kaiming_normal_", tensor);
   if (zero_element("kaiming_normal_", tensor)) return tensor;
-  int64_t fan = fan_of("kaiming_normal_", tensor, mode);
+  int64_t fan = fan_of(tensor, mode);
   double std = calculate_gain(nonlinearity, a) / std::sqrt(static_cast<double>(fan));
   return normal_(tensor, 0.0, std, gen);
 }
