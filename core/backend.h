@@ -62,6 +62,32 @@ class Backend {
                            int64_t k, int64_t inner) = 0;
 
   // ---- fused optimizer updates (optim/) [section:optim] ----
+  // Multi-tensor updates: one call updates every tensor of the lists in place (on CUDA in
+  // as few launches as the kernel-argument limit allows). All tensors are contiguous and
+  // on this backend's device; params[i], grads[i] and each state list's [i] have one
+  // shape; params and grads share one floating dtype; state tensors are F32 for F16/BF16
+  // params and the param dtype otherwise (optim/fused.h checks all of this). Formulas are
+  // PyTorch's torch.optim.SGD / Adam / AdamW (see optim/sgd.h, optim/adam.h).
+  struct SgdArgs {
+    double lr = 0, momentum = 0, dampening = 0, weight_decay = 0;
+    bool nesterov = false, maximize = false;
+    // The momentum buffers are new: buf = g (PyTorch's clone) instead of
+    // buf = momentum * buf + (1 - dampening) * g. Their old contents are not read.
+    bool init_momentum = false;
+  };
+  struct AdamArgs {
+    double lr = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+    int64_t step = 1;  // the step being taken (>= 1), for the bias corrections
+    bool decoupled_weight_decay = false;  // AdamW: p *= 1 - lr * wd instead of g += wd * p
+    bool amsgrad = false, maximize = false;
+  };
+  // momentum_buffers is empty when args.momentum == 0.
+  virtual void sgd_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                          const std::vector<Tensor>& momentum_buffers, const SgdArgs& args) = 0;
+  // max_exp_avg_sqs is empty unless args.amsgrad.
+  virtual void adam_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                           const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                           const std::vector<Tensor>& max_exp_avg_sqs, const AdamArgs& args) = 0;
   // [end:optim]
   // ---- losses, dropout (ops/loss.h, ops/dropout.h) [section:loss] ----
   // [end:loss]

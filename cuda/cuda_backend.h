@@ -39,6 +39,11 @@ class CudaBackend final : public Backend {
                    int64_t inner) override;
 
   // ---- fused optimizer updates (optim/) [section:optim] ----
+  void sgd_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                  const std::vector<Tensor>& momentum_buffers, const SgdArgs& args) override;
+  void adam_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                   const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                   const std::vector<Tensor>& max_exp_avg_sqs, const AdamArgs& args) override;
   // [end:optim]
   // ---- losses, dropout (ops/loss.h, ops/dropout.h) [section:loss] ----
   // [end:loss]

@@ -37,6 +37,28 @@ void launch_scatter_add(void* out, const int64_t* index, const void* src, DType 
                         int64_t k, int64_t inner, cudaStream_t stream);
 
 // ---- fused optimizer updates (optim/) [section:optim] ----
+// optim.cu: multi-tensor SGD and Adam/AdamW. Each list holds n device pointers (one per
+// tensor, contiguous), numels[i] elements each; params and grads have dtype `dtype`
+// (f16/bf16/f32/f64), state tensors f32 (f64 for f64 params). The launcher packs up to
+// a fixed number of tensors and chunks into one by-value kernel argument per launch.
+struct SgdKernelArgs {
+  double lr, momentum, dampening, weight_decay;
+  bool nesterov, maximize, init_momentum;
+};
+struct AdamKernelArgs {
+  double lr, beta1, beta2, eps, weight_decay;
+  double step_size;              // lr / (1 - beta1^step)
+  double bias_correction2_sqrt;  // sqrt(1 - beta2^step)
+  double decay;                  // 1 - lr * weight_decay (AdamW)
+  bool decoupled_weight_decay, amsgrad, maximize;
+};
+// momentum_buffers is null when momentum == 0.
+void launch_multi_tensor_sgd(int n, void* const* params, void* const* grads, void* const* momentum_buffers,
+                             const int64_t* numels, DType dtype, const SgdKernelArgs& args, cudaStream_t stream);
+// max_exp_avg_sqs is null unless amsgrad.
+void launch_multi_tensor_adam(int n, void* const* params, void* const* grads, void* const* exp_avgs,
+                              void* const* exp_avg_sqs, void* const* max_exp_avg_sqs, const int64_t* numels,
+                              DType dtype, const AdamKernelArgs& args, cudaStream_t stream);
 // [end:optim]
 // ---- losses, dropout (ops/loss.h, ops/dropout.h) [section:loss] ----
 // [end:loss]

@@ -17,4 +17,5 @@
 #include <kiln/ops/reduce.h>
 #include <kiln/ops/softmax.h>
 #include <kiln/ops/unary.h>
+#include <kiln/optim/optim.h>
 #include <kiln/models/nn/nn.h>

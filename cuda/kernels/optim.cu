@@ -1,0 +1,305 @@
+// Fused multi-tensor optimizer updates: one launch updates many parameters in place
+// (PyTorch's multi_tensor_apply / apex design).
+//
+//   SGD   g = grad (-grad if maximize); g += wd * p;
+//         momentum: buf = init ? g : momentum * buf + (1 - dampening) * g;
+//                   g = nesterov ? g + momentum * buf : buf
+//         p = p - lr * g
+//   Adam  g = grad (-grad if maximize); AdamW: p *= 1 - lr * wd, Adam: g += wd * p
+//         m = lerp(m, g, 1 - beta1); v = beta2 * v + (1 - beta2) * g * g
+//         amsgrad: vmax = max(vmax, v) (NaN propagates), read vmax instead of v
+//         p = p - step_size * m / (sqrt(v) / sqrt(1 - beta2^step) + eps),
+//         step_size = lr / (1 - beta1^step) (computed on the host, in double)
+// Tensors: lists of n contiguous tensors, param i, grad i and state i of numels[i]
+// elements; params/grads f16, bf16, f32 or f64; state f32 (f64 for f64 params). Math in
+// f32 (f64 for f64); writes (=) params and state. Same formulas and operation order as
+// the CPU reference (ops/cpu/optim.cpp), which computes in double.
+// Layout: each tensor is cut into chunks of kChunkSize elements; a block of kOptimBlock
+// threads handles one chunk, kILP elements per thread per step (one aligned vector load
+// per list when every pointer of the chunk is aligned to kILP elements and the chunk
+// length is a multiple of kILP, otherwise coalesced scalar loads). Pointers and sizes of
+// up to TensorListMeta<Depth>::kMaxTensors tensors and the block -> (tensor, chunk) map
+// of up to kMaxBlocksPerLaunch blocks travel by value in the kernel argument (< 4 KiB);
+// more tensors or chunks take more launches, a tensor cut between two launches carrying
+// over. No host synchronisation.
+// Bandwidth on H100/H200: not yet measured on a GPU.
+#include <cstdint>
+#include <type_traits>
+
+#include <kiln/cuda/kernels/common.cuh>
+#include <kiln/cuda/kernels/launch.h>
+
+namespace kiln::cuda {
+namespace {
+
+// ---- device helpers ------------------------------------------------------------------
+
+constexpr int64_t kChunkSize = 65536;
+constexpr int kOptimBlock = 512;
+constexpr int kILP = 4;
+constexpr int kMaxBlocksPerLaunch = 320;
+// Tensors per launch by list count (PyTorch's depth_to_max_tensors), so that each
+// TensorListMeta stays near 3 KiB.
+constexpr int max_tensors_for(int depth) { return depth <= 2 ? 64 : depth == 3 ? 48 : depth == 4 ? 36 : 30; }
+
+template <int Depth>
+struct TensorListMeta {
+  static constexpr int kMaxTensors = max_tensors_for(Depth);
+  void* ptrs[Depth][kMaxTensors];
+  int64_t numel[kMaxTensors];
+  unsigned char block_to_tensor[kMaxBlocksPerLaunch];
+  int block_to_chunk[kMaxBlocksPerLaunch];
+};
+static_assert(TensorListMeta<5>::kMaxTensors <= 256 && TensorListMeta<2>::kMaxTensors <= 256,
+              "block_to_tensor is one byte");
+// The classic kernel-parameter limit is 4096 bytes; stay under it with the functor.
+static_assert(sizeof(TensorListMeta<2>) + 128 <= 4096 && sizeof(TensorListMeta<3>) + 128 <= 4096 &&
+                  sizeof(TensorListMeta<4>) + 128 <= 4096 && sizeof(TensorListMeta<5>) + 128 <= 4096,
+              "kernel argument too large");
+
+[[noreturn]] void launch_fail(const char* what) { throw_cuda_error(cudaErrorInvalidValue, what, __FILE__, __LINE__); }
+
+template <class T>
+struct alignas(sizeof(T) * kILP) IlpVec {
+  T v[kILP];
+};
+
+template <class T>
+__device__ __forceinline__ bool ilp_aligned(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) % (sizeof(T) * kILP)) == 0;
+}
+
+__device__ __forceinline__ float k_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double k_sqrt(double x) { return sqrt(x); }
+
+// max(a, b) that returns NaN when either is NaN (torch.maximum; the CPU reference agrees).
+template <class C>
+__device__ __forceinline__ C max_nan(C a, C b) {
+  return (a > b || isnan(a)) ? a : b;
+}
+
+// Per-element updates. C is the compute and state type, T the param type; s holds the
+// NS state values of the element (read and written).
+template <class T, class C, int NS>
+struct SgdFunctor {
+  C lr, momentum, one_minus_dampening, weight_decay;
+  bool nesterov, maximize, init_momentum;
+  __device__ __forceinline__ void operator()(C& p, C g, C* s) const {
+    if (maximize) g = -g;
+    if (weight_decay != C(0)) g = g + weight_decay * p;
+    if constexpr (NS == 1) {
+      const C b = init_momentum ? g : momentum * s[0] + one_minus_dampening * g;
+      s[0] = b;
+      g = nesterov ? g + momentum * b : b;
+    }
+    p = p - lr * g;
+  }
+};
+
+template <class T, class C, int NS>
+struct AdamFunctor {
+  C beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay, step_size, bias_correction2_sqrt, decay;
+  bool decoupled, maximize;
+  __device__ __forceinline__ void operator()(C& p, C g, C* s) const {
+    if (maximize) g = -g;
+    if (weight_decay != C(0)) {
+      if (decoupled) p = convert<C>(convert<T>(p * decay));  // stored, as PyTorch's p.mul_()
+      else g = g + weight_decay * p;
+    }
+    const C w = one_minus_beta1;  // PyTorch's lerp, exact at both ends
+    const C m = w < C(0.5) ? s[0] + w * (g - s[0]) : g - (g - s[0]) * (C(1) - w);
+    const C v = s[1] * beta2 + one_minus_beta2 * g * g;
+    s[0] = m;
+    s[1] = v;
+    C vhat = v;
+    if constexpr (NS == 3) {
+      s[2] = max_nan(s[2], v);
+      vhat = s[2];
+    }
+    const C denom = k_sqrt(vhat) / bias_correction2_sqrt + eps;
+    p = p - step_size * (m / denom);
+  }
+};
+
+// ---- kernels -------------------------------------------------------------------------
+
+// One block per (tensor, chunk) of meta: lists [0] params (T), [1] grads (T), [2..]
+// state (C).
+template <class T, class C, int Depth, class Op>
+__global__ void __launch_bounds__(kOptimBlock) multi_tensor_kernel(TensorListMeta<Depth> meta, Op op) {
+  constexpr int NS = Depth - 2;
+  constexpr int NSA = NS > 0 ? NS : 1;
+  const int t = meta.block_to_tensor[blockIdx.x];
+  const int64_t start = static_cast<int64_t>(meta.block_to_chunk[blockIdx.x]) * kChunkSize;
+  const int64_t left = meta.numel[t] - start;
+  const int64_t n = left < kChunkSize ? left : kChunkSize;
+  T* p = static_cast<T*>(meta.ptrs[0][t]) + start;
+  const T* g = static_cast<const T*>(meta.ptrs[1][t]) + start;
+  C* s[NSA];
+#pragma unroll
+  for (int k = 0; k < NS; ++k) s[k] = static_cast<C*>(meta.ptrs[2 + k][t]) + start;
+
+  bool aligned = n % kILP == 0 && ilp_aligned<T>(p) && ilp_aligned<T>(g);
+#pragma unroll
+  for (int k = 0; k < NS; ++k) aligned = aligned && ilp_aligned<C>(s[k]);
+
+  if (aligned) {
+    for (int64_t i = threadIdx.x; i * kILP < n; i += blockDim.x) {
+      IlpVec<T> pv = reinterpret_cast<const IlpVec<T>*>(p)[i];
+      const IlpVec<T> gv = reinterpret_cast<const IlpVec<T>*>(g)[i];
+      IlpVec<C> sv[NSA];
+#pragma unroll
+      for (int k = 0; k < NS; ++k) sv[k] = reinterpret_cast<const IlpVec<C>*>(s[k])[i];
+#pragma unroll
+      for (int j = 0; j < kILP; ++j) {
+        C pc = convert<C>(pv.v[j]);
+        C sc[NSA];
+#pragma unroll
+        for (int k = 0; k < NS; ++k) sc[k] = sv[k].v[j];
+        op(pc, convert<C>(gv.v[j]), sc);
+        pv.v[j] = convert<T>(pc);
+#pragma unroll
+        for (int k = 0; k < NS; ++k) sv[k].v[j] = sc[k];
+      }
+      reinterpret_cast<IlpVec<T>*>(p)[i] = pv;
+#pragma unroll
+      for (int k = 0; k < NS; ++k) reinterpret_cast<IlpVec<C>*>(s[k])[i] = sv[k];
+    }
+  } else {
+    // Loads of all kILP elements first, then math, then stores: more loads in flight.
+    for (int64_t base = 0; base < n; base += static_cast<int64_t>(blockDim.x) * kILP) {
+      C pc[kILP], gc[kILP], sc[kILP][NSA];
+#pragma unroll
+      for (int j = 0; j < kILP; ++j) {
+        const int64_t i = base + threadIdx.x + static_cast<int64_t>(j) * blockDim.x;
+        pc[j] = C(0);
+        gc[j] = C(0);
+#pragma unroll
+        for (int k = 0; k < NSA; ++k) sc[j][k] = C(0);
+        if (i < n) {
+          pc[j] = convert<C>(p[i]);
+          gc[j] = convert<C>(g[i]);
+#pragma unroll
+          for (int k = 0; k < NS; ++k) sc[j][k] = s[k][i];
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kILP; ++j) op(pc[j], gc[j], sc[j]);
+#pragma unroll
+      for (int j = 0; j < kILP; ++j) {
+        const int64_t i = base + threadIdx.x + static_cast<int64_t>(j) * blockDim.x;
+        if (i < n) {
+          p[i] = convert<T>(pc[j]);
+#pragma unroll
+          for (int k = 0; k < NS; ++k) s[k][i] = sc[j][k];
+        }
+      }
+    }
+  }
+}
+
+// ---- launchers -----------------------------------------------------------------------
+
+// Packs the n tensors of `lists` (Depth lists of n pointers) into TensorListMetas and
+// calls launch(meta, blocks) for each full one and for the rest. Empty tensors are
+// skipped; a tensor whose chunks do not all fit continues in the next launch.
+template <int Depth, class Launch>
+void multi_tensor_apply(int n, void* const* const* lists, const int64_t* numels, Launch&& launch) {
+  constexpr int kMaxTensors = TensorListMeta<Depth>::kMaxTensors;
+  TensorListMeta<Depth> meta{};
+  int nt = 0, nb = 0;
+  for (int t = 0; t < n; ++t) {
+    if (numels[t] <= 0) continue;
+    const int64_t chunks = (numels[t] + kChunkSize - 1) / kChunkSize;
+    if (chunks > INT32_MAX) launch_fail("multi_tensor_apply: tensor too large for the chunk map");
+    for (int d = 0; d < Depth; ++d) meta.ptrs[d][nt] = lists[d][t];
+    meta.numel[nt] = numels[t];
+    ++nt;
+    for (int64_t c = 0; c < chunks; ++c) {
+      meta.block_to_tensor[nb] = static_cast<unsigned char>(nt - 1);
+      meta.block_to_chunk[nb] = static_cast<int>(c);
+      ++nb;
+      const bool last_chunk = c == chunks - 1;
+      if (nb == kMaxBlocksPerLaunch || (last_chunk && nt == kMaxTensors)) {
+        launch(meta, nb);
+        nb = 0;
+        if (last_chunk) {
+          nt = 0;
+        } else {  // the current tensor continues as entry 0 of the next launch
+          for (int d = 0; d < Depth; ++d) meta.ptrs[d][0] = meta.ptrs[d][nt - 1];
+          meta.numel[0] = meta.numel[nt - 1];
+          nt = 1;
+        }
+      }
+    }
+  }
+  if (nb > 0) launch(meta, nb);
+}
+
+// Calls f(T{}) for a floating param dtype.
+template <class F>
+void visit_param_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::F16: f(__half{}); return;
+    case DType::BF16: f(__nv_bfloat16{}); return;
+    case DType::F32: f(float{}); return;
+    case DType::F64: f(double{}); return;
+    default: launch_fail("multi-tensor optimizer update: params must be f16, bf16, f32 or f64");
+  }
+}
+
+template <class T, class C, int Depth, class Op>
+void run(int n, void* const* const* lists, const int64_t* numels, const Op& op, cudaStream_t stream) {
+  multi_tensor_apply<Depth>(n, lists, numels, [&](const TensorListMeta<Depth>& meta, int blocks) {
+    multi_tensor_kernel<T, C, Depth, Op><<<blocks, kOptimBlock, 0, stream>>>(meta, op);
+    KILN_CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace
+
+void launch_multi_tensor_sgd(int n, void* const* params, void* const* grads, void* const* momentum_buffers,
+                             const int64_t* numels, DType dtype, const SgdKernelArgs& a, cudaStream_t stream) {
+  if (n <= 0) return;
+  visit_param_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using C = acc_t<T>;
+    if (momentum_buffers != nullptr) {
+      SgdFunctor<T, C, 1> op{C(a.lr), C(a.momentum), C(1.0 - a.dampening), C(a.weight_decay),
+                             a.nesterov, a.maximize, a.init_momentum};
+      void* const* lists[3] = {params, grads, momentum_buffers};
+      run<T, C, 3>(n, lists, numels, op, stream);
+    } else {
+      SgdFunctor<T, C, 0> op{C(a.lr), C(0), C(1), C(a.weight_decay), a.nesterov, a.maximize, false};
+      void* const* lists[2] = {params, grads};
+      run<T, C, 2>(n, lists, numels, op, stream);
+    }
+  });
+}
+
+void launch_multi_tensor_adam(int n, void* const* params, void* const* grads, void* const* exp_avgs,
+                              void* const* exp_avg_sqs, void* const* max_exp_avg_sqs, const int64_t* numels,
+                              DType dtype, const AdamKernelArgs& a, cudaStream_t stream) {
+  if (n <= 0) return;
+  if (a.amsgrad && max_exp_avg_sqs == nullptr) launch_fail("launch_multi_tensor_adam: amsgrad without max_exp_avg_sqs");
+  visit_param_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using C = acc_t<T>;
+    auto make = [&](auto ns_tag) {
+      constexpr int NS = decltype(ns_tag)::value;
+      return AdamFunctor<T, C, NS>{C(a.beta2),        C(1.0 - a.beta1), C(1.0 - a.beta2),
+                                   C(a.eps),          C(a.weight_decay), C(a.step_size),
+                                   C(a.bias_correction2_sqrt), C(a.decay), a.decoupled_weight_decay,
+                                   a.maximize};
+    };
+    if (a.amsgrad) {
+      void* const* lists[5] = {params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs};
+      run<T, C, 5>(n, lists, numels, make(std::integral_constant<int, 3>{}), stream);
+    } else {
+      void* const* lists[4] = {params, grads, exp_avgs, exp_avg_sqs};
+      run<T, C, 4>(n, lists, numels, make(std::integral_constant<int, 2>{}), stream);
+    }
+  });
+}
+
+}  // namespace kiln::cuda

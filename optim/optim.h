@@ -1,0 +1,10 @@
+// kiln's optimizer layer in one include: the Optimizer base and its state dict, SGD,
+// Adam and AdamW, the fused multi-tensor update entry points, gradient clipping by
+// global norm, and learning-rate schedules.
+#pragma once
+#include <kiln/optim/adam.h>
+#include <kiln/optim/clip.h>
+#include <kiln/optim/fused.h>
+#include <kiln/optim/optimizer.h>
+#include <kiln/optim/schedule.h>
+#include <kiln/optim/sgd.h>
