@@ -90,6 +90,22 @@ class Backend {
                            const std::vector<Tensor>& max_exp_avg_sqs, const AdamArgs& args) = 0;
   // [end:optim]
   // ---- losses, dropout (ops/loss.h, ops/dropout.h) [section:loss] ----
+  // Fused cross entropy over rows. logits (rows, C) contiguous floating, C > 0; target I64
+  // (rows) contiguous; losses, lse (rows) contiguous in the accumulation dtype A (F64 for
+  // F64 logits, F32 otherwise). lse[r] = logsumexp_c logits[r, c]; losses[r] = 0 where
+  // target[r] == ignore_index, else (1 - eps)(lse - x[r, t]) + eps (lse - mean_c x[r, c]).
+  virtual void cross_entropy_forward(const Tensor& logits, const Tensor& target, int64_t ignore_index,
+                                     double label_smoothing, const Tensor& losses, const Tensor& lse) = 0;
+  // dlogits (rows, C) contiguous, logits' dtype: 0 in ignored rows, else
+  // (exp(x - lse[r]) - eps/C - (1 - eps)[c == t]) * grad[r], grad in A with `rows`
+  // elements or one (the same value for every row).
+  virtual void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Tensor& lse,
+                                      const Tensor& grad, int64_t ignore_index, double label_smoothing,
+                                      const Tensor& dlogits) = 0;
+  // x, out contiguous, one shape and floating dtype; 0 <= p < 1:
+  // out[i] = x[i] * (philox_keep(seed, offset + i, philox_keep_threshold(p)) ? 1 / (1 - p) : 0)
+  // (core/philox.h), the product in f32 (f64 for F64).
+  virtual void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out) = 0;
   // [end:loss]
   // ---- convolution and pooling (ops/conv.h, ops/pool.h) [section:conv] ----
   // [end:conv]

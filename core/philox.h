@@ -83,3 +83,22 @@ KILN_HD int64_t philox_int_sample(uint64_t seed, uint64_t counter, int64_t low, 
 }
 
 }  // namespace kiln
+
+namespace kiln {
+
+// Dropout's keep decision (ops/dropout.h), shared by the CPU reference and the CUDA
+// kernel: the element with counter c is kept iff its 24-bit uniform sample
+// u = (x[0] >> 8) / 2^24 (the value philox_uniform_sample_f32(seed, c, 0, 1) returns) is
+// >= p. Since u is a multiple of 2^-24, u >= p iff (x[0] >> 8) >= ceil(p 2^24): an integer
+// comparison, so the two backends cannot round differently. The threshold is computed
+// once, on the host.
+inline uint32_t philox_keep_threshold(double p) {
+  const double t = std::ceil(p * 16777216.0);
+  if (!(t > 0.0)) return 0;
+  return t >= 16777216.0 ? 16777216u : static_cast<uint32_t>(t);
+}
+KILN_HD bool philox_keep(uint64_t seed, uint64_t counter, uint32_t threshold) {
+  return (philox4x32(seed, counter).x[0] >> 8) >= threshold;
+}
+
+}  // namespace kiln

@@ -46,6 +46,11 @@ class CudaBackend final : public Backend {
                    const std::vector<Tensor>& max_exp_avg_sqs, const AdamArgs& args) override;
   // [end:optim]
   // ---- losses, dropout (ops/loss.h, ops/dropout.h) [section:loss] ----
+  void cross_entropy_forward(const Tensor& logits, const Tensor& target, int64_t ignore_index, double label_smoothing,
+                             const Tensor& losses, const Tensor& lse) override;
+  void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Tensor& lse, const Tensor& grad,
+                              int64_t ignore_index, double label_smoothing, const Tensor& dlogits) override;
+  void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out) override;
   // [end:loss]
   // ---- convolution and pooling (ops/conv.h, ops/pool.h) [section:conv] ----
   // [end:conv]

@@ -61,6 +61,19 @@ void launch_multi_tensor_adam(int n, void* const* params, void* const* grads, vo
                               DType dtype, const AdamKernelArgs& args, cudaStream_t stream);
 // [end:optim]
 // ---- losses, dropout (ops/loss.h, ops/dropout.h) [section:loss] ----
+// loss.cu: logits/dlogits contiguous (rows, classes) of `dtype`; target i64 (rows);
+// losses, lse, grad in the accumulation dtype (f64 for f64 logits, f32 otherwise); grad
+// has `rows` elements (grad_stride 1) or one (grad_stride 0).
+void launch_cross_entropy_forward(const void* logits, DType dtype, const int64_t* target, void* losses, void* lse,
+                                  int64_t rows, int64_t classes, int64_t ignore_index, double label_smoothing,
+                                  cudaStream_t stream);
+void launch_cross_entropy_backward(const void* logits, DType dtype, const int64_t* target, const void* lse,
+                                   const void* grad, int64_t grad_stride, void* dlogits, int64_t rows,
+                                   int64_t classes, int64_t ignore_index, double label_smoothing,
+                                   cudaStream_t stream);
+// dropout.cu: x, out contiguous (n), one floating dtype; 0 <= p < 1
+void launch_dropout(const void* x, void* out, DType dtype, int64_t n, double p, uint64_t seed, uint64_t offset,
+                    cudaStream_t stream);
 // [end:loss]
 // ---- convolution and pooling (ops/conv.h, ops/pool.h) [section:conv] ----
 // [end:conv]

@@ -11,8 +11,11 @@
 #include <kiln/core/tensor.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/dropout.h>
+#include <kiln/ops/embedding.h>
 #include <kiln/ops/gradcheck.h>
 #include <kiln/ops/index.h>
+#include <kiln/ops/loss.h>
 #include <kiln/ops/matmul.h>
 #include <kiln/ops/reduce.h>
 #include <kiln/ops/softmax.h>

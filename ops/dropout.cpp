@@ -1,0 +1,39 @@
+// dropout: checks, counters reserved from the generator, dispatch to the backend's mask
+// kernel (ops/cpu/dropout.cpp, cuda/kernels/dropout.cu) forward and backward.
+#include <kiln/ops/dropout.h>
+
+#include <kiln/core/autograd.h>
+#include <kiln/core/backend.h>
+#include <kiln/ops/binary.h>
+#include <kiln/ops/checks.h>
+
+namespace kiln {
+
+Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
+  detail::check_defined("dropout", x);
+  KILN_CHECK(p >= 0.0 && p <= 1.0, "dropout: p must lie in [0, 1], got ", p);
+  KILN_CHECK(is_floating(x.dtype()), "dropout: expects a floating tensor (f16, bf16, f32, f64), got ", describe(x));
+  if (!training || p == 0.0) return x;
+  if (p == 1.0) return mul(x, 0.0);  // x * 0, as PyTorch does: NaN and inf stay NaN
+
+  Generator& g = gen != nullptr ? *gen : default_generator();
+  const uint64_t seed = g.seed();
+  const uint64_t offset = g.reserve(static_cast<uint64_t>(x.numel()));
+  Tensor out;
+  {
+    NoGradGuard raw;
+    Tensor in = x.contiguous();
+    out = empty(x.sizes(), TensorOptions(x.dtype(), x.device()));
+    if (out.numel() > 0) backend(x.device()).dropout(in, p, seed, offset, out);
+  }
+  if (!any_requires_grad({x})) return out;
+  // dx = g * keep / (1 - p): the same kernel on g, with the mask regenerated from its counters.
+  return record("dropout", {x}, out, [p, seed, offset](const Tensor& gy) {
+    Tensor gc = gy.contiguous();
+    Tensor dx = empty(gy.sizes(), TensorOptions(gy.dtype(), gy.device()));
+    if (dx.numel() > 0) backend(gy.device()).dropout(gc, p, seed, offset, dx);
+    return std::vector<Tensor>{dx};
+  });
+}
+
+}  // namespace kiln

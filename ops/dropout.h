@@ -1,0 +1,17 @@
+// Inverted dropout with a counter-based mask: element i of a call that reserved counters
+// [o, o + numel) from its generator is kept iff the Philox uniform sample of counter o + i
+// (the one rand() would draw there) is >= p, so CPU and CUDA drop the same elements for
+// the same generator state. The backward regenerates the mask from (seed, o) instead of
+// saving it.
+#pragma once
+#include <kiln/core/generator.h>
+#include <kiln/core/tensor.h>
+
+namespace kiln {
+
+// out = x * keep / (1 - p) in training mode; x itself when !training or p == 0; zeros
+// (x * 0) when p == 1. p must lie in [0, 1]; x must be floating. Draws from `gen` (the
+// default generator when null), reserving x.numel() counters.
+Tensor dropout(const Tensor& x, double p = 0.5, bool training = true, Generator* gen = nullptr);
+
+}  // namespace kiln
