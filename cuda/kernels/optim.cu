@@ -57,7 +57,7 @@ static_assert(sizeof(TensorListMeta<2>) + 128 <= 4096 && sizeof(TensorListMeta<3
                   sizeof(TensorListMeta<4>) + 128 <= 4096 && sizeof(TensorListMeta<5>) + 128 <= 4096,
               "kernel argument too large");
 
-[[noreturn]] void launch_fail(const char* what) { throw_cuda_error(cudaErrorInvalidValue, what, __FILE__, __LINE__); }
+[[noreturn]] void optim_launch_fail(const char* what) { throw_cuda_error(cudaErrorInvalidValue, what, __FILE__, __LINE__); }
 
 template <class T>
 struct alignas(sizeof(T) * kILP) IlpVec {
@@ -211,7 +211,7 @@ void multi_tensor_apply(int n, void* const* const* lists, const int64_t* numels,
   for (int t = 0; t < n; ++t) {
     if (numels[t] <= 0) continue;
     const int64_t chunks = (numels[t] + kChunkSize - 1) / kChunkSize;
-    if (chunks > INT32_MAX) launch_fail("multi_tensor_apply: tensor too large for the chunk map");
+    if (chunks > INT32_MAX) optim_launch_fail("multi_tensor_apply: tensor too large for the chunk map");
     for (int d = 0; d < Depth; ++d) meta.ptrs[d][nt] = lists[d][t];
     meta.numel[nt] = numels[t];
     ++nt;
@@ -244,7 +244,7 @@ void visit_param_dtype(DType dtype, F&& f) {
     case DType::BF16: f(__nv_bfloat16{}); return;
     case DType::F32: f(float{}); return;
     case DType::F64: f(double{}); return;
-    default: launch_fail("multi-tensor optimizer update: params must be f16, bf16, f32 or f64");
+    default: optim_launch_fail("multi-tensor optimizer update: params must be f16, bf16, f32 or f64");
   }
 }
 
@@ -281,7 +281,8 @@ void launch_multi_tensor_adam(int n, void* const* params, void* const* grads, vo
                               void* const* exp_avg_sqs, void* const* max_exp_avg_sqs, const int64_t* numels,
                               DType dtype, const AdamKernelArgs& a, cudaStream_t stream) {
   if (n <= 0) return;
-  if (a.amsgrad && max_exp_avg_sqs == nullptr) launch_fail("launch_multi_tensor_adam: amsgrad without max_exp_avg_sqs");
+  if (a.amsgrad && max_exp_avg_sqs == nullptr)
+    optim_launch_fail("launch_multi_tensor_adam: amsgrad without max_exp_avg_sqs");
   visit_param_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     using C = acc_t<T>;
