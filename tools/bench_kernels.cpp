@@ -177,7 +177,6 @@ class Bench {
       t = time_ref([&] { std::memcpy(d, s, static_cast<size_t>(nbytes)); });
     }
     copy_bw_ = 2.0 * static_cast<double>(nbytes) / t;
-    copy_bytes_ = nbytes;
     return copy_bw_;
   }
 
@@ -266,7 +265,6 @@ class Bench {
   Options opt_;
   Device dev_;
   double copy_bw_ = 0;
-  int64_t copy_bytes_ = 0;
   std::unique_ptr<std::ofstream> jsonf_;
 #if KILN_CUDA
   cudaStream_t stream_ = nullptr;
