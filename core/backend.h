@@ -108,6 +108,52 @@ class Backend {
   virtual void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out) = 0;
   // [end:loss]
   // ---- convolution and pooling (ops/conv.h, ops/pool.h) [section:conv] ----
+  // Tensors here are 4-D, contiguous (NCHW), of one floating dtype, on this device, with
+  // shapes ops/ has checked. Outputs are written (=), never accumulated.
+  // x (N, C, H, W), w (O, C/groups, kH, kW), y (N, O, Ho, Wo) with
+  // Ho = (H + 2 pad_h - dilation_h (kH - 1) - 1) / stride_h + 1 (likewise Wo); zero padding.
+  struct Conv2dGeometry {
+    int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1, dilation_w = 1, groups = 1;
+  };
+  // y = cross-correlation of x with w, plus bias (O) when bias is defined.
+  virtual void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& y,
+                              const Conv2dGeometry& g) = 0;
+  // gx = d<y, gy>/dx for y = conv2d_forward(x, w): gy (N, O, Ho, Wo) -> gx (N, C, H, W);
+  // also conv_transpose2d's forward.
+  virtual void conv2d_backward_data(const Tensor& gy, const Tensor& w, const Tensor& gx, const Conv2dGeometry& g) = 0;
+  // gw = d<y, gy>/dw: x, gy -> gw (O, C/groups, kH, kW).
+  virtual void conv2d_backward_weight(const Tensor& x, const Tensor& gy, const Tensor& gw,
+                                      const Conv2dGeometry& g) = 0;
+  // x (B, H, W) -> y (B, top + H + bottom, left + W + right), the border filled by `mode`
+  // (pads >= 0; reflect needs pad < size, circular pad <= size).
+  virtual void pad2d_forward(const Tensor& x, const Tensor& y, int64_t left, int64_t right, int64_t top,
+                             int64_t bottom, PaddingMode mode) = 0;
+  // The adjoint: gx (B, H, W) = sum of gy over every output position read from that input.
+  virtual void pad2d_backward(const Tensor& gy, const Tensor& gx, int64_t left, int64_t right, int64_t top,
+                              int64_t bottom, PaddingMode mode) = 0;
+  // Pooling windows over x (B, H, W) -> y (B, Ho, Wo): output (oh, ow) covers rows
+  // oh * stride_h - pad_h + i * dilation_h, i < kernel_h (likewise columns). Ho, Wo are
+  // y's (ceil_mode is settled by ops/). avg: the sum over the window's in-bounds elements
+  // divided by divisor_override when > 0, else by the window's size clipped to the padded
+  // input (count_include_pad) or to the input (not count_include_pad).
+  struct Pool2dGeometry {
+    int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1,
+            dilation_w = 1;
+    bool count_include_pad = true;
+    int64_t divisor_override = 0;
+  };
+  // y = window max (NaN wins), indices (I64, (B, Ho, Wo)) = h * W + w of the max.
+  virtual void max_pool2d_forward(const Tensor& x, const Tensor& y, const Tensor& indices,
+                                  const Pool2dGeometry& g) = 0;
+  // gx (B, H, W) = sum of gy over the outputs whose index points at the element.
+  virtual void max_pool2d_backward(const Tensor& gy, const Tensor& indices, const Tensor& gx,
+                                   const Pool2dGeometry& g) = 0;
+  virtual void avg_pool2d_forward(const Tensor& x, const Tensor& y, const Pool2dGeometry& g) = 0;
+  virtual void avg_pool2d_backward(const Tensor& gy, const Tensor& gx, const Pool2dGeometry& g) = 0;
+  // Output (oh, ow) averages rows [floor(oh H / Ho), ceil((oh + 1) H / Ho)) (likewise
+  // columns), as PyTorch's adaptive_avg_pool2d.
+  virtual void adaptive_avg_pool2d_forward(const Tensor& x, const Tensor& y) = 0;
+  virtual void adaptive_avg_pool2d_backward(const Tensor& gy, const Tensor& gx) = 0;
   // [end:conv]
   // ---- normalisation (ops/norm.h) [section:norm] ----
   // [end:norm]

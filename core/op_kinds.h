@@ -23,6 +23,19 @@ enum class BinaryOp : int { KILN_BINARY_OPS(KILN_ENUM_MEMBER) };
 enum class ReduceOp : int { KILN_REDUCE_OPS(KILN_ENUM_MEMBER) };
 #undef KILN_ENUM_MEMBER
 enum class RandomKind : int { Uniform, Normal, Int };
+// How pad2d fills the border, and conv2d's padding_mode (ops/pad.h, ops/conv.h):
+// zeros, mirror without repeating the edge (reflect), repeat the edge (replicate), wrap
+// around (circular), as in PyTorch.
+enum class PaddingMode : int { Zeros, Reflect, Replicate, Circular };
+inline const char* padding_mode_name(PaddingMode m) {
+  switch (m) {
+    case PaddingMode::Zeros: return "zeros";
+    case PaddingMode::Reflect: return "reflect";
+    case PaddingMode::Replicate: return "replicate";
+    case PaddingMode::Circular: return "circular";
+  }
+  return "?";
+}
 
 const char* op_name(UnaryOp op);
 const char* op_name(BinaryOp op);

@@ -53,6 +53,21 @@ class CudaBackend final : public Backend {
   void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out) override;
   // [end:loss]
   // ---- convolution and pooling (ops/conv.h, ops/pool.h) [section:conv] ----
+  void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& y,
+                      const Conv2dGeometry& g) override;
+  void conv2d_backward_data(const Tensor& gy, const Tensor& w, const Tensor& gx, const Conv2dGeometry& g) override;
+  void conv2d_backward_weight(const Tensor& x, const Tensor& gy, const Tensor& gw, const Conv2dGeometry& g) override;
+  void pad2d_forward(const Tensor& x, const Tensor& y, int64_t left, int64_t right, int64_t top, int64_t bottom,
+                     PaddingMode mode) override;
+  void pad2d_backward(const Tensor& gy, const Tensor& gx, int64_t left, int64_t right, int64_t top, int64_t bottom,
+                      PaddingMode mode) override;
+  void max_pool2d_forward(const Tensor& x, const Tensor& y, const Tensor& indices, const Pool2dGeometry& g) override;
+  void max_pool2d_backward(const Tensor& gy, const Tensor& indices, const Tensor& gx,
+                           const Pool2dGeometry& g) override;
+  void avg_pool2d_forward(const Tensor& x, const Tensor& y, const Pool2dGeometry& g) override;
+  void avg_pool2d_backward(const Tensor& gy, const Tensor& gx, const Pool2dGeometry& g) override;
+  void adaptive_avg_pool2d_forward(const Tensor& x, const Tensor& y) override;
+  void adaptive_avg_pool2d_backward(const Tensor& gy, const Tensor& gx) override;
   // [end:conv]
   // ---- normalisation (ops/norm.h) [section:norm] ----
   // [end:norm]

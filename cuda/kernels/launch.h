@@ -76,6 +76,29 @@ void launch_dropout(const void* x, void* out, DType dtype, int64_t n, double p, 
                     cudaStream_t stream);
 // [end:loss]
 // ---- convolution and pooling (ops/conv.h, ops/pool.h) [section:conv] ----
+// (Convolutions themselves are cuDNN's, called from cuda/conv_glue.cpp.)
+// pad.cu: x (B, H, W) and y (B, top + H + bottom, left + W + right), contiguous.
+void launch_pad2d_forward(const void* x, void* y, DType dtype, int64_t B, int64_t H, int64_t W, int64_t left,
+                          int64_t right, int64_t top, int64_t bottom, PaddingMode mode, cudaStream_t stream);
+void launch_pad2d_backward(const void* gy, void* gx, DType dtype, int64_t B, int64_t H, int64_t W, int64_t left,
+                           int64_t right, int64_t top, int64_t bottom, PaddingMode mode, cudaStream_t stream);
+// pool.cu: x/gx (B, H, W), y/gy/indices (B, Ho, Wo), contiguous; see Backend::Pool2dGeometry.
+struct Pool2dArgs {
+  int64_t B, H, W, Ho, Wo;
+  int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+  bool count_include_pad;
+  int64_t divisor_override;  // > 0: divide by this
+};
+void launch_max_pool2d_forward(const void* x, void* y, int64_t* indices, DType dtype, const Pool2dArgs& a,
+                               cudaStream_t stream);
+void launch_max_pool2d_backward(const void* gy, const int64_t* indices, void* gx, DType dtype, const Pool2dArgs& a,
+                                cudaStream_t stream);
+void launch_avg_pool2d_forward(const void* x, void* y, DType dtype, const Pool2dArgs& a, cudaStream_t stream);
+void launch_avg_pool2d_backward(const void* gy, void* gx, DType dtype, const Pool2dArgs& a, cudaStream_t stream);
+void launch_adaptive_avg_pool2d_forward(const void* x, void* y, DType dtype, int64_t B, int64_t H, int64_t W,
+                                        int64_t Ho, int64_t Wo, cudaStream_t stream);
+void launch_adaptive_avg_pool2d_backward(const void* gy, void* gx, DType dtype, int64_t B, int64_t H, int64_t W,
+                                         int64_t Ho, int64_t Wo, cudaStream_t stream);
 // [end:conv]
 // ---- normalisation (ops/norm.h) [section:norm] ----
 // [end:norm]

@@ -11,12 +11,15 @@
 #include <kiln/core/tensor.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/conv.h>
 #include <kiln/ops/dropout.h>
 #include <kiln/ops/embedding.h>
 #include <kiln/ops/gradcheck.h>
 #include <kiln/ops/index.h>
 #include <kiln/ops/loss.h>
 #include <kiln/ops/matmul.h>
+#include <kiln/ops/pad.h>
+#include <kiln/ops/pool.h>
 #include <kiln/ops/reduce.h>
 #include <kiln/ops/softmax.h>
 #include <kiln/ops/unary.h>

@@ -1,0 +1,222 @@
+// CPU reference of the three convolution products, by im2col + OpenBLAS gemm, one
+// (sample, group) at a time:
+//   col (Cg kH kW, Ho Wo): col[(c, i, j), (oh, ow)] = x[c, oh sh - ph + i dh, ow sw - pw + j dw] (0 outside)
+//   forward:         y_g (Og, Ho Wo)    = w_g (Og, Cg kH kW) @ col            (+ bias)
+//   backward data:   col = w_g^T @ gy_g, then col2im adds each column entry back into gx
+//   backward weight: gw_g += gy_g @ col^T, summed over the batch
+// A 1x1 kernel with stride 1 and no padding needs no im2col: col is x itself.
+// f32 and f64 run in their own precision; f16/bf16 are widened to f32 and narrowed back.
+#include <kiln/ops/cpu/cpu_backend.h>
+#include <kiln/ops/cpu/loops.h>
+
+#include <climits>
+#include <vector>
+
+#include <cblas.h>
+
+namespace kiln::detail {
+namespace {
+
+using Geom = Backend::Conv2dGeometry;
+
+// Row-major C (M, N) = alpha op(A) op(B) + beta C.
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
+              static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta,
+              C, static_cast<int>(ldc));
+}
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+          const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
+              static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta,
+              C, static_cast<int>(ldc));
+}
+
+// Sizes of one problem, read from the (contiguous, checked) tensors.
+struct Dims {
+  int64_t N, C, H, W, O, kH, kW, Ho, Wo, G, Cg, Og, K, L;  // K = Cg kH kW, L = Ho Wo
+  bool direct;                                            // 1x1, stride 1, no padding: col = x
+};
+
+Dims dims_of(const Tensor& x, const Tensor& w, const Tensor& y, const Geom& g) {
+  Dims d{};
+  d.N = x.size(0);
+  d.C = x.size(1);
+  d.H = x.size(2);
+  d.W = x.size(3);
+  d.O = w.size(0);
+  d.kH = w.size(2);
+  d.kW = w.size(3);
+  d.Ho = y.size(2);
+  d.Wo = y.size(3);
+  d.G = g.groups;
+  d.Cg = d.C / d.G;
+  d.Og = d.O / d.G;
+  d.K = d.Cg * d.kH * d.kW;
+  d.L = d.Ho * d.Wo;
+  d.direct = d.kH == 1 && d.kW == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0;
+  KILN_CHECK(d.K <= INT_MAX && d.L <= INT_MAX && d.Og <= INT_MAX, "conv2d: a (sample, group) product of ", d.Og,
+             " x ", d.K, " x ", d.L, " exceeds the BLAS int range");
+  return d;
+}
+
+// x (Cg, H, W) of one (sample, group) -> col (K, L).
+template <class T>
+void im2col(const T* x, const Dims& d, const Geom& g, T* col) {
+  for (int64_t c = 0; c < d.Cg; ++c) {
+    for (int64_t i = 0; i < d.kH; ++i) {
+      for (int64_t j = 0; j < d.kW; ++j) {
+        T* row = col + ((c * d.kH + i) * d.kW + j) * d.L;
+        for (int64_t oh = 0; oh < d.Ho; ++oh) {
+          const int64_t ih = oh * g.stride_h - g.pad_h + i * g.dilation_h;
+          T* out = row + oh * d.Wo;
+          if (ih < 0 || ih >= d.H) {
+            for (int64_t ow = 0; ow < d.Wo; ++ow) out[ow] = T(0);
+            continue;
+          }
+          const T* in = x + (c * d.H + ih) * d.W;
+          for (int64_t ow = 0; ow < d.Wo; ++ow) {
+            const int64_t iw = ow * g.stride_w - g.pad_w + j * g.dilation_w;
+            out[ow] = iw >= 0 && iw < d.W ? in[iw] : T(0);
+          }
+        }
+      }
+    }
+  }
+}
+
+// gx (Cg, H, W) += col (K, L) scattered back: the adjoint of im2col.
+template <class T>
+void col2im_add(const T* col, const Dims& d, const Geom& g, T* x) {
+  for (int64_t c = 0; c < d.Cg; ++c) {
+    for (int64_t i = 0; i < d.kH; ++i) {
+      for (int64_t j = 0; j < d.kW; ++j) {
+        const T* row = col + ((c * d.kH + i) * d.kW + j) * d.L;
+        for (int64_t oh = 0; oh < d.Ho; ++oh) {
+          const int64_t ih = oh * g.stride_h - g.pad_h + i * g.dilation_h;
+          if (ih < 0 || ih >= d.H) continue;
+          T* out = x + (c * d.H + ih) * d.W;
+          const T* in = row + oh * d.Wo;
+          for (int64_t ow = 0; ow < d.Wo; ++ow) {
+            const int64_t iw = ow * g.stride_w - g.pad_w + j * g.dilation_w;
+            if (iw >= 0 && iw < d.W) out[iw] += in[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void forward_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& y, const Geom& g) {
+  const Dims d = dims_of(x, w, y, g);
+  const T* px = x.data<T>();
+  const T* pw = w.data<T>();
+  T* py = y.data<T>();
+  std::vector<T> col(d.direct ? 0 : static_cast<size_t>(d.K * d.L));
+  for (int64_t n = 0; n < d.N; ++n) {
+    for (int64_t gi = 0; gi < d.G; ++gi) {
+      const T* xg = px + (n * d.C + gi * d.Cg) * d.H * d.W;
+      const T* cp = xg;
+      if (!d.direct) {
+        im2col(xg, d, g, col.data());
+        cp = col.data();
+      }
+      gemm(false, false, d.Og, d.L, d.K, T(1), pw + gi * d.Og * d.K, d.K, cp, d.L, T(0),
+           py + (n * d.O + gi * d.Og) * d.L, d.L);
+    }
+    if (bias.defined()) {
+      const T* pb = bias.data<T>();
+      for (int64_t o = 0; o < d.O; ++o) {
+        T* row = py + (n * d.O + o) * d.L;
+        for (int64_t l = 0; l < d.L; ++l) row[l] += pb[o];
+      }
+    }
+  }
+}
+
+template <class T>
+void backward_data_impl(const Tensor& gy, const Tensor& w, const Tensor& gx, const Geom& g) {
+  const Dims d = dims_of(gx, w, gy, g);
+  const T* pg = gy.data<T>();
+  const T* pw = w.data<T>();
+  T* px = gx.data<T>();
+  std::vector<T> col(d.direct ? 0 : static_cast<size_t>(d.K * d.L));
+  if (!d.direct) std::fill(px, px + gx.numel(), T(0));
+  for (int64_t n = 0; n < d.N; ++n) {
+    for (int64_t gi = 0; gi < d.G; ++gi) {
+      T* xg = px + (n * d.C + gi * d.Cg) * d.H * d.W;
+      T* cp = d.direct ? xg : col.data();  // direct: col is gx itself, written whole
+      gemm(true, false, d.K, d.L, d.Og, T(1), pw + gi * d.Og * d.K, d.K, pg + (n * d.O + gi * d.Og) * d.L, d.L, T(0),
+           cp, d.L);
+      if (!d.direct) col2im_add(cp, d, g, xg);
+    }
+  }
+}
+
+template <class T>
+void backward_weight_impl(const Tensor& x, const Tensor& gy, const Tensor& gw, const Geom& g) {
+  const Dims d = dims_of(x, gw, gy, g);
+  const T* px = x.data<T>();
+  const T* pg = gy.data<T>();
+  T* pw = gw.data<T>();
+  std::vector<T> col(d.direct ? 0 : static_cast<size_t>(d.K * d.L));
+  std::fill(pw, pw + gw.numel(), T(0));
+  for (int64_t n = 0; n < d.N; ++n) {
+    for (int64_t gi = 0; gi < d.G; ++gi) {
+      const T* xg = px + (n * d.C + gi * d.Cg) * d.H * d.W;
+      const T* cp = xg;
+      if (!d.direct) {
+        im2col(xg, d, g, col.data());
+        cp = col.data();
+      }
+      gemm(false, true, d.Og, d.K, d.L, T(1), pg + (n * d.O + gi * d.Og) * d.L, d.L, cp, d.L, T(1),
+           pw + gi * d.Og * d.K, d.K);
+    }
+  }
+}
+
+// Runs f<float>/f<double> on the operands, widening f16/bf16 operands to f32 first and
+// narrowing the output (the last operand) back.
+template <class F>
+void dispatch(const char* op, std::vector<Tensor> ins, const Tensor& out, F&& f) {
+  for (const Tensor& t : ins)
+    KILN_CHECK(!t.defined() || t.is_contiguous(), "CPU ", op, ": operands must be contiguous, got strides ",
+               shape_str(t.strides()), " for shape ", shape_str(t.sizes()));
+  KILN_CHECK(out.is_contiguous(), "CPU ", op, ": output must be contiguous");
+  const DType dt = out.dtype();
+  if (dt == DType::F32) return f(float{}, ins, out);
+  if (dt == DType::F64) return f(double{}, ins, out);
+  KILN_CHECK(dt == DType::F16 || dt == DType::BF16, "CPU ", op, ": unsupported dtype ", dtype_name(dt));
+  std::vector<Tensor> wide;
+  for (const Tensor& t : ins) wide.push_back(t.defined() ? t.to(DType::F32) : Tensor());
+  Tensor out32 = empty(out.sizes(), DType::F32);
+  f(float{}, wide, out32);
+  Tensor dst = out;
+  dst.copy_(out32);
+}
+
+}  // namespace
+
+void CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& y,
+                                const Conv2dGeometry& g) {
+  dispatch("conv2d", {x, w, bias}, y, [&](auto tag, const std::vector<Tensor>& in, const Tensor& out) {
+    forward_impl<decltype(tag)>(in[0], in[1], in[2], out, g);
+  });
+}
+
+void CpuBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const Tensor& gx, const Conv2dGeometry& g) {
+  dispatch("conv2d backward data", {gy, w}, gx, [&](auto tag, const std::vector<Tensor>& in, const Tensor& out) {
+    backward_data_impl<decltype(tag)>(in[0], in[1], out, g);
+  });
+}
+
+void CpuBackend::conv2d_backward_weight(const Tensor& x, const Tensor& gy, const Tensor& gw,
+                                        const Conv2dGeometry& g) {
+  dispatch("conv2d backward weight", {x, gy}, gw, [&](auto tag, const std::vector<Tensor>& in, const Tensor& out) {
+    backward_weight_impl<decltype(tag)>(in[0], in[1], out, g);
+  });
+}
+
+}  // namespace kiln::detail
