@@ -156,6 +156,48 @@ class Backend {
   virtual void adaptive_avg_pool2d_backward(const Tensor& gy, const Tensor& gx) = 0;
   // [end:conv]
   // ---- normalisation (ops/norm.h) [section:norm] ----
+  // x, y, dy, dx: contiguous, one floating dtype; x seen as (N, C, S) (S: the product of
+  // the spatial dims) for batch and group norm and as (M, D) rows for layer norm.
+  // Params (weight, bias, running stats; dweight, dbias): contiguous, x's dtype or F32 for
+  // F16/BF16 x, weight/dweight and bias/dbias of one dtype; an undefined weight is 1, an
+  // undefined bias 0, an undefined output is not computed. Statistics (mean, invstd/rstd)
+  // are contiguous in the accumulation dtype: F64 for F64 x, F32 otherwise. ops/norm.cpp
+  // has checked all of this and hands over non-empty tensors (N, C, S, M, D > 0).
+  //
+  // Batch norm. training: mean and biased var per channel over (N, S), saved as mean
+  // and invstd = 1/sqrt(var + eps); defined running stats are updated in place,
+  // r = (1 - momentum) r + momentum * stat, with the unbiased var (N * S > 1).
+  // Eval: mean = running_mean, invstd = 1/sqrt(running_var + eps). Both: y = (x - mean) *
+  // invstd * weight + bias, per channel.
+  virtual void batch_norm_forward(const Tensor& x, int64_t N, int64_t C, int64_t S, const Tensor& weight,
+                                  const Tensor& bias, const Tensor& running_mean, const Tensor& running_var,
+                                  bool training, double momentum, double eps, const Tensor& y,
+                                  const Tensor& save_mean, const Tensor& save_invstd) = 0;
+  // xhat = (x - mean) * invstd; dweight = sum dy xhat, dbias = sum dy over (N, S);
+  // dx = weight invstd (dy - mean(dy) - xhat mean(dy xhat)) in training (means over
+  // (N, S)), dx = weight invstd dy in eval.
+  virtual void batch_norm_backward(const Tensor& dy, const Tensor& x, int64_t N, int64_t C, int64_t S,
+                                   const Tensor& weight, const Tensor& save_mean, const Tensor& save_invstd,
+                                   bool training, const Tensor& dx, const Tensor& dweight, const Tensor& dbias) = 0;
+  // Layer norm over each row of x (M, D): mean, rstd = 1/sqrt(biased var + eps) (M), y =
+  // (x - mean) * rstd * weight + bias with weight, bias (D).
+  virtual void layer_norm_forward(const Tensor& x, int64_t M, int64_t D, const Tensor& weight, const Tensor& bias,
+                                  double eps, const Tensor& y, const Tensor& mean, const Tensor& rstd) = 0;
+  // dx = rstd (g - mean(g) - xhat mean(g xhat)) per row with g = dy weight; dweight =
+  // sum over rows of dy xhat, dbias = sum over rows of dy (D).
+  virtual void layer_norm_backward(const Tensor& dy, const Tensor& x, int64_t M, int64_t D, const Tensor& weight,
+                                   const Tensor& mean, const Tensor& rstd, const Tensor& dx, const Tensor& dweight,
+                                   const Tensor& dbias) = 0;
+  // Group norm: x (N, C, S), G groups of C / G consecutive channels; mean and rstd (N, G)
+  // over each (sample, group); y = (x - mean) * rstd * weight[c] + bias[c].
+  virtual void group_norm_forward(const Tensor& x, int64_t N, int64_t C, int64_t S, int64_t G,
+                                  const Tensor& weight, const Tensor& bias, double eps, const Tensor& y,
+                                  const Tensor& mean, const Tensor& rstd) = 0;
+  // As layer norm's backward over each (sample, group) with g = dy weight[c]; dweight and
+  // dbias (C) summed over (N, S).
+  virtual void group_norm_backward(const Tensor& dy, const Tensor& x, int64_t N, int64_t C, int64_t S, int64_t G,
+                                   const Tensor& weight, const Tensor& mean, const Tensor& rstd, const Tensor& dx,
+                                   const Tensor& dweight, const Tensor& dbias) = 0;
   // [end:norm]
 };
 

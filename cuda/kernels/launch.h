@@ -101,6 +101,30 @@ void launch_adaptive_avg_pool2d_backward(const void* gy, void* gx, DType dtype, 
                                          int64_t Ho, int64_t Wo, cudaStream_t stream);
 // [end:conv]
 // ---- normalisation (ops/norm.h) [section:norm] ----
+// norm.cu. x, y, dy, dx contiguous of `dtype` (floating); weight, bias, dweight, dbias of
+// `param_dtype` (dtype, or F32 for F16/BF16) and running stats of `running_dtype` (the
+// same rule), contiguous, null when absent; statistics (mean, rstd/invstd) in f32 (f64
+// for F64 x). Layer norm: x (M, D), stats (M). Batch norm: x (N, C, S), stats (C).
+// Group norm: x (N, C, S), G groups, stats (N, G). Formulas in core/backend.h.
+void launch_layer_norm_forward(const void* x, const void* weight, const void* bias, void* y, void* mean, void* rstd,
+                               DType dtype, DType param_dtype, int64_t M, int64_t D, double eps, cudaStream_t stream);
+void launch_layer_norm_backward(const void* dy, const void* x, const void* weight, const void* mean, const void* rstd,
+                                void* dx, void* dweight, void* dbias, DType dtype, DType param_dtype, int64_t M,
+                                int64_t D, cudaStream_t stream);
+void launch_batch_norm_forward(const void* x, const void* weight, const void* bias, void* running_mean,
+                               void* running_var, void* y, void* save_mean, void* save_invstd, DType dtype,
+                               DType param_dtype, DType running_dtype, int64_t N, int64_t C, int64_t S, bool training,
+                               double momentum, double eps, cudaStream_t stream);
+void launch_batch_norm_backward(const void* dy, const void* x, const void* weight, const void* save_mean,
+                                const void* save_invstd, void* dx, void* dweight, void* dbias, DType dtype,
+                                DType param_dtype, int64_t N, int64_t C, int64_t S, bool training,
+                                cudaStream_t stream);
+void launch_group_norm_forward(const void* x, const void* weight, const void* bias, void* y, void* mean, void* rstd,
+                               DType dtype, DType param_dtype, int64_t N, int64_t C, int64_t S, int64_t G, double eps,
+                               cudaStream_t stream);
+void launch_group_norm_backward(const void* dy, const void* x, const void* weight, const void* mean, const void* rstd,
+                                void* dx, void* dweight, void* dbias, DType dtype, DType param_dtype, int64_t N,
+                                int64_t C, int64_t S, int64_t G, cudaStream_t stream);
 // [end:norm]
 
 }  // namespace kiln::cuda

@@ -62,6 +62,23 @@ class CpuBackend final : public Backend {
   void adaptive_avg_pool2d_backward(const Tensor& gy, const Tensor& gx) override;
   // [end:conv]
   // ---- normalisation (ops/norm.h) [section:norm] ----
+  void batch_norm_forward(const Tensor& x, int64_t N, int64_t C, int64_t S, const Tensor& weight, const Tensor& bias,
+                          const Tensor& running_mean, const Tensor& running_var, bool training, double momentum,
+                          double eps, const Tensor& y, const Tensor& save_mean, const Tensor& save_invstd) override;
+  void batch_norm_backward(const Tensor& dy, const Tensor& x, int64_t N, int64_t C, int64_t S, const Tensor& weight,
+                           const Tensor& save_mean, const Tensor& save_invstd, bool training, const Tensor& dx,
+                           const Tensor& dweight, const Tensor& dbias) override;
+  void layer_norm_forward(const Tensor& x, int64_t M, int64_t D, const Tensor& weight, const Tensor& bias, double eps,
+                          const Tensor& y, const Tensor& mean, const Tensor& rstd) override;
+  void layer_norm_backward(const Tensor& dy, const Tensor& x, int64_t M, int64_t D, const Tensor& weight,
+                           const Tensor& mean, const Tensor& rstd, const Tensor& dx, const Tensor& dweight,
+                           const Tensor& dbias) override;
+  void group_norm_forward(const Tensor& x, int64_t N, int64_t C, int64_t S, int64_t G, const Tensor& weight,
+                          const Tensor& bias, double eps, const Tensor& y, const Tensor& mean,
+                          const Tensor& rstd) override;
+  void group_norm_backward(const Tensor& dy, const Tensor& x, int64_t N, int64_t C, int64_t S, int64_t G,
+                           const Tensor& weight, const Tensor& mean, const Tensor& rstd, const Tensor& dx,
+                           const Tensor& dweight, const Tensor& dbias) override;
   // [end:norm]
 };
 

@@ -18,6 +18,7 @@
 #include <kiln/ops/index.h>
 #include <kiln/ops/loss.h>
 #include <kiln/ops/matmul.h>
+#include <kiln/ops/norm.h>
 #include <kiln/ops/pad.h>
 #include <kiln/ops/pool.h>
 #include <kiln/ops/reduce.h>

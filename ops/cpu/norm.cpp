@@ -1,0 +1,271 @@
+// CPU reference batch / layer / group norm: plain loops in double over contiguous
+// (N, C, S) or (M, D) data, two-pass statistics (mean, then the mean squared deviation).
+// Parameters and statistics are read into double vectors first (they are short), so the
+// loops are templated on x's type only.
+#include <cmath>
+#include <vector>
+
+#include <kiln/ops/cpu/cpu_backend.h>
+#include <kiln/ops/cpu/loops.h>
+
+namespace kiln::detail {
+namespace {
+
+// A contiguous floating tensor's values as doubles (empty for an undefined tensor).
+std::vector<double> read(const Tensor& t) {
+  if (!t.defined()) return {};
+  std::vector<double> v(static_cast<size_t>(t.numel()));
+  visit_dtype(t.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* p = static_cast<const T*>(t.data_ptr());
+    for (size_t i = 0; i < v.size(); ++i) v[i] = to_f64(p[i]);
+  });
+  return v;
+}
+
+// Writes doubles into a contiguous tensor (no-op for an undefined tensor).
+void write(const Tensor& t, const std::vector<double>& v) {
+  if (!t.defined()) return;
+  visit_dtype(t.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* p = static_cast<T*>(t.data_ptr());
+    for (size_t i = 0; i < v.size(); ++i) p[i] = convert<T>(v[i]);
+  });
+}
+
+// Calls f(T{}) for x's floating type.
+template <class F>
+void visit_floating(const char* op, DType t, F&& f) {
+  visit_dtype(t, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_integral_v<T>) throw Error(detail::str(op, ": non-floating input reached the CPU kernel"));
+    else f(tag);
+  });
+}
+
+inline double param_or(const std::vector<double>& p, int64_t i, double dflt) {
+  return p.empty() ? dflt : p[static_cast<size_t>(i)];
+}
+
+// Mean and biased variance of the elements x[(o * C + c) * S + s] for o < outer, s < S
+// (one channel of (outer, C, S); C = 1 gives a plain block).
+template <class T>
+void channel_moments(const T* x, int64_t outer, int64_t C, int64_t S, int64_t c, double& mean, double& var) {
+  double sum = 0;
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t s = 0; s < S; ++s) sum += to_f64(x[(o * C + c) * S + s]);
+  const double count = static_cast<double>(outer * S);
+  mean = sum / count;
+  double sq = 0;
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t s = 0; s < S; ++s) {
+      const double d = to_f64(x[(o * C + c) * S + s]) - mean;
+      sq += d * d;
+    }
+  var = sq / count;
+}
+
+}  // namespace
+
+void CpuBackend::batch_norm_forward(const Tensor& x, int64_t N, int64_t C, int64_t S, const Tensor& weight,
+                                    const Tensor& bias, const Tensor& running_mean, const Tensor& running_var,
+                                    bool training, double momentum, double eps, const Tensor& y,
+                                    const Tensor& save_mean, const Tensor& save_invstd) {
+  const std::vector<double> w = read(weight), b = read(bias);
+  std::vector<double> rm = read(running_mean), rv = read(running_var);
+  std::vector<double> mean(C), invstd(C);
+  visit_floating("batch_norm", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = static_cast<const T*>(x.data_ptr());
+    T* py = static_cast<T*>(y.data_ptr());
+    const double count = static_cast<double>(N * S);
+    for (int64_t c = 0; c < C; ++c) {
+      if (training) {
+        double var = 0;
+        channel_moments(px, N, C, S, c, mean[c], var);
+        invstd[c] = 1.0 / std::sqrt(var + eps);
+        if (!rm.empty()) {
+          rm[c] = (1 - momentum) * rm[c] + momentum * mean[c];
+          rv[c] = (1 - momentum) * rv[c] + momentum * var * count / (count - 1);
+        }
+      } else {
+        mean[c] = rm[c];
+        invstd[c] = 1.0 / std::sqrt(rv[c] + eps);
+      }
+      const double scale = invstd[c] * param_or(w, c, 1.0), shift = param_or(b, c, 0.0);
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t i = (n * C + c) * S + s;
+          py[i] = convert<T>((to_f64(px[i]) - mean[c]) * scale + shift);
+        }
+    }
+  });
+  write(save_mean, mean);
+  write(save_invstd, invstd);
+  if (training) {
+    write(running_mean, rm);
+    write(running_var, rv);
+  }
+}
+
+void CpuBackend::batch_norm_backward(const Tensor& dy, const Tensor& x, int64_t N, int64_t C, int64_t S,
+                                     const Tensor& weight, const Tensor& save_mean, const Tensor& save_invstd,
+                                     bool training, const Tensor& dx, const Tensor& dweight, const Tensor& dbias) {
+  const std::vector<double> w = read(weight), mean = read(save_mean), invstd = read(save_invstd);
+  std::vector<double> dw(C), db(C);
+  visit_floating("batch_norm", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = static_cast<const T*>(x.data_ptr());
+    const T* pg = static_cast<const T*>(dy.data_ptr());
+    T* pdx = dx.defined() ? static_cast<T*>(dx.data_ptr()) : nullptr;
+    const double count = static_cast<double>(N * S);
+    for (int64_t c = 0; c < C; ++c) {
+      double sum_dy = 0, sum_dy_xhat = 0;
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t i = (n * C + c) * S + s;
+          const double g = to_f64(pg[i]);
+          sum_dy += g;
+          sum_dy_xhat += g * (to_f64(px[i]) - mean[c]) * invstd[c];
+        }
+      dw[c] = sum_dy_xhat;
+      db[c] = sum_dy;
+      if (pdx == nullptr) continue;
+      const double k = param_or(w, c, 1.0) * invstd[c];
+      const double mdy = training ? sum_dy / count : 0.0, mdyx = training ? sum_dy_xhat / count : 0.0;
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t i = (n * C + c) * S + s;
+          const double xhat = (to_f64(px[i]) - mean[c]) * invstd[c];
+          pdx[i] = convert<T>(k * (to_f64(pg[i]) - mdy - xhat * mdyx));
+        }
+    }
+  });
+  write(dweight, dw);
+  write(dbias, db);
+}
+
+void CpuBackend::layer_norm_forward(const Tensor& x, int64_t M, int64_t D, const Tensor& weight, const Tensor& bias,
+                                    double eps, const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  const std::vector<double> w = read(weight), b = read(bias);
+  std::vector<double> mu(M), rs(M);
+  visit_floating("layer_norm", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = static_cast<const T*>(x.data_ptr());
+    T* py = static_cast<T*>(y.data_ptr());
+    for (int64_t r = 0; r < M; ++r) {
+      double var = 0;
+      channel_moments(px + r * D, 1, 1, D, 0, mu[r], var);
+      rs[r] = 1.0 / std::sqrt(var + eps);
+      for (int64_t j = 0; j < D; ++j)
+        py[r * D + j] = convert<T>((to_f64(px[r * D + j]) - mu[r]) * rs[r] * param_or(w, j, 1.0) + param_or(b, j, 0.0));
+    }
+  });
+  write(mean, mu);
+  write(rstd, rs);
+}
+
+void CpuBackend::layer_norm_backward(const Tensor& dy, const Tensor& x, int64_t M, int64_t D, const Tensor& weight,
+                                     const Tensor& mean, const Tensor& rstd, const Tensor& dx, const Tensor& dweight,
+                                     const Tensor& dbias) {
+  const std::vector<double> w = read(weight), mu = read(mean), rs = read(rstd);
+  std::vector<double> dw(D, 0.0), db(D, 0.0);
+  visit_floating("layer_norm", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = static_cast<const T*>(x.data_ptr());
+    const T* pg = static_cast<const T*>(dy.data_ptr());
+    T* pdx = dx.defined() ? static_cast<T*>(dx.data_ptr()) : nullptr;
+    for (int64_t r = 0; r < M; ++r) {
+      double sum_g = 0, sum_gx = 0;  // g = dy * weight
+      for (int64_t j = 0; j < D; ++j) {
+        const double dyv = to_f64(pg[r * D + j]), xhat = (to_f64(px[r * D + j]) - mu[r]) * rs[r];
+        const double g = dyv * param_or(w, j, 1.0);
+        sum_g += g;
+        sum_gx += g * xhat;
+        dw[j] += dyv * xhat;
+        db[j] += dyv;
+      }
+      if (pdx == nullptr) continue;
+      const double mg = sum_g / static_cast<double>(D), mgx = sum_gx / static_cast<double>(D);
+      for (int64_t j = 0; j < D; ++j) {
+        const double xhat = (to_f64(px[r * D + j]) - mu[r]) * rs[r];
+        const double g = to_f64(pg[r * D + j]) * param_or(w, j, 1.0);
+        pdx[r * D + j] = convert<T>(rs[r] * (g - mg - xhat * mgx));
+      }
+    }
+  });
+  write(dweight, dw);
+  write(dbias, db);
+}
+
+void CpuBackend::group_norm_forward(const Tensor& x, int64_t N, int64_t C, int64_t S, int64_t G,
+                                    const Tensor& weight, const Tensor& bias, double eps, const Tensor& y,
+                                    const Tensor& mean, const Tensor& rstd) {
+  const std::vector<double> w = read(weight), b = read(bias);
+  const int64_t Cg = C / G, D = Cg * S;
+  std::vector<double> mu(N * G), rs(N * G);
+  visit_floating("group_norm", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = static_cast<const T*>(x.data_ptr());
+    T* py = static_cast<T*>(y.data_ptr());
+    for (int64_t r = 0; r < N * G; ++r) {  // row r = (n, g): D consecutive elements
+      const int64_t g = r % G;
+      double var = 0;
+      channel_moments(px + r * D, 1, 1, D, 0, mu[r], var);
+      rs[r] = 1.0 / std::sqrt(var + eps);
+      for (int64_t cl = 0; cl < Cg; ++cl) {
+        const int64_t c = g * Cg + cl;
+        const double scale = rs[r] * param_or(w, c, 1.0), shift = param_or(b, c, 0.0);
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t i = r * D + cl * S + s;
+          py[i] = convert<T>((to_f64(px[i]) - mu[r]) * scale + shift);
+        }
+      }
+    }
+  });
+  write(mean, mu);
+  write(rstd, rs);
+}
+
+void CpuBackend::group_norm_backward(const Tensor& dy, const Tensor& x, int64_t N, int64_t C, int64_t S, int64_t G,
+                                     const Tensor& weight, const Tensor& mean, const Tensor& rstd, const Tensor& dx,
+                                     const Tensor& dweight, const Tensor& dbias) {
+  const std::vector<double> w = read(weight), mu = read(mean), rs = read(rstd);
+  const int64_t Cg = C / G, D = Cg * S;
+  std::vector<double> dw(C, 0.0), db(C, 0.0);
+  visit_floating("group_norm", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = static_cast<const T*>(x.data_ptr());
+    const T* pg = static_cast<const T*>(dy.data_ptr());
+    T* pdx = dx.defined() ? static_cast<T*>(dx.data_ptr()) : nullptr;
+    for (int64_t r = 0; r < N * G; ++r) {
+      const int64_t g = r % G;
+      double sum_g = 0, sum_gx = 0;
+      for (int64_t cl = 0; cl < Cg; ++cl) {
+        const int64_t c = g * Cg + cl;
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t i = r * D + cl * S + s;
+          const double dyv = to_f64(pg[i]), xhat = (to_f64(px[i]) - mu[r]) * rs[r];
+          sum_g += dyv * param_or(w, c, 1.0);
+          sum_gx += dyv * param_or(w, c, 1.0) * xhat;
+          dw[c] += dyv * xhat;
+          db[c] += dyv;
+        }
+      }
+      if (pdx == nullptr) continue;
+      const double mg = sum_g / static_cast<double>(D), mgx = sum_gx / static_cast<double>(D);
+      for (int64_t cl = 0; cl < Cg; ++cl) {
+        const int64_t c = g * Cg + cl;
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t i = r * D + cl * S + s;
+          const double xhat = (to_f64(px[i]) - mu[r]) * rs[r];
+          pdx[i] = convert<T>(rs[r] * (to_f64(pg[i]) * param_or(w, c, 1.0) - mg - xhat * mgx));
+        }
+      }
+    }
+  });
+  write(dweight, dw);
+  write(dbias, db);
+}
+
+}  // namespace kiln::detail

@@ -1,0 +1,220 @@
+// batch_norm / layer_norm / group_norm: checks, layout ((N, C, S) or (M, D)),
+// statistics tensors, dispatch, running-stat updates and the backward formulas. The
+// forward saves x, the weight and the per-channel / per-row statistics (mean and
+// 1/std in the accumulation dtype); each backward is one fused backend call, so these
+// ops have no double backward (kiln has none yet).
+#include <kiln/ops/norm.h>
+
+#include <kiln/core/autograd.h>
+#include <kiln/core/backend.h>
+#include <kiln/ops/checks.h>
+
+namespace kiln {
+namespace {
+
+// The dtype statistics are kept in: f64 for f64 input, f32 otherwise.
+DType stats_dtype(DType x) { return x == DType::F64 ? DType::F64 : DType::F32; }
+
+bool is_half(DType t) { return t == DType::F16 || t == DType::BF16; }
+
+// A parameter-like tensor (weight, bias, running stat): on x's device, x's dtype (or f32
+// for half x), of shape `shape`. Undefined is allowed.
+void check_param(const char* op, const Tensor& x, const Tensor& p, const char* name, const Shape& shape) {
+  if (!p.defined()) return;
+  KILN_CHECK(p.device() == x.device(), op, ": ", name, " ", describe(p), " is not on the input's device (input ",
+             describe(x), ")");
+  KILN_CHECK(p.dtype() == x.dtype() || (p.dtype() == DType::F32 && is_half(x.dtype())), op, ": ", name, " must be ",
+             dtype_name(x.dtype()), is_half(x.dtype()) ? " or f32" : "", " for input ", describe(x), ", got ",
+             describe(p));
+  KILN_CHECK(p.sizes() == shape, op, ": ", name, " must have shape ", shape_str(shape), " for input ", describe(x),
+             ", got ", describe(p));
+}
+
+void check_same_param_dtype(const char* op, const Tensor& a, const char* an, const Tensor& b, const char* bn) {
+  if (!a.defined() || !b.defined()) return;
+  KILN_CHECK(a.dtype() == b.dtype(), op, ": ", an, " and ", bn, " must share a dtype, got ", describe(a), " and ",
+             describe(b));
+}
+
+Tensor contiguous_or_undefined(const Tensor& t) { return t.defined() ? t.contiguous() : t; }
+
+// What the backward closures need to know about which gradients to produce.
+struct Needs {
+  bool x, w, b;
+};
+Needs needs(const Tensor& x, const Tensor& w, const Tensor& b) {
+  auto req = [](const Tensor& t) { return t.defined() && t.requires_grad(); };
+  return {req(x), req(w), req(b)};
+}
+
+// Gradient buffers for a backward: dx like x, dweight / dbias like the parameter (or
+// undefined when not needed).
+struct Grads {
+  Tensor dx, dw, db;
+};
+// The bias's shape and dtype: all its gradient needs (the closures do not keep it).
+struct Meta {
+  Shape sizes;
+  TensorOptions opts;
+};
+Meta meta_of(const Tensor& t) { return t.defined() ? Meta{t.sizes(), {t.dtype(), t.device()}} : Meta{}; }
+Grads alloc_grads(const Needs& n, const Tensor& xs, const Tensor& w, const Meta& b) {
+  Grads g;
+  if (n.x) g.dx = empty_like(xs);
+  if (n.w) g.dw = empty(w.sizes(), TensorOptions(w.dtype(), w.device()));
+  if (n.b) g.db = empty(b.sizes, b.opts);
+  return g;
+}
+// An empty input: dx is empty, parameter gradients are sums over nothing.
+std::vector<Tensor> empty_grads(Grads g) {
+  if (g.dx.defined()) g.dx.fill_(0);
+  if (g.dw.defined()) g.dw.fill_(0);
+  if (g.db.defined()) g.db.fill_(0);
+  return {g.dx, g.dw, g.db};
+}
+
+// Product of x's dims from `from` on (1 for none).
+int64_t numel_from(const Tensor& x, int64_t from) {
+  int64_t n = 1;
+  for (int64_t d = from; d < x.dim(); ++d) n *= x.size(d);
+  return n;
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, bool training, double momentum, double eps) {
+  const char* op = "batch_norm";
+  detail::check_defined(op, x);
+  detail::check_floating(op, x);
+  KILN_CHECK(x.dim() >= 2, op, ": expects input of shape (N, C, ...), got ", describe(x));
+  const int64_t N = x.size(0), C = x.size(1), S = numel_from(x, 2);
+  check_param(op, x, weight, "weight", {C});
+  check_param(op, x, bias, "bias", {C});
+  check_param(op, x, running_mean, "running_mean", {C});
+  check_param(op, x, running_var, "running_var", {C});
+  check_same_param_dtype(op, weight, "weight", bias, "bias");
+  check_same_param_dtype(op, running_mean, "running_mean", running_var, "running_var");
+  KILN_CHECK(running_mean.defined() == running_var.defined(), op,
+             ": running_mean and running_var must both be given or both be undefined, got ", describe(running_mean),
+             " and ", describe(running_var));
+  KILN_CHECK(training || running_mean.defined(), op,
+             ": eval mode (training = false) normalises with running_mean and running_var, which are undefined");
+  KILN_CHECK(!training || N * S > 1 || C == 0, op,
+             ": expected more than 1 value per channel when training, got input ", describe(x));
+  KILN_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
+
+  Tensor xs, w = contiguous_or_undefined(weight), b = contiguous_or_undefined(bias);
+  Tensor y, save_mean, save_invstd;
+  {
+    NoGradGuard raw;
+    xs = x.contiguous().detach();
+    w = w.defined() ? w.detach() : w;
+    b = b.defined() ? b.detach() : b;
+    y = empty_like(xs);
+    const TensorOptions so(stats_dtype(x.dtype()), x.device());
+    save_mean = empty({C}, so);
+    save_invstd = empty({C}, so);
+    if (x.numel() > 0) {
+      // The kernels update contiguous running stats in place; others go through a copy.
+      const bool update = training && running_mean.defined();
+      Tensor rm = running_mean.defined() ? running_mean.contiguous() : running_mean;
+      Tensor rv = running_var.defined() ? running_var.contiguous() : running_var;
+      backend(x.device()).batch_norm_forward(xs, N, C, S, w, b, rm, rv, training, momentum, eps, y, save_mean,
+                                             save_invstd);
+      if (update && !rm.is_same(running_mean)) Tensor(running_mean).copy_(rm);
+      if (update && !rv.is_same(running_var)) Tensor(running_var).copy_(rv);
+    }
+  }
+  const Needs need = needs(x, weight, bias);
+  if (!need.x && !need.w && !need.b) return y;
+  return record(op, {x, weight, bias}, y,
+                [need, xs, w, bm = meta_of(b), save_mean, save_invstd, training, N, C, S](const Tensor& g) {
+                  Grads gr = alloc_grads(need, xs, w, bm);
+                  if (xs.numel() == 0) return empty_grads(gr);
+                  backend(xs.device()).batch_norm_backward(g.contiguous(), xs, N, C, S, w, save_mean, save_invstd,
+                                                           training, gr.dx, gr.dw, gr.db);
+                  return std::vector<Tensor>{gr.dx, gr.dw, gr.db};
+                });
+}
+
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
+                  double eps) {
+  const char* op = "layer_norm";
+  detail::check_defined(op, x);
+  detail::check_floating(op, x);
+  const int64_t k = static_cast<int64_t>(normalized_shape.size());
+  KILN_CHECK(k >= 1, op, ": normalized_shape must name at least one dim");
+  bool match = x.dim() >= k;
+  for (int64_t i = 0; match && i < k; ++i) match = x.size(x.dim() - k + i) == normalized_shape[i];
+  KILN_CHECK(match, op, ": normalized_shape ", shape_str(normalized_shape), " does not match the trailing dims of ",
+             describe(x));
+  check_param(op, x, weight, "weight", normalized_shape);
+  check_param(op, x, bias, "bias", normalized_shape);
+  check_same_param_dtype(op, weight, "weight", bias, "bias");
+  KILN_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
+  const int64_t D = shape_numel(normalized_shape);
+  int64_t M = 1;
+  for (int64_t i = 0; i < x.dim() - k; ++i) M *= x.size(i);
+
+  Tensor xs, w = contiguous_or_undefined(weight), b = contiguous_or_undefined(bias);
+  Tensor y, mean, rstd;
+  {
+    NoGradGuard raw;
+    xs = x.contiguous().detach();
+    w = w.defined() ? w.detach() : w;
+    b = b.defined() ? b.detach() : b;
+    y = empty_like(xs);
+    const TensorOptions so(stats_dtype(x.dtype()), x.device());
+    mean = empty({M}, so);
+    rstd = empty({M}, so);
+    if (x.numel() > 0) backend(x.device()).layer_norm_forward(xs, M, D, w, b, eps, y, mean, rstd);
+  }
+  const Needs need = needs(x, weight, bias);
+  if (!need.x && !need.w && !need.b) return y;
+  return record(op, {x, weight, bias}, y, [need, xs, w, bm = meta_of(b), mean, rstd, M, D](const Tensor& g) {
+    Grads gr = alloc_grads(need, xs, w, bm);
+    if (xs.numel() == 0) return empty_grads(gr);
+    backend(xs.device()).layer_norm_backward(g.contiguous(), xs, M, D, w, mean, rstd, gr.dx, gr.dw, gr.db);
+    return std::vector<Tensor>{gr.dx, gr.dw, gr.db};
+  });
+}
+
+Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias, double eps) {
+  const char* op = "group_norm";
+  detail::check_defined(op, x);
+  detail::check_floating(op, x);
+  KILN_CHECK(x.dim() >= 2, op, ": expects input of shape (N, C, ...), got ", describe(x));
+  const int64_t N = x.size(0), C = x.size(1), S = numel_from(x, 2), G = num_groups;
+  KILN_CHECK(G >= 1, op, ": num_groups must be positive, got ", G);
+  KILN_CHECK(C % G == 0, op, ": the number of channels (", C, ") of input ", describe(x),
+             " must be divisible by num_groups (", G, ")");
+  check_param(op, x, weight, "weight", {C});
+  check_param(op, x, bias, "bias", {C});
+  check_same_param_dtype(op, weight, "weight", bias, "bias");
+  KILN_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
+
+  Tensor xs, w = contiguous_or_undefined(weight), b = contiguous_or_undefined(bias);
+  Tensor y, mean, rstd;
+  {
+    NoGradGuard raw;
+    xs = x.contiguous().detach();
+    w = w.defined() ? w.detach() : w;
+    b = b.defined() ? b.detach() : b;
+    y = empty_like(xs);
+    const TensorOptions so(stats_dtype(x.dtype()), x.device());
+    mean = empty({N, G}, so);
+    rstd = empty({N, G}, so);
+    if (x.numel() > 0) backend(x.device()).group_norm_forward(xs, N, C, S, G, w, b, eps, y, mean, rstd);
+  }
+  const Needs need = needs(x, weight, bias);
+  if (!need.x && !need.w && !need.b) return y;
+  return record(op, {x, weight, bias}, y, [need, xs, w, bm = meta_of(b), mean, rstd, N, C, S, G](const Tensor& g) {
+    Grads gr = alloc_grads(need, xs, w, bm);
+    if (xs.numel() == 0) return empty_grads(gr);
+    backend(xs.device()).group_norm_backward(g.contiguous(), xs, N, C, S, G, w, mean, rstd, gr.dx, gr.dw, gr.db);
+    return std::vector<Tensor>{gr.dx, gr.dw, gr.db};
+  });
+}
+
+}  // namespace kiln
