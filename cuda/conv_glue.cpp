@@ -219,6 +219,10 @@ Problem make_problem(Kind kind, int device, const Tensor& x, const Tensor& w, co
   for (const Tensor* t : {&x, &w, &y}) {
     for (int i = 0; i < 4; ++i) p.key.push_back(t->size(i));
     for (int i = 0; i < 4; ++i) p.key.push_back(t->stride(i));
+    // Pointer alignment (up to 16 bytes): vectorised kernels need it, and a view at an
+    // odd offset may not get the algorithm an aligned tensor of the same shape got.
+    const auto addr = reinterpret_cast<uintptr_t>(t->data_ptr());
+    p.key.push_back(static_cast<int64_t>((addr | 16u) & (~(addr | 16u) + 1)));
   }
   return p;
 }
@@ -322,6 +326,18 @@ size_t workspace_size(Kind kind, cudnnHandle_t h, const Descs& d, int algo, cudn
   return bytes;
 }
 
+// Algorithms that cuDNN documents as deterministic (every forward one; all backward ones
+// but those that accumulate with atomics), for when the perf results leave the field unset.
+bool known_deterministic(Kind kind, int algo) {
+  switch (kind) {
+    case Kind::Forward: return true;
+    case Kind::BackwardData: return algo != CUDNN_CONVOLUTION_BWD_DATA_ALGO_0;
+    case Kind::BackwardFilter:
+      return algo != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 && algo != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
+  }
+  return false;
+}
+
 // The usable candidates in cuDNN's order: supported, no TF32 for f32, deterministic
 // first when asked (falling back to any when none is), each with its workspace size.
 template <class Perf>
@@ -336,15 +352,19 @@ std::vector<Candidate> rank(Kind kind, cudnnHandle_t h, const Descs& d, DType dt
     const size_t ws = workspace_size(kind, h, d, static_cast<int>(p.algo), &st);
     if (st != CUDNN_STATUS_SUCCESS) continue;
     Candidate c{static_cast<int>(p.algo), p.mathType, ws};
-    (p.determinism == CUDNN_DETERMINISTIC ? det : nondet).push_back(c);
+    const bool deterministic = p.determinism == CUDNN_DETERMINISTIC || known_deterministic(kind, c.algo);
+    (deterministic ? det : nondet).push_back(c);
   }
   d.conv.set_math(math_type(dtype));
   std::vector<Candidate> out;
   if (deterministic_mode()) {
     out = det;
     if (out.empty()) {
-      log_warn("cuDNN offers no deterministic ", kind_name(kind), " algorithm for ", dtype_name(dtype),
-               "; using a non-deterministic one");
+      static std::once_flag warned;
+      std::call_once(warned, [&] {
+        log_warn("cuDNN offers no deterministic ", kind_name(kind), " algorithm for a ", dtype_name(dtype),
+                 " convolution; using a non-deterministic one (warned once)");
+      });
       out = nondet;
     }
   } else {
