@@ -4,11 +4,13 @@
 //   forward:         y_g (Og, Ho Wo)    = w_g (Og, Cg kH kW) @ col            (+ bias)
 //   backward data:   col = w_g^T @ gy_g, then col2im adds each column entry back into gx
 //   backward weight: gw_g += gy_g @ col^T, summed over the batch
-// A 1x1 kernel with stride 1 and no padding needs no im2col: col is x itself.
+// A 1x1 kernel with stride 1 and no padding needs no im2col: col is x itself. Tiny
+// weight blocks (depthwise) use plain loops instead of BLAS calls.
 // f32 and f64 run in their own precision; f16/bf16 are widened to f32 and narrowed back.
 #include <kiln/ops/cpu/cpu_backend.h>
 #include <kiln/ops/cpu/loops.h>
 
+#include <algorithm>
 #include <climits>
 #include <vector>
 
@@ -31,6 +33,59 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const
   cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
               static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta,
               C, static_cast<int>(ldc));
+}
+
+// The three products of one (sample, group), w (M, K), col (K, L), y (M, L). When the
+// weight block is tiny (depthwise and other thin groups) plain loops beat a BLAS call's
+// fixed cost; their inner loops run along the output plane and vectorise.
+constexpr int64_t kSmallWeights = 256;
+
+// y = w @ col
+template <class T>
+void product_forward(const T* w, const T* col, T* y, int64_t M, int64_t K, int64_t L) {
+  if (M * K > kSmallWeights) return gemm(false, false, M, L, K, T(1), w, K, col, L, T(0), y, L);
+  for (int64_t m = 0; m < M; ++m) {
+    T* yr = y + m * L;
+    std::fill(yr, yr + L, T(0));
+    for (int64_t k = 0; k < K; ++k) {
+      const T a = w[m * K + k];
+      const T* cr = col + k * L;
+      for (int64_t l = 0; l < L; ++l) yr[l] += a * cr[l];
+    }
+  }
+}
+
+// col = w^T @ gy
+template <class T>
+void product_backward_data(const T* w, const T* gy, T* col, int64_t M, int64_t K, int64_t L) {
+  if (M * K > kSmallWeights) return gemm(true, false, K, L, M, T(1), w, K, gy, L, T(0), col, L);
+  for (int64_t k = 0; k < K; ++k) {
+    T* cr = col + k * L;
+    std::fill(cr, cr + L, T(0));
+    for (int64_t m = 0; m < M; ++m) {
+      const T a = w[m * K + k];
+      const T* gr = gy + m * L;
+      for (int64_t l = 0; l < L; ++l) cr[l] += a * gr[l];
+    }
+  }
+}
+
+// gw += gy @ col^T
+template <class T>
+void product_backward_weight(const T* gy, const T* col, T* gw, int64_t M, int64_t K, int64_t L) {
+  if (M * K > kSmallWeights) return gemm(false, true, M, K, L, T(1), gy, L, col, L, T(1), gw, K);
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t k = 0; k < K; ++k) {
+      const T* gr = gy + m * L;
+      const T* cr = col + k * L;
+      T s[4] = {0, 0, 0, 0};  // four partial sums: the loop vectorises, the order stays fixed
+      int64_t l = 0;
+      for (; l + 4 <= L; l += 4)
+        for (int u = 0; u < 4; ++u) s[u] += gr[l + u] * cr[l + u];
+      for (; l < L; ++l) s[0] += gr[l] * cr[l];
+      gw[m * K + k] += (s[0] + s[1]) + (s[2] + s[3]);
+    }
+  }
 }
 
 // Sizes of one problem, read from the (contiguous, checked) tensors.
@@ -123,8 +178,7 @@ void forward_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Te
         im2col(xg, d, g, col.data());
         cp = col.data();
       }
-      gemm(false, false, d.Og, d.L, d.K, T(1), pw + gi * d.Og * d.K, d.K, cp, d.L, T(0),
-           py + (n * d.O + gi * d.Og) * d.L, d.L);
+      product_forward(pw + gi * d.Og * d.K, cp, py + (n * d.O + gi * d.Og) * d.L, d.Og, d.K, d.L);
     }
     if (bias.defined()) {
       const T* pb = bias.data<T>();
@@ -148,8 +202,7 @@ void backward_data_impl(const Tensor& gy, const Tensor& w, const Tensor& gx, con
     for (int64_t gi = 0; gi < d.G; ++gi) {
       T* xg = px + (n * d.C + gi * d.Cg) * d.H * d.W;
       T* cp = d.direct ? xg : col.data();  // direct: col is gx itself, written whole
-      gemm(true, false, d.K, d.L, d.Og, T(1), pw + gi * d.Og * d.K, d.K, pg + (n * d.O + gi * d.Og) * d.L, d.L, T(0),
-           cp, d.L);
+      product_backward_data(pw + gi * d.Og * d.K, pg + (n * d.O + gi * d.Og) * d.L, cp, d.Og, d.K, d.L);
       if (!d.direct) col2im_add(cp, d, g, xg);
     }
   }
@@ -171,8 +224,7 @@ void backward_weight_impl(const Tensor& x, const Tensor& gy, const Tensor& gw, c
         im2col(xg, d, g, col.data());
         cp = col.data();
       }
-      gemm(false, true, d.Og, d.K, d.L, T(1), pg + (n * d.O + gi * d.Og) * d.L, d.L, cp, d.L, T(1),
-           pw + gi * d.Og * d.K, d.K);
+      product_backward_weight(pg + (n * d.O + gi * d.Og) * d.L, cp, pw + gi * d.Og * d.K, d.Og, d.K, d.L);
     }
   }
 }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 namespace kiln::detail {
@@ -48,6 +49,7 @@ void visit_floating(DType dt, const char* op, F&& f) {
 void CpuBackend::max_pool2d_forward(const Tensor& x, const Tensor& y, const Tensor& indices, const Pool2dGeometry& g) {
   visit_floating(x.dtype(), "max_pool2d", [&](auto tag) {
     using T = decltype(tag);
+    using C = std::conditional_t<is_half_v<T>, float, T>;  // exact for every dtype: a max only compares
     const int64_t B = x.size(0), H = x.size(1), W = x.size(2), Ho = y.size(1), Wo = y.size(2);
     const T* px = static_cast<const T*>(x.data_ptr());
     T* py = static_cast<T*>(y.data_ptr());
@@ -64,11 +66,11 @@ void CpuBackend::max_pool2d_forward(const Tensor& x, const Tensor& y, const Tens
           while (w0 < 0) w0 += g.dilation_w;
           // A window can miss the input entirely (all padding, with dilation): -inf, index -1.
           int64_t best = h0 < h1 && w0 < w1 ? h0 * W + w0 : -1;
-          double m = -INFINITY;
+          C m = -std::numeric_limits<C>::infinity();
           for (int64_t ih = h0; ih < h1; ih += g.dilation_h) {
             for (int64_t iw = w0; iw < w1; iw += g.dilation_w) {
-              const double v = to_f64(xb[ih * W + iw]);
-              if (v > m || std::isnan(v)) {
+              const C v = static_cast<C>(xb[ih * W + iw]);
+              if (v > m || v != v) {  // NaN wins
                 m = v;
                 best = ih * W + iw;
               }

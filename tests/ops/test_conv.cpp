@@ -348,6 +348,43 @@ TEST_CASE("conv2d gradients: values against the naive formulas", "[ops][conv]") 
   CHECK_CLOSE(conv2d_weight_grad(x.detach(), w.sizes(), gy, 2, 1, 1, 2), w.grad());
 }
 
+TEST_CASE("conv2d: large weight blocks (BLAS) and thin ones (plain loops)", "[ops][conv]") {
+  // The CPU products switch from loops to OpenBLAS when a group's weight block exceeds
+  // 256 elements; both sides, forward and both gradients, against the naive formulas.
+  uint64_t seed = 80;
+  for (int64_t groups : {1, 2, 8}) {
+    for (DType dt : {DType::F64, DType::F32}) {
+      INFO("groups " << groups << " " << dtype_name(dt));
+      Tensor x = rnd({2, 16, 9, 8}, ++seed), w = rnd({24, 16 / groups, 3, 3}, ++seed), b = rnd({24}, ++seed);
+      Tensor xd = x.to(dt).set_requires_grad(true), wd = w.to(dt).set_requires_grad(true);
+      Tensor y = conv2d(xd, wd, b.to(dt), 2, 1, 1, groups);
+      const Cfg c{2, 1, 1, groups};
+      const double tol = dt == DType::F64 ? 1e-12 : 2e-5;
+      CHECK_CLOSE_TOL(y, naive_conv2d(x.to(dt), w.to(dt), b.to(dt), c), tol, tol);
+      Tensor gy = rnd(y.sizes(), ++seed);
+      y.backward(gy.to(dt));
+      Tensor gx_ref = naive_conv_transpose2d(gy, w.to(dt), Tensor(), c, {1, 1});
+      CHECK_CLOSE_TOL(xd.grad(), gx_ref.narrow(2, 0, 9).narrow(3, 0, 8), tol, tol);
+      // dw[o, c, i, j] = sum over n, oh, ow of gy[n, o, oh, ow] x[n, g Cg + c, oh s - p + i, ow s - p + j].
+      std::vector<double> gyv = test::values(gy), xv = test::values(x.to(dt)), gw(w.numel(), 0.0);
+      const int64_t Cg = 16 / groups, Og = 24 / groups, Ho = y.size(2), Wo = y.size(3);
+      for (int64_t n = 0; n < 2; ++n)
+        for (int64_t o = 0; o < 24; ++o)
+          for (int64_t ci = 0; ci < Cg; ++ci)
+            for (int64_t i = 0; i < 3; ++i)
+              for (int64_t j = 0; j < 3; ++j)
+                for (int64_t oh = 0; oh < Ho; ++oh)
+                  for (int64_t ow = 0; ow < Wo; ++ow) {
+                    const int64_t ih = oh * 2 - 1 + i, iw = ow * 2 - 1 + j;
+                    if (ih < 0 || ih >= 9 || iw < 0 || iw >= 8) continue;
+                    gw[((o * Cg + ci) * 3 + i) * 3 + j] += gyv[((n * 24 + o) * Ho + oh) * Wo + ow] *
+                                                           xv[((n * 16 + (o / Og) * Cg + ci) * 9 + ih) * 8 + iw];
+                  }
+      CHECK_CLOSE_TOL(wd.grad(), from_vector<double>(gw, w.sizes()), tol, tol);
+    }
+  }
+}
+
 TEST_CASE("pad2d: gradient checks", "[ops][conv][pad][gradcheck]") {
   Tensor x = rnd({2, 3, 4, 5}, 1);
   for (PaddingMode mode : {PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate, PaddingMode::Circular}) {
