@@ -39,7 +39,7 @@ elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
 
 # ---- packages --------------------------------------------------------------------------
 # Required to build and test kiln.
-required=(build-essential cmake ninja-build ccache pkg-config catch2 libspdlog-dev libfmt-dev libopenblas-dev)
+required=(build-essential cmake ninja-build ccache pkg-config catch2 libspdlog-dev libfmt-dev libopenblas-dev zlib1g-dev)
 # Needed by later parts (the Fashion-MNIST examples, Gloo process groups); installed when
 # this distribution has them. (python3-torch, used only to cross-check results, is large
 # and left to the user.)

@@ -25,4 +25,6 @@
 #include <kiln/ops/softmax.h>
 #include <kiln/ops/unary.h>
 #include <kiln/optim/optim.h>
+#include <kiln/models/data/fashion_mnist.h>
+#include <kiln/models/data/loader.h>
 #include <kiln/models/nn/nn.h>
