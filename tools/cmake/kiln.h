@@ -8,6 +8,7 @@
 #include <kiln/core/error.h>
 #include <kiln/core/generator.h>
 #include <kiln/core/log.h>
+#include <kiln/core/safetensors.h>
 #include <kiln/core/tensor.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
