@@ -114,7 +114,9 @@ DataLoader::DataLoader(Tensor images, Tensor labels, LoaderOptions options) : op
              " ranks");
 }
 
-std::vector<int64_t> DataLoader::rank_indices(int64_t epoch) const {
+std::vector<int64_t> DataLoader::rank_indices(int64_t epoch) const { return indices_of(epoch); }
+
+const std::vector<int64_t>& DataLoader::indices_of(int64_t epoch) const {
   KILN_CHECK(epoch >= 0, "DataLoader: epoch must be >= 0, got ", epoch);
   if (epoch == cached_epoch_) return cached_indices_;
   std::vector<int64_t> perm(static_cast<size_t>(n_));
@@ -129,14 +131,14 @@ std::vector<int64_t> DataLoader::rank_indices(int64_t epoch) const {
   for (int64_t i = opt_.rank; i < total; i += opt_.world_size) mine.push_back(perm[static_cast<size_t>(i)]);
   if (opt_.drop_last) mine.resize(static_cast<size_t>(num_batches_ * opt_.batch_size));
   cached_epoch_ = epoch;
-  cached_indices_ = mine;
-  return mine;
+  cached_indices_ = std::move(mine);
+  return cached_indices_;
 }
 
 Batch DataLoader::get(int64_t epoch, int64_t index) const {
   KILN_CHECK(index >= 0 && index < num_batches_, "DataLoader::get: batch ", index, " is outside [0, ", num_batches_,
              ") of epoch ", epoch);
-  std::vector<int64_t> all = rank_indices(epoch);
+  const std::vector<int64_t>& all = indices_of(epoch);
   const int64_t begin = index * opt_.batch_size;
   const int64_t end = std::min<int64_t>(begin + opt_.batch_size, static_cast<int64_t>(all.size()));
   Batch batch;

@@ -105,6 +105,7 @@ class DataLoader {
   // one thread; give each thread its own).
   mutable int64_t cached_epoch_ = -1;
   mutable std::vector<int64_t> cached_indices_;
+  const std::vector<int64_t>& indices_of(int64_t epoch) const;
 };
 
 }  // namespace kiln::data
