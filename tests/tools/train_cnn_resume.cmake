@@ -1,0 +1,55 @@
+# train_cnn_resume: kiln_train_cnn run straight for 2 epochs and run for 1 epoch, stopped,
+# then resumed from its checkpoint for the 2nd must write the same per-step losses
+# (compared as text, so bit for bit) and reach the same final test loss and accuracy.
+# Also checks that a bad flag exits with status 2.
+#   cmake -DEXE=<kiln_train_cnn> -DWORK_DIR=<scratch dir> -P train_cnn_resume.cmake
+if(NOT EXE OR NOT WORK_DIR)
+  message(FATAL_ERROR "usage: cmake -DEXE=... -DWORK_DIR=... -P train_cnn_resume.cmake")
+endif()
+file(REMOVE_RECURSE "${WORK_DIR}")
+file(MAKE_DIRECTORY "${WORK_DIR}")
+set(common --device cpu --limit-train 512 --limit-test 256 --epochs 2 --batch-size 64 --seed 7)
+
+function(run_trainer out_var)
+  execute_process(COMMAND "${EXE}" ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "kiln_train_cnn ${ARGN} failed (${rc}):\n${out}\n${err}")
+  endif()
+  set(${out_var} "${out}" PARENT_SCOPE)
+endfunction()
+
+run_trainer(straight_out ${common} --checkpoint-dir "${WORK_DIR}/a" --metrics "${WORK_DIR}/straight.jsonl")
+run_trainer(part1_out ${common} --checkpoint-dir "${WORK_DIR}/b" --metrics "${WORK_DIR}/resumed.jsonl" --stop-after 1)
+if(NOT EXISTS "${WORK_DIR}/b/checkpoint.safetensors")
+  message(FATAL_ERROR "no checkpoint after the first epoch")
+endif()
+run_trainer(resumed_out ${common} --checkpoint-dir "${WORK_DIR}/b" --metrics "${WORK_DIR}/resumed.jsonl" --resume)
+
+file(STRINGS "${WORK_DIR}/straight.jsonl" straight REGEX "\"type\":\"step\"")
+file(STRINGS "${WORK_DIR}/resumed.jsonl" resumed REGEX "\"type\":\"step\"")
+list(LENGTH straight n_straight)
+list(LENGTH resumed n_resumed)
+if(NOT n_straight EQUAL 16 OR NOT n_resumed EQUAL 16)
+  message(FATAL_ERROR "expected 16 step lines each, got ${n_straight} (straight) and ${n_resumed} (resumed)")
+endif()
+foreach(i RANGE 15)
+  list(GET straight ${i} s)
+  list(GET resumed ${i} r)
+  if(NOT s STREQUAL r)
+    message(FATAL_ERROR "step line ${i} differs:\n  straight: ${s}\n  resumed:  ${r}")
+  endif()
+endforeach()
+
+foreach(key test_accuracy test_loss train_loss steps)
+  string(REGEX MATCH "\"${key}\":[^,]*" s "${straight_out}")
+  string(REGEX MATCH "\"${key}\":[^,]*" r "${resumed_out}")
+  if(s STREQUAL "" OR NOT s STREQUAL r)
+    message(FATAL_ERROR "final ${key} differs: straight '${s}', resumed '${r}'")
+  endif()
+endforeach()
+
+execute_process(COMMAND "${EXE}" --no-such-flag RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+if(NOT rc EQUAL 2 OR NOT err MATCHES "unknown option")
+  message(FATAL_ERROR "a bad flag should exit 2 with 'unknown option', got ${rc}: ${err}")
+endif()
+message(STATUS "train_cnn_resume: 16 step losses identical, final metrics identical")
