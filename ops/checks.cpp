@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include <kiln/ops/index.h>
 #include <kiln/ops/reduce.h>
 
 namespace kiln {
@@ -55,7 +56,9 @@ void check_index_range(const char* op, const Tensor& index, int64_t n) {
   KILN_CHECK(index.dtype() == DType::I64 || index.dtype() == DType::I32, op,
              ": index must be i32 or i64, got ", describe(index));
   if (index.numel() == 0) return;
-  int64_t lo = min(index).item<int64_t>(), hi = max(index).item<int64_t>();
+  // One read-back for both bounds: on CUDA this is the op's only host sync.
+  std::vector<int64_t> bounds = stack({min(index), max(index)}).to_vector<int64_t>();
+  int64_t lo = bounds[0], hi = bounds[1];
   KILN_CHECK(lo >= 0 && hi < n, op, ": index values must lie in [0, ", n, "), got values in [", lo, ", ", hi, "]");
 }
 
