@@ -2,7 +2,7 @@
 // CPU or a CUDA device, with per-epoch evaluation on the 10k test set, JSON-lines metrics,
 // atomic per-epoch checkpoints (safetensors) and exact resumption.
 //
-// Model (77,754 parameters with the default --width 16):
+// Model (models/zoo/resnet_cnn.h; 77,754 parameters with the default --width 16):
 //   stem   conv3x3 1->w, BN, ReLU                          28x28
 //   block  BasicBlock w->w                                 28x28
 //   block  BasicBlock w->2w, stride 2 (1x1 conv + BN skip) 14x14
@@ -214,51 +214,13 @@ Config parse_args(int argc, char** argv) {
 // Model
 // ---------------------------------------------------------------------------------------
 
-class BasicBlock : public nn::Module {
- public:
-  BasicBlock(int64_t in, int64_t out, int64_t stride) : nn::Module("BasicBlock") {
-    conv1 = register_module("conv1", std::make_shared<nn::Conv2d>(in, out, 3, stride, 1, 1, 1, false));
-    bn1 = register_module("bn1", std::make_shared<nn::BatchNorm2d>(out));
-    conv2 = register_module("conv2", std::make_shared<nn::Conv2d>(out, out, 3, 1, 1, 1, 1, false));
-    bn2 = register_module("bn2", std::make_shared<nn::BatchNorm2d>(out));
-    if (stride != 1 || in != out) {
-      auto sc = std::make_shared<nn::Sequential>();
-      sc->push_back(std::make_shared<nn::Conv2d>(in, out, 1, stride, 0, 1, 1, false));
-      sc->push_back(std::make_shared<nn::BatchNorm2d>(out));
-      shortcut = register_module("shortcut", sc);
-    }
-  }
-  Tensor forward(const Tensor& x) override {
-    Tensor y = relu((*bn1)((*conv1)(x)));
-    y = (*bn2)((*conv2)(y));
-    Tensor skip = shortcut ? (*shortcut)(x) : x;
-    return relu(y + skip);
-  }
-  std::shared_ptr<nn::Conv2d> conv1, conv2;
-  std::shared_ptr<nn::BatchNorm2d> bn1, bn2;
-  std::shared_ptr<nn::Sequential> shortcut;
-};
-
+// The model lives in the model zoo (models/zoo/resnet_cnn.h).
 std::shared_ptr<nn::Sequential> make_model(int64_t w, Generator& gen) {
-  auto m = std::make_shared<nn::Sequential>();
-  m->push_back("stem", std::make_shared<nn::Conv2d>(1, w, 3, 1, 1, 1, 1, false));
-  m->push_back("stem_bn", std::make_shared<nn::BatchNorm2d>(w));
-  m->push_back("stem_relu", std::make_shared<nn::ReLU>());
-  m->push_back("block1", std::make_shared<BasicBlock>(w, w, 1));
-  m->push_back("block2", std::make_shared<BasicBlock>(w, 2 * w, 2));
-  m->push_back("block3", std::make_shared<BasicBlock>(2 * w, 4 * w, 2));
-  m->push_back("pool", std::make_shared<nn::AdaptiveAvgPool2d>(1));
-  m->push_back("flatten", std::make_shared<nn::Flatten>());
-  m->push_back("fc", std::make_shared<nn::Linear>(4 * w, data::kFashionMnistClasses));
-  // Seeded initialisation, in registration order.
-  for (auto& mod : m->modules()) {
-    if (auto c = std::dynamic_pointer_cast<nn::Conv2d>(mod)) {
-      nn::init::kaiming_normal_(c->weight, 0.0, nn::init::FanMode::FanOut, nn::init::Nonlinearity::ReLU, &gen);
-    } else if (auto l = std::dynamic_pointer_cast<nn::Linear>(mod)) {
-      l->reset_parameters(&gen);
-    }
-  }
-  return m;
+  models::ResNetCNNOptions o;
+  o.width = w;
+  o.in_channels = 1;
+  o.num_classes = data::kFashionMnistClasses;
+  return models::resnet_cnn(o, gen);
 }
 
 // ---------------------------------------------------------------------------------------

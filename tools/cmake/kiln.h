@@ -29,3 +29,4 @@
 #include <kiln/models/data/fashion_mnist.h>
 #include <kiln/models/data/loader.h>
 #include <kiln/models/nn/nn.h>
+#include <kiln/models/zoo/resnet_cnn.h>
