@@ -1,6 +1,6 @@
 // A small ResNet-style CNN with BatchNorm for 28x28 single-channel images (Fashion-MNIST),
 // the model of tools/train_cnn. Parameter and buffer names follow PyTorch's, so its
-// state_dict matches the torch.nn definition in tests/interop/resnet_cnn_torch.py key
+// state_dict matches the torch.nn definition in tools/resnet_cnn_torch.py key
 // for key ("block2.shortcut.0.weight", "stem_bn.running_mean", ...).
 //
 //   stem    conv3x3 in->w, BN, ReLU                          (H, W)
