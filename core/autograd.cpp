@@ -24,6 +24,29 @@ namespace {
 
 std::atomic<uint64_t> g_next_seq{0};
 thread_local bool t_grad_enabled = true;
+// The callbacks of the backward pass running on this thread (null outside one).
+thread_local std::vector<std::function<void()>>* t_callbacks = nullptr;
+
+// Installs a callback list for one backward pass; restores the outer one (a backward
+// started from inside a hook) on exit, also when the pass throws.
+class CallbackScope {
+ public:
+  CallbackScope() : prev_(t_callbacks) { t_callbacks = &list_; }
+  ~CallbackScope() { t_callbacks = prev_; }
+  CallbackScope(const CallbackScope&) = delete;
+  CallbackScope& operator=(const CallbackScope&) = delete;
+  void run() {
+    for (size_t i = 0; i < list_.size(); ++i) {  // by index: a callback may queue more
+      auto fn = std::move(list_[i]);
+      fn();
+    }
+    list_.clear();
+  }
+
+ private:
+  std::vector<std::function<void()>>* prev_;
+  std::vector<std::function<void()>> list_;
+};
 
 class FunctionNode final : public Node {
  public:
@@ -117,6 +140,7 @@ Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
   KILN_CHECK(roots.size() == grads.size(), "backward: ", roots.size(), " roots but ", grads.size(), " gradients");
   NoGradGuard no_grad;  // formulas run without recording (no double backward yet)
+  CallbackScope callbacks;
 
   // Seed gradients, per root node.
   std::unordered_map<Node*, Tensor> buffer;
@@ -203,6 +227,14 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     }
     if (!retain_graph) node->release();
   }
+  callbacks.run();
+}
+
+void queue_callback(std::function<void()> fn) {
+  KILN_CHECK(t_callbacks != nullptr,
+             "queue_callback: no backward pass is running on this thread (call it from a hook or a backward formula)");
+  KILN_CHECK(fn, "queue_callback: empty callback");
+  t_callbacks->push_back(std::move(fn));
 }
 
 namespace detail {

@@ -86,6 +86,13 @@ Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output
 // one-element root). Used by Tensor::backward.
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph);
 
+// Queues `fn` to run once the backward pass now running on this thread has processed
+// every node (after the last leaf hook). Only valid inside a backward pass, i.e. from a
+// hook or a backward formula; the data-parallel layer uses it to launch the buckets that
+// are still open and to wait for its all-reduces. Callbacks run in the order queued and
+// may queue more.
+void queue_callback(std::function<void()> fn);
+
 namespace detail {
 // Sums `g` over broadcast dims down to `shape` (the backward of expand/broadcasting).
 Tensor sum_to_shape(const Tensor& g, const Shape& shape);

@@ -44,11 +44,13 @@ elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
 
 # ---- packages --------------------------------------------------------------------------
 # Required to build and test kiln.
-required=(build-essential cmake ninja-build ccache pkg-config catch2 libspdlog-dev libfmt-dev libopenblas-dev zlib1g-dev)
-# Needed by later parts (the Fashion-MNIST examples, Gloo process groups) and by the PyTorch
+# libgloo-dev: the Gloo process group (distributed/) for data-parallel training on CPUs.
+required=(build-essential cmake ninja-build ccache pkg-config catch2 libspdlog-dev libfmt-dev libopenblas-dev zlib1g-dev
+          libgloo-dev)
+# Needed by the Fashion-MNIST examples and by the PyTorch
 # interop tests (python3-torch: about 635 MB installed with its dependencies; the tests
 # report skipped without it); installed when this distribution has them.
-optional=(dataset-fashion-mnist libgloo-dev python3-torch)
+optional=(dataset-fashion-mnist python3-torch)
 
 is_installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 has_candidate() {

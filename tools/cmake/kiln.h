@@ -30,3 +30,7 @@
 #include <kiln/models/data/loader.h>
 #include <kiln/models/nn/nn.h>
 #include <kiln/models/zoo/resnet_cnn.h>
+#include <kiln/distributed/ddp.h>
+#include <kiln/distributed/env.h>
+#include <kiln/distributed/process_group.h>
+#include <kiln/distributed/store.h>
