@@ -1,0 +1,146 @@
+// kiln_bench_train_step: times whole training steps of train_cnn's model (the model-zoo
+// CNN, models/zoo/resnet_cnn.h) — forward, cross-entropy, backward and an AdamW step, as
+// kiln_train_cnn takes them — and prints one JSON line with the images per second. On the
+// CPU the only threads are OpenBLAS' (--threads; 0 keeps OpenBLAS' default, which
+// OPENBLAS_NUM_THREADS sets). tools/bench_vs_torch.py runs it next to the same model in
+// PyTorch.
+//
+// The inputs are a few random (N(0,1)) 28x28 batches made before the clock starts: the
+// work of a step does not depend on the values, and so the data loader is left out of
+// the figure. The reported rate comes from the median step time (the machine is shared;
+// the median ignores the steps another process interrupted); the mean is printed beside it.
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <kiln/kiln.h>
+
+namespace {
+
+using namespace kiln;
+using Clock = std::chrono::steady_clock;
+
+struct Config {
+  int64_t steps = 20, warmup = 3, batch = 128, width = 16, threads = 0;
+  uint64_t seed = 0;
+  std::string device = "cpu";
+};
+
+const char* kUsage =
+    "usage: kiln_bench_train_step [options]\n"
+    "Times training steps (forward, cross-entropy, backward, AdamW) of kiln_train_cnn's model.\n"
+    "  --steps N     timed steps (default 20)\n"
+    "  --warmup N    untimed steps first (default 3)\n"
+    "  --batch N     batch size (default 128)\n"
+    "  --width N     model width (default 16: 77,754 parameters)\n"
+    "  --threads N   OpenBLAS threads (default 0: OpenBLAS' own default)\n"
+    "  --device D    cpu or cuda[:N] (default cpu)\n"
+    "  --seed N      initialisation and data seed (default 0)\n";
+
+[[noreturn]] void usage_error(const std::string& msg) {
+  std::fprintf(stderr, "kiln_bench_train_step: %s\n%s", msg.c_str(), kUsage);
+  std::exit(2);
+}
+
+Config parse_args(int argc, char** argv) {
+  Config c;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
+    if (i + 1 >= argc) usage_error(flag + " needs a value (or is unknown)");
+    const std::string v = argv[++i];
+    if (flag == "--device") {
+      c.device = v;
+      continue;
+    }
+    char* end = nullptr;
+    const long long x = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || x < 0) usage_error(flag + ": expected a non-negative integer, got '" + v + "'");
+    if (flag == "--steps") c.steps = x;
+    else if (flag == "--warmup") c.warmup = x;
+    else if (flag == "--batch") c.batch = x;
+    else if (flag == "--width") c.width = x;
+    else if (flag == "--threads") c.threads = x;
+    else if (flag == "--seed") c.seed = static_cast<uint64_t>(x);
+    else usage_error("unknown option '" + flag + "'");
+  }
+  if (c.steps < 1 || c.batch < 1 || c.width < 1) usage_error("--steps, --batch and --width must be >= 1");
+  return c;
+}
+
+int run(const Config& cfg) {
+  if (cfg.device != "cpu" && !cuda_is_available()) {
+    std::fprintf(stderr, "kiln_bench_train_step: --device %s: no usable CUDA device\n", cfg.device.c_str());
+    return 1;
+  }
+  const Device device(cfg.device.c_str());
+  if (cfg.threads > 0) openblas_set_num_threads(static_cast<int>(cfg.threads));
+  const int blas_threads = openblas_get_num_threads();
+
+  Generator gen(cfg.seed);
+  models::ResNetCNNOptions mo;
+  mo.width = cfg.width;
+  auto model = models::resnet_cnn(mo, gen);
+  model->to(device);
+  model->train();
+  AdamWOptions oo;
+  oo.lr = 3e-3;  // kiln_train_cnn's defaults
+  oo.weight_decay = 1e-2;
+  AdamW opt(model->parameters(), oo);
+
+  constexpr int kBatches = 4;
+  std::vector<Tensor> xs, ys;
+  for (int i = 0; i < kBatches; ++i) {
+    xs.push_back(randn({cfg.batch, 1, 28, 28}, TensorOptions(DType::F32, device), &gen));
+    ys.push_back(randint(0, mo.num_classes, {cfg.batch}, TensorOptions(DType::I64, device), &gen));
+  }
+
+  std::vector<double> times;
+  double last_loss = NAN;
+  for (int64_t s = 0; s < cfg.warmup + cfg.steps; ++s) {
+    const auto t0 = Clock::now();
+    opt.zero_grad();
+    Tensor loss = cross_entropy((*model)(xs[s % kBatches]), ys[s % kBatches]);
+    loss.backward();
+    opt.step();
+    last_loss = loss.item<double>();  // the host waits for the step (a no-op wait on the CPU)
+    if (s >= cfg.warmup) times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  double total = 0;
+  for (double t : times) total += t;
+  std::vector<double> sorted = times;
+  std::sort(sorted.begin(), sorted.end());
+  const size_t n = sorted.size();
+  const double median = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+  const double mean = total / static_cast<double>(n);
+  std::printf(
+      "{\"framework\":\"kiln\",\"device\":\"%s\",\"threads\":%d,\"batch\":%lld,\"width\":%lld,\"params\":%lld,"
+      "\"steps\":%lld,\"median_step_ms\":%.3f,\"mean_step_ms\":%.3f,\"min_step_ms\":%.3f,"
+      "\"images_per_second\":%.2f,\"images_per_second_mean\":%.2f,\"last_loss\":%.6f}\n",
+      cfg.device.c_str(), device.is_cpu() ? blas_threads : 0, (long long)cfg.batch, (long long)cfg.width,
+      (long long)model->num_parameters(), (long long)cfg.steps, median * 1e3, mean * 1e3, sorted.front() * 1e3,
+      cfg.batch / median, cfg.batch / mean, last_loss);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Config cfg = parse_args(argc, argv);
+  try {
+    return run(cfg);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kiln_bench_train_step: error: %s\n", e.what());
+    return 1;
+  }
+}
