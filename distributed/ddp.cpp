@@ -115,7 +115,10 @@ void DistributedDataParallel::on_grad(int index, const Tensor& grad) {
   ready_[index] = 1;
   Bucket& b = buckets_[bucket_of_[index]];
   int64_t n = params_[index].numel();
-  b.flat.narrow(0, b.offsets[slot_of_[index]], n).copy_(grad.reshape({n}));
+  Tensor slot = b.flat.narrow(0, b.offsets[slot_of_[index]], n);
+  // After the first step .grad is a view of the bucket (see finalize()), and backward
+  // accumulated into it in place: nothing to copy then.
+  if (grad.data_ptr() != slot.data_ptr()) slot.copy_(grad.reshape({n}));
   --b.pending;
   launch_ready();
   stats_.launched_during_backward = static_cast<int>(next_bucket_);
@@ -163,10 +166,11 @@ void DistributedDataParallel::finalize() {
     if (!used_v.empty() && used_v[i] == 0) continue;  // no rank used it: leave .grad as it is
     const Bucket& b = buckets_[bucket_of_[i]];
     Tensor& p = params_[i];
+    // .grad becomes a view of the bucket: no copy back, and a later backward that
+    // accumulates (zero_grad without set_to_none) writes straight into the bucket.
     Tensor avg = b.flat.narrow(0, b.offsets[slot_of_[i]], p.numel()).view(p.sizes());
     Tensor g = p.grad();
-    if (g.defined()) g.copy_(avg);
-    else p.set_grad(avg.clone());
+    if (!g.defined() || g.data_ptr() != avg.data_ptr()) p.set_grad(avg);
   }
   for (Bucket& b : buckets_) b.work.reset();
 }

@@ -5,8 +5,9 @@
 // communication starts early, the others about 25 MiB) and, from the parameters'
 // gradient hooks, all-reduces each bucket as soon as all its gradients are in, while
 // backward goes on with the earlier layers. At the end of backward it launches what is
-// left, waits, and writes the averaged gradients back to .grad, so the optimizer step
-// that follows sees the same gradients on every rank.
+// left and waits; each parameter's .grad is then a view of its slice of the bucket,
+// holding the average, so the optimizer step that follows sees the same gradients on
+// every rank (and nothing is copied back).
 //
 //   auto pg = kiln::dist::init_process_group();
 //   kiln::dist::DistributedDataParallel ddp(model, pg);

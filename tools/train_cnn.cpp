@@ -23,6 +23,14 @@
 // Output: a progress line on stderr (\r on a terminal, one line per update otherwise),
 // one line per epoch on stderr, JSON lines in --metrics (one per step, one per epoch), and
 // a final JSON summary line on stdout.
+//
+// Data parallel: under tools/kiln-run (or torchrun, Slurm, mpirun) every rank trains a
+// replica wrapped in DistributedDataParallel (Gloo on the CPU, NCCL on GPUs, each rank on
+// the GPU of its local rank) on its own shard of every epoch. --batch-size is the global
+// batch, split evenly across the ranks, so the optimizer sees the same batches whatever
+// the number of ranks (BatchNorm normalises over each rank's part, as PyTorch's DDP does
+// without SyncBatchNorm). Rank 0 alone evaluates, logs, writes metrics and checkpoints;
+// a checkpoint written by N ranks resumes on any M that divides the batch.
 #include <unistd.h>
 
 #include <algorithm>
@@ -81,10 +89,11 @@ struct Config {
 
 const char* kUsage =
     "usage: kiln_train_cnn [options]\n"
+    "       tools/kiln-run --nproc-per-node N kiln_train_cnn [options]   (data parallel)\n"
     "Trains a small ResNet-style CNN with BatchNorm on Fashion-MNIST.\n"
     "\n"
     "  --epochs N            epochs in the whole run (default 3)\n"
-    "  --batch-size N        training batch size (default 128)\n"
+    "  --batch-size N        global training batch size, split across the ranks (default 128)\n"
     "  --lr X                peak learning rate (default 3e-3 for adam/adamw, 0.1 for sgd)\n"
     "  --optimizer NAME      sgd (momentum 0.9, nesterov) | adam | adamw (default adamw)\n"
     "  --weight-decay X      (default 5e-4 for sgd, 0 for adam, 1e-2 for adamw)\n"
@@ -343,6 +352,23 @@ int run(const Config& cfg) {
   }
   Device device(dev_name.c_str());
 
+  // ---- ranks ----
+  const dist::LaunchEnv env = dist::launch_env();
+  if (env.world_size > 1 && device.is_cuda() && cfg.device.find(':') == std::string::npos)
+    device = dist::local_device(DeviceType::CUDA, env);  // each rank on the GPU of its local rank
+  dist::InitOptions io;
+  io.device = device;
+  auto pg = dist::init_process_group(io, env);
+  const int world = pg->size(), rank = pg->rank();
+  const bool main_rank = rank == 0;
+  if (cfg.batch_size % world != 0) {
+    if (main_rank)
+      std::fprintf(stderr, "kiln_train_cnn: --batch-size %lld is the global batch and must divide by the %d ranks\n",
+                   (long long)cfg.batch_size, world);
+    return 2;
+  }
+  dev_name = device.str();
+
   // ---- data ----
   data::Dataset train = data::load_fashion_mnist(cfg.data_dir, true);
   data::Dataset test = data::load_fashion_mnist(cfg.data_dir, false);
@@ -355,7 +381,9 @@ int run(const Config& cfg) {
     test.labels = test.labels.narrow(0, 0, cfg.limit_test).contiguous();
   }
   data::LoaderOptions lo;
-  lo.batch_size = cfg.batch_size;
+  lo.batch_size = cfg.batch_size / world;
+  lo.rank = rank;
+  lo.world_size = world;
   lo.shuffle = true;
   lo.seed = cfg.seed;
   lo.drop_last = false;
@@ -446,17 +474,25 @@ int run(const Config& cfg) {
                    "kiln_train_cnn: note: the checkpoint's run had --epochs %s, this one %lld; the lr schedule "
                    "continues at step %lld of the new length\n",
                    ep->second.c_str(), (long long)cfg.epochs, (long long)ts.step);
-    std::fprintf(stderr, "kiln_train_cnn: resumed from %s at epoch %lld, step %lld\n", ckpt_path.c_str(),
-                 (long long)ts.epochs_done, (long long)ts.step);
+    auto ws = ck.metadata.find("world_size");
+    if (main_rank)
+      std::fprintf(stderr, "kiln_train_cnn: resumed from %s at epoch %lld, step %lld (written by %s rank(s), now %d)\n",
+                   ckpt_path.c_str(), (long long)ts.epochs_done, (long long)ts.step,
+                   ws == ck.metadata.end() ? "1" : ws->second.c_str(), world);
   }
-  if (ts.epochs_done >= cfg.epochs) {
+  if (ts.epochs_done >= cfg.epochs && main_rank) {
     std::fprintf(stderr, "kiln_train_cnn: the checkpoint already has %lld epochs (--epochs %lld): nothing to do\n",
                  (long long)ts.epochs_done, (long long)cfg.epochs);
   }
-  if (!cfg.checkpoint_dir.empty()) std::filesystem::create_directories(cfg.checkpoint_dir);
+  if (!cfg.checkpoint_dir.empty() && main_rank) std::filesystem::create_directories(cfg.checkpoint_dir);
+
+  // Every replica starts from rank 0's state (DDP broadcasts it); gradients are averaged
+  // across the ranks during backward.
+  std::unique_ptr<dist::DistributedDataParallel> ddp;
+  if (world > 1) ddp = std::make_unique<dist::DistributedDataParallel>(model, pg);
 
   std::ofstream metrics;
-  if (!cfg.metrics.empty()) {
+  if (!cfg.metrics.empty() && main_rank) {
     metrics.open(cfg.metrics, cfg.resume ? std::ios::app : std::ios::trunc);
     if (!metrics) {
       std::fprintf(stderr, "kiln_train_cnn: cannot open --metrics file %s: %s\n", cfg.metrics.c_str(),
@@ -465,12 +501,16 @@ int run(const Config& cfg) {
     }
   }
 
-  std::fprintf(stderr,
-               "kiln_train_cnn: device %s, %lld params, %lld train / %lld test images, %lld steps/epoch, "
-               "%s lr %g wd %g, %s schedule, batch %lld\n",
-               dev_name.c_str(), (long long)n_params, (long long)train.size(), (long long)test.size(),
-               (long long)steps_per_epoch, cfg.optimizer.c_str(), lr, wd, cfg.schedule.c_str(),
-               (long long)cfg.batch_size);
+  if (main_rank)
+    std::fprintf(stderr,
+                 "kiln_train_cnn: device %s, %lld params, %lld train / %lld test images, %lld steps/epoch, "
+                 "%s lr %g wd %g, %s schedule, batch %lld%s\n",
+                 dev_name.c_str(), (long long)n_params, (long long)train.size(), (long long)test.size(),
+                 (long long)steps_per_epoch, cfg.optimizer.c_str(), lr, wd, cfg.schedule.c_str(),
+                 (long long)cfg.batch_size,
+                 world > 1 ? detail::str(" (", world, " ranks x ", cfg.batch_size / world, ", ", pg->backend_name(),
+                                         ")").c_str()
+                           : "");
 
   // ---- training ----
   const bool tty = isatty(STDERR_FILENO) != 0;
@@ -493,7 +533,7 @@ int run(const Config& cfg) {
     int64_t last_log_step = 0;
     for (int64_t b = 0; b < steps_per_epoch; ++b) {
       data::Batch batch = loader.next();
-      Tensor logits = (*model)(batch.x);
+      Tensor logits = ddp ? (*ddp)(batch.x) : (*model)(batch.x);
       Tensor loss = cross_entropy(logits, batch.y);
       const double step_lr = opt->lr();
       opt->zero_grad();
@@ -502,7 +542,7 @@ int run(const Config& cfg) {
       sched->step();
       ++ts.step;
       const double l = loss.item<double>();
-      const int64_t bs = batch.y.size(0);
+      const int64_t bs = batch.y.size(0) * world;  // images this step, all ranks
       loss_sum += l;
       ++loss_n;
       epoch_images += bs;
@@ -512,7 +552,7 @@ int run(const Config& cfg) {
       }
       const double since_log = seconds_since(t_last_log);
       const bool last = b + 1 == steps_per_epoch;
-      if (since_log >= cfg.log_every_s || b + 1 - last_log_step >= cfg.log_every_steps || last) {
+      if (main_rank && (since_log >= cfg.log_every_s || b + 1 - last_log_step >= cfg.log_every_steps || last)) {
         const double el = seconds_since(t_epoch);
         const double ips = epoch_images / std::max(el, 1e-9);
         const int64_t done_run = ts.step - steps_at_start;
@@ -528,17 +568,25 @@ int run(const Config& cfg) {
         last_log_step = b + 1;
       }
     }
-    if (tty) std::fputc('\n', stderr);
+    if (tty && main_rank) std::fputc('\n', stderr);
     const double epoch_train_s = seconds_since(t_epoch);
     train_seconds += epoch_train_s;
     train_images += epoch_images;
-    last_train_loss = loss_sum / std::max<int64_t>(loss_n, 1);
+    // The epoch's training loss over all ranks (the progress line shows rank 0's).
+    Tensor sums = from_vector(std::vector<double>{loss_sum, static_cast<double>(loss_n)});
+    pg->all_reduce(sums)->wait();
+    std::vector<double> sv = sums.to_vector<double>();
+    last_train_loss = sv[0] / std::max(sv[1], 1.0);
 
+    ts.epochs_done = epoch + 1;
+    ++epochs_this_run;
+    if (!main_rank) {
+      pg->barrier()->wait();  // while rank 0 evaluates and checkpoints
+      continue;
+    }
     const auto t_eval = Clock::now();
     last_eval = evaluate(*model, test_loader);
     const double eval_s = seconds_since(t_eval);
-    ts.epochs_done = epoch + 1;
-    ++epochs_this_run;
 
     std::fprintf(stderr,
                  "epoch %lld/%lld: train_loss %.4f  test_loss %.4f  test_accuracy %.4f  (train %.1f s, %.0f img/s; "
@@ -554,21 +602,26 @@ int run(const Config& cfg) {
       metrics.flush();
     }
     if (!ckpt_path.empty()) {
-      save_checkpoint(ckpt_path, *model, *opt, *sched, ts, gen, loader, meta, cfg.epochs);
+      auto m = meta;
+      m["world_size"] = std::to_string(world);  // for the record: any number of ranks may resume it
+      save_checkpoint(ckpt_path, *model, *opt, *sched, ts, gen, loader, m, cfg.epochs);
     }
+    pg->barrier()->wait();
   }
   (void)t_train_start;
 
+  if (!main_rank) return 0;
   const double total_s = seconds_since(t_start);
   const double ips = train_images / std::max(train_seconds, 1e-9);
   std::printf(
       "{\"test_accuracy\":%s,\"test_loss\":%s,\"train_loss\":%s,\"epochs\":%lld,\"epochs_this_run\":%lld,"
       "\"steps\":%lld,\"seconds\":%s,\"train_seconds\":%s,\"images_per_second\":%s,\"device\":\"%s\","
-      "\"params\":%lld,\"optimizer\":\"%s\",\"lr\":%s,\"batch_size\":%lld,\"train_images\":%lld}\n",
+      "\"params\":%lld,\"optimizer\":\"%s\",\"lr\":%s,\"batch_size\":%lld,\"train_images\":%lld,"
+      "\"world_size\":%d}\n",
       fmt_double(last_eval.accuracy).c_str(), fmt_double(last_eval.loss).c_str(), fmt_double(last_train_loss).c_str(),
       (long long)ts.epochs_done, (long long)epochs_this_run, (long long)ts.step, fmt_double(total_s).c_str(),
       fmt_double(train_seconds).c_str(), fmt_double(ips).c_str(), dev_name.c_str(), (long long)n_params,
-      cfg.optimizer.c_str(), fmt_double(lr).c_str(), (long long)cfg.batch_size, (long long)train.size());
+      cfg.optimizer.c_str(), fmt_double(lr).c_str(), (long long)cfg.batch_size, (long long)train.size(), world);
   std::fflush(stdout);
   return 0;
 }

@@ -26,6 +26,7 @@ struct Args {
   double bucket_cap_mb = 0.004;  // about 1000 floats: several buckets
   std::string optimizer = "adamw";
   bool find_unused = true;
+  bool set_to_none = true;  // zero_grad(set_to_none); false: .grad stays a view of DDP's bucket
 };
 
 Args parse(int argc, char** argv) {
@@ -42,6 +43,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--bucket-cap-mb") a.bucket_cap_mb = std::stod(next());
     else if (f == "--optimizer") a.optimizer = next();
     else if (f == "--no-find-unused") a.find_unused = false;
+    else if (f == "--zero-grads-in-place") a.set_to_none = false;
     else throw Error("kiln_ddp_check: unknown option " + f);
   }
   return a;
@@ -87,8 +89,9 @@ std::unique_ptr<Optimizer> make_opt(const Args& a, nn::Module& m) {
 // One training step on `x`, `y` split into `micro` micro-batches; `model_fwd` is the
 // plain module or the DDP wrapper; `no_sync` makes a guard for all but the last.
 template <class Fwd, class NoSync>
-float train_step(Optimizer& opt, Fwd&& fwd, NoSync&& no_sync, const Tensor& x, const Tensor& y, int micro) {
-  opt.zero_grad();
+float train_step(Optimizer& opt, Fwd&& fwd, NoSync&& no_sync, const Tensor& x, const Tensor& y, int micro,
+                 bool set_to_none) {
+  opt.zero_grad(set_to_none);
   int64_t n = x.size(0) / micro;
   float total = 0;
   for (int m = 0; m < micro; ++m) {
@@ -145,7 +148,8 @@ int main(int argc, char** argv) {
     for (int s = 0; s < a.steps; ++s) {
       Tensor x = xs[s].narrow(0, r * local, local), y = ys[s].narrow(0, r * local, local);
       ddp_losses.push_back(train_step(
-          *opt, [&](const Tensor& t) { return ddp(t); }, [&] { return ddp.no_sync(); }, x, y, a.accumulate));
+          *opt, [&](const Tensor& t) { return ddp(t); }, [&] { return ddp.no_sync(); }, x, y, a.accumulate,
+          a.set_to_none));
     }
     const auto& st = ddp.last_stats();
 
@@ -166,7 +170,8 @@ int main(int argc, char** argv) {
     struct NoGuard {};
     for (int s = 0; s < a.steps; ++s)
       train_step(
-          *ref_opt, [&](const Tensor& t) { return (*ref)(t); }, [] { return NoGuard{}; }, xs[s], ys[s], a.accumulate);
+          *ref_opt, [&](const Tensor& t) { return (*ref)(t); }, [] { return NoGuard{}; }, xs[s], ys[s], a.accumulate,
+          a.set_to_none);
     std::vector<float> want = flat_params(*ref);
     double max_abs = 0, max_rel = 0;
     bool close = want.size() == mine.size();
