@@ -1,0 +1,107 @@
+# train_cnn_ddp: kiln_train_cnn data-parallel under tools/kiln-run (2 ranks, Gloo on CPU).
+#  1. 2 ranks for 2 epochs straight vs 2 ranks for 1 epoch, stopped, resumed on 2 ranks:
+#     identical per-step losses (rank 0 logs them) and final metrics.
+#  2. N -> M: the 2-rank checkpoint after epoch 1 resumes on 1 rank and on 4 ranks; each
+#     finishes the run (steps 9..16) and its final training loss is close to the straight
+#     2-rank run's (not equal: BatchNorm normalises over each rank's part of the batch).
+#  3. A global batch that does not divide by the ranks exits 2 with a clear message.
+#   cmake -DEXE=<kiln_train_cnn> -DKILN_RUN=<tools/kiln-run> -DWORK_DIR=<dir> -P train_cnn_ddp.cmake
+if(NOT EXE OR NOT KILN_RUN OR NOT WORK_DIR)
+  message(FATAL_ERROR "usage: cmake -DEXE=... -DKILN_RUN=... -DWORK_DIR=... -P train_cnn_ddp.cmake")
+endif()
+file(REMOVE_RECURSE "${WORK_DIR}")
+file(MAKE_DIRECTORY "${WORK_DIR}")
+set(common --device cpu --limit-train 512 --limit-test 256 --epochs 2 --batch-size 64 --seed 7)
+
+function(run_ranks n out_var)
+  execute_process(COMMAND "${KILN_RUN}" --nproc-per-node ${n} "${EXE}" ${ARGN}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "kiln-run -n ${n} kiln_train_cnn ${ARGN} failed (${rc}):\n${out}\n${err}")
+  endif()
+  set(${out_var} "${out}" PARENT_SCOPE)
+  set(${out_var}_err "${err}" PARENT_SCOPE)
+endfunction()
+
+function(step_lines file out_var)
+  file(STRINGS "${file}" lines REGEX "\"type\":\"step\"")
+  set(${out_var} "${lines}" PARENT_SCOPE)
+endfunction()
+
+function(json_value text key out_var)
+  string(REGEX MATCH "\"${key}\":([^,}]*)" m "${text}")
+  if(m STREQUAL "")
+    message(FATAL_ERROR "no '${key}' in:\n${text}")
+  endif()
+  set(${out_var} "${CMAKE_MATCH_1}" PARENT_SCOPE)
+endfunction()
+
+# 1. exact resume on the same number of ranks
+run_ranks(2 straight ${common} --checkpoint-dir "${WORK_DIR}/a" --metrics "${WORK_DIR}/straight.jsonl")
+run_ranks(2 part1 ${common} --checkpoint-dir "${WORK_DIR}/b" --metrics "${WORK_DIR}/resumed.jsonl" --stop-after 1)
+file(COPY "${WORK_DIR}/b/checkpoint.safetensors" DESTINATION "${WORK_DIR}/c")
+file(COPY "${WORK_DIR}/b/checkpoint.safetensors" DESTINATION "${WORK_DIR}/d")
+run_ranks(2 resumed ${common} --checkpoint-dir "${WORK_DIR}/b" --metrics "${WORK_DIR}/resumed.jsonl" --resume)
+step_lines("${WORK_DIR}/straight.jsonl" s_lines)
+step_lines("${WORK_DIR}/resumed.jsonl" r_lines)
+list(LENGTH s_lines ns)
+list(LENGTH r_lines nr)
+if(NOT ns EQUAL 16 OR NOT nr EQUAL 16)
+  message(FATAL_ERROR "expected 16 step lines from rank 0 each, got ${ns} (straight) and ${nr} (resumed)")
+endif()
+foreach(i RANGE 15)
+  list(GET s_lines ${i} s)
+  list(GET r_lines ${i} r)
+  if(NOT s STREQUAL r)
+    message(FATAL_ERROR "2 ranks: step line ${i} differs:\n  straight: ${s}\n  resumed:  ${r}")
+  endif()
+endforeach()
+foreach(key test_accuracy test_loss train_loss steps world_size)
+  json_value("${straight}" ${key} s)
+  json_value("${resumed}" ${key} r)
+  if(NOT s STREQUAL r)
+    message(FATAL_ERROR "2 ranks: final ${key} differs: straight ${s}, resumed ${r}")
+  endif()
+endforeach()
+
+# 2. N -> M
+json_value("${straight}" train_loss ref_loss)
+foreach(m 1 4)
+  if(m EQUAL 1)
+    set(dir c)
+  else()
+    set(dir d)
+  endif()
+  run_ranks(${m} out ${common} --checkpoint-dir "${WORK_DIR}/${dir}" --metrics "${WORK_DIR}/m${m}.jsonl" --resume)
+  if(NOT out_err MATCHES "written by 2 rank\\(s\\), now ${m}")
+    message(FATAL_ERROR "resume on ${m} rank(s): no 'written by 2 rank(s), now ${m}' note:\n${out_err}")
+  endif()
+  json_value("${out}" steps steps)
+  json_value("${out}" world_size ws)
+  json_value("${out}" train_loss loss)
+  if(NOT steps EQUAL 16 OR NOT ws EQUAL ${m})
+    message(FATAL_ERROR "resume on ${m} rank(s): steps ${steps}, world_size ${ws}:\n${out}")
+  endif()
+  step_lines("${WORK_DIR}/m${m}.jsonl" lines)
+  list(LENGTH lines n)
+  list(GET lines 0 first)
+  if(NOT n EQUAL 8 OR NOT first MATCHES "\"step\":9,")
+    message(FATAL_ERROR "resume on ${m} rank(s): expected steps 9..16 in its metrics, got ${n} lines from ${first}")
+  endif()
+  # |loss - ref| < 0.05, in CMake's integer math on values x 1e4
+  string(REGEX REPLACE "^([0-9]+)\\.([0-9][0-9][0-9][0-9]).*" "\\1\\2" a "${loss}")
+  string(REGEX REPLACE "^([0-9]+)\\.([0-9][0-9][0-9][0-9]).*" "\\1\\2" b "${ref_loss}")
+  math(EXPR d "${a} - ${b}")
+  if(d LESS -500 OR d GREATER 500)
+    message(FATAL_ERROR "resume on ${m} rank(s): final train loss ${loss} is far from the 2-rank run's ${ref_loss}")
+  endif()
+  message(STATUS "2 -> ${m} ranks: final train loss ${loss} (straight 2 ranks: ${ref_loss})")
+endforeach()
+
+# 3. a batch the ranks cannot split
+execute_process(COMMAND "${KILN_RUN}" --nproc-per-node 2 "${EXE}" ${common} --batch-size 63
+                RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "must divide by the 2 ranks")
+  message(FATAL_ERROR "--batch-size 63 on 2 ranks should fail with 'must divide by the 2 ranks', got ${rc}: ${err}")
+endif()
+message(STATUS "train_cnn_ddp: 2-rank resume identical; 2 -> 1 and 2 -> 4 ranks resume")
