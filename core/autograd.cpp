@@ -26,13 +26,21 @@ std::atomic<uint64_t> g_next_seq{0};
 thread_local bool t_grad_enabled = true;
 // The callbacks of the backward pass running on this thread (null outside one).
 thread_local std::vector<std::function<void()>>* t_callbacks = nullptr;
+thread_local uint64_t t_pass_id = 0;
+std::atomic<uint64_t> g_next_pass_id{1};
 
 // Installs a callback list for one backward pass; restores the outer one (a backward
 // started from inside a hook) on exit, also when the pass throws.
 class CallbackScope {
  public:
-  CallbackScope() : prev_(t_callbacks) { t_callbacks = &list_; }
-  ~CallbackScope() { t_callbacks = prev_; }
+  CallbackScope() : prev_(t_callbacks), prev_id_(t_pass_id) {
+    t_callbacks = &list_;
+    t_pass_id = g_next_pass_id++;
+  }
+  ~CallbackScope() {
+    t_callbacks = prev_;
+    t_pass_id = prev_id_;
+  }
   CallbackScope(const CallbackScope&) = delete;
   CallbackScope& operator=(const CallbackScope&) = delete;
   void run() {
@@ -45,6 +53,7 @@ class CallbackScope {
 
  private:
   std::vector<std::function<void()>>* prev_;
+  uint64_t prev_id_;
   std::vector<std::function<void()>> list_;
 };
 
@@ -229,6 +238,8 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
   }
   callbacks.run();
 }
+
+uint64_t backward_pass_id() { return t_pass_id; }
 
 void queue_callback(std::function<void()> fn) {
   KILN_CHECK(t_callbacks != nullptr,

@@ -92,6 +92,9 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
 // are still open and to wait for its all-reduces. Callbacks run in the order queued and
 // may queue more.
 void queue_callback(std::function<void()> fn);
+// A number that identifies the backward pass now running on this thread (0 outside one);
+// each pass gets a new one. Lets a hook tell a new pass from one that threw midway.
+uint64_t backward_pass_id();
 
 namespace detail {
 // Sums `g` over broadcast dims down to `shape` (the backward of expand/broadcasting).

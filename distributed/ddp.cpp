@@ -98,8 +98,12 @@ Tensor DistributedDataParallel::forward(const Tensor& input) {
 
 void DistributedDataParallel::on_grad(int index, const Tensor& grad) {
   if (!sync_) return;  // accumulation step: .grad keeps summing locally
-  if (!in_backward_) {
+  if (!in_backward_ || pass_ != backward_pass_id()) {
+    if (in_backward_)
+      log_warn("DistributedDataParallel: the previous backward pass did not finish (it threw); its buckets are "
+               "dropped, and the ranks may now disagree on the collectives");
     in_backward_ = true;
+    pass_ = backward_pass_id();
     for (Bucket& b : buckets_) {
       b.pending = static_cast<int>(b.params.size());
       b.launched = false;
@@ -114,6 +118,10 @@ void DistributedDataParallel::on_grad(int index, const Tensor& grad) {
   if (ready_[index]) return;  // (one hook call per backward; be safe anyway)
   ready_[index] = 1;
   Bucket& b = buckets_[bucket_of_[index]];
+  KILN_CHECK(grad.device() == b.flat.device() && grad.dtype() == b.flat.dtype(), "DistributedDataParallel: ",
+             names_[index], "'s gradient is ", dtype_name(grad.dtype()), " on ", grad.device().str(),
+             " but its bucket is ", dtype_name(b.flat.dtype()), " on ", b.flat.device().str(),
+             " (move or convert the module before wrapping it)");
   int64_t n = params_[index].numel();
   Tensor slot = b.flat.narrow(0, b.offsets[slot_of_[index]], n);
   // After the first step .grad is a view of the bucket (see finalize()), and backward

@@ -107,6 +107,7 @@ class DistributedDataParallel {
   size_t next_bucket_ = 0;
   bool sync_ = true;
   bool in_backward_ = false;
+  uint64_t pass_ = 0;  // the backward pass the buckets are filling for
   Stats stats_;
 };
 
