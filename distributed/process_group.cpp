@@ -182,8 +182,8 @@ std::string ProcessGroup::fail(const Collective& c, const std::string& what) {
   // Which ranks never called this collective? Each rank records its latest sequence
   // number in the store as it enters a collective.
   std::vector<std::string> missing;
-  bool store_ok = true;
-  for (int r = 0; r < size_ && store_ok; ++r) {
+  bool store_ok = store_ != nullptr;
+  for (int r = 0; r < size_ && store_ok && size_ > 1; ++r) {
     try {
       auto v = store_->try_get("seq/" + std::to_string(r));
       int64_t last = v ? std::stoll(std::string(v->begin(), v->end())) : -1;
@@ -193,7 +193,9 @@ std::string ProcessGroup::fail(const Collective& c, const std::string& what) {
       store_ok = false;
     }
   }
-  if (!store_ok)
+  if (size_ == 1)
+    ;  // nobody else to wait for
+  else if (!store_ok)
     os << "; the store is unreachable too (rank 0 may have exited), so the missing ranks are unknown";
   else if (!missing.empty()) {
     os << "; ranks that did not call it: ";
@@ -336,6 +338,11 @@ Device local_device(DeviceType type, const LaunchEnv& env) {
   int n = cuda_device_count();
   KILN_CHECK(n > 0, "local_device: rank ", env.rank, " wants a CUDA device but none can be used here");
   return cuda_device(env.local_rank % n);
+}
+
+std::string InitOptions::default_init_method() {
+  const char* v = std::getenv("KILN_INIT_METHOD");
+  return v && *v ? v : "env://";
 }
 
 std::shared_ptr<ProcessGroup> init_process_group(const InitOptions& options) {

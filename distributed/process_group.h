@@ -139,7 +139,9 @@ struct InitOptions {
   Device device = kCPU;  // where the tensors passed to the collectives live
   // "env://": a TCP store at MASTER_ADDR:MASTER_PORT served by rank 0;
   // "tcp://host:port": the same at that address; "file:///path": a FileStore there.
-  std::string init_method = "env://";
+  // Default: $KILN_INIT_METHOD when set, else "env://".
+  std::string init_method = default_init_method();
+  static std::string default_init_method();
   ProcessGroupOptions options;
 };
 
