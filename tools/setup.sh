@@ -44,9 +44,10 @@ elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
 
 # ---- packages --------------------------------------------------------------------------
 # Required to build and test kiln.
-# libgloo-dev: the Gloo process group (distributed/) for data-parallel training on CPUs.
+# libgloo-dev: the Gloo process group (distributed/) for data-parallel training on CPUs;
+# python3: the launcher tools/kiln-run and the distributed tests.
 required=(build-essential cmake ninja-build ccache pkg-config catch2 libspdlog-dev libfmt-dev libopenblas-dev zlib1g-dev
-          libgloo-dev)
+          libgloo-dev python3)
 # Needed by the Fashion-MNIST examples and by the PyTorch
 # interop tests (python3-torch: about 635 MB installed with its dependencies; the tests
 # report skipped without it); installed when this distribution has them.
