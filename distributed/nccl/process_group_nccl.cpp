@@ -530,11 +530,21 @@ std::shared_ptr<Work> ProcessGroupNccl::run(const Collective& c) {
     }
     throw Error(msg);
   }
-  KILN_CUDA_CHECK(cudaEventRecord(e->end, stream_));
+  if (cudaError_t err = cudaEventRecord(e->end, stream_); err != cudaSuccess) {
+    // NCCL may still be using the tensors: never free them under it.
+    keep_forever(e);
+    ::kiln::cuda::throw_cuda_error(err, "cudaEventRecord(e->end, stream_)", __FILE__, __LINE__);
+  }
   e->enqueued = Clock::now();
   {
     std::lock_guard<std::mutex> l2(list_mu_);
     outstanding_.push_back(e);
+    // The watchdog fails the group in two steps: it marks the collectives in flight,
+    // then waits for comm_mu_ (held here) to abort. One queued in between would see its
+    // event complete after the abort and pass for finished.
+    if (failed_)
+      e->mark_failed(detail::str(c.desc, " did not complete: the process group (nccl, rank ", rank(), " of ", size(),
+                                 ") was aborted by the failure of another collective"));
   }
   work_cv_.notify_all();
   return std::make_shared<NcclWork>(e);
@@ -601,6 +611,10 @@ void ProcessGroupNccl::abort_comm() {
 }
 
 void ProcessGroupNccl::watchdog_loop() {
+  // A new thread starts on cuda:0: its first CUDA call (an event query, the allocator's
+  // device restore after a free, NCCL's abort) would otherwise create a context there,
+  // some 500 MiB of cuda:0 for every rank that runs on another GPU.
+  KILN_CUDA_WARN(cudaSetDevice(device_.index));
   std::unique_lock<std::mutex> lk(list_mu_);
   for (;;) {
     if (outstanding_.empty()) work_cv_.wait(lk, [&] { return stop_ || !outstanding_.empty(); });
