@@ -8,6 +8,7 @@
 // threads sharing the one GPU: its collectives, and DDP leaving bit-identical parameters
 // on both ranks that match one process trained on the whole batch.
 #include "test_util.h"
+#include "distributed/dist_test_util.h"
 
 #include <dlfcn.h>
 
@@ -25,6 +26,8 @@ using namespace kiln;
 using namespace kiln::dist;
 using namespace std::chrono_literals;
 using kiln::test::cuda0;
+using kiln::test::error_of;
+using kiln::test::run_ranks;
 using kiln::test::vec;
 
 namespace {
@@ -34,15 +37,6 @@ using std::chrono::milliseconds;
 
 void gpu_sync() { backend(cuda0()).synchronize(cuda0()); }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 std::shared_ptr<TcpStore> store_server() { return std::make_shared<TcpStore>("127.0.0.1", 0, true, 10s); }
 
 // The NCCL group of a world of one over a TCP store, as init_process_group makes it. A
@@ -51,23 +45,6 @@ std::shared_ptr<ProcessGroup> nccl_world1(const std::shared_ptr<TcpStore>& store
   ProcessGroupOptions o;
   o.timeout = timeout;
   return new_process_group("nccl", std::make_shared<PrefixStore>("pg", store), 0, 1, o);
-}
-
-// Runs fn(rank) on `world` threads and rethrows the first exception.
-void run_ranks(int world, const std::function<void(int)>& fn) {
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(world);
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        fn(r);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
 }
 
 // `world` Gloo ranks on threads, each given its own group. Catch2's assertions are not

@@ -3,6 +3,7 @@
 // (Gloo connects the threads over loopback TCP exactly as it would processes). The
 // multi-process tests through kiln-run are ctest entries (tests/distributed/*.py).
 #include "test_util.h"
+#include "distributed/dist_test_util.h"
 
 #include <atomic>
 #include <cstdlib>
@@ -16,55 +17,11 @@ using namespace kiln::dist;
 using namespace std::chrono_literals;
 using kiln::test::vec;
 
-namespace {
-
-// Runs fn(rank) on `world` threads and rethrows the first exception.
-void run_ranks(int world, const std::function<void(int)>& fn) {
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(world);
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        fn(r);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-}
-
-// A TCP store served on a free port; ranks connect to it.
-struct StoreServer {
-  std::shared_ptr<TcpStore> server = std::make_shared<TcpStore>("127.0.0.1", 0, true, 10s);
-  std::shared_ptr<Store> client(int rank, std::chrono::milliseconds timeout = 10s) {
-    if (rank == 0) return server;
-    return std::make_shared<TcpStore>("127.0.0.1", server->port(), false, timeout);
-  }
-};
-
-// World of `world` gloo groups on threads, each given to fn.
-void with_gloo(int world, const std::function<void(ProcessGroup&)>& fn, ProcessGroupOptions opts = {}) {
-  StoreServer srv;
-  std::vector<std::shared_ptr<Store>> stores;
-  for (int r = 0; r < world; ++r) stores.push_back(srv.client(r));
-  run_ranks(world, [&](int r) {
-    auto pg = new_process_group("gloo", std::make_shared<PrefixStore>("t", stores[r]), r, world, opts);
-    fn(*pg);
-  });
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-}  // namespace
+using kiln::test::error_of;
+using kiln::test::run_ranks;
+using kiln::test::StoreServer;
+using kiln::test::ThreadChecks;
+using kiln::test::with_gloo;
 
 TEST_CASE("TcpStore: set/get/add across clients, blocking get, timeouts", "[distributed][store]") {
   StoreServer srv;
@@ -229,37 +186,38 @@ TEST_CASE("local process group: a world of one", "[distributed][pg]") {
 
 TEST_CASE("gloo: collectives on 3 ranks for every dtype", "[distributed][gloo]") {
   const int W = 3;
+  ThreadChecks tc;
   with_gloo(W, [&](ProcessGroup& pg) {
     const int r = pg.rank();
-    CHECK(pg.backend_name() == "gloo");
+    TCHECK(tc, (pg.backend_name() == "gloo"), "");
     for (DType dt : {DType::F32, DType::F64, DType::F16, DType::BF16, DType::I32, DType::I64, DType::U8}) {
-      INFO(dtype_name(dt));
+      const std::string ctx = std::string("rank ") + std::to_string(r) + " " + dtype_name(dt);
       // all_reduce sum and max: rank r holds (r + 1) * [1, 2, 3, 4, 5]
       Tensor t = (arange(1, 6, 1, TensorOptions(DType::F64)) * double(r + 1)).to(dt);
       pg.all_reduce(t, dist::ReduceOp::Sum)->wait();
-      CHECK(vec<double>(t) == std::vector<double>{6, 12, 18, 24, 30});
+      TCHECK(tc, (vec<double>(t) == std::vector<double>{6, 12, 18, 24, 30}), ctx);
       Tensor m = (arange(1, 6, 1, TensorOptions(DType::F64)) * double(r + 1)).to(dt);
       pg.all_reduce(m, dist::ReduceOp::Max)->wait();
-      CHECK(vec<double>(m) == std::vector<double>{3, 6, 9, 12, 15});
+      TCHECK(tc, (vec<double>(m) == std::vector<double>{3, 6, 9, 12, 15}), ctx);
       // broadcast from rank 1
       Tensor b = full({4}, double(r * 10), TensorOptions(dt));
       pg.broadcast(b, 1)->wait();
-      CHECK(vec<double>(b) == std::vector<double>(4, 10));
+      TCHECK(tc, (vec<double>(b) == std::vector<double>(4, 10)), ctx);
       // all_gather: rank r contributes [r, r]
       Tensor in = full({2}, double(r), TensorOptions(dt));
       Tensor out = zeros({W, 2}, TensorOptions(dt));
       pg.all_gather(out, in)->wait();
-      CHECK(vec<double>(out) == std::vector<double>{0, 0, 1, 1, 2, 2});
+      TCHECK(tc, (vec<double>(out) == std::vector<double>{0, 0, 1, 1, 2, 2}), ctx);
       // reduce_scatter: rank r contributes [0..5] + r; gets the sum of its two elements
       Tensor rs_in = (arange(0, 6, 1, TensorOptions(DType::F64)) + double(r)).to(dt);
       Tensor rs_out = zeros({2}, TensorOptions(dt));
       pg.reduce_scatter(rs_out, rs_in, dist::ReduceOp::Sum)->wait();
-      CHECK(vec<double>(rs_out) == std::vector<double>{double(3 * 2 * r + 3), double(3 * (2 * r + 1) + 3)});
+      TCHECK(tc, (vec<double>(rs_out) == std::vector<double>{double(3 * 2 * r + 3), double(3 * (2 * r + 1) + 3)}), ctx);
     }
     // avg divides by the world size, and every rank holds the same bits.
     Tensor a = full({1000}, 1.0 + pg.rank(), TensorOptions(DType::F32));
     pg.all_reduce(a, dist::ReduceOp::Avg)->wait();
-    CHECK(vec<float>(a) == std::vector<float>(1000, 2.0f));
+    TCHECK(tc, (vec<float>(a) == std::vector<float>(1000, 2.0f)), "avg");
     // Many collectives in flight at once finish in order.
     std::vector<Tensor> ts;
     std::vector<std::shared_ptr<Work>> works;
@@ -269,17 +227,18 @@ TEST_CASE("gloo: collectives on 3 ranks for every dtype", "[distributed][gloo]")
     }
     for (int i = 0; i < 8; ++i) {
       works[i]->wait();
-      CHECK(ts[i].to_vector<float>()[123] == float(3 * i));
+      TCHECK(tc, (ts[i].to_vector<float>()[123] == float(3 * i)), "in flight");
     }
     pg.barrier()->wait();
   });
+  REQUIRE_THREAD_CHECKS(tc);
 }
 
 TEST_CASE("gloo: a rank that never calls the collective is named in the timeout error", "[distributed][gloo]") {
   ProcessGroupOptions opts;
   opts.timeout = 1500ms;
   std::atomic<bool> rank0_failed{false};
-  std::string err0;
+  std::string err0, again;
   with_gloo(
       2,
       [&](ProcessGroup& pg) {
@@ -289,8 +248,7 @@ TEST_CASE("gloo: a rank that never calls the collective is named in the timeout 
           err0 = error_of([&] { pg.all_reduce(t)->wait(); });  // #1: rank 1 never comes
           rank0_failed = true;
           // The group is aborted: a later collective fails at once, naming the cause.
-          std::string again = error_of([&] { pg.all_reduce(t)->wait(); });
-          CHECK(again.find("aborted") != std::string::npos);
+          again = error_of([&] { pg.all_reduce(t)->wait(); });
         } else {
           while (!rank0_failed) std::this_thread::sleep_for(10ms);
         }
@@ -300,6 +258,8 @@ TEST_CASE("gloo: a rank that never calls the collective is named in the timeout 
   CHECK(err0.find("all_reduce #1") != std::string::npos);
   CHECK(err0.find("timed out after 1.5 s") != std::string::npos);
   CHECK(err0.find("ranks that did not call it: 1 (last at #0)") != std::string::npos);
+  // The group is aborted: a later collective fails at once, naming the cause.
+  CHECK(again.find("aborted") != std::string::npos);
 }
 
 TEST_CASE("gloo debug mode reports the first mismatching rank", "[distributed][gloo]") {
