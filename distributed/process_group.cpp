@@ -49,6 +49,36 @@ ProcessGroup::ProcessGroup(std::shared_ptr<Store> store, int rank, int size, Pro
              " is out of range");
   KILN_CHECK(store_ || size == 1, "ProcessGroup: a world of ", size, " ranks needs a store");
   KILN_CHECK(options_.timeout.count() > 0, "ProcessGroup: the timeout must be positive");
+  if (size_ > 1) publisher_ = std::thread([this] { publish_loop(); });
+}
+
+ProcessGroup::~ProcessGroup() {
+  {
+    std::lock_guard<std::mutex> lk(publish_mu_);
+    publish_stop_ = true;
+  }
+  publish_cv_.notify_all();
+  if (publisher_.joinable()) publisher_.join();
+}
+
+void ProcessGroup::publish_loop() {
+  int64_t published = -1;
+  std::unique_lock<std::mutex> lk(publish_mu_);
+  for (;;) {
+    publish_cv_.wait(lk, [&] { return publish_stop_ || entered_seq_ != published; });
+    if (publish_stop_) return;
+    int64_t seq = entered_seq_;
+    lk.unlock();
+    try {
+      store_->set("seq/" + std::to_string(rank_), std::to_string(seq));
+    } catch (const std::exception& e) {
+      // The store is gone (rank 0 exited): a failure report will say the ranks are unknown.
+      log_debug("process group: rank ", rank_, " stops publishing its collective numbers: ", e.what());
+      return;
+    }
+    published = seq;
+    lk.lock();
+  }
 }
 
 bool ProcessGroup::aborted() const {
@@ -146,8 +176,13 @@ std::shared_ptr<Work> ProcessGroup::start(Collective c) {
   c.desc = detail::str(kind_name(static_cast<int>(c.kind)), " #", c.seq, " ", signature(c).substr(
       std::string(kind_name(static_cast<int>(c.kind))).size()));
   if (size_ > 1) {
-    // Who has called what: read back only when something fails (see fail()).
-    store_->set("seq/" + std::to_string(rank_), std::to_string(c.seq));
+    // Who has called what, read back only when something fails (see fail()). Published
+    // in the background: a timeout is seconds, the publisher's lag microseconds.
+    {
+      std::lock_guard<std::mutex> lk(publish_mu_);
+      entered_seq_ = static_cast<int64_t>(c.seq);
+    }
+    publish_cv_.notify_one();
     if (options_.debug) check_same_collective(c);
   }
   return run(c);
@@ -184,6 +219,7 @@ std::string ProcessGroup::fail(const Collective& c, const std::string& what) {
   std::vector<std::string> missing;
   bool store_ok = store_ != nullptr;
   for (int r = 0; r < size_ && store_ok && size_ > 1; ++r) {
+    if (r == rank_) continue;  // this rank called it (its own publisher may lag)
     try {
       auto v = store_->try_get("seq/" + std::to_string(r));
       int64_t last = v ? std::stoll(std::string(v->begin(), v->end())) : -1;

@@ -12,11 +12,14 @@
 // debug (KILN_DIST_DEBUG=1) every collective first checks that all ranks called the same
 // op with the same shapes and dtypes and reports the first rank that did not.
 #pragma once
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include <kiln/core/device.h>
 #include <kiln/core/tensor.h>
@@ -53,7 +56,7 @@ struct ProcessGroupOptions {
 class ProcessGroup {
  public:
   ProcessGroup(std::shared_ptr<Store> store, int rank, int size, ProcessGroupOptions options);
-  virtual ~ProcessGroup() = default;
+  virtual ~ProcessGroup();
   ProcessGroup(const ProcessGroup&) = delete;
   ProcessGroup& operator=(const ProcessGroup&) = delete;
 
@@ -110,6 +113,14 @@ class ProcessGroup {
   int rank_, size_;
   ProcessGroupOptions options_;
   uint64_t next_seq_ = 0;
+  // The latest collective this rank entered, published to the store ("seq/<rank>") by a
+  // background thread, so that the collectives themselves never wait for the store.
+  void publish_loop();
+  std::mutex publish_mu_;
+  std::condition_variable publish_cv_;
+  int64_t entered_seq_ = -1;
+  bool publish_stop_ = false;
+  std::thread publisher_;
   mutable std::mutex abort_mu_;
   std::string abort_reason_;
 };
