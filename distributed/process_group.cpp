@@ -391,6 +391,13 @@ std::shared_ptr<ProcessGroup> init_process_group(const InitOptions& o, const Lau
     if (env.world_size == 1) backend = "local";
     else if (o.device.is_cuda() && has_process_group_backend("nccl")) backend = "nccl";
     else backend = "gloo";
+    // NCCL refuses two ranks on one GPU: more ranks on this node than GPUs -> staged Gloo.
+    if (backend == "nccl" && env.local_world_size > cuda_device_count()) {
+      if (env.rank == 0)
+        log_warn("init_process_group: ", env.local_world_size, " ranks per node but ", cuda_device_count(),
+                 " GPU(s): using gloo (CUDA tensors staged through host memory) instead of nccl");
+      backend = "gloo";
+    }
   }
   if (env.world_size == 1 && backend == "local") return new_process_group("local", nullptr, 0, 1, o.options);
 

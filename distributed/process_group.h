@@ -145,7 +145,8 @@ std::shared_ptr<ProcessGroup> new_process_group(const std::string& backend, std:
 
 struct InitOptions {
   // "auto": "local" for a world of one; else "nccl" for a CUDA device (if kiln was built
-  // with it), "gloo" otherwise. Or name one: "nccl", "gloo", "local".
+  // with it and there are at least as many GPUs as ranks on the node), "gloo" otherwise.
+  // Or name one: "nccl", "gloo", "local".
   std::string backend = "auto";
   Device device = kCPU;  // where the tensors passed to the collectives live
   // "env://": a TCP store at MASTER_ADDR:MASTER_PORT served by rank 0;
