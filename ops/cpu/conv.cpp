@@ -116,6 +116,17 @@ Dims dims_of(const Tensor& x, const Tensor& w, const Tensor& y, const Geom& g) {
   return d;
 }
 
+// For kernel column j, output column ow reads input column iw = ow sw + base; the ow in
+// [lo, hi) are the ones whose iw lies inside the image (the rest read padding).
+inline void valid_columns(const Dims& d, const Geom& g, int64_t j, int64_t& base, int64_t& lo, int64_t& hi) {
+  const int64_t sw = g.stride_w;
+  base = j * g.dilation_w - g.pad_w;
+  lo = base >= 0 ? 0 : (-base + sw - 1) / sw;
+  hi = base > d.W - 1 ? 0 : (d.W - 1 - base) / sw + 1;
+  lo = std::min(lo, d.Wo);
+  hi = std::max(lo, std::min(hi, d.Wo));
+}
+
 // x (Cg, H, W) of one (sample, group) -> col (K, L).
 template <class T>
 void im2col(const T* x, const Dims& d, const Geom& g, T* col) {
@@ -123,6 +134,9 @@ void im2col(const T* x, const Dims& d, const Geom& g, T* col) {
     for (int64_t i = 0; i < d.kH; ++i) {
       for (int64_t j = 0; j < d.kW; ++j) {
         T* row = col + ((c * d.kH + i) * d.kW + j) * d.L;
+        int64_t base, lo, hi;
+        valid_columns(d, g, j, base, lo, hi);
+        const int64_t sw = g.stride_w;
         for (int64_t oh = 0; oh < d.Ho; ++oh) {
           const int64_t ih = oh * g.stride_h - g.pad_h + i * g.dilation_h;
           T* out = row + oh * d.Wo;
@@ -131,10 +145,11 @@ void im2col(const T* x, const Dims& d, const Geom& g, T* col) {
             continue;
           }
           const T* in = x + (c * d.H + ih) * d.W;
-          for (int64_t ow = 0; ow < d.Wo; ++ow) {
-            const int64_t iw = ow * g.stride_w - g.pad_w + j * g.dilation_w;
-            out[ow] = iw >= 0 && iw < d.W ? in[iw] : T(0);
-          }
+          std::fill(out, out + lo, T(0));
+          if (sw == 1) std::copy(in + (lo + base), in + (hi + base), out + lo);
+          else
+            for (int64_t ow = lo; ow < hi; ++ow) out[ow] = in[ow * sw + base];
+          std::fill(out + hi, out + d.Wo, T(0));
         }
       }
     }
@@ -148,15 +163,18 @@ void col2im_add(const T* col, const Dims& d, const Geom& g, T* x) {
     for (int64_t i = 0; i < d.kH; ++i) {
       for (int64_t j = 0; j < d.kW; ++j) {
         const T* row = col + ((c * d.kH + i) * d.kW + j) * d.L;
+        int64_t base, lo, hi;
+        valid_columns(d, g, j, base, lo, hi);
+        const int64_t sw = g.stride_w;
         for (int64_t oh = 0; oh < d.Ho; ++oh) {
           const int64_t ih = oh * g.stride_h - g.pad_h + i * g.dilation_h;
           if (ih < 0 || ih >= d.H) continue;
           T* out = x + (c * d.H + ih) * d.W;
           const T* in = row + oh * d.Wo;
-          for (int64_t ow = 0; ow < d.Wo; ++ow) {
-            const int64_t iw = ow * g.stride_w - g.pad_w + j * g.dilation_w;
-            if (iw >= 0 && iw < d.W) out[iw] += in[ow];
-          }
+          if (sw == 1)
+            for (int64_t ow = lo; ow < hi; ++ow) out[ow + base] += in[ow];
+          else
+            for (int64_t ow = lo; ow < hi; ++ow) out[ow * sw + base] += in[ow];
         }
       }
     }
@@ -184,7 +202,8 @@ void forward_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Te
       const T* pb = bias.data<T>();
       for (int64_t o = 0; o < d.O; ++o) {
         T* row = py + (n * d.O + o) * d.L;
-        for (int64_t l = 0; l < d.L; ++l) row[l] += pb[o];
+        const T b = pb[o];
+        for (int64_t l = 0; l < d.L; ++l) row[l] += b;
       }
     }
   }

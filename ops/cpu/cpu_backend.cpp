@@ -1,6 +1,7 @@
 // The CPU backend's memory, copies, fill and random numbers, and its registration.
 #include <kiln/ops/cpu/cpu_backend.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -61,7 +62,11 @@ void CpuBackend::fill(const Tensor& out, Scalar v) {
     if constexpr (is_half_v<T>) value = T(static_cast<float>(v.to_double()));
     else value = v.to<T>();
     T* p = static_cast<T*>(out.data_ptr());
-    for_each_element<1>(out.sizes(), {&out.strides()}, [&](const auto& o) { p[o[0]] = value; });
+    for_each_row<1>(out.sizes(), {&out.strides()}, [&](const auto& off, int64_t n, const auto& st) {
+      T* q = p + off[0];
+      if (st[0] == 1) std::fill(q, q + n, value);
+      else for (int64_t i = 0; i < n; ++i) q[i * st[0]] = value;
+    });
   });
 }
 
@@ -83,8 +88,12 @@ void CpuBackend::copy(const Tensor& src, const Tensor& out) {
         copy(tmp, out);
         return;
       }
-      for_each_element<2>(out.sizes(), {&src.strides(), &out.strides()},
-                          [&](const auto& off) { o[off[1]] = convert<O>(s[off[0]]); });
+      for_each_row<2>(out.sizes(), {&src.strides(), &out.strides()}, [&](const auto& off, int64_t n, const auto& st) {
+        const S* a = s + off[0];
+        O* b = o + off[1];
+        if (st[0] == 1 && st[1] == 1) for (int64_t i = 0; i < n; ++i) b[i] = convert<O>(a[i]);
+        else for (int64_t i = 0; i < n; ++i) b[i * st[1]] = convert<O>(a[i * st[0]]);
+      });
     });
   });
 }

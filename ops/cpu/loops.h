@@ -49,4 +49,54 @@ void for_each_element(const Shape& sizes, const std::array<const Shape*, N>& str
   }
 }
 
+// Calls f(offsets, n, steps) for each row of `sizes` in row-major order: the elements
+// offsets[k] + i * steps[k], i < n, in the k-th stride set. Dimensions are merged first
+// wherever every stride set is contiguous across them (and size-1 ones dropped), so a
+// contiguous or broadcast (stride 0) operand becomes one long row with step 1 or 0 that
+// a kernel can run as a flat loop. The elements come in the same order as from
+// for_each_element.
+template <size_t N, class F>
+void for_each_row(const Shape& sizes, const std::array<const Shape*, N>& strides, F&& f) {
+  if (shape_numel(sizes) == 0) return;
+  Shape sz;
+  std::array<Shape, N> st;
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    if (sizes[d] == 1) continue;
+    bool merge = !sz.empty();
+    for (size_t k = 0; k < N && merge; ++k) merge = st[k].back() == (*strides[k])[d] * sizes[d];
+    if (merge) {
+      sz.back() *= sizes[d];
+      for (size_t k = 0; k < N; ++k) st[k].back() = (*strides[k])[d];
+    } else {
+      sz.push_back(sizes[d]);
+      for (size_t k = 0; k < N; ++k) st[k].push_back((*strides[k])[d]);
+    }
+  }
+  std::array<int64_t, N> off{}, step{};
+  if (sz.empty()) return f(off, int64_t{1}, step);
+  const int64_t outer_dims = static_cast<int64_t>(sz.size()) - 1;
+  const int64_t n = sz.back();
+  for (size_t k = 0; k < N; ++k) step[k] = st[k].back();
+  std::vector<int64_t> idx(static_cast<size_t>(outer_dims), 0);
+  while (true) {
+    f(off, n, step);
+    int64_t d = outer_dims - 1;
+    for (; d >= 0; --d) {
+      ++idx[d];
+      for (size_t k = 0; k < N; ++k) off[k] += st[k][d];
+      if (idx[d] < sz[d]) break;
+      for (size_t k = 0; k < N; ++k) off[k] -= st[k][d] * sz[d];
+      idx[d] = 0;
+    }
+    if (d < 0) return;
+  }
+}
+
+// Whether the flat loops may run on `in` -> `out`: `in` is out itself (read then written
+// element by element) or lies in other memory, so no element is written before it is read
+// through another view.
+inline bool no_partial_overlap(const Tensor& in, const Tensor& out) {
+  return !in.shares_storage(out) || (in.data_ptr() == out.data_ptr() && in.strides() == out.strides());
+}
+
 }  // namespace kiln::detail

@@ -38,6 +38,33 @@ int64_t unary_i64(UnaryOp op, int64_t x) {
   throw Error(str(op_name(op), ": not defined for integer tensors"));
 }
 
+// y = f(x) for f32/f64, row by row: contiguous rows as flat loops (the cheap ops
+// vectorise), with the op chosen once per call. f is unary_f64 for that op, so each
+// element gets the generic path's arithmetic.
+template <class T, class F>
+void unary_rows(const Tensor& x, const Tensor& y, F f) {
+  const T* px = static_cast<const T*>(x.data_ptr());
+  T* py = static_cast<T*>(y.data_ptr());
+  for_each_row<2>(y.sizes(), {&x.strides(), &y.strides()}, [&](const auto& off, int64_t n, const auto& st) {
+    const T* a = px + off[0];
+    T* o = py + off[1];
+    if (st[0] == 1 && st[1] == 1) {
+      for (int64_t i = 0; i < n; ++i) o[i] = static_cast<T>(f(static_cast<double>(a[i])));
+    } else {
+      for (int64_t i = 0; i < n; ++i) o[i * st[1]] = static_cast<T>(f(static_cast<double>(a[i * st[0]])));
+    }
+  });
+}
+
+template <class T>
+void unary_fast(UnaryOp op, const Tensor& x, const Tensor& y, double alpha) {
+#define KILN_UNARY_CASE(E, name) \
+  case UnaryOp::E: return unary_rows<T>(x, y, [alpha](double v) { return unary_f64(UnaryOp::E, v, alpha); });
+  switch (op) { KILN_UNARY_OPS(KILN_UNARY_CASE) }
+#undef KILN_UNARY_CASE
+  unary_rows<T>(x, y, [op, alpha](double v) { return unary_f64(op, v, alpha); });
+}
+
 }  // namespace
 
 void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& y, double alpha) {
@@ -46,6 +73,9 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& y, double alph
     if constexpr (std::is_same_v<T, bool>) {
       throw Error(str(op_name(op), ": not defined for bool tensors"));
     } else {
+      if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+        if (no_partial_overlap(x, y)) return unary_fast<T>(op, x, y, alpha);
+      }
       const T* px = static_cast<const T*>(x.data_ptr());
       T* py = static_cast<T*>(y.data_ptr());
       for_each_element<2>(y.sizes(), {&x.strides(), &y.strides()}, [&](const auto& o) {
