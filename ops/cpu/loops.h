@@ -1,4 +1,5 @@
-// Helpers for the CPU reference loops: strided element visiting and dtype conversion.
+// Helpers for the CPU reference loops: strided element visiting (one element or one row at
+// a time) and dtype conversion.
 #pragma once
 #include <array>
 #include <cmath>
