@@ -27,7 +27,6 @@ using namespace kiln::dist;
 using namespace std::chrono_literals;
 using kiln::test::cuda0;
 using kiln::test::error_of;
-using kiln::test::run_ranks;
 using kiln::test::vec;
 
 namespace {
@@ -50,18 +49,9 @@ std::shared_ptr<ProcessGroup> nccl_world1(const std::shared_ptr<TcpStore>& store
 // `world` Gloo ranks on threads, each given its own group. Catch2's assertions are not
 // thread-safe: fn records what it saw and the test checks it after the threads joined.
 void with_gloo(int world, const std::function<void(const std::shared_ptr<ProcessGroup>&)>& fn) {
-  ::setenv("KILN_GLOO_HOSTNAME", "127.0.0.1", 0);  // threads of one process meet on loopback
-  auto server = store_server();
-  std::vector<std::shared_ptr<Store>> stores;
-  for (int r = 0; r < world; ++r)
-    stores.push_back(r == 0 ? std::shared_ptr<Store>(server)
-                            : std::make_shared<TcpStore>("127.0.0.1", server->port(), false, 10s));
   ProcessGroupOptions o;
   o.timeout = 60s;
-  run_ranks(world, [&](int r) {
-    auto pg = new_process_group("gloo", std::make_shared<PrefixStore>("g", stores[r]), r, world, o);
-    fn(pg);
-  });
+  kiln::test::with_gloo_groups(world, fn, o);
 }
 
 double min_of(const Tensor& t) { return min(t).item<double>(); }

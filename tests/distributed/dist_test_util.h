@@ -56,16 +56,19 @@ struct StoreServer {
 };
 
 // `world` Gloo ranks on threads, each given its own group.
-inline void with_gloo(int world, const std::function<void(dist::ProcessGroup&)>& fn,
-                      dist::ProcessGroupOptions opts = {}) {
+inline void with_gloo_groups(int world, const std::function<void(const std::shared_ptr<dist::ProcessGroup>&)>& fn,
+                             dist::ProcessGroupOptions opts = {}) {
   ::setenv("KILN_GLOO_HOSTNAME", "127.0.0.1", 0);  // threads of one process meet on loopback
   StoreServer srv;
   std::vector<std::shared_ptr<dist::Store>> stores;
   for (int r = 0; r < world; ++r) stores.push_back(srv.client(r));  // connect before the ranks start
   run_ranks(world, [&](int r) {
-    auto pg = dist::new_process_group("gloo", std::make_shared<dist::PrefixStore>("t", stores[r]), r, world, opts);
-    fn(*pg);
+    fn(dist::new_process_group("gloo", std::make_shared<dist::PrefixStore>("t", stores[r]), r, world, opts));
   });
+}
+inline void with_gloo(int world, const std::function<void(dist::ProcessGroup&)>& fn,
+                      dist::ProcessGroupOptions opts = {}) {
+  with_gloo_groups(world, [&](const std::shared_ptr<dist::ProcessGroup>& pg) { fn(*pg); }, opts);
 }
 
 // Checks made on rank threads, reported on the test's thread.

@@ -4,6 +4,7 @@
 // that start different end equal and match one process on the whole batch), and the
 // errors. The multi-process tests through kiln-run are ctest entries.
 #include "test_util.h"
+#include "distributed/dist_test_util.h"
 
 #include <thread>
 
@@ -67,47 +68,34 @@ TEST_CASE("DDP in a world of one: same gradients, no_sync accumulates", "[distri
 }
 
 TEST_CASE("DDP on 2 ranks (threads, Gloo): replicas end equal and match one process", "[distributed][ddp]") {
-  auto server = std::make_shared<TcpStore>("127.0.0.1", 0, true, 10s);
   Tensor x = randn({8, 6}), y = randn({8, 3});
   std::vector<std::vector<float>> finals(2);
-  std::vector<std::exception_ptr> errors(2);
-  std::vector<std::thread> ts;
-  for (int r = 0; r < 2; ++r)
-    ts.emplace_back([&, r] {
-      try {
-        std::shared_ptr<Store> st = r == 0 ? std::shared_ptr<Store>(server)
-                                           : std::make_shared<TcpStore>("127.0.0.1", server->port(), false, 10s);
-        auto pg = new_process_group("gloo", std::make_shared<PrefixStore>("ddp", st), r, 2);
-        std::shared_ptr<nn::Sequential> m;
-        {
-          static std::mutex mu;  // manual_seed + construction use the shared default generator
-          std::lock_guard<std::mutex> lk(mu);
-          m = mlp(10 + r);  // replicas start different
-        }
-        DDPOptions o;
-        o.bucket_cap_mb = 400.0 / (1 << 20);
-        o.first_bucket_cap_mb = 100.0 / (1 << 20);
-        DistributedDataParallel ddp(m, pg, o);
-        SGDOptions so;
-        so.lr = 0.1;
-        so.momentum = 0.9;
-        SGD opt(m->parameters(), so);
-        for (int step = 0; step < 3; ++step) {
-          opt.zero_grad();
-          mse_loss(ddp(x.narrow(0, 4 * r, 4)), y.narrow(0, 4 * r, 4)).backward();
-          opt.step();
-        }
-        for (auto& p : m->parameters()) {
-          auto v = p.to_vector<float>();
-          finals[r].insert(finals[r].end(), v.begin(), v.end());
-        }
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : ts) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  kiln::test::with_gloo_groups(2, [&](const std::shared_ptr<ProcessGroup>& pg) {
+    const int r = pg->rank();
+    std::shared_ptr<nn::Sequential> m;
+    {
+      static std::mutex mu;  // manual_seed + construction use the shared default generator
+      std::lock_guard<std::mutex> lk(mu);
+      m = mlp(10 + r);  // replicas start different
+    }
+    DDPOptions o;
+    o.bucket_cap_mb = 400.0 / (1 << 20);
+    o.first_bucket_cap_mb = 100.0 / (1 << 20);
+    DistributedDataParallel ddp(m, pg, o);
+    SGDOptions so;
+    so.lr = 0.1;
+    so.momentum = 0.9;
+    SGD opt(m->parameters(), so);
+    for (int step = 0; step < 3; ++step) {
+      opt.zero_grad();
+      mse_loss(ddp(x.narrow(0, 4 * r, 4)), y.narrow(0, 4 * r, 4)).backward();
+      opt.step();
+    }
+    for (auto& p : m->parameters()) {
+      auto v = p.to_vector<float>();
+      finals[r].insert(finals[r].end(), v.begin(), v.end());
+    }
+  });
   CHECK(finals[0] == finals[1]);  // bit-identical
 
   auto ref = mlp(10);  // rank 0's initial weights, the whole batch
