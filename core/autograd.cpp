@@ -6,7 +6,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include <kiln/core/backend.h>
+#include <kiln/core/kernel_list.h>
 #include <kiln/core/log.h>
 
 namespace kiln {
@@ -18,6 +18,7 @@ struct AutogradMeta {
   std::weak_ptr<Node> grad_accumulator;  // leaves: their AccumulateGrad, while a graph holds it
   std::vector<std::pair<int, std::function<void(const Tensor&)>>> hooks;
   int next_hook_id = 0;
+  std::function<Tensor()> grad_destination;  // see set_grad_destination
 };
 
 namespace {
@@ -72,7 +73,9 @@ class FunctionNode final : public Node {
 };
 
 // out += g (same shape, dtype, device), through the device's add kernel.
-void add_into(const Tensor& out, const Tensor& g) { backend(out.device()).binary(BinaryOp::Add, out, g, out); }
+void add_into(const Tensor& out, const Tensor& g) {
+  kernel<op::accumulate>(out.device())(kernel_view(out), kernel_view(g));
+}
 
 // The sink of a leaf: sums into leaf.grad and then runs the leaf's hooks.
 class AccumulateGrad final : public Node {
@@ -81,7 +84,14 @@ class AccumulateGrad final : public Node {
   std::vector<Tensor> apply(const Tensor& g) override {
     Tensor leaf(leaf_);
     AutogradMeta* m = leaf.autograd_meta(true);
-    if (!m->grad.defined()) {
+    Tensor dst = !m->grad.defined() && m->grad_destination ? m->grad_destination() : Tensor();
+    if (dst.defined()) {  // (an undefined destination means: the default, a clone)
+      KILN_CHECK(dst.sizes() == g.sizes() && dst.dtype() == g.dtype() && dst.device() == g.device(),
+                 "AccumulateGrad: the gradient destination is ", describe(dst),
+                 " but the gradient is ", describe(g));
+      dst.copy_(g);
+      m->grad = dst;
+    } else if (!m->grad.defined()) {
       // The incoming tensor may be shared (an add passes one gradient to both inputs):
       // .grad gets its own storage, since later backwards accumulate into it in place.
       m->grad = g.clone();
@@ -130,11 +140,32 @@ bool any_requires_grad(const std::vector<Tensor>& inputs) {
   return false;
 }
 
-Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output, BackwardFn backward) {
+void Node::save_versions(const std::vector<Tensor>& saved) {
+  for (const Tensor& t : saved)
+    if (t.defined()) saved_.emplace_back(t.storage(), t.storage()->version());
+}
+
+void Node::check_saved_versions() const {
+  for (size_t i = 0; i < saved_.size(); ++i) {
+    const auto& [storage, version] = saved_[i];
+    KILN_CHECK(storage->version() == version, "backward through ", name_, ": a tensor it saved for its gradient (",
+               "saved tensor ", i, ") was modified by an in-place operation after the forward pass (its version is ",
+               storage->version(), ", expected ", version, "); clone() it before modifying it, or modify a copy");
+  }
+}
+
+void set_grad_destination(const Tensor& leaf, std::function<Tensor()> destination) {
+  KILN_CHECK(leaf.defined(), "set_grad_destination: undefined tensor");
+  leaf.autograd_meta(true)->grad_destination = std::move(destination);
+}
+
+Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output, BackwardFn backward,
+              const std::vector<Tensor>& saved) {
   if (!any_requires_grad(inputs)) return output;
   KILN_CHECK(is_floating(output.dtype()), name, ": cannot record a gradient for a ", dtype_name(output.dtype()),
              " output (only floating tensors are differentiable)");
   auto node = std::make_shared<FunctionNode>(name, std::move(backward));
+  node->save_versions(saved);
   for (const Tensor& in : inputs) {
     node->next_edges().push_back(edge_of(in));
     if (in.defined()) node->input_meta().push_back({in.sizes(), in.dtype(), in.device()});
@@ -211,7 +242,10 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
       buffer.erase(it);
     }
     std::vector<Tensor> in_grads;
-    if (g.defined()) in_grads = node->apply(g);
+    if (g.defined()) {
+      node->check_saved_versions();
+      in_grads = node->apply(g);
+    }
     auto& edges = node->next_edges();
     KILN_CHECK(in_grads.empty() || in_grads.size() == edges.size(), "backward of ", node->name(), " returned ",
                in_grads.size(), " gradients for ", edges.size(), " inputs");
@@ -255,7 +289,6 @@ Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
   KILN_CHECK(g.dim() >= static_cast<int64_t>(shape.size()), "sum_to_shape: cannot reduce ", shape_str(g.sizes()),
              " to ", shape_str(shape));
   Tensor cur = g.contiguous();
-  Backend& be = backend(g.device());
   auto reduce_dim = [&](const Tensor& t, int64_t d) {  // sum over dim d, keeping it as size 1
     int64_t outer = 1, inner = 1;
     for (int64_t i = 0; i < d; ++i) outer *= t.size(i);
@@ -265,7 +298,7 @@ Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
     Tensor out = empty(s, TensorOptions(t.dtype(), t.device()));
     if (out.numel() == 0) return out;
     if (t.size(d) == 0) return out.fill_(0);
-    be.reduce(ReduceOp::Sum, t, outer, t.size(d), inner, out);
+    kernel<op::reduce>(t.device())(kernel_view(t), kernel_view(out), ReduceParams{ReduceOp::Sum, outer, t.size(d), inner});
     return out;
   };
   int64_t lead = cur.dim() - static_cast<int64_t>(shape.size());

@@ -48,12 +48,18 @@ class Node {
     Device device;
   };
   std::vector<InputMeta>& input_meta() { return inputs_; }
+  // Tensors the backward formula saved, with their storage's version at save time; the
+  // engine refuses to run the formula if one was modified in place since (PyTorch's
+  // "modified by an inplace operation").
+  void save_versions(const std::vector<Tensor>& saved);
+  void check_saved_versions() const;
 
  private:
   std::string name_;
   uint64_t seq_;
   std::vector<Edge> next_;
   std::vector<InputMeta> inputs_;
+  std::vector<std::pair<std::shared_ptr<StorageImpl>, uint64_t>> saved_;
 };
 
 // Backward formula: gradient of the output -> gradients of the inputs, in input order.
@@ -79,8 +85,20 @@ bool any_requires_grad(std::initializer_list<Tensor> inputs);
 bool any_requires_grad(const std::vector<Tensor>& inputs);
 
 // Attaches a node named `name` with `backward` to `output` when any_requires_grad(inputs);
-// returns output either way. The closure must capture only what the formula needs.
-Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output, BackwardFn backward);
+// returns output either way. The closure must capture only what the formula needs, and
+// `saved` names the tensors it captures (inputs or the output): modifying one of them in
+// place before backward then raises an error naming the op instead of giving wrong
+// gradients.
+Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output, BackwardFn backward,
+              const std::vector<Tensor>& saved = {});
+
+// Where a leaf's first gradient of a backward pass goes when its .grad is undefined: into
+// the tensor `destination()` returns (the leaf's shape, dtype and device), which becomes
+// .grad, instead of into a fresh clone. The data-parallel wrapper points it at the leaf's
+// slice of a gradient bucket, so gradients are written once, straight into the bucket.
+// An empty function restores the default; a function returning an undefined tensor
+// chooses the default for that pass.
+void set_grad_destination(const Tensor& leaf, std::function<Tensor()> destination);
 
 // Runs backward from `roots` with the given output gradients (undefined: ones, for a
 // one-element root). Used by Tensor::backward.

@@ -18,6 +18,10 @@ inline bool is_floating(DType t) {
   return t == DType::F16 || t == DType::BF16 || t == DType::F32 || t == DType::F64;
 }
 inline bool is_integral(DType t) { return t == DType::U8 || t == DType::I32 || t == DType::I64; }
+// The dtype kiln computes a floating dtype's statistics and accumulations in: f64 stays
+// f64, everything else (f32, f16, bf16) computes in f32. Optimizer state, norm statistics,
+// loss rows and the CUDA kernels' registers all follow this one rule.
+constexpr DType accumulate_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 // PyTorch's rules: bool < integers < floating; within a category the wider type wins;
 // f16 with bf16 gives f32.
 DType promote_types(DType a, DType b);

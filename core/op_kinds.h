@@ -1,11 +1,11 @@
-// The kinds of each kernel family (unary, binary, reduce, random). Kept apart from
-// backend.h and free of heavy includes, so CUDA kernel files can include it.
+// The kinds of each kernel family (unary, binary, reduce, random). Free of heavy
+// includes, so CUDA kernel files can include it.
 #pragma once
 
 namespace kiln {
 
 // Each family is an X-macro list, so adding a member is one line here plus its formula
-// in each backend's table.
+// in the family's CPU and CUDA kernel tables.
 #define KILN_UNARY_OPS(X)                                                          \
   X(Neg, neg) X(Abs, abs) X(Exp, exp) X(Log, log) X(Sqrt, sqrt) X(Rsqrt, rsqrt)    \
   X(Sin, sin) X(Cos, cos) X(Relu, relu) X(LeakyRelu, leaky_relu)                   \

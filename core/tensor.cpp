@@ -1,5 +1,5 @@
 // Tensor geometry, views, copies across devices, factories and printing. Anything that
-// touches element values goes through the device's Backend (core/backend.h).
+// touches element values goes through a kernel slot of core's list (core/kernel_list.h).
 #include <kiln/core/tensor.h>
 
 #include <algorithm>
@@ -10,7 +10,8 @@
 #include <sstream>
 
 #include <kiln/core/autograd.h>
-#include <kiln/core/backend.h>
+#include <kiln/core/kernel_list.h>
+#include <kiln/core/runtime.h>
 #include <kiln/core/generator.h>
 
 namespace kiln {
@@ -27,7 +28,13 @@ std::string shape_str(const Shape& s) {
 
 int64_t shape_numel(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  bool overflow = false;
+  for (int64_t d : s) overflow |= __builtin_mul_overflow(n, d, &n);
+  if (overflow) {
+    for (int64_t d : s)
+      if (d == 0) return 0;  // a zero anywhere: empty, whatever the other sizes multiply to
+    throw Error(detail::str("shape ", shape_str(s), " has more elements than an int64 can count"));
+  }
   return n;
 }
 
@@ -64,7 +71,7 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
 // ---- storage ---------------------------------------------------------------------
 
 StorageImpl::StorageImpl(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
-  allocator_ = &backend(device).allocator();
+  allocator_ = &runtime(device).allocator();
   data_ = nbytes ? allocator_->allocate(nbytes, device) : nullptr;
 }
 
@@ -113,6 +120,41 @@ int64_t Tensor::stride(int64_t d) const { return strides()[wrap_dim(d, dim(), "s
 
 void* Tensor::data_ptr() const {
   return static_cast<char*>(storage()->data()) + offset() * static_cast<int64_t>(element_size());
+}
+
+std::string describe(const Tensor& t) {
+  if (!t.defined()) return "undefined tensor";
+  return std::string(dtype_name(t.dtype())) + shape_str(t.sizes()) + " on " + t.device().str();
+}
+
+namespace detail {
+void mark_written(const char* op, const Tensor& t) {
+  for (int64_t d = 0; d < t.dim(); ++d)
+    KILN_CHECK(t.size(d) <= 1 || t.stride(d) != 0, op, ": cannot write in place into a tensor whose elements share ",
+               "memory (", dtype_name(t.dtype()), shape_str(t.sizes()), " with strides ", shape_str(t.strides()),
+               ", e.g. an expand()ed view); clone() it first");
+  t.storage()->bump_version();
+}
+}  // namespace detail
+
+TensorView kernel_view(const Tensor& t) {
+  TensorView v;
+  if (!t.defined()) return v;
+  KILN_CHECK(t.dim() <= kMaxDims, "kernel_view: tensor of shape ", shape_str(t.sizes()), " has more than ", kMaxDims,
+             " dims");
+  v.data = t.data_ptr();
+  v.dtype = t.dtype();
+  v.device = t.device();
+  v.ndim = static_cast<int>(t.dim());
+  v.numel = t.numel();
+  for (int d = 0; d < v.ndim; ++d) {
+    v.sizes[d] = t.size(d);
+    v.strides[d] = t.stride(d);
+  }
+  v.contiguous = t.is_contiguous();
+  v.defined = true;
+  v.storage = t.storage().get();
+  return v;
 }
 
 bool Tensor::is_contiguous() const {
@@ -405,8 +447,9 @@ Tensor& Tensor::copy_(const Tensor& src) {
              shape_str(src.sizes()), " does not broadcast to the destination's shape ", shape_str(sizes()));
   Tensor s = src.expand(sizes());
   if (numel() == 0) return *this;
+  detail::mark_written("copy_", *this);
   if (s.device() == device()) {
-    backend(device()).copy(s, *this);
+    kernel<op::copy>(device())(kernel_view(s), kernel_view(*this));
     return *this;
   }
   // Across devices: move a contiguous block of the source's bytes, then cast/scatter on
@@ -414,16 +457,19 @@ Tensor& Tensor::copy_(const Tensor& src) {
   Tensor sc = src.contiguous();
   Tensor staged = empty(src.sizes(), TensorOptions(src.dtype(), device()));
   Device xfer = device().is_cpu() ? src.device() : device();
-  backend(xfer).copy_bytes(staged.data_ptr(), device(), sc.data_ptr(), sc.device(),
+  if (device().is_cpu()) detail::count_host_sync();  // the host waits for the device's bytes
+  runtime(xfer).copy_bytes(staged.data_ptr(), device(), sc.data_ptr(), sc.device(),
                            static_cast<size_t>(sc.numel()) * sc.element_size());
-  backend(device()).copy(staged.expand(sizes()), *this);
+  kernel<op::copy>(device())(kernel_view(staged.expand(sizes())), kernel_view(*this));
   return *this;
 }
 
 Tensor& Tensor::fill_(Scalar v) {
   KILN_CHECK(!any_requires_grad({*this}), "fill_: in-place fill of a tensor that requires grad (",
              dtype_name(dtype()), shape_str(sizes()), "); do it under NoGradGuard");
-  if (numel() > 0) backend(device()).fill(*this, v);
+  if (numel() == 0) return *this;
+  detail::mark_written("fill_", *this);
+  kernel<op::fill>(device())(kernel_view(*this), FillParams{v});
   return *this;
 }
 
@@ -523,7 +569,11 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os << t.str
 
 Tensor empty(const Shape& sizes, TensorOptions o) {
   for (int64_t s : sizes) KILN_CHECK(s >= 0, "empty: negative size in shape ", shape_str(sizes));
-  size_t nbytes = static_cast<size_t>(shape_numel(sizes)) * dtype_size(o.dtype);
+  const int64_t numel = shape_numel(sizes);
+  int64_t nbytes_i = 0;
+  KILN_CHECK(!__builtin_mul_overflow(numel, static_cast<int64_t>(dtype_size(o.dtype)), &nbytes_i), "empty: shape ",
+             shape_str(sizes), " of ", dtype_name(o.dtype), " needs more bytes than an int64 can count");
+  size_t nbytes = static_cast<size_t>(nbytes_i);
   auto storage = std::make_shared<StorageImpl>(nbytes, o.device);
   return Tensor::make(std::move(storage), o.dtype, sizes, contiguous_strides(sizes), 0);
 }
@@ -593,7 +643,7 @@ Tensor random_tensor(const char* op, const Shape& sizes, TensorOptions o, Genera
   Tensor t = empty(sizes, o);
   Generator& g = gen ? *gen : default_generator();
   uint64_t off = g.reserve(static_cast<uint64_t>(t.numel()));
-  if (t.numel() > 0) backend(o.device).random(t, kind, g.seed(), off, a, b);
+  if (t.numel() > 0) kernel<op::random>(o.device)(kernel_view(t), RandomParams{kind, g.seed(), off, a, b});
   return t;
 }
 }  // namespace

@@ -2,6 +2,7 @@
 // element offset, sizes, strides (in elements), a dtype and a device. Views share the
 // storage; every op accepts any strides. Operators on tensors live in ops/.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -15,11 +16,11 @@
 #include <kiln/core/dtype.h>
 #include <kiln/core/error.h>
 #include <kiln/core/scalar.h>
+#include <kiln/core/tensor_view.h>
 
 namespace kiln {
 
 using Shape = std::vector<int64_t>;
-inline constexpr int kMaxDims = 8;  // the CUDA kernels' index arithmetic is sized for this
 
 std::string shape_str(const Shape& s);  // "[2, 3]"
 int64_t shape_numel(const Shape& s);
@@ -40,6 +41,11 @@ class StorageImpl {
   void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
+  // Bumped by every in-place write into the storage (detail::mark_written): autograd
+  // compares it with the value at save time to catch saved tensors modified in place.
+  // Views share it, as they share the storage.
+  uint64_t version() const { return version_.load(std::memory_order_relaxed); }
+  void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
 
  private:
   void* data_ = nullptr;
@@ -47,6 +53,7 @@ class StorageImpl {
   Device device_;
   Allocator* allocator_ = nullptr;
   std::function<void(void*)> deleter_;
+  std::atomic<uint64_t> version_{0};
 };
 using Storage = std::shared_ptr<StorageImpl>;
 
@@ -122,6 +129,18 @@ class Tensor {
   Tensor& copy_(const Tensor& src);
   Tensor& fill_(Scalar value);
   Tensor& zero_() { return fill_(0); }
+  // In-place arithmetic, as in libtorch (x.mul_(2).add_(y)); other may broadcast to this
+  // tensor's shape. add_/sub_ with alpha: x += alpha * other. These are ops: defined in
+  // ops/tensor_methods.cpp (core only declares them). Refused on tensors that require
+  // grad in grad mode, and on tensors whose elements share memory.
+  Tensor& add_(const Tensor& other, Scalar alpha = 1);
+  Tensor& add_(Scalar other);
+  Tensor& sub_(const Tensor& other, Scalar alpha = 1);
+  Tensor& sub_(Scalar other);
+  Tensor& mul_(const Tensor& other);
+  Tensor& mul_(Scalar other);
+  Tensor& div_(const Tensor& other);
+  Tensor& div_(Scalar other);
 
   // ---- reading back (synchronises with the device) ----
   Scalar item() const;
@@ -164,6 +183,8 @@ class Tensor {
 };
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
+// "f32[2, 3] on cuda:0" (for error messages); "undefined tensor" for an undefined one.
+std::string describe(const Tensor& t);
 
 // ---- factories ----
 struct TensorOptions {
@@ -205,6 +226,18 @@ Tensor from_vector(const std::vector<T>& values) {
   return from_vector(values, Shape{static_cast<int64_t>(values.size())});
 }
 Tensor scalar_tensor(Scalar value, TensorOptions opts = {});
+
+namespace detail {
+// Every in-place write into `t` goes through this first: it refuses a tensor whose
+// elements share memory (a stride-0 dim of size > 1, as an expanded view has: writing
+// each element would hit the same memory several times), naming `op`, and bumps the
+// storage's version counter so that autograd can tell a saved tensor was modified.
+void mark_written(const char* op, const Tensor& t);
+}  // namespace detail
+
+// What a kernel sees of `t` (core/tensor_view.h): an undefined tensor gives an undefined
+// view (an absent optional operand).
+TensorView kernel_view(const Tensor& t);
 
 Tensor empty_like(const Tensor& t);
 Tensor empty_like(const Tensor& t, TensorOptions opts);

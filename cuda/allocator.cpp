@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
+#include <cstdlib>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <kiln/core/error.h>
@@ -28,7 +30,36 @@ struct PoolState {
   bool use_pool = true;
   cudaMemPool_t pool = nullptr;
   std::atomic<int64_t> allocated{0}, peak{0}, num_allocs{0};
+  // Per live block: the stream it was allocated on (its free is ordered there) and the
+  // other streams record_stream() said use it (the free waits for their work first).
+  struct BlockStreams {
+    cudaStream_t alloc = nullptr;
+    std::vector<cudaStream_t> users;
+  };
+  std::mutex blocks_mu;
+  std::unordered_map<void*, BlockStreams> blocks;
 };
+
+// The pool keeps up to this many bytes of freed memory cached across synchronisations
+// (above it, the driver takes the excess back at the next synchronisation): by default
+// 80% of the device's memory, so a training step reuses its blocks without fresh
+// cudaMalloc calls while other processes on the GPU (a second rank, NCCL's buffers) are
+// not starved. KILN_CUDA_CACHE_LIMIT sets it: bytes ("8000000000") or a fraction of the
+// device's memory ("0.5").
+uint64_t release_threshold(int device) {
+  size_t free_b = 0, total_b = 0;
+  KILN_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  double fraction = 0.8;
+  if (const char* env = std::getenv("KILN_CUDA_CACHE_LIMIT"); env && *env) {
+    char* end = nullptr;
+    double v = std::strtod(env, &end);
+    if (end == env || *end != '\0' || !(v >= 0))
+      throw Error(detail::str("KILN_CUDA_CACHE_LIMIT='", env, "' is neither a byte count nor a fraction in [0, 1]"));
+    if (v > 1) return static_cast<uint64_t>(v);
+    fraction = v;
+  }
+  return static_cast<uint64_t>(fraction * static_cast<double>(total_b));
+}
 
 std::vector<PoolState>& pool_states() {
   static auto* states = new std::vector<PoolState>(static_cast<size_t>(device_count()));
@@ -57,9 +88,10 @@ void ensure_ready(PoolState& st, int device) {
     } else {
       KILN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&st.pool, device));
       // The default threshold (0) hands freed memory back to the driver at every stream
-      // synchronisation, which turns each training step into fresh cudaMalloc calls.
-      uint64_t keep_all = UINT64_MAX;
-      KILN_CUDA_CHECK(cudaMemPoolSetAttribute(st.pool, cudaMemPoolAttrReleaseThreshold, &keep_all));
+      // synchronisation, which turns each training step into fresh cudaMalloc calls; an
+      // unlimited one never gives anything back to other processes.
+      uint64_t threshold = release_threshold(device);
+      KILN_CUDA_CHECK(cudaMemPoolSetAttribute(st.pool, cudaMemPoolAttrReleaseThreshold, &threshold));
     }
     st.ready.store(true, std::memory_order_release);
   });
@@ -147,22 +179,44 @@ class CudaAllocator final : public Allocator {
     while (now > peak && !st.peak.compare_exchange_weak(peak, now)) {
     }
     st.num_allocs.fetch_add(1);
+    {
+      std::lock_guard<std::mutex> lock(st.blocks_mu);
+      st.blocks[p] = PoolState::BlockStreams{stream, {}};
+    }
     return p;
   }
 
-  // The block goes back to the pool in stream order: kernels already queued on the
-  // current stream that use it still run before any reuse.
+  // The block goes back to the pool in the order of the stream it was allocated on, after
+  // the work queued so far on every stream record_stream() named (PyTorch's record_stream
+  // semantics): kernels already queued that use it still run before any reuse, whichever
+  // stream is current when the tensor dies.
   void deallocate(void* p, size_t nbytes, Device device) noexcept override {
     if (p == nullptr) return;
     try {
       PoolState& st = state(device.index);
       st.allocated.fetch_sub(static_cast<int64_t>(nbytes));
-      cudaStream_t stream = current_stream(device.index);
+      PoolState::BlockStreams bs;
+      {
+        std::lock_guard<std::mutex> lock(st.blocks_mu);
+        auto it = st.blocks.find(p);
+        if (it != st.blocks.end()) {
+          bs = std::move(it->second);
+          st.blocks.erase(it);
+        }
+      }
+      cudaStream_t stream = bs.alloc ? bs.alloc : current_stream(device.index);
       // Plain calls rather than DeviceGuard: at process exit the runtime may already be
       // unloading, and KILN_CUDA_WARN stays quiet about exactly that.
       int prev = 0;
       if (!KILN_CUDA_WARN(cudaGetDevice(&prev))) return;
       if (prev != device.index && !KILN_CUDA_WARN(cudaSetDevice(device.index))) return;
+      for (cudaStream_t user : bs.users) {
+        if (user == stream) continue;
+        cudaEvent_t ev = nullptr;
+        if (!KILN_CUDA_WARN(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming))) continue;
+        if (KILN_CUDA_WARN(cudaEventRecord(ev, user))) KILN_CUDA_WARN(cudaStreamWaitEvent(stream, ev, 0));
+        KILN_CUDA_WARN(cudaEventDestroy(ev));
+      }
       if (st.use_pool) KILN_CUDA_WARN(cudaFreeAsync(p, stream));
       else KILN_CUDA_WARN(cudaFree(p));
       if (prev != device.index) KILN_CUDA_WARN(cudaSetDevice(prev));
@@ -184,6 +238,18 @@ class CudaAllocator final : public Allocator {
 Allocator& cuda_allocator() {
   static auto* allocator = new CudaAllocator();  // outlives static tensors; see file comment
   return *allocator;
+}
+
+void record_stream(void* block, int device, cudaStream_t stream) {
+  if (block == nullptr) return;
+  PoolState& st = state(device);
+  std::lock_guard<std::mutex> lock(st.blocks_mu);
+  auto it = st.blocks.find(block);
+  KILN_CHECK(it != st.blocks.end(), "record_stream: ", block, " is not the start of a live block of cuda:", device,
+             "'s allocator");
+  for (cudaStream_t s : it->second.users)
+    if (s == stream) return;
+  it->second.users.push_back(stream);
 }
 
 MemoryStats memory_stats(int device) {

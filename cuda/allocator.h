@@ -6,6 +6,8 @@
 // streams used (the communication stream, say) must be ordered before its release on the
 // current stream by the code that used it there: an event the current stream waits on.
 #pragma once
+#include <cuda_runtime_api.h>
+
 #include <kiln/core/allocator.h>
 
 namespace kiln::cuda {
@@ -15,6 +17,13 @@ namespace kiln::cuda {
 // kiln::OutOfMemory (naming the request, the free bytes, and kiln's allocated and
 // reserved bytes); the process can go on after it.
 Allocator& cuda_allocator();
+
+// Tells the allocator that the block starting at `block` (a tensor's storage data) is
+// used by work queued on `stream` as well as on the stream it was allocated on: its free
+// then waits for the work queued on `stream` up to that moment (PyTorch's
+// Tensor.record_stream). Needed when a tensor is handed to another stream (communication)
+// and may die before that stream is done with it.
+void record_stream(void* block, int device, cudaStream_t stream);
 
 // allocated / peak_allocated / num_allocs count kiln's tensors on the device; reserved is
 // what the device's pool holds from the driver (live blocks plus the cache).

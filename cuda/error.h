@@ -30,18 +30,13 @@ std::string describe_cuda_error(cudaError_t status);
 
 }  // namespace kiln::cuda
 
-// The same definitions as in cuda/kernels/common.cuh (token for token, so including both
-// is a legal redefinition), for .cpp glue that cannot include the kernel helpers.
-#ifndef KILN_CUDA_CHECK
+// Used by host code and by the kernel files' launchers alike.
 #define KILN_CUDA_CHECK(expr)                                                          \
   do {                                                                                 \
     cudaError_t kiln_status_ = (expr);                                                 \
     if (kiln_status_ != cudaSuccess) ::kiln::cuda::throw_cuda_error(kiln_status_, #expr, __FILE__, __LINE__); \
   } while (0)
-#endif
-#ifndef KILN_CUDA_CHECK_LAUNCH
 #define KILN_CUDA_CHECK_LAUNCH() KILN_CUDA_CHECK(cudaGetLastError())
-#endif
 
 // Logs instead of throwing; evaluates to true on success.
 #define KILN_CUDA_WARN(expr) ::kiln::cuda::log_cuda_error((expr), #expr, __FILE__, __LINE__)

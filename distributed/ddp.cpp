@@ -1,8 +1,11 @@
-// DistributedDataParallel (see ddp.h). The gradient hooks copy each gradient into its
-// bucket's flat buffer; a bucket is launched when its last gradient arrives, but only
-// after every bucket before it, so all ranks issue the same all-reduces in the same
-// order whatever order their hooks fire in. The end-of-backward callback launches the
-// rest, waits and copies the averages back into .grad.
+// DistributedDataParallel (see ddp.h). Each parameter's gradient lands in its slice of a
+// bucket's flat buffer: written there directly by autograd while .grad is unset (its grad
+// destination is the slice), or accumulated there in place when .grad is already the
+// slice (zero_grad without set_to_none, gradient accumulation), or copied there by the
+// hook otherwise. A bucket is launched when its last gradient arrives, but only after
+// every bucket before it, so all ranks issue the same all-reduces in the same order
+// whatever order their hooks fire in. The end-of-backward callback launches the rest and
+// waits; .grad is then the slice holding the average (nothing is copied back).
 #include <kiln/distributed/ddp.h>
 
 #include <chrono>
@@ -15,8 +18,9 @@ namespace kiln::dist {
 
 DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> module, std::shared_ptr<ProcessGroup> pg,
                                                  DDPOptions options)
-    : module_(std::move(module)), pg_(std::move(pg)), options_(options) {
+    : nn::Module("DistributedDataParallel"), module_(std::move(module)), pg_(std::move(pg)), options_(options) {
   KILN_CHECK(module_, "DistributedDataParallel: null module");
+  register_module("module", module_);
   KILN_CHECK(pg_, "DistributedDataParallel: null process group");
   KILN_CHECK(options_.bucket_cap_mb > 0 && options_.first_bucket_cap_mb > 0,
              "DistributedDataParallel: bucket caps must be positive (got ", options_.first_bucket_cap_mb, " and ",
@@ -70,13 +74,26 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> mod
   for (size_t i = 0; i < params_.size(); ++i) {
     int index = static_cast<int>(i);
     hook_ids_.push_back(params_[i].register_hook([this, index](const Tensor& g) { on_grad(index, g); }));
+    set_grad_destination(params_[i], [this, index]() -> Tensor {
+      if (!sync_) return Tensor();  // accumulation steps (no_sync) keep .grad out of the bucket
+      const Bucket& b = buckets_[bucket_of_[index]];
+      const Tensor& p = params_[index];
+      KILN_CHECK(p.device() == b.flat.device() && p.dtype() == b.flat.dtype(), "DistributedDataParallel: ",
+                 names_[index], " is ", dtype_name(p.dtype()), " on ", p.device().str(), " but its bucket is ",
+                 dtype_name(b.flat.dtype()), " on ", b.flat.device().str(),
+                 " (convert the module before wrapping it)");
+      return b.flat.narrow(0, b.offsets[slot_of_[index]], p.numel()).view(p.sizes());
+    });
   }
   log_debug("DistributedDataParallel: ", params_.size(), " parameters in ", buckets_.size(), " buckets, rank ",
             pg_->rank(), " of ", pg_->size());
 }
 
 DistributedDataParallel::~DistributedDataParallel() {
-  for (size_t i = 0; i < params_.size(); ++i) params_[i].remove_hook(hook_ids_[i]);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    params_[i].remove_hook(hook_ids_[i]);
+    set_grad_destination(params_[i], nullptr);
+  }
 }
 
 std::vector<std::vector<std::string>> DistributedDataParallel::bucket_names() const {

@@ -7,7 +7,13 @@
 // backward goes on with the earlier layers. At the end of backward it launches what is
 // left and waits; each parameter's .grad is then a view of its slice of the bucket,
 // holding the average, so the optimizer step that follows sees the same gradients on
-// every rank (and nothing is copied back).
+// every rank (and nothing is copied back). While .grad is unset (the default
+// zero_grad(set_to_none = true)), backward writes each gradient straight into its bucket
+// slice (PyTorch's gradient_as_bucket_view): one copy per gradient, no clone.
+//
+// The wrapper is itself a Module (the wrapped one is its child "module", as in PyTorch),
+// so a trainer holds a std::shared_ptr<nn::Module> and calls it the same way whether or
+// not it runs data-parallel.
 //
 //   auto pg = kiln::dist::init_process_group();
 //   kiln::dist::DistributedDataParallel ddp(model, pg);
@@ -35,7 +41,7 @@ struct DDPOptions {
   bool find_unused_parameters = false;
 };
 
-class DistributedDataParallel {
+class DistributedDataParallel final : public nn::Module {
  public:
   DistributedDataParallel(std::shared_ptr<nn::Module> module, std::shared_ptr<ProcessGroup> pg,
                           DDPOptions options = {});
@@ -43,8 +49,7 @@ class DistributedDataParallel {
   DistributedDataParallel(const DistributedDataParallel&) = delete;
   DistributedDataParallel& operator=(const DistributedDataParallel&) = delete;
 
-  Tensor forward(const Tensor& input);
-  Tensor operator()(const Tensor& input) { return forward(input); }
+  Tensor forward(const Tensor& input) override;
 
   nn::Module& module() { return *module_; }
   const std::shared_ptr<nn::Module>& module_ptr() const { return module_; }

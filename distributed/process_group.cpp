@@ -10,7 +10,8 @@
 #include <sstream>
 
 #include <kiln/core/autograd.h>
-#include <kiln/core/backend.h>
+#include <kiln/config.h>
+#include <kiln/core/runtime.h>
 #include <kiln/core/log.h>
 #include <kiln/ops/binary.h>
 
@@ -326,13 +327,22 @@ std::mutex& registry_mu() {
   return m;
 }
 
-const bool kLocalRegistered = [] {
-  register_process_group_backend("local", [](std::shared_ptr<Store> s, int rank, int size,
-                                             const ProcessGroupOptions& o) -> std::shared_ptr<ProcessGroup> {
+// The built-in process groups, registered on first use of the registry (explicitly, like
+// the kernel slots, so that a static link pulls them in): local always, gloo always, nccl
+// in a CUDA build.
+void load_builtin_process_groups_locked() {
+  static bool loaded = false;
+  if (loaded) return;
+  loaded = true;
+  registry()["local"] = [](std::shared_ptr<Store> s, int rank, int size,
+                           const ProcessGroupOptions& o) -> std::shared_ptr<ProcessGroup> {
     return std::make_shared<ProcessGroupLocal>(std::move(s), rank, size, o);
-  });
-  return true;
-}();
+  };
+  registry()["gloo"] = make_gloo_process_group;
+#if KILN_CUDA
+  registry()["nccl"] = make_nccl_process_group;
+#endif
+}
 
 std::string hostname() {
   char buf[256] = {};
@@ -344,11 +354,13 @@ std::string hostname() {
 
 void register_process_group_backend(const std::string& name, ProcessGroupFactory factory) {
   std::lock_guard<std::mutex> lk(registry_mu());
+  load_builtin_process_groups_locked();
   registry()[name] = std::move(factory);
 }
 
 bool has_process_group_backend(const std::string& name) {
   std::lock_guard<std::mutex> lk(registry_mu());
+  load_builtin_process_groups_locked();
   return registry().count(name) > 0;
 }
 
@@ -357,6 +369,7 @@ std::shared_ptr<ProcessGroup> new_process_group(const std::string& backend, std:
   ProcessGroupFactory f;
   {
     std::lock_guard<std::mutex> lk(registry_mu());
+    load_builtin_process_groups_locked();
     auto it = registry().find(backend);
     if (it == registry().end()) {
       std::string known;

@@ -137,9 +137,16 @@ void broadcast_coalesced(ProcessGroup& pg, const std::vector<Tensor>& tensors, i
 using ProcessGroupFactory = std::function<std::shared_ptr<ProcessGroup>(
     std::shared_ptr<Store> store, int rank, int size, const ProcessGroupOptions& options)>;
 
-// Backends register themselves at load time ("local", "gloo", "nccl").
+// The built-in backends ("local", "gloo", and "nccl" in a CUDA build) are registered on
+// first use of the registry, by name, from distributed/process_group.cpp (no static
+// initialisers: a static link works). Other backends may be added (or replace one) here.
 void register_process_group_backend(const std::string& name, ProcessGroupFactory factory);
 bool has_process_group_backend(const std::string& name);
+// The built-in factories (distributed/process_group_gloo.cpp, distributed/nccl/).
+std::shared_ptr<ProcessGroup> make_gloo_process_group(std::shared_ptr<Store> store, int rank, int size,
+                                                      const ProcessGroupOptions& options);
+std::shared_ptr<ProcessGroup> make_nccl_process_group(std::shared_ptr<Store> store, int rank, int size,
+                                                      const ProcessGroupOptions& options);
 std::shared_ptr<ProcessGroup> new_process_group(const std::string& backend, std::shared_ptr<Store> store, int rank,
                                                  int size, const ProcessGroupOptions& options = {});
 

@@ -289,14 +289,11 @@ class ProcessGroupGloo final : public ProcessGroup {
   std::thread worker_;
 };
 
-const bool kGlooRegistered = [] {
-  register_process_group_backend("gloo", [](std::shared_ptr<Store> s, int rank, int size,
-                                            const ProcessGroupOptions& o) -> std::shared_ptr<ProcessGroup> {
-    return std::make_shared<ProcessGroupGloo>(std::move(s), rank, size, o);
-  });
-  return true;
-}();
-
 }  // namespace
+
+std::shared_ptr<ProcessGroup> make_gloo_process_group(std::shared_ptr<Store> s, int rank, int size,
+                                                      const ProcessGroupOptions& o) {
+  return std::make_shared<ProcessGroupGloo>(std::move(s), rank, size, o);
+}
 
 }  // namespace kiln::dist

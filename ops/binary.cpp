@@ -1,9 +1,10 @@
-// Binary elementwise operators: broadcasting, promotion, checks and dispatch; where,
-// cast and fill.
+// Binary elementwise operators: broadcasting, promotion, checks and the `binary` kernel
+// slot (ops/cpu/binary.cpp, cuda/kernels/binary.cu); where (slot `where`), cast and fill.
 #include <kiln/ops/binary.h>
 
 #include <kiln/core/autograd.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/op_list.h>
 #include <kiln/ops/unary.h>
 
 namespace kiln {
@@ -68,21 +69,57 @@ DType compute_dtype(BinaryOp op, DType promoted, const Tensor& a, const Tensor& 
   return promoted;
 }
 
-Tensor run_binary(BinaryOp op, const Tensor& a, const Tensor& b, DType promoted) {
+// The tensors a binary op's backward formula reads (binary_backward captures them).
+std::vector<Tensor> saved_by(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& y) {
+  switch (op) {
+    case BinaryOp::Add:
+    case BinaryOp::Sub: return {};
+    case BinaryOp::Div:
+    case BinaryOp::Pow: return {a, b, y};
+    default: return {a, b};
+  }
+}
+
+// A view for a scalar operand passed by value (BinaryParams::scalar): no data, every
+// stride 0, the shape of the iteration space.
+TensorView scalar_operand_view(const Shape& shape, DType dtype, Device device) {
+  TensorView v;
+  v.dtype = dtype;
+  v.device = device;
+  v.ndim = static_cast<int>(shape.size());
+  v.numel = shape_numel(shape);
+  for (int d = 0; d < v.ndim; ++d) v.sizes[d] = shape[static_cast<size_t>(d)];
+  v.contiguous = v.numel <= 1;
+  v.defined = true;
+  return v;
+}
+
+// out = a op b. One of a and b may be undefined with `scalar_index` naming it (0 or 1):
+// that operand is the Scalar `s`, which goes to the kernel by value and becomes a tensor
+// only if the backward formula needs it.
+Tensor run_binary(BinaryOp op, const Tensor& a, const Tensor& b, DType promoted, int scalar_index = -1,
+                  Scalar s = {}) {
   const char* name = op_name(op);
-  detail::check_same_device(name, a, b);
+  const Tensor& t = scalar_index == 0 ? b : a;  // a tensor operand
+  if (scalar_index < 0) detail::check_same_device(name, a, b);
   DType ct = compute_dtype(op, promoted, a, b);
-  Shape shape = broadcast_shapes(a.sizes(), b.sizes(), name);
-  Tensor out = empty(shape, TensorOptions(is_comparison(op) ? DType::Bool : ct, a.device()));
+  Shape shape = scalar_index < 0 ? broadcast_shapes(a.sizes(), b.sizes(), name) : t.sizes();
+  Tensor out = empty(shape, TensorOptions(is_comparison(op) ? DType::Bool : ct, t.device()));
   if (out.numel() == 0) return out;
-  Tensor A = cast(a, ct), B = cast(b, ct);
+  Tensor A = scalar_index == 0 ? Tensor() : cast(a, ct), B = scalar_index == 1 ? Tensor() : cast(b, ct);
   {
     NoGradGuard raw;  // the broadcast views are internal
-    backend(a.device()).binary(op, A.expand(shape), B.expand(shape), out);
+    const TensorView sv = scalar_operand_view(shape, ct, t.device());
+    kernel<op::binary>(t.device())(scalar_index == 0 ? sv : kernel_view(A.expand(shape)),
+                                   scalar_index == 1 ? sv : kernel_view(B.expand(shape)), kernel_view(out),
+                                   BinaryParams{op, scalar_index, s});
   }
   if (is_comparison(op) || !any_requires_grad({A, B})) return out;
+  if (scalar_index == 0) A = scalar_tensor(s, TensorOptions(ct, t.device()));
+  if (scalar_index == 1) B = scalar_tensor(s, TensorOptions(ct, t.device()));
   return record(name, {A, B}, out,
-                binary_backward(op, A.detach(), B.detach(), out.detach(), A.requires_grad(), B.requires_grad()));
+                binary_backward(op, A.detach(), B.detach(), out.detach(), A.requires_grad(), B.requires_grad()),
+                saved_by(op, A, B, out));
 }
 
 }  // namespace
@@ -95,42 +132,56 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
 
 Tensor binary(BinaryOp op, const Tensor& a, Scalar s) {
   detail::check_defined(op_name(op), a);
-  DType t = detail::result_type(a, s);
-  return run_binary(op, a, scalar_tensor(s, TensorOptions(t, a.device())), t);
+  return run_binary(op, a, Tensor(), detail::result_type(a, s), 1, s);
 }
 
 Tensor binary(BinaryOp op, Scalar s, const Tensor& b) {
   detail::check_defined(op_name(op), b);
-  DType t = detail::result_type(b, s);
-  return run_binary(op, scalar_tensor(s, TensorOptions(t, b.device())), b, t);
+  return run_binary(op, Tensor(), b, detail::result_type(b, s), 0, s);
 }
 
-Tensor& binary_(BinaryOp op, Tensor& a, const Tensor& b) {
+namespace {
+// a op= b (b undefined: the Scalar s).
+Tensor& run_binary_(BinaryOp op, Tensor& a, const Tensor& b, Scalar s) {
   const char* name = op_name(op);
-  detail::check_defined(name, a);
-  detail::check_defined(name, b);
-  detail::check_same_device(name, a, b);
-  check_no_grad_inplace(name, a, b);
+  const bool scalar = !b.defined();
+  check_no_grad_inplace(name, a, scalar ? Tensor() : b);
   KILN_CHECK(!is_comparison(op), name, "_: comparisons have no in-place form");
-  DType promoted = promote_types(a.dtype(), b.dtype());
+  DType promoted = scalar ? detail::result_type(a, s) : promote_types(a.dtype(), b.dtype());
   DType ct = compute_dtype(op, promoted, a, b);
   KILN_CHECK(promote_types(ct, a.dtype()) == a.dtype(), name, "_: result dtype ", dtype_name(ct),
              " cannot be stored in-place in ", describe(a));
-  Shape shape = broadcast_shapes(a.sizes(), b.sizes(), name);
-  KILN_CHECK(shape == a.sizes(), name, "_: ", describe(b), " does not broadcast to the in-place operand ",
-             describe(a));
+  if (!scalar) {
+    detail::check_same_device(name, a, b);
+    Shape shape = broadcast_shapes(a.sizes(), b.sizes(), name);
+    KILN_CHECK(shape == a.sizes(), name, "_: ", describe(b), " does not broadcast to the in-place operand ",
+               describe(a));
+  }
   if (a.numel() == 0) return a;
+  detail::mark_written((std::string(name) + "_").c_str(), a);
+  if (scalar) {
+    kernel<op::binary>(a.device())(kernel_view(a), scalar_operand_view(a.sizes(), a.dtype(), a.device()),
+                                   kernel_view(a), BinaryParams{op, 1, s});
+    return a;
+  }
   // Kernels read each element before writing it, so out may be exactly a; an operand
   // that overlaps a in another layout (a.add_(a.t())) is copied first.
-  Tensor bb = cast(b, a.dtype()).expand(shape);
+  Tensor bb = cast(b, a.dtype()).expand(a.sizes());
   if (bb.shares_storage(a) && !(bb.offset() == a.offset() && bb.strides() == a.strides())) bb = bb.clone();
-  backend(a.device()).binary(op, a, bb, a);
+  kernel<op::binary>(a.device())(kernel_view(a), kernel_view(bb), kernel_view(a), BinaryParams{op, -1, Scalar()});
   return a;
+}
+}  // namespace
+
+Tensor& binary_(BinaryOp op, Tensor& a, const Tensor& b) {
+  detail::check_defined(op_name(op), a);
+  detail::check_defined(op_name(op), b);
+  return run_binary_(op, a, b, Scalar());
 }
 
 Tensor& binary_(BinaryOp op, Tensor& a, Scalar s) {
   detail::check_defined(op_name(op), a);
-  return binary_(op, a, scalar_tensor(s, TensorOptions(detail::result_type(a, s), a.device())));
+  return run_binary_(op, a, Tensor(), s);
 }
 
 #define KILN_DEFINE_BINARY(E, name)                                                             \
@@ -156,7 +207,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   Tensor A = cast(a, t), B = cast(b, t);
   {
     NoGradGuard raw;
-    backend(a.device()).where(cond.expand(shape), A.expand(shape), B.expand(shape), out);
+    kernel<op::where>(a.device())(kernel_view(cond.expand(shape)), kernel_view(A.expand(shape)),
+                                  kernel_view(B.expand(shape)), kernel_view(out));
   }
   if (!any_requires_grad({A, B})) return out;
   return record("where", {cond, A, B}, out,

@@ -1,10 +1,22 @@
 // Elementwise binary operators with NumPy broadcasting and PyTorch's dtype promotion;
 // tensor-scalar forms, in-place forms, where, casts and fill.
 #pragma once
-#include <kiln/core/backend.h>
+#include <kiln/core/op_kinds.h>
 #include <kiln/core/tensor.h>
 
 namespace kiln {
+
+// Kernel parameters of the binary family (slot `binary`): out = a op b, where a and b have
+// out's shape (broadcast by stride 0) and one dtype; out has that dtype, or Bool for
+// comparisons. One operand may be a scalar passed by value (scalar_operand 0 for a, 1
+// for b): its view then has no data (data == nullptr, all strides 0) and `scalar`, in
+// the operands' dtype, is its value; no 0-d device tensor is made for `x * 2`.
+// Slot `where`: out = cond ? a : b, cond Bool, all of out's shape.
+struct BinaryParams {
+  BinaryOp op = BinaryOp::Add;
+  int scalar_operand = -1;
+  Scalar scalar;
+};
 
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
 Tensor binary(BinaryOp op, const Tensor& a, Scalar b);

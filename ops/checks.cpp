@@ -8,11 +8,6 @@
 
 namespace kiln {
 
-std::string describe(const Tensor& t) {
-  if (!t.defined()) return "undefined tensor";
-  return std::string(dtype_name(t.dtype())) + shape_str(t.sizes()) + " on " + t.device().str();
-}
-
 namespace detail {
 
 void check_defined(const char* op, const Tensor& t, const char* name) {

@@ -8,9 +8,6 @@
 
 namespace kiln {
 
-// "f32[2, 3] on cuda:0"
-std::string describe(const Tensor& t);
-
 namespace detail {
 void check_defined(const char* op, const Tensor& t, const char* name = "input");
 void check_same_device(const char* op, const Tensor& a, const Tensor& b);

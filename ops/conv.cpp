@@ -1,8 +1,9 @@
 // conv2d, conv_transpose2d and conv2d's two gradients: checks, output sizes, dispatch
 // and backward formulas.
 //
-// Three raw products do all the work, each a Backend method (im2col + BLAS on the CPU,
-// cuDNN on CUDA), each an op that records its own backward in terms of the other two:
+// Three raw products do all the work, each a kernel slot (im2col + BLAS on the CPU in
+// ops/cpu/conv.cpp, cuDNN on CUDA in cuda/kernels/conv_cudnn.cpp), each an op that
+// records its own backward in terms of the other two:
 //   forward        y  = conv(x, w)              (+ bias)
 //   backward_data  gx = conv^T(gy, w)           linear in gy and in w
 //   backward_wt    gw = d<conv(x, w), gy>/dw    linear in x and in gy
@@ -12,16 +13,16 @@
 #include <kiln/ops/conv.h>
 
 #include <kiln/core/autograd.h>
-#include <kiln/core/backend.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/op_list.h>
 #include <kiln/ops/pad.h>
 #include <kiln/ops/reduce.h>
 
 namespace kiln {
 namespace {
 
-using Geom = Backend::Conv2dGeometry;
+using Geom = Conv2dGeometry;
 using V = std::vector<Tensor>;
 
 std::string geom_str(const Geom& g) {
@@ -61,8 +62,8 @@ Tensor conv_forward_op(const Tensor& x, const Tensor& w, const Tensor& bias, con
   Tensor y = empty(forward_shape(x.sizes(), w.sizes(), g), TensorOptions(x.dtype(), x.device()));
   if (y.numel() > 0) {
     NoGradGuard no_grad;
-    backend(x.device()).conv2d_forward(x.contiguous(), w.contiguous(), bias.defined() ? bias.contiguous() : Tensor(),
-                                       y, g);
+    const Tensor xc = x.contiguous(), wc = w.contiguous(), bc = bias.defined() ? bias.contiguous() : Tensor();
+    kernel<op::conv2d_forward>(x.device())(kernel_view(xc), kernel_view(wc), kernel_view(bc), kernel_view(y), g);
   }
   if (!any_requires_grad({x, w, bias})) return y;
   const bool need_x = x.requires_grad(), need_w = w.requires_grad(), need_b = bias.defined() && bias.requires_grad();
@@ -72,7 +73,8 @@ Tensor conv_forward_op(const Tensor& x, const Tensor& w, const Tensor& bias, con
                   return V{need_x ? conv_backward_data_op(gy, wd, xs, g, "conv2d_input_grad") : Tensor(),
                            need_w ? conv_backward_weight_op(xd, gy, ws, g) : Tensor(),
                            need_b ? sum(gy, {0, 2, 3}) : Tensor()};
-                });
+                },
+                {need_w ? x : Tensor(), need_x ? w : Tensor()});
 }
 
 // gx (x_shape) = conv^T(gy, w).
@@ -81,8 +83,9 @@ Tensor conv_backward_data_op(const Tensor& gy, const Tensor& w, const Shape& x_s
   Tensor gx = empty(x_shape, TensorOptions(gy.dtype(), gy.device()));
   if (gx.numel() > 0) {
     NoGradGuard no_grad;
-    Shape full = forward_shape(x_shape, w.sizes(), g);
-    backend(gy.device()).conv2d_backward_data(pad_to(gy, full[2], full[3]).contiguous(), w.contiguous(), gx, g);
+    const Shape full = forward_shape(x_shape, w.sizes(), g);
+    const Tensor gyc = pad_to(gy, full[2], full[3]).contiguous(), wc = w.contiguous();
+    kernel<op::conv2d_backward_data>(gy.device())(kernel_view(gyc), kernel_view(wc), kernel_view(gx), g);
   }
   if (!any_requires_grad({gy, w})) return gx;
   const bool need_gy = gy.requires_grad(), need_w = w.requires_grad();
@@ -91,7 +94,8 @@ Tensor conv_backward_data_op(const Tensor& gy, const Tensor& w, const Shape& x_s
                  ws = w.sizes(), need_gy, need_w, g](const Tensor& gg) {
                   return V{need_gy ? crop_to(conv_forward_op(gg, wd, Tensor(), g), gys) : Tensor(),
                            need_w ? conv_backward_weight_op(gg, gyd, ws, g) : Tensor()};
-                });
+                },
+                {need_w ? gy : Tensor(), need_gy ? w : Tensor()});
 }
 
 // gw (w_shape) = d<conv(x, w), gy>/dw.
@@ -102,8 +106,9 @@ Tensor conv_backward_weight_op(const Tensor& x, const Tensor& gy, const Shape& w
     if (x.size(0) == 0) {
       gw.fill_(0);
     } else {
-      Shape full = forward_shape(x.sizes(), w_shape, g);
-      backend(x.device()).conv2d_backward_weight(x.contiguous(), pad_to(gy, full[2], full[3]).contiguous(), gw, g);
+      const Shape full = forward_shape(x.sizes(), w_shape, g);
+      const Tensor xc = x.contiguous(), gyc = pad_to(gy, full[2], full[3]).contiguous();
+      kernel<op::conv2d_backward_weight>(x.device())(kernel_view(xc), kernel_view(gyc), kernel_view(gw), g);
     }
   }
   if (!any_requires_grad({x, gy})) return gw;
@@ -113,7 +118,8 @@ Tensor conv_backward_weight_op(const Tensor& x, const Tensor& gy, const Shape& w
                  gys = gy.sizes(), need_x, need_gy, g](const Tensor& gg) {
                   return V{need_x ? conv_backward_data_op(gyd, gg, xs, g, "conv2d_input_grad") : Tensor(),
                            need_gy ? crop_to(conv_forward_op(xd, gg, Tensor(), g), gys) : Tensor()};
-                });
+                },
+                {need_gy ? x : Tensor(), need_x ? gy : Tensor()});
 }
 
 Geom make_geom(Int2 stride, Int2 padding, Int2 dilation, int64_t groups) {

@@ -1,6 +1,6 @@
 // 2-D convolution and transposed convolution (PyTorch's conv2d / conv_transpose2d),
 // NCHW. Cross-correlation, as every deep-learning framework computes it. The CPU path is
-// im2col + OpenBLAS (ops/cpu/conv.cpp), the CUDA path cuDNN (cuda/conv_glue.cpp).
+// im2col + OpenBLAS (ops/cpu/conv.cpp), the CUDA path cuDNN (cuda/kernels/conv_cudnn.cpp).
 // Non-zero padding modes pad the input explicitly with pad2d (ops/pad.h) and convolve
 // with no padding, as PyTorch does; Alsallakh et al., "Mind the Pad" (ICLR 2021), show
 // why the choice of border matters.
@@ -17,6 +17,17 @@
 #include <kiln/core/tensor.h>
 
 namespace kiln {
+
+// Kernel parameters of the convolution slots (conv2d_forward, conv2d_backward_data,
+// conv2d_backward_weight). Tensors are 4-D contiguous NCHW of one floating dtype: x (N, C,
+// H, W), w (O, C/groups, kH, kW), y (N, O, Ho, Wo) with Ho = (H + 2 pad_h - dilation_h (kH - 1)
+// - 1) / stride_h + 1 (likewise Wo), zero padding. Outputs are written (=), not
+// accumulated. forward: y = cross-correlation of x with w, plus bias (O) when defined.
+// backward_data: gx = d<y, gy>/dx (also conv_transpose2d's forward). backward_weight:
+// gw = d<y, gy>/dw.
+struct Conv2dGeometry {
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1, dilation_w = 1, groups = 1;
+};
 
 // A (height, width) pair of an op parameter; one number means both.
 struct Int2 {

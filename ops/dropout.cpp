@@ -1,11 +1,11 @@
-// dropout: checks, counters reserved from the generator, dispatch to the backend's mask
-// kernel (ops/cpu/dropout.cpp, cuda/kernels/dropout.cu) forward and backward.
+// dropout: checks, counters reserved from the generator, the `dropout` kernel slot (the
+// mask kernel: ops/cpu/dropout.cpp, cuda/kernels/dropout.cu) forward and backward.
 #include <kiln/ops/dropout.h>
 
 #include <kiln/core/autograd.h>
-#include <kiln/core/backend.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/op_list.h>
 
 namespace kiln {
 
@@ -24,14 +24,16 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
     NoGradGuard raw;
     Tensor in = x.contiguous();
     out = empty(x.sizes(), TensorOptions(x.dtype(), x.device()));
-    if (out.numel() > 0) backend(x.device()).dropout(in, p, seed, offset, out);
+    if (out.numel() > 0)
+      kernel<op::dropout>(x.device())(kernel_view(in), kernel_view(out), DropoutParams{p, seed, offset});
   }
   if (!any_requires_grad({x})) return out;
   // dx = g * keep / (1 - p): the same kernel on g, with the mask regenerated from its counters.
   return record("dropout", {x}, out, [p, seed, offset](const Tensor& gy) {
     Tensor gc = gy.contiguous();
     Tensor dx = empty(gy.sizes(), TensorOptions(gy.dtype(), gy.device()));
-    if (dx.numel() > 0) backend(gy.device()).dropout(gc, p, seed, offset, dx);
+    if (dx.numel() > 0)
+      kernel<op::dropout>(gy.device())(kernel_view(gc), kernel_view(dx), DropoutParams{p, seed, offset});
     return std::vector<Tensor>{dx};
   });
 }

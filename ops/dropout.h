@@ -9,6 +9,14 @@
 
 namespace kiln {
 
+// Kernel parameters (slot `dropout`): x, out contiguous, one shape and floating dtype;
+// out[i] = x[i] * (philox_keep(seed, offset + i, philox_keep_threshold(p)) ? 1 / (1 - p) : 0)
+// (core/philox.h), the product in accumulate_dtype. 0 <= p < 1.
+struct DropoutParams {
+  double p = 0;
+  uint64_t seed = 0, offset = 0;
+};
+
 // out = x * keep / (1 - p) in training mode; x itself when !training or p == 0; zeros
 // (x * 0) when p == 1. p must lie in [0, 1]; x must be floating. Draws from `gen` (the
 // default generator when null), reserving x.numel() counters.

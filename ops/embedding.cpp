@@ -1,11 +1,12 @@
-// embedding: a row gather of the weight table (the backend's index_select) whose
-// backward scatter-adds the output gradient's rows, skipping padding_idx.
+// embedding: a row gather of the weight table (the index_select kernel slot) whose
+// backward scatter-adds the output gradient's rows (the scatter_add slot), skipping
+// padding_idx.
 #include <kiln/ops/embedding.h>
 
 #include <kiln/core/autograd.h>
-#include <kiln/core/backend.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/op_list.h>
 
 namespace kiln {
 
@@ -33,7 +34,11 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int6
   Tensor out = empty({K, D}, TensorOptions(weight.dtype(), weight.device()));
   {
     NoGradGuard raw;
-    if (out.numel() > 0) backend(weight.device()).index_select(weight.contiguous(), idx, 1, V, D, out);
+    if (out.numel() > 0) {
+      Tensor w = weight.contiguous();
+      kernel<op::index_select>(weight.device())(kernel_view(w), kernel_view(idx), kernel_view(out),
+                                                IndexParams{1, V, K, D});
+    }
     out = out.view(out_shape);
   }
   if (!any_requires_grad({weight})) return out;
@@ -45,7 +50,9 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int6
     Tensor dw = zeros({V, D}, TensorOptions(g.dtype(), g.device()));
     if (k > 0 && D > 0) {
       Tensor index = idx.unsqueeze(1).expand({k, D}).contiguous();
-      backend(g.device()).scatter_add(dw, index, rows.contiguous(), 1, V, k, D);
+      Tensor src = rows.contiguous();
+      kernel<op::scatter_add>(g.device())(kernel_view(dw), kernel_view(index), kernel_view(src),
+                                          IndexParams{1, V, k, D});
     }
     return std::vector<Tensor>{dw};
   });

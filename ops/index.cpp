@@ -1,10 +1,11 @@
-// cat/stack/split/chunk, index_select, gather, scatter_add, one_hot.
+// cat/stack/split/chunk, index_select, gather, scatter_add (their kernel slots:
+// ops/cpu/index.cpp, cuda/kernels/index.cu), one_hot.
 #include <kiln/ops/index.h>
 
 #include <kiln/core/autograd.h>
-#include <kiln/core/backend.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/op_list.h>
 #include <kiln/ops/reduce.h>
 
 namespace kiln {
@@ -131,7 +132,9 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   around(x, d, outer, inner);
   {
     NoGradGuard raw;
-    backend(x.device()).index_select(x.contiguous(), idx, outer, x.size(d), inner, out);
+    Tensor xc = x.contiguous();
+    kernel<op::index_select>(x.device())(kernel_view(xc), kernel_view(idx), kernel_view(out),
+                                         IndexParams{outer, x.size(d), idx.numel(), inner});
   }
   if (!any_requires_grad({x})) return out;
   // dx: the rows of g added back at their indices (repeated indices accumulate).
@@ -158,7 +161,9 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   Tensor idx = cast(index, DType::I64).contiguous();
   {
     NoGradGuard raw;
-    backend(x.device()).gather(x.contiguous(), idx, outer, x.size(d), index.size(d), inner, out);
+    Tensor xc = x.contiguous();
+    kernel<op::gather>(x.device())(kernel_view(xc), kernel_view(idx), kernel_view(out),
+                                   IndexParams{outer, x.size(d), index.size(d), inner});
   }
   if (!any_requires_grad({x})) return out;
   return record("gather", {x}, out, [d, idx, x_sizes = x.sizes()](const Tensor& g) {
@@ -187,8 +192,9 @@ Tensor& scatter_add_(Tensor& x, int64_t dim, const Tensor& index, const Tensor& 
   int64_t outer, inner;
   around(x, d, outer, inner);
   Tensor target = x.is_contiguous() ? x : x.contiguous();
-  backend(x.device()).scatter_add(target, cast(index, DType::I64).contiguous(), src.contiguous(), outer, x.size(d),
-                                  index.size(d), inner);
+  Tensor idx = cast(index, DType::I64).contiguous(), srcc = src.contiguous();
+  kernel<op::scatter_add>(x.device())(kernel_view(target), kernel_view(idx), kernel_view(srcc),
+                                      IndexParams{outer, x.size(d), index.size(d), inner});
   if (!target.is_same(x)) x.copy_(target);
   return x;
 }

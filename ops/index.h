@@ -7,6 +7,16 @@
 
 namespace kiln {
 
+// Kernel parameters of the indexing slots. index is I64 and contiguous; ops/ has checked
+// its values' range on the CPU, and on CUDA the kernels check it on the device.
+// index_select: x (outer, n, inner), index (k) -> out (outer, k, inner).
+// gather: x (outer, n, inner), index and out (outer, k, inner): out[o,j,i] = x[o, index[o,j,i], i].
+// scatter_add: out (outer, n, inner) += src (outer, k, inner) at index (outer, k, inner).
+// All contiguous.
+struct IndexParams {
+  int64_t outer = 1, n = 1, k = 1, inner = 1;
+};
+
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0);
 inline Tensor concat(const std::vector<Tensor>& tensors, int64_t dim = 0) { return cat(tensors, dim); }
 Tensor stack(const std::vector<Tensor>& tensors, int64_t dim = 0);

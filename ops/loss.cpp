@@ -1,15 +1,15 @@
-// Losses: cross_entropy through the fused backend kernels (ops/cpu/loss.cpp,
-// cuda/kernels/loss.cu); nll_loss, binary_cross_entropy_with_logits and mse_loss composed
-// from kiln ops (they are memory-bound and simple).
+// Losses: cross_entropy through the fused kernel slots cross_entropy_forward/backward
+// (ops/cpu/loss.cpp, cuda/kernels/loss.cu); nll_loss, binary_cross_entropy_with_logits
+// and mse_loss composed from kiln ops (they are memory-bound and simple).
 #include <kiln/ops/loss.h>
 
 #include <cmath>
 
 #include <kiln/core/autograd.h>
-#include <kiln/core/backend.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
 #include <kiln/ops/index.h>
+#include <kiln/ops/op_list.h>
 #include <kiln/ops/reduce.h>
 #include <kiln/ops/unary.h>
 
@@ -74,7 +74,7 @@ Tensor reduce_loss(const Tensor& loss, Reduction reduction) {
 // ---- cross_entropy ----------------------------------------------------------------
 
 // The logits are laid out as rows of C (a copy moves the class dim last for (N, C, d...)
-// and makes the rows contiguous); the backend writes each row's loss and log-sum-exp in
+// and makes the rows contiguous); the kernel writes each row's loss and log-sum-exp in
 // the accumulation dtype, and the backward reuses the log-sum-exp, so it is one pass:
 //   dlogits = (softmax - (1 - eps) onehot - eps / C) * g   (g / count for the mean).
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction, int64_t ignore_index,
@@ -84,7 +84,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
   KILN_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0, op, ": label_smoothing must lie in [0, 1], got ",
              label_smoothing);
   const Device dev = logits.device();
-  const DType acc = logits.dtype() == DType::F64 ? DType::F64 : DType::F32;
+  const DType acc = accumulate_dtype(logits.dtype());
   const int64_t ndim = logits.dim();
 
   Tensor x2d, t64, losses, lse, count, out;
@@ -105,7 +105,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
     x2d = x.contiguous().reshape({rows, classes});
     losses = empty({rows}, TensorOptions(acc, dev));
     lse = empty({rows}, TensorOptions(acc, dev));
-    if (rows > 0) backend(dev).cross_entropy_forward(x2d, t64, ignore_index, label_smoothing, losses, lse);
+    if (rows > 0)
+      kernel<op::cross_entropy_forward>(dev)(kernel_view(x2d), kernel_view(t64), kernel_view(losses), kernel_view(lse),
+                                             CrossEntropyParams{ignore_index, label_smoothing});
     switch (reduction) {
       case Reduction::None: out = losses.reshape(target.sizes()); break;
       case Reduction::Sum: out = sum(losses); break;
@@ -127,7 +129,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
                   gr = gr.contiguous();
                   Tensor dx = empty({rows, ncls}, TensorOptions(x2d.dtype(), x2d.device()));
                   if (dx.numel() > 0)
-                    backend(x2d.device()).cross_entropy_backward(x2d, t64, lse, gr, ignore_index, label_smoothing, dx);
+                    kernel<op::cross_entropy_backward>(x2d.device())(
+                        kernel_view(x2d), kernel_view(t64), kernel_view(lse), kernel_view(gr), kernel_view(dx),
+                        CrossEntropyParams{ignore_index, label_smoothing});
                   const int64_t nd = static_cast<int64_t>(logits_sizes.size());
                   if (nd <= 2) return std::vector<Tensor>{dx.reshape(logits_sizes)};
                   // (N, d1, ..., dk, C) back to (N, C, d1, ..., dk).

@@ -7,6 +7,18 @@
 
 namespace kiln {
 
+// Kernel parameters of the fused cross entropy (slots cross_entropy_forward/backward).
+// Forward: logits (rows, C) contiguous floating, C > 0; target I64 (rows); losses and lse
+// (rows) in accumulate_dtype(logits): lse[r] = logsumexp_c logits[r, c]; losses[r] = 0
+// where target[r] == ignore_index, else (1 - eps)(lse - x[r, t]) + eps (lse - mean_c x[r, c]).
+// Backward: dlogits (rows, C), logits' dtype: 0 in ignored rows, else
+// (exp(x - lse[r]) - eps/C - (1 - eps)[c == t]) * grad[r]; grad in the accumulation
+// dtype with `rows` elements or one (the same value for every row).
+struct CrossEntropyParams {
+  int64_t ignore_index = -100;
+  double label_smoothing = 0;
+};
+
 // How per-element losses are combined: None keeps them (the target's shape), Sum adds
 // them, Mean averages them (for cross_entropy and nll_loss: over the targets that are
 // not ignore_index; NaN when every target is ignored, as in PyTorch).

@@ -1,10 +1,10 @@
 // matmul/bmm: shape rules, batch broadcasting and a BLAS-friendly layout; the product
-// itself is the backend's (cuBLASLt or OpenBLAS).
+// itself is the device's matmul kernel (cuBLASLt or OpenBLAS).
 #include <kiln/ops/matmul.h>
 
 #include <kiln/core/autograd.h>
-#include <kiln/core/backend.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/op_list.h>
 
 namespace kiln {
 namespace {
@@ -46,7 +46,8 @@ Tensor product_raw(const Tensor& A, const Tensor& B) {  // (Bt, M, K) @ (Bt, K, 
   Tensor out = empty({A.size(0), A.size(1), B.size(2)}, TensorOptions(A.dtype(), A.device()));
   if (out.numel() == 0) return out;
   if (A.size(2) == 0) return out.fill_(0);
-  backend(A.device()).matmul(blas_layout(A), blas_layout(B), out);
+  const Tensor a = blas_layout(A), b = blas_layout(B);
+  kernel<op::matmul>(A.device())(kernel_view(a), kernel_view(b), kernel_view(out));
   return out;
 }
 
@@ -60,7 +61,8 @@ Tensor product(const Tensor& A, const Tensor& B) {
                     const Tensor& g) {
                   return std::vector<Tensor>{need_a ? product_raw(g, b.transpose(1, 2)) : Tensor(),
                                              need_b ? product_raw(a.transpose(1, 2), g) : Tensor()};
-                });
+                },
+                {A, B});
 }
 
 }  // namespace

@@ -1,19 +1,16 @@
 // batch_norm / layer_norm / group_norm: checks, layout ((N, C, S) or (M, D)),
 // statistics tensors, dispatch, running-stat updates and the backward formulas. The
 // forward saves x, the weight and the per-channel / per-row statistics (mean and
-// 1/std in the accumulation dtype); each backward is one fused backend call, so these
+// 1/std in accumulate_dtype(x)); each backward is one fused kernel call, so these
 // ops have no double backward (kiln has none yet).
 #include <kiln/ops/norm.h>
 
 #include <kiln/core/autograd.h>
-#include <kiln/core/backend.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/op_list.h>
 
 namespace kiln {
 namespace {
-
-// The dtype statistics are kept in: f64 for f64 input, f32 otherwise.
-DType stats_dtype(DType x) { return x == DType::F64 ? DType::F64 : DType::F32; }
 
 bool is_half(DType t) { return t == DType::F16 || t == DType::BF16; }
 
@@ -104,6 +101,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
              ": expected more than 1 value per channel when training, got input ", describe(x));
   KILN_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
 
+  const BatchNormParams params{N, C, S, training, momentum, eps};
   Tensor xs, w = contiguous_or_undefined(weight), b = contiguous_or_undefined(bias);
   Tensor y, save_mean, save_invstd;
   {
@@ -112,7 +110,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
     w = w.defined() ? w.detach() : w;
     b = b.defined() ? b.detach() : b;
     y = empty_like(xs);
-    const TensorOptions so(stats_dtype(x.dtype()), x.device());
+    const TensorOptions so(accumulate_dtype(x.dtype()), x.device());
     save_mean = empty({C}, so);
     save_invstd = empty({C}, so);
     if (x.numel() > 0) {
@@ -120,8 +118,9 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
       const bool update = training && running_mean.defined();
       Tensor rm = running_mean.defined() ? running_mean.contiguous() : running_mean;
       Tensor rv = running_var.defined() ? running_var.contiguous() : running_var;
-      backend(x.device()).batch_norm_forward(xs, N, C, S, w, b, rm, rv, training, momentum, eps, y, save_mean,
-                                             save_invstd);
+      kernel<op::batch_norm_forward>(x.device())(kernel_view(xs), kernel_view(w), kernel_view(b), kernel_view(rm),
+                                                 kernel_view(rv), kernel_view(y), kernel_view(save_mean),
+                                                 kernel_view(save_invstd), params);
       if (update && !rm.is_same(running_mean)) Tensor(running_mean).copy_(rm);
       if (update && !rv.is_same(running_var)) Tensor(running_var).copy_(rv);
     }
@@ -129,13 +128,16 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
   const Needs need = needs(x, weight, bias);
   if (!need.x && !need.w && !need.b) return y;
   return record(op, {x, weight, bias}, y,
-                [need, xs, w, bm = meta_of(b), save_mean, save_invstd, training, N, C, S](const Tensor& g) {
+                [need, xs, w, bm = meta_of(b), save_mean, save_invstd, params](const Tensor& g) {
                   Grads gr = alloc_grads(need, xs, w, bm);
                   if (xs.numel() == 0) return empty_grads(gr);
-                  backend(xs.device()).batch_norm_backward(g.contiguous(), xs, N, C, S, w, save_mean, save_invstd,
-                                                           training, gr.dx, gr.dw, gr.db);
+                  const Tensor gc = g.contiguous();
+                  kernel<op::batch_norm_backward>(xs.device())(
+                      kernel_view(gc), kernel_view(xs), kernel_view(w), kernel_view(save_mean),
+                      kernel_view(save_invstd), kernel_view(gr.dx), kernel_view(gr.dw), kernel_view(gr.db), params);
                   return std::vector<Tensor>{gr.dx, gr.dw, gr.db};
-                });
+                },
+                {xs, w});
 }
 
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
@@ -156,6 +158,7 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
   const int64_t D = shape_numel(normalized_shape);
   int64_t M = 1;
   for (int64_t i = 0; i < x.dim() - k; ++i) M *= x.size(i);
+  const LayerNormParams params{M, D, eps};
 
   Tensor xs, w = contiguous_or_undefined(weight), b = contiguous_or_undefined(bias);
   Tensor y, mean, rstd;
@@ -165,19 +168,24 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
     w = w.defined() ? w.detach() : w;
     b = b.defined() ? b.detach() : b;
     y = empty_like(xs);
-    const TensorOptions so(stats_dtype(x.dtype()), x.device());
+    const TensorOptions so(accumulate_dtype(x.dtype()), x.device());
     mean = empty({M}, so);
     rstd = empty({M}, so);
-    if (x.numel() > 0) backend(x.device()).layer_norm_forward(xs, M, D, w, b, eps, y, mean, rstd);
+    if (x.numel() > 0)
+      kernel<op::layer_norm_forward>(x.device())(kernel_view(xs), kernel_view(w), kernel_view(b), kernel_view(y),
+                                                 kernel_view(mean), kernel_view(rstd), params);
   }
   const Needs need = needs(x, weight, bias);
   if (!need.x && !need.w && !need.b) return y;
-  return record(op, {x, weight, bias}, y, [need, xs, w, bm = meta_of(b), mean, rstd, M, D](const Tensor& g) {
+  return record(op, {x, weight, bias}, y, [need, xs, w, bm = meta_of(b), mean, rstd, params](const Tensor& g) {
     Grads gr = alloc_grads(need, xs, w, bm);
     if (xs.numel() == 0) return empty_grads(gr);
-    backend(xs.device()).layer_norm_backward(g.contiguous(), xs, M, D, w, mean, rstd, gr.dx, gr.dw, gr.db);
+    const Tensor gc = g.contiguous();
+    kernel<op::layer_norm_backward>(xs.device())(kernel_view(gc), kernel_view(xs), kernel_view(w), kernel_view(mean),
+                                                 kernel_view(rstd), kernel_view(gr.dx), kernel_view(gr.dw),
+                                                 kernel_view(gr.db), params);
     return std::vector<Tensor>{gr.dx, gr.dw, gr.db};
-  });
+  }, {xs, w});
 }
 
 Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias, double eps) {
@@ -194,6 +202,7 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
   check_same_param_dtype(op, weight, "weight", bias, "bias");
   KILN_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
 
+  const GroupNormParams params{N, C, S, G, eps};
   Tensor xs, w = contiguous_or_undefined(weight), b = contiguous_or_undefined(bias);
   Tensor y, mean, rstd;
   {
@@ -202,19 +211,24 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
     w = w.defined() ? w.detach() : w;
     b = b.defined() ? b.detach() : b;
     y = empty_like(xs);
-    const TensorOptions so(stats_dtype(x.dtype()), x.device());
+    const TensorOptions so(accumulate_dtype(x.dtype()), x.device());
     mean = empty({N, G}, so);
     rstd = empty({N, G}, so);
-    if (x.numel() > 0) backend(x.device()).group_norm_forward(xs, N, C, S, G, w, b, eps, y, mean, rstd);
+    if (x.numel() > 0)
+      kernel<op::group_norm_forward>(x.device())(kernel_view(xs), kernel_view(w), kernel_view(b), kernel_view(y),
+                                                 kernel_view(mean), kernel_view(rstd), params);
   }
   const Needs need = needs(x, weight, bias);
   if (!need.x && !need.w && !need.b) return y;
-  return record(op, {x, weight, bias}, y, [need, xs, w, bm = meta_of(b), mean, rstd, N, C, S, G](const Tensor& g) {
+  return record(op, {x, weight, bias}, y, [need, xs, w, bm = meta_of(b), mean, rstd, params](const Tensor& g) {
     Grads gr = alloc_grads(need, xs, w, bm);
     if (xs.numel() == 0) return empty_grads(gr);
-    backend(xs.device()).group_norm_backward(g.contiguous(), xs, N, C, S, G, w, mean, rstd, gr.dx, gr.dw, gr.db);
+    const Tensor gc = g.contiguous();
+    kernel<op::group_norm_backward>(xs.device())(kernel_view(gc), kernel_view(xs), kernel_view(w), kernel_view(mean),
+                                                 kernel_view(rstd), kernel_view(gr.dx), kernel_view(gr.dw),
+                                                 kernel_view(gr.db), params);
     return std::vector<Tensor>{gr.dx, gr.dw, gr.db};
-  });
+  }, {xs, w});
 }
 
 }  // namespace kiln

@@ -8,6 +8,39 @@
 
 namespace kiln {
 
+// Kernel parameters of the normalisation slots. x, y, dy, dx: contiguous, one floating
+// dtype; x seen as (N, C, S) (S: the product of the spatial dims) for batch and group norm
+// and as (M, D) rows for layer norm. Params (weight, bias, running stats; dweight, dbias):
+// contiguous, x's dtype or F32 for F16/BF16 x; an undefined weight is 1, an undefined bias
+// 0, an undefined output is not computed. Statistics (mean, invstd/rstd) are contiguous in
+// accumulate_dtype(x). ops/norm.cpp hands over non-empty tensors.
+//
+// Batch norm. training: mean and biased var per channel over (N, S), saved as mean and
+// invstd = 1/sqrt(var + eps); defined running stats are updated in place,
+// r = (1 - momentum) r + momentum * stat, with the unbiased var (N * S > 1). Eval: mean =
+// running_mean, invstd = 1/sqrt(running_var + eps). y = (x - mean) * invstd * weight + bias.
+// Backward: xhat = (x - mean) * invstd; dweight = sum dy xhat, dbias = sum dy over (N, S);
+// dx = weight invstd (dy - mean(dy) - xhat mean(dy xhat)) in training, weight invstd dy in eval.
+struct BatchNormParams {
+  int64_t N = 1, C = 1, S = 1;
+  bool training = true;
+  double momentum = 0.1, eps = 1e-5;
+};
+// Layer norm over each row of x (M, D): mean, rstd = 1/sqrt(biased var + eps) (M), y =
+// (x - mean) * rstd * weight + bias (D). Backward: dx = rstd (g - mean(g) - xhat mean(g xhat))
+// per row with g = dy weight; dweight = sum over rows of dy xhat, dbias = sum of dy.
+struct LayerNormParams {
+  int64_t M = 1, D = 1;
+  double eps = 1e-5;
+};
+// Group norm: x (N, C, S), G groups of C / G consecutive channels; mean and rstd (N, G);
+// y = (x - mean) * rstd * weight[c] + bias[c]; the backward as layer norm's per (sample,
+// group) with g = dy weight[c]; dweight, dbias (C) summed over (N, S).
+struct GroupNormParams {
+  int64_t N = 1, C = 1, S = 1, G = 1;
+  double eps = 1e-5;
+};
+
 // x (N, C, *). training: normalises each channel with the batch mean and biased
 // variance over (N, *), and updates the defined running_mean / running_var (C) in place
 // with r = (1 - momentum) r + momentum * batch_stat, using the unbiased variance (no

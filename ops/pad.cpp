@@ -1,10 +1,10 @@
-// pad2d: checks, output allocation, dispatch (the loops are ops/cpu/pad.cpp and
-// cuda/kernels/pad.cu) and the backward, which is the backend's adjoint kernel.
+// pad2d: checks, output allocation, the pad2d_forward/backward kernel slots (the loops
+// are ops/cpu/pad.cpp and cuda/kernels/pad.cu) and the backward, the adjoint kernel.
 #include <kiln/ops/pad.h>
 
 #include <kiln/core/autograd.h>
-#include <kiln/core/backend.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/op_list.h>
 
 namespace kiln {
 namespace {
@@ -28,7 +28,7 @@ void check_dim_pad(const Tensor& x, int64_t size, int64_t before, int64_t after,
   }
 }
 
-// gx (B, H, W) from gy (B, Ho, Wo): the backend's adjoint of the padding.
+// gx (B, H, W) from gy (B, Ho, Wo): the adjoint of the padding.
 Tensor pad2d_backward(const Tensor& gy, const Shape& x_shape, Pad2d p, PaddingMode mode) {
   NoGradGuard no_grad;
   Tensor g = gy.contiguous();
@@ -36,9 +36,9 @@ Tensor pad2d_backward(const Tensor& gy, const Shape& x_shape, Pad2d p, PaddingMo
   if (gx.numel() == 0) return gx;
   const int64_t H = x_shape[x_shape.size() - 2], W = x_shape.back();
   const int64_t B = gx.numel() / (H * W);
-  backend(g.device())
-      .pad2d_backward(g.view({B, g.size(-2), g.size(-1)}), gx.view({B, H, W}), p.left, p.right, p.top, p.bottom,
-                      mode);
+  kernel<op::pad2d_backward>(g.device())(kernel_view(g.view({B, g.size(-2), g.size(-1)})),
+                                         kernel_view(gx.view({B, H, W})),
+                                         Pad2dParams{p.left, p.right, p.top, p.bottom, mode});
   return gx;
 }
 
@@ -64,9 +64,9 @@ Tensor pad2d(const Tensor& x, Pad2d p, PaddingMode mode) {
     } else {
       Tensor xc = x.contiguous();
       const int64_t B = x.numel() / (H * W);
-      backend(x.device())
-          .pad2d_forward(xc.view({B, H, W}), y.view({B, y.size(-2), y.size(-1)}), p.left, p.right, p.top, p.bottom,
-                         mode);
+      kernel<op::pad2d_forward>(x.device())(kernel_view(xc.view({B, H, W})),
+                                            kernel_view(y.view({B, y.size(-2), y.size(-1)})),
+                                            Pad2dParams{p.left, p.right, p.top, p.bottom, mode});
     }
   }
   if (!any_requires_grad({x})) return y;

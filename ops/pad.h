@@ -9,6 +9,15 @@
 
 namespace kiln {
 
+// Kernel parameters (slots pad2d_forward/backward): x (B, H, W) -> y (B, top + H + bottom,
+// left + W + right), the border filled by `mode` (pads >= 0; reflect needs pad < size,
+// circular pad <= size). The backward is the adjoint: gx = sum of gy over every output
+// position read from that input. Contiguous.
+struct Pad2dParams {
+  int64_t left = 0, right = 0, top = 0, bottom = 0;
+  PaddingMode mode = PaddingMode::Zeros;
+};
+
 struct Pad2d {
   int64_t left = 0, right = 0, top = 0, bottom = 0;
 };

@@ -1,15 +1,16 @@
-// max_pool2d, avg_pool2d, adaptive_avg_pool2d: checks, output sizes, dispatch on the
-// (N * C, H, W) planes, and backward formulas (the backends' adjoint kernels).
+// max_pool2d, avg_pool2d, adaptive_avg_pool2d: checks, output sizes, the kernel slots on
+// the (N * C, H, W) planes (ops/cpu/pool.cpp, cuda/kernels/pool.cu), and backward formulas
+// (the adjoint kernels).
 #include <kiln/ops/pool.h>
 
 #include <kiln/core/autograd.h>
-#include <kiln/core/backend.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/op_list.h>
 
 namespace kiln {
 namespace {
 
-using Geom = Backend::Pool2dGeometry;
+using Geom = Pool2dGeometry;
 
 int64_t floor_div(int64_t a, int64_t b) {
   const int64_t q = a / b;
@@ -30,8 +31,10 @@ Tensor batched(const char* op, const Tensor& x) {
 
 Tensor unbatched_like(const Tensor& y, const Tensor& x) { return x.dim() == 3 ? y.squeeze(0) : y; }
 
-// (N * C, H, W) view of a contiguous (N, C, H, W) tensor.
-Tensor planes(const Tensor& t) { return t.view({t.size(0) * t.size(1), t.size(2), t.size(3)}); }
+// The kernel view of a contiguous (N, C, H, W) tensor as (N * C, H, W) planes.
+TensorView planes(const Tensor& t) {
+  return kernel_view(t.view({t.size(0) * t.size(1), t.size(2), t.size(3)}));
+}
 
 std::string params_str(Int2 kernel, Int2 stride, Int2 padding, Int2 dilation, bool ceil_mode) {
   return detail::str("kernel (", kernel.h, ", ", kernel.w, "), stride (", stride.h, ", ", stride.w, "), padding (",
@@ -76,7 +79,7 @@ Tensor max_pool2d_backward(const Tensor& gy, const Tensor& indices, const Shape&
   NoGradGuard no_grad;
   Tensor gyc = gy.contiguous();
   Tensor gx = empty(x_shape, TensorOptions(gy.dtype(), gy.device()));
-  if (gx.numel() > 0) backend(gy.device()).max_pool2d_backward(planes(gyc), planes(indices), planes(gx), g);
+  if (gx.numel() > 0) kernel<op::max_pool2d_backward>(gy.device())(planes(gyc), planes(indices), planes(gx), g);
   return gx;
 }
 
@@ -84,7 +87,7 @@ Tensor avg_pool2d_backward(const Tensor& gy, const Shape& x_shape, const Geom& g
   NoGradGuard no_grad;
   Tensor gyc = gy.contiguous();
   Tensor gx = empty(x_shape, TensorOptions(gy.dtype(), gy.device()));
-  if (gx.numel() > 0) backend(gy.device()).avg_pool2d_backward(planes(gyc), planes(gx), g);
+  if (gx.numel() > 0) kernel<op::avg_pool2d_backward>(gy.device())(planes(gyc), planes(gx), g);
   return gx;
 }
 
@@ -92,7 +95,7 @@ Tensor adaptive_avg_pool2d_backward(const Tensor& gy, const Shape& x_shape) {
   NoGradGuard no_grad;
   Tensor gyc = gy.contiguous();
   Tensor gx = empty(x_shape, TensorOptions(gy.dtype(), gy.device()));
-  if (gx.numel() > 0) backend(gy.device()).adaptive_avg_pool2d_backward(planes(gyc), planes(gx));
+  if (gx.numel() > 0) kernel<op::adaptive_avg_pool2d_backward>(gy.device())(planes(gyc), planes(gx));
   return gx;
 }
 
@@ -107,22 +110,23 @@ int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad
 
 std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, Int2 kernel, std::optional<Int2> stride,
                                                   Int2 padding, Int2 dilation, bool ceil_mode) {
-  const char* op = "max_pool2d";
-  Tensor x4 = batched(op, x);
+  const char* name = "max_pool2d";
+  Tensor x4 = batched(name, x);
   const Int2 s = stride.value_or(kernel);
-  const Shape ys = pool_shape(op, x, x4, kernel, s, padding, dilation, ceil_mode,
+  const Shape ys = pool_shape(name, x, x4, kernel, s, padding, dilation, ceil_mode,
                               ((kernel.h - 1) * dilation.h + 1) / 2, ((kernel.w - 1) * dilation.w + 1) / 2);
   const Geom g = make_geom(kernel, s, padding, dilation);
   Tensor y = empty(ys, TensorOptions(x.dtype(), x.device()));
   Tensor idx = empty(ys, TensorOptions(DType::I64, x.device()));
   if (y.numel() > 0) {
     NoGradGuard no_grad;
-    backend(x.device()).max_pool2d_forward(planes(x4.contiguous()), planes(y), planes(idx), g);
+    const Tensor xc = x4.contiguous();
+    kiln::kernel<op::max_pool2d_forward>(x.device())(planes(xc), planes(y), planes(idx), g);
   }
   if (any_requires_grad({x4})) {
-    y = record(op, {x4}, y, [idx, xs = x4.sizes(), g](const Tensor& gy) {
+    y = record(name, {x4}, y, [idx, xs = x4.sizes(), g](const Tensor& gy) {
       return std::vector<Tensor>{max_pool2d_backward(gy, idx, xs, g)};
-    });
+    }, {idx});
   }
   return {unbatched_like(y, x), unbatched_like(idx, x)};
 }
@@ -134,21 +138,22 @@ Tensor max_pool2d(const Tensor& x, Int2 kernel, std::optional<Int2> stride, Int2
 
 Tensor avg_pool2d(const Tensor& x, Int2 kernel, std::optional<Int2> stride, Int2 padding, bool ceil_mode,
                   bool count_include_pad, int64_t divisor_override) {
-  const char* op = "avg_pool2d";
-  Tensor x4 = batched(op, x);
+  const char* name = "avg_pool2d";
+  Tensor x4 = batched(name, x);
   const Int2 s = stride.value_or(kernel);
-  KILN_CHECK(divisor_override >= 0, op, ": divisor_override must be > 0 (or 0 for none), got ", divisor_override);
-  const Shape ys = pool_shape(op, x, x4, kernel, s, padding, 1, ceil_mode, kernel.h / 2, kernel.w / 2);
+  KILN_CHECK(divisor_override >= 0, name, ": divisor_override must be > 0 (or 0 for none), got ", divisor_override);
+  const Shape ys = pool_shape(name, x, x4, kernel, s, padding, 1, ceil_mode, kernel.h / 2, kernel.w / 2);
   Geom g = make_geom(kernel, s, padding, 1);
   g.count_include_pad = count_include_pad;
   g.divisor_override = divisor_override;
   Tensor y = empty(ys, TensorOptions(x.dtype(), x.device()));
   if (y.numel() > 0) {
     NoGradGuard no_grad;
-    backend(x.device()).avg_pool2d_forward(planes(x4.contiguous()), planes(y), g);
+    const Tensor xc = x4.contiguous();
+    kiln::kernel<op::avg_pool2d_forward>(x.device())(planes(xc), planes(y), g);
   }
   if (any_requires_grad({x4})) {
-    y = record(op, {x4}, y, [xs = x4.sizes(), g](const Tensor& gy) {
+    y = record(name, {x4}, y, [xs = x4.sizes(), g](const Tensor& gy) {
       return std::vector<Tensor>{avg_pool2d_backward(gy, xs, g)};
     });
   }
@@ -156,18 +161,19 @@ Tensor avg_pool2d(const Tensor& x, Int2 kernel, std::optional<Int2> stride, Int2
 }
 
 Tensor adaptive_avg_pool2d(const Tensor& x, Int2 output_size) {
-  const char* op = "adaptive_avg_pool2d";
-  Tensor x4 = batched(op, x);
-  KILN_CHECK(output_size.h >= 1 && output_size.w >= 1, op, ": output size must be >= 1, got (", output_size.h, ", ",
+  const char* name = "adaptive_avg_pool2d";
+  Tensor x4 = batched(name, x);
+  KILN_CHECK(output_size.h >= 1 && output_size.w >= 1, name, ": output size must be >= 1, got (", output_size.h, ", ",
              output_size.w, ") for input ", describe(x));
   const Shape ys{x4.size(0), x4.size(1), output_size.h, output_size.w};
   Tensor y = empty(ys, TensorOptions(x.dtype(), x.device()));
   if (y.numel() > 0) {
     NoGradGuard no_grad;
-    backend(x.device()).adaptive_avg_pool2d_forward(planes(x4.contiguous()), planes(y));
+    const Tensor xc = x4.contiguous();
+    kernel<op::adaptive_avg_pool2d_forward>(x.device())(planes(xc), planes(y));
   }
   if (any_requires_grad({x4})) {
-    y = record(op, {x4}, y, [xs = x4.sizes()](const Tensor& gy) {
+    y = record(name, {x4}, y, [xs = x4.sizes()](const Tensor& gy) {
       return std::vector<Tensor>{adaptive_avg_pool2d_backward(gy, xs)};
     });
   }

@@ -16,6 +16,20 @@
 
 namespace kiln {
 
+// Kernel parameters of the pooling slots. Windows over x (B, H, W) -> y (B, Ho, Wo),
+// contiguous: output (oh, ow) covers rows oh * stride_h - pad_h + i * dilation_h, i < kernel_h
+// (likewise columns); Ho, Wo are y's. max: y = window max (NaN wins), indices (I64, (B, Ho,
+// Wo)) = h * W + w of the max; its backward sums gy into gx at the indices. avg: the sum
+// over the window's in-bounds elements divided by divisor_override when > 0, else by the
+// window clipped to the padded input (count_include_pad) or to the input. adaptive_avg:
+// output (oh, ow) averages rows [floor(oh H / Ho), ceil((oh + 1) H / Ho)) (likewise columns).
+struct Pool2dGeometry {
+  int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1,
+          dilation_w = 1;
+  bool count_include_pad = true;
+  int64_t divisor_override = 0;
+};
+
 // stride defaults to the kernel size. padding <= the effective kernel (dilation (k - 1) + 1) / 2.
 Tensor max_pool2d(const Tensor& x, Int2 kernel, std::optional<Int2> stride = std::nullopt, Int2 padding = 0,
                   Int2 dilation = 1, bool ceil_mode = false);

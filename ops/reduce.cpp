@@ -1,6 +1,9 @@
 // Reductions: normalise dims, lay the input out as (outer, r, inner) without copying
-// where possible, and dispatch. var/std compose mean, sub, mul and sum (two passes).
+// where possible, and call core's `reduce` kernel slot (ops/cpu/reduce.cpp,
+// cuda/kernels/reduce.cu). var/std compose mean, sub, mul and sum (two passes).
 #include <kiln/ops/reduce.h>
+
+#include <algorithm>
 
 #include <limits>
 
@@ -47,7 +50,8 @@ Tensor reduce_impl(ReduceOp op, const Tensor& x, const Dims& dims, bool keepdim)
                   Tensor mask = eq(xs, ys.reshape(keep_shape));
                   Tensor count = sum(mask, rd, true);
                   return std::vector<Tensor>{where(mask, div(gk, count), 0.0)};
-                });
+                },
+                op == ReduceOp::Sum || op == ReduceOp::Mean ? std::vector<Tensor>{} : std::vector<Tensor>{x, out});
 }
 
 Tensor reduce_raw(ReduceOp op, const Tensor& x, const Dims& dims, bool keepdim) {
@@ -95,7 +99,8 @@ Tensor reduce_raw(ReduceOp op, const Tensor& x, const Dims& dims, bool keepdim) 
     perm.insert(perm.end(), rd.begin(), rd.end());
     in = x.permute(perm).contiguous();
   }
-  backend(x.device()).reduce(op, in, outer, r, inner, out);
+  // `op` is the ReduceOp here: the slot tag is spelled in full.
+  kernel<kiln::op::reduce>(x.device())(kernel_view(in), kernel_view(out), ReduceParams{op, outer, r, inner});
   return out;
 }
 
@@ -132,7 +137,9 @@ Tensor var(const Tensor& x, const Dims& dims, int64_t correction, bool keepdim) 
   for (int64_t d : rd) n *= x.size(d);
   Tensor centered = sub(x, mean(x, dims, true));
   Tensor ss = sum(mul(centered, centered), dims, keepdim);
-  return div(ss, static_cast<double>(n - correction));
+  // PyTorch's divisor: max(0, n - correction). n <= correction gives inf (NaN for a zero
+  // sum), and an empty reduction 0/0 = NaN, never a negative variance or -0.
+  return div(ss, static_cast<double>(std::max<int64_t>(0, n - correction)));
 }
 
 Tensor std(const Tensor& x, const Dims& dims, int64_t correction, bool keepdim) {

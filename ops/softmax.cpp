@@ -1,12 +1,13 @@
-// softmax / log_softmax: checks, (outer, n, inner) layout, dispatch.
+// softmax / log_softmax: checks, (outer, n, inner) layout, the `softmax` kernel slot
+// (ops/cpu/softmax.cpp, cuda/kernels/softmax.cu) and the backward formulas.
 #include <kiln/ops/softmax.h>
 
 #include <kiln/core/autograd.h>
-#include <kiln/core/backend.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/reduce.h>
 #include <kiln/ops/unary.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/op_list.h>
 
 namespace kiln {
 namespace {
@@ -24,7 +25,7 @@ Tensor softmax_impl(const char* name, const Tensor& x, int64_t dim, bool log) {
     n = x.size(dim);
     for (int64_t i = dim + 1; i < x.dim(); ++i) inner *= x.size(i);
   }
-  backend(x.device()).softmax(in, outer, n, inner, log, out);
+  kernel<op::softmax>(x.device())(kernel_view(in), kernel_view(out), SoftmaxParams{outer, n, inner, log});
   return out;
 }
 }  // namespace
@@ -37,7 +38,7 @@ Tensor softmax(const Tensor& x, int64_t dim) {
   return record("softmax", {x}, y, [d, ys = y.detach()](const Tensor& g) {
     if (ys.dim() == 0) return std::vector<Tensor>{mul(g, 0.0)};
     return std::vector<Tensor>{mul(ys, sub(g, sum(mul(g, ys), {d}, true)))};
-  });
+  }, {y});
 }
 
 Tensor log_softmax(const Tensor& x, int64_t dim) {
@@ -47,7 +48,7 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
   return record("log_softmax", {x}, y, [d, ys = y.detach()](const Tensor& g) {
     if (ys.dim() == 0) return std::vector<Tensor>{mul(g, 0.0)};
     return std::vector<Tensor>{sub(g, mul(exp(ys), sum(g, {d}, true)))};
-  });
+  }, {y});
 }
 
 }  // namespace kiln

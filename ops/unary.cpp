@@ -1,4 +1,5 @@
-// Unary elementwise operators: checks, output allocation, dispatch.
+// Unary elementwise operators: checks, output allocation, the `unary` kernel slot
+// (ops/cpu/unary.cpp, cuda/kernels/unary.cu) and the backward formulas.
 #include <kiln/ops/unary.h>
 
 #include <cmath>
@@ -6,6 +7,7 @@
 #include <kiln/core/autograd.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/op_list.h>
 
 namespace kiln {
 namespace {
@@ -55,6 +57,20 @@ BackwardFn unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, double a
   throw Error(detail::str("unary: no backward for ", op_name(op)));
 }
 
+// The tensor unary_backward's formula for `op` reads: the output for the ops whose
+// derivative is written in y, nothing for neg, the input otherwise.
+std::vector<Tensor> saved_by(UnaryOp op, const Tensor& x, const Tensor& y) {
+  switch (op) {
+    case UnaryOp::Neg: return {};
+    case UnaryOp::Exp:
+    case UnaryOp::Sqrt:
+    case UnaryOp::Rsqrt:
+    case UnaryOp::Sigmoid:
+    case UnaryOp::Tanh: return {y};
+    default: return {x};
+  }
+}
+
 }  // namespace
 
 Tensor unary(UnaryOp op, const Tensor& x, double alpha) {
@@ -67,9 +83,9 @@ Tensor unary(UnaryOp op, const Tensor& x, double alpha) {
     in = cast(x, DType::F32);  // integer and bool inputs compute in f32, as in PyTorch
   }
   Tensor y = empty_like(in);
-  if (y.numel() > 0) backend(in.device()).unary(op, in, y, alpha);
+  if (y.numel() > 0) kernel<op::unary>(in.device())(kernel_view(in), kernel_view(y), UnaryParams{op, alpha});
   if (!any_requires_grad({in})) return y;
-  return record(name, {in}, y, unary_backward(op, in.detach(), y.detach(), alpha));
+  return record(name, {in}, y, unary_backward(op, in.detach(), y.detach(), alpha), saved_by(op, in, y));
 }
 
 Tensor neg(const Tensor& x) { return unary(UnaryOp::Neg, x); }

@@ -1,10 +1,17 @@
 // Elementwise unary operators. Integer inputs are computed in f32 (as PyTorch does),
 // except neg, abs and relu, which keep integer types.
 #pragma once
-#include <kiln/core/backend.h>
+#include <kiln/core/op_kinds.h>
 #include <kiln/core/tensor.h>
 
 namespace kiln {
+
+// Kernel parameters of the unary family (slot `unary`, ops/op_list.h): y = op(x; alpha),
+// alpha being leaky_relu's slope. x and y share shape and dtype, any strides.
+struct UnaryParams {
+  UnaryOp op = UnaryOp::Neg;
+  double alpha = 0;
+};
 
 Tensor unary(UnaryOp op, const Tensor& x, double alpha = 0.0);
 

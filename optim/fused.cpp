@@ -1,4 +1,4 @@
-// Checks of the fused optimizer updates' list contract, then one backend call.
+// Checks of the fused optimizer updates' list contract, then one kernel call.
 #include <kiln/optim/fused.h>
 
 #include <algorithm>
@@ -8,6 +8,7 @@
 
 #include <kiln/core/autograd.h>
 #include <kiln/ops/checks.h>
+#include <kiln/optim/op_list.h>
 #include <kiln/optim/optimizer.h>
 
 namespace kiln {
@@ -66,6 +67,14 @@ void check_finite(const char* op, const char* what, double v) {
   KILN_CHECK(std::isfinite(v), op, ": ", what, " must be finite, got ", v);
 }
 
+// The kernel views of a checked list (an empty list stays empty).
+std::vector<TensorView> views_of(const std::vector<Tensor>& list) {
+  std::vector<TensorView> v;
+  v.reserve(list.size());
+  for (const Tensor& t : list) v.push_back(kernel_view(t));
+  return v;
+}
+
 }  // namespace
 
 void fused_sgd_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
@@ -81,7 +90,8 @@ void fused_sgd_update(const std::vector<Tensor>& params, const std::vector<Tenso
   check_finite(op, "weight_decay", args.weight_decay);
   if (params.empty()) return;
   NoGradGuard no_grad;
-  backend(params[0].device()).sgd_update(params, grads, momentum_buffers, args);
+  const std::vector<TensorView> p = views_of(params), g = views_of(grads), buf = views_of(momentum_buffers);
+  kernel<op::sgd_update>(params[0].device())(p, g, buf, args);
 }
 
 void fused_adam_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
@@ -102,7 +112,9 @@ void fused_adam_update(const std::vector<Tensor>& params, const std::vector<Tens
   check_finite(op, "weight_decay", args.weight_decay);
   if (params.empty()) return;
   NoGradGuard no_grad;
-  backend(params[0].device()).adam_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, args);
+  const std::vector<TensorView> p = views_of(params), g = views_of(grads), m = views_of(exp_avgs),
+                                v = views_of(exp_avg_sqs), vmax = views_of(max_exp_avg_sqs);
+  kernel<op::adam_update>(params[0].device())(p, g, m, v, vmax, args);
 }
 
 }  // namespace kiln

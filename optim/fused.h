@@ -1,18 +1,29 @@
-// Fused multi-tensor optimizer updates: the checked entry points of Backend::sgd_update
-// and Backend::adam_update. One call updates every tensor of the lists in place (on
+// Fused multi-tensor optimizer updates: the checked entry points of the sgd_update and
+// adam_update kernel slots (optim/op_list.h). One call updates every tensor of the lists in place (on
 // CUDA in one kernel launch per few dozen tensors / 20M elements, not one per tensor).
 // SGD, Adam and AdamW (optim/sgd.h, optim/adam.h) step through these; they are public
 // so that other training loops can use the kernels without an Optimizer object.
 #pragma once
 #include <vector>
 
-#include <kiln/core/backend.h>
 #include <kiln/core/tensor.h>
 
 namespace kiln {
 
-using SgdUpdateArgs = Backend::SgdArgs;
-using AdamUpdateArgs = Backend::AdamArgs;
+// Formulas: optim/sgd.h and optim/adam.h (PyTorch's torch.optim.SGD / Adam / AdamW).
+struct SgdUpdateArgs {
+  double lr = 0, momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false, maximize = false;
+  // The momentum buffers are new: buf = g (PyTorch's clone) instead of
+  // buf = momentum * buf + (1 - dampening) * g. Their old contents are not read.
+  bool init_momentum = false;
+};
+struct AdamUpdateArgs {
+  double lr = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+  int64_t step = 1;  // the step being taken (>= 1), for the bias corrections
+  bool decoupled_weight_decay = false;  // AdamW: p *= 1 - lr * wd instead of g += wd * p
+  bool amsgrad = false, maximize = false;
+};
 
 // In place, under NoGradGuard: params[i] (and momentum_buffers[i]) from grads[i]. All
 // tensors contiguous and on one device; params f16/bf16/f32/f64 of one dtype; grads of

@@ -13,7 +13,7 @@ namespace kiln {
 
 DType optim_state_dtype(DType param_dtype) {
   KILN_CHECK(is_floating(param_dtype), "optimizer: params must be floating, got ", dtype_name(param_dtype));
-  return param_dtype == DType::F64 ? DType::F64 : DType::F32;
+  return accumulate_dtype(param_dtype);
 }
 
 double ParamGroup::get(const std::string& name) const {

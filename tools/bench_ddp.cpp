@@ -70,7 +70,7 @@ double median(std::vector<double> v) {
 }
 
 void sync(const Device& d) {
-  if (d.is_cuda()) backend(d).synchronize(d);
+  if (d.is_cuda()) synchronize(d);
 }
 
 }  // namespace

@@ -142,7 +142,7 @@ class Bench {
 
   // Times a kiln call: device synchronised through kiln's backend.
   double time_kiln(const std::function<void()>& f, int reps = 0) {
-    auto sync = [this] { kiln::backend(dev_).synchronize(dev_); };
+    auto sync = [this] { kiln::synchronize(dev_); };
     return seconds_per_call(f, sync, reps ? reps : opt_.reps, gpu() ? 2e-3 : 0.0);
   }
   // Times a reference call queued on the reference stream (CUDA) or run inline (CPU).
@@ -152,7 +152,7 @@ class Bench {
       if (gpu()) cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
 #endif
     };
-    kiln::backend(dev_).synchronize(dev_);  // nothing of kiln's still running
+    kiln::synchronize(dev_);  // nothing of kiln's still running
     return seconds_per_call(f, sync, reps ? reps : opt_.reps, gpu() ? 2e-3 : 0.0);
   }
 
@@ -443,7 +443,7 @@ int main(int argc, char** argv) {
   try {
     if (device_arg.empty()) opt.dev = kiln::cuda_is_available() ? kiln::cuda_device(0) : kiln::kCPU;
     else opt.dev = Device(device_arg);
-    kiln::backend(opt.dev);  // throws with the reason when the device is not usable
+    kiln::runtime(opt.dev);  // throws with the reason when the device is not usable
     bool gpu = opt.dev.is_cuda();
     if (opt.numel <= 0) opt.numel = int64_t{1} << (gpu ? 26 : 24);
     opt.numel = std::max<int64_t>(4096, opt.numel / 4096 * 4096);

@@ -39,14 +39,13 @@ std::string mib(int64_t bytes) {
 // device around each call so that queued GPU work is counted.
 template <class F>
 double median_seconds(kiln::Device dev, int reps, F&& f) {
-  auto& be = kiln::backend(dev);
   f();
-  be.synchronize(dev);
+  kiln::synchronize(dev);
   std::vector<double> t;
   for (int i = 0; i < reps; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     f();
-    be.synchronize(dev);
+    kiln::synchronize(dev);
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(t.begin(), t.end());
@@ -89,10 +88,10 @@ int main(int argc, char** argv) {
       else std::printf("no CUDA backend in this build — running on CPU\n");
     } else {
       dev = kiln::Device(device_arg);
-      kiln::backend(dev);  // throws kiln::DeviceError with the reason when unusable
+      kiln::runtime(dev);  // throws kiln::DeviceError with the reason when unusable
     }
-    std::printf("device: %s (backend \"%s\")\n", dev.str().c_str(), kiln::backend(dev).name());
-    auto& alloc = kiln::backend(dev).allocator();
+    std::printf("device: %s (backend \"%s\")\n", dev.str().c_str(), kiln::runtime(dev).name());
+    auto& alloc = kiln::runtime(dev).allocator();
     alloc.reset_peak(dev);
     kiln::MemoryStats before = alloc.stats(dev);
 

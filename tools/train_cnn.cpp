@@ -488,8 +488,9 @@ int run(const Config& cfg) {
 
   // Every replica starts from rank 0's state (DDP broadcasts it); gradients are averaged
   // across the ranks during backward.
-  std::unique_ptr<dist::DistributedDataParallel> ddp;
-  if (world > 1) ddp = std::make_unique<dist::DistributedDataParallel>(model, pg);
+  // The network the steps run: the model, or the model wrapped data-parallel (a Module too).
+  std::shared_ptr<nn::Module> net = model;
+  if (world > 1) net = std::make_shared<dist::DistributedDataParallel>(model, pg);
 
   std::ofstream metrics;
   if (!cfg.metrics.empty() && main_rank) {
@@ -533,7 +534,7 @@ int run(const Config& cfg) {
     int64_t last_log_step = 0;
     for (int64_t b = 0; b < steps_per_epoch; ++b) {
       data::Batch batch = loader.next();
-      Tensor logits = ddp ? (*ddp)(batch.x) : (*model)(batch.x);
+      Tensor logits = (*net)(batch.x);
       Tensor loss = cross_entropy(logits, batch.y);
       const double step_lr = opt->lr();
       opt->zero_grad();

@@ -1,4 +1,5 @@
-// Binary elementwise kernels (every op of KILN_BINARY_OPS) and where.
+// Binary elementwise kernels (slot `binary`, every op of KILN_BINARY_OPS), where (slot
+// `where`) and core's `accumulate` slot (out += g, the Add kernel in place).
 //
 //   out[i] = a[i] op b[i]        a, b: out's shape (broadcast by stride 0), one dtype T;
 //                                out: T, or bool for eq/ne/lt/le/gt/ge; writes (=).
@@ -9,21 +10,21 @@
 // 1 for base 1, +-1 for base -1 and 0 otherwise. maximum/minimum return NaN when either
 // operand is NaN. Integer div never reaches the kernel (ops/ divides in f32).
 // dtypes: comparisons, maximum, minimum and where: all 8; other arithmetic: u8, i32,
-// i64, f16, bf16, f32, f64.
+// i64, f16, bf16, f32, f64 (ops/binary.cpp rejects arithmetic on bool).
 // Paths: (1) out contiguous and each input contiguous or a broadcast scalar, vector
 // bases aligned: one Packed128 of T per thread per grid-stride step (bool outputs and
 // conditions as one matching narrower access), tail by the first threads; (2) broadcast
 // with a vectorizable innermost dim (each operand's innermost stride 1 with aligned rows,
 // or 0; innermost size a multiple of V): 32-bit strided offsets once per Packed128 run;
 // (3) otherwise 32-bit strided indexing with precomputed divisors per element (launches
-// split into < 2^31-element pieces). out may
-// alias a or b (in-place ops): each element is read before the same thread writes it.
+// split into < 2^31-element pieces). Operands arrive coalesced. out may alias a or b
+// (in-place ops): each element is read before the same thread writes it.
 // where moves bits, so it is instantiated per element size, not per dtype.
 // Bandwidth on H100/H200: not yet measured (tools/bench_kernels fills this in).
-#include <kiln/core/op_kinds.h>
+#include <kiln/core/kernel_list.h>
 #include <kiln/cuda/kernels/common.cuh>
 #include <kiln/cuda/kernels/elementwise.cuh>
-#include <kiln/cuda/kernels/launch.h>
+#include <kiln/ops/op_list.h>
 
 namespace kiln::cuda {
 namespace {
@@ -111,7 +112,7 @@ __device__ __forceinline__ auto binary_apply(T a, T b) {
 }
 
 // Calls f(BinaryTag<op>{}) for a runtime op among those the (T, kCompare) instance
-// supports; the launcher has rejected the others.
+// supports; ops/binary.cpp never sends the others.
 template <class T, bool kCompare, class F>
 __device__ __forceinline__ void dispatch_binary(BinaryOp op, F&& f) {
   if constexpr (kCompare) {
@@ -147,13 +148,14 @@ __device__ __forceinline__ void dispatch_binary(BinaryOp op, F&& f) {
 // (a_scalar / b_scalar: every element is a[0] / b[0]). out aligned to its vector width.
 template <class T, bool kCompare>
 __global__ void binary_vec_kernel(BinaryOp op, const T* a, const T* b, std::conditional_t<kCompare, bool, T>* out,
-                                  int64_t n, bool a_scalar, bool b_scalar) {
+                                  int64_t n, bool a_scalar, bool b_scalar, T a_value, T b_value) {
   using OutT = std::conditional_t<kCompare, bool, T>;
   constexpr int V = Packed128<T>::kSize;
   const int64_t nvec = n / V;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const T sa = a_scalar ? a[0] : T{}, sb = b_scalar ? b[0] : T{};
+  // A scalar operand is read once, or comes by value (null pointer).
+  const T sa = a_scalar ? (a ? a[0] : a_value) : T{}, sb = b_scalar ? (b ? b[0] : b_value) : T{};
   dispatch_binary<T, kCompare>(op, [&](auto tag) {
     constexpr BinaryOp O = decltype(tag)::value;
     for (int64_t v = tid; v < nvec; v += stride) {
@@ -184,7 +186,7 @@ __global__ void binary_vec_kernel(BinaryOp op, const T* a, const T* b, std::cond
 template <class T, bool kCompare>
 __global__ void binary_strided_kernel(BinaryOp op, const T* a, const T* b,
                                       std::conditional_t<kCompare, bool, T>* out, uint32_t n,
-                                      StridedOffsets<3> offsets) {
+                                      StridedOffsets<3> offsets, T a_value, T b_value) {
   const uint32_t tid = blockIdx.x * blockDim.x + threadIdx.x;
   const uint32_t stride = gridDim.x * blockDim.x;
   dispatch_binary<T, kCompare>(op, [&](auto tag) {
@@ -192,7 +194,7 @@ __global__ void binary_strided_kernel(BinaryOp op, const T* a, const T* b,
     for (uint32_t i = tid; i < n; i += stride) {
       int64_t off[3];
       offsets.get(i, off);
-      out[off[2]] = binary_apply<O, kCompare>(a[off[0]], b[off[1]]);
+      out[off[2]] = binary_apply<O, kCompare>(a ? a[off[0]] : a_value, b ? b[off[1]] : b_value);
     }
   });
 }
@@ -204,7 +206,8 @@ __global__ void binary_strided_kernel(BinaryOp op, const T* a, const T* b,
 template <class T, bool kCompare>
 __global__ void binary_bcast_vec_kernel(BinaryOp op, const T* a, const T* b,
                                         std::conditional_t<kCompare, bool, T>* out, uint32_t nvec,
-                                        StridedOffsets<3> offsets, bool a_splat, bool b_splat) {
+                                        StridedOffsets<3> offsets, bool a_splat, bool b_splat, T a_value,
+                                        T b_value) {
   using OutT = std::conditional_t<kCompare, bool, T>;
   constexpr int V = Packed128<T>::kSize;
   const uint32_t tid = blockIdx.x * blockDim.x + threadIdx.x;
@@ -216,14 +219,14 @@ __global__ void binary_bcast_vec_kernel(BinaryOp op, const T* a, const T* b,
       offsets.get(iv * V, off);
       Packed128<T> pa, pb;
       if (a_splat) {
-        const T va = a[off[0]];
+        const T va = a ? a[off[0]] : a_value;
 #pragma unroll
         for (int k = 0; k < V; ++k) pa[k] = va;
       } else {
         pa = load128(a + off[0]);
       }
       if (b_splat) {
-        const T vb = b[off[1]];
+        const T vb = b ? b[off[1]] : b_value;
 #pragma unroll
         for (int k = 0; k < V; ++k) pb[k] = vb;
       } else {
@@ -292,10 +295,17 @@ __global__ void where_strided_kernel(const bool* cond, const S* a, const S* b, S
 
 // ---- launchers -----------------------------------------------------------------------
 
+// A Scalar as the device type T, with the CPU's narrowing (core/cpu_runtime.cpp's fill):
+// through float for the half types, Scalar::to<T> otherwise.
+template <class T> T scalar_as(const Scalar& s) {
+  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) return T(static_cast<float>(s.to_double()));
+  else return s.to<T>();
+}
+
 // An input can feed the vector path when it is a broadcast scalar or contiguous and
 // 16-byte aligned; sets *scalar accordingly.
 inline bool vec_input_ok(const TensorArg& t, bool* scalar) {
-  *scalar = t.numel > 1 && arg_is_scalar(t);
+  *scalar = (t.numel > 1 || t.data == nullptr) && arg_is_scalar(t);
   return *scalar || (arg_is_contiguous(t) && aligned16(t.data));
 }
 
@@ -313,7 +323,8 @@ inline bool bcast_operand_ok(const TensorArg& t, int V, size_t align, bool allow
 }
 
 template <class T, bool kCompare>
-void run_binary(BinaryOp op, const TensorArg& a, const TensorArg& b, const TensorArg& out, cudaStream_t stream) {
+void run_binary(BinaryOp op, const TensorArg& a, const TensorArg& b, const TensorArg& out, T a_value, T b_value,
+                cudaStream_t stream) {
   using OutT = std::conditional_t<kCompare, bool, T>;
   constexpr int V = Packed128<T>::kSize;
   bool a_scalar = false, b_scalar = false;
@@ -322,7 +333,7 @@ void run_binary(BinaryOp op, const TensorArg& a, const TensorArg& b, const Tenso
     const int64_t nvec = out.numel / V;
     binary_vec_kernel<T, kCompare><<<grid_for(nvec > 0 ? nvec : 1), kBlockSize, 0, stream>>>(
         op, static_cast<const T*>(a.data), static_cast<const T*>(b.data), static_cast<OutT*>(out.data), out.numel,
-        a_scalar, b_scalar);
+        a_scalar, b_scalar, a_value, b_value);
     KILN_CUDA_CHECK_LAUNCH();
     return;
   }
@@ -335,13 +346,13 @@ void run_binary(BinaryOp op, const TensorArg& a, const TensorArg& b, const Tenso
       const uint32_t nvec = n / V;
       binary_bcast_vec_kernel<T, kCompare><<<grid_for(nvec), kBlockSize, 0, stream>>>(
           op, static_cast<const T*>(p.a[0].data), static_cast<const T*>(p.a[1].data),
-          static_cast<OutT*>(o.data), nvec, make_strided_offsets(p), as, bs);
+          static_cast<OutT*>(o.data), nvec, make_strided_offsets(p), as, bs, a_value, b_value);
       KILN_CUDA_CHECK_LAUNCH();
       return;
     }
     binary_strided_kernel<T, kCompare><<<grid_for(n), kBlockSize, 0, stream>>>(
         op, static_cast<const T*>(p.a[0].data), static_cast<const T*>(p.a[1].data), static_cast<OutT*>(p.a[2].data),
-        n, make_strided_offsets(p));
+        n, make_strided_offsets(p), a_value, b_value);
     KILN_CUDA_CHECK_LAUNCH();
   });
 }
@@ -373,39 +384,39 @@ void run_where(const TensorArg& cond, const TensorArg& a, const TensorArg& b, co
 
 }  // namespace
 
-void launch_binary(BinaryOp op, const TensorArg& a, const TensorArg& b, const TensorArg& out, cudaStream_t stream) {
+void binary(const TensorView& a, const TensorView& b, const TensorView& out, const BinaryParams& p) {
   if (out.numel == 0) return;
-  const bool cmp = is_comparison(op);
-  if (a.dtype != b.dtype) launch_fail("launch_binary: a and b must have one dtype");
-  if (out.dtype != (cmp ? DType::Bool : a.dtype)) launch_fail("launch_binary: wrong output dtype");
+  DeviceGuard guard(out.device);
+  TensorView v[3] = {a, b, out};
+  coalesce(v, 3);
+  const cudaStream_t stream = current_stream(out.device);
+  const BinaryOp op = p.op;
   visit_device_dtype(a.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (cmp) {
-      run_binary<T, true>(op, a, b, out, stream);
-      return;
-    }
-    if constexpr (std::is_same_v<T, bool>) {
-      if (op != BinaryOp::Maximum && op != BinaryOp::Minimum)
-        launch_fail("launch_binary: arithmetic on bool tensors is not supported");
-    } else if constexpr (std::is_integral_v<T>) {
-      if (op == BinaryOp::Div) launch_fail("launch_binary: integer division must be done in floating point");
-    }
-    run_binary<T, false>(op, a, b, out, stream);
+    // A scalar operand by value, narrowed to the dtype as the CPU's scalar_tensor does.
+    T value{};
+    if (p.scalar_operand >= 0) value = scalar_as<T>(p.scalar);
+    const T av = p.scalar_operand == 0 ? value : T{}, bv = p.scalar_operand == 1 ? value : T{};
+    if (is_comparison(op)) run_binary<T, true>(op, v[0], v[1], v[2], av, bv, stream);
+    else run_binary<T, false>(op, v[0], v[1], v[2], av, bv, stream);
   });
 }
 
-void launch_where(const TensorArg& cond, const TensorArg& a, const TensorArg& b, const TensorArg& out,
-                  cudaStream_t stream) {
+void where(const TensorView& cond, const TensorView& a, const TensorView& b, const TensorView& out) {
   if (out.numel == 0) return;
-  if (cond.dtype != DType::Bool) launch_fail("launch_where: cond must be bool");
-  if (a.dtype != out.dtype || b.dtype != out.dtype) launch_fail("launch_where: a, b and out must have one dtype");
-  switch (dtype_size(out.dtype)) {
-    case 1: run_where<uint8_t>(cond, a, b, out, stream); break;
-    case 2: run_where<uint16_t>(cond, a, b, out, stream); break;
-    case 4: run_where<uint32_t>(cond, a, b, out, stream); break;
-    case 8: run_where<uint64_t>(cond, a, b, out, stream); break;
-    default: launch_fail("launch_where: unsupported element size");
+  DeviceGuard guard(out.device);
+  TensorView v[4] = {cond, a, b, out};
+  coalesce(v, 4);
+  const cudaStream_t stream = current_stream(out.device);
+  switch (dtype_size(out.dtype)) {  // where moves bits: one instance per element size
+    case 1: run_where<uint8_t>(v[0], v[1], v[2], v[3], stream); break;
+    case 2: run_where<uint16_t>(v[0], v[1], v[2], v[3], stream); break;
+    case 4: run_where<uint32_t>(v[0], v[1], v[2], v[3], stream); break;
+    default: run_where<uint64_t>(v[0], v[1], v[2], v[3], stream); break;
   }
 }
+
+// Autograd's gradient sums: out = out + g, in place (out is the Add kernel's a and out).
+void accumulate(const TensorView& out, const TensorView& g) { binary(out, g, out, BinaryParams{BinaryOp::Add, -1, Scalar()}); }
 
 }  // namespace kiln::cuda

@@ -9,19 +9,15 @@
 #include <cuda_runtime.h>
 
 #include <kiln/core/dtype.h>
-#include <kiln/cuda/kernels/args.h>
+#include <kiln/core/tensor_view.h>
+#include <kiln/cuda/device.h>
+#include <kiln/cuda/error.h>
 
 namespace kiln::cuda {
 
-// Defined in cuda/error.cpp: throws kiln::Error (kiln::OutOfMemory for allocation errors).
-[[noreturn]] void throw_cuda_error(cudaError_t status, const char* expr, const char* file, int line);
-
-#define KILN_CUDA_CHECK(expr)                                                          \
-  do {                                                                                 \
-    cudaError_t kiln_status_ = (expr);                                                 \
-    if (kiln_status_ != cudaSuccess) ::kiln::cuda::throw_cuda_error(kiln_status_, #expr, __FILE__, __LINE__); \
-  } while (0)
-#define KILN_CUDA_CHECK_LAUNCH() KILN_CUDA_CHECK(cudaGetLastError())
+// Kernels of one launch describe their operands as kernel views (core/tensor_view.h).
+using TensorArg = TensorView;
+inline constexpr int kArgMaxDims = kMaxDims;
 
 inline constexpr int kBlockSize = 256;
 

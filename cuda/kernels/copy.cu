@@ -1,17 +1,21 @@
-// Fill, copy-with-cast and Philox random numbers: the memory-bound kernels every tensor
-// factory and every .contiguous()/.to(dtype) goes through.
+// Fill, copy-with-cast and Philox random numbers (core's slots fill, copy and random,
+// core/kernel_list.h): the memory-bound kernels every tensor factory and every
+// .contiguous()/.to(dtype) goes through.
 //
 //   fill:   out[i] = value                          out: any shape and strides
 //   copy:   out[i] = cast<Out>(src[i])              src, out: one shape, any strides, any two dtypes
 //   random: out[i] = sample(seed, offset + i)       out contiguous; Uniform [a, b),
 //                                                   Normal(mean a, std b), Int [a, b)
 //
-// All three write (=). Shapes arrive coalesced by the glue (cuda_backend.cpp), so a
-// contiguous tensor is 1-D and a transpose is 2-D. Preconditions: src and out do not
-// overlap in memory (the glue stages overlapping copies through a temporary); for
-// random, out is contiguous and b > a for Int. Paths, fastest first: same-dtype
-// contiguous copies and contiguous fills with 16-byte aligned pointers move Packed128
-// vectors (scalar tail); contiguous casts walk both arrays linearly; anything else
+// All three write (=). The slot functions coalesce the shapes first, so a contiguous
+// tensor is 1-D and a transpose is 2-D. core guarantees the rest: src and out are on one
+// device; for random, out is contiguous and b > a for Int. The kernels assume src and out
+// do not overlap in memory: copy() stages overlapping copies through a temporary.
+// Floating -> integer casts saturate as the CPU reference's (core/cpu_loops.h): NaN gives
+// 0, values beyond the integer type's range its min/max; -> bool is v != 0.
+// Paths, fastest first: same-dtype contiguous copies and contiguous fills with 16-byte
+// aligned pointers move Packed128 vectors (scalar tail); contiguous casts walk both
+// arrays linearly; anything else
 // computes per-element offsets, with 32-bit index division when numel fits (the common
 // case, several times cheaper than 64-bit) and common.cuh's 64-bit OffsetCalc otherwise.
 // Casts and random samples reproduce the CPU reference (ops/cpu/) bit for bit, except
@@ -19,11 +23,12 @@
 // compiled with --fmad=false (cuda/CMakeLists.txt) so a + (b - a) * u rounds as on the host.
 // Bandwidth: measured by tools/bench_kernels (not yet on a GPU).
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
+#include <kiln/core/kernel_list.h>
 #include <kiln/core/philox.h>
 #include <kiln/cuda/kernels/common.cuh>
-#include <kiln/cuda/kernels/launch.h>
 
 namespace kiln::cuda {
 namespace {
@@ -45,10 +50,25 @@ __host__ __device__ __forceinline__ T half_from_float(float f) {
   else return __float2bfloat16_rn(f);
 }
 
-// The CPU reference's conversion (ops/cpu/loops.h convert), step for step: values reach a
+// Floating F (float or double) -> integer To, saturating like the CPU reference's
+// saturate_to_int (core/cpu_loops.h): NaN gives 0, values at or beyond the type's range
+// its min/max (hi rounds up to 2^31 / 2^63 in F for i32 / i64: >= catches it), the rest
+// truncate toward zero. Comparing in float gives the reference's answers (computed in
+// double) since float -> double is exact and both bounds sit on the same side of every
+// float. A plain cast would be undefined there; nvcc's u8 cast goes through u32 and wraps.
+template <class To, class F>
+__host__ __device__ __forceinline__ To saturate_to_int(F v) {
+  constexpr To kMin = std::numeric_limits<To>::min(), kMax = std::numeric_limits<To>::max();
+  if (v != v) return To(0);  // NaN
+  if (v <= static_cast<F>(kMin)) return kMin;
+  if (v >= static_cast<F>(kMax)) return kMax;
+  return static_cast<To>(v);
+}
+
+// The CPU reference's conversion (core/cpu_loops.h convert), step for step: values reach a
 // half type through double and then float, so doubles and large integers round twice
 // exactly as on the host. common.cuh's convert rounds double -> half once, which is more
-// accurate but would not match.
+// accurate but would not match. Floating -> integer saturates (saturate_to_int).
 template <class To, class From>
 __host__ __device__ __forceinline__ To cast(From v) {
   if constexpr (std::is_same_v<To, From>) {
@@ -61,7 +81,10 @@ __host__ __device__ __forceinline__ To cast(From v) {
     else if constexpr (std::is_same_v<From, float>) return half_from_float<To>(v);
     else return half_from_float<To>(static_cast<float>(static_cast<double>(v)));
   } else if constexpr (kIsHalf<From>) {
-    return static_cast<To>(half_to_float(v));
+    if constexpr (std::is_integral_v<To>) return saturate_to_int<To>(half_to_float(v));
+    else return static_cast<To>(half_to_float(v));
+  } else if constexpr (std::is_integral_v<To> && std::is_floating_point_v<From>) {
+    return saturate_to_int<To>(v);
   } else {
     return static_cast<To>(v);
   }
@@ -179,7 +202,7 @@ __global__ void random_kernel(T* __restrict__ out, int64_t n, RandomKind kind, u
 // ---- launchers ---------------------------------------------------------------------
 
 // The fill value as the CPU reference narrows it: floating types from `value` (already
-// narrowed to float by the glue for f16/bf16/f32), integers from `ivalue`.
+// narrowed to float by fill() for f16/bf16/f32), integers from `ivalue`.
 template <class T>
 T fill_value(double value, int64_t ivalue) {
   if constexpr (kIsHalf<T>) return half_from_float<T>(static_cast<float>(value));
@@ -201,7 +224,7 @@ void visit_bits(DType t, F&& f) {
 }
 
 template <class S, class O>
-void launch_copy_strided(const TensorArg& src, const TensorArg& out, cudaStream_t stream) {
+void launch_copy_strided(const TensorView& src, const TensorView& out, cudaStream_t stream) {
   const S* s = static_cast<const S*>(src.data);
   O* o = static_cast<O*>(out.data);
   int64_t n = out.numel;
@@ -221,11 +244,8 @@ void launch_copy_strided(const TensorArg& src, const TensorArg& out, cudaStream_
   KILN_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace
-
-void launch_fill(const TensorArg& out, double value, int64_t ivalue, cudaStream_t stream) {
-  int64_t n = out.numel;
-  if (n == 0) return;
+void launch_fill(const TensorView& out, double value, int64_t ivalue, cudaStream_t stream) {
+  const int64_t n = out.numel;
   visit_device_dtype(out.dtype, [&](auto tag) {
     using T = decltype(tag);
     T v = fill_value<T>(value, ivalue);
@@ -241,9 +261,9 @@ void launch_fill(const TensorArg& out, double value, int64_t ivalue, cudaStream_
   });
 }
 
-void launch_copy(const TensorArg& src, const TensorArg& out, cudaStream_t stream) {
-  int64_t n = out.numel;
-  if (n == 0) return;
+// src and out coalesced, in disjoint memory.
+void launch_copy(const TensorView& src, const TensorView& out, cudaStream_t stream) {
+  const int64_t n = out.numel;
   if (src.dtype == out.dtype) {
     visit_bits(out.dtype, [&](auto tag) {
       using U = decltype(tag);
@@ -281,13 +301,93 @@ void launch_copy(const TensorArg& src, const TensorArg& out, cudaStream_t stream
   });
 }
 
-void launch_random(const TensorArg& out, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b,
-                   cudaStream_t stream) {
-  int64_t n = out.numel;
+// Byte range [lo, hi) that a view's elements can touch.
+struct ByteSpan {
+  uintptr_t lo, hi;
+};
+ByteSpan byte_span(const TensorView& t) {
+  const auto base = reinterpret_cast<uintptr_t>(t.data);
+  int64_t last = 0;
+  for (int d = 0; d < t.ndim; ++d) last += (t.sizes[d] - 1) * t.strides[d];
+  return {base, base + static_cast<uintptr_t>((last + 1) * static_cast<int64_t>(dtype_size(t.dtype)))};
+}
+
+// A contiguous scratch tensor of like's shape, dtype and device from kiln's allocator,
+// freed (stream-ordered, after the work queued on the device's current stream) when it
+// goes out of scope.
+class ScratchView {
+ public:
+  explicit ScratchView(const TensorView& like)
+      : bytes_(static_cast<size_t>(like.numel) * dtype_size(like.dtype)), device_(like.device) {
+    v_.data = kiln::runtime(device_).allocator().allocate(bytes_, device_);
+    v_.dtype = like.dtype;
+    v_.device = device_;
+    v_.ndim = like.ndim;
+    v_.numel = like.numel;
+    int64_t stride = 1;
+    for (int d = like.ndim - 1; d >= 0; --d) {
+      v_.sizes[d] = like.sizes[d];
+      v_.strides[d] = stride;
+      stride *= like.sizes[d];
+    }
+    v_.contiguous = true;
+    v_.defined = true;
+  }
+  ~ScratchView() { kiln::runtime(device_).allocator().deallocate(v_.data, bytes_, device_); }
+  ScratchView(const ScratchView&) = delete;
+  ScratchView& operator=(const ScratchView&) = delete;
+  const TensorView& view() const { return v_; }
+
+ private:
+  TensorView v_;
+  size_t bytes_;
+  Device device_;
+};
+
+}  // namespace
+
+void fill(const TensorView& out, const FillParams& p) {
+  if (out.numel == 0) return;
+  DeviceGuard guard(out.device);
+  TensorView o = out;
+  coalesce(&o, 1);
+  // The CPU reference narrows the value per dtype (Scalar::to<T>, and float first for
+  // the half types); passing both forms lets the kernel mirror that exactly.
+  double fvalue = p.value.to_double();
+  if (out.dtype == DType::F16 || out.dtype == DType::BF16 || out.dtype == DType::F32)
+    fvalue = static_cast<double>(static_cast<float>(fvalue));
+  const int64_t ivalue = out.dtype == DType::Bool ? static_cast<int64_t>(p.value.to_bool()) : p.value.to_int();
+  launch_fill(o, fvalue, ivalue, current_stream(out.device));
+}
+
+void copy(const TensorView& src, const TensorView& out) {
+  if (out.numel == 0) return;
+  if (src.data == out.data && src.same_geometry(out) && src.dtype == out.dtype) return;  // x.copy_(x)
+  if (src.shares_storage(out)) {
+    // Element i may read what an earlier element wrote: stage through a temporary unless
+    // the two byte ranges are disjoint (slices of one buffer usually are).
+    const ByteSpan s = byte_span(src), o = byte_span(out);
+    if (s.lo < o.hi && o.lo < s.hi) {
+      ScratchView tmp(src);
+      cuda::copy(src, tmp.view());
+      cuda::copy(tmp.view(), out);
+      return;
+    }
+  }
+  DeviceGuard guard(out.device);
+  TensorView v[2] = {src, out};
+  coalesce(v, 2);
+  launch_copy(v[0], v[1], current_stream(out.device));
+}
+
+void random(const TensorView& out, const RandomParams& p) {
+  const int64_t n = out.numel;
   if (n == 0) return;
+  DeviceGuard guard(out.device);
+  const cudaStream_t stream = current_stream(out.device);
   visit_device_dtype(out.dtype, [&](auto tag) {
     using T = decltype(tag);
-    random_kernel<<<grid_for(n), kBlockSize, 0, stream>>>(static_cast<T*>(out.data), n, kind, seed, offset, a, b);
+    random_kernel<<<grid_for(n), kBlockSize, 0, stream>>>(out.ptr<T>(), n, p.kind, p.seed, p.offset, p.a, p.b);
     KILN_CUDA_CHECK_LAUNCH();
   });
 }

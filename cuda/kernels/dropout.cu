@@ -1,10 +1,11 @@
-// Inverted dropout with a counter-based mask:
+// Inverted dropout with a counter-based mask (slot `dropout`, ops/dropout.h):
 //   out[i] = x[i] * (keep_i ? 1 / (1 - p) : 0),  keep_i = philox_keep(seed, offset + i, ceil(p 2^24))
 // i.e. element i is kept iff the Philox uniform sample of counter offset + i is >= p
 // (core/philox.h; the CPU reference in ops/cpu/dropout.cpp runs the same code). The
 // backward of dropout is this kernel applied to the output gradient with the same seed and
 // offset, so no mask is stored.
-// Shapes: x, out contiguous (n), one floating dtype; writes (=). The product is one
+// Shapes: x, out contiguous (n), one floating dtype, 0 <= p < 1 (ops/dropout.cpp checks
+// them); writes (=). The product is one
 // multiply in f32 (f64 for f64): no rounding the CPU could do differently, so both
 // backends give identical bits.
 // One thread per Packed128 vector (grid-stride) when x and out are 16-byte aligned, else
@@ -13,8 +14,7 @@
 // Bandwidth: not yet measured on a GPU.
 #include <kiln/core/philox.h>
 #include <kiln/cuda/kernels/common.cuh>
-#include <kiln/cuda/kernels/elementwise.cuh>
-#include <kiln/cuda/kernels/launch.h>
+#include <kiln/ops/op_list.h>
 
 namespace kiln::cuda {
 namespace {
@@ -58,27 +58,26 @@ __global__ void dropout_scalar_kernel(const T* x, T* out, int64_t n, uint64_t se
 
 }  // namespace
 
-// ---- launchers -----------------------------------------------------------------------
-
-void launch_dropout(const void* x, void* out, DType dtype, int64_t n, double p, uint64_t seed, uint64_t offset,
-                    cudaStream_t stream) {
+void dropout(const TensorView& x, const TensorView& out, const DropoutParams& p) {
+  const int64_t n = x.numel;
   if (n == 0) return;
-  const uint32_t threshold = philox_keep_threshold(p);
-  visit_device_dtype(dtype, [&](auto tag) {
+  DeviceGuard guard(x.device);
+  const cudaStream_t stream = current_stream(x.device);
+  const uint32_t threshold = philox_keep_threshold(p.p);
+  visit_device_dtype(x.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_integral_v<T>) {
-      launch_fail("launch_dropout: needs a floating dtype");
-    } else {
+    if constexpr (!std::is_integral_v<T>) {  // integers: rejected by ops/dropout.cpp
       using A = acc_t<T>;
       constexpr int V = Packed128<T>::kSize;
-      const A scale = static_cast<A>(1.0 / (1.0 - p));
-      const T* xp = static_cast<const T*>(x);
-      T* op = static_cast<T*>(out);
-      if (aligned16(xp) && aligned16(op)) {
-        dropout_vec_kernel<T><<<grid_for(n / V + 1), kBlockSize, 0, stream>>>(xp, op, n, seed, offset, threshold,
-                                                                               scale);
+      const A scale = static_cast<A>(1.0 / (1.0 - p.p));
+      const T* xp = x.ptr<const T>();
+      T* po = out.ptr<T>();
+      if (aligned16(xp) && aligned16(po)) {
+        dropout_vec_kernel<T><<<grid_for(n / V + 1), kBlockSize, 0, stream>>>(xp, po, n, p.seed, p.offset,
+                                                                               threshold, scale);
       } else {
-        dropout_scalar_kernel<T><<<grid_for(n), kBlockSize, 0, stream>>>(xp, op, n, seed, offset, threshold, scale);
+        dropout_scalar_kernel<T><<<grid_for(n), kBlockSize, 0, stream>>>(xp, po, n, p.seed, p.offset, threshold,
+                                                                          scale);
       }
       KILN_CUDA_CHECK_LAUNCH();
     }

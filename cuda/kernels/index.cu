@@ -1,25 +1,31 @@
-// index_select, gather and scatter_add over (outer, n, inner) layouts.
+// index_select, gather and scatter_add over (outer, n, inner) layouts: the CUDA kernels
+// of the slots of ops/index.h (IndexParams).
 //
 //   index_select: out[o, j, :] = x[o, index[j], :]          x (outer, n, inner), index (k),
 //                                                           out (outer, k, inner); writes (=).
 //   gather:       out[o, j, i] = x[o, index[o, j, i], i]    index, out (outer, k, inner); (=).
 //   scatter_add:  out[o, index[o, j, i], i] += src[o, j, i] index, src (outer, k, inner),
 //                                                           out (outer, n, inner); (+=).
-// All contiguous; index int64 with values already checked in [0, n) by ops/.
+// All contiguous; index int64 with values already checked in [0, n) by ops/; out and src
+// of one dtype, not bool (ops/index.cpp).
 // index_select and gather move bits (one instance per copy-unit size, not per dtype):
 // index_select copies each (o, j) row in the widest unit (16..1 bytes) that divides the
-// row and the base alignments. scatter_add uses atomicAdd (f32, f64, f16, bf16, i32;
-// i64 as unsigned long long, which wraps like two's complement) and, for u8, a CAS loop
-// on the aligned 32-bit word holding the byte (as PyTorch does). The order of
-// concurrent additions to one element is unspecified, so floating scatter_add is not
-// bit-reproducible when indices repeat; integer results are exact.
+// row and the base alignments. scatter_add uses atomicAdd (f32, f64, i32; i64 as
+// unsigned long long, which wraps like two's complement) and, for u8, a CAS loop on the
+// aligned 32-bit word holding the byte (as PyTorch does). f16/bf16 accumulate in f32:
+// out is widened into an f32 scratch buffer (kiln's allocator, out's numel * 4 bytes),
+// src is added there with f32 atomics, and each sum is rounded back into out once, so
+// many small contributions to a frequent index (embedding gradients) are not lost to
+// half-precision rounding at every step. The order of concurrent additions to one
+// element is unspecified, so floating scatter_add is not bit-reproducible when indices
+// repeat; integer results are exact.
 // Layout: 2-D blocks, y over the rows (o, j) (one division per row), x over the row's
 // elements (coalesced); grid-stride in both.
 // Bandwidth on H100/H200: not yet measured (tools/bench_kernels fills this in).
-#include <kiln/core/op_kinds.h>
 #include <kiln/cuda/kernels/common.cuh>
 #include <kiln/cuda/kernels/elementwise.cuh>
-#include <kiln/cuda/kernels/launch.h>
+#include <kiln/cuda/kernels/reduce_utils.cuh>
+#include <kiln/ops/op_list.h>
 
 namespace kiln::cuda {
 namespace {
@@ -30,8 +36,6 @@ constexpr int kIndexBlock = 256;
 
 __device__ __forceinline__ void atomic_add(float* p, float v) { atomicAdd(p, v); }
 __device__ __forceinline__ void atomic_add(double* p, double v) { atomicAdd(p, v); }
-__device__ __forceinline__ void atomic_add(__half* p, __half v) { atomicAdd(p, v); }
-__device__ __forceinline__ void atomic_add(__nv_bfloat16* p, __nv_bfloat16 v) { atomicAdd(p, v); }
 __device__ __forceinline__ void atomic_add(int32_t* p, int32_t v) { atomicAdd(reinterpret_cast<int*>(p), v); }
 __device__ __forceinline__ void atomic_add(int64_t* p, int64_t v) {
   atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
@@ -84,19 +88,29 @@ __global__ void gather_kernel(const U* x, const int64_t* index, U* out, int64_t 
   }
 }
 
-template <class T>
-__global__ void scatter_add_kernel(T* out, const int64_t* index, const T* src, int64_t rows, int64_t k, int64_t n,
+// out (of the accumulation type A: T itself, or f32 scratch for f16/bf16 T) += src.
+template <class A, class T>
+__global__ void scatter_add_kernel(A* out, const int64_t* index, const T* src, int64_t rows, int64_t k, int64_t n,
                                    int64_t inner) {
   const int64_t row_stride = static_cast<int64_t>(gridDim.y) * blockDim.y;
   const int64_t col_stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t row = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; row < rows; row += row_stride) {
     const int64_t o = row / k;
-    T* oo = out + o * n * inner;
+    A* oo = out + o * n * inner;
     const int64_t* idx = index + row * inner;
     const T* s = src + row * inner;
     for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < inner; i += col_stride)
-      atomic_add(oo + idx[i] * inner + i, s[i]);
+      atomic_add(oo + idx[i] * inner + i, convert<A>(s[i]));
   }
+}
+
+// to[i] = convert(from[i]) over n contiguous elements (the f32 scratch of a half-type
+// scatter_add: widened from out before, rounded back into out after).
+template <class To, class From>
+__global__ void convert_kernel(const From* from, To* to, int64_t n) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    to[i] = convert<To>(from[i]);
 }
 
 // ---- launchers -----------------------------------------------------------------------
@@ -136,46 +150,72 @@ void run_gather(const void* x, const int64_t* index, void* out, int64_t outer, i
   KILN_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace
-
-void launch_index_select(const void* x, const int64_t* index, void* out, size_t elem_size, int64_t outer, int64_t n,
-                         int64_t k, int64_t inner, cudaStream_t stream) {
-  if (outer == 0 || k == 0 || inner == 0) return;
-  const int64_t row_bytes = inner * static_cast<int64_t>(elem_size);
-  auto fits = [&](int64_t unit) {
-    return row_bytes % unit == 0 && aligned_to(x, static_cast<size_t>(unit)) && aligned_to(out, static_cast<size_t>(unit));
-  };
-  if (fits(16)) run_index_select<uint4>(x, index, out, outer, n, k, row_bytes / 16, stream);
-  else if (fits(8)) run_index_select<uint2>(x, index, out, outer, n, k, row_bytes / 8, stream);
-  else if (fits(4)) run_index_select<uint32_t>(x, index, out, outer, n, k, row_bytes / 4, stream);
-  else if (fits(2)) run_index_select<uint16_t>(x, index, out, outer, n, k, row_bytes / 2, stream);
-  else run_index_select<uint8_t>(x, index, out, outer, n, k, row_bytes, stream);
+template <class A, class T>
+void run_scatter_add(A* out, const int64_t* index, const T* src, const IndexParams& p, cudaStream_t stream) {
+  const RowLaunch l = row_launch(p.outer * p.k, p.inner);
+  scatter_add_kernel<A, T><<<l.grid, l.block, 0, stream>>>(out, index, src, p.outer * p.k, p.k, p.n, p.inner);
+  KILN_CUDA_CHECK_LAUNCH();
 }
 
-void launch_gather(const void* x, const int64_t* index, void* out, size_t elem_size, int64_t outer, int64_t n,
-                   int64_t k, int64_t inner, cudaStream_t stream) {
+template <class To, class From>
+void run_convert(const From* from, To* to, int64_t n, cudaStream_t stream) {
+  convert_kernel<To, From><<<grid_for(n), kBlockSize, 0, stream>>>(from, to, n);
+  KILN_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void index_select(const TensorView& x, const TensorView& index, const TensorView& out, const IndexParams& p) {
+  const int64_t outer = p.outer, n = p.n, k = p.k, inner = p.inner;
   if (outer == 0 || k == 0 || inner == 0) return;
-  switch (elem_size) {
-    case 1: run_gather<uint8_t>(x, index, out, outer, n, k, inner, stream); break;
-    case 2: run_gather<uint16_t>(x, index, out, outer, n, k, inner, stream); break;
-    case 4: run_gather<uint32_t>(x, index, out, outer, n, k, inner, stream); break;
-    case 8: run_gather<uint64_t>(x, index, out, outer, n, k, inner, stream); break;
-    default: launch_fail("launch_gather: unsupported element size");
+  DeviceGuard guard(x.device);
+  const cudaStream_t stream = current_stream(x.device);
+  const int64_t* idx = index.ptr<const int64_t>();
+  const int64_t row_bytes = inner * static_cast<int64_t>(dtype_size(x.dtype));
+  auto fits = [&](int64_t unit) {
+    return row_bytes % unit == 0 && aligned_to(x.data, static_cast<size_t>(unit)) &&
+           aligned_to(out.data, static_cast<size_t>(unit));
+  };
+  if (fits(16)) run_index_select<uint4>(x.data, idx, out.data, outer, n, k, row_bytes / 16, stream);
+  else if (fits(8)) run_index_select<uint2>(x.data, idx, out.data, outer, n, k, row_bytes / 8, stream);
+  else if (fits(4)) run_index_select<uint32_t>(x.data, idx, out.data, outer, n, k, row_bytes / 4, stream);
+  else if (fits(2)) run_index_select<uint16_t>(x.data, idx, out.data, outer, n, k, row_bytes / 2, stream);
+  else run_index_select<uint8_t>(x.data, idx, out.data, outer, n, k, row_bytes, stream);
+}
+
+void gather(const TensorView& x, const TensorView& index, const TensorView& out, const IndexParams& p) {
+  const int64_t outer = p.outer, n = p.n, k = p.k, inner = p.inner;
+  if (outer == 0 || k == 0 || inner == 0) return;
+  DeviceGuard guard(x.device);
+  const cudaStream_t stream = current_stream(x.device);
+  const int64_t* idx = index.ptr<const int64_t>();
+  switch (dtype_size(x.dtype)) {
+    case 1: run_gather<uint8_t>(x.data, idx, out.data, outer, n, k, inner, stream); break;
+    case 2: run_gather<uint16_t>(x.data, idx, out.data, outer, n, k, inner, stream); break;
+    case 4: run_gather<uint32_t>(x.data, idx, out.data, outer, n, k, inner, stream); break;
+    case 8: run_gather<uint64_t>(x.data, idx, out.data, outer, n, k, inner, stream); break;
+    default: launch_fail("gather: unsupported element size");
   }
 }
 
-void launch_scatter_add(void* out, const int64_t* index, const void* src, DType dtype, int64_t outer, int64_t n,
-                        int64_t k, int64_t inner, cudaStream_t stream) {
-  if (outer == 0 || k == 0 || inner == 0) return;
-  visit_device_dtype(dtype, [&](auto tag) {
+void scatter_add(const TensorView& out, const TensorView& index, const TensorView& src, const IndexParams& p) {
+  if (p.outer == 0 || p.k == 0 || p.inner == 0) return;
+  DeviceGuard guard(out.device);
+  const cudaStream_t stream = current_stream(out.device);
+  const int64_t* idx = index.ptr<const int64_t>();
+  visit_device_dtype(out.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_same_v<T, bool>) {
-      launch_fail("launch_scatter_add: not supported for bool tensors");
-    } else {
-      const RowLaunch l = row_launch(outer * k, inner);
-      scatter_add_kernel<T><<<l.grid, l.block, 0, stream>>>(static_cast<T*>(out), index, static_cast<const T*>(src),
-                                                             outer * k, k, n, inner);
-      KILN_CUDA_CHECK_LAUNCH();
+    if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
+      // Accumulate in f32 scratch (see the file comment); handed back to the allocator in
+      // stream order once the kernels that use it are queued.
+      using A = acc_t<T>;
+      const int64_t numel = out.numel;
+      DeviceScratch acc(static_cast<size_t>(numel) * sizeof(A), out.device);
+      run_convert(out.ptr<const T>(), acc.get<A>(), numel, stream);
+      run_scatter_add(acc.get<A>(), idx, src.ptr<const T>(), p, stream);
+      run_convert(acc.get<const A>(), out.ptr<T>(), numel, stream);
+    } else if constexpr (!std::is_same_v<T, bool>) {  // bool: rejected by ops/index.cpp
+      run_scatter_add(out.ptr<T>(), idx, src.ptr<const T>(), p, stream);
     }
   });
 }

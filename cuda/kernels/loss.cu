@@ -1,5 +1,7 @@
 // Fused cross entropy over the rows of a contiguous (rows, C) logits matrix: one read of
 // the logits in the forward, one read and one write in the backward, no softmax stored.
+// The CUDA kernels of the slots cross_entropy_forward/backward (ops/loss.h,
+// CrossEntropyParams).
 //
 // Forward, row r with target t = target[r] (eps = label smoothing):
 //   m = max_c x[r, c],  s = sum_c exp(x[r, c] - m),  lse[r] = m + log s
@@ -8,8 +10,10 @@
 // Backward, g_r = grad[r * grad_stride] (grad_stride 0: one value for all rows, already
 // divided by the count of non-ignored targets for a mean):
 //   dlogits[r, c] = 0 if t == ignore_index, else (exp(x[r, c] - lse[r]) - eps/C - (1 - eps)[c == t]) g_r
-// Shapes: logits, dlogits (rows, C) contiguous, one floating dtype; target i64 (rows);
-// losses, lse, grad in the accumulation dtype A (f32 for f16/bf16/f32, f64 for f64).
+// Shapes (checked by ops/loss.cpp): logits, dlogits (rows, C) contiguous, one floating
+// dtype, C > 0; target i64 (rows); losses, lse, grad in the accumulation dtype A
+// (accumulate_dtype: f32 for f16/bf16/f32, f64 for f64); grad_stride 0 when grad has one
+// element.
 // Writes (=) losses, lse, dlogits. Targets outside [0, C) other than ignore_index are
 // rejected by ops/; here they give NaN rather than an out-of-range read.
 // Special values follow ops/cpu/loss.cpp: the max ignores NaN, -inf logits add 0 to s, a
@@ -24,11 +28,10 @@
 //   so any C and row alignment take the vector path; the backward stores Packed128 when
 //   dlogits rows share the logits rows' alignment.
 // Bandwidth: not yet measured on a GPU.
-#include <kiln/core/op_kinds.h>
 #include <kiln/cuda/kernels/common.cuh>
 #include <kiln/cuda/kernels/elementwise.cuh>
-#include <kiln/cuda/kernels/launch.h>
 #include <kiln/cuda/kernels/reduce_utils.cuh>
+#include <kiln/ops/op_list.h>
 
 namespace kiln::cuda {
 namespace {
@@ -313,36 +316,39 @@ void run_backward(const T* x, const int64_t* target, const acc_t<T>* lse, const 
 
 }  // namespace
 
-void launch_cross_entropy_forward(const void* logits, DType dtype, const int64_t* target, void* losses, void* lse,
-                                  int64_t rows, int64_t classes, int64_t ignore_index, double label_smoothing,
-                                  cudaStream_t stream) {
+// A of the device type T is the C++ type of accumulate_dtype(T's dtype).
+static_assert(std::is_same_v<acc_t<__half>, float> && std::is_same_v<acc_t<__nv_bfloat16>, float> &&
+              std::is_same_v<acc_t<float>, float> && std::is_same_v<acc_t<double>, double>);
+
+void cross_entropy_forward(const TensorView& logits, const TensorView& target, const TensorView& losses,
+                           const TensorView& lse, const CrossEntropyParams& p) {
+  const int64_t rows = logits.size(0), classes = logits.size(1);
   if (rows == 0) return;
-  if (classes <= 0) launch_fail("launch_cross_entropy_forward: needs at least one class");
-  visit_device_dtype(dtype, [&](auto tag) {
+  DeviceGuard guard(logits.device);
+  const cudaStream_t stream = current_stream(logits.device);
+  visit_device_dtype(logits.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_integral_v<T>) {
-      launch_fail("launch_cross_entropy_forward: needs floating logits");
-    } else {
+    if constexpr (!std::is_integral_v<T>) {  // integer logits: rejected by ops/loss.cpp
       using A = acc_t<T>;
-      run_forward(static_cast<const T*>(logits), target, static_cast<A*>(losses), static_cast<A*>(lse), rows,
-                  classes, ignore_index, label_smoothing, stream);
+      run_forward(logits.ptr<const T>(), target.ptr<const int64_t>(), losses.ptr<A>(), lse.ptr<A>(), rows, classes,
+                  p.ignore_index, p.label_smoothing, stream);
     }
   });
 }
 
-void launch_cross_entropy_backward(const void* logits, DType dtype, const int64_t* target, const void* lse,
-                                   const void* grad, int64_t grad_stride, void* dlogits, int64_t rows,
-                                   int64_t classes, int64_t ignore_index, double label_smoothing,
-                                   cudaStream_t stream) {
+void cross_entropy_backward(const TensorView& logits, const TensorView& target, const TensorView& lse,
+                            const TensorView& grad, const TensorView& dlogits, const CrossEntropyParams& p) {
+  const int64_t rows = logits.size(0), classes = logits.size(1);
   if (rows == 0 || classes == 0) return;
-  visit_device_dtype(dtype, [&](auto tag) {
+  const int64_t grad_stride = grad.numel == 1 ? 0 : 1;
+  DeviceGuard guard(logits.device);
+  const cudaStream_t stream = current_stream(logits.device);
+  visit_device_dtype(logits.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_integral_v<T>) {
-      launch_fail("launch_cross_entropy_backward: needs floating logits");
-    } else {
+    if constexpr (!std::is_integral_v<T>) {  // integer logits: rejected by ops/loss.cpp
       using A = acc_t<T>;
-      run_backward(static_cast<const T*>(logits), target, static_cast<const A*>(lse), static_cast<const A*>(grad),
-                   grad_stride, static_cast<T*>(dlogits), rows, classes, ignore_index, label_smoothing, stream);
+      run_backward(logits.ptr<const T>(), target.ptr<const int64_t>(), lse.ptr<const A>(), grad.ptr<const A>(),
+                   grad_stride, dlogits.ptr<T>(), rows, classes, p.ignore_index, p.label_smoothing, stream);
     }
   });
 }

@@ -46,11 +46,13 @@
 //     row for short rows, a block per row for S > 2048), per-(n, g) coefficients, then
 //     the elementwise dx and a per-channel sum over n for dw, db.
 // Bandwidth on H100/H200: not yet measured on a GPU (tools/bench_kernels fills this in).
-#include <kiln/core/op_kinds.h>
+#include <initializer_list>
+
+#include <kiln/core/runtime.h>
 #include <kiln/cuda/kernels/common.cuh>
 #include <kiln/cuda/kernels/elementwise.cuh>
-#include <kiln/cuda/kernels/launch.h>
 #include <kiln/cuda/kernels/reduce_utils.cuh>
+#include <kiln/ops/op_list.h>
 
 namespace kiln::cuda {
 namespace {
@@ -862,6 +864,36 @@ __global__ void gn_param_grad_kernel(const A* __restrict__ sums, const A* __rest
 
 // ---- launchers -----------------------------------------------------------------------
 
+// Scratch memory on the device from kiln's allocator, handed back when it goes out of
+// scope: in stream order on the device's current stream (the launches' stream), so the
+// kernels queued before still use it safely.
+class Scratch {
+ public:
+  Scratch(size_t bytes, Device device)
+      : alloc_(runtime(device).allocator()), device_(device), bytes_(bytes), ptr_(alloc_.allocate(bytes, device)) {}
+  ~Scratch() { alloc_.deallocate(ptr_, bytes_, device_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  template <class T>
+  T* get() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  Allocator& alloc_;
+  Device device_;
+  size_t bytes_;
+  void* ptr_;
+};
+
+// The dtype of the defined ones of some parameter-like views (ops/norm.cpp checked that
+// they share one), or x's when none is defined.
+DType param_dtype(const TensorView& x, std::initializer_list<TensorView> params) {
+  for (const TensorView& p : params)
+    if (p.defined) return p.dtype;
+  return x.dtype;
+}
+
 // Calls f(T{}, P{}) for x's dtype and the parameter dtype (x's, or f32 for half x).
 template <class F>
 void visit_norm_types(DType dtype, DType pdtype, const char* what, F&& f) {
@@ -951,7 +983,7 @@ void launch_ln_dx_warp(const T* dy, const T* x, const P* w, const acc_t<T>* mean
 
 template <class T, class P>
 void run_layer_norm_backward(const T* dy, const T* x, const P* w, const acc_t<T>* mean, const acc_t<T>* rstd, T* dx,
-                             P* dw, P* db, int64_t rows, int64_t n, cudaStream_t stream) {
+                             P* dw, P* db, int64_t rows, int64_t n, Device device, cudaStream_t stream) {
   using A = acc_t<T>;
   constexpr int V = Packed128<T>::kSize;
   if (dx != nullptr) {
@@ -982,7 +1014,7 @@ void run_layer_norm_backward(const T* dy, const T* x, const P* w, const acc_t<T>
   const int64_t rows_per_chunk = ceil_div(rows, chunks);
   chunks = ceil_div(rows, rows_per_chunk);
   if (gx > INT32_MAX) launch_fail("layer_norm backward: normalized size too large for the parameter-gradient grid");
-  StreamScratch scratch(static_cast<size_t>(2 * chunks * n) * sizeof(A), stream);
+  Scratch scratch(static_cast<size_t>(2 * chunks * n) * sizeof(A), device);
   A* part_dw = scratch.get<A>();
   A* part_db = part_dw + chunks * n;
   ln_param_partial_kernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(chunks)), dim3(kTileX, kTileY),
@@ -990,13 +1022,12 @@ void run_layer_norm_backward(const T* dy, const T* x, const P* w, const acc_t<T>
   KILN_CUDA_CHECK_LAUNCH();
   column_sum_kernel<A, P><<<grid_for(n), kBlockSize, 0, stream>>>(part_dw, part_db, dw, db, chunks, n);
   KILN_CUDA_CHECK_LAUNCH();
-  scratch.release();
 }
 
 // A per-channel reduction of batch norm (see the kernels), finalized by fin.
 template <class T, class Policy, class Fin>
 void run_bn_reduce(const T* x, const T* dy, const acc_t<T>* mean, int64_t N, int64_t C, int64_t S, const Fin& fin,
-                   cudaStream_t stream) {
+                   Device device, cudaStream_t stream) {
   using State = typename Policy::State;
   constexpr int V = Packed128<T>::kSize;
   if (S * static_cast<int64_t>(sizeof(T)) >= 32) {
@@ -1029,13 +1060,12 @@ void run_bn_reduce(const T* x, const T* dy, const acc_t<T>* mean, int64_t N, int
       launch(nullptr);
       return;
     }
-    StreamScratch scratch(static_cast<size_t>(C * splits) * sizeof(State), stream);
+    Scratch scratch(static_cast<size_t>(C * splits) * sizeof(State), device);
     launch(scratch.get<State>());
     bn_reduce_finalize_kernel<Policy, Fin><<<small_grid(C), kBlockSize, 0, stream>>>(scratch.get<State>(), C, splits,
                                                                                      1, 0, splits, fin);
     KILN_CUDA_CHECK_LAUNCH();
-    scratch.release();
-    return;
+      return;
   }
   // Short runs (S * sizeof(T) < 32 bytes): columns of the (N, C S) matrix.
   const int64_t K = C * S;
@@ -1048,7 +1078,7 @@ void run_bn_reduce(const T* x, const T* dy, const acc_t<T>* mean, int64_t N, int
   if (chunks < 1) chunks = 1;
   const int64_t rows_per_chunk = ceil_div(N, chunks);
   chunks = ceil_div(N, rows_per_chunk);
-  StreamScratch scratch(static_cast<size_t>(chunks * K) * sizeof(State), stream);
+  Scratch scratch(static_cast<size_t>(chunks * K) * sizeof(State), device);
   bn_reduce_cols_kernel<T, Policy><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(chunks)),
                                      dim3(kTileX, kTileY), 0, stream>>>(x, dy, mean, N, K, S, rows_per_chunk,
                                                                         scratch.get<State>());
@@ -1056,7 +1086,6 @@ void run_bn_reduce(const T* x, const T* dy, const acc_t<T>* mean, int64_t N, int
   bn_reduce_finalize_kernel<Policy, Fin><<<small_grid(C), kBlockSize, 0, stream>>>(scratch.get<State>(), C, S,
                                                                                    chunks, K, S, fin);
   KILN_CUDA_CHECK_LAUNCH();
-  scratch.release();
 }
 
 // The elementwise pass over x (N C rows of S): y (forward) or dx (backward).
@@ -1095,129 +1124,135 @@ void run_norm_elementwise(const T* x, const T* dy, const P* w, const P* b, const
 
 }  // namespace
 
-void launch_layer_norm_forward(const void* x, const void* weight, const void* bias, void* y, void* mean, void* rstd,
-                               DType dtype, DType param_dtype, int64_t M, int64_t D, double eps,
-                               cudaStream_t stream) {
-  if (M == 0 || D == 0) return;
-  visit_norm_types(dtype, param_dtype, "launch_layer_norm_forward: unsupported dtypes", [&](auto t, auto p) {
+void layer_norm_forward(TV x, TV weight, TV bias, TV y, TV mean, TV rstd, const LayerNormParams& p) {
+  if (x.numel == 0) return;
+  DeviceGuard guard(x.device);
+  const cudaStream_t stream = current_stream(x.device);
+  visit_norm_types(x.dtype, param_dtype(x, {weight, bias}), "layer_norm: unsupported dtypes", [&](auto t, auto pt) {
     using T = decltype(t);
-    using P = decltype(p);
+    using P = decltype(pt);
     using A = acc_t<T>;
-    run_row_norm<T, P, true>(static_cast<const T*>(x), static_cast<const P*>(weight), static_cast<const P*>(bias),
-                             static_cast<T*>(y), static_cast<A*>(mean), static_cast<A*>(rstd), M, D, eps, stream);
+    run_row_norm<T, P, true>(x.ptr<const T>(), weight.ptr<const P>(), bias.ptr<const P>(), y.ptr<T>(), mean.ptr<A>(),
+                             rstd.ptr<A>(), p.M, p.D, p.eps, stream);
   });
 }
 
-void launch_layer_norm_backward(const void* dy, const void* x, const void* weight, const void* mean, const void* rstd,
-                                void* dx, void* dweight, void* dbias, DType dtype, DType param_dtype, int64_t M,
-                                int64_t D, cudaStream_t stream) {
-  if (M == 0 || D == 0) return;
-  visit_norm_types(dtype, param_dtype, "launch_layer_norm_backward: unsupported dtypes", [&](auto t, auto p) {
+void layer_norm_backward(TV dy, TV x, TV weight, TV mean, TV rstd, TV dx, TV dweight, TV dbias,
+                         const LayerNormParams& p) {
+  if (x.numel == 0) return;
+  DeviceGuard guard(x.device);
+  const cudaStream_t stream = current_stream(x.device);
+  const DType pdt = param_dtype(x, {weight, dweight, dbias});
+  visit_norm_types(x.dtype, pdt, "layer_norm backward: unsupported dtypes", [&](auto t, auto pt) {
     using T = decltype(t);
-    using P = decltype(p);
+    using P = decltype(pt);
     using A = acc_t<T>;
-    run_layer_norm_backward<T, P>(static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const P*>(weight),
-                                  static_cast<const A*>(mean), static_cast<const A*>(rstd), static_cast<T*>(dx),
-                                  static_cast<P*>(dweight), static_cast<P*>(dbias), M, D, stream);
+    run_layer_norm_backward<T, P>(dy.ptr<const T>(), x.ptr<const T>(), weight.ptr<const P>(), mean.ptr<const A>(),
+                                  rstd.ptr<const A>(), dx.ptr<T>(), dweight.ptr<P>(), dbias.ptr<P>(), p.M, p.D,
+                                  x.device, stream);
   });
 }
 
-void launch_batch_norm_forward(const void* x, const void* weight, const void* bias, void* running_mean,
-                               void* running_var, void* y, void* save_mean, void* save_invstd, DType dtype,
-                               DType param_dtype, DType running_dtype, int64_t N, int64_t C, int64_t S, bool training,
-                               double momentum, double eps, cudaStream_t stream) {
-  if (N == 0 || C == 0 || S == 0) return;
-  visit_norm_types(dtype, param_dtype, "launch_batch_norm_forward: unsupported dtypes", [&](auto t, auto p) {
+void batch_norm_forward(TV x, TV weight, TV bias, TV running_mean, TV running_var, TV y, TV save_mean,
+                        TV save_invstd, const BatchNormParams& p) {
+  if (x.numel == 0) return;
+  DeviceGuard guard(x.device);
+  const cudaStream_t stream = current_stream(x.device);
+  const int64_t N = p.N, C = p.C, S = p.S;
+  const DType rdt = running_mean.defined ? running_mean.dtype : x.dtype;
+  visit_norm_types(x.dtype, param_dtype(x, {weight, bias}), "batch_norm: unsupported dtypes", [&](auto t, auto pt) {
     using T = decltype(t);
-    using P = decltype(p);
+    using P = decltype(pt);
     using A = acc_t<T>;
-    A* sm = static_cast<A*>(save_mean);
-    A* si = static_cast<A*>(save_invstd);
-    const T* xt = static_cast<const T*>(x);
-    if (running_mean == nullptr) running_dtype = dtype;
-    visit_running_type<T>(running_dtype, "launch_batch_norm_forward: unsupported running-stat dtype", [&](auto r) {
+    A* sm = save_mean.ptr<A>();
+    A* si = save_invstd.ptr<A>();
+    const T* xt = x.ptr<const T>();
+    visit_running_type<T>(rdt, "batch_norm: unsupported running-stat dtype", [&](auto r) {
       using R = decltype(r);
-      if (training) {
-        const BnStatsOut<A, R> fin{sm, si, static_cast<R*>(running_mean), static_cast<R*>(running_var),
-                                   static_cast<A>(N * S), static_cast<A>(eps), static_cast<A>(momentum)};
+      if (p.training) {
+        const BnStatsOut<A, R> fin{sm, si, running_mean.ptr<R>(), running_var.ptr<R>(), static_cast<A>(N * S),
+                                   static_cast<A>(p.eps), static_cast<A>(p.momentum)};
         run_bn_reduce<T, MomentsPolicy<T>>(xt, static_cast<const T*>(nullptr), static_cast<const A*>(nullptr), N, C, S,
-                                           fin, stream);
+                                           fin, x.device, stream);
       } else {
         bn_eval_stats_kernel<A, R><<<small_grid(C), kBlockSize, 0, stream>>>(
-            static_cast<const R*>(running_mean), static_cast<const R*>(running_var), sm, si, C, static_cast<A>(eps));
+            running_mean.ptr<const R>(), running_var.ptr<const R>(), sm, si, C, static_cast<A>(p.eps));
         KILN_CUDA_CHECK_LAUNCH();
       }
     });
-    run_norm_elementwise<T, P, false>(xt, nullptr, static_cast<const P*>(weight), static_cast<const P*>(bias), sm, si,
-                                      nullptr, static_cast<T*>(y), N, C, S, 1, stream);
+    run_norm_elementwise<T, P, false>(xt, nullptr, weight.ptr<const P>(), bias.ptr<const P>(), sm, si, nullptr,
+                                      y.ptr<T>(), N, C, S, 1, stream);
   });
 }
 
-void launch_batch_norm_backward(const void* dy, const void* x, const void* weight, const void* save_mean,
-                                const void* save_invstd, void* dx, void* dweight, void* dbias, DType dtype,
-                                DType param_dtype, int64_t N, int64_t C, int64_t S, bool training,
-                                cudaStream_t stream) {
-  if (N == 0 || C == 0 || S == 0) return;
-  visit_norm_types(dtype, param_dtype, "launch_batch_norm_backward: unsupported dtypes", [&](auto t, auto p) {
+void batch_norm_backward(TV dy, TV x, TV weight, TV save_mean, TV save_invstd, TV dx, TV dweight, TV dbias,
+                         const BatchNormParams& p) {
+  if (x.numel == 0) return;
+  DeviceGuard guard(x.device);
+  const cudaStream_t stream = current_stream(x.device);
+  const int64_t N = p.N, C = p.C, S = p.S;
+  const DType pdt = param_dtype(x, {weight, dweight, dbias});
+  visit_norm_types(x.dtype, pdt, "batch_norm backward: unsupported dtypes", [&](auto t, auto pt) {
     using T = decltype(t);
-    using P = decltype(p);
+    using P = decltype(pt);
     using A = acc_t<T>;
-    const T* xt = static_cast<const T*>(x);
-    const T* gt = static_cast<const T*>(dy);
-    const P* w = static_cast<const P*>(weight);
-    const A* sm = static_cast<const A*>(save_mean);
-    const A* si = static_cast<const A*>(save_invstd);
-    const bool coefs = training && dx != nullptr;
-    if (!coefs && dweight == nullptr && dbias == nullptr) {  // eval dx only: no reduction
-      run_norm_elementwise<T, P, false>(xt, gt, w, nullptr, sm, si, nullptr, static_cast<T*>(dx), N, C, S, 1, stream);
+    const T* xt = x.ptr<const T>();
+    const T* gt = dy.ptr<const T>();
+    const P* w = weight.ptr<const P>();
+    const A* sm = save_mean.ptr<const A>();
+    const A* si = save_invstd.ptr<const A>();
+    const bool coefs = p.training && dx.defined;
+    if (!coefs && !dweight.defined && !dbias.defined) {  // eval dx only: no reduction
+      run_norm_elementwise<T, P, false>(xt, gt, w, nullptr, sm, si, nullptr, dx.ptr<T>(), N, C, S, 1, stream);
       return;
     }
-    StreamScratch scratch(static_cast<size_t>(coefs ? 2 * C : 1) * sizeof(A), stream);
-    const BnGradOut<A, P> fin{si, w, static_cast<P*>(dweight), static_cast<P*>(dbias),
-                              coefs ? scratch.get<A>() : nullptr, static_cast<A>(N * S)};
-    run_bn_reduce<T, GradSumsPolicy<T>>(xt, gt, sm, N, C, S, fin, stream);
-    if (dx != nullptr)
-      run_norm_elementwise<T, P, false>(xt, gt, w, nullptr, sm, si, coefs ? scratch.get<A>() : nullptr,
-                                        static_cast<T*>(dx), N, C, S, 1, stream);
-    scratch.release();
+    Scratch scratch(static_cast<size_t>(coefs ? 2 * C : 1) * sizeof(A), x.device);
+    const BnGradOut<A, P> fin{si, w, dweight.ptr<P>(), dbias.ptr<P>(), coefs ? scratch.get<A>() : nullptr,
+                              static_cast<A>(N * S)};
+    run_bn_reduce<T, GradSumsPolicy<T>>(xt, gt, sm, N, C, S, fin, x.device, stream);
+    if (dx.defined)
+      run_norm_elementwise<T, P, false>(xt, gt, w, nullptr, sm, si, coefs ? scratch.get<A>() : nullptr, dx.ptr<T>(),
+                                        N, C, S, 1, stream);
   });
 }
 
-void launch_group_norm_forward(const void* x, const void* weight, const void* bias, void* y, void* mean, void* rstd,
-                               DType dtype, DType param_dtype, int64_t N, int64_t C, int64_t S, int64_t G, double eps,
-                               cudaStream_t stream) {
-  if (N == 0 || C == 0 || S == 0) return;
-  if (G <= 0 || C % G != 0) launch_fail("launch_group_norm_forward: channels not divisible by groups");
-  visit_norm_types(dtype, param_dtype, "launch_group_norm_forward: unsupported dtypes", [&](auto t, auto p) {
+void group_norm_forward(TV x, TV weight, TV bias, TV y, TV mean, TV rstd, const GroupNormParams& p) {
+  if (x.numel == 0) return;
+  DeviceGuard guard(x.device);
+  const cudaStream_t stream = current_stream(x.device);
+  const int64_t N = p.N, C = p.C, S = p.S, G = p.G;
+  visit_norm_types(x.dtype, param_dtype(x, {weight, bias}), "group_norm: unsupported dtypes", [&](auto t, auto pt) {
     using T = decltype(t);
-    using P = decltype(p);
+    using P = decltype(pt);
     using A = acc_t<T>;
-    const T* xt = static_cast<const T*>(x);
-    A* mu = static_cast<A*>(mean);
-    A* rs = static_cast<A*>(rstd);
+    const T* xt = x.ptr<const T>();
+    A* mu = mean.ptr<A>();
+    A* rs = rstd.ptr<A>();
     const int64_t Cg = C / G;
-    run_row_norm<T, T, false>(xt, nullptr, nullptr, nullptr, mu, rs, N * G, Cg * S, eps, stream);
-    run_norm_elementwise<T, P, true>(xt, nullptr, static_cast<const P*>(weight), static_cast<const P*>(bias), mu, rs,
-                                     nullptr, static_cast<T*>(y), N, C, S, Cg, stream);
+    run_row_norm<T, T, false>(xt, nullptr, nullptr, nullptr, mu, rs, N * G, Cg * S, p.eps, stream);
+    run_norm_elementwise<T, P, true>(xt, nullptr, weight.ptr<const P>(), bias.ptr<const P>(), mu, rs, nullptr,
+                                     y.ptr<T>(), N, C, S, Cg, stream);
   });
 }
 
-void launch_group_norm_backward(const void* dy, const void* x, const void* weight, const void* mean, const void* rstd,
-                                void* dx, void* dweight, void* dbias, DType dtype, DType param_dtype, int64_t N,
-                                int64_t C, int64_t S, int64_t G, cudaStream_t stream) {
-  if (N == 0 || C == 0 || S == 0) return;
-  if (G <= 0 || C % G != 0) launch_fail("launch_group_norm_backward: channels not divisible by groups");
-  visit_norm_types(dtype, param_dtype, "launch_group_norm_backward: unsupported dtypes", [&](auto t, auto p) {
+void group_norm_backward(TV dy, TV x, TV weight, TV mean, TV rstd, TV dx, TV dweight, TV dbias,
+                         const GroupNormParams& p) {
+  if (x.numel == 0) return;
+  DeviceGuard guard(x.device);
+  const cudaStream_t stream = current_stream(x.device);
+  const int64_t N = p.N, C = p.C, S = p.S, G = p.G;
+  const DType pdt = param_dtype(x, {weight, dweight, dbias});
+  visit_norm_types(x.dtype, pdt, "group_norm backward: unsupported dtypes", [&](auto t, auto pt) {
     using T = decltype(t);
-    using P = decltype(p);
+    using P = decltype(pt);
     using A = acc_t<T>;
-    const T* xt = static_cast<const T*>(x);
-    const T* gt = static_cast<const T*>(dy);
-    const P* w = static_cast<const P*>(weight);
-    const A* mu = static_cast<const A*>(mean);
-    const A* rs = static_cast<const A*>(rstd);
+    const T* xt = x.ptr<const T>();
+    const T* gt = dy.ptr<const T>();
+    const P* w = weight.ptr<const P>();
+    const A* mu = mean.ptr<const A>();
+    const A* rs = rstd.ptr<const A>();
     const int64_t Cg = C / G, rows = N * C;
-    StreamScratch scratch(static_cast<size_t>(2 * rows + 2 * N * G) * sizeof(A), stream);
+    Scratch scratch(static_cast<size_t>(2 * rows + 2 * N * G) * sizeof(A), x.device);
     A* sums = scratch.get<A>();
     A* coef = sums + 2 * rows;
     if (S > kMaxSubWarpRow) {
@@ -1231,18 +1266,17 @@ void launch_group_norm_backward(const void* dy, const void* x, const void* weigh
                                                                                                    rows, S, Cg, group);
     }
     KILN_CUDA_CHECK_LAUNCH();
-    if (dx != nullptr) {
+    if (dx.defined) {
       gn_coef_kernel<A, P><<<small_grid(N * G), kBlockSize, 0, stream>>>(sums, w, rs, coef, N * G, G, Cg,
                                                                         static_cast<A>(Cg * S));
       KILN_CUDA_CHECK_LAUNCH();
-      run_norm_elementwise<T, P, true>(xt, gt, w, nullptr, mu, rs, coef, static_cast<T*>(dx), N, C, S, Cg, stream);
+      run_norm_elementwise<T, P, true>(xt, gt, w, nullptr, mu, rs, coef, dx.ptr<T>(), N, C, S, Cg, stream);
     }
-    if (dweight != nullptr || dbias != nullptr) {
-      gn_param_grad_kernel<A, P><<<small_grid(C), kBlockSize, 0, stream>>>(sums, rs, static_cast<P*>(dweight),
-                                                                          static_cast<P*>(dbias), N, C, G, Cg);
+    if (dweight.defined || dbias.defined) {
+      gn_param_grad_kernel<A, P><<<small_grid(C), kBlockSize, 0, stream>>>(sums, rs, dweight.ptr<P>(), dbias.ptr<P>(),
+                                                                          N, C, G, Cg);
       KILN_CUDA_CHECK_LAUNCH();
     }
-    scratch.release();
   });
 }
 

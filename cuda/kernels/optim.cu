@@ -9,11 +9,13 @@
 //         m = lerp(m, g, 1 - beta1); v = beta2 * v + (1 - beta2) * g * g
 //         amsgrad: vmax = max(vmax, v) (NaN propagates), read vmax instead of v
 //         p = p - step_size * m / (sqrt(v) / sqrt(1 - beta2^step) + eps),
-//         step_size = lr / (1 - beta1^step) (computed on the host, in double)
-// Tensors: lists of n contiguous tensors, param i, grad i and state i of numels[i]
-// elements; params/grads f16, bf16, f32 or f64; state f32 (f64 for f64 params). Math in
-// f32 (f64 for f64); writes (=) params and state. Same formulas and operation order as
-// the CPU reference (ops/cpu/optim.cpp), which computes in double.
+//         step_size = lr / (1 - beta1^step) (computed on the host, in double: the step
+//         count lives on the host, so nothing is read back)
+// Tensors: lists of n contiguous tensors (optim/op_list.h), param i, grad i and state i
+// of one numel; params/grads f16, bf16, f32 or f64; state in the accumulation dtype (f32,
+// f64 for f64 params). Math in the same type; writes (=) params and state. Same formulas
+// and operation order as the CPU references (optim/cpu/sgd.cpp, optim/cpu/adam.cpp),
+// which compute in double.
 // Layout: each tensor is cut into chunks of kChunkSize elements; a block of kOptimBlock
 // threads handles one chunk, kILP elements per thread per step (one aligned vector load
 // per list when every pointer of the chunk is aligned to kILP elements and the chunk
@@ -23,11 +25,12 @@
 // more tensors or chunks take more launches, a tensor cut between two launches carrying
 // over. No host synchronisation.
 // Bandwidth on H100/H200: not yet measured on a GPU.
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
 #include <kiln/cuda/kernels/common.cuh>
-#include <kiln/cuda/kernels/launch.h>
+#include <kiln/optim/op_list.h>
 
 namespace kiln::cuda {
 namespace {
@@ -200,20 +203,22 @@ __global__ void __launch_bounds__(kOptimBlock) multi_tensor_kernel(TensorListMet
 
 // ---- launchers -----------------------------------------------------------------------
 
-// Packs the n tensors of `lists` (Depth lists of n pointers) into TensorListMetas and
-// calls launch(meta, blocks) for each full one and for the rest. Empty tensors are
-// skipped; a tensor whose chunks do not all fit continues in the next launch.
+// Packs the tensors of `lists` (Depth lists of views, lists[0] the params) into
+// TensorListMetas and calls launch(meta, blocks) for each full one and for the rest.
+// Empty tensors are skipped; a tensor whose chunks do not all fit continues in the next
+// launch.
 template <int Depth, class Launch>
-void multi_tensor_apply(int n, void* const* const* lists, const int64_t* numels, Launch&& launch) {
+void multi_tensor_apply(const TensorViews (&lists)[Depth], Launch&& launch) {
   constexpr int kMaxTensors = TensorListMeta<Depth>::kMaxTensors;
   TensorListMeta<Depth> meta{};
   int nt = 0, nb = 0;
-  for (int t = 0; t < n; ++t) {
-    if (numels[t] <= 0) continue;
-    const int64_t chunks = (numels[t] + kChunkSize - 1) / kChunkSize;
+  for (size_t t = 0; t < lists[0].size(); ++t) {
+    const int64_t numel = lists[0][t].numel;
+    if (numel <= 0) continue;
+    const int64_t chunks = (numel + kChunkSize - 1) / kChunkSize;
     if (chunks > INT32_MAX) optim_launch_fail("multi_tensor_apply: tensor too large for the chunk map");
-    for (int d = 0; d < Depth; ++d) meta.ptrs[d][nt] = lists[d][t];
-    meta.numel[nt] = numels[t];
+    for (int d = 0; d < Depth; ++d) meta.ptrs[d][nt] = lists[d][t].data;
+    meta.numel[nt] = numel;
     ++nt;
     for (int64_t c = 0; c < chunks; ++c) {
       meta.block_to_tensor[nb] = static_cast<unsigned char>(nt - 1);
@@ -249,8 +254,8 @@ void visit_param_dtype(DType dtype, F&& f) {
 }
 
 template <class T, class C, int Depth, class Op>
-void run(int n, void* const* const* lists, const int64_t* numels, const Op& op, cudaStream_t stream) {
-  multi_tensor_apply<Depth>(n, lists, numels, [&](const TensorListMeta<Depth>& meta, int blocks) {
+void run(const TensorViews (&lists)[Depth], const Op& op, cudaStream_t stream) {
+  multi_tensor_apply<Depth>(lists, [&](const TensorListMeta<Depth>& meta, int blocks) {
     multi_tensor_kernel<T, C, Depth, Op><<<blocks, kOptimBlock, 0, stream>>>(meta, op);
     KILN_CUDA_CHECK_LAUNCH();
   });
@@ -258,47 +263,54 @@ void run(int n, void* const* const* lists, const int64_t* numels, const Op& op, 
 
 }  // namespace
 
-void launch_multi_tensor_sgd(int n, void* const* params, void* const* grads, void* const* momentum_buffers,
-                             const int64_t* numels, DType dtype, const SgdKernelArgs& a, cudaStream_t stream) {
-  if (n <= 0) return;
-  visit_param_dtype(dtype, [&](auto tag) {
+void sgd_update(TensorViews params, TensorViews grads, TensorViews momentum_buffers, const SgdUpdateArgs& a) {
+  if (params.empty()) return;
+  const Device device = params[0].device;
+  DeviceGuard guard(device);
+  const cudaStream_t stream = current_stream(device);
+  visit_param_dtype(params[0].dtype, [&](auto tag) {
     using T = decltype(tag);
     using C = acc_t<T>;
-    if (momentum_buffers != nullptr) {
+    if (a.momentum != 0.0) {
       SgdFunctor<T, C, 1> op{C(a.lr), C(a.momentum), C(1.0 - a.dampening), C(a.weight_decay),
                              a.nesterov, a.maximize, a.init_momentum};
-      void* const* lists[3] = {params, grads, momentum_buffers};
-      run<T, C, 3>(n, lists, numels, op, stream);
+      const TensorViews lists[3] = {params, grads, momentum_buffers};
+      run<T, C, 3>(lists, op, stream);
     } else {
       SgdFunctor<T, C, 0> op{C(a.lr), C(0), C(1), C(a.weight_decay), a.nesterov, a.maximize, false};
-      void* const* lists[2] = {params, grads};
-      run<T, C, 2>(n, lists, numels, op, stream);
+      const TensorViews lists[2] = {params, grads};
+      run<T, C, 2>(lists, op, stream);
     }
   });
 }
 
-void launch_multi_tensor_adam(int n, void* const* params, void* const* grads, void* const* exp_avgs,
-                              void* const* exp_avg_sqs, void* const* max_exp_avg_sqs, const int64_t* numels,
-                              DType dtype, const AdamKernelArgs& a, cudaStream_t stream) {
-  if (n <= 0) return;
-  if (a.amsgrad && max_exp_avg_sqs == nullptr)
-    optim_launch_fail("launch_multi_tensor_adam: amsgrad without max_exp_avg_sqs");
-  visit_param_dtype(dtype, [&](auto tag) {
+void adam_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, TensorViews exp_avg_sqs,
+                 TensorViews max_exp_avg_sqs, const AdamUpdateArgs& a) {
+  if (params.empty()) return;
+  const Device device = params[0].device;
+  DeviceGuard guard(device);
+  const cudaStream_t stream = current_stream(device);
+  // The step-dependent scalars, in double on the host (as the CPU reference).
+  const double step = static_cast<double>(a.step);
+  const double step_size = a.lr / (1.0 - std::pow(a.beta1, step));
+  const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(a.beta2, step));
+  const double decay = 1.0 - a.lr * a.weight_decay;  // AdamW's decoupled decay factor
+  visit_param_dtype(params[0].dtype, [&](auto tag) {
     using T = decltype(tag);
     using C = acc_t<T>;
     auto make = [&](auto ns_tag) {
       constexpr int NS = decltype(ns_tag)::value;
       return AdamFunctor<T, C, NS>{C(a.beta2),        C(1.0 - a.beta1), C(1.0 - a.beta2),
-                                   C(a.eps),          C(a.weight_decay), C(a.step_size),
-                                   C(a.bias_correction2_sqrt), C(a.decay), a.decoupled_weight_decay,
+                                   C(a.eps),          C(a.weight_decay), C(step_size),
+                                   C(bias_correction2_sqrt), C(decay), a.decoupled_weight_decay,
                                    a.maximize};
     };
     if (a.amsgrad) {
-      void* const* lists[5] = {params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs};
-      run<T, C, 5>(n, lists, numels, make(std::integral_constant<int, 3>{}), stream);
+      const TensorViews lists[5] = {params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs};
+      run<T, C, 5>(lists, make(std::integral_constant<int, 3>{}), stream);
     } else {
-      void* const* lists[4] = {params, grads, exp_avgs, exp_avg_sqs};
-      run<T, C, 4>(n, lists, numels, make(std::integral_constant<int, 2>{}), stream);
+      const TensorViews lists[4] = {params, grads, exp_avgs, exp_avg_sqs};
+      run<T, C, 4>(lists, make(std::integral_constant<int, 2>{}), stream);
     }
   });
 }

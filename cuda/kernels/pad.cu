@@ -16,7 +16,7 @@
 // Bandwidth on H100/H200: not yet measured on a GPU.
 #include <kiln/cuda/kernels/common.cuh>
 #include <kiln/cuda/kernels/elementwise.cuh>
-#include <kiln/cuda/kernels/launch.h>
+#include <kiln/ops/op_list.h>
 
 namespace kiln::cuda {
 namespace {
@@ -144,45 +144,47 @@ bool fits_int32(int64_t n) { return n <= INT32_MAX / 2; }
 
 }  // namespace
 
-void launch_pad2d_forward(const void* x, void* y, DType dtype, int64_t B, int64_t H, int64_t W, int64_t left,
-                          int64_t right, int64_t top, int64_t bottom, PaddingMode mode, cudaStream_t stream) {
-  const int64_t Ho = H + top + bottom, Wo = W + left + right;
-  const int64_t total = B * Ho * Wo;
+void pad2d_forward(const TensorView& x, const TensorView& y, const Pad2dParams& p) {
+  const int64_t B = x.size(0), H = x.size(1), W = x.size(2), Ho = y.size(1), Wo = y.size(2);
+  const int64_t total = y.numel;
   if (total == 0) return;
-  visit_floating(dtype, "launch_pad2d_forward: needs a floating dtype", [&](auto tag) {
+  DeviceGuard guard(y.device);
+  cudaStream_t stream = current_stream(y.device);
+  visit_floating(x.dtype, "pad2d_forward: needs a floating dtype", [&](auto tag) {
     using T = decltype(tag);
-    const T* px = static_cast<const T*>(x);
-    T* py = static_cast<T*>(y);
-    if (fits_int32(total) && fits_int32(B * H * W)) {
+    const T* px = x.ptr<const T>();
+    T* py = y.ptr<T>();
+    if (fits_int32(total) && fits_int32(x.numel)) {
       pad2d_forward_kernel<T, int32_t><<<grid_for(total), kBlockSize, 0, stream>>>(
           px, py, static_cast<int32_t>(B), static_cast<int32_t>(H), static_cast<int32_t>(W),
-          static_cast<int32_t>(left), static_cast<int32_t>(top), static_cast<int32_t>(Ho), static_cast<int32_t>(Wo),
-          mode);
+          static_cast<int32_t>(p.left), static_cast<int32_t>(p.top), static_cast<int32_t>(Ho),
+          static_cast<int32_t>(Wo), p.mode);
     } else {
-      pad2d_forward_kernel<T, int64_t><<<grid_for(total), kBlockSize, 0, stream>>>(px, py, B, H, W, left, top, Ho,
-                                                                                   Wo, mode);
+      pad2d_forward_kernel<T, int64_t><<<grid_for(total), kBlockSize, 0, stream>>>(px, py, B, H, W, p.left, p.top,
+                                                                                   Ho, Wo, p.mode);
     }
     KILN_CUDA_CHECK_LAUNCH();
   });
 }
 
-void launch_pad2d_backward(const void* gy, void* gx, DType dtype, int64_t B, int64_t H, int64_t W, int64_t left,
-                           int64_t right, int64_t top, int64_t bottom, PaddingMode mode, cudaStream_t stream) {
-  const int64_t Ho = H + top + bottom, Wo = W + left + right;
-  const int64_t total = B * H * W;
+void pad2d_backward(const TensorView& gy, const TensorView& gx, const Pad2dParams& p) {
+  const int64_t B = gx.size(0), H = gx.size(1), W = gx.size(2), Ho = gy.size(1), Wo = gy.size(2);
+  const int64_t total = gx.numel;
   if (total == 0) return;
-  visit_floating(dtype, "launch_pad2d_backward: needs a floating dtype", [&](auto tag) {
+  DeviceGuard guard(gx.device);
+  cudaStream_t stream = current_stream(gx.device);
+  visit_floating(gx.dtype, "pad2d_backward: needs a floating dtype", [&](auto tag) {
     using T = decltype(tag);
-    const T* pg = static_cast<const T*>(gy);
-    T* px = static_cast<T*>(gx);
-    if (fits_int32(total) && fits_int32(B * Ho * Wo)) {
+    const T* pg = gy.ptr<const T>();
+    T* px = gx.ptr<T>();
+    if (fits_int32(total) && fits_int32(gy.numel)) {
       pad2d_backward_kernel<T, int32_t><<<grid_for(total), kBlockSize, 0, stream>>>(
           pg, px, static_cast<int32_t>(B), static_cast<int32_t>(H), static_cast<int32_t>(W),
-          static_cast<int32_t>(left), static_cast<int32_t>(right), static_cast<int32_t>(top),
-          static_cast<int32_t>(bottom), static_cast<int32_t>(Ho), static_cast<int32_t>(Wo), mode);
+          static_cast<int32_t>(p.left), static_cast<int32_t>(p.right), static_cast<int32_t>(p.top),
+          static_cast<int32_t>(p.bottom), static_cast<int32_t>(Ho), static_cast<int32_t>(Wo), p.mode);
     } else {
-      pad2d_backward_kernel<T, int64_t><<<grid_for(total), kBlockSize, 0, stream>>>(pg, px, B, H, W, left, right,
-                                                                                    top, bottom, Ho, Wo, mode);
+      pad2d_backward_kernel<T, int64_t><<<grid_for(total), kBlockSize, 0, stream>>>(
+          pg, px, B, H, W, p.left, p.right, p.top, p.bottom, Ho, Wo, p.mode);
     }
     KILN_CUDA_CHECK_LAUNCH();
   });

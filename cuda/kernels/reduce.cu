@@ -1,4 +1,5 @@
-// Reductions over the middle axis of a contiguous (outer, r, inner) tensor.
+// Reductions over the middle axis of a contiguous (outer, r, inner) tensor: the CUDA
+// kernel of core's slot `reduce` (core/kernel_list.h, ReduceParams).
 //
 //   out[o, i] = R_{j < r} x[o, j, i]   x contiguous (outer, r, inner); out contiguous
 //                                      (outer, inner); writes (=).
@@ -18,20 +19,21 @@
 //   inner == 1, long rows: 512-thread blocks over (a chunk of) one row, Packed128 loads
 //     with four vectors in flight per thread (a row's unaligned head and tail are
 //     scalar). With fewer rows than one wave of resident blocks, each row is split over
-//     several blocks whose partial states go to stream-ordered scratch memory
-//     (cudaMallocAsync) and a second kernel combines them: a reduce-all of 2^26 f32
-//     runs as ~2 waves of blocks over the whole GPU.
+//     several blocks whose partial states go to scratch memory from kiln's allocator
+//     (DeviceScratch: stream-ordered on the current stream) and a second kernel
+//     combines them: a reduce-all of 2^26 f32 runs as ~2 waves of blocks over the
+//     whole GPU.
 //   inner > 1: 2-D blocks of bx columns (consecutive i: coalesced) by `by` rows of r,
 //     four loads in flight per thread, a shared-memory tree over the rows; split over r
 //     with the same two-pass scheme when outer * inner is too small to fill the GPU.
 //     When r < 4 * by (most of a block's rows would idle), one thread per output instead.
-// Preconditions: r > 0 (empty reductions are filled by ops/); x aligned to its element
-// size (vector loads only where 16-byte aligned).
+// Preconditions (checked by ops/reduce.cpp): r > 0 (empty reductions are filled by
+// ops/), out's dtype as above, no mean of integers, no max/min/arg* of bool; x aligned
+// to its element size (vector loads only where 16-byte aligned).
 // Bandwidth on H100/H200: not yet measured (tools/bench_kernels fills this in).
-#include <kiln/core/op_kinds.h>
+#include <kiln/core/kernel_list.h>
 #include <kiln/cuda/kernels/common.cuh>
 #include <kiln/cuda/kernels/elementwise.cuh>
-#include <kiln/cuda/kernels/launch.h>
 #include <kiln/cuda/kernels/reduce_utils.cuh>
 
 namespace kiln::cuda {
@@ -321,8 +323,12 @@ void launch_partials(const typename Op::State* partial, OutT* out, int64_t nout,
   KILN_CUDA_CHECK_LAUNCH();
 }
 
+// Scratch for the partial states of split reductions comes from kiln's allocator on
+// `device` (stream-ordered on its current stream, which is `stream`) and is handed back
+// as soon as the second pass is queued.
 template <class T, class OutT, class Op>
-void run_reduce(const T* x, OutT* out, int64_t outer, int64_t r, int64_t inner, const Op& op, cudaStream_t stream) {
+void run_reduce(const T* x, OutT* out, int64_t outer, int64_t r, int64_t inner, const Op& op, Device device,
+                cudaStream_t stream) {
   using State = typename Op::State;
   constexpr int V = Packed128<T>::kSize;
   if (inner == 1) {
@@ -345,12 +351,11 @@ void run_reduce(const T* x, OutT* out, int64_t outer, int64_t r, int64_t inner, 
       KILN_CUDA_CHECK_LAUNCH();
       return;
     }
-    StreamScratch scratch(static_cast<size_t>(outer * splits) * sizeof(State), stream);
+    DeviceScratch scratch(static_cast<size_t>(outer * splits) * sizeof(State), device);
     reduce_rows_block_kernel<T, Op, OutT>
         <<<grid, kRowBlock, 0, stream>>>(x, out, scratch.get<State>(), outer, r, chunk, op);
     KILN_CUDA_CHECK_LAUNCH();
     launch_partials(scratch.get<State>(), out, outer, splits, op, stream);
-    scratch.release();
     return;
   }
 
@@ -364,7 +369,7 @@ void run_reduce(const T* x, OutT* out, int64_t outer, int64_t r, int64_t inner, 
     return;
   }
   const int64_t gx = ceil_div(inner, bx);
-  if (gx > INT32_MAX) launch_fail("launch_reduce: inner dimension too large");
+  if (gx > INT32_MAX) launch_fail("reduce: inner dimension too large for the grid");
   int64_t splits = choose_splits(gx * outer, kColBlock, r, static_cast<int64_t>(by) * kInFlight);
   const int64_t chunk = ceil_div(r, splits);
   splits = ceil_div(r, chunk);
@@ -376,54 +381,44 @@ void run_reduce(const T* x, OutT* out, int64_t outer, int64_t r, int64_t inner, 
     KILN_CUDA_CHECK_LAUNCH();
     return;
   }
-  StreamScratch scratch(static_cast<size_t>(outer * inner * splits) * sizeof(State), stream);
+  DeviceScratch scratch(static_cast<size_t>(outer * inner * splits) * sizeof(State), device);
   reduce_cols_kernel<T, Op, OutT>
       <<<grid, block, 0, stream>>>(x, out, scratch.get<State>(), outer, r, inner, chunk, op);
   KILN_CUDA_CHECK_LAUNCH();
   launch_partials(scratch.get<State>(), out, outer * inner, splits, op, stream);
-  scratch.release();
 }
 
 }  // namespace
 
-void launch_reduce(ReduceOp op, const void* x, DType x_dtype, void* out, DType out_dtype, int64_t outer, int64_t r,
-                   int64_t inner, cudaStream_t stream) {
-  if (outer == 0 || inner == 0) return;
-  if (r <= 0) launch_fail("launch_reduce: empty reduction (r == 0) reached the kernel");
-  visit_device_dtype(x_dtype, [&](auto tag) {
+void reduce(const TensorView& x, const TensorView& out, const ReduceParams& p) {
+  const int64_t outer = p.outer, r = p.r, inner = p.inner;
+  if (outer == 0 || inner == 0) return;  // empty output
+  DeviceGuard guard(x.device);
+  const cudaStream_t stream = current_stream(x.device);
+  const ReduceOp op = p.op;
+  visit_device_dtype(x.dtype, [&](auto tag) {
     using T = decltype(tag);
     using Acc = acc_t<T>;
-    const T* px = static_cast<const T*>(x);
+    const T* px = x.ptr<const T>();
     constexpr bool kBool = std::is_same_v<T, bool>;
     switch (op) {
       case ReduceOp::Sum:
       case ReduceOp::Mean:
-        if constexpr (std::is_integral_v<T>) {
-          if (op == ReduceOp::Mean) launch_fail("launch_reduce: mean of an integer tensor");
-          if (out_dtype != DType::I64) launch_fail("launch_reduce: sum of integers writes int64");
-          run_reduce(px, static_cast<int64_t*>(out), outer, r, inner, SumOp<Acc>{0}, stream);
+        if constexpr (std::is_integral_v<T>) {  // integers and bool sum into int64 (ops/ rejects their mean)
+          run_reduce(px, out.ptr<int64_t>(), outer, r, inner, SumOp<Acc>{0}, x.device, stream);
         } else {
-          if (out_dtype != x_dtype) launch_fail("launch_reduce: sum/mean writes the input dtype");
-          run_reduce(px, static_cast<T*>(out), outer, r, inner, SumOp<Acc>{op == ReduceOp::Mean ? r : 0}, stream);
+          run_reduce(px, out.ptr<T>(), outer, r, inner, SumOp<Acc>{op == ReduceOp::Mean ? r : 0}, x.device, stream);
         }
         break;
       case ReduceOp::Max:
       case ReduceOp::Min:
-        if constexpr (kBool) {
-          launch_fail("launch_reduce: max/min of a bool tensor");
-        } else {
-          if (out_dtype != x_dtype) launch_fail("launch_reduce: max/min writes the input dtype");
-          run_reduce(px, static_cast<T*>(out), outer, r, inner, MinMaxOp<Acc>{op == ReduceOp::Max}, stream);
-        }
+        if constexpr (!kBool)  // bool: rejected by ops/reduce.cpp
+          run_reduce(px, out.ptr<T>(), outer, r, inner, MinMaxOp<Acc>{op == ReduceOp::Max}, x.device, stream);
         break;
       case ReduceOp::ArgMax:
       case ReduceOp::ArgMin:
-        if constexpr (kBool) {
-          launch_fail("launch_reduce: argmax/argmin of a bool tensor");
-        } else {
-          if (out_dtype != DType::I64) launch_fail("launch_reduce: argmax/argmin writes int64");
-          run_reduce(px, static_cast<int64_t*>(out), outer, r, inner, ArgOp<Acc>{op == ReduceOp::ArgMax}, stream);
-        }
+        if constexpr (!kBool)  // bool: rejected by ops/reduce.cpp
+          run_reduce(px, out.ptr<int64_t>(), outer, r, inner, ArgOp<Acc>{op == ReduceOp::ArgMax}, x.device, stream);
         break;
     }
   });

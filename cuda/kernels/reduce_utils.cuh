@@ -1,13 +1,15 @@
-// Helpers shared by the reduction-shaped kernels (reduce.cu, softmax.cu): warp and block
-// all-reductions over any trivially copyable state with a combine functor, the SM count
-// used to size split reductions, and a stream-ordered scratch buffer. Every reduction
-// tree here has a fixed shape for a given launch configuration, so floating-point
-// results are deterministic run to run. Include only from .cu files.
+// Helpers shared by the reduction-shaped kernels (reduce.cu, softmax.cu, loss.cu,
+// index.cu, norm.cu): warp and block all-reductions over any trivially copyable state
+// with a combine functor, the SM count used to size split reductions, and scratch memory
+// from kiln's allocator. Every reduction tree here has a fixed shape for a given launch
+// configuration, so floating-point results are deterministic run to run. Include only
+// from .cu files.
 #pragma once
 #include <atomic>
 #include <cstdint>
 #include <type_traits>
 
+#include <kiln/core/runtime.h>
 #include <kiln/cuda/kernels/common.cuh>
 
 namespace kiln::cuda {
@@ -81,35 +83,29 @@ inline int num_sms() {
   return n;
 }
 
-// Scratch memory from the device's stream-ordered pool, freed on the same stream (so it
-// can be reused as soon as the kernels that read it are done). release() checks the
-// free; the destructor frees quietly when an exception left it held.
-class StreamScratch {
+// Scratch memory on a device from kiln's allocator (runtime(device).allocator()), handed
+// back when it goes out of scope. kiln's CUDA allocator is stream-ordered on the device's
+// current stream, the stream the launchers use: the block is usable by kernels queued
+// after the allocation, and handing it back right after queueing the kernels that use
+// it is safe (the free runs in stream order, after them). Construct it under the
+// launch's DeviceGuard; `bytes` > 0.
+class DeviceScratch {
  public:
-  StreamScratch(size_t bytes, cudaStream_t stream) : stream_(stream) {
-    KILN_CUDA_CHECK(cudaMallocAsync(&ptr_, bytes, stream));
-  }
-  ~StreamScratch() {
-    if (ptr_ != nullptr) {
-      cudaFreeAsync(ptr_, stream_);
-      cudaGetLastError();  // already unwinding from an earlier error; do not mask it later
-    }
-  }
-  StreamScratch(const StreamScratch&) = delete;
-  StreamScratch& operator=(const StreamScratch&) = delete;
+  DeviceScratch(size_t bytes, Device device)
+      : alloc_(runtime(device).allocator()), device_(device), bytes_(bytes), ptr_(alloc_.allocate(bytes, device)) {}
+  ~DeviceScratch() { alloc_.deallocate(ptr_, bytes_, device_); }
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
   template <class T>
   T* get() const {
     return static_cast<T*>(ptr_);
   }
-  void release() {
-    void* p = ptr_;
-    ptr_ = nullptr;
-    KILN_CUDA_CHECK(cudaFreeAsync(p, stream_));
-  }
 
  private:
-  void* ptr_ = nullptr;
-  cudaStream_t stream_;
+  Allocator& alloc_;
+  Device device_;
+  size_t bytes_;
+  void* ptr_;
 };
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

@@ -1,12 +1,14 @@
-// Softmax and log-softmax over the middle axis of a contiguous (outer, n, inner) tensor.
+// Softmax and log-softmax over the middle axis of a contiguous (outer, n, inner) tensor:
+// the CUDA kernel of the slot `softmax` (ops/softmax.h, SoftmaxParams).
 //
 //   m = max_j x[o, j, i],  s = sum_j exp(x[o, j, i] - m)
 //   softmax:     out[o, j, i] = exp(x[o, j, i] - m) / s
 //   log_softmax: out[o, j, i] = (x[o, j, i] - m) - log(s)
-// x, out contiguous (outer, n, inner), one floating dtype; writes (=). f16/bf16/f32
-// accumulate in float, f64 in double; precise expf/logf. Special values follow
-// ops/cpu/softmax.cpp: the max ignores NaN, a NaN anywhere in a row makes the whole row
-// NaN, -inf entries give 0 (or -inf), a row that is all -inf gives NaN.
+// x, out contiguous (outer, n, inner), one floating dtype (checked by ops/softmax.cpp);
+// writes (=). f16/bf16/f32 accumulate in float, f64 in double; precise expf/logf.
+// Special values follow ops/cpu/softmax.cpp: the max ignores NaN, a NaN anywhere in a
+// row makes the whole row NaN, -inf entries give 0 (or -inf), a row that is all -inf
+// gives NaN.
 // Paths:
 //   inner == 1, n <= 1024: one warp per row, the row held in registers (ceil(n/32) per
 //     lane, rounded up to a power of two: one instance per bucket), Packed128 loads and
@@ -22,11 +24,10 @@
 //     columns by `by` rows of n (256 threads, 1024 when outer * inner gives few blocks)
 //     combine per-thread (max, sum) pairs through shared memory, then write.
 // Bandwidth on H100/H200: not yet measured (tools/bench_kernels fills this in).
-#include <kiln/core/op_kinds.h>
 #include <kiln/cuda/kernels/common.cuh>
 #include <kiln/cuda/kernels/elementwise.cuh>
-#include <kiln/cuda/kernels/launch.h>
 #include <kiln/cuda/kernels/reduce_utils.cuh>
+#include <kiln/ops/op_list.h>
 
 namespace kiln::cuda {
 namespace {
@@ -366,16 +367,14 @@ void run_softmax(const T* x, T* out, int64_t outer, int64_t n, int64_t inner, bo
 
 }  // namespace
 
-void launch_softmax(const void* x, void* out, DType dtype, int64_t outer, int64_t n, int64_t inner, bool log,
-                    cudaStream_t stream) {
-  if (outer == 0 || n == 0 || inner == 0) return;
-  visit_device_dtype(dtype, [&](auto tag) {
+void softmax(const TensorView& x, const TensorView& out, const SoftmaxParams& p) {
+  if (p.outer == 0 || p.n == 0 || p.inner == 0) return;
+  DeviceGuard guard(x.device);
+  const cudaStream_t stream = current_stream(x.device);
+  visit_device_dtype(x.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_integral_v<T>) {
-      launch_fail("launch_softmax: needs a floating dtype");
-    } else {
-      run_softmax(static_cast<const T*>(x), static_cast<T*>(out), outer, n, inner, log, stream);
-    }
+    if constexpr (!std::is_integral_v<T>)  // integers: rejected by ops/softmax.cpp
+      run_softmax(x.ptr<const T>(), out.ptr<T>(), p.outer, p.n, p.inner, p.log, stream);
   });
 }
 

@@ -1,4 +1,5 @@
-// Unary elementwise kernels: y = op(x; alpha) for every op of KILN_UNARY_OPS.
+// Unary elementwise kernels (slot `unary`, ops/unary.h): y = op(x; alpha) for every op
+// of KILN_UNARY_OPS.
 //
 //   y[i] = f(x[i])   x, y: one shape (any rank <= 8), one dtype, any strides; writes (=).
 //   neg -x | abs |x| | exp | log | sqrt | rsqrt 1/sqrt(x) | sin | cos
@@ -12,13 +13,14 @@
 // Paths: (1) x and y contiguous with 16-byte aligned bases: one Packed128 per thread
 // per grid-stride step, the numel % (16/sizeof(T)) tail done by the first threads;
 // (2) otherwise 32-bit strided indexing with precomputed divisors (launches split into
-// < 2^31-element pieces). y may alias x: each element is read before the same thread
-// writes it. The op is a runtime switch taken once per thread, outside the loop.
+// < 2^31-element pieces). x and y arrive coalesced. y may alias x: each element is read
+// before the same thread writes it. The op is a runtime switch taken once per thread,
+// outside the loop. ops/unary.cpp has checked the op against the dtype (no bool; of the
+// integers only neg, abs and relu).
 // Bandwidth on H100/H200: not yet measured (tools/bench_kernels fills this in).
-#include <kiln/core/op_kinds.h>
 #include <kiln/cuda/kernels/common.cuh>
 #include <kiln/cuda/kernels/elementwise.cuh>
-#include <kiln/cuda/kernels/launch.h>
+#include <kiln/ops/op_list.h>
 
 namespace kiln::cuda {
 namespace {
@@ -74,7 +76,7 @@ __device__ __forceinline__ T unary_apply(T x, C alpha) {
 }
 
 // Calls f(UnaryTag<op>{}) for a runtime op: all ops for floating T, neg/abs/relu for
-// integers (the launcher has rejected the rest).
+// integers (ops/ computes the rest of them in f32).
 template <class T, class F>
 __device__ __forceinline__ void dispatch_unary(UnaryOp op, F&& f) {
   if constexpr (std::is_integral_v<T>) {
@@ -156,18 +158,15 @@ void run_unary(UnaryOp op, const TensorArg& x, const TensorArg& y, double alpha,
 
 }  // namespace
 
-void launch_unary(UnaryOp op, const TensorArg& x, const TensorArg& y, double alpha, cudaStream_t stream) {
+void unary(const TensorView& x, const TensorView& y, const UnaryParams& p) {
   if (y.numel == 0) return;
-  if (x.dtype != y.dtype) launch_fail("launch_unary: x and y must have one dtype");
+  DeviceGuard guard(y.device);
+  TensorView v[2] = {x, y};
+  coalesce(v, 2);
+  const cudaStream_t stream = current_stream(y.device);
   visit_device_dtype(y.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_same_v<T, bool>) {
-      launch_fail("launch_unary: not defined for bool tensors");
-    } else {
-      if (std::is_integral_v<T> && !unary_accepts_integers(op))
-        launch_fail("launch_unary: op not defined for integer tensors");
-      run_unary<T>(op, x, y, alpha, stream);
-    }
+    if constexpr (!std::is_same_v<T, bool>) run_unary<T>(p.op, v[0], v[1], p.alpha, stream);  // bool: rejected by ops/
   });
 }
 

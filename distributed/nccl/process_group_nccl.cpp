@@ -697,15 +697,12 @@ void ProcessGroupNccl::poll(const std::vector<std::shared_ptr<Entry>>& snapshot)
   if (culprit) fail_group(culprit->c, culprit, what);
 }
 
-const bool kNcclRegistered = [] {
-  register_process_group_backend("nccl", [](std::shared_ptr<Store> s, int rank, int size,
-                                            const ProcessGroupOptions& o) -> std::shared_ptr<ProcessGroup> {
-    if (!s && size == 1) s = std::make_shared<LocalStore>();
-    return std::make_shared<ProcessGroupNccl>(std::move(s), rank, size, o);
-  });
-  return true;
-}();
-
 }  // namespace
+
+std::shared_ptr<ProcessGroup> make_nccl_process_group(std::shared_ptr<Store> s, int rank, int size,
+                                                      const ProcessGroupOptions& o) {
+  if (!s && size == 1) s = std::make_shared<LocalStore>();
+  return std::make_shared<ProcessGroupNccl>(std::move(s), rank, size, o);
+}
 
 }  // namespace kiln::dist

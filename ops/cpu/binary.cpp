@@ -1,11 +1,15 @@
-// CPU reference for the binary elementwise family and where.
-#include <kiln/ops/cpu/cpu_backend.h>
-#include <kiln/ops/cpu/loops.h>
+// CPU kernels of the binary elementwise family (slot `binary`) and of where (slot
+// `where`). ops/binary.cpp has promoted the operands: integer division and arithmetic on
+// bool never get here.
+#include <kiln/core/cpu_loops.h>
+#include <kiln/ops/op_list.h>
 
 #include <algorithm>
 
-namespace kiln::detail {
+namespace kiln::cpu {
 namespace {
+
+using namespace kiln::detail;
 
 int64_t ipow(int64_t base, int64_t e) {
   if (e < 0) return base == 1 ? 1 : (base == -1 ? (e % 2 ? -1 : 1) : 0);
@@ -72,11 +76,11 @@ inline void binary_row(const T* a, int64_t sa, const T* b, int64_t sb, O* o, int
 }
 
 template <class T, class O, class Op>
-void binary_rows(const Tensor& a, const Tensor& b, const Tensor& out, Op op) {
-  const T* pa = static_cast<const T*>(a.data_ptr());
-  const T* pb = static_cast<const T*>(b.data_ptr());
-  O* po = static_cast<O*>(out.data_ptr());
-  for_each_row<3>(out.sizes(), {&a.strides(), &b.strides(), &out.strides()}, [&](const auto& off, int64_t n, const auto& st) {
+void binary_rows(const TensorView& a, const TensorView& b, const TensorView& out, Op op) {
+  const T* pa = a.ptr<const T>();
+  const T* pb = b.ptr<const T>();
+  O* po = out.ptr<O>();
+  for_each_row<3>(out, {&a, &b, &out}, [&](const auto& off, int64_t n, const auto& st) {
     binary_row(pa + off[0], st[0], pb + off[1], st[1], po + off[2], st[2], n, op);
   });
 }
@@ -84,7 +88,7 @@ void binary_rows(const Tensor& a, const Tensor& b, const Tensor& out, Op op) {
 // The flat-loop path for f32/f64: each op's arithmetic is the generic path's (widen to
 // double, arith/compare, narrow), with the op chosen once per call instead of per element.
 template <class T>
-void binary_fast(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+void binary_fast(BinaryOp op, const TensorView& a, const TensorView& b, const TensorView& out) {
   auto ar = [&](auto f) {
     binary_rows<T, T>(a, b, out, [f](T x, T y) { return static_cast<T>(f(static_cast<double>(x), static_cast<double>(y))); });
   };
@@ -114,44 +118,51 @@ void binary_fast(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& ou
 
 }  // namespace
 
-void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
-  visit_dtype(a.dtype(), [&](auto tag) {
+void binary(const TensorView& a_in, const TensorView& b_in, const TensorView& out, const BinaryParams& p) {
+  const BinaryOp op = p.op;
+  // A scalar operand passed by value: the loops read it from a one-element host buffer.
+  TensorView a = a_in, b = b_in;
+  Tensor scalar_storage;
+  if (p.scalar_operand >= 0) {
+    TensorView& v = p.scalar_operand == 0 ? a : b;
+    scalar_storage = scalar_tensor(p.scalar, TensorOptions(v.dtype, kCPU));
+    v.data = scalar_storage.data_ptr();
+    v.storage = scalar_storage.storage().get();
+  }
+  visit_dtype(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     using Acc = std::conditional_t<std::is_integral_v<T>, int64_t, double>;  // bool computes as int
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
       if (no_partial_overlap(a, out) && no_partial_overlap(b, out)) return binary_fast<T>(op, a, b, out);
     }
-    const T* pa = static_cast<const T*>(a.data_ptr());
-    const T* pb = static_cast<const T*>(b.data_ptr());
+    const T* pa = a.ptr<const T>();
+    const T* pb = b.ptr<const T>();
     auto load = [](T v) -> Acc {
       if constexpr (std::is_integral_v<T>) return static_cast<int64_t>(v);
       else return to_f64(v);
     };
     if (is_comparison(op)) {
-      bool* po = static_cast<bool*>(out.data_ptr());
-      for_each_element<3>(out.sizes(), {&a.strides(), &b.strides(), &out.strides()},
+      bool* po = out.ptr<bool>();
+      for_each_element<3>(out, {&a, &b, &out},
                           [&](const auto& o) { po[o[2]] = compare(op, load(pa[o[0]]), load(pb[o[1]])); });
     } else {
-      T* po = static_cast<T*>(out.data_ptr());
-      if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-        KILN_CHECK(op != BinaryOp::Div, "div: integer division reached the CPU kernel");
-      }
-      for_each_element<3>(out.sizes(), {&a.strides(), &b.strides(), &out.strides()},
+      T* po = out.ptr<T>();
+      for_each_element<3>(out, {&a, &b, &out},
                           [&](const auto& o) { po[o[2]] = convert<T>(arith<Acc>(op, load(pa[o[0]]), load(pb[o[1]]))); });
     }
   });
 }
 
-void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
-  visit_dtype(out.dtype(), [&](auto tag) {
+void where(const TensorView& cond, const TensorView& a, const TensorView& b, const TensorView& out) {
+  visit_dtype(out.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const bool* pc = static_cast<const bool*>(cond.data_ptr());
-    const T* pa = static_cast<const T*>(a.data_ptr());
-    const T* pb = static_cast<const T*>(b.data_ptr());
-    T* po = static_cast<T*>(out.data_ptr());
+    const bool* pc = cond.ptr<const bool>();
+    const T* pa = a.ptr<const T>();
+    const T* pb = b.ptr<const T>();
+    T* po = out.ptr<T>();
     if (no_partial_overlap(cond, out) && no_partial_overlap(a, out) && no_partial_overlap(b, out)) {
       // Row by row; the contiguous and broadcast-scalar rows as flat loops that vectorise.
-      for_each_row<4>(out.sizes(), {&cond.strides(), &a.strides(), &b.strides(), &out.strides()},
+      for_each_row<4>(out, {&cond, &a, &b, &out},
                       [&](const auto& off, int64_t n, const auto& st) {
                         // The mask read as bytes and widened: GCC vectorises the select then,
                         // not with bool loads.
@@ -182,9 +193,9 @@ void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, con
                       });
       return;
     }
-    for_each_element<4>(out.sizes(), {&cond.strides(), &a.strides(), &b.strides(), &out.strides()},
+    for_each_element<4>(out, {&cond, &a, &b, &out},
                         [&](const auto& o) { po[o[3]] = pc[o[0]] ? pa[o[1]] : pb[o[2]]; });
   });
 }
 
-}  // namespace kiln::detail
+}  // namespace kiln::cpu

@@ -7,19 +7,21 @@
 // A 1x1 kernel with stride 1 and no padding needs no im2col: col is x itself. Tiny
 // weight blocks (depthwise) use plain loops instead of BLAS calls.
 // f32 and f64 run in their own precision; f16/bf16 are widened to f32 and narrowed back.
-#include <kiln/ops/cpu/cpu_backend.h>
-#include <kiln/ops/cpu/loops.h>
+#include <kiln/core/kernel_list.h>
+#include <kiln/core/cpu_loops.h>
+#include <kiln/ops/op_list.h>
 
 #include <algorithm>
 #include <climits>
+#include <initializer_list>
 #include <vector>
 
 #include <cblas.h>
 
-namespace kiln::detail {
+namespace kiln::cpu {
 namespace {
 
-using Geom = Backend::Conv2dGeometry;
+using Geom = Conv2dGeometry;
 
 // Row-major C (M, N) = alpha op(A) op(B) + beta C.
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
@@ -88,13 +90,13 @@ void product_backward_weight(const T* gy, const T* col, T* gw, int64_t M, int64_
   }
 }
 
-// Sizes of one problem, read from the (contiguous, checked) tensors.
+// Sizes of one problem, read from the (contiguous, checked) views.
 struct Dims {
   int64_t N, C, H, W, O, kH, kW, Ho, Wo, G, Cg, Og, K, L;  // K = Cg kH kW, L = Ho Wo
   bool direct;                                            // 1x1, stride 1, no padding: col = x
 };
 
-Dims dims_of(const Tensor& x, const Tensor& w, const Tensor& y, const Geom& g) {
+Dims dims_of(const TensorView& x, const TensorView& w, const TensorView& y, const Geom& g) {
   Dims d{};
   d.N = x.size(0);
   d.C = x.size(1);
@@ -182,11 +184,12 @@ void col2im_add(const T* col, const Dims& d, const Geom& g, T* x) {
 }
 
 template <class T>
-void forward_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& y, const Geom& g) {
+void forward_impl(const TensorView& x, const TensorView& w, const TensorView& bias, const TensorView& y,
+                  const Geom& g) {
   const Dims d = dims_of(x, w, y, g);
-  const T* px = x.data<T>();
-  const T* pw = w.data<T>();
-  T* py = y.data<T>();
+  const T* px = x.ptr<const T>();
+  const T* pw = w.ptr<const T>();
+  T* py = y.ptr<T>();
   std::vector<T> col(d.direct ? 0 : static_cast<size_t>(d.K * d.L));
   for (int64_t n = 0; n < d.N; ++n) {
     for (int64_t gi = 0; gi < d.G; ++gi) {
@@ -198,8 +201,8 @@ void forward_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Te
       }
       product_forward(pw + gi * d.Og * d.K, cp, py + (n * d.O + gi * d.Og) * d.L, d.Og, d.K, d.L);
     }
-    if (bias.defined()) {
-      const T* pb = bias.data<T>();
+    if (bias.defined) {
+      const T* pb = bias.ptr<const T>();
       for (int64_t o = 0; o < d.O; ++o) {
         T* row = py + (n * d.O + o) * d.L;
         const T b = pb[o];
@@ -210,13 +213,13 @@ void forward_impl(const Tensor& x, const Tensor& w, const Tensor& bias, const Te
 }
 
 template <class T>
-void backward_data_impl(const Tensor& gy, const Tensor& w, const Tensor& gx, const Geom& g) {
+void backward_data_impl(const TensorView& gy, const TensorView& w, const TensorView& gx, const Geom& g) {
   const Dims d = dims_of(gx, w, gy, g);
-  const T* pg = gy.data<T>();
-  const T* pw = w.data<T>();
-  T* px = gx.data<T>();
+  const T* pg = gy.ptr<const T>();
+  const T* pw = w.ptr<const T>();
+  T* px = gx.ptr<T>();
   std::vector<T> col(d.direct ? 0 : static_cast<size_t>(d.K * d.L));
-  if (!d.direct) std::fill(px, px + gx.numel(), T(0));
+  if (!d.direct) std::fill(px, px + gx.numel, T(0));
   for (int64_t n = 0; n < d.N; ++n) {
     for (int64_t gi = 0; gi < d.G; ++gi) {
       T* xg = px + (n * d.C + gi * d.Cg) * d.H * d.W;
@@ -228,13 +231,13 @@ void backward_data_impl(const Tensor& gy, const Tensor& w, const Tensor& gx, con
 }
 
 template <class T>
-void backward_weight_impl(const Tensor& x, const Tensor& gy, const Tensor& gw, const Geom& g) {
+void backward_weight_impl(const TensorView& x, const TensorView& gy, const TensorView& gw, const Geom& g) {
   const Dims d = dims_of(x, gw, gy, g);
-  const T* px = x.data<T>();
-  const T* pg = gy.data<T>();
-  T* pw = gw.data<T>();
+  const T* px = x.ptr<const T>();
+  const T* pg = gy.ptr<const T>();
+  T* pw = gw.ptr<T>();
   std::vector<T> col(d.direct ? 0 : static_cast<size_t>(d.K * d.L));
-  std::fill(pw, pw + gw.numel(), T(0));
+  std::fill(pw, pw + gw.numel, T(0));
   for (int64_t n = 0; n < d.N; ++n) {
     for (int64_t gi = 0; gi < d.G; ++gi) {
       const T* xg = px + (n * d.C + gi * d.Cg) * d.H * d.W;
@@ -248,46 +251,47 @@ void backward_weight_impl(const Tensor& x, const Tensor& gy, const Tensor& gw, c
   }
 }
 
-// Runs f<float>/f<double> on the operands, widening f16/bf16 operands to f32 first and
-// narrowing the output (the last operand) back.
+// Runs f(T{}, ins, out) with T float or double on the operands' views, widening f16/bf16
+// operands to f32 first (undefined ones stay undefined) and narrowing the output (f32)
+// back into `out`.
 template <class F>
-void dispatch(const char* op, std::vector<Tensor> ins, const Tensor& out, F&& f) {
-  for (const Tensor& t : ins)
-    KILN_CHECK(!t.defined() || t.is_contiguous(), "CPU ", op, ": operands must be contiguous, got strides ",
-               shape_str(t.strides()), " for shape ", shape_str(t.sizes()));
-  KILN_CHECK(out.is_contiguous(), "CPU ", op, ": output must be contiguous");
-  const DType dt = out.dtype();
-  if (dt == DType::F32) return f(float{}, ins, out);
-  if (dt == DType::F64) return f(double{}, ins, out);
-  KILN_CHECK(dt == DType::F16 || dt == DType::BF16, "CPU ", op, ": unsupported dtype ", dtype_name(dt));
-  std::vector<Tensor> wide;
-  for (const Tensor& t : ins) wide.push_back(t.defined() ? t.to(DType::F32) : Tensor());
-  Tensor out32 = empty(out.sizes(), DType::F32);
-  f(float{}, wide, out32);
-  Tensor dst = out;
-  dst.copy_(out32);
+void dispatch(std::initializer_list<TensorView> ins, const TensorView& out, F&& f) {
+  std::vector<TensorView> in(ins);
+  if (out.dtype == DType::F32) return f(float{}, in, out);
+  if (out.dtype == DType::F64) return f(double{}, in, out);
+  // f16/bf16 (ops/conv.cpp admits floating dtypes only).
+  std::vector<Tensor> wide;  // keeps the f32 copies alive
+  for (TensorView& v : in) {
+    if (!v.defined) continue;
+    wide.push_back(empty(detail::shape_of(v), DType::F32));
+    kiln::cpu::copy(v, kernel_view(wide.back()));
+    v = kernel_view(wide.back());
+  }
+  Tensor out32 = empty(detail::shape_of(out), DType::F32);
+  f(float{}, in, kernel_view(out32));
+  kiln::cpu::copy(kernel_view(out32), out);
 }
 
 }  // namespace
 
-void CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& y,
-                                const Conv2dGeometry& g) {
-  dispatch("conv2d", {x, w, bias}, y, [&](auto tag, const std::vector<Tensor>& in, const Tensor& out) {
+void conv2d_forward(const TensorView& x, const TensorView& w, const TensorView& bias, const TensorView& y,
+                    const Conv2dGeometry& g) {
+  dispatch({x, w, bias}, y, [&](auto tag, const std::vector<TensorView>& in, const TensorView& out) {
     forward_impl<decltype(tag)>(in[0], in[1], in[2], out, g);
   });
 }
 
-void CpuBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const Tensor& gx, const Conv2dGeometry& g) {
-  dispatch("conv2d backward data", {gy, w}, gx, [&](auto tag, const std::vector<Tensor>& in, const Tensor& out) {
+void conv2d_backward_data(const TensorView& gy, const TensorView& w, const TensorView& gx, const Conv2dGeometry& g) {
+  dispatch({gy, w}, gx, [&](auto tag, const std::vector<TensorView>& in, const TensorView& out) {
     backward_data_impl<decltype(tag)>(in[0], in[1], out, g);
   });
 }
 
-void CpuBackend::conv2d_backward_weight(const Tensor& x, const Tensor& gy, const Tensor& gw,
-                                        const Conv2dGeometry& g) {
-  dispatch("conv2d backward weight", {x, gy}, gw, [&](auto tag, const std::vector<Tensor>& in, const Tensor& out) {
+void conv2d_backward_weight(const TensorView& x, const TensorView& gy, const TensorView& gw,
+                            const Conv2dGeometry& g) {
+  dispatch({x, gy}, gw, [&](auto tag, const std::vector<TensorView>& in, const TensorView& out) {
     backward_weight_impl<decltype(tag)>(in[0], in[1], out, g);
   });
 }
 
-}  // namespace kiln::detail
+}  // namespace kiln::cpu

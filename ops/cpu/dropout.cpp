@@ -2,25 +2,26 @@
 // keep from philox_keep (core/philox.h), the code the CUDA kernel runs. The product is
 // one multiply in the dtype's compute type (f32; f64 for f64), so the two backends give
 // the same bits.
-#include <kiln/ops/cpu/cpu_backend.h>
-#include <kiln/ops/cpu/loops.h>
-
+// x and out are contiguous of one floating dtype and 0 <= p < 1 (ops/dropout.cpp).
 #include <kiln/core/philox.h>
+#include <kiln/core/cpu_loops.h>
+#include <kiln/ops/op_list.h>
 
-namespace kiln::detail {
+namespace kiln::cpu {
 
-void CpuBackend::dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out) {
-  const uint32_t threshold = philox_keep_threshold(p);
-  visit_dtype(x.dtype(), [&](auto tag) {
+using namespace kiln::detail;
+
+void dropout(const TensorView& x, const TensorView& out, const DropoutParams& p) {
+  const uint32_t threshold = philox_keep_threshold(p.p);
+  const uint64_t seed = p.seed, offset = p.offset;
+  visit_dtype(x.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_integral_v<T>) {
-      throw Error("dropout: integer input reached the CPU kernel");
-    } else {
+    if constexpr (!std::is_integral_v<T>) {  // integers: rejected by ops/dropout.cpp
       using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
-      const A scale = static_cast<A>(1.0 / (1.0 - p));
-      const T* px = static_cast<const T*>(x.data_ptr());
-      T* po = static_cast<T*>(out.data_ptr());
-      const int64_t n = x.numel();
+      const A scale = static_cast<A>(1.0 / (1.0 - p.p));
+      const T* px = x.ptr<const T>();
+      T* po = out.ptr<T>();
+      const int64_t n = x.numel;
       for (int64_t i = 0; i < n; ++i) {
         const A m = philox_keep(seed, offset + static_cast<uint64_t>(i), threshold) ? scale : A(0);
         po[i] = convert<T>(static_cast<A>(px[i]) * m);
@@ -29,4 +30,4 @@ void CpuBackend::dropout(const Tensor& x, double p, uint64_t seed, uint64_t offs
   });
 }
 
-}  // namespace kiln::detail
+}  // namespace kiln::cpu

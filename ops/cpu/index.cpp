@@ -1,30 +1,31 @@
-// CPU reference for index_select, gather and scatter_add over (outer, n, inner) layouts.
-// ops/ has already checked that every index lies in [0, n).
-#include <kiln/ops/cpu/cpu_backend.h>
-#include <kiln/ops/cpu/loops.h>
+// CPU kernels of index_select, gather and scatter_add (slots of ops/index.h) over
+// (outer, n, inner) layouts. ops/ has already checked that every index lies in [0, n).
+#include <kiln/core/cpu_loops.h>
+#include <kiln/ops/op_list.h>
 
 #include <cstring>
 
-namespace kiln::detail {
+namespace kiln::cpu {
 
-void CpuBackend::index_select(const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t inner,
-                              const Tensor& out) {
-  const int64_t* idx = index.data<int64_t>();
-  int64_t k = index.numel();
-  size_t es = x.element_size();
-  const char* px = static_cast<const char*>(x.data_ptr());
-  char* po = static_cast<char*>(out.data_ptr());
+using namespace kiln::detail;
+
+void index_select(const TensorView& x, const TensorView& index, const TensorView& out, const IndexParams& p) {
+  const int64_t outer = p.outer, n = p.n, k = p.k, inner = p.inner;
+  const int64_t* idx = index.ptr<const int64_t>();
+  size_t es = dtype_size(x.dtype);
+  const char* px = x.ptr<const char>();
+  char* po = out.ptr<char>();
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t j = 0; j < k; ++j)
       std::memcpy(po + ((o * k + j) * inner) * es, px + ((o * n + idx[j]) * inner) * es, inner * es);
 }
 
-void CpuBackend::gather(const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t k, int64_t inner,
-                        const Tensor& out) {
-  const int64_t* idx = index.data<int64_t>();
-  size_t es = x.element_size();
-  const char* px = static_cast<const char*>(x.data_ptr());
-  char* po = static_cast<char*>(out.data_ptr());
+void gather(const TensorView& x, const TensorView& index, const TensorView& out, const IndexParams& p) {
+  const int64_t outer = p.outer, n = p.n, k = p.k, inner = p.inner;
+  const int64_t* idx = index.ptr<const int64_t>();
+  size_t es = dtype_size(x.dtype);
+  const char* px = x.ptr<const char>();
+  char* po = out.ptr<char>();
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t j = 0; j < k; ++j)
       for (int64_t i = 0; i < inner; ++i) {
@@ -33,13 +34,13 @@ void CpuBackend::gather(const Tensor& x, const Tensor& index, int64_t outer, int
       }
 }
 
-void CpuBackend::scatter_add(const Tensor& out, const Tensor& index, const Tensor& src, int64_t outer, int64_t n,
-                             int64_t k, int64_t inner) {
-  const int64_t* idx = index.data<int64_t>();
-  visit_dtype(out.dtype(), [&](auto tag) {
+void scatter_add(const TensorView& out, const TensorView& index, const TensorView& src, const IndexParams& p) {
+  const int64_t outer = p.outer, n = p.n, k = p.k, inner = p.inner;
+  const int64_t* idx = index.ptr<const int64_t>();
+  visit_dtype(out.dtype, [&](auto tag) {
     using T = decltype(tag);
-    T* po = static_cast<T*>(out.data_ptr());
-    const T* ps = static_cast<const T*>(src.data_ptr());
+    T* po = out.ptr<T>();
+    const T* ps = src.ptr<const T>();
     for (int64_t o = 0; o < outer; ++o)
       for (int64_t j = 0; j < k; ++j)
         for (int64_t i = 0; i < inner; ++i) {
@@ -51,4 +52,4 @@ void CpuBackend::scatter_add(const Tensor& out, const Tensor& index, const Tenso
   });
 }
 
-}  // namespace kiln::detail
+}  // namespace kiln::cpu

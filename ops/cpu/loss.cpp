@@ -1,23 +1,27 @@
-// CPU reference of the fused cross entropy over rows of a contiguous (rows, C) logits
-// matrix: log-sum-exp, loss and gradient with plain loops in double, stored in the
-// accumulation dtype (f64 for f64 logits, f32 otherwise) like the CUDA kernel's.
-#include <kiln/ops/cpu/cpu_backend.h>
-#include <kiln/ops/cpu/loops.h>
+// CPU kernels of the fused cross entropy (slots cross_entropy_forward/backward, ops/loss.h)
+// over rows of a contiguous (rows, C) logits matrix: log-sum-exp, loss and gradient with
+// plain loops in double, stored in the accumulation dtype (accumulate_dtype: f64 for f64
+// logits, f32 otherwise) like the CUDA kernel's. ops/loss.cpp has checked that the logits
+// are floating.
+#include <kiln/core/cpu_loops.h>
+#include <kiln/ops/op_list.h>
 
 #include <limits>
 
-namespace kiln::detail {
+namespace kiln::cpu {
 namespace {
 
-// Calls f(T{}, A{}) for the logits' element type T and its accumulation type A.
+using namespace kiln::detail;
+
+// Calls f(T{}, A{}) for the logits' element type T and its accumulation type A (the C++
+// type of accumulate_dtype(t)). Integer logits are rejected by ops/loss.cpp.
 template <class F>
-void visit_logits(DType t, const char* what, F&& f) {
+void visit_logits(DType t, F&& f) {
   visit_dtype(t, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_integral_v<T>) {
-      throw Error(str(what, ": integer logits reached the CPU kernel"));
-    } else {
+    if constexpr (!std::is_integral_v<T>) {
       using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+      static_assert(dtype_of<A> == accumulate_dtype(dtype_of<T>));
       f(T{}, A{});
     }
   });
@@ -28,16 +32,18 @@ inline double exp_shifted(double v, double m) { return v == -INFINITY ? 0.0 : st
 
 }  // namespace
 
-void CpuBackend::cross_entropy_forward(const Tensor& logits, const Tensor& target, int64_t ignore_index,
-                                       double eps, const Tensor& losses, const Tensor& lse) {
+void cross_entropy_forward(const TensorView& logits, const TensorView& target, const TensorView& losses,
+                           const TensorView& lse, const CrossEntropyParams& p) {
   const int64_t rows = logits.size(0), C = logits.size(1);
-  const int64_t* t = target.data<int64_t>();
-  visit_logits(logits.dtype(), "cross_entropy", [&](auto ttag, auto atag) {
+  const int64_t ignore_index = p.ignore_index;
+  const double eps = p.label_smoothing;
+  const int64_t* t = target.ptr<const int64_t>();
+  visit_logits(logits.dtype, [&](auto ttag, auto atag) {
     using T = decltype(ttag);
     using A = decltype(atag);
-    const T* x = static_cast<const T*>(logits.data_ptr());
-    A* pl = losses.data<A>();
-    A* ps = lse.data<A>();
+    const T* x = logits.ptr<const T>();
+    A* pl = losses.ptr<A>();
+    A* ps = lse.ptr<A>();
     for (int64_t r = 0; r < rows; ++r) {
       const T* xr = x + r * C;
       double m = -INFINITY, s = 0, sx = 0;
@@ -61,19 +67,20 @@ void CpuBackend::cross_entropy_forward(const Tensor& logits, const Tensor& targe
   });
 }
 
-void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& target, const Tensor& lse,
-                                        const Tensor& grad, int64_t ignore_index, double eps,
-                                        const Tensor& dlogits) {
+void cross_entropy_backward(const TensorView& logits, const TensorView& target, const TensorView& lse,
+                            const TensorView& grad, const TensorView& dlogits, const CrossEntropyParams& p) {
   const int64_t rows = logits.size(0), C = logits.size(1);
-  const int64_t gstride = grad.numel() == 1 ? 0 : 1;
-  const int64_t* t = target.data<int64_t>();
-  visit_logits(logits.dtype(), "cross_entropy backward", [&](auto ttag, auto atag) {
+  const int64_t ignore_index = p.ignore_index;
+  const double eps = p.label_smoothing;
+  const int64_t gstride = grad.numel == 1 ? 0 : 1;
+  const int64_t* t = target.ptr<const int64_t>();
+  visit_logits(logits.dtype, [&](auto ttag, auto atag) {
     using T = decltype(ttag);
     using A = decltype(atag);
-    const T* x = static_cast<const T*>(logits.data_ptr());
-    T* d = static_cast<T*>(dlogits.data_ptr());
-    const A* ps = lse.data<A>();
-    const A* pg = grad.data<A>();
+    const T* x = logits.ptr<const T>();
+    T* d = dlogits.ptr<T>();
+    const A* ps = lse.ptr<const A>();
+    const A* pg = grad.ptr<const A>();
     const double eps_c = eps / static_cast<double>(C);
     for (int64_t r = 0; r < rows; ++r) {
       const T* xr = x + r * C;
@@ -86,13 +93,13 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
       const bool bad = tr < 0 || tr >= C;  // ops/ rejects these; the kernel writes NaN rather than read out of range
       const double l = ps[r], g = pg[r * gstride];
       for (int64_t c = 0; c < C; ++c) {
-        const double p = std::exp(to_f64(xr[c]) - l);
+        const double prob = std::exp(to_f64(xr[c]) - l);
         const double v = bad ? std::numeric_limits<double>::quiet_NaN()
-                             : (p - eps_c - (c == tr ? 1.0 - eps : 0.0)) * g;
+                             : (prob - eps_c - (c == tr ? 1.0 - eps : 0.0)) * g;
         dr[c] = convert<T>(v);
       }
     }
   });
 }
 
-}  // namespace kiln::detail
+}  // namespace kiln::cpu

@@ -5,41 +5,42 @@
 #include <cmath>
 #include <vector>
 
-#include <kiln/ops/cpu/cpu_backend.h>
-#include <kiln/ops/cpu/loops.h>
+#include <kiln/core/cpu_loops.h>
+#include <kiln/ops/op_list.h>
 
-namespace kiln::detail {
+namespace kiln::cpu {
 namespace {
 
-// A contiguous floating tensor's values as doubles (empty for an undefined tensor).
-std::vector<double> read(const Tensor& t) {
-  if (!t.defined()) return {};
-  std::vector<double> v(static_cast<size_t>(t.numel()));
-  visit_dtype(t.dtype(), [&](auto tag) {
+using namespace kiln::detail;
+
+// A contiguous floating view's values as doubles (empty for an undefined view).
+std::vector<double> read(const TensorView& t) {
+  if (!t.defined) return {};
+  std::vector<double> v(static_cast<size_t>(t.numel));
+  visit_dtype(t.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const T* p = static_cast<const T*>(t.data_ptr());
+    const T* p = t.ptr<const T>();
     for (size_t i = 0; i < v.size(); ++i) v[i] = to_f64(p[i]);
   });
   return v;
 }
 
-// Writes doubles into a contiguous tensor (no-op for an undefined tensor).
-void write(const Tensor& t, const std::vector<double>& v) {
-  if (!t.defined()) return;
-  visit_dtype(t.dtype(), [&](auto tag) {
+// Writes doubles into a contiguous view (no-op for an undefined view).
+void write(const TensorView& t, const std::vector<double>& v) {
+  if (!t.defined) return;
+  visit_dtype(t.dtype, [&](auto tag) {
     using T = decltype(tag);
-    T* p = static_cast<T*>(t.data_ptr());
+    T* p = t.ptr<T>();
     for (size_t i = 0; i < v.size(); ++i) p[i] = convert<T>(v[i]);
   });
 }
 
-// Calls f(T{}) for x's floating type.
+// Calls f(T{}) for x's floating type (ops/norm.cpp admits no other).
 template <class F>
-void visit_floating(const char* op, DType t, F&& f) {
+void visit_floating(DType t, F&& f) {
   visit_dtype(t, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_integral_v<T>) throw Error(detail::str(op, ": non-floating input reached the CPU kernel"));
-    else f(tag);
+    if constexpr (!std::is_integral_v<T>) f(tag);
   });
 }
 
@@ -125,17 +126,19 @@ void dy_sums_block(const T* g, const T* x, int64_t N, int64_t C, int64_t S, int6
 
 }  // namespace
 
-void CpuBackend::batch_norm_forward(const Tensor& x, int64_t N, int64_t C, int64_t S, const Tensor& weight,
-                                    const Tensor& bias, const Tensor& running_mean, const Tensor& running_var,
-                                    bool training, double momentum, double eps, const Tensor& y,
-                                    const Tensor& save_mean, const Tensor& save_invstd) {
+void batch_norm_forward(const TensorView& x, const TensorView& weight, const TensorView& bias,
+                        const TensorView& running_mean, const TensorView& running_var, const TensorView& y,
+                        const TensorView& save_mean, const TensorView& save_invstd, const BatchNormParams& p) {
+  const int64_t N = p.N, C = p.C, S = p.S;
+  const bool training = p.training;
+  const double momentum = p.momentum, eps = p.eps;
   const std::vector<double> w = read(weight), b = read(bias);
   std::vector<double> rm = read(running_mean), rv = read(running_var);
   std::vector<double> mean(C), invstd(C);
-  visit_floating("batch_norm", x.dtype(), [&](auto tag) {
+  visit_floating(x.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const T* px = static_cast<const T*>(x.data_ptr());
-    T* py = static_cast<T*>(y.data_ptr());
+    const T* px = x.ptr<const T>();
+    T* py = y.ptr<T>();
     const double count = static_cast<double>(N * S);
     std::vector<double> vars(training ? C : 0);
     if (training) batch_moments(px, N, C, S, mean.data(), vars.data());
@@ -167,16 +170,18 @@ void CpuBackend::batch_norm_forward(const Tensor& x, int64_t N, int64_t C, int64
   }
 }
 
-void CpuBackend::batch_norm_backward(const Tensor& dy, const Tensor& x, int64_t N, int64_t C, int64_t S,
-                                     const Tensor& weight, const Tensor& save_mean, const Tensor& save_invstd,
-                                     bool training, const Tensor& dx, const Tensor& dweight, const Tensor& dbias) {
+void batch_norm_backward(const TensorView& dy, const TensorView& x, const TensorView& weight,
+                         const TensorView& save_mean, const TensorView& save_invstd, const TensorView& dx,
+                         const TensorView& dweight, const TensorView& dbias, const BatchNormParams& p) {
+  const int64_t N = p.N, C = p.C, S = p.S;
+  const bool training = p.training;
   const std::vector<double> w = read(weight), mean = read(save_mean), invstd = read(save_invstd);
   std::vector<double> dw(C), db(C);
-  visit_floating("batch_norm", x.dtype(), [&](auto tag) {
+  visit_floating(x.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const T* px = static_cast<const T*>(x.data_ptr());
-    const T* pg = static_cast<const T*>(dy.data_ptr());
-    T* pdx = dx.defined() ? static_cast<T*>(dx.data_ptr()) : nullptr;
+    const T* px = x.ptr<const T>();
+    const T* pg = dy.ptr<const T>();
+    T* pdx = dx.defined ? dx.ptr<T>() : nullptr;
     const double count = static_cast<double>(N * S);
     std::vector<double> sums(C), sums_xhat(C);
     {
@@ -204,14 +209,16 @@ void CpuBackend::batch_norm_backward(const Tensor& dy, const Tensor& x, int64_t 
   write(dbias, db);
 }
 
-void CpuBackend::layer_norm_forward(const Tensor& x, int64_t M, int64_t D, const Tensor& weight, const Tensor& bias,
-                                    double eps, const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+void layer_norm_forward(const TensorView& x, const TensorView& weight, const TensorView& bias, const TensorView& y,
+                        const TensorView& mean, const TensorView& rstd, const LayerNormParams& p) {
+  const int64_t M = p.M, D = p.D;
+  const double eps = p.eps;
   const std::vector<double> w = read(weight), b = read(bias);
   std::vector<double> mu(M), rs(M);
-  visit_floating("layer_norm", x.dtype(), [&](auto tag) {
+  visit_floating(x.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const T* px = static_cast<const T*>(x.data_ptr());
-    T* py = static_cast<T*>(y.data_ptr());
+    const T* px = x.ptr<const T>();
+    T* py = y.ptr<T>();
     for (int64_t r = 0; r < M; ++r) {
       double var = 0;
       channel_moments(px + r * D, 1, 1, D, 0, mu[r], var);
@@ -224,16 +231,17 @@ void CpuBackend::layer_norm_forward(const Tensor& x, int64_t M, int64_t D, const
   write(rstd, rs);
 }
 
-void CpuBackend::layer_norm_backward(const Tensor& dy, const Tensor& x, int64_t M, int64_t D, const Tensor& weight,
-                                     const Tensor& mean, const Tensor& rstd, const Tensor& dx, const Tensor& dweight,
-                                     const Tensor& dbias) {
+void layer_norm_backward(const TensorView& dy, const TensorView& x, const TensorView& weight, const TensorView& mean,
+                         const TensorView& rstd, const TensorView& dx, const TensorView& dweight,
+                         const TensorView& dbias, const LayerNormParams& p) {
+  const int64_t M = p.M, D = p.D;
   const std::vector<double> w = read(weight), mu = read(mean), rs = read(rstd);
   std::vector<double> dw(D, 0.0), db(D, 0.0);
-  visit_floating("layer_norm", x.dtype(), [&](auto tag) {
+  visit_floating(x.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const T* px = static_cast<const T*>(x.data_ptr());
-    const T* pg = static_cast<const T*>(dy.data_ptr());
-    T* pdx = dx.defined() ? static_cast<T*>(dx.data_ptr()) : nullptr;
+    const T* px = x.ptr<const T>();
+    const T* pg = dy.ptr<const T>();
+    T* pdx = dx.defined ? dx.ptr<T>() : nullptr;
     for (int64_t r = 0; r < M; ++r) {
       double sum_g = 0, sum_gx = 0;  // g = dy * weight
       for (int64_t j = 0; j < D; ++j) {
@@ -257,16 +265,17 @@ void CpuBackend::layer_norm_backward(const Tensor& dy, const Tensor& x, int64_t 
   write(dbias, db);
 }
 
-void CpuBackend::group_norm_forward(const Tensor& x, int64_t N, int64_t C, int64_t S, int64_t G,
-                                    const Tensor& weight, const Tensor& bias, double eps, const Tensor& y,
-                                    const Tensor& mean, const Tensor& rstd) {
+void group_norm_forward(const TensorView& x, const TensorView& weight, const TensorView& bias, const TensorView& y,
+                        const TensorView& mean, const TensorView& rstd, const GroupNormParams& p) {
+  const int64_t N = p.N, C = p.C, S = p.S, G = p.G;
+  const double eps = p.eps;
   const std::vector<double> w = read(weight), b = read(bias);
   const int64_t Cg = C / G, D = Cg * S;
   std::vector<double> mu(N * G), rs(N * G);
-  visit_floating("group_norm", x.dtype(), [&](auto tag) {
+  visit_floating(x.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const T* px = static_cast<const T*>(x.data_ptr());
-    T* py = static_cast<T*>(y.data_ptr());
+    const T* px = x.ptr<const T>();
+    T* py = y.ptr<T>();
     for (int64_t r = 0; r < N * G; ++r) {  // row r = (n, g): D consecutive elements
       const int64_t g = r % G;
       double var = 0;
@@ -286,17 +295,18 @@ void CpuBackend::group_norm_forward(const Tensor& x, int64_t N, int64_t C, int64
   write(rstd, rs);
 }
 
-void CpuBackend::group_norm_backward(const Tensor& dy, const Tensor& x, int64_t N, int64_t C, int64_t S, int64_t G,
-                                     const Tensor& weight, const Tensor& mean, const Tensor& rstd, const Tensor& dx,
-                                     const Tensor& dweight, const Tensor& dbias) {
+void group_norm_backward(const TensorView& dy, const TensorView& x, const TensorView& weight, const TensorView& mean,
+                         const TensorView& rstd, const TensorView& dx, const TensorView& dweight,
+                         const TensorView& dbias, const GroupNormParams& p) {
+  const int64_t N = p.N, C = p.C, S = p.S, G = p.G;
   const std::vector<double> w = read(weight), mu = read(mean), rs = read(rstd);
   const int64_t Cg = C / G, D = Cg * S;
   std::vector<double> dw(C, 0.0), db(C, 0.0);
-  visit_floating("group_norm", x.dtype(), [&](auto tag) {
+  visit_floating(x.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const T* px = static_cast<const T*>(x.data_ptr());
-    const T* pg = static_cast<const T*>(dy.data_ptr());
-    T* pdx = dx.defined() ? static_cast<T*>(dx.data_ptr()) : nullptr;
+    const T* px = x.ptr<const T>();
+    const T* pg = dy.ptr<const T>();
+    T* pdx = dx.defined ? dx.ptr<T>() : nullptr;
     for (int64_t r = 0; r < N * G; ++r) {
       const int64_t g = r % G;
       double sum_g = 0, sum_gx = 0;
@@ -327,4 +337,4 @@ void CpuBackend::group_norm_backward(const Tensor& dy, const Tensor& x, int64_t 
   write(dbias, db);
 }
 
-}  // namespace kiln::detail
+}  // namespace kiln::cpu

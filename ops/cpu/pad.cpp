@@ -1,9 +1,14 @@
 // CPU reference of pad2d: each output position reads one input position (or zero); the
 // backward walks the same map and adds each output gradient into the position it read.
-#include <kiln/ops/cpu/cpu_backend.h>
-#include <kiln/ops/cpu/loops.h>
+#include <kiln/core/cpu_loops.h>
+#include <kiln/ops/op_list.h>
 
-namespace kiln::detail {
+#include <vector>
+
+namespace kiln::cpu {
+
+using namespace kiln::detail;
+
 namespace {
 
 // The input index that output index o (of a dim of size n padded by `before`) reads,
@@ -40,33 +45,32 @@ void for_each_source(int64_t B, int64_t H, int64_t W, int64_t left, int64_t righ
 
 }  // namespace
 
-void CpuBackend::pad2d_forward(const Tensor& x, const Tensor& y, int64_t left, int64_t right, int64_t top,
-                               int64_t bottom, PaddingMode mode) {
-  visit_dtype(x.dtype(), [&](auto tag) {
+void pad2d_forward(const TensorView& x, const TensorView& y, const Pad2dParams& p) {
+  visit_dtype(x.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const T* px = static_cast<const T*>(x.data_ptr());
-    T* py = static_cast<T*>(y.data_ptr());
-    for_each_source(x.size(0), x.size(1), x.size(2), left, right, top, bottom, mode,
+    const T* px = x.ptr<const T>();
+    T* py = y.ptr<T>();
+    for_each_source(x.size(0), x.size(1), x.size(2), p.left, p.right, p.top, p.bottom, p.mode,
                     [&](int64_t o, int64_t i) { py[o] = i < 0 ? convert<T>(0.0) : px[i]; });
   });
 }
 
-void CpuBackend::pad2d_backward(const Tensor& gy, const Tensor& gx, int64_t left, int64_t right, int64_t top,
-                                int64_t bottom, PaddingMode mode) {
-  visit_dtype(gy.dtype(), [&](auto tag) {
+void pad2d_backward(const TensorView& gy, const TensorView& gx, const Pad2dParams& p) {
+  visit_dtype(gy.dtype, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_integral_v<T>) {
       throw Error("pad2d backward: integer gradient reached the CPU kernel");
     } else {
-      const T* pg = static_cast<const T*>(gy.data_ptr());
-      T* px = static_cast<T*>(gx.data_ptr());
-      std::vector<double> acc(static_cast<size_t>(gx.numel()), 0.0);
-      for_each_source(gx.size(0), gx.size(1), gx.size(2), left, right, top, bottom, mode, [&](int64_t o, int64_t i) {
-        if (i >= 0) acc[i] += to_f64(pg[o]);
-      });
-      for (int64_t i = 0; i < gx.numel(); ++i) px[i] = convert<T>(acc[i]);
+      const T* pg = gy.ptr<const T>();
+      T* px = gx.ptr<T>();
+      std::vector<double> acc(static_cast<size_t>(gx.numel), 0.0);
+      for_each_source(gx.size(0), gx.size(1), gx.size(2), p.left, p.right, p.top, p.bottom, p.mode,
+                      [&](int64_t o, int64_t i) {
+                        if (i >= 0) acc[i] += to_f64(pg[o]);
+                      });
+      for (int64_t i = 0; i < gx.numel; ++i) px[i] = convert<T>(acc[i]);
     }
   });
 }
 
-}  // namespace kiln::detail
+}  // namespace kiln::cpu

@@ -1,18 +1,21 @@
 // CPU reference of 2-D pooling over (B, H, W) planes: one loop per output window, in
 // double, following PyTorch's CPU kernels (window clipping, divisors, NaN handling);
 // each backward walks the same windows and adds the output gradient back.
-#include <kiln/ops/cpu/cpu_backend.h>
-#include <kiln/ops/cpu/loops.h>
+#include <kiln/core/cpu_loops.h>
+#include <kiln/ops/op_list.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
-namespace kiln::detail {
+namespace kiln::cpu {
+
+using namespace kiln::detail;
+
 namespace {
 
-using Geom = Backend::Pool2dGeometry;
+using Geom = Pool2dGeometry;
 
 // Rows [start, end) of avg-pool window o along one dim and its divisor's factor
 // (the window clipped to the padded input).
@@ -46,14 +49,14 @@ void visit_floating(DType dt, const char* op, F&& f) {
 
 }  // namespace
 
-void CpuBackend::max_pool2d_forward(const Tensor& x, const Tensor& y, const Tensor& indices, const Pool2dGeometry& g) {
-  visit_floating(x.dtype(), "max_pool2d", [&](auto tag) {
+void max_pool2d_forward(const TensorView& x, const TensorView& y, const TensorView& indices, const Pool2dGeometry& g) {
+  visit_floating(x.dtype, "max_pool2d", [&](auto tag) {
     using T = decltype(tag);
     using C = std::conditional_t<is_half_v<T>, float, T>;  // exact for every dtype: a max only compares
     const int64_t B = x.size(0), H = x.size(1), W = x.size(2), Ho = y.size(1), Wo = y.size(2);
-    const T* px = static_cast<const T*>(x.data_ptr());
-    T* py = static_cast<T*>(y.data_ptr());
-    int64_t* pi = indices.data<int64_t>();
+    const T* px = x.ptr<const T>();
+    T* py = y.ptr<T>();
+    int64_t* pi = indices.ptr<int64_t>();
     for (int64_t b = 0; b < B; ++b) {
       const T* xb = px + b * H * W;
       for (int64_t oh = 0; oh < Ho; ++oh) {
@@ -85,14 +88,14 @@ void CpuBackend::max_pool2d_forward(const Tensor& x, const Tensor& y, const Tens
   });
 }
 
-void CpuBackend::max_pool2d_backward(const Tensor& gy, const Tensor& indices, const Tensor& gx,
-                                     const Pool2dGeometry& g) {
-  visit_floating(gy.dtype(), "max_pool2d backward", [&](auto tag) {
+void max_pool2d_backward(const TensorView& gy, const TensorView& indices, const TensorView& gx,
+                         const Pool2dGeometry& g) {
+  visit_floating(gy.dtype, "max_pool2d backward", [&](auto tag) {
     using T = decltype(tag);
     const int64_t B = gx.size(0), HW = gx.size(1) * gx.size(2), L = gy.size(1) * gy.size(2);
-    const T* pg = static_cast<const T*>(gy.data_ptr());
-    const int64_t* pi = indices.data<int64_t>();
-    T* px = static_cast<T*>(gx.data_ptr());
+    const T* pg = gy.ptr<const T>();
+    const int64_t* pi = indices.ptr<const int64_t>();
+    T* px = gx.ptr<T>();
     std::vector<double> acc(static_cast<size_t>(HW));
     for (int64_t b = 0; b < B; ++b) {
       std::fill(acc.begin(), acc.end(), 0.0);
@@ -105,12 +108,12 @@ void CpuBackend::max_pool2d_backward(const Tensor& gy, const Tensor& indices, co
   });
 }
 
-void CpuBackend::avg_pool2d_forward(const Tensor& x, const Tensor& y, const Pool2dGeometry& g) {
-  visit_floating(x.dtype(), "avg_pool2d", [&](auto tag) {
+void avg_pool2d_forward(const TensorView& x, const TensorView& y, const Pool2dGeometry& g) {
+  visit_floating(x.dtype, "avg_pool2d", [&](auto tag) {
     using T = decltype(tag);
     const int64_t B = x.size(0), H = x.size(1), W = x.size(2), Ho = y.size(1), Wo = y.size(2);
-    const T* px = static_cast<const T*>(x.data_ptr());
-    T* py = static_cast<T*>(y.data_ptr());
+    const T* px = x.ptr<const T>();
+    T* py = y.ptr<T>();
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t oh = 0; oh < Ho; ++oh) {
         const Span sh = avg_span(oh, H, g.kernel_h, g.stride_h, g.pad_h);
@@ -127,12 +130,12 @@ void CpuBackend::avg_pool2d_forward(const Tensor& x, const Tensor& y, const Pool
   });
 }
 
-void CpuBackend::avg_pool2d_backward(const Tensor& gy, const Tensor& gx, const Pool2dGeometry& g) {
-  visit_floating(gy.dtype(), "avg_pool2d backward", [&](auto tag) {
+void avg_pool2d_backward(const TensorView& gy, const TensorView& gx, const Pool2dGeometry& g) {
+  visit_floating(gy.dtype, "avg_pool2d backward", [&](auto tag) {
     using T = decltype(tag);
     const int64_t B = gx.size(0), H = gx.size(1), W = gx.size(2), Ho = gy.size(1), Wo = gy.size(2);
-    const T* pg = static_cast<const T*>(gy.data_ptr());
-    T* px = static_cast<T*>(gx.data_ptr());
+    const T* pg = gy.ptr<const T>();
+    T* px = gx.ptr<T>();
     std::vector<double> acc(static_cast<size_t>(H * W));
     for (int64_t b = 0; b < B; ++b) {
       std::fill(acc.begin(), acc.end(), 0.0);
@@ -151,12 +154,12 @@ void CpuBackend::avg_pool2d_backward(const Tensor& gy, const Tensor& gx, const P
   });
 }
 
-void CpuBackend::adaptive_avg_pool2d_forward(const Tensor& x, const Tensor& y) {
-  visit_floating(x.dtype(), "adaptive_avg_pool2d", [&](auto tag) {
+void adaptive_avg_pool2d_forward(const TensorView& x, const TensorView& y) {
+  visit_floating(x.dtype, "adaptive_avg_pool2d", [&](auto tag) {
     using T = decltype(tag);
     const int64_t B = x.size(0), H = x.size(1), W = x.size(2), Ho = y.size(1), Wo = y.size(2);
-    const T* px = static_cast<const T*>(x.data_ptr());
-    T* py = static_cast<T*>(y.data_ptr());
+    const T* px = x.ptr<const T>();
+    T* py = y.ptr<T>();
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t oh = 0; oh < Ho; ++oh) {
         const int64_t h0 = adaptive_start(oh, H, Ho), h1 = adaptive_end(oh, H, Ho);
@@ -172,12 +175,12 @@ void CpuBackend::adaptive_avg_pool2d_forward(const Tensor& x, const Tensor& y) {
   });
 }
 
-void CpuBackend::adaptive_avg_pool2d_backward(const Tensor& gy, const Tensor& gx) {
-  visit_floating(gy.dtype(), "adaptive_avg_pool2d backward", [&](auto tag) {
+void adaptive_avg_pool2d_backward(const TensorView& gy, const TensorView& gx) {
+  visit_floating(gy.dtype, "adaptive_avg_pool2d backward", [&](auto tag) {
     using T = decltype(tag);
     const int64_t B = gx.size(0), H = gx.size(1), W = gx.size(2), Ho = gy.size(1), Wo = gy.size(2);
-    const T* pg = static_cast<const T*>(gy.data_ptr());
-    T* px = static_cast<T*>(gx.data_ptr());
+    const T* pg = gy.ptr<const T>();
+    T* px = gx.ptr<T>();
     std::vector<double> acc(static_cast<size_t>(H * W));
     for (int64_t b = 0; b < B; ++b) {
       std::fill(acc.begin(), acc.end(), 0.0);
@@ -195,4 +198,4 @@ void CpuBackend::adaptive_avg_pool2d_backward(const Tensor& gy, const Tensor& gx
   });
 }
 
-}  // namespace kiln::detail
+}  // namespace kiln::cpu

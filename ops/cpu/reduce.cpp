@@ -1,15 +1,21 @@
-// CPU reference reductions over (outer, r, inner): double accumulation for floating
-// types, int64 for integers; max/min propagate NaN; arg* return the first extremum.
-#include <kiln/ops/cpu/cpu_backend.h>
-#include <kiln/ops/cpu/loops.h>
+// CPU kernel of the reductions (core's slot `reduce`, core/kernel_list.h) over (outer, r,
+// inner): double accumulation for floating types, int64 for integers; max/min propagate
+// NaN; arg* return the first extremum. ops/reduce.cpp has checked the op against the
+// dtype (no mean of integers, no max/min/arg* of bool) and r > 0.
+#include <kiln/core/cpu_loops.h>
+#include <kiln/core/kernel_list.h>
 
-namespace kiln::detail {
+namespace kiln::cpu {
 
-void CpuBackend::reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, int64_t inner, const Tensor& out) {
-  visit_dtype(x.dtype(), [&](auto tag) {
+using namespace kiln::detail;
+
+void reduce(const TensorView& x, const TensorView& out, const ReduceParams& p) {
+  const ReduceOp op = p.op;
+  const int64_t outer = p.outer, r = p.r, inner = p.inner;
+  visit_dtype(x.dtype, [&](auto tag) {
     using T = decltype(tag);
     using Acc = std::conditional_t<std::is_integral_v<T>, int64_t, double>;
-    const T* px = static_cast<const T*>(x.data_ptr());
+    const T* px = x.ptr<const T>();
     auto load = [](T v) -> Acc {
       if constexpr (std::is_integral_v<T>) return static_cast<int64_t>(v);
       else return to_f64(v);
@@ -26,8 +32,8 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, 
           Acc acc = 0;
           for (int64_t j = 0; j < r; ++j) acc += load(base[j * inner]);
           if (op == ReduceOp::Mean) acc = static_cast<Acc>(static_cast<double>(acc) / static_cast<double>(r));
-          if (out.dtype() == DType::I64) static_cast<int64_t*>(out.data_ptr())[oi] = static_cast<int64_t>(acc);
-          else static_cast<T*>(out.data_ptr())[oi] = convert<T>(acc);
+          if (out.dtype == DType::I64) out.ptr<int64_t>()[oi] = static_cast<int64_t>(acc);
+          else out.ptr<T>()[oi] = convert<T>(acc);
           continue;
         }
         bool want_max = op == ReduceOp::Max || op == ReduceOp::ArgMax;
@@ -40,11 +46,11 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, 
             best_j = j;
           }
         }
-        if (op == ReduceOp::ArgMax || op == ReduceOp::ArgMin) static_cast<int64_t*>(out.data_ptr())[oi] = best_j;
-        else static_cast<T*>(out.data_ptr())[oi] = convert<T>(best);
+        if (op == ReduceOp::ArgMax || op == ReduceOp::ArgMin) out.ptr<int64_t>()[oi] = best_j;
+        else out.ptr<T>()[oi] = convert<T>(best);
       }
     }
   });
 }
 
-}  // namespace kiln::detail
+}  // namespace kiln::cpu

@@ -1,17 +1,21 @@
-// CPU reference softmax over (outer, n, inner): subtract the max, exponentiate, normalise.
-#include <kiln/ops/cpu/cpu_backend.h>
-#include <kiln/ops/cpu/loops.h>
+// CPU kernel of softmax / log_softmax (slot `softmax`) over (outer, n, inner): subtract
+// the max, exponentiate, normalise, in double. ops/softmax.cpp has checked that x is
+// floating.
+#include <kiln/core/cpu_loops.h>
+#include <kiln/ops/op_list.h>
 
-namespace kiln::detail {
+namespace kiln::cpu {
 
-void CpuBackend::softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log, const Tensor& out) {
-  visit_dtype(x.dtype(), [&](auto tag) {
+using namespace kiln::detail;
+
+void softmax(const TensorView& x, const TensorView& out, const SoftmaxParams& p) {
+  const int64_t outer = p.outer, n = p.n, inner = p.inner;
+  const bool log = p.log;
+  visit_dtype(x.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_integral_v<T>) {
-      throw Error("softmax: integer input reached the CPU kernel");
-    } else {
-      const T* px = static_cast<const T*>(x.data_ptr());
-      T* po = static_cast<T*>(out.data_ptr());
+    if constexpr (!std::is_integral_v<T>) {  // integers: rejected by ops/softmax.cpp
+      const T* px = x.ptr<const T>();
+      T* po = out.ptr<T>();
       for (int64_t o = 0; o < outer; ++o) {
         for (int64_t i = 0; i < inner; ++i) {
           const T* xb = px + o * n * inner + i;
@@ -30,4 +34,4 @@ void CpuBackend::softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inne
   });
 }
 
-}  // namespace kiln::detail
+}  // namespace kiln::cpu

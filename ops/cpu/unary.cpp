@@ -1,9 +1,13 @@
-// CPU reference for the unary elementwise family, computed in double (int64 for ints).
-#include <kiln/ops/cpu/cpu_backend.h>
-#include <kiln/ops/cpu/loops.h>
+// CPU kernel of the unary elementwise family (slot `unary`), computed in double (int64
+// for ints). ops/unary.cpp has checked the op against the dtype: bool never gets here,
+// integers only for neg, abs and relu.
+#include <kiln/core/cpu_loops.h>
+#include <kiln/ops/op_list.h>
 
-namespace kiln::detail {
+namespace kiln::cpu {
 namespace {
+
+using namespace kiln::detail;
 
 double unary_f64(UnaryOp op, double x, double alpha) {
   constexpr double kSqrt2OverPi = 0.7978845608028654, kInvSqrt2 = 0.7071067811865476;
@@ -33,19 +37,19 @@ int64_t unary_i64(UnaryOp op, int64_t x) {
     case UnaryOp::Neg: return -x;
     case UnaryOp::Abs: return x < 0 ? -x : x;
     case UnaryOp::Relu: return x > 0 ? x : 0;
-    default: break;
+    default: break;  // ops/unary.cpp computes the other ops of integers in f32
   }
-  throw Error(str(op_name(op), ": not defined for integer tensors"));
+  return x;
 }
 
 // y = f(x) for f32/f64, row by row: contiguous rows as flat loops (the cheap ops
 // vectorise), with the op chosen once per call. f is unary_f64 for that op, so each
 // element gets the generic path's arithmetic.
 template <class T, class F>
-void unary_rows(const Tensor& x, const Tensor& y, F f) {
-  const T* px = static_cast<const T*>(x.data_ptr());
-  T* py = static_cast<T*>(y.data_ptr());
-  for_each_row<2>(y.sizes(), {&x.strides(), &y.strides()}, [&](const auto& off, int64_t n, const auto& st) {
+void unary_rows(const TensorView& x, const TensorView& y, F f) {
+  const T* px = x.ptr<const T>();
+  T* py = y.ptr<T>();
+  for_each_row<2>(y, {&x, &y}, [&](const auto& off, int64_t n, const auto& st) {
     const T* a = px + off[0];
     T* o = py + off[1];
     if (st[0] == 1 && st[1] == 1) {
@@ -57,7 +61,7 @@ void unary_rows(const Tensor& x, const Tensor& y, F f) {
 }
 
 template <class T>
-void unary_fast(UnaryOp op, const Tensor& x, const Tensor& y, double alpha) {
+void unary_fast(UnaryOp op, const TensorView& x, const TensorView& y, double alpha) {
 #define KILN_UNARY_CASE(E, name) \
   case UnaryOp::E: return unary_rows<T>(x, y, [alpha](double v) { return unary_f64(UnaryOp::E, v, alpha); });
   switch (op) { KILN_UNARY_OPS(KILN_UNARY_CASE) }
@@ -67,18 +71,18 @@ void unary_fast(UnaryOp op, const Tensor& x, const Tensor& y, double alpha) {
 
 }  // namespace
 
-void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& y, double alpha) {
-  visit_dtype(x.dtype(), [&](auto tag) {
+void unary(const TensorView& x, const TensorView& y, const UnaryParams& p) {
+  const UnaryOp op = p.op;
+  const double alpha = p.alpha;
+  visit_dtype(x.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_same_v<T, bool>) {
-      throw Error(str(op_name(op), ": not defined for bool tensors"));
-    } else {
+    if constexpr (!std::is_same_v<T, bool>) {  // bool: rejected by ops/unary.cpp
       if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
         if (no_partial_overlap(x, y)) return unary_fast<T>(op, x, y, alpha);
       }
-      const T* px = static_cast<const T*>(x.data_ptr());
-      T* py = static_cast<T*>(y.data_ptr());
-      for_each_element<2>(y.sizes(), {&x.strides(), &y.strides()}, [&](const auto& o) {
+      const T* px = x.ptr<const T>();
+      T* py = y.ptr<T>();
+      for_each_element<2>(y, {&x, &y}, [&](const auto& o) {
         if constexpr (std::is_integral_v<T>) py[o[1]] = static_cast<T>(unary_i64(op, px[o[0]]));
         else py[o[1]] = convert<T>(unary_f64(op, to_f64(px[o[0]]), alpha));
       });
@@ -86,4 +90,4 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& y, double alph
   });
 }
 
-}  // namespace kiln::detail
+}  // namespace kiln::cpu

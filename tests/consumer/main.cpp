@@ -13,6 +13,19 @@ int main() {
       std::fprintf(stderr, "kiln_consumer: got sum %g (want 36) and matmul sum %g (want 83)\n", s, m);
       return 1;
     }
+    // Process groups are registered explicitly too (a static link has no initialisers to
+    // rely on): the built-in names resolve, and a world of one all-reduces in place.
+    if (!kiln::dist::has_process_group_backend("gloo") || !kiln::dist::has_process_group_backend("local")) {
+      std::fprintf(stderr, "kiln_consumer: the built-in process groups gloo/local are not registered\n");
+      return 1;
+    }
+    auto pg = kiln::dist::new_process_group("local", nullptr, 0, 1);
+    kiln::Tensor r = kiln::full({3}, 2.5);
+    pg->all_reduce(r)->wait();
+    if (kiln::sum(r).item<double>() != 7.5) {
+      std::fprintf(stderr, "kiln_consumer: all_reduce over a world of one changed the tensor\n");
+      return 1;
+    }
     std::printf("kiln_consumer: OK (kiln %s, CUDA compiled in: %s, CUDA devices: %d)\n", KILN_VERSION,
                 KILN_CUDA ? "yes" : "no", kiln::cuda_device_count());
     return 0;

@@ -5,8 +5,15 @@
 #   -DKILN_BINARY_DIR=<kiln build tree>  -DCONSUMER_SOURCE_DIR=<tests/consumer>
 #   -DWORK_DIR=<scratch folder>  -DGENERATOR=<cmake generator>  [-DMAKE_PROGRAM=...]
 #   [-DCXX_COMPILER=...]  [-DKILN_SHARED=ON|OFF]
+#   [-DKILN_SOURCE_DIR=<kiln source>]: first configure and build kiln itself from source in
+#   WORK_DIR as a static, CPU-only library (BUILD_SHARED_LIBS=OFF, KILN_CUDA=OFF, no tests
+#   or tools) and use that build: the consumer then links libkiln.a, which only works if
+#   every kernel and backend is registered without static initialisers.
 cmake_minimum_required(VERSION 3.20)
-foreach(v KILN_BINARY_DIR CONSUMER_SOURCE_DIR WORK_DIR GENERATOR)
+if(NOT KILN_SOURCE_DIR AND NOT DEFINED KILN_BINARY_DIR)
+  message(FATAL_ERROR "run_consumer.cmake: -DKILN_BINARY_DIR=... (or -DKILN_SOURCE_DIR=...) is required")
+endif()
+foreach(v CONSUMER_SOURCE_DIR WORK_DIR GENERATOR)
   if(NOT DEFINED ${v})
     message(FATAL_ERROR "run_consumer.cmake: -D${v}=... is required")
   endif()
@@ -23,7 +30,27 @@ endfunction()
 
 set(prefix ${WORK_DIR}/prefix)
 set(build ${WORK_DIR}/build)
-file(REMOVE_RECURSE ${WORK_DIR})
+file(REMOVE_RECURSE ${prefix} ${build})
+
+if(KILN_SOURCE_DIR)
+  set(kiln_build ${WORK_DIR}/kiln-static)
+  set(kiln_configure ${CMAKE_COMMAND} -S ${KILN_SOURCE_DIR} -B ${kiln_build} -G ${GENERATOR}
+      -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DKILN_CUDA=OFF
+      -DKILN_BUILD_TESTS=OFF -DKILN_BUILD_TOOLS=OFF)
+  if(MAKE_PROGRAM)
+    list(APPEND kiln_configure -DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM})
+  endif()
+  if(CXX_COMPILER)
+    list(APPEND kiln_configure -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
+  endif()
+  run("configure a static CPU-only kiln" ${kiln_configure})
+  run("build the static kiln" ${CMAKE_COMMAND} --build ${kiln_build})
+  set(KILN_BINARY_DIR ${kiln_build})
+  set(KILN_SHARED OFF)
+  if(NOT EXISTS ${kiln_build}/libkiln.a)
+    message(FATAL_ERROR "consumer test: ${kiln_build}/libkiln.a was not built")
+  endif()
+endif()
 
 run("install kiln to ${prefix}" ${CMAKE_COMMAND} --install ${KILN_BINARY_DIR} --prefix ${prefix})
 

@@ -56,7 +56,7 @@ TEST_CASE("a CUDA tensor where no CUDA device is usable throws DeviceError", "[c
   CHECK_THROWS_WITH(empty({2}, "cuda"), Catch::Contains("CUDA"));
   Tensor x = ones({3});
   CHECK_THROWS_AS(x.to(Device("cuda")), Error);
-  CHECK_THROWS_AS(backend(Device("cuda")), DeviceError);
+  CHECK_THROWS_AS(runtime(Device("cuda")), DeviceError);
   // The CPU keeps working afterwards.
   CHECK(ones({3}).to_vector<float>() == std::vector<float>{1, 1, 1});
 }

@@ -6,7 +6,7 @@
 
 #include <cstdio>
 
-#include <kiln/core/backend.h>
+#include <kiln/core/runtime.h>
 
 int main(int argc, char** argv) {
   if (!kiln::cuda_is_available()) {

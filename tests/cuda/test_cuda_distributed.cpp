@@ -34,7 +34,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-void gpu_sync() { backend(cuda0()).synchronize(cuda0()); }
+void gpu_sync() { synchronize(cuda0()); }
 
 std::shared_ptr<TcpStore> store_server() { return std::make_shared<TcpStore>("127.0.0.1", 0, true, 10s); }
 

@@ -17,7 +17,7 @@ TEST_CASE("cuda: the device is visible", "[cuda][device]") {
   CHECK(t.is_cuda());
   CHECK(t.device() == Device("cuda:0"));
   CHECK(t.device().str() == "cuda:0");
-  CHECK(std::string(backend(cuda0()).name()) == "cuda");
+  CHECK(std::string(runtime(cuda0()).name()) == "cuda");
   CHECK_THROWS_AS(empty({2}, cuda_device(cuda_device_count())), DeviceError);
 }
 
@@ -186,12 +186,12 @@ TEST_CASE("cuda: out of memory throws OutOfMemory and the device keeps working",
   Tensor again = test::random_tensor({1 << 16}, DType::F32, 3).to(cuda0());
   CHECK(test::bit_equal(again.cpu(), test::random_tensor({1 << 16}, DType::F32, 3)));
   // Freed memory is reused: many allocations of the same size do not grow without bound.
-  MemoryStats before = backend(cuda0()).allocator().stats(cuda0());
+  MemoryStats before = runtime(cuda0()).allocator().stats(cuda0());
   for (int i = 0; i < 100; ++i) {
     Tensor t = empty({1 << 20}, cuda0());
     (void)t;
   }
-  MemoryStats after = backend(cuda0()).allocator().stats(cuda0());
+  MemoryStats after = runtime(cuda0()).allocator().stats(cuda0());
   CHECK(after.allocated == before.allocated);
 }
 

@@ -243,3 +243,53 @@ TEST_CASE("gradcheck catches a wrong formula", "[autograd][gradcheck]") {
   CHECK_FALSE(r.ok);
   CHECK_THAT(r.message, Catch::Contains("bad_square"));
 }
+
+TEST_CASE("a saved tensor modified in place before backward is reported, naming the op", "[autograd][errors]") {
+  // mul saves both operands: changing one of them makes the recorded gradient wrong.
+  Tensor x = from_vector<double>({1, 2, 3}).set_requires_grad();
+  Tensor w = from_vector<double>({4, 5, 6});
+  Tensor y = kiln::sum(mul(x, w));
+  w.add_(1.0);
+  // (once: a failed backward has already freed the part of the graph it ran)
+  REQUIRE_THROWS_WITH(y.backward(), Catch::Contains("backward through mul") && Catch::Contains("in-place"));
+  REQUIRE_KILN_ERROR(
+      [] {
+        Tensor a = from_vector<double>({0.5, 1.5}).set_requires_grad();
+        Tensor e = exp(a);  // exp's gradient is its output
+        Tensor l = kiln::sum(e);
+        {
+          NoGradGuard ng;
+          e.mul_(2.0);
+        }
+        l.backward();
+      }(),
+      "modified by an in-place operation");
+  // An op that saved nothing (add) does not mind; neither does a later read of x.
+  Tensor a = from_vector<double>({1, 2}).set_requires_grad();
+  Tensor c = from_vector<double>({3, 4});
+  Tensor s = kiln::sum(add(a, c));
+  c.mul_(10.0);
+  s.backward();
+  CHECK(test::values(a.grad()) == std::vector<double>{1, 1});
+  // Views share the counter: writing through a view of a saved tensor is caught too.
+  Tensor p = from_vector<double>({1, 2, 3, 4}).set_requires_grad();
+  Tensor q = from_vector<double>({1, 1, 1, 1});
+  Tensor t = kiln::sum(mul(p, q));
+  q.narrow(0, 1, 2).fill_(7);
+  REQUIRE_THROWS_WITH(t.backward(), Catch::Contains("mul"));
+}
+
+TEST_CASE("a leaf's gradient can be written into a destination the caller provides", "[autograd]") {
+  Tensor x = from_vector<double>({1, 2, 3}).set_requires_grad();
+  Tensor buffer = zeros({5}, DType::F64);
+  set_grad_destination(x, [&] { return buffer.narrow(0, 1, 3); });
+  kiln::sum(mul(x, 2.0)).backward();
+  CHECK(x.grad().shares_storage(buffer));
+  CHECK(test::values(buffer) == std::vector<double>{0, 2, 2, 2, 0});
+  kiln::sum(mul(x, 3.0)).backward();  // .grad defined: accumulates in place, in the buffer
+  CHECK(test::values(buffer) == std::vector<double>{0, 5, 5, 5, 0});
+  x.set_grad(Tensor());
+  set_grad_destination(x, nullptr);
+  kiln::sum(x).backward();
+  CHECK_FALSE(x.grad().shares_storage(buffer));
+}

@@ -257,6 +257,22 @@ TEST_CASE("var and std against a hand computation", "[ops][reduce]") {
   REQUIRE_KILN_ERROR(var(x, {1}), "var");
 }
 
+TEST_CASE("var/std divide by max(0, n - correction) as PyTorch does", "[ops][reduce]") {
+  // torch.var(torch.tensor([1., 2.]), correction=3) == inf (was -0.5: divided by n - 3 = -1).
+  Tensor x = from_vector<double>({1, 2});
+  CHECK(std::isinf(var(x, {}, 3).item<double>()));
+  CHECK(var(x, {}, 3).item<double>() > 0);
+  CHECK(std::isinf(kiln::std(x, {}, 2).item<double>()));
+  // A constant input with n <= correction: 0 / 0 = NaN (torch gives nan).
+  CHECK(std::isnan(var(from_vector<double>({3.0}), {}, 1).item<double>()));
+  // An empty reduction is NaN, not -0 (torch.var(torch.empty(0)) == nan).
+  Tensor e = zeros({2, 0}, DType::F64);
+  Tensor v = var(e, {1});
+  REQUIRE(v.sizes() == Shape{2});
+  for (double val : d(v)) CHECK(std::isnan(val));
+  CHECK(std::isnan(var(zeros({0}), {}).item<float>()));
+}
+
 TEST_CASE("reductions over empty dims", "[ops][reduce]") {
   Tensor e = zeros({0, 3});
   CHECK(sum(e, {0}).sizes() == Shape{3});

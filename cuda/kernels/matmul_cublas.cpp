@@ -4,9 +4,8 @@
 // cuBLAS's first operand, and no data moves. Every dtype accumulates in its own float
 // type (f32 for f32/f16/bf16, no TF32, so results track the CPU reference; f64 for f64).
 // Descriptors and the heuristic's algorithm are cached per shape; when the heuristic
-// offers nothing, cublasGemmStridedBatchedEx takes over.
-#include <kiln/cuda/cuda_backend.h>
-
+// offers nothing, cublasGemmStridedBatchedEx takes over. This fills the CUDA `matmul` slot
+// (ops/op_list.h); a host-compiled .cpp beside the kernels, as it calls libraries only.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -22,6 +21,7 @@
 #include <kiln/cuda/device.h>
 #include <kiln/cuda/error.h>
 #include <kiln/cuda/handles.h>
+#include <kiln/ops/op_list.h>
 
 namespace kiln::cuda {
 namespace {
@@ -35,25 +35,22 @@ struct Operand {
   int64_t batch_stride;
 };
 
-// t is (B, R, C) with unit stride in one of its last two dims (ops/matmul.cpp's
-// blas_layout). Row-major storage (stride(2) == 1) is a column-major (C, R) matrix: the
-// transpose of t, as out^T = b^T a^T wants, so op N. Column-major storage is t itself,
-// so op T. Row-major is preferred when both strides are 1, as the CPU backend does.
-Operand describe(const Tensor& t, const char* name) {
+// t is (B, R, C) with unit stride in one of its last two dims and a valid leading
+// dimension (ops/matmul.cpp's blas_layout sees to both). Row-major storage (stride(2) ==
+// 1) is a column-major (C, R) matrix: the transpose of t, as out^T = b^T a^T wants, so op
+// N. Column-major storage is t itself, so op T. Row-major is preferred when both strides
+// are 1, as the CPU kernel does.
+Operand describe(const TensorView& t) {
   int64_t R = t.size(1), C = t.size(2);
-  Operand o{t.data_ptr(), CUBLAS_OP_N, C, R, 0, t.stride(0)};
+  Operand o{t.data, CUBLAS_OP_N, C, R, 0, t.stride(0)};
   if (t.stride(2) == 1 || C == 1) {
     o.ld = R == 1 ? std::max<int64_t>(C, 1) : t.stride(1);  // one column: ld is never stepped
   } else {
-    KILN_CHECK(t.stride(1) == 1 || R == 1, "CUDA matmul: operand ", name, " of shape ", shape_str(t.sizes()),
-               " with strides ", shape_str(t.strides()), " has unit stride in neither of its last two dims");
     o.op = CUBLAS_OP_T;
     o.rows = R;
     o.cols = C;
     o.ld = C == 1 ? std::max<int64_t>(R, 1) : t.stride(2);
   }
-  KILN_CHECK(o.ld >= o.rows, "CUDA matmul: operand ", name, " of shape ", shape_str(t.sizes()), " with strides ",
-             shape_str(t.strides()), " has leading dimension ", o.ld, " < ", o.rows);
   return o;
 }
 
@@ -141,8 +138,12 @@ cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int64_t rows, int64_t co
   return *out;
 }
 
-cublasComputeType_t compute_type(DType t) { return t == DType::F64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F; }
-cudaDataType_t scale_type(DType t) { return t == DType::F64 ? CUDA_R_64F : CUDA_R_32F; }
+// cuBLAS computes and scales in kiln's accumulation dtype (core/dtype.h): f32 without
+// TF32, f64 for f64.
+cublasComputeType_t compute_type(DType t) {
+  return accumulate_dtype(t) == DType::F64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F;
+}
+cudaDataType_t scale_type(DType t) { return cuda_type(accumulate_dtype(t)); }
 
 std::shared_ptr<Plan> make_plan(const PlanKey& key, cublasLtHandle_t handle, const Operand& a, const Operand& b) {
   auto plan = std::make_shared<Plan>();
@@ -216,22 +217,19 @@ PlanCache& plan_cache() {
 
 }  // namespace
 
-void CudaBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
-  if (out.numel() == 0) return;
+void matmul(TV a, TV b, TV out) {
+  if (out.numel == 0) return;
   int64_t batch = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
-  KILN_CHECK(a.dtype() == b.dtype() && a.dtype() == out.dtype(), "CUDA matmul: dtypes differ: ",
-             dtype_name(a.dtype()), ", ", dtype_name(b.dtype()), " -> ", dtype_name(out.dtype()));
-  KILN_CHECK(out.is_contiguous(), "CUDA matmul: output must be contiguous");
-  if (K == 0) {
-    fill(out, 0);
+  DeviceGuard guard(out.device);
+  const int device = out.device.index;
+  const DType dtype = a.dtype;
+  const size_t es = dtype_size(dtype);
+  if (K == 0) {  // an empty sum: zero bits are 0.0 in every floating dtype
+    KILN_CUDA_CHECK(cudaMemsetAsync(out.data, 0, static_cast<size_t>(out.numel) * es, current_stream(out.device)));
     return;
   }
-  DeviceGuard guard(out.device());
-  int device = out.device().index;
-  DType dtype = a.dtype();
-  size_t es = dtype_size(dtype);
 
-  Operand oa = describe(a, "a"), ob = describe(b, "b");
+  Operand oa = describe(a), ob = describe(b);
   // A weight shared by every batch (stride 0) against a row-major input whose batches
   // follow each other: one GEMM with B*M rows does the same work in one larger,
   // better-shaped kernel.
@@ -260,26 +258,28 @@ void CudaBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
   key.stride_c = M * N;
   key.align_a = alignment(ob.ptr, ob.batch_stride * static_cast<int64_t>(es), batch);
   key.align_b = alignment(oa.ptr, oa.batch_stride * static_cast<int64_t>(es), batch);
-  key.align_c = alignment(out.data_ptr(), M * N * static_cast<int64_t>(es), batch);
+  key.align_c = alignment(out.data, M * N * static_cast<int64_t>(es), batch);
 
+  // alpha and beta in scale_type(dtype).
+  const bool f64_scale = accumulate_dtype(dtype) == DType::F64;
   double alpha64 = 1.0, beta64 = 0.0;
   float alpha32 = 1.0f, beta32 = 0.0f;
-  const void* alpha = dtype == DType::F64 ? static_cast<const void*>(&alpha64) : &alpha32;
-  const void* beta = dtype == DType::F64 ? static_cast<const void*>(&beta64) : &beta32;
+  const void* alpha = f64_scale ? static_cast<const void*>(&alpha64) : &alpha32;
+  const void* beta = f64_scale ? static_cast<const void*>(&beta64) : &beta32;
 
   CublasLt lt = cublaslt(device);
   key.workspace_bytes = lt.workspace_bytes;
   std::shared_ptr<Plan> plan = plan_cache().get(key, lt.handle, ob, oa);
   if (plan->has_algo) {
     KILN_CUBLAS_CHECK(cublasLtMatmul(lt.handle, plan->desc, alpha, ob.ptr, plan->a, oa.ptr, plan->b, beta,
-                                     out.data_ptr(), plan->c, out.data_ptr(), plan->c, &plan->algo, lt.workspace,
+                                     out.data, plan->c, out.data, plan->c, &plan->algo, lt.workspace,
                                      lt.workspace_bytes, lt.stream));
     return;
   }
   cudaDataType_t type = cuda_type(dtype);
   KILN_CUBLAS_CHECK(cublasGemmStridedBatchedEx_64(
       cublas_handle(device), ob.op, oa.op, N, M, K, alpha, ob.ptr, type, ob.ld, ob.batch_stride, oa.ptr, type, oa.ld,
-      oa.batch_stride, beta, out.data_ptr(), type, N, M * N, batch, compute_type(dtype), CUBLAS_GEMM_DEFAULT));
+      oa.batch_stride, beta, out.data, type, N, M * N, batch, compute_type(dtype), CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace kiln::cuda

@@ -1,8 +1,9 @@
-// Helpers for the CPU reference loops: strided element visiting (one element or one row at
-// a time) and dtype conversion.
+// Helpers for the CPU reference loops (core and ops/cpu): strided element visiting (one
+// element or one row at a time) and dtype conversion.
 #pragma once
 #include <array>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -22,11 +23,22 @@ template <class T> inline double to_f64(T v) {
   else return static_cast<double>(v);
 }
 
+// Floating -> integer saturates: NaN gives 0 and values beyond the integer type's range
+// give its min/max (the CUDA copy kernel does the same), where a plain cast is undefined.
+template <class To> inline To saturate_to_int(double v) {
+  if (std::isnan(v)) return To(0);
+  constexpr double lo = static_cast<double>(std::numeric_limits<To>::min());
+  constexpr double hi = static_cast<double>(std::numeric_limits<To>::max());
+  if (v <= lo) return std::numeric_limits<To>::min();
+  if (v >= hi) return std::numeric_limits<To>::max();  // hi rounds up for i64: >= catches it
+  return static_cast<To>(v);
+}
+
 template <class To, class From> inline To convert(From v) {
   if constexpr (std::is_same_v<To, From>) return v;
   else if constexpr (std::is_same_v<To, bool>) return to_f64(v) != 0.0;
   else if constexpr (is_half_v<To>) return To(static_cast<float>(to_f64(v)));
-  else if constexpr (is_half_v<From>) return static_cast<To>(static_cast<float>(v));
+  else if constexpr (std::is_integral_v<To> && !std::is_integral_v<From>) return saturate_to_int<To>(to_f64(v));
   else return static_cast<To>(v);
 }
 
@@ -98,6 +110,40 @@ void for_each_row(const Shape& sizes, const std::array<const Shape*, N>& strides
 // through another view.
 inline bool no_partial_overlap(const Tensor& in, const Tensor& out) {
   return !in.shares_storage(out) || (in.data_ptr() == out.data_ptr() && in.strides() == out.strides());
+}
+
+}  // namespace kiln::detail
+
+// ---- the same over kernel views (core/tensor_view.h) ----
+namespace kiln::detail {
+
+inline Shape shape_of(const TensorView& v) { return Shape(v.sizes, v.sizes + v.ndim); }
+inline Shape strides_of(const TensorView& v) { return Shape(v.strides, v.strides + v.ndim); }
+
+// for_each_element / for_each_row over the shape of `space` with the strides of `ops`.
+template <size_t N, class F>
+void for_each_element(const TensorView& space, const std::array<const TensorView*, N>& ops, F&& f) {
+  std::array<Shape, N> st;
+  std::array<const Shape*, N> p;
+  for (size_t k = 0; k < N; ++k) {
+    st[k] = strides_of(*ops[k]);
+    p[k] = &st[k];
+  }
+  for_each_element<N>(shape_of(space), p, std::forward<F>(f));
+}
+template <size_t N, class F>
+void for_each_row(const TensorView& space, const std::array<const TensorView*, N>& ops, F&& f) {
+  std::array<Shape, N> st;
+  std::array<const Shape*, N> p;
+  for (size_t k = 0; k < N; ++k) {
+    st[k] = strides_of(*ops[k]);
+    p[k] = &st[k];
+  }
+  for_each_row<N>(shape_of(space), p, std::forward<F>(f));
+}
+
+inline bool no_partial_overlap(const TensorView& in, const TensorView& out) {
+  return !in.shares_storage(out) || (in.data == out.data && in.same_geometry(out));
 }
 
 }  // namespace kiln::detail

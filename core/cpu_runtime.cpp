@@ -1,0 +1,165 @@
+// The CPU runtime (aligned-malloc allocator with statistics, memcpy) and the CPU halves of
+// core's kernel slots (core/kernel_list.h): fill, copy, random and accumulate. The CPU
+// half of `reduce` is ops/cpu/reduce.cpp.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include <kiln/core/cpu_loops.h>
+#include <kiln/core/kernel_list.h>
+#include <kiln/core/philox.h>
+#include <kiln/core/runtime.h>
+
+namespace kiln {
+namespace {
+
+class CpuAllocator final : public Allocator {
+ public:
+  void* allocate(size_t nbytes, Device) override {
+    size_t rounded = (nbytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded);
+    if (!p) throw OutOfMemory(detail::str("CPU allocation of ", nbytes, " bytes failed"));
+    int64_t now = allocated_ += static_cast<int64_t>(nbytes);
+    int64_t peak = peak_.load();
+    while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
+    }
+    ++count_;
+    return p;
+  }
+  void deallocate(void* p, size_t nbytes, Device) noexcept override {
+    std::free(p);
+    allocated_ -= static_cast<int64_t>(nbytes);
+  }
+  MemoryStats stats(Device) const override {
+    MemoryStats s;
+    s.allocated = allocated_;
+    s.peak_allocated = peak_;
+    s.reserved = allocated_;
+    s.num_allocs = count_;
+    return s;
+  }
+  void reset_peak(Device) override { peak_ = allocated_.load(); }
+
+ private:
+  std::atomic<int64_t> allocated_{0}, peak_{0}, count_{0};
+};
+
+class CpuRuntime final : public DeviceRuntime {
+ public:
+  const char* name() const override { return "cpu"; }
+  int device_count() override { return 1; }
+  Allocator& allocator() override { return allocator_; }
+  void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t n) override {
+    KILN_CHECK(dd.is_cpu() && sd.is_cpu(), "cpu runtime: cannot copy between ", sd.str(), " and ", dd.str());
+    if (n) std::memcpy(dst, src, n);
+  }
+  void synchronize(Device) override {}
+
+ private:
+  CpuAllocator allocator_;
+};
+
+}  // namespace
+
+DeviceRuntime& cpu_runtime() {
+  static CpuRuntime r;
+  return r;
+}
+
+namespace cpu {
+using namespace kiln::detail;
+
+void fill(const TensorView& out, const FillParams& p) {
+  visit_dtype(out.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T value;
+    if constexpr (is_half_v<T>) value = T(static_cast<float>(p.value.to_double()));
+    else value = p.value.to<T>();
+    T* base = out.ptr<T>();
+    for_each_row<1>(out, {&out}, [&](const auto& off, int64_t n, const auto& st) {
+      T* q = base + off[0];
+      if (st[0] == 1) std::fill(q, q + n, value);
+      else for (int64_t i = 0; i < n; ++i) q[i * st[0]] = value;
+    });
+  });
+}
+
+void copy(const TensorView& src, const TensorView& out) {
+  visit_dtype(src.dtype, [&](auto stag) {
+    using S = decltype(stag);
+    visit_dtype(out.dtype, [&](auto otag) {
+      using O = decltype(otag);
+      const S* s = src.ptr<const S>();
+      O* o = out.ptr<O>();
+      if (src.contiguous && out.contiguous && src.dtype == out.dtype) {
+        std::memmove(static_cast<void*>(o), static_cast<const void*>(s), static_cast<size_t>(out.numel) * sizeof(O));
+        return;
+      }
+      // Through a temporary when the two overlap in memory, so that reads see old values.
+      if (src.shares_storage(out)) {
+        Tensor tmp = empty(shape_of(src), TensorOptions(src.dtype, kCPU));
+        TensorView t = kernel_view(tmp);
+        copy(src, t);
+        copy(t, out);
+        return;
+      }
+      for_each_row<2>(out, {&src, &out}, [&](const auto& off, int64_t n, const auto& st) {
+        const S* a = s + off[0];
+        O* b = o + off[1];
+        if (st[0] == 1 && st[1] == 1) for (int64_t i = 0; i < n; ++i) b[i] = convert<O>(a[i]);
+        else for (int64_t i = 0; i < n; ++i) b[i * st[1]] = convert<O>(a[i * st[0]]);
+      });
+    });
+  });
+}
+
+void random(const TensorView& out, const RandomParams& p) {
+  visit_dtype(out.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* o = out.ptr<T>();
+    const int64_t n = out.numel;
+    for (int64_t i = 0; i < n; ++i) {
+      uint64_t c = p.offset + static_cast<uint64_t>(i);
+      if (p.kind == RandomKind::Int) {
+        o[i] = convert<T>(philox_int_sample(p.seed, c, static_cast<int64_t>(p.a), static_cast<int64_t>(p.b)));
+      } else if constexpr (std::is_same_v<T, double>) {
+        o[i] = p.kind == RandomKind::Uniform ? philox_uniform_sample_f64(p.seed, c, p.a, p.b)
+                                             : philox_normal_sample_f64(p.seed, c, p.a, p.b);
+      } else {
+        float fa = static_cast<float>(p.a), fb = static_cast<float>(p.b);
+        constexpr int bits = std::is_same_v<T, Half> ? 11 : std::is_same_v<T, BFloat16> ? 8 : 24;
+        float v = p.kind == RandomKind::Uniform ? philox_uniform_sample_f32(p.seed, c, fa, fb, bits)
+                                                : philox_normal_sample_f32(p.seed, c, fa, fb);
+        o[i] = convert<T>(v);
+      }
+    }
+  });
+}
+
+void accumulate(const TensorView& out, const TensorView& g) {
+  visit_dtype(out.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, bool>) {
+      throw Error("accumulate: bool tensors cannot be summed");
+    } else {
+      T* o = out.ptr<T>();
+      const T* a = g.ptr<const T>();
+      for_each_row<2>(out, {&g, &out}, [&](const auto& off, int64_t n, const auto& st) {
+        const T* x = a + off[0];
+        T* y = o + off[1];
+        if constexpr (is_half_v<T>) {
+          for (int64_t i = 0; i < n; ++i)
+            y[i * st[1]] = T(static_cast<float>(y[i * st[1]]) + static_cast<float>(x[i * st[0]]));
+        } else if (st[0] == 1 && st[1] == 1) {
+          for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+        } else {
+          for (int64_t i = 0; i < n; ++i) y[i * st[1]] += x[i * st[0]];
+        }
+      });
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace kiln
