@@ -1,18 +1,24 @@
 // safetensors reading and writing (see safetensors.h). POSIX file I/O: pread/write loops
 // with EINTR and short-transfer handling, O_EXCL temporary files, fsync and rename for
 // atomic replacement. The header is parsed by the strict pull parser of json.h, walking
-// exactly the structure the format allows.
+// exactly the structure the format allows. Each tensor's CRC32 (zlib) is computed while its
+// bytes are written and patched into the header afterwards: the header's length does not
+// depend on the checksums' values (always 8 hex digits), so the data is copied to the host
+// and written once.
 #include <kiln/core/safetensors.h>
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <string_view>
 #include <system_error>
@@ -30,8 +36,55 @@ namespace kiln {
 namespace {
 
 constexpr const char* kMetadataKey = "__metadata__";
+constexpr std::string_view kCrcPrefix = kSafetensorsCrcPrefix;
 
 std::string errno_text(int err) { return std::system_category().message(err); }
+
+bool is_crc_key(std::string_view key) { return key.substr(0, kCrcPrefix.size()) == kCrcPrefix; }
+
+// zlib's crc32 takes 32-bit lengths: feed it in chunks.
+uint32_t crc32_update(uint32_t crc, const void* data, uint64_t n) {
+  auto c = static_cast<uLong>(crc);
+  const auto* p = static_cast<const Bytef*>(data);
+  while (n > 0) {
+    auto chunk = static_cast<uInt>(std::min<uint64_t>(n, 1u << 30));
+    c = ::crc32(c, p, chunk);
+    p += chunk;
+    n -= chunk;
+  }
+  return static_cast<uint32_t>(c);
+}
+
+std::string crc_hex(uint32_t crc) {
+  char buf[9];
+  std::snprintf(buf, sizeof buf, "%08x", static_cast<unsigned>(crc));
+  return std::string(buf, 8);
+}
+
+// 8 hex digits (kiln writes lowercase; either case is read), or nothing.
+std::optional<uint32_t> parse_crc_hex(const std::string& s) {
+  if (s.size() != 8) return std::nullopt;
+  uint32_t v = 0;
+  for (char ch : s) {
+    int d;
+    if (ch >= '0' && ch <= '9') d = ch - '0';
+    else if (ch >= 'a' && ch <= 'f') d = ch - 'a' + 10;
+    else if (ch >= 'A' && ch <= 'F') d = ch - 'A' + 10;
+    else return std::nullopt;
+    v = (v << 4) | static_cast<uint32_t>(d);
+  }
+  return v;
+}
+
+// What is at a path that is not a regular file, for messages.
+const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a plain file";
+}
 
 // ---- header model ----------------------------------------------------------------
 
@@ -40,6 +93,7 @@ struct Entry {
   DType dtype = DType::F32;
   Shape shape;
   uint64_t begin = 0, end = 0;
+  std::optional<uint32_t> crc;  // from the metadata's "kiln.crc32.<name>", when present
 };
 
 struct Header {
@@ -87,8 +141,8 @@ Entry parse_entry(detail::JsonReader& r, const std::string& name) {
       if (r.peek_kind() != detail::JsonKind::Array) r.fail(where + ": shape must be an array");
       r.begin_array();
       for (bool f = true; r.next_element(f); f = false) {
-        if (static_cast<int>(e.shape.size()) >= kMaxDims)
-          r.fail(where + ": shape has more than kiln's limit of " + std::to_string(kMaxDims) + " dims");
+        if (static_cast<int>(e.shape.size()) >= kMaxTensorDims)
+          r.fail(where + ": shape has more than kiln's limit of " + std::to_string(kMaxTensorDims) + " dims");
         e.shape.push_back(static_cast<int64_t>(read_u64_entry(r, where + ": shape entry")));
       }
     } else if (key == "data_offsets") {
@@ -187,6 +241,27 @@ Header parse_header(std::string_view json, uint64_t data_size) {
   if (at != data_size)
     throw Error("tensors cover " + std::to_string(at) + " bytes of data but the data section holds " +
                 std::to_string(data_size) + " bytes");
+
+  // kiln's checksums move from the metadata to their tensors.
+  std::map<std::string, Entry*> by_name;
+  for (Entry& e : h.entries) by_name.emplace(e.name, &e);
+  for (auto it = h.metadata.begin(); it != h.metadata.end();) {
+    if (!is_crc_key(it->first)) {
+      ++it;
+      continue;
+    }
+    const std::string name = it->first.substr(kCrcPrefix.size());
+    auto found = by_name.find(name);
+    if (found == by_name.end())
+      throw Error("__metadata__ key " + in_quotes(it->first) + " holds the checksum of tensor " + in_quotes(name) +
+                  ", which the file does not hold");
+    std::optional<uint32_t> crc = parse_crc_hex(it->second);
+    if (!crc)
+      throw Error("__metadata__ key " + in_quotes(it->first) + " is " + in_quotes(it->second) +
+                  ", not a CRC32 of 8 hex digits");
+    found->second->crc = crc;
+    it = h.metadata.erase(it);
+  }
   return h;
 }
 
@@ -253,6 +328,22 @@ int write_all(int fd, const void* buf, uint64_t n) {
   return 0;
 }
 
+int pwrite_all(int fd, const void* buf, uint64_t n, uint64_t offset) {
+  const auto* p = static_cast<const char*>(buf);
+  while (n > 0) {
+    size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1u << 30));
+    ssize_t put = ::pwrite(fd, p, chunk, static_cast<off_t>(offset));
+    if (put < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    p += put;
+    n -= static_cast<uint64_t>(put);
+    offset += static_cast<uint64_t>(put);
+  }
+  return 0;
+}
+
 struct OpenedFile {
   Header header;
   uint64_t data_start = 0;
@@ -261,12 +352,18 @@ struct OpenedFile {
 // Opens `path`, reads and validates its header; the data is read later through `fd`.
 OpenedFile open_and_parse(const std::string& path, Fd& fd) {
   const std::string who = "load_safetensors: " + in_quotes(path);
-  int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Opening a FIFO for reading blocks until a writer comes, and a device may do anything:
+  // look first, and open without blocking in case the path changes in between.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw Error(who + ": cannot open: " + errno_text(errno));
+  if (!S_ISREG(st.st_mode))
+    throw Error(who + ": is " + file_kind(st.st_mode) + ", not a regular file");
+  int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (raw < 0) throw Error(who + ": cannot open: " + errno_text(errno));
   fd = Fd(raw);
-  struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw Error(who + ": cannot stat: " + errno_text(errno));
-  if (!S_ISREG(st.st_mode)) throw Error(who + ": not a regular file");
+  if (!S_ISREG(st.st_mode))
+    throw Error(who + ": is " + file_kind(st.st_mode) + ", not a regular file");
   auto file_size = static_cast<uint64_t>(st.st_size);
   if (file_size < 8)
     throw Error(who + ": file is " + std::to_string(file_size) + " bytes, shorter than the 8-byte header length");
@@ -313,6 +410,14 @@ SafetensorsContents load_impl(const std::string& path, Device device, bool read_
       if (err != 0)
         throw Error(who + ": cannot read tensor " + in_quotes(e->name) + ": " +
                     (err < 0 ? "unexpected end of file (did the file change while it was read?)" : errno_text(err)));
+    }
+    if (e->crc) {
+      uint32_t got = crc32_update(0, t.data_ptr(), nbytes);
+      if (got != *e->crc)
+        throw Error(who + ": tensor " + in_quotes(e->name) + " is corrupt: CRC32 0x" + crc_hex(got) + " expected 0x" +
+                    crc_hex(*e->crc) + " (the file was modified or damaged after it was written)");
+    }
+    if (nbytes > 0) {
       if (e->dtype == DType::Bool) {
         // Any other byte would be an invalid C++ bool.
         const auto* b = static_cast<const unsigned char*>(t.data_ptr());
@@ -367,18 +472,33 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
                       const std::map<std::string, std::string>& metadata) {
   const std::string who = "save_safetensors: " + in_quotes(path);
 
-  // The header first: it needs only shapes and dtypes, and checks every name.
+  // The header first: it needs only shapes and dtypes, and checks every name. Each
+  // checksum is a placeholder of 8 digits here, patched once the data has been written.
+  for (const auto& [name, t] : tensors) {
+    KILN_CHECK(name != kMetadataKey, who, ": \"__metadata__\" cannot be a tensor name");
+    KILN_CHECK(detail::utf8_valid(name), who, ": tensor name ", in_quotes(name), " is not valid UTF-8");
+    KILN_CHECK(t.defined(), who, ": tensor ", in_quotes(name), " is undefined");
+  }
+  std::map<std::string, std::string> all_metadata;
+  for (const auto& [k, v] : metadata) {
+    KILN_CHECK(!is_crc_key(k), who, ": metadata key ", in_quotes(k), " is reserved: keys starting with \"",
+               kSafetensorsCrcPrefix, "\" hold kiln's per-tensor checksums; rename it");
+    all_metadata.emplace(k, v);
+  }
+  for (const auto& [name, t] : tensors) all_metadata.emplace(std::string(kCrcPrefix) + name, "00000000");
+  std::map<std::string, size_t> crc_at;  // tensor name -> offset of its checksum's digits in `json`
   std::string json = "{";
   bool first = true;
   try {
-    if (!metadata.empty()) {
+    if (!all_metadata.empty()) {
       json += "\"__metadata__\":{";
       bool f = true;
-      for (const auto& [k, v] : metadata) {
+      for (const auto& [k, v] : all_metadata) {
         if (!f) json += ',';
         f = false;
         detail::json_append_string(json, k);
         json += ':';
+        if (is_crc_key(k)) crc_at[k.substr(kCrcPrefix.size())] = json.size() + 1;
         detail::json_append_string(json, v);
       }
       json += '}';
@@ -389,9 +509,6 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   }
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
-    KILN_CHECK(name != kMetadataKey, who, ": \"__metadata__\" cannot be a tensor name");
-    KILN_CHECK(detail::utf8_valid(name), who, ": tensor name ", in_quotes(name), " is not valid UTF-8");
-    KILN_CHECK(t.defined(), who, ": tensor ", in_quotes(name), " is undefined");
     uint64_t nbytes = static_cast<uint64_t>(t.numel()) * t.element_size();
     if (!first) json += ',';
     first = false;
@@ -427,12 +544,16 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   {
     NoGradGuard no_grad;
     for (const auto& [name, t] : tensors) {
-      if (t.numel() == 0) continue;
+      if (t.numel() == 0) continue;  // its checksum stays 00000000, the CRC32 of no bytes
       Tensor host = t.to(kCPU).contiguous();  // one tensor on the host at a time
-      check(write_all(tmp.fd.get(), host.data_ptr(), static_cast<uint64_t>(host.numel()) * host.element_size()),
-            "cannot write");
+      const uint64_t nbytes = static_cast<uint64_t>(host.numel()) * host.element_size();
+      const std::string hex = crc_hex(crc32_update(0, host.data_ptr(), nbytes));
+      json.replace(crc_at.at(name), 8, hex);
+      check(write_all(tmp.fd.get(), host.data_ptr(), nbytes), "cannot write");
     }
   }
+  // The header again, now with the checksums (same length, so nothing else moves).
+  check(pwrite_all(tmp.fd.get(), json.data(), json.size(), 8), "cannot write");
   check(::fsync(tmp.fd.get()) != 0 ? errno : 0, "cannot fsync");
   check(tmp.fd.close(), "cannot close");
   if (::rename(tmp_path.c_str(), path.c_str()) != 0)

@@ -90,8 +90,8 @@ StorageImpl::~StorageImpl() {
 
 Tensor Tensor::make(Storage storage, DType dtype, Shape sizes, Shape strides, int64_t offset) {
   KILN_CHECK(sizes.size() == strides.size(), "Tensor: ", sizes.size(), " sizes but ", strides.size(), " strides");
-  KILN_CHECK(static_cast<int>(sizes.size()) <= kMaxDims, "Tensor: ", sizes.size(), " dims exceed kiln's limit of ",
-             kMaxDims, " (shape ", shape_str(sizes), ")");
+  KILN_CHECK(static_cast<int>(sizes.size()) <= kMaxTensorDims, "Tensor: ", sizes.size(),
+             " dims exceed kiln's limit of ", kMaxTensorDims, " (shape ", shape_str(sizes), ")");
   int64_t lo = offset, hi = offset;
   bool empty_t = false;
   for (size_t i = 0; i < sizes.size(); ++i) {
@@ -140,21 +140,76 @@ void mark_written(const char* op, const Tensor& t) {
 TensorView kernel_view(const Tensor& t) {
   TensorView v;
   if (!t.defined()) return v;
-  KILN_CHECK(t.dim() <= kMaxDims, "kernel_view: tensor of shape ", shape_str(t.sizes()), " has more than ", kMaxDims,
-             " dims");
   v.data = t.data_ptr();
   v.dtype = t.dtype();
   v.device = t.device();
-  v.ndim = static_cast<int>(t.dim());
   v.numel = t.numel();
-  for (int d = 0; d < v.ndim; ++d) {
-    v.sizes[d] = t.size(d);
-    v.strides[d] = t.stride(d);
-  }
   v.contiguous = t.is_contiguous();
+  if (t.dim() > kMaxDims) {
+    // Kernels index at most kMaxDims dims. A contiguous tensor is the same elements in
+    // the same order as one flat dim, which every kernel over its own elements accepts
+    // (several operands of one launch are then all flat, or the others are refused here).
+    KILN_CHECK(v.contiguous, "kernel_view: a ", t.dim(), "-dim tensor (", describe(t), ", strides ",
+               shape_str(t.strides()), ") reaches a kernel, which takes at most ", kMaxDims,
+               " dims unless the tensor is contiguous; call contiguous() first");
+    v.ndim = 1;
+    v.sizes[0] = v.numel;
+    v.strides[0] = 1;
+  } else {
+    v.ndim = static_cast<int>(t.dim());
+    for (int d = 0; d < v.ndim; ++d) {
+      v.sizes[d] = t.size(d);
+      v.strides[d] = t.stride(d);
+    }
+  }
   v.defined = true;
   v.storage = t.storage().get();
   return v;
+}
+
+namespace {
+// Joint coalescing of tensors of one shape, as TensorView's coalesce() but over any
+// number of dims: the merged sizes and each tensor's strides.
+void coalesce_shapes(const std::vector<Tensor>& ts, Shape& sizes, std::vector<Shape>& strides) {
+  const Shape& shape = ts[0].sizes();
+  strides.assign(ts.size(), Shape());
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    bool merge = !sizes.empty();
+    for (size_t k = 0; k < ts.size() && merge; ++k) merge = strides[k].back() == ts[k].stride(d) * shape[d];
+    if (merge) sizes.back() *= shape[d];
+    else sizes.push_back(shape[d]);
+    for (size_t k = 0; k < ts.size(); ++k) {
+      if (merge) strides[k].back() = ts[k].stride(d);
+      else strides[k].push_back(ts[k].stride(d));
+    }
+  }
+}
+}  // namespace
+
+std::vector<TensorView> kernel_views(const std::vector<Tensor>& ts) {
+  std::vector<TensorView> out;
+  out.reserve(ts.size());
+  if (ts.empty() || ts[0].dim() <= kMaxDims) {
+    for (const Tensor& t : ts) out.push_back(kernel_view(t));
+    return out;
+  }
+  const Shape& shape = ts[0].sizes();
+  for (const Tensor& t : ts)
+    KILN_CHECK(t.sizes() == shape, "kernel_views: operands of one launch must share a shape, got ",
+               shape_str(shape), " and ", shape_str(t.sizes()));
+  Shape sizes;
+  std::vector<Shape> strides;
+  coalesce_shapes(ts, sizes, strides);
+  KILN_CHECK(static_cast<int>(sizes.size()) <= kMaxDims, "kernel_views: ", ts.size(), " tensors of shape ",
+             shape_str(shape), " (first: ", describe(ts[0]), ", strides ", shape_str(ts[0].strides()),
+             ") still have ", sizes.size(), " dims after merging, more than the kernels' ", kMaxDims,
+             "; make them contiguous() first");
+  for (size_t k = 0; k < ts.size(); ++k) {
+    TensorView v = kernel_view(ts[k].as_strided_raw(sizes, strides[k], ts[k].offset()));
+    out.push_back(v);
+  }
+  return out;
 }
 
 bool Tensor::is_contiguous() const {
@@ -449,7 +504,18 @@ Tensor& Tensor::copy_(const Tensor& src) {
   if (numel() == 0) return *this;
   detail::mark_written("copy_", *this);
   if (s.device() == device()) {
-    kernel<op::copy>(device())(kernel_view(s), kernel_view(*this));
+    if (dim() > kMaxDims) {
+      // A layout the kernels cannot take in one launch: copy slice by slice along dim 0.
+      Shape merged;
+      std::vector<Shape> st;
+      coalesce_shapes({s, *this}, merged, st);
+      if (static_cast<int>(merged.size()) > kMaxDims) {
+        for (int64_t i = 0; i < size(0); ++i) select(0, i).copy_(s.select(0, i));
+        return *this;
+      }
+    }
+    std::vector<TensorView> v = kernel_views({s, *this});
+    kernel<op::copy>(device())(v[0], v[1]);
     return *this;
   }
   // Across devices: move a contiguous block of the source's bytes, then cast/scatter on
@@ -460,7 +526,8 @@ Tensor& Tensor::copy_(const Tensor& src) {
   if (device().is_cpu()) detail::count_host_sync();  // the host waits for the device's bytes
   runtime(xfer).copy_bytes(staged.data_ptr(), device(), sc.data_ptr(), sc.device(),
                            static_cast<size_t>(sc.numel()) * sc.element_size());
-  kernel<op::copy>(device())(kernel_view(staged.expand(sizes())), kernel_view(*this));
+  std::vector<TensorView> v = kernel_views({staged.expand(sizes()), *this});
+  kernel<op::copy>(device())(v[0], v[1]);
   return *this;
 }
 

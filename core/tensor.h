@@ -238,6 +238,11 @@ void mark_written(const char* op, const Tensor& t);
 // What a kernel sees of `t` (core/tensor_view.h): an undefined tensor gives an undefined
 // view (an absent optional operand).
 TensorView kernel_view(const Tensor& t);
+// Views of tensors of one shape for one elementwise launch. Up to kMaxDims dims these are
+// kernel_view()s; beyond, the dims are first merged where every tensor is contiguous
+// across them (dropping size-1 dims), so a permuted or broadcast 10-dim tensor still
+// reaches the kernels when its layout allows it (else a clear kiln::Error).
+std::vector<TensorView> kernel_views(const std::vector<Tensor>& same_shape);
 
 Tensor empty_like(const Tensor& t);
 Tensor empty_like(const Tensor& t, TensorOptions opts);

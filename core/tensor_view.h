@@ -11,7 +11,8 @@
 
 namespace kiln {
 
-inline constexpr int kMaxDims = 8;  // the kernels' index arithmetic is sized for this
+inline constexpr int kMaxDims = 8;  // dims of a kernel view: the kernels' index arithmetic is sized for this
+inline constexpr int kMaxTensorDims = 64;  // dims of a tensor (PyTorch's limit too)
 
 struct TensorView {
   void* data = nullptr;

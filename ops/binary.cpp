@@ -52,11 +52,6 @@ BackwardFn binary_backward(BinaryOp op, Tensor a, Tensor b, Tensor y, bool need_
   };
 }
 
-void check_no_grad_inplace(const char* name, const Tensor& a, const Tensor& b) {
-  KILN_CHECK(!any_requires_grad({a, b}), name, "_: in-place ops on tensors that require grad are not supported (",
-             describe(a), ", ", describe(b), "); use the out-of-place form or NoGradGuard");
-}
-
 bool is_arithmetic(BinaryOp op) { return !is_comparison(op) && op != BinaryOp::Maximum && op != BinaryOp::Minimum; }
 
 // The dtype the kernel computes in, given the promoted operand dtype.
@@ -80,17 +75,15 @@ std::vector<Tensor> saved_by(BinaryOp op, const Tensor& a, const Tensor& b, cons
   }
 }
 
-// A view for a scalar operand passed by value (BinaryParams::scalar): no data, every
-// stride 0, the shape of the iteration space.
-TensorView scalar_operand_view(const Shape& shape, DType dtype, Device device) {
-  TensorView v;
+// A view for a scalar operand passed by value (BinaryParams::scalar) beside `like`, a view
+// of the iteration space: no data, every stride 0, in `dtype`.
+TensorView scalar_operand_view(const TensorView& like, DType dtype) {
+  TensorView v = like;
+  v.data = nullptr;
+  v.storage = nullptr;
   v.dtype = dtype;
-  v.device = device;
-  v.ndim = static_cast<int>(shape.size());
-  v.numel = shape_numel(shape);
-  for (int d = 0; d < v.ndim; ++d) v.sizes[d] = shape[static_cast<size_t>(d)];
+  for (int d = 0; d < v.ndim; ++d) v.strides[d] = 0;
   v.contiguous = v.numel <= 1;
-  v.defined = true;
   return v;
 }
 
@@ -109,10 +102,15 @@ Tensor run_binary(BinaryOp op, const Tensor& a, const Tensor& b, DType promoted,
   Tensor A = scalar_index == 0 ? Tensor() : cast(a, ct), B = scalar_index == 1 ? Tensor() : cast(b, ct);
   {
     NoGradGuard raw;  // the broadcast views are internal
-    const TensorView sv = scalar_operand_view(shape, ct, t.device());
-    kernel<op::binary>(t.device())(scalar_index == 0 ? sv : kernel_view(A.expand(shape)),
-                                   scalar_index == 1 ? sv : kernel_view(B.expand(shape)), kernel_view(out),
-                                   BinaryParams{op, scalar_index, s});
+    if (scalar_index < 0) {
+      std::vector<TensorView> v = kernel_views({A.expand(shape), B.expand(shape), out});
+      kernel<op::binary>(t.device())(v[0], v[1], v[2], BinaryParams{op, -1, Scalar()});
+    } else {
+      std::vector<TensorView> v = kernel_views({scalar_index == 0 ? B : A, out});
+      const TensorView sv = scalar_operand_view(v[1], ct);
+      kernel<op::binary>(t.device())(scalar_index == 0 ? sv : v[0], scalar_index == 1 ? sv : v[0], v[1],
+                                     BinaryParams{op, scalar_index, s});
+    }
   }
   if (is_comparison(op) || !any_requires_grad({A, B})) return out;
   if (scalar_index == 0) A = scalar_tensor(s, TensorOptions(ct, t.device()));
@@ -144,8 +142,9 @@ namespace {
 // a op= b (b undefined: the Scalar s).
 Tensor& run_binary_(BinaryOp op, Tensor& a, const Tensor& b, Scalar s) {
   const char* name = op_name(op);
+  const std::string inplace_name = std::string(name) + "_";
   const bool scalar = !b.defined();
-  check_no_grad_inplace(name, a, scalar ? Tensor() : b);
+  detail::check_inplace_no_grad(inplace_name.c_str(), {a, b});
   KILN_CHECK(!is_comparison(op), name, "_: comparisons have no in-place form");
   DType promoted = scalar ? detail::result_type(a, s) : promote_types(a.dtype(), b.dtype());
   DType ct = compute_dtype(op, promoted, a, b);
@@ -158,17 +157,18 @@ Tensor& run_binary_(BinaryOp op, Tensor& a, const Tensor& b, Scalar s) {
                describe(a));
   }
   if (a.numel() == 0) return a;
-  detail::mark_written((std::string(name) + "_").c_str(), a);
+  detail::mark_written(inplace_name.c_str(), a);
   if (scalar) {
-    kernel<op::binary>(a.device())(kernel_view(a), scalar_operand_view(a.sizes(), a.dtype(), a.device()),
-                                   kernel_view(a), BinaryParams{op, 1, s});
+    const TensorView va = kernel_views({a})[0];
+    kernel<op::binary>(a.device())(va, scalar_operand_view(va, a.dtype()), va, BinaryParams{op, 1, s});
     return a;
   }
   // Kernels read each element before writing it, so out may be exactly a; an operand
   // that overlaps a in another layout (a.add_(a.t())) is copied first.
   Tensor bb = cast(b, a.dtype()).expand(a.sizes());
   if (bb.shares_storage(a) && !(bb.offset() == a.offset() && bb.strides() == a.strides())) bb = bb.clone();
-  kernel<op::binary>(a.device())(kernel_view(a), kernel_view(bb), kernel_view(a), BinaryParams{op, -1, Scalar()});
+  std::vector<TensorView> v = kernel_views({a, bb});
+  kernel<op::binary>(a.device())(v[0], v[1], v[0], BinaryParams{op, -1, Scalar()});
   return a;
 }
 }  // namespace
@@ -207,8 +207,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   Tensor A = cast(a, t), B = cast(b, t);
   {
     NoGradGuard raw;
-    kernel<op::where>(a.device())(kernel_view(cond.expand(shape)), kernel_view(A.expand(shape)),
-                                  kernel_view(B.expand(shape)), kernel_view(out));
+    std::vector<TensorView> v = kernel_views({cond.expand(shape), A.expand(shape), B.expand(shape), out});
+    kernel<op::where>(a.device())(v[0], v[1], v[2], v[3]);
   }
   if (!any_requires_grad({A, B})) return out;
   return record("where", {cond, A, B}, out,

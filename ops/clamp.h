@@ -11,8 +11,10 @@ namespace kiln {
 //   y = min(max(x, lo), hi), computed as  y = x < lo ? lo : (x > hi ? hi : x)
 // where lo = min if has_min (else no lower limit) and hi = max if has_max (else no upper
 // limit). So NaN propagates (a NaN x gives NaN, as in PyTorch) and x = -0.0 with lo = 0
-// stays -0.0. x and y share shape and dtype, any strides; y is either x itself (clamp_)
-// or memory that x does not overlap; writes (=).
+// stays -0.0. An element within the bounds is copied bits unchanged, a clamped one becomes
+// the bound converted to the dtype, so every backend gives the same bits.
+// x and y share shape and dtype, any strides; y is either x itself (clamp_) or memory that
+// x does not overlap; writes (=).
 // dtypes: f16/bf16 and f32 compute in float (bounds rounded to float), f64 in double;
 // u8/i32/i64 compare in the dtype, the bounds converted to it first (truncated toward
 // zero and saturated at the dtype's range, so clamp(u8, -5, 300) leaves x unchanged).

@@ -172,15 +172,29 @@ void check_output(const char* op, const Shape& out, const std::string& ctx) {
 
 }  // namespace
 
+namespace {
+// a * b + c without int64 overflow, or a kiln::Error naming the size computation.
+int64_t checked_mad(int64_t a, int64_t b, int64_t c, const char* what) {
+  int64_t p = 0, r = 0;
+  KILN_CHECK(!__builtin_mul_overflow(a, b, &p) && !__builtin_add_overflow(p, c, &r), what, ": ", a, " * ", b, " + ",
+             c, " overflows int64 (sizes, strides, padding or dilation are too large)");
+  return r;
+}
+}  // namespace
+
 int64_t conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation) {
-  const int64_t span = in + 2 * pad - dilation * (kernel - 1) - 1;
+  const int64_t reach = checked_mad(dilation, kernel - 1, 1, "conv output size");
+  const int64_t padded = checked_mad(2, pad, in, "conv output size");
+  const int64_t span = padded - reach;
   if (span < 0) return 0;
   return span / stride + 1;
 }
 
 int64_t conv_transpose_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation,
                                    int64_t output_padding) {
-  return (in - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_padding + 1;
+  const int64_t grown = checked_mad(in - 1, stride, output_padding + 1, "conv_transpose output size");
+  const int64_t reach = checked_mad(dilation, kernel - 1, grown, "conv_transpose output size");
+  return checked_mad(-2, pad, reach, "conv_transpose output size");
 }
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Int2 stride, Int2 padding, Int2 dilation,
@@ -223,7 +237,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Int2 stride,
 }
 
 Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& bias, Int2 stride, Int2 padding,
-                        Int2 output_padding, Int2 dilation, int64_t groups) {
+                        Int2 output_padding, int64_t groups, Int2 dilation) {
   const char* op = "conv_transpose2d";
   const Geom g = make_geom(stride, padding, dilation, groups);
   auto ctx = [&] {

@@ -44,9 +44,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(), I
               Int2 dilation = 1, int64_t groups = 1, PaddingMode padding_mode = PaddingMode::Zeros);
 
 // x (N, C, H, W) or (C, H, W); w (C, O / groups, kH, kW); bias (O) or undefined. Zero
-// padding only (as in PyTorch); output_padding < stride or < dilation in each dim.
+// padding only (as in PyTorch); output_padding < stride or < dilation in each dim. The
+// arguments are in torch.nn.functional.conv_transpose2d's order: groups before dilation
+// (unlike conv2d). An Int2 passed where groups goes does not compile.
 Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(), Int2 stride = 1,
-                        Int2 padding = 0, Int2 output_padding = 0, Int2 dilation = 1, int64_t groups = 1);
+                        Int2 padding = 0, Int2 output_padding = 0, int64_t groups = 1, Int2 dilation = 1);
 
 // The two gradients of conv2d as ops of their own (torch.nn.grad.conv2d_input /
 // conv2d_weight): for y = conv2d(x, w, stride, padding, dilation, groups) with zero

@@ -1,6 +1,8 @@
 // embedding: a row gather of the weight table (the index_select kernel slot) whose
 // backward scatter-adds the output gradient's rows (the scatter_add slot), skipping
-// padding_idx.
+// padding_idx. Indices are range-checked once: on the host for CPU tensors, by the
+// index_select kernel on CUDA (reported at the next synchronisation point); the backward
+// calls the slot directly and does not check again.
 #include <kiln/ops/embedding.h>
 
 #include <kiln/core/autograd.h>

@@ -1,5 +1,9 @@
 // cat/stack/split/chunk, index_select, gather, scatter_add (their kernel slots:
-// ops/cpu/index.cpp, cuda/kernels/index.cu), one_hot.
+// ops/cpu/index.cpp, cuda/kernels/index.cu), one_hot (through the scatter_add slot).
+// Index values are checked once, by the entry point: on the host for CPU tensors, by the
+// kernel on CUDA (reported at the next synchronisation point, no host sync). Backward
+// formulas reuse the checked indices inside detail::IndicesChecked, so they do not
+// check again.
 #include <kiln/ops/index.h>
 
 #include <kiln/core/autograd.h>
@@ -142,6 +146,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
     Shape s(g.dim(), 1);
     s[d] = idx.numel();
     Tensor index = idx.view(s).expand(g.sizes()).contiguous();
+    detail::IndicesChecked checked;  // in forward
     return std::vector<Tensor>{scatter_add(zeros(x_sizes, TensorOptions(g.dtype(), g.device())), d, index, g)};
   });
 }
@@ -167,6 +172,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   }
   if (!any_requires_grad({x})) return out;
   return record("gather", {x}, out, [d, idx, x_sizes = x.sizes()](const Tensor& g) {
+    detail::IndicesChecked checked;  // in forward
     return std::vector<Tensor>{scatter_add(zeros(x_sizes, TensorOptions(g.dtype(), g.device())), d, idx, g)};
   });
 }
@@ -178,8 +184,7 @@ Tensor& scatter_add_(Tensor& x, int64_t dim, const Tensor& index, const Tensor& 
   detail::check_same_device("scatter_add", x, index);
   detail::check_same_device("scatter_add", x, src);
   KILN_CHECK(x.dim() > 0, "scatter_add: input must have at least 1 dim, got ", describe(x));
-  KILN_CHECK(!any_requires_grad({x, src}), "scatter_add_: in-place ops on tensors that require grad are not "
-             "supported (use scatter_add)");
+  detail::check_inplace_no_grad("scatter_add_", {x, src});
   KILN_CHECK(src.dtype() == x.dtype(), "scatter_add: src must have the input's dtype: ", describe(src), " vs ",
              describe(x));
   KILN_CHECK(x.dtype() != DType::Bool, "scatter_add: not supported for bool tensors");
@@ -189,6 +194,7 @@ Tensor& scatter_add_(Tensor& x, int64_t dim, const Tensor& index, const Tensor& 
   check_index_like("scatter_add", x, d, index, "index");
   detail::check_index_range("scatter_add", index, x.size(d));
   if (index.numel() == 0) return x;
+  detail::mark_written("scatter_add_", x);
   int64_t outer, inner;
   around(x, d, outer, inner);
   Tensor target = x.is_contiguous() ? x : x.contiguous();
@@ -212,6 +218,7 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
   if (!any_requires_grad({x, src})) return out;
   int64_t d = wrap_dim(dim, x.dim(), "scatter_add");
   return record("scatter_add", {x, src}, out, [d, idx = index.detach()](const Tensor& g) {
+    detail::IndicesChecked checked;  // in forward
     return std::vector<Tensor>{g, gather(g, d, idx)};
   });
 }
@@ -220,13 +227,23 @@ Tensor one_hot(const Tensor& index, int64_t num_classes) {
   detail::check_defined("one_hot", index, "index");
   KILN_CHECK(index.dtype() == DType::I64 || index.dtype() == DType::I32, "one_hot: index must be i32 or i64, got ",
              describe(index));
-  if (num_classes < 0) {
+  if (num_classes < 0) {  // an explicit read-back (a host sync on a device): pass num_classes to avoid it
     KILN_CHECK(index.numel() > 0, "one_hot: cannot infer num_classes from an empty index; pass it");
     num_classes = max(index).item<int64_t>() + 1;
   }
   detail::check_index_range("one_hot", index, num_classes);
-  Tensor classes = arange(num_classes, TensorOptions(index.dtype(), index.device()));
-  return cast(eq(index.unsqueeze(-1), classes), DType::I64);
+  Shape s = index.sizes();
+  s.push_back(num_classes);
+  Tensor out = zeros(s, TensorOptions(DType::I64, index.device()));
+  const int64_t k = index.numel();
+  if (k == 0) return out;
+  // out (k, C) += 1 at (r, index[r]): the scatter_add slot, whose CUDA kernel checks each
+  // index on the device (an out-of-range one leaves its row 0 and is reported).
+  Tensor idx = cast(index, DType::I64).reshape({k, 1}).contiguous();
+  Tensor src = ones({k, 1}, TensorOptions(DType::I64, index.device()));
+  kernel<op::scatter_add>(index.device())(kernel_view(out), kernel_view(idx), kernel_view(src),
+                                          IndexParams{k, num_classes, 1, 1});
+  return out;
 }
 
 }  // namespace kiln

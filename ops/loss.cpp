@@ -50,9 +50,11 @@ int64_t check_class_target(const char* op, const Tensor& x, const Tensor& target
 }
 
 // Every target is ignore_index or lies in [0, classes): min and max of the others, read
-// back in one transfer.
+// back in one transfer. On the host for CPU targets only; on CUDA the kernels check each
+// target as they read it (cross_entropy's, or gather's for nll_loss) and the runtime
+// throws at the next synchronisation point, so nothing is read back here.
 void check_target_range(const char* op, const Tensor& t64, int64_t classes, int64_t ignore_index) {
-  if (t64.numel() == 0) return;
+  if (t64.numel() == 0 || !detail::host_checks_indices(t64)) return;
   NoGradGuard raw;
   Tensor valid = where(ne(t64, ignore_index), t64, Scalar(int64_t{0}));
   std::vector<int64_t> mm = stack({min(valid), max(valid)}).to_vector<int64_t>();
@@ -156,7 +158,11 @@ Tensor nll_loss(const Tensor& logp, const Tensor& target, Reduction reduction, i
   Tensor t = unbatched ? t64.unsqueeze(0) : t64;     // (N, d...)
   Tensor valid = ne(t, ignore_index);
   Tensor safe = where(valid, t, Scalar(int64_t{0}));  // ignored targets read class 0, then masked out
-  Tensor picked = gather(x, 1, safe.unsqueeze(1)).squeeze(1);
+  Tensor picked;
+  {
+    detail::IndicesChecked checked;  // above (on CUDA: by the gather kernel, which names nll_loss)
+    picked = gather(x, 1, safe.unsqueeze(1)).squeeze(1);
+  }
   // where, not a multiply by the mask: an ignored row may hold -inf at class 0.
   Tensor loss = where(valid, neg(picked), 0.0);
   if (unbatched) loss = loss.squeeze(0);

@@ -74,6 +74,14 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   int64_t M = a2.size(-2), K = a2.size(-1), K2 = b2.size(-2), N = b2.size(-1);
   KILN_CHECK(K == K2, "matmul: inner dimensions differ: ", describe(a), " @ ", describe(b), " (", K, " vs ", K2,
              ")");
+  if (a.dim() > 2 && b.dim() <= 2) {
+    // (..., M, K) @ (K, N): fold the batch dims into M, so the product and the weight
+    // gradient of a linear layer over (B, T, C) are each one GEMM (not B GEMMs and a sum).
+    Shape lead(a.sizes().begin(), a.sizes().end() - 1);
+    Tensor out = product(a.reshape({1, shape_numel(lead), K}), b2.unsqueeze(0));
+    if (b.dim() > 1) lead.push_back(N);
+    return out.view(lead);
+  }
   Shape ba(a2.sizes().begin(), a2.sizes().end() - 2), bb(b2.sizes().begin(), b2.sizes().end() - 2);
   Shape batch = broadcast_shapes(ba, bb, "matmul");
   int64_t nb = shape_numel(batch);

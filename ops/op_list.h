@@ -8,6 +8,7 @@
 
 #include <kiln/core/kernel.h>
 #include <kiln/ops/binary.h>
+#include <kiln/ops/clamp.h>
 #include <kiln/ops/conv.h>
 #include <kiln/ops/dropout.h>
 #include <kiln/ops/index.h>
@@ -29,6 +30,8 @@ using TV = const TensorView&;
   /* binary.h */                                                                                    \
   X(binary, void(TV a, TV b, TV out, const BinaryParams& p))                                        \
   X(where, void(TV cond, TV a, TV b, TV out))                                                       \
+  /* clamp.h */                                                                                     \
+  X(clamp, void(TV x, TV y, const ClampParams& p))                                                  \
   /* reduce.h: the `reduce` slot is in core/kernel_list.h */                                      \
   /* softmax.h */                                                                                   \
   X(softmax, void(TV x, TV out, const SoftmaxParams& p))                                            \

@@ -83,7 +83,10 @@ Tensor unary(UnaryOp op, const Tensor& x, double alpha) {
     in = cast(x, DType::F32);  // integer and bool inputs compute in f32, as in PyTorch
   }
   Tensor y = empty_like(in);
-  if (y.numel() > 0) kernel<op::unary>(in.device())(kernel_view(in), kernel_view(y), UnaryParams{op, alpha});
+  if (y.numel() > 0) {
+    std::vector<TensorView> v = kernel_views({in, y});
+    kernel<op::unary>(in.device())(v[0], v[1], UnaryParams{op, alpha});
+  }
   if (!any_requires_grad({in})) return y;
   return record(name, {in}, y, unary_backward(op, in.detach(), y.detach(), alpha), saved_by(op, in, y));
 }

@@ -8,9 +8,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <stdlib.h>  // mkdtemp
 
 #include <kiln/kiln.h>
 
@@ -169,6 +172,40 @@ inline const std::vector<Shape>& odd_shapes() {
   static const std::vector<Shape> v{{1}, {7}, {33, 65}, {1023, 257}, {3, 5, 7, 9}, {(1 << 20) + 3}};
   return v;
 }
+
+
+// A fresh folder under the system's temp folder (named after `prefix`), removed with
+// everything in it (made writable again first, for tests that take the permission away).
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& prefix = "kiln_test") {
+    std::string tmpl = (std::filesystem::temp_directory_path() / (prefix + "_XXXXXX")).string();
+    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all, std::filesystem::perm_options::add, ec);
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path / name).string(); }
+  // The names in the folder, sorted.
+  std::vector<std::string> entries() const {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(path)) out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  // Paths of leftover temporary files (".tmp." in the name).
+  std::vector<std::string> temp_files() const {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(path))
+      if (e.path().filename().string().find(".tmp.") != std::string::npos) out.push_back(e.path().string());
+    return out;
+  }
+};
 
 }  // namespace kiln::test
 

@@ -18,8 +18,10 @@
 //
 // usage: kiln_bench_kernels [--device cpu|cuda] [--numel N] [--reps N] [--only a,b]
 //                           [--mm-sizes 1024,2048] [--json] [--json-out FILE]
+// (flags parsed by CLI11 through tools/cli.h: --help, and a bad value exits 2 naming it)
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -29,12 +31,15 @@
 #include <iostream>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <cblas.h>
 
 #include <kiln/kiln.h>
+
+#include "cli.h"
 
 #if KILN_CUDA
 #include <cublas_v2.h>
@@ -49,10 +54,9 @@ using kiln::Shape;
 using kiln::Tensor;
 using Clock = std::chrono::steady_clock;
 
-[[noreturn]] void die(const std::string& msg) {
-  std::fprintf(stderr, "kiln_bench_kernels: %s\n", msg.c_str());
-  std::exit(1);
-}
+// A failure of the benchmark's own machinery (CUDA, cuBLAS, its output file): kiln_main
+// reports it as "kiln_bench_kernels: error: ..." and exits 1.
+[[noreturn]] void die(const std::string& msg) { throw std::runtime_error(msg); }
 
 #if KILN_CUDA
 void cuda_check(cudaError_t e, const char* what) {
@@ -115,7 +119,7 @@ class Bench {
   explicit Bench(const Options& opt) : opt_(opt), dev_(opt.dev) {
     if (!opt_.json_out.empty()) {
       jsonf_ = std::make_unique<std::ofstream>(opt_.json_out);
-      if (!*jsonf_) die("cannot write " + opt_.json_out);
+      if (!*jsonf_) die("--json-out: cannot write " + opt_.json_out + ": " + std::strerror(errno));
     }
 #if KILN_CUDA
     if (dev_.is_cuda()) {
@@ -260,6 +264,15 @@ class Bench {
     if (opt_.json) std::printf("%s\n", line.c_str());
     if (jsonf_) *jsonf_ << line << "\n";
   }
+  // Flushes and closes --json-out; a write that failed (a full disk) is an error.
+  void close_json() {
+    if (!jsonf_) return;
+    jsonf_->flush();
+    const bool ok = static_cast<bool>(*jsonf_);
+    jsonf_->close();
+    if (!ok || jsonf_->fail()) die("--json-out: cannot write " + opt_.json_out + " (disk full?): the file is incomplete");
+    jsonf_.reset();
+  }
 
  private:
   Options opt_;
@@ -389,98 +402,78 @@ void bench_matmul(Bench& B) {
   }
 }
 
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
+const std::vector<std::string> kFamilies{"copy",   "fill",    "unary", "binary", "where",
+                                         "reduce", "softmax", "index", "matmul"};
 
-int usage(const char* argv0, int rc) {
-  std::fprintf(rc ? stderr : stdout,
-               "usage: %s [--device cpu|cuda|cuda:N] [--numel N] [--reps N] [--only FAMILIES]\n"
-               "          [--mm-sizes N,N,...] [--json] [--json-out FILE]\n"
-               "  --device    default: cuda:0 when usable, else cpu\n"
-               "  --numel     elements of the memory-bound benchmarks (default 2^26 on CUDA, 2^24 on CPU;\n"
-               "              rounded down to a multiple of 4096)\n"
-               "  --reps      repetitions whose median is reported (default 20 on CUDA, 5 on CPU)\n"
-               "  --only      comma-separated: copy,fill,unary,binary,where,reduce,softmax,index,matmul\n"
-               "  --mm-sizes  square matmul sizes (default 1024,2048,4096 on CUDA, 512,1024,2048 on CPU)\n"
-               "  --json      JSON lines on stdout instead of the table\n"
-               "  --json-out  also write JSON lines to FILE\n",
-               argv0);
-  return rc;
+int run(Options opt, const std::string& device_arg) {
+  if (device_arg.empty()) opt.dev = kiln::cuda_is_available() ? kiln::cuda_device(0) : kiln::kCPU;
+  else opt.dev = Device(device_arg);
+  kiln::runtime(opt.dev);  // throws with the reason when the device is not usable
+  bool gpu = opt.dev.is_cuda();
+  if (opt.numel <= 0) opt.numel = int64_t{1} << (gpu ? 26 : 24);
+  opt.numel = std::max<int64_t>(4096, opt.numel / 4096 * 4096);
+  if (opt.reps <= 0) opt.reps = gpu ? 20 : 5;
+  if (opt.mm_sizes.empty()) opt.mm_sizes = gpu ? std::vector<int64_t>{1024, 2048, 4096} : std::vector<int64_t>{512, 1024, 2048};
+
+  Bench B(opt);
+  std::string where = opt.dev.str();
+#if KILN_CUDA
+  if (gpu) {
+    cudaDeviceProp p{};
+    cuda_check(cudaGetDeviceProperties(&p, opt.dev.index), "cudaGetDeviceProperties");
+    where += std::string(" (") + p.name + ")";
+  }
+#endif
+  double bw = B.copy_bandwidth(4 * opt.numel);
+  if (!opt.json) {
+    std::printf("kiln %s kernel benchmark on %s; CUDA compiled in: %s\n", KILN_VERSION, where.c_str(),
+                KILN_CUDA ? "yes" : "no");
+    std::printf("memory-bound: %lld elements, median of %d reps after a warm-up; GB/s = (read + written) / time\n",
+                static_cast<long long>(opt.numel), opt.reps);
+    std::printf("copy bandwidth: %s of %.1f MiB: %.2f GB/s\n",
+                gpu ? "cudaMemcpyAsync device-to-device" : "std::memcpy (one thread)",
+                4.0 * static_cast<double>(opt.numel) / (1 << 20), bw * 1e-9);
+    std::printf("kiln's times include allocating each output, as a caller would see them\n");
+    if (!gpu) std::printf("note: kiln's CPU backend is a single-threaded reference, except matmul (OpenBLAS)\n");
+  }
+  {
+    std::ostringstream j;
+    j << "{\"family\":\"config\",\"kiln\":\"" << KILN_VERSION << "\",\"device\":\"" << json_escape(where)
+      << "\",\"numel\":" << opt.numel << ",\"reps\":" << opt.reps << ",\"copy_gbps\":" << bw * 1e-9 << "}";
+    B.emit_json(j.str());
+  }
+  bench_memory(B, opt.numel);
+  if (opt.wants("matmul")) bench_matmul(B);
+  B.close_json();
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  CLI::App app{"kiln_bench_kernels: how fast kiln's kernels run, next to what bounds them (the device's copy "
+               "bandwidth; cuBLAS or OpenBLAS for matmul). Prints a table, or JSON lines with --json.",
+               "kiln_bench_kernels"};
   Options opt;
   std::string device_arg;
-  try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) die("missing value after " + a);
-        return argv[++i];
-      };
-      if (a == "--device") device_arg = value();
-      else if (a == "--numel") opt.numel = std::stoll(value());
-      else if (a == "--reps") opt.reps = std::stoi(value());
-      else if (a == "--only") opt.only = split_list(value());
-      else if (a == "--mm-sizes") for (auto& s : split_list(value())) opt.mm_sizes.push_back(std::stoll(s));
-      else if (a == "--json") opt.json = true;
-      else if (a == "--json-out") opt.json_out = value();
-      else if (a == "-h" || a == "--help") return usage(argv[0], 0);
-      else return usage(argv[0], 2);
-    }
-  } catch (const std::exception&) {
-    return usage(argv[0], 2);
-  }
-
-  try {
-    if (device_arg.empty()) opt.dev = kiln::cuda_is_available() ? kiln::cuda_device(0) : kiln::kCPU;
-    else opt.dev = Device(device_arg);
-    kiln::runtime(opt.dev);  // throws with the reason when the device is not usable
-    bool gpu = opt.dev.is_cuda();
-    if (opt.numel <= 0) opt.numel = int64_t{1} << (gpu ? 26 : 24);
-    opt.numel = std::max<int64_t>(4096, opt.numel / 4096 * 4096);
-    if (opt.reps <= 0) opt.reps = gpu ? 20 : 5;
-    if (opt.mm_sizes.empty()) opt.mm_sizes = gpu ? std::vector<int64_t>{1024, 2048, 4096} : std::vector<int64_t>{512, 1024, 2048};
-
-    Bench B(opt);
-    std::string where = opt.dev.str();
-#if KILN_CUDA
-    if (gpu) {
-      cudaDeviceProp p{};
-      cuda_check(cudaGetDeviceProperties(&p, opt.dev.index), "cudaGetDeviceProperties");
-      where += std::string(" (") + p.name + ")";
-    }
-#endif
-    double bw = B.copy_bandwidth(4 * opt.numel);
-    if (!opt.json) {
-      std::printf("kiln %s kernel benchmark on %s; CUDA compiled in: %s\n", KILN_VERSION, where.c_str(),
-                  KILN_CUDA ? "yes" : "no");
-      std::printf("memory-bound: %lld elements, median of %d reps after a warm-up; GB/s = (read + written) / time\n",
-                  static_cast<long long>(opt.numel), opt.reps);
-      std::printf("copy bandwidth: %s of %.1f MiB: %.2f GB/s\n",
-                  gpu ? "cudaMemcpyAsync device-to-device" : "std::memcpy (one thread)",
-                  4.0 * static_cast<double>(opt.numel) / (1 << 20), bw * 1e-9);
-      std::printf("kiln's times include allocating each output, as a caller would see them\n");
-      if (!gpu) std::printf("note: kiln's CPU backend is a single-threaded reference, except matmul (OpenBLAS)\n");
-    }
-    {
-      std::ostringstream j;
-      j << "{\"family\":\"config\",\"kiln\":\"" << KILN_VERSION << "\",\"device\":\"" << json_escape(where)
-        << "\",\"numel\":" << opt.numel << ",\"reps\":" << opt.reps << ",\"copy_gbps\":" << bw * 1e-9 << "}";
-      B.emit_json(j.str());
-    }
-    bench_memory(B, opt.numel);
-    if (opt.wants("matmul")) bench_matmul(B);
-    return 0;
-  } catch (const kiln::Error& e) {
-    die(e.what());
-  }
+  app.add_option("--device", device_arg, "default: cuda:0 when usable, else cpu")->check(kiln::tools::device_spec());
+  app.add_option("--numel", opt.numel,
+                 "elements of the memory-bound benchmarks (default 2^26 on CUDA, 2^24 on CPU; rounded down to a "
+                 "multiple of 4096)")
+      ->check(kiln::tools::integer_range(1, int64_t{1} << 40));
+  app.add_option("--reps", opt.reps, "repetitions whose median is reported (default 20 on CUDA, 5 on CPU)")
+      ->check(kiln::tools::positive<int>());
+  app.add_option("--only", opt.only, "comma-separated families to run (default all): copy,fill,unary,binary,where,"
+                                     "reduce,softmax,index,matmul")
+      ->delimiter(',')
+      ->check(CLI::IsMember(kFamilies))
+      ->type_name("FAMILIES");
+  app.add_option("--mm-sizes", opt.mm_sizes,
+                 "comma-separated square matmul sizes (default 1024,2048,4096 on CUDA, 512,1024,2048 on CPU)")
+      ->delimiter(',')
+      ->check(kiln::tools::integer_range(1, 65536))
+      ->type_name("N,N,...");
+  app.add_flag("--json", opt.json, "JSON lines on stdout instead of the table");
+  app.add_option("--json-out", opt.json_out, "also write JSON lines to FILE")->type_name("FILE");
+  return kiln::tools::kiln_main(app, argc, argv, [&] { return run(opt, device_arg); });
 }

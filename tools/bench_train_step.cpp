@@ -9,6 +9,9 @@
 // work of a step does not depend on the values, and so the data loader is left out of
 // the figure. The reported rate comes from the median step time (the machine is shared;
 // the median ignores the steps another process interrupted); the mean is printed beside it.
+//
+// usage: kiln_bench_train_step [--steps N] [--warmup N] [--batch N] [--width N] [--threads N]
+//                              [--device cpu|cuda[:N]] [--seed N]   (--help lists the defaults)
 #include <cblas.h>
 
 #include <algorithm>
@@ -22,6 +25,8 @@
 
 #include <kiln/kiln.h>
 
+#include "cli.h"
+
 namespace {
 
 using namespace kiln;
@@ -33,52 +38,7 @@ struct Config {
   std::string device = "cpu";
 };
 
-const char* kUsage =
-    "usage: kiln_bench_train_step [options]\n"
-    "Times training steps (forward, cross-entropy, backward, AdamW) of kiln_train_cnn's model.\n"
-    "  --steps N     timed steps (default 20)\n"
-    "  --warmup N    untimed steps first (default 3)\n"
-    "  --batch N     batch size (default 128)\n"
-    "  --width N     model width (default 16: 77,754 parameters)\n"
-    "  --threads N   OpenBLAS threads (default 0: OpenBLAS' own default)\n"
-    "  --device D    cpu or cuda[:N] (default cpu)\n"
-    "  --seed N      initialisation and data seed (default 0)\n";
-
-[[noreturn]] void usage_error(const std::string& msg) {
-  std::fprintf(stderr, "kiln_bench_train_step: %s\n%s", msg.c_str(), kUsage);
-  std::exit(2);
-}
-
-Config parse_args(int argc, char** argv) {
-  Config c;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
-    if (i + 1 >= argc) usage_error(flag + " needs a value (or is unknown)");
-    const std::string v = argv[++i];
-    if (flag == "--device") {
-      c.device = v;
-      continue;
-    }
-    char* end = nullptr;
-    const long long x = std::strtoll(v.c_str(), &end, 10);
-    if (v.empty() || *end != '\0' || x < 0) usage_error(flag + ": expected a non-negative integer, got '" + v + "'");
-    if (flag == "--steps") c.steps = x;
-    else if (flag == "--warmup") c.warmup = x;
-    else if (flag == "--batch") c.batch = x;
-    else if (flag == "--width") c.width = x;
-    else if (flag == "--threads") c.threads = x;
-    else if (flag == "--seed") c.seed = static_cast<uint64_t>(x);
-    else usage_error("unknown option '" + flag + "'");
-  }
-  if (c.steps < 1 || c.batch < 1 || c.width < 1) usage_error("--steps, --batch and --width must be >= 1");
-  return c;
-}
-
-int run(const Config& cfg) {
+int run_bench(const Config& cfg) {
   if (cfg.device != "cpu" && !cuda_is_available()) {
     std::fprintf(stderr, "kiln_bench_train_step: --device %s: no usable CUDA device\n", cfg.device.c_str());
     return 1;
@@ -136,11 +96,23 @@ int run(const Config& cfg) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Config cfg = parse_args(argc, argv);
-  try {
-    return run(cfg);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "kiln_bench_train_step: error: %s\n", e.what());
-    return 1;
-  }
+  CLI::App app{"kiln_bench_train_step: times training steps (forward, cross-entropy, backward, AdamW) of "
+               "kiln_train_cnn's model and prints one JSON line with the images per second.",
+               "kiln_bench_train_step"};
+  Config c;
+  using kiln::tools::integer_range;
+  using kiln::tools::non_negative;
+  using kiln::tools::positive;
+  app.add_option("--steps", c.steps, "timed steps")->check(integer_range(1, 1 << 30))->capture_default_str();
+  app.add_option("--warmup", c.warmup, "untimed steps first")->check(integer_range(0, 1 << 30))->capture_default_str();
+  app.add_option("--batch", c.batch, "batch size")->check(integer_range(1, 1 << 24))->capture_default_str();
+  app.add_option("--width", c.width, "model width (16: 77,754 parameters)")
+      ->check(integer_range(1, 1 << 16))
+      ->capture_default_str();
+  app.add_option("--threads", c.threads, "OpenBLAS threads (0: OpenBLAS' own default)")
+      ->check(integer_range(0, 4096))
+      ->capture_default_str();
+  app.add_option("--device", c.device, "cpu or cuda[:N]")->check(kiln::tools::device_spec())->capture_default_str();
+  app.add_option("--seed", c.seed, "initialisation and data seed")->check(kiln::tools::any_uint64())->capture_default_str();
+  return kiln::tools::kiln_main(app, argc, argv, [&] { return run_bench(c); });
 }

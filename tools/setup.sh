@@ -4,7 +4,9 @@
 # and then the main job: tools/train_cnn on Fashion-MNIST with its defaults (3 epochs,
 # about 10 minutes on a 2-core CPU, on the GPU when one is usable). Idempotent:
 # a second run skips apt entirely when every package is installed, and rebuilds only what
-# changed. Run it as root (or with sudo available) on Debian 12 or a derivative.
+# changed. Run it on Debian 12 or a derivative as a user: `bash tools/setup.sh` (only the
+# package step runs apt-get through sudo, and only when something is missing; the build
+# stays yours), or as root: the same command, no sudo needed.
 #
 # usage: tools/setup.sh [--no-demo] [--no-train] [--no-install] [--help]
 #   --no-demo     build only: no demo, no training (tools/test.sh uses this)
@@ -45,9 +47,12 @@ elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
 # ---- packages --------------------------------------------------------------------------
 # Required to build and test kiln.
 # libgloo-dev: the Gloo process group (distributed/) for data-parallel training on CPUs;
-# python3: the launcher tools/kiln-run and the distributed tests.
+# python3: the launcher tools/kiln-run and the distributed tests;
+# libcli11-dev: the command line (flags, --help, config files) of every kiln program (tools/);
+# nlohmann-json3-dev: the metrics JSONL and configs of training runs (models/run/);
+# python3-matplotlib: tools/plot_metrics.py, the PNG curves each trainer draws at the end.
 required=(build-essential cmake ninja-build ccache pkg-config catch2 libspdlog-dev libfmt-dev libopenblas-dev zlib1g-dev
-          libgloo-dev python3)
+          libgloo-dev python3 libcli11-dev nlohmann-json3-dev python3-matplotlib)
 # Needed by the Fashion-MNIST examples and by the PyTorch
 # interop tests (python3-torch: about 635 MB installed with its dependencies; the tests
 # report skipped without it); installed when this distribution has them.
@@ -76,7 +81,8 @@ if [ "$install_packages" = 1 ]; then
     elif command -v sudo >/dev/null; then
       sudo=(sudo)
     else
-      echo "setup.sh: packages missing (${missing[*]} ${missing_optional[*]}) and not root; run as root" >&2
+      echo "setup.sh: packages missing (${missing[*]} ${missing_optional[*]}); not root and sudo is not installed:" \
+           "run this script as root, or install them as root, or pass --no-install" >&2
       exit 1
     fi
     t=$(date +%s)
@@ -153,9 +159,9 @@ fi
 
 # ---- the main job ----------------------------------------------------------------------------
 if [ "$run_train" = 1 ]; then
-  say "training: $build_dir/tools/kiln_train_cnn (defaults; checkpoints and metrics in $build_dir/train_cnn)"
-  mkdir -p "$build_dir/train_cnn"
-  "$build_dir/tools/kiln_train_cnn" --checkpoint-dir "$build_dir/train_cnn" \
-    --metrics "$build_dir/train_cnn/metrics.jsonl"
+  # A new run directory each time (config, metrics, checkpoints, plots): earlier runs stay.
+  run_dir="$build_dir/runs/train_cnn-$(date +%Y%m%d-%H%M%S)"
+  say "training: $build_dir/tools/kiln_train_cnn (defaults; the run goes to $run_dir)"
+  "$build_dir/tools/kiln_train_cnn" --run-dir "$run_dir"
 fi
 say "done in $(elapsed "$t_start"). Tests: bash tools/test.sh"

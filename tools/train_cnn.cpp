@@ -13,16 +13,25 @@
 // the residual branches only open as fast as lr per step), convs have no bias and use kaiming_normal(fan_out, relu) drawn from
 // a Generator seeded with --seed, so a run is a pure function of its flags on the CPU.
 //
+// The run (models/run/, tools/run_cli.h): everything goes to one directory, --run-dir
+// (config.toml, metrics.jsonl, checkpoints/, plots/), which a second run refuses to reuse
+// unless told --resume or --overwrite.
+//
 // Determinism and resumption: the data loader's order is a function of (seed, epoch)
-// (models/data/loader.h), the model has no dropout, and the checkpoint holds the model
+// (models/data/loader.h), the model has no dropout, and a checkpoint holds the model
 // ("model.*"), the optimizer ("optim.*"), the lr schedule ("sched.*") and the training
 // state ("train.*": epochs done, global step, init generator seed/offset, data loader
-// cursor) as 0-d tensors, plus the run's settings as metadata. --resume continues from it;
-// the per-step losses then equal those of an uninterrupted run (tests/tools/).
+// cursor, the epoch's running loss sums) as 0-d tensors, plus the run's settings as
+// metadata. Checkpoints are written at the end of every epoch and, with --save-every N,
+// every N steps (mid-epoch too). --resume continues from the newest; the per-step losses
+// then equal those of an uninterrupted run (tests/tools/test_train_cnn_run.py), and the
+// metrics are cut back to the checkpoint's step, so no step is recorded twice.
 //
 // Output: a progress line on stderr (\r on a terminal, one line per update otherwise),
-// one line per epoch on stderr, JSON lines in --metrics (one per step, one per epoch), and
-// a final JSON summary line on stdout.
+// one line per epoch on stderr, JSON lines in <run>/metrics.jsonl (one per step, one per
+// epoch), a plot of them in <run>/plots/metrics.png, and a final JSON summary line on
+// stdout. Losses are read back from the device once per progress line (not every step).
+// A NaN/inf loss stops the run (exit 3) before anything is checkpointed after it.
 //
 // Data parallel: under tools/kiln-run (or torchrun, Slurm, mpirun) every rank trains a
 // replica wrapped in DistributedDataParallel (Gloo on the CPU, NCCL on GPUs, each rank on
@@ -51,13 +60,19 @@
 #include <vector>
 
 #include <kiln/kiln.h>
+#include <kiln/models/run/checkpoint.h>
+#include <kiln/models/run/metrics.h>
+#include <kiln/models/run/progress.h>
+#include <kiln/models/run/run_dir.h>
+
+#include "cli.h"
+#include "run_cli.h"
 
 namespace {
 
 using namespace kiln;
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // ---------------------------------------------------------------------------------------
 // Flags
@@ -66,7 +81,7 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 struct Config {
   int64_t epochs = 3;
   int64_t batch_size = 128;
-  std::optional<double> lr;  // default depends on the optimizer
+  double lr = 0;  // 0: the optimizer's default below
   std::string optimizer = "adamw";
   std::string schedule = "cosine";
   double weight_decay = -1;  // < 0: the optimizer's default below
@@ -74,149 +89,49 @@ struct Config {
   uint64_t seed = 0;
   int64_t width = 16;
   bool augment = false;
-  std::string checkpoint_dir;
-  bool resume = false;
   int64_t stop_after = 0;  // stop after this many epochs in this invocation (0: never)
-  std::string metrics;
   int64_t limit_train = 0;
   int64_t limit_test = 0;
   int64_t eval_batch_size = 500;
   std::string data_dir = data::kFashionMnistDir;
   std::string device;  // "" = cuda when available, else cpu
-  double log_every_s = 2.0;
-  int64_t log_every_steps = 50;
+  tools::RunFlags run;
 };
 
-const char* kUsage =
-    "usage: kiln_train_cnn [options]\n"
-    "       tools/kiln-run --nproc-per-node N kiln_train_cnn [options]   (data parallel)\n"
-    "Trains a small ResNet-style CNN with BatchNorm on Fashion-MNIST.\n"
-    "\n"
-    "  --epochs N            epochs in the whole run (default 3)\n"
-    "  --batch-size N        global training batch size, split across the ranks (default 128)\n"
-    "  --lr X                peak learning rate (default 3e-3 for adam/adamw, 0.1 for sgd)\n"
-    "  --optimizer NAME      sgd (momentum 0.9, nesterov) | adam | adamw (default adamw)\n"
-    "  --weight-decay X      (default 5e-4 for sgd, 0 for adam, 1e-2 for adamw)\n"
-    "  --schedule NAME       cosine (linear warmup + cosine) | knee | constant (default cosine)\n"
-    "  --warmup-steps N      linear warmup steps (default 50)\n"
-    "  --seed N              seed of the initialisation and the data order (default 0)\n"
-    "  --width N             channels of the first stage (default 16; stages w, 2w, 4w)\n"
-    "  --augment             random crop (pad 2) + horizontal flip of the training images\n"
-    "  --device cpu|cuda     (default cuda when a GPU is usable, else cpu)\n"
-    "  --data-dir DIR        Fashion-MNIST idx(.gz) files (default /usr/share/datasets/fashion-mnist)\n"
-    "  --limit-train N       use only the first N training images (quick tests)\n"
-    "  --limit-test N        evaluate on only the first N test images (quick tests)\n"
-    "  --eval-batch-size N   test-set batch size (default 500)\n"
-    "  --checkpoint-dir DIR  write DIR/checkpoint.safetensors after each epoch\n"
-    "  --resume              continue from DIR/checkpoint.safetensors (needs --checkpoint-dir)\n"
-    "  --stop-after N        stop after N epochs of this invocation (simulates an interruption)\n"
-    "  --metrics FILE        JSON lines: one per step, one per epoch (appended when resuming)\n"
-    "  --log-every N         progress line at least every N steps (default 50; also every 2 s)\n"
-    "  --help                this text\n";
-
-[[noreturn]] void usage_error(const std::string& msg) {
-  std::fprintf(stderr, "kiln_train_cnn: %s\n(run with --help for the options)\n", msg.c_str());
-  std::exit(2);
-}
-
-int64_t parse_int(const std::string& flag, const std::string& v, int64_t min) {
-  char* end = nullptr;
-  errno = 0;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno != 0) usage_error(flag + ": expected an integer, got '" + v + "'");
-  if (x < min) usage_error(flag + ": must be >= " + std::to_string(min) + ", got " + v);
-  return x;
-}
-
-double parse_double(const std::string& flag, const std::string& v, bool positive) {
-  char* end = nullptr;
-  errno = 0;
-  double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end != '\0' || errno != 0 || !std::isfinite(x))
-    usage_error(flag + ": expected a number, got '" + v + "'");
-  if (positive ? !(x > 0) : !(x >= 0)) usage_error(flag + ": must be " + (positive ? "> 0" : ">= 0") + ", got " + v);
-  return x;
-}
-
-Config parse_args(int argc, char** argv) {
-  Config c;
-  std::vector<std::string> args(argv + 1, argv + argc);
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string flag = args[i], value;
-    bool has_inline = false;
-    if (flag.rfind("--", 0) != 0) usage_error("unexpected argument '" + flag + "'");
-    if (auto eq = flag.find('='); eq != std::string::npos) {
-      value = flag.substr(eq + 1);
-      flag = flag.substr(0, eq);
-      has_inline = true;
-    }
-    auto boolean = [&] {
-      if (has_inline) usage_error(flag + " takes no value");
-    };
-    auto next = [&]() -> std::string {
-      if (has_inline) return value;
-      if (i + 1 >= args.size()) usage_error(flag + " needs a value");
-      return args[++i];
-    };
-    if (flag == "--help" || flag == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    } else if (flag == "--epochs") {
-      c.epochs = parse_int(flag, next(), 1);
-    } else if (flag == "--batch-size") {
-      c.batch_size = parse_int(flag, next(), 1);
-    } else if (flag == "--lr") {
-      c.lr = parse_double(flag, next(), true);
-    } else if (flag == "--optimizer") {
-      c.optimizer = next();
-      if (c.optimizer != "sgd" && c.optimizer != "adam" && c.optimizer != "adamw")
-        usage_error("--optimizer: expected sgd, adam or adamw, got '" + c.optimizer + "'");
-    } else if (flag == "--weight-decay") {
-      c.weight_decay = parse_double(flag, next(), false);
-    } else if (flag == "--schedule") {
-      c.schedule = next();
-      if (c.schedule != "cosine" && c.schedule != "knee" && c.schedule != "constant")
-        usage_error("--schedule: expected cosine, knee or constant, got '" + c.schedule + "'");
-    } else if (flag == "--warmup-steps") {
-      c.warmup_steps = parse_int(flag, next(), 0);
-    } else if (flag == "--seed") {
-      c.seed = static_cast<uint64_t>(parse_int(flag, next(), 0));
-    } else if (flag == "--width") {
-      c.width = parse_int(flag, next(), 1);
-    } else if (flag == "--augment") {
-      boolean();
-      c.augment = true;
-    } else if (flag == "--device") {
-      c.device = next();
-      if (c.device != "cpu" && c.device != "cuda" && c.device.rfind("cuda:", 0) != 0)
-        usage_error("--device: expected cpu or cuda (or cuda:N), got '" + c.device + "'");
-    } else if (flag == "--data-dir") {
-      c.data_dir = next();
-    } else if (flag == "--limit-train") {
-      c.limit_train = parse_int(flag, next(), 1);
-    } else if (flag == "--limit-test") {
-      c.limit_test = parse_int(flag, next(), 1);
-    } else if (flag == "--eval-batch-size") {
-      c.eval_batch_size = parse_int(flag, next(), 1);
-    } else if (flag == "--checkpoint-dir") {
-      c.checkpoint_dir = next();
-      if (c.checkpoint_dir.empty()) usage_error("--checkpoint-dir: empty path");
-    } else if (flag == "--resume") {
-      boolean();
-      c.resume = true;
-    } else if (flag == "--stop-after") {
-      c.stop_after = parse_int(flag, next(), 1);
-    } else if (flag == "--metrics") {
-      c.metrics = next();
-      if (c.metrics.empty()) usage_error("--metrics: empty path");
-    } else if (flag == "--log-every") {
-      c.log_every_steps = parse_int(flag, next(), 1);
-    } else {
-      usage_error("unknown option '" + flag + "'");
-    }
-  }
-  if (c.resume && c.checkpoint_dir.empty()) usage_error("--resume needs --checkpoint-dir");
-  return c;
+void add_flags(CLI::App& app, Config& c) {
+  app.option_defaults()->always_capture_default();  // config.toml lists every value, defaults too
+  // A flag given twice takes its last value (as argparse does), so a command line can
+  // override what --config or an earlier flag set.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--epochs", c.epochs, "epochs in the whole run")->check(tools::integer_range(1, int64_t{1} << 40));
+  app.add_option("--batch-size", c.batch_size, "global training batch size, split across the ranks")
+      ->check(tools::integer_range(1, int64_t{1} << 40));
+  app.add_option("--lr", c.lr, "peak learning rate (0: the optimizer's default, 3e-3 for adam/adamw, 0.1 for sgd)")
+      ->check(tools::positive_real(/*allow_zero=*/true));
+  app.add_option("--optimizer", c.optimizer, "sgd (momentum 0.9, nesterov) | adam | adamw")
+      ->check(CLI::IsMember({"sgd", "adam", "adamw"}));
+  app.add_option("--weight-decay", c.weight_decay,
+                 "weight decay (negative: the optimizer's default, 5e-4 for sgd, 0 for adam, 1e-2 for adamw)");
+  app.add_option("--schedule", c.schedule, "cosine (linear warmup + cosine) | knee | constant")
+      ->check(CLI::IsMember({"cosine", "knee", "constant"}));
+  app.add_option("--warmup-steps", c.warmup_steps, "linear warmup steps")->check(tools::non_negative<int64_t>());
+  app.add_option("--seed", c.seed, "seed of the initialisation and the data order")->check(tools::any_uint64());
+  app.add_option("--width", c.width, "channels of the first stage (stages w, 2w, 4w)")
+      ->check(tools::integer_range(1, 4096));
+  app.add_flag("--augment", c.augment, "random crop (pad 2) + horizontal flip of the training images");
+  app.add_option("--device", c.device, "cpu | cuda | cuda:N (default cuda when a GPU is usable, else cpu)")
+      ->check(tools::device_spec());
+  app.add_option("--data-dir", c.data_dir, "Fashion-MNIST idx(.gz) files");
+  app.add_option("--limit-train", c.limit_train, "use only the first N training images (quick tests; 0: all)")
+      ->check(tools::non_negative<int64_t>());
+  app.add_option("--limit-test", c.limit_test, "evaluate on only the first N test images (quick tests; 0: all)")
+      ->check(tools::non_negative<int64_t>());
+  app.add_option("--eval-batch-size", c.eval_batch_size, "test-set batch size")
+      ->check(tools::integer_range(1, int64_t{1} << 40));
+  app.add_option("--stop-after", c.stop_after, "stop after N epochs of this invocation (an interruption at an epoch end)")
+      ->check(tools::non_negative<int64_t>())
+      ->configurable(false);
+  tools::add_run_flags(app, c.run);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -237,14 +152,14 @@ std::shared_ptr<nn::Sequential> make_model(int64_t w, Generator& gen) {
 // ---------------------------------------------------------------------------------------
 
 // The settings a resumed run must share with the run that wrote the checkpoint (the
-// others, such as --epochs or --metrics, may change).
+// others, such as --epochs, may change).
 std::map<std::string, std::string> run_metadata(const Config& c, double lr, double wd) {
   std::ostringstream lr_s, wd_s;
   lr_s.precision(17);
   wd_s.precision(17);
   lr_s << lr;
   wd_s << wd;
-  return {{"format", "kiln_train_cnn/1"},
+  return {{"format", "kiln_train_cnn/2"},
           {"batch_size", std::to_string(c.batch_size)},
           {"lr", lr_s.str()},
           {"weight_decay", wd_s.str()},
@@ -258,27 +173,34 @@ std::map<std::string, std::string> run_metadata(const Config& c, double lr, doub
 }
 
 Tensor i64_scalar(int64_t v) { return scalar_tensor(v, DType::I64); }
+Tensor f64_scalar(double v) { return scalar_tensor(v, DType::F64); }
 
+// Where training stands: enough to continue exactly, mid-epoch too.
 struct TrainState {
   int64_t epochs_done = 0;
-  int64_t step = 0;  // global optimizer steps taken
+  int64_t step = 0;  // global optimizer steps taken (skipped steps included)
+  // The running sums of the epoch in progress, over this rank's batches.
+  double epoch_loss_sum = 0;
+  int64_t epoch_loss_n = 0, epoch_images = 0;
 };
 
-void save_checkpoint(const std::string& path, const nn::Module& model, const Optimizer& opt,
-                     const LRScheduler& sched, const TrainState& ts, const Generator& gen,
-                     const data::DataLoader& loader, std::map<std::string, std::string> meta, int64_t epochs) {
+std::map<std::string, Tensor> checkpoint_tensors(const nn::Module& model, const Optimizer& opt,
+                                                 const LRScheduler& sched, const TrainState& ts, const Generator& gen,
+                                                 const data::DataLoader& loader) {
   std::map<std::string, Tensor> t;
   for (auto& [k, v] : model.state_dict()) t["model." + k] = v;
   for (auto& [k, v] : opt.state_dict()) t["optim." + k] = v;
   for (auto& [k, v] : sched.state_dict()) t["sched." + k] = v;
   t["train.epoch"] = i64_scalar(ts.epochs_done);
   t["train.step"] = i64_scalar(ts.step);
+  t["train.epoch_loss_sum"] = f64_scalar(ts.epoch_loss_sum);
+  t["train.epoch_loss_n"] = i64_scalar(ts.epoch_loss_n);
+  t["train.epoch_images"] = i64_scalar(ts.epoch_images);
   t["train.rng_seed"] = i64_scalar(static_cast<int64_t>(gen.seed()));
   t["train.rng_offset"] = i64_scalar(static_cast<int64_t>(gen.offset()));
   t["train.loader_epoch"] = i64_scalar(loader.state().epoch);
   t["train.loader_batch"] = i64_scalar(loader.state().batch);
-  meta["epochs"] = std::to_string(epochs);
-  save_safetensors(path, t, meta);
+  return t;
 }
 
 std::map<std::string, Tensor> strip_prefix(const std::map<std::string, Tensor>& all, const std::string& prefix) {
@@ -288,36 +210,21 @@ std::map<std::string, Tensor> strip_prefix(const std::map<std::string, Tensor>& 
   return out;
 }
 
-int64_t get_i64(const std::map<std::string, Tensor>& t, const std::string& name, const std::string& path) {
+const Tensor& get_scalar(const std::map<std::string, Tensor>& t, const std::string& name, const std::string& path,
+                         DType dtype) {
   auto it = t.find(name);
   KILN_CHECK(it != t.end(), "kiln_train_cnn: checkpoint ", path, " has no '", name, "'");
-  KILN_CHECK(it->second.numel() == 1 && it->second.dtype() == DType::I64, "kiln_train_cnn: checkpoint ", path,
-             ": '", name, "' is not a one-element i64 tensor");
-  return it->second.item<int64_t>();
+  KILN_CHECK(it->second.numel() == 1 && it->second.dtype() == dtype, "kiln_train_cnn: checkpoint ", path, ": '", name,
+             "' is not a one-element ", dtype_name(dtype), " tensor");
+  return it->second;
+}
+int64_t get_i64(const std::map<std::string, Tensor>& t, const std::string& name, const std::string& path) {
+  return get_scalar(t, name, path, DType::I64).item<int64_t>();
 }
 
 // ---------------------------------------------------------------------------------------
-// Output helpers
+// Evaluation
 // ---------------------------------------------------------------------------------------
-
-std::string fmt_double(double v) {
-  if (!std::isfinite(v)) return "null";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.9g", v);
-  return buf;
-}
-
-std::string fmt_duration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  int64_t t = static_cast<int64_t>(s + 0.5);
-  char buf[32];
-  if (t >= 3600)
-    std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", (long long)(t / 3600), (long long)(t / 60 % 60),
-                  (long long)(t % 60));
-  else
-    std::snprintf(buf, sizeof buf, "%lld:%02lld", (long long)(t / 60), (long long)(t % 60));
-  return buf;
-}
 
 struct EvalResult {
   double loss = 0, accuracy = 0;
@@ -326,22 +233,28 @@ struct EvalResult {
 EvalResult evaluate(nn::Module& model, const data::DataLoader& test) {
   model.eval();
   NoGradGuard no_grad;
-  double loss_sum = 0;
-  int64_t correct = 0, total = 0;
+  Tensor loss_sum, correct;
+  int64_t total = 0;
   for (int64_t b = 0; b < test.size(); ++b) {
     data::Batch batch = test.get(0, b);
     Tensor logits = model(batch.x);
-    loss_sum += cross_entropy(logits, batch.y, Reduction::Sum).item<double>();
-    std::vector<int64_t> pred = argmax(logits, 1).to_vector<int64_t>();
-    std::vector<int64_t> y = batch.y.to_vector<int64_t>();
-    for (size_t i = 0; i < y.size(); ++i) correct += pred[i] == y[i];
-    total += static_cast<int64_t>(y.size());
+    Tensor l = cross_entropy(logits, batch.y, Reduction::Sum);
+    Tensor c = sum(eq(argmax(logits, 1), batch.y));
+    loss_sum = loss_sum.defined() ? add(loss_sum, l) : l;
+    correct = correct.defined() ? add(correct, c) : c;
+    total += batch.y.size(0);
   }
   model.train();
-  return {loss_sum / static_cast<double>(total), static_cast<double>(correct) / static_cast<double>(total)};
+  if (total == 0) return {NAN, NAN};
+  return {loss_sum.item<double>() / static_cast<double>(total),
+          static_cast<double>(correct.item<int64_t>()) / static_cast<double>(total)};
 }
 
-int run(const Config& cfg) {
+// ---------------------------------------------------------------------------------------
+// The run
+// ---------------------------------------------------------------------------------------
+
+int train(Config cfg, const CLI::App& app) {
   const auto t_start = Clock::now();
   // ---- device ----
   std::string dev_name = cfg.device.empty() ? (cuda_is_available() ? "cuda" : "cpu") : cfg.device;
@@ -368,6 +281,21 @@ int run(const Config& cfg) {
     return 2;
   }
   dev_name = device.str();
+
+  // ---- the run directory (rank 0 creates and locks it; the others wait, then read) ----
+  if (cfg.run.run_dir.empty()) {
+    if (cfg.run.resume) {
+      if (main_rank) std::fprintf(stderr, "kiln_train_cnn: --resume needs --run-dir (the run to continue)\n");
+      return 2;
+    }
+    KILN_CHECK(world == 1, "kiln_train_cnn: give --run-dir when running on several ranks (they must share it)");
+    cfg.run.run_dir = tools::default_run_dir("train_cnn");
+  }
+  std::unique_ptr<run::RunDir> rd;
+  if (main_rank) rd = std::make_unique<run::RunDir>(cfg.run.run_dir, tools::start_mode(cfg.run), true);
+  pg->barrier()->wait();
+  if (!main_rank) rd = std::make_unique<run::RunDir>(cfg.run.run_dir, tools::start_mode(cfg.run), false);
+  run::Checkpointer ckpt(rd->checkpoint_dir(), run::CheckpointOptions{cfg.run.keep_last});
 
   // ---- data ----
   data::Dataset train = data::load_fashion_mnist(cfg.data_dir, true);
@@ -397,7 +325,11 @@ int run(const Config& cfg) {
   to.device = device;
   data::DataLoader test_loader(test, to);
   const int64_t steps_per_epoch = loader.size();
-  const int64_t total_steps = steps_per_epoch * cfg.epochs;
+  int64_t total_steps = 0;
+  KILN_CHECK(steps_per_epoch > 0, "kiln_train_cnn: no training batches (", train.size(), " images, batch ",
+             lo.batch_size, " per rank)");
+  KILN_CHECK(!__builtin_mul_overflow(steps_per_epoch, cfg.epochs, &total_steps), "kiln_train_cnn: --epochs ",
+             cfg.epochs, " x ", steps_per_epoch, " steps per epoch is more steps than an int64 counts");
 
   // ---- model ----
   Generator gen(cfg.seed);
@@ -408,7 +340,7 @@ int run(const Config& cfg) {
 
   // ---- optimizer and schedule ----
   const bool sgd = cfg.optimizer == "sgd";
-  const double lr = cfg.lr.value_or(sgd ? 0.1 : 3e-3);
+  const double lr = cfg.lr > 0 ? cfg.lr : (sgd ? 0.1 : 3e-3);
   const double wd = cfg.weight_decay >= 0 ? cfg.weight_decay : (sgd ? 5e-4 : cfg.optimizer == "adam" ? 0.0 : 1e-2);
   std::unique_ptr<Optimizer> opt;
   if (sgd) {
@@ -440,36 +372,40 @@ int run(const Config& cfg) {
 
   // ---- resume ----
   const auto meta = run_metadata(cfg, lr, wd);
-  const std::string ckpt_path =
-      cfg.checkpoint_dir.empty() ? "" : (std::filesystem::path(cfg.checkpoint_dir) / "checkpoint.safetensors").string();
   TrainState ts;
-  if (cfg.resume) {
-    if (!std::filesystem::exists(ckpt_path)) {
-      std::fprintf(stderr, "kiln_train_cnn: --resume: no checkpoint at %s\n", ckpt_path.c_str());
+  std::string last_ckpt;
+  if (cfg.run.resume) {
+    std::optional<std::string> latest = ckpt.latest();
+    if (!latest) {
+      std::fprintf(stderr, "kiln_train_cnn: --resume: %s holds no checkpoint yet (start it again without --resume, "
+                   "with --overwrite)\n", ckpt.dir().c_str());
       return 1;
     }
-    SafetensorsContents ck = load_safetensors_with_metadata(ckpt_path, kCPU);
+    last_ckpt = *latest;
+    SafetensorsContents ck = load_safetensors_with_metadata(last_ckpt, kCPU);
     for (auto& [k, v] : meta) {
-      if (k == "epochs") continue;
       auto it = ck.metadata.find(k);
       std::string have = it == ck.metadata.end() ? "<missing>" : it->second;
       if (have != v) {
         std::fprintf(stderr, "kiln_train_cnn: --resume: checkpoint %s was written with %s=%s, this run has %s\n",
-                     ckpt_path.c_str(), k.c_str(), have.c_str(), v.c_str());
+                     last_ckpt.c_str(), k.c_str(), have.c_str(), v.c_str());
         return 1;
       }
     }
     model->load_state_dict(strip_prefix(ck.tensors, "model."));
     opt->load_state_dict(strip_prefix(ck.tensors, "optim."));
     sched->load_state_dict(strip_prefix(ck.tensors, "sched."));
-    ts.epochs_done = get_i64(ck.tensors, "train.epoch", ckpt_path);
-    ts.step = get_i64(ck.tensors, "train.step", ckpt_path);
-    gen.set_state(static_cast<uint64_t>(get_i64(ck.tensors, "train.rng_seed", ckpt_path)),
-                  static_cast<uint64_t>(get_i64(ck.tensors, "train.rng_offset", ckpt_path)));
-    loader.seek(get_i64(ck.tensors, "train.loader_epoch", ckpt_path),
-                get_i64(ck.tensors, "train.loader_batch", ckpt_path));
+    ts.epochs_done = get_i64(ck.tensors, "train.epoch", last_ckpt);
+    ts.step = get_i64(ck.tensors, "train.step", last_ckpt);
+    ts.epoch_loss_sum = get_scalar(ck.tensors, "train.epoch_loss_sum", last_ckpt, DType::F64).item<double>();
+    ts.epoch_loss_n = get_i64(ck.tensors, "train.epoch_loss_n", last_ckpt);
+    ts.epoch_images = get_i64(ck.tensors, "train.epoch_images", last_ckpt);
+    gen.set_state(static_cast<uint64_t>(get_i64(ck.tensors, "train.rng_seed", last_ckpt)),
+                  static_cast<uint64_t>(get_i64(ck.tensors, "train.rng_offset", last_ckpt)));
+    loader.seek(get_i64(ck.tensors, "train.loader_epoch", last_ckpt),
+                get_i64(ck.tensors, "train.loader_batch", last_ckpt));
     auto ep = ck.metadata.find("epochs");
-    if (ep != ck.metadata.end() && ep->second != std::to_string(cfg.epochs))
+    if (main_rank && ep != ck.metadata.end() && ep->second != std::to_string(cfg.epochs))
       std::fprintf(stderr,
                    "kiln_train_cnn: note: the checkpoint's run had --epochs %s, this one %lld; the lr schedule "
                    "continues at step %lld of the new length\n",
@@ -477,104 +413,149 @@ int run(const Config& cfg) {
     auto ws = ck.metadata.find("world_size");
     if (main_rank)
       std::fprintf(stderr, "kiln_train_cnn: resumed from %s at epoch %lld, step %lld (written by %s rank(s), now %d)\n",
-                   ckpt_path.c_str(), (long long)ts.epochs_done, (long long)ts.step,
+                   last_ckpt.c_str(), (long long)ts.epochs_done, (long long)ts.step,
                    ws == ck.metadata.end() ? "1" : ws->second.c_str(), world);
+  } else {
+    loader.seek(0, 0);
   }
-  if (ts.epochs_done >= cfg.epochs && main_rank) {
+  if (ts.epochs_done >= cfg.epochs && main_rank)
     std::fprintf(stderr, "kiln_train_cnn: the checkpoint already has %lld epochs (--epochs %lld): nothing to do\n",
                  (long long)ts.epochs_done, (long long)cfg.epochs);
+
+  // ---- metrics and configuration (rank 0) ----
+  run::MetricsWriter metrics;
+  if (main_rank) {
+    tools::write_config(app, rd->config_path());
+    if (cfg.run.resume) {
+      const int64_t dropped = run::MetricsWriter::truncate_after(rd->metrics_path(), ts.step);
+      if (dropped > 0)
+        std::fprintf(stderr, "kiln_train_cnn: dropped %lld metrics record(s) written after step %lld (the "
+                     "checkpoint's), which this run trains again\n", (long long)dropped, (long long)ts.step);
+    }
+    metrics = run::MetricsWriter(rd->metrics_path());
   }
-  if (!cfg.checkpoint_dir.empty() && main_rank) std::filesystem::create_directories(cfg.checkpoint_dir);
 
   // Every replica starts from rank 0's state (DDP broadcasts it); gradients are averaged
-  // across the ranks during backward.
-  // The network the steps run: the model, or the model wrapped data-parallel (a Module too).
+  // across the ranks during backward. The network the steps run: the model, or the model
+  // wrapped data-parallel (a Module too).
   std::shared_ptr<nn::Module> net = model;
   if (world > 1) net = std::make_shared<dist::DistributedDataParallel>(model, pg);
-
-  std::ofstream metrics;
-  if (!cfg.metrics.empty() && main_rank) {
-    metrics.open(cfg.metrics, cfg.resume ? std::ios::app : std::ios::trunc);
-    if (!metrics) {
-      std::fprintf(stderr, "kiln_train_cnn: cannot open --metrics file %s: %s\n", cfg.metrics.c_str(),
-                   std::strerror(errno));
-      return 1;
-    }
-  }
 
   if (main_rank)
     std::fprintf(stderr,
                  "kiln_train_cnn: device %s, %lld params, %lld train / %lld test images, %lld steps/epoch, "
-                 "%s lr %g wd %g, %s schedule, batch %lld%s\n",
+                 "%s lr %g wd %g, %s schedule, batch %lld%s; run %s\n",
                  dev_name.c_str(), (long long)n_params, (long long)train.size(), (long long)test.size(),
                  (long long)steps_per_epoch, cfg.optimizer.c_str(), lr, wd, cfg.schedule.c_str(),
                  (long long)cfg.batch_size,
                  world > 1 ? detail::str(" (", world, " ranks x ", cfg.batch_size / world, ", ", pg->backend_name(),
                                          ")").c_str()
-                           : "");
+                           : "",
+                 rd->path().c_str());
 
   // ---- training ----
-  const bool tty = isatty(STDERR_FILENO) != 0;
+  run::Progress progress("kiln_train_cnn", total_steps, ts.step, cfg.run.log_every);
+  run::NonFiniteGuard guard("kiln_train_cnn", tools::nonfinite_policy(cfg.run));
+  const bool skip_policy = cfg.run.on_nonfinite == "skip";
   double train_seconds = 0;
-  int64_t train_images = 0;
+  int64_t train_images = 0, images_since_log = 0;
   double last_train_loss = NAN;
   EvalResult last_eval{NAN, NAN};
-  int64_t epochs_this_run = 0;
-  const int64_t steps_at_start = ts.step;
-  auto t_train_start = Clock::now();
+  int64_t epochs_this_run = 0, steps_this_run = 0;
+  bool interrupted = false;
 
-  while (ts.epochs_done < cfg.epochs) {
+  // Per-step losses stay on the device until a progress line, a checkpoint or the epoch's
+  // end reads them back in one go (one host synchronisation, not one per step).
+  struct Pending {
+    Tensor loss;
+    int64_t step, epoch;
+    double lr;
+  };
+  std::vector<Pending> pending;
+  auto flush = [&]() -> double {  // returns the mean of the flushed losses (NaN when none)
+    if (pending.empty()) return NAN;
+    std::vector<Tensor> ls;
+    for (auto& p : pending) ls.push_back(p.loss.reshape({1}));
+    const std::vector<double> v = cat(ls).to_vector<double>();
+    double sum = 0;
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (!skip_policy) guard.check(v[i], pending[i].step, pending[i].epoch, last_ckpt);
+      if (std::isfinite(v[i])) {
+        ts.epoch_loss_sum += v[i];
+        ++ts.epoch_loss_n;
+      }
+      sum += v[i];
+      if (metrics.is_open())
+        metrics.write({{"type", "step"}, {"epoch", pending[i].epoch}, {"step", pending[i].step}, {"loss", v[i]},
+                       {"lr", pending[i].lr}});
+    }
+    const double mean = sum / static_cast<double>(v.size());
+    pending.clear();
+    return mean;
+  };
+  auto save = [&](bool epoch_end) {
+    if (!main_rank) return;
+    metrics.sync();  // every record up to this step is on disk before the checkpoint names it
+    auto m = meta;
+    m["epochs"] = std::to_string(cfg.epochs);
+    m["world_size"] = std::to_string(world);  // for the record: any number of ranks may resume it
+    std::map<std::string, Tensor> state = checkpoint_tensors(*model, *opt, *sched, ts, gen, loader);
+    run::check_finite_state("kiln_train_cnn", state, ts.step, last_ckpt);  // never checkpoint a diverged state
+    last_ckpt = ckpt.save(ts.step, state, m);
+    (void)epoch_end;
+  };
+
+  const auto t_train = Clock::now();
+  while (ts.epochs_done < cfg.epochs && !interrupted) {
     if (cfg.stop_after > 0 && epochs_this_run >= cfg.stop_after) break;
     const int64_t epoch = ts.epochs_done;
-    loader.seek(epoch, 0);
-    double loss_sum = 0;
-    int64_t loss_n = 0, epoch_images = 0;
+    if (loader.state().epoch != epoch || loader.state().batch >= steps_per_epoch) loader.seek(epoch, 0);
+    if (loader.state().batch == 0) ts.epoch_loss_sum = 0, ts.epoch_loss_n = 0, ts.epoch_images = 0;
     const auto t_epoch = Clock::now();
-    auto t_last_log = t_epoch;
-    int64_t last_log_step = 0;
-    for (int64_t b = 0; b < steps_per_epoch; ++b) {
+    while (loader.state().batch < steps_per_epoch) {
       data::Batch batch = loader.next();
-      Tensor logits = (*net)(batch.x);
-      Tensor loss = cross_entropy(logits, batch.y);
+      const bool last = loader.state().batch >= steps_per_epoch;
+      Tensor loss = cross_entropy((*net)(batch.x), batch.y);
       const double step_lr = opt->lr();
       opt->zero_grad();
       loss.backward();
-      opt->step();
+      bool take_step = true;
+      if (skip_policy) {  // the policy that must look before stepping reads every loss
+        const double l = loss.item<double>();
+        take_step = guard.check(l, ts.step + 1, epoch + 1, last_ckpt);
+      }
+      if (take_step) opt->step();
       sched->step();
       ++ts.step;
-      const double l = loss.item<double>();
-      const int64_t bs = batch.y.size(0) * world;  // images this step, all ranks
-      loss_sum += l;
-      ++loss_n;
-      epoch_images += bs;
-      if (metrics) {
-        metrics << "{\"type\":\"step\",\"epoch\":" << epoch + 1 << ",\"step\":" << ts.step
-                << ",\"loss\":" << fmt_double(l) << ",\"lr\":" << fmt_double(step_lr) << "}\n";
+      ++steps_this_run;
+      const int64_t images = batch.y.size(0) * world;  // this step, all ranks
+      ts.epoch_images += images;
+      images_since_log += images;
+      pending.push_back({loss.detach(), ts.step, epoch + 1, step_lr});
+      if (main_rank && progress.due(ts.step, last)) {
+        const double mean = flush();
+        progress.log(ts.step, epoch + 1, cfg.epochs, mean, step_lr, images_since_log);
+        images_since_log = 0;
       }
-      const double since_log = seconds_since(t_last_log);
-      const bool last = b + 1 == steps_per_epoch;
-      if (main_rank && (since_log >= cfg.log_every_s || b + 1 - last_log_step >= cfg.log_every_steps || last)) {
-        const double el = seconds_since(t_epoch);
-        const double ips = epoch_images / std::max(el, 1e-9);
-        const int64_t done_run = ts.step - steps_at_start;
-        const double run_el = train_seconds + el;
-        const int64_t left = total_steps - ts.step;
-        const double eta = done_run > 0 ? run_el / static_cast<double>(done_run) * static_cast<double>(left) : NAN;
-        std::fprintf(stderr, "%sstep %lld/%lld  epoch %lld/%lld  loss %.4f  lr %.3g  %.0f img/s  ETA %s%s",
-                     tty ? "\r" : "", (long long)ts.step, (long long)total_steps, (long long)(epoch + 1),
-                     (long long)cfg.epochs, loss_sum / loss_n, step_lr, ips, fmt_duration(eta).c_str(),
-                     tty ? "   " : "\n");
-        std::fflush(stderr);
-        t_last_log = Clock::now();
-        last_log_step = b + 1;
+      if (!main_rank && (last || pending.size() >= static_cast<size_t>(cfg.run.log_every))) flush();
+      if (cfg.run.save_every > 0 && ts.step % cfg.run.save_every == 0 && !last) {
+        flush();
+        save(false);
+      }
+      if (cfg.run.stop_after_steps > 0 && steps_this_run >= cfg.run.stop_after_steps) {
+        flush();
+        interrupted = true;  // as if killed here: nothing is saved
+        break;
       }
     }
-    if (tty && main_rank) std::fputc('\n', stderr);
-    const double epoch_train_s = seconds_since(t_epoch);
+    if (interrupted) break;
+    flush();
+    if (main_rank) progress.end_epoch_line();
+    const double epoch_train_s = std::chrono::duration<double>(Clock::now() - t_epoch).count();
     train_seconds += epoch_train_s;
-    train_images += epoch_images;
+    train_images += ts.epoch_images;
     // The epoch's training loss over all ranks (the progress line shows rank 0's).
-    Tensor sums = from_vector(std::vector<double>{loss_sum, static_cast<double>(loss_n)});
+    Tensor sums = from_vector(std::vector<double>{ts.epoch_loss_sum, static_cast<double>(ts.epoch_loss_n)});
     pg->all_reduce(sums)->wait();
     std::vector<double> sv = sums.to_vector<double>();
     last_train_loss = sv[0] / std::max(sv[1], 1.0);
@@ -587,54 +568,66 @@ int run(const Config& cfg) {
     }
     const auto t_eval = Clock::now();
     last_eval = evaluate(*model, test_loader);
-    const double eval_s = seconds_since(t_eval);
-
+    const double eval_s = std::chrono::duration<double>(Clock::now() - t_eval).count();
+    const double ips = static_cast<double>(ts.epoch_images) / std::max(epoch_train_s, 1e-9);
     std::fprintf(stderr,
                  "epoch %lld/%lld: train_loss %.4f  test_loss %.4f  test_accuracy %.4f  (train %.1f s, %.0f img/s; "
                  "eval %.1f s)\n",
                  (long long)ts.epochs_done, (long long)cfg.epochs, last_train_loss, last_eval.loss,
-                 last_eval.accuracy, epoch_train_s, epoch_images / std::max(epoch_train_s, 1e-9), eval_s);
-    if (metrics) {
-      metrics << "{\"type\":\"epoch\",\"epoch\":" << ts.epochs_done << ",\"step\":" << ts.step
-              << ",\"train_loss\":" << fmt_double(last_train_loss) << ",\"test_loss\":" << fmt_double(last_eval.loss)
-              << ",\"test_accuracy\":" << fmt_double(last_eval.accuracy)
-              << ",\"train_seconds\":" << fmt_double(epoch_train_s) << ",\"eval_seconds\":" << fmt_double(eval_s)
-              << ",\"images_per_second\":" << fmt_double(epoch_images / std::max(epoch_train_s, 1e-9)) << "}\n";
-      metrics.flush();
-    }
-    if (!ckpt_path.empty()) {
-      auto m = meta;
-      m["world_size"] = std::to_string(world);  // for the record: any number of ranks may resume it
-      save_checkpoint(ckpt_path, *model, *opt, *sched, ts, gen, loader, m, cfg.epochs);
-    }
+                 last_eval.accuracy, epoch_train_s, ips, eval_s);
+    metrics.write({{"type", "epoch"}, {"epoch", ts.epochs_done}, {"step", ts.step}, {"train_loss", last_train_loss},
+                   {"test_loss", last_eval.loss}, {"test_accuracy", last_eval.accuracy},
+                   {"train_seconds", epoch_train_s}, {"eval_seconds", eval_s}, {"images_per_second", ips}});
+    ts.epoch_loss_sum = 0, ts.epoch_loss_n = 0, ts.epoch_images = 0;  // the next epoch starts clean
+    save(true);
     pg->barrier()->wait();
   }
-  (void)t_train_start;
+  (void)t_train;
 
   if (!main_rank) return 0;
-  const double total_s = seconds_since(t_start);
-  const double ips = train_images / std::max(train_seconds, 1e-9);
-  std::printf(
-      "{\"test_accuracy\":%s,\"test_loss\":%s,\"train_loss\":%s,\"epochs\":%lld,\"epochs_this_run\":%lld,"
-      "\"steps\":%lld,\"seconds\":%s,\"train_seconds\":%s,\"images_per_second\":%s,\"device\":\"%s\","
-      "\"params\":%lld,\"optimizer\":\"%s\",\"lr\":%s,\"batch_size\":%lld,\"train_images\":%lld,"
-      "\"world_size\":%d}\n",
-      fmt_double(last_eval.accuracy).c_str(), fmt_double(last_eval.loss).c_str(), fmt_double(last_train_loss).c_str(),
-      (long long)ts.epochs_done, (long long)epochs_this_run, (long long)ts.step, fmt_double(total_s).c_str(),
-      fmt_double(train_seconds).c_str(), fmt_double(ips).c_str(), dev_name.c_str(), (long long)n_params,
-      cfg.optimizer.c_str(), fmt_double(lr).c_str(), (long long)cfg.batch_size, (long long)train.size(), world);
-  std::fflush(stdout);
+  if (interrupted)
+    std::fprintf(stderr, "kiln_train_cnn: stopped after %lld steps (--stop-after-steps); resume with --resume "
+                 "--run-dir %s\n", (long long)steps_this_run, rd->path().c_str());
+  if (cfg.run.plot && !interrupted) tools::plot_run("kiln_train_cnn", rd->path());
+  const double total_s = std::chrono::duration<double>(Clock::now() - t_start).count();
+  run::print_summary({{"test_accuracy", last_eval.accuracy},
+                      {"test_loss", last_eval.loss},
+                      {"train_loss", last_train_loss},
+                      {"epochs", ts.epochs_done},
+                      {"epochs_this_run", epochs_this_run},
+                      {"steps", ts.step},
+                      {"steps_this_run", steps_this_run},
+                      {"skipped_steps", guard.skipped()},
+                      {"seconds", total_s},
+                      {"train_seconds", train_seconds},
+                      {"images_per_second", static_cast<double>(train_images) / std::max(train_seconds, 1e-9)},
+                      {"device", dev_name},
+                      {"params", n_params},
+                      {"optimizer", cfg.optimizer},
+                      {"lr", lr},
+                      {"batch_size", cfg.batch_size},
+                      {"train_images", train.size()},
+                      {"world_size", int64_t{world}},
+                      {"run_dir", rd->path()},
+                      {"interrupted", interrupted}});
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  Config cfg = parse_args(argc, argv);
-  try {
-    return run(cfg);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "\nkiln_train_cnn: error: %s\n", e.what());
-    return 1;
-  }
+  CLI::App app{"Trains a small ResNet-style CNN with BatchNorm on Fashion-MNIST (data parallel under tools/kiln-run).",
+               "kiln_train_cnn"};
+  Config cfg;
+  add_flags(app, cfg);
+  // Exit status: 0 done (or --help), 1 an error, 2 a bad command line, 3 a non-finite loss.
+  return tools::kiln_main(app, argc, argv, [&] {
+    try {
+      return train(cfg, app);
+    } catch (const run::NonFiniteLoss& e) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "\nkiln_train_cnn: %s\n", e.what());
+      return 3;
+    }
+  });
 }

@@ -1,8 +1,10 @@
 // Device helpers shared by the kernel files (llm.c style): launch checks, grid sizing,
-// 128-bit packed loads/stores, half-type conversions, strided offset arithmetic and a
-// dtype switch. Include only from .cu files.
+// 128-bit packed loads/stores, half-type conversions, the saturating float -> integer
+// conversion, strided offset arithmetic and a dtype switch. Include only from .cu files.
 #pragma once
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -94,6 +96,22 @@ __device__ __forceinline__ To convert(From v) {
   } else {
     return static_cast<To>(v);
   }
+}
+
+// Floating F (float or double) -> integer To, saturating like the CPU reference's
+// saturate_to_int (core/cpu_loops.h): NaN gives 0, values at or beyond the type's range
+// its min/max (hi rounds up to 2^31 / 2^63 in F for i32 / i64: >= catches it), the rest
+// truncate toward zero. Comparing in float gives the reference's answers (computed in
+// double) since float -> double is exact and both bounds sit on the same side of every
+// float. A plain cast would be undefined there; nvcc's u8 cast goes through u32 and wraps.
+// Host and device: kernels convert elements with it, launchers convert scalar operands.
+template <class To, class F>
+__host__ __device__ __forceinline__ To saturate_to_int(F v) {
+  constexpr To kMin = std::numeric_limits<To>::min(), kMax = std::numeric_limits<To>::max();
+  if (v != v) return To(0);  // NaN
+  if (v <= static_cast<F>(kMin)) return kMin;
+  if (v >= static_cast<F>(kMax)) return kMax;
+  return static_cast<To>(v);
 }
 
 // Calls f(T{}) for the device type of a dtype (host side, picks the template instance).

@@ -13,8 +13,8 @@
 // deterministic algorithms are preferred (runs are reproducible from their seed) unless
 // KILN_CUDNN_DETERMINISTIC=0. The ranked candidates are cached per shape key; each call
 // takes the first whose workspace can be allocated. Every workspace (and the timing runs'
-// scratch) is a u8 tensor from kiln's stream-ordered allocator, so freeing it right after
-// the launch is safe and cuDNN never calls cudaMalloc itself. Batches too large for
+// scratch) is a DeviceScratch (scratch.h) from kiln's stream-ordered allocator, so freeing
+// it right after the launch is safe and cuDNN never calls cudaMalloc itself. Batches too large for
 // cuDNN's 32-bit descriptors are split along N.
 #include <algorithm>
 #include <climits>
@@ -34,6 +34,7 @@
 #include <kiln/cuda/device.h>
 #include <kiln/cuda/error.h>
 #include <kiln/cuda/handles.h>
+#include <kiln/cuda/kernels/scratch.h>
 #include <kiln/ops/op_list.h>
 
 namespace kiln::cuda {
@@ -177,11 +178,6 @@ struct Scale {
 };
 Scale scale(double v) { return {v, static_cast<float>(v)}; }
 
-// A byte buffer on the device from kiln's allocator (undefined for 0 bytes).
-Tensor device_bytes(size_t bytes, Device device) {
-  return bytes == 0 ? Tensor() : empty({static_cast<int64_t>(bytes)}, TensorOptions(DType::U8, device));
-}
-
 // ---- algorithm choice ----------------------------------------------------------------
 
 enum class Kind { Forward, BackwardData, BackwardFilter };
@@ -298,17 +294,16 @@ cudnnStatus_t benchmark(cudnnHandle_t h, const Descs& d, const Operands& o, cons
   for (const Perf& p : heuristic)
     if (p.status == CUDNN_STATUS_SUCCESS) sizes.push_back(p.memory);
   std::sort(sizes.rbegin(), sizes.rend());
-  Tensor ws;
-  size_t ws_bytes = 0;
+  DeviceScratch ws;
   for (size_t bytes : sizes) {
     try {
-      ws = device_bytes(bytes, o.x.device);
-      ws_bytes = bytes;
+      ws = DeviceScratch(bytes, o.x.device);
       break;
     } catch (const OutOfMemory&) {
     }
   }
-  void* wsp = ws.defined() ? ws.data_ptr() : nullptr;
+  void* wsp = ws.get();
+  const size_t ws_bytes = ws.bytes();
   const int requested = static_cast<int>(perf.size());
   if constexpr (kIsForward<Perf>) {
     return cudnnFindConvolutionForwardAlgorithmEx(h, d.x.get(), o.x.data, d.w.get(), o.w.data, d.conv.get(),
@@ -318,9 +313,9 @@ cudnnStatus_t benchmark(cudnnHandle_t h, const Descs& d, const Operands& o, cons
                                                        d.x.get(), o.x.data, requested, n, perf.data(), wsp,
                                                        ws_bytes);
   } else {
-    Tensor scratch = device_bytes(static_cast<size_t>(o.w.numel) * dtype_size(o.w.dtype), o.w.device);
+    const DeviceScratch scratch(static_cast<size_t>(o.w.numel) * dtype_size(o.w.dtype), o.w.device);
     return cudnnFindConvolutionBackwardFilterAlgorithmEx(h, d.x.get(), o.x.data, d.y.get(), o.y.data, d.conv.get(),
-                                                         d.w.get(), scratch.data_ptr(), requested, n, perf.data(),
+                                                         d.w.get(), scratch.get(), requested, n, perf.data(),
                                                          wsp, ws_bytes);
   }
 }
@@ -465,14 +460,14 @@ void run(Kind kind, const Operands& o, const Geom& g, double beta) {
   const Scale one = scale(1.0), b = scale(beta);
   for (size_t i = 0; i < cands->size(); ++i) {
     const Candidate& c = (*cands)[i];
-    Tensor ws;
+    DeviceScratch ws;
     try {
-      ws = device_bytes(c.workspace, o.x.device);
+      ws = DeviceScratch(c.workspace, o.x.device);
     } catch (const OutOfMemory&) {
       if (i + 1 < cands->size()) continue;
       throw;
     }
-    void* wsp = ws.defined() ? ws.data_ptr() : nullptr;
+    void* wsp = ws.get();
     d.conv.set_math(c.math);
     cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
     switch (kind) {

@@ -23,12 +23,12 @@
 // compiled with --fmad=false (cuda/CMakeLists.txt) so a + (b - a) * u rounds as on the host.
 // Bandwidth: measured by tools/bench_kernels (not yet on a GPU).
 #include <cstdint>
-#include <limits>
 #include <type_traits>
 
 #include <kiln/core/kernel_list.h>
 #include <kiln/core/philox.h>
 #include <kiln/cuda/kernels/common.cuh>
+#include <kiln/cuda/kernels/scratch.h>
 
 namespace kiln::cuda {
 namespace {
@@ -50,25 +50,10 @@ __host__ __device__ __forceinline__ T half_from_float(float f) {
   else return __float2bfloat16_rn(f);
 }
 
-// Floating F (float or double) -> integer To, saturating like the CPU reference's
-// saturate_to_int (core/cpu_loops.h): NaN gives 0, values at or beyond the type's range
-// its min/max (hi rounds up to 2^31 / 2^63 in F for i32 / i64: >= catches it), the rest
-// truncate toward zero. Comparing in float gives the reference's answers (computed in
-// double) since float -> double is exact and both bounds sit on the same side of every
-// float. A plain cast would be undefined there; nvcc's u8 cast goes through u32 and wraps.
-template <class To, class F>
-__host__ __device__ __forceinline__ To saturate_to_int(F v) {
-  constexpr To kMin = std::numeric_limits<To>::min(), kMax = std::numeric_limits<To>::max();
-  if (v != v) return To(0);  // NaN
-  if (v <= static_cast<F>(kMin)) return kMin;
-  if (v >= static_cast<F>(kMax)) return kMax;
-  return static_cast<To>(v);
-}
-
 // The CPU reference's conversion (core/cpu_loops.h convert), step for step: values reach a
 // half type through double and then float, so doubles and large integers round twice
 // exactly as on the host. common.cuh's convert rounds double -> half once, which is more
-// accurate but would not match. Floating -> integer saturates (saturate_to_int).
+// accurate but would not match. Floating -> integer saturates (common.cuh's saturate_to_int).
 template <class To, class From>
 __host__ __device__ __forceinline__ To cast(From v) {
   if constexpr (std::is_same_v<To, From>) {
@@ -312,37 +297,25 @@ ByteSpan byte_span(const TensorView& t) {
   return {base, base + static_cast<uintptr_t>((last + 1) * static_cast<int64_t>(dtype_size(t.dtype)))};
 }
 
-// A contiguous scratch tensor of like's shape, dtype and device from kiln's allocator,
-// freed (stream-ordered, after the work queued on the device's current stream) when it
-// goes out of scope.
-class ScratchView {
- public:
-  explicit ScratchView(const TensorView& like)
-      : bytes_(static_cast<size_t>(like.numel) * dtype_size(like.dtype)), device_(like.device) {
-    v_.data = kiln::runtime(device_).allocator().allocate(bytes_, device_);
-    v_.dtype = like.dtype;
-    v_.device = device_;
-    v_.ndim = like.ndim;
-    v_.numel = like.numel;
-    int64_t stride = 1;
-    for (int d = like.ndim - 1; d >= 0; --d) {
-      v_.sizes[d] = like.sizes[d];
-      v_.strides[d] = stride;
-      stride *= like.sizes[d];
-    }
-    v_.contiguous = true;
-    v_.defined = true;
+// A contiguous view of like's shape, dtype and device over `data` (a scratch block of
+// like.numel elements; no storage identity).
+TensorView contiguous_view(const TensorView& like, void* data) {
+  TensorView v;
+  v.data = data;
+  v.dtype = like.dtype;
+  v.device = like.device;
+  v.ndim = like.ndim;
+  v.numel = like.numel;
+  int64_t stride = 1;
+  for (int d = like.ndim - 1; d >= 0; --d) {
+    v.sizes[d] = like.sizes[d];
+    v.strides[d] = stride;
+    stride *= like.sizes[d];
   }
-  ~ScratchView() { kiln::runtime(device_).allocator().deallocate(v_.data, bytes_, device_); }
-  ScratchView(const ScratchView&) = delete;
-  ScratchView& operator=(const ScratchView&) = delete;
-  const TensorView& view() const { return v_; }
-
- private:
-  TensorView v_;
-  size_t bytes_;
-  Device device_;
-};
+  v.contiguous = true;
+  v.defined = true;
+  return v;
+}
 
 }  // namespace
 
@@ -368,9 +341,12 @@ void copy(const TensorView& src, const TensorView& out) {
     // the two byte ranges are disjoint (slices of one buffer usually are).
     const ByteSpan s = byte_span(src), o = byte_span(out);
     if (s.lo < o.hi && o.lo < s.hi) {
-      ScratchView tmp(src);
-      cuda::copy(src, tmp.view());
-      cuda::copy(tmp.view(), out);
+      // Scratch from kiln's allocator, handed back (stream-ordered, after the two copies
+      // queued on the device's current stream) at the end of the scope.
+      const DeviceScratch buf(static_cast<size_t>(src.numel) * dtype_size(src.dtype), src.device);
+      const TensorView tmp = contiguous_view(src, buf.get());
+      cuda::copy(src, tmp);
+      cuda::copy(tmp, out);
       return;
     }
   }

@@ -1,7 +1,8 @@
-// Helpers shared by the elementwise kernel files (unary.cu, binary.cu, softmax.cu):
-// precise math overloads for float/double, aligned small vectors, 32-bit strided
-// offsets with precomputed divisors, splitting launches into < 2^31-element chunks, and
-// host predicates on TensorArgs. Include only from .cu files.
+// Helpers shared by the elementwise kernel files (unary.cu, binary.cu, clamp.cu,
+// softmax.cu): precise math overloads for float/double, aligned small vectors, 32-bit
+// strided offsets with precomputed divisors, splitting launches into < 2^31-element
+// chunks, host predicates on TensorArgs, and the one-operand map launch (y = f(x): vector
+// path or strided path). Include only from .cu files.
 #pragma once
 #include <climits>
 #include <cstdint>
@@ -179,5 +180,67 @@ inline bool arg_is_scalar(const TensorArg& a) {
   return true;
 }
 inline bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+// ---- one-operand maps: y[i] = f(x[i]) ---------------------------------------------------
+// x and y share one shape and one device type T (unary.cu, clamp.cu); y may be x: each
+// element is read before the same thread writes it. `Map` is a small functor passed to the
+// kernels by value: map.visit(body) calls body(f) with the element function f(T) -> T.
+// The kernels call visit once per thread, outside their loops, so a runtime switch in it
+// (unary's op) is taken once per thread, not per element.
+
+// x, y contiguous and 16-byte aligned; n elements: one Packed128 per thread per
+// grid-stride step, then the n % (16 / sizeof(T)) tail elements by the first threads.
+template <class T, class Map>
+__global__ void map_vec_kernel(const T* x, T* y, int64_t n, Map map) {
+  constexpr int V = Packed128<T>::kSize;
+  const int64_t nvec = n / V;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  map.visit([&](auto f) {
+    for (int64_t v = tid; v < nvec; v += stride) {
+      Packed128<T> p = load128(x + v * V);
+#pragma unroll
+      for (int k = 0; k < V; ++k) p[k] = f(p[k]);
+      store128(y + v * V, p);
+    }
+    const int64_t t = nvec * V + tid;  // fewer than V tail elements
+    if (t < n) y[t] = f(x[t]);
+  });
+}
+
+// Any strides; n < 2^31 elements (one for_each_32bit_chunk piece).
+template <class T, class Map>
+__global__ void map_strided_kernel(const T* x, T* y, uint32_t n, StridedOffsets<2> offsets, Map map) {
+  const uint32_t tid = blockIdx.x * blockDim.x + threadIdx.x;
+  const uint32_t stride = gridDim.x * blockDim.x;
+  map.visit([&](auto f) {
+    for (uint32_t i = tid; i < n; i += stride) {
+      int64_t off[2];
+      offsets.get(i, off);
+      y[off[1]] = f(x[off[0]]);
+    }
+  });
+}
+
+// Queues y = map(x) on `stream`: the vector kernel when x and y are contiguous with
+// 16-byte aligned bases, else the strided one over < 2^31-element pieces. x and y are
+// coalesced, y.numel > 0, the device is current.
+template <class T, class Map>
+void launch_map(const TensorArg& x, const TensorArg& y, const Map& map, cudaStream_t stream) {
+  constexpr int V = Packed128<T>::kSize;
+  if (arg_is_contiguous(x) && arg_is_contiguous(y) && aligned16(x.data) && aligned16(y.data)) {
+    const int64_t nvec = y.numel / V;
+    map_vec_kernel<T, Map><<<grid_for(nvec > 0 ? nvec : 1), kBlockSize, 0, stream>>>(
+        static_cast<const T*>(x.data), static_cast<T*>(y.data), y.numel, map);
+    KILN_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  for_each_32bit_chunk(ArgPack<2>{{x, y}}, [&](const ArgPack<2>& p) {
+    const uint32_t n = static_cast<uint32_t>(p.a[1].numel);
+    map_strided_kernel<T, Map><<<grid_for(n), kBlockSize, 0, stream>>>(
+        static_cast<const T*>(p.a[0].data), static_cast<T*>(p.a[1].data), n, make_strided_offsets(p), map);
+    KILN_CUDA_CHECK_LAUNCH();
+  });
+}
 
 }  // namespace kiln::cuda

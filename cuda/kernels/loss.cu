@@ -14,8 +14,11 @@
 // dtype, C > 0; target i64 (rows); losses, lse, grad in the accumulation dtype A
 // (accumulate_dtype: f32 for f16/bf16/f32, f64 for f64); grad_stride 0 when grad has one
 // element.
-// Writes (=) losses, lse, dlogits. Targets outside [0, C) other than ignore_index are
-// rejected by ops/; here they give NaN rather than an out-of-range read.
+// Writes (=) losses, lse, dlogits. Targets are range-checked here, not by the host (DESIGN:
+// no hidden syncs): a target outside [0, C) other than ignore_index is reported through
+// the device's kernel error record (cuda/runtime.h; thrown at the next synchronisation
+// point) and its row is skipped like an ignored one (loss 0, dlogits 0), never read out of
+// range.
 // Special values follow ops/cpu/loss.cpp: the max ignores NaN, -inf logits add 0 to s, a
 // NaN or +inf logit makes the row's loss NaN.
 // Paths (the same for both directions):
@@ -29,6 +32,7 @@
 //   dlogits rows share the logits rows' alignment.
 // Bandwidth: not yet measured on a GPU.
 #include <kiln/cuda/kernels/common.cuh>
+#include <kiln/cuda/kernels/device_errors.cuh>
 #include <kiln/cuda/kernels/elementwise.cuh>
 #include <kiln/cuda/kernels/reduce_utils.cuh>
 #include <kiln/ops/op_list.h>
@@ -41,12 +45,18 @@ constexpr int kWarpMaxClasses = 1024;  // above this, a block per row
 constexpr int kMaxRowThreads = 512;   // block-per-row path
 constexpr int kInFlight = 4;          // 16-byte loads per thread issued before use
 
+constexpr uint32_t kTargetError = kernel_error_code(KernelErrorOp::CrossEntropy, KernelErrorKind::TargetOutOfRange);
+
 // ---- device helpers ------------------------------------------------------------------
 
-template <class A>
-__device__ __forceinline__ A quiet_nan() {
-  if constexpr (std::is_same_v<A, float>) return __int_as_float(0x7fc00000);
-  else return __longlong_as_double(0x7ff8000000000000ll);
+// Whether row's target is used (not ignore_index and in [0, n)); an out-of-range one is
+// reported (only when `report`: one thread per row) and the row is then treated as ignored.
+__device__ __forceinline__ bool target_used(int64_t t, int64_t n, int64_t ignore_index, KernelErrorRecord* err,
+                                            bool report) {
+  if (t == ignore_index) return false;
+  if (static_cast<uint64_t>(t) < static_cast<uint64_t>(n)) return true;
+  if (report) report_kernel_error(err, kTargetError, n, t);
+  return false;
 }
 
 // Running max, sum of exp(x - max) and plain sum of x over part of a row.
@@ -147,15 +157,11 @@ __device__ __forceinline__ RowStats<acc_t<T>> row_stats(const T* xr, int64_t n, 
 // The row's loss and log-sum-exp from its combined statistics (one thread per row).
 template <class T, class A>
 __device__ __forceinline__ void finish_row(const T* xr, int64_t t, const RowStats<A>& st, int64_t n,
-                                           int64_t ignore_index, A eps, A* loss, A* lse) {
+                                           int64_t ignore_index, A eps, A* loss, A* lse, KernelErrorRecord* err) {
   const A l = st.m + k_log(st.s);
   *lse = l;
-  A out;
-  if (t == ignore_index) {
-    out = A(0);
-  } else if (t < 0 || t >= n) {
-    out = quiet_nan<A>();
-  } else {
+  A out = A(0);
+  if (target_used(t, n, ignore_index, err, /*report=*/true)) {
     const A nll = l - convert<A>(xr[t]);
     out = eps > A(0) ? (A(1) - eps) * nll + eps * (l - st.sx / static_cast<A>(n)) : nll;
   }
@@ -165,13 +171,12 @@ __device__ __forceinline__ void finish_row(const T* xr, int64_t t, const RowStat
 // This thread's share of one row's gradient.
 template <class T, class A>
 __device__ __forceinline__ void row_backward(const T* xr, T* dr, int64_t n, int tid, int nthreads, int64_t t,
-                                             int64_t ignore_index, A l, A g, A eps_c, A hot, bool vec_out) {
+                                             int64_t ignore_index, A l, A g, A eps_c, A hot, bool vec_out,
+                                             KernelErrorRecord* err) {
   constexpr int V = Packed128<T>::kSize;
-  const bool ignored = t == ignore_index;
-  const bool bad = !ignored && (t < 0 || t >= n);
+  const bool ignored = !target_used(t, n, ignore_index, err, /*report=*/tid == 0);
   auto grad_at = [&](A v, int64_t c) -> A {
     if (ignored) return A(0);
-    if (bad) return quiet_nan<A>();
     return (k_exp(v - l) - eps_c - (c == t ? hot : A(0))) * g;
   };
   const RowSplit sp = split_row(xr, n);
@@ -215,7 +220,8 @@ __device__ __forceinline__ void row_backward(const T* xr, T* dr, int64_t n, int 
 template <class T>
 __global__ void __launch_bounds__(kRowsBlock)
     cross_entropy_forward_warp_kernel(const T* x, const int64_t* target, acc_t<T>* losses, acc_t<T>* lse,
-                                      int64_t rows, int64_t n, int64_t ignore_index, acc_t<T> eps) {
+                                      int64_t rows, int64_t n, int64_t ignore_index, acc_t<T> eps,
+                                      KernelErrorRecord* err) {
   using A = acc_t<T>;
   const int lane = threadIdx.x % kWarpSize;
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarpSize;
@@ -224,21 +230,22 @@ __global__ void __launch_bounds__(kRowsBlock)
     const T* xr = x + row * n;
     RowStats<A> st = row_stats(xr, n, lane, kWarpSize);
     st = warp_all_reduce(st, [](const RowStats<A>& a, const RowStats<A>& b) { return stats_combine(a, b); });
-    if (lane == 0) finish_row(xr, target[row], st, n, ignore_index, eps, losses + row, lse + row);
+    if (lane == 0) finish_row(xr, target[row], st, n, ignore_index, eps, losses + row, lse + row, err);
   }
 }
 
 template <class T>
 __global__ void __launch_bounds__(kMaxRowThreads)
     cross_entropy_forward_block_kernel(const T* x, const int64_t* target, acc_t<T>* losses, acc_t<T>* lse,
-                                       int64_t rows, int64_t n, int64_t ignore_index, acc_t<T> eps) {
+                                       int64_t rows, int64_t n, int64_t ignore_index, acc_t<T> eps,
+                                       KernelErrorRecord* err) {
   using A = acc_t<T>;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const T* xr = x + row * n;
     RowStats<A> st = row_stats(xr, n, threadIdx.x, blockDim.x);
     st = block_all_reduce(st, [](const RowStats<A>& a, const RowStats<A>& b) { return stats_combine(a, b); },
                           stats_identity<A>());
-    if (threadIdx.x == 0) finish_row(xr, target[row], st, n, ignore_index, eps, losses + row, lse + row);
+    if (threadIdx.x == 0) finish_row(xr, target[row], st, n, ignore_index, eps, losses + row, lse + row, err);
   }
 }
 
@@ -246,23 +253,23 @@ template <class T>
 __global__ void __launch_bounds__(kRowsBlock)
     cross_entropy_backward_warp_kernel(const T* x, const int64_t* target, const acc_t<T>* lse, const acc_t<T>* grad,
                                        int64_t grad_stride, T* dx, int64_t rows, int64_t n, int64_t ignore_index,
-                                       acc_t<T> eps_c, acc_t<T> hot, bool vec_out) {
+                                       acc_t<T> eps_c, acc_t<T> hot, bool vec_out, KernelErrorRecord* err) {
   const int lane = threadIdx.x % kWarpSize;
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarpSize;
   const int64_t nwarps = static_cast<int64_t>(gridDim.x) * blockDim.x / kWarpSize;
   for (int64_t row = warp; row < rows; row += nwarps)
     row_backward(x + row * n, dx + row * n, n, lane, kWarpSize, target[row], ignore_index, lse[row],
-                 grad[row * grad_stride], eps_c, hot, vec_out);
+                 grad[row * grad_stride], eps_c, hot, vec_out, err);
 }
 
 template <class T>
 __global__ void __launch_bounds__(kMaxRowThreads)
     cross_entropy_backward_block_kernel(const T* x, const int64_t* target, const acc_t<T>* lse, const acc_t<T>* grad,
                                         int64_t grad_stride, T* dx, int64_t rows, int64_t n, int64_t ignore_index,
-                                        acc_t<T> eps_c, acc_t<T> hot, bool vec_out) {
+                                        acc_t<T> eps_c, acc_t<T> hot, bool vec_out, KernelErrorRecord* err) {
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x)
     row_backward(x + row * n, dx + row * n, n, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x),
-                 target[row], ignore_index, lse[row], grad[row * grad_stride], eps_c, hot, vec_out);
+                 target[row], ignore_index, lse[row], grad[row * grad_stride], eps_c, hot, vec_out, err);
 }
 
 // ---- launchers -----------------------------------------------------------------------
@@ -286,31 +293,32 @@ RowLaunch row_launch(int64_t rows, int64_t n) {
 
 template <class T>
 void run_forward(const T* x, const int64_t* target, acc_t<T>* losses, acc_t<T>* lse, int64_t rows, int64_t n,
-                 int64_t ignore_index, double eps, cudaStream_t stream) {
+                 int64_t ignore_index, double eps, KernelErrorRecord* err, cudaStream_t stream) {
   using A = acc_t<T>;
   const RowLaunch L = row_launch<T>(rows, n);
   if (L.warp)
     cross_entropy_forward_warp_kernel<T><<<L.blocks, L.threads, 0, stream>>>(x, target, losses, lse, rows, n,
-                                                                             ignore_index, static_cast<A>(eps));
+                                                                             ignore_index, static_cast<A>(eps), err);
   else
     cross_entropy_forward_block_kernel<T><<<L.blocks, L.threads, 0, stream>>>(x, target, losses, lse, rows, n,
-                                                                              ignore_index, static_cast<A>(eps));
+                                                                              ignore_index, static_cast<A>(eps), err);
   KILN_CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
 void run_backward(const T* x, const int64_t* target, const acc_t<T>* lse, const acc_t<T>* grad, int64_t grad_stride,
-                  T* dx, int64_t rows, int64_t n, int64_t ignore_index, double eps, cudaStream_t stream) {
+                  T* dx, int64_t rows, int64_t n, int64_t ignore_index, double eps, KernelErrorRecord* err,
+                  cudaStream_t stream) {
   using A = acc_t<T>;
   const RowLaunch L = row_launch<T>(rows, n);
   const bool vec_out = (reinterpret_cast<uintptr_t>(x) & 15) == (reinterpret_cast<uintptr_t>(dx) & 15);
   const A eps_c = static_cast<A>(eps / static_cast<double>(n)), hot = static_cast<A>(1.0 - eps);
   if (L.warp)
     cross_entropy_backward_warp_kernel<T><<<L.blocks, L.threads, 0, stream>>>(
-        x, target, lse, grad, grad_stride, dx, rows, n, ignore_index, eps_c, hot, vec_out);
+        x, target, lse, grad, grad_stride, dx, rows, n, ignore_index, eps_c, hot, vec_out, err);
   else
     cross_entropy_backward_block_kernel<T><<<L.blocks, L.threads, 0, stream>>>(
-        x, target, lse, grad, grad_stride, dx, rows, n, ignore_index, eps_c, hot, vec_out);
+        x, target, lse, grad, grad_stride, dx, rows, n, ignore_index, eps_c, hot, vec_out, err);
   KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -331,7 +339,7 @@ void cross_entropy_forward(const TensorView& logits, const TensorView& target, c
     if constexpr (!std::is_integral_v<T>) {  // integer logits: rejected by ops/loss.cpp
       using A = acc_t<T>;
       run_forward(logits.ptr<const T>(), target.ptr<const int64_t>(), losses.ptr<A>(), lse.ptr<A>(), rows, classes,
-                  p.ignore_index, p.label_smoothing, stream);
+                  p.ignore_index, p.label_smoothing, kernel_error_record(logits.device.index), stream);
     }
   });
 }
@@ -348,7 +356,8 @@ void cross_entropy_backward(const TensorView& logits, const TensorView& target, 
     if constexpr (!std::is_integral_v<T>) {  // integer logits: rejected by ops/loss.cpp
       using A = acc_t<T>;
       run_backward(logits.ptr<const T>(), target.ptr<const int64_t>(), lse.ptr<const A>(), grad.ptr<const A>(),
-                   grad_stride, dlogits.ptr<T>(), rows, classes, p.ignore_index, p.label_smoothing, stream);
+                   grad_stride, dlogits.ptr<T>(), rows, classes, p.ignore_index, p.label_smoothing,
+                   kernel_error_record(logits.device.index), stream);
     }
   });
 }

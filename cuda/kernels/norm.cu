@@ -48,10 +48,10 @@
 // Bandwidth on H100/H200: not yet measured on a GPU (tools/bench_kernels fills this in).
 #include <initializer_list>
 
-#include <kiln/core/runtime.h>
 #include <kiln/cuda/kernels/common.cuh>
 #include <kiln/cuda/kernels/elementwise.cuh>
 #include <kiln/cuda/kernels/reduce_utils.cuh>
+#include <kiln/cuda/kernels/scratch.h>
 #include <kiln/ops/op_list.h>
 
 namespace kiln::cuda {
@@ -864,28 +864,6 @@ __global__ void gn_param_grad_kernel(const A* __restrict__ sums, const A* __rest
 
 // ---- launchers -----------------------------------------------------------------------
 
-// Scratch memory on the device from kiln's allocator, handed back when it goes out of
-// scope: in stream order on the device's current stream (the launches' stream), so the
-// kernels queued before still use it safely.
-class Scratch {
- public:
-  Scratch(size_t bytes, Device device)
-      : alloc_(runtime(device).allocator()), device_(device), bytes_(bytes), ptr_(alloc_.allocate(bytes, device)) {}
-  ~Scratch() { alloc_.deallocate(ptr_, bytes_, device_); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  template <class T>
-  T* get() const {
-    return static_cast<T*>(ptr_);
-  }
-
- private:
-  Allocator& alloc_;
-  Device device_;
-  size_t bytes_;
-  void* ptr_;
-};
-
 // The dtype of the defined ones of some parameter-like views (ops/norm.cpp checked that
 // they share one), or x's when none is defined.
 DType param_dtype(const TensorView& x, std::initializer_list<TensorView> params) {
@@ -1014,7 +992,7 @@ void run_layer_norm_backward(const T* dy, const T* x, const P* w, const acc_t<T>
   const int64_t rows_per_chunk = ceil_div(rows, chunks);
   chunks = ceil_div(rows, rows_per_chunk);
   if (gx > INT32_MAX) launch_fail("layer_norm backward: normalized size too large for the parameter-gradient grid");
-  Scratch scratch(static_cast<size_t>(2 * chunks * n) * sizeof(A), device);
+  DeviceScratch scratch(static_cast<size_t>(2 * chunks * n) * sizeof(A), device);
   A* part_dw = scratch.get<A>();
   A* part_db = part_dw + chunks * n;
   ln_param_partial_kernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(chunks)), dim3(kTileX, kTileY),
@@ -1060,7 +1038,7 @@ void run_bn_reduce(const T* x, const T* dy, const acc_t<T>* mean, int64_t N, int
       launch(nullptr);
       return;
     }
-    Scratch scratch(static_cast<size_t>(C * splits) * sizeof(State), device);
+    DeviceScratch scratch(static_cast<size_t>(C * splits) * sizeof(State), device);
     launch(scratch.get<State>());
     bn_reduce_finalize_kernel<Policy, Fin><<<small_grid(C), kBlockSize, 0, stream>>>(scratch.get<State>(), C, splits,
                                                                                      1, 0, splits, fin);
@@ -1078,7 +1056,7 @@ void run_bn_reduce(const T* x, const T* dy, const acc_t<T>* mean, int64_t N, int
   if (chunks < 1) chunks = 1;
   const int64_t rows_per_chunk = ceil_div(N, chunks);
   chunks = ceil_div(N, rows_per_chunk);
-  Scratch scratch(static_cast<size_t>(chunks * K) * sizeof(State), device);
+  DeviceScratch scratch(static_cast<size_t>(chunks * K) * sizeof(State), device);
   bn_reduce_cols_kernel<T, Policy><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(chunks)),
                                      dim3(kTileX, kTileY), 0, stream>>>(x, dy, mean, N, K, S, rows_per_chunk,
                                                                         scratch.get<State>());
@@ -1206,7 +1184,7 @@ void batch_norm_backward(TV dy, TV x, TV weight, TV save_mean, TV save_invstd, T
       run_norm_elementwise<T, P, false>(xt, gt, w, nullptr, sm, si, nullptr, dx.ptr<T>(), N, C, S, 1, stream);
       return;
     }
-    Scratch scratch(static_cast<size_t>(coefs ? 2 * C : 1) * sizeof(A), x.device);
+    DeviceScratch scratch(static_cast<size_t>(coefs ? 2 * C : 1) * sizeof(A), x.device);
     const BnGradOut<A, P> fin{si, w, dweight.ptr<P>(), dbias.ptr<P>(), coefs ? scratch.get<A>() : nullptr,
                               static_cast<A>(N * S)};
     run_bn_reduce<T, GradSumsPolicy<T>>(xt, gt, sm, N, C, S, fin, x.device, stream);
@@ -1252,7 +1230,7 @@ void group_norm_backward(TV dy, TV x, TV weight, TV mean, TV rstd, TV dx, TV dwe
     const A* mu = mean.ptr<const A>();
     const A* rs = rstd.ptr<const A>();
     const int64_t Cg = C / G, rows = N * C;
-    Scratch scratch(static_cast<size_t>(2 * rows + 2 * N * G) * sizeof(A), x.device);
+    DeviceScratch scratch(static_cast<size_t>(2 * rows + 2 * N * G) * sizeof(A), x.device);
     A* sums = scratch.get<A>();
     A* coef = sums + 2 * rows;
     if (S > kMaxSubWarpRow) {

@@ -1,16 +1,16 @@
 // Helpers shared by the reduction-shaped kernels (reduce.cu, softmax.cu, loss.cu,
 // index.cu, norm.cu): warp and block all-reductions over any trivially copyable state
-// with a combine functor, the SM count used to size split reductions, and scratch memory
-// from kiln's allocator. Every reduction tree here has a fixed shape for a given launch
-// configuration, so floating-point results are deterministic run to run. Include only
-// from .cu files.
+// with a combine functor, the SM count used to size split reductions, and (through
+// scratch.h) DeviceScratch for the partial states of split reductions. Every reduction
+// tree here has a fixed shape for a given launch configuration, so floating-point results
+// are deterministic run to run. Include only from .cu files.
 #pragma once
 #include <atomic>
 #include <cstdint>
 #include <type_traits>
 
-#include <kiln/core/runtime.h>
 #include <kiln/cuda/kernels/common.cuh>
+#include <kiln/cuda/kernels/scratch.h>
 
 namespace kiln::cuda {
 
@@ -82,31 +82,6 @@ inline int num_sms() {
   }
   return n;
 }
-
-// Scratch memory on a device from kiln's allocator (runtime(device).allocator()), handed
-// back when it goes out of scope. kiln's CUDA allocator is stream-ordered on the device's
-// current stream, the stream the launchers use: the block is usable by kernels queued
-// after the allocation, and handing it back right after queueing the kernels that use
-// it is safe (the free runs in stream order, after them). Construct it under the
-// launch's DeviceGuard; `bytes` > 0.
-class DeviceScratch {
- public:
-  DeviceScratch(size_t bytes, Device device)
-      : alloc_(runtime(device).allocator()), device_(device), bytes_(bytes), ptr_(alloc_.allocate(bytes, device)) {}
-  ~DeviceScratch() { alloc_.deallocate(ptr_, bytes_, device_); }
-  DeviceScratch(const DeviceScratch&) = delete;
-  DeviceScratch& operator=(const DeviceScratch&) = delete;
-  template <class T>
-  T* get() const {
-    return static_cast<T*>(ptr_);
-  }
-
- private:
-  Allocator& alloc_;
-  Device device_;
-  size_t bytes_;
-  void* ptr_;
-};
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

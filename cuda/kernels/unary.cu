@@ -10,10 +10,10 @@
 // int64 and wrapped to the dtype, like ops/cpu/unary.cpp). Same formulas as the CPU
 // reference, with precise math (expf, erff, tanhf, 1/sqrtf; no fast-math intrinsics),
 // so f32 results are within a few ulp of it.
-// Paths: (1) x and y contiguous with 16-byte aligned bases: one Packed128 per thread
-// per grid-stride step, the numel % (16/sizeof(T)) tail done by the first threads;
-// (2) otherwise 32-bit strided indexing with precomputed divisors (launches split into
-// < 2^31-element pieces). x and y arrive coalesced. y may alias x: each element is read
+// Paths (launch_map, elementwise.cuh): (1) x and y contiguous with 16-byte aligned
+// bases: one Packed128 per thread per grid-stride step, the numel % (16/sizeof(T)) tail
+// done by the first threads; (2) otherwise 32-bit strided indexing with precomputed
+// divisors (launches split into < 2^31-element pieces). x and y arrive coalesced. y may alias x: each element is read
 // before the same thread writes it. The op is a runtime switch taken once per thread,
 // outside the loop. ops/unary.cpp has checked the op against the dtype (no bool; of the
 // integers only neg, abs and relu).
@@ -95,66 +95,21 @@ __device__ __forceinline__ void dispatch_unary(UnaryOp op, F&& f) {
   }
 }
 
-// ---- kernels -------------------------------------------------------------------------
-
-// x, y contiguous and 16-byte aligned; n elements.
+// The element function of one launch for launch_map (elementwise.cuh): the op is a
+// runtime switch taken once per thread, outside the kernels' loops.
 template <class T>
-__global__ void unary_vec_kernel(UnaryOp op, const T* x, T* y, int64_t n, unary_compute_t<T> alpha) {
+struct UnaryMap {
   using C = unary_compute_t<T>;
-  constexpr int V = Packed128<T>::kSize;
-  const int64_t nvec = n / V;
-  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  dispatch_unary<T>(op, [&](auto tag) {
-    constexpr UnaryOp O = decltype(tag)::value;
-    for (int64_t v = tid; v < nvec; v += stride) {
-      Packed128<T> p = load128(x + v * V);
-#pragma unroll
-      for (int k = 0; k < V; ++k) p[k] = unary_apply<O, T, C>(p[k], alpha);
-      store128(y + v * V, p);
-    }
-    const int64_t t = nvec * V + tid;  // fewer than V tail elements
-    if (t < n) y[t] = unary_apply<O, T, C>(x[t], alpha);
-  });
-}
-
-template <class T>
-__global__ void unary_strided_kernel(UnaryOp op, const T* x, T* y, uint32_t n, StridedOffsets<2> offsets,
-                                     unary_compute_t<T> alpha) {
-  using C = unary_compute_t<T>;
-  const uint32_t tid = blockIdx.x * blockDim.x + threadIdx.x;
-  const uint32_t stride = gridDim.x * blockDim.x;
-  dispatch_unary<T>(op, [&](auto tag) {
-    constexpr UnaryOp O = decltype(tag)::value;
-    for (uint32_t i = tid; i < n; i += stride) {
-      int64_t off[2];
-      offsets.get(i, off);
-      y[off[1]] = unary_apply<O, T, C>(x[off[0]], alpha);
-    }
-  });
-}
-
-// ---- launchers -----------------------------------------------------------------------
-
-template <class T>
-void run_unary(UnaryOp op, const TensorArg& x, const TensorArg& y, double alpha, cudaStream_t stream) {
-  using C = unary_compute_t<T>;
-  constexpr int V = Packed128<T>::kSize;
-  const C a = static_cast<C>(alpha);
-  if (arg_is_contiguous(x) && arg_is_contiguous(y) && aligned16(x.data) && aligned16(y.data)) {
-    const int64_t nvec = y.numel / V;
-    unary_vec_kernel<T><<<grid_for(nvec > 0 ? nvec : 1), kBlockSize, 0, stream>>>(
-        op, static_cast<const T*>(x.data), static_cast<T*>(y.data), y.numel, a);
-    KILN_CUDA_CHECK_LAUNCH();
-    return;
+  UnaryOp op;
+  C alpha;
+  template <class Body>
+  __device__ __forceinline__ void visit(Body&& body) const {
+    dispatch_unary<T>(op, [&](auto tag) {
+      constexpr UnaryOp O = decltype(tag)::value;
+      body([&](T x) { return unary_apply<O, T, C>(x, alpha); });
+    });
   }
-  for_each_32bit_chunk(ArgPack<2>{{x, y}}, [&](const ArgPack<2>& p) {
-    const uint32_t n = static_cast<uint32_t>(p.a[1].numel);
-    unary_strided_kernel<T><<<grid_for(n), kBlockSize, 0, stream>>>(
-        op, static_cast<const T*>(p.a[0].data), static_cast<T*>(p.a[1].data), n, make_strided_offsets(p), a);
-    KILN_CUDA_CHECK_LAUNCH();
-  });
-}
+};
 
 }  // namespace
 
@@ -166,7 +121,9 @@ void unary(const TensorView& x, const TensorView& y, const UnaryParams& p) {
   const cudaStream_t stream = current_stream(y.device);
   visit_device_dtype(y.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (!std::is_same_v<T, bool>) run_unary<T>(p.op, v[0], v[1], p.alpha, stream);  // bool: rejected by ops/
+    if constexpr (!std::is_same_v<T, bool>) {  // bool: rejected by ops/
+      launch_map<T>(v[0], v[1], UnaryMap<T>{p.op, static_cast<unary_compute_t<T>>(p.alpha)}, stream);
+    }
   });
 }
 

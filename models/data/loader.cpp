@@ -3,6 +3,7 @@
 // shuffle and the augmentation never share counters.
 #include <kiln/models/data/loader.h>
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 #include <utility>
@@ -108,10 +109,17 @@ DataLoader::DataLoader(Tensor images, Tensor labels, LoaderOptions options) : op
   n_ = images_.size(0);
   sample_numel_ = images_.size(1) * images_.size(2) * images_.size(3);
   const int64_t w = opt_.world_size;
-  per_rank_ = opt_.drop_last ? n_ / w : (n_ + w - 1) / w;
-  num_batches_ = opt_.drop_last ? per_rank_ / opt_.batch_size : (per_rank_ + opt_.batch_size - 1) / opt_.batch_size;
+  // ceil(a / b) written so that it cannot overflow: a + b - 1 does for a batch size (or
+  // world size) near INT64_MAX, which made a huge --batch-size give 0 batches per epoch.
+  // Any positive batch size is served: one larger than the shard is one batch of it all.
+  auto ceil_div = [](int64_t a, int64_t b) { return a / b + (a % b != 0 ? 1 : 0); };
+  per_rank_ = opt_.drop_last ? n_ / w : ceil_div(n_, w);
+  num_batches_ = opt_.drop_last ? per_rank_ / opt_.batch_size : ceil_div(per_rank_, opt_.batch_size);
   KILN_CHECK(n_ == 0 || per_rank_ > 0, "DataLoader: ", n_, " samples with drop_last leave nothing for each of ", w,
              " ranks");
+  KILN_CHECK(n_ == 0 || num_batches_ > 0, "DataLoader: batch_size ", opt_.batch_size,
+             " with drop_last leaves no full batch of the ", per_rank_, " samples of each of ", w,
+             " ranks (every epoch would be empty): use a batch size of at most ", per_rank_, ", or drop_last = false");
 }
 
 std::vector<int64_t> DataLoader::rank_indices(int64_t epoch) const { return indices_of(epoch); }
@@ -139,8 +147,10 @@ Batch DataLoader::get(int64_t epoch, int64_t index) const {
   KILN_CHECK(index >= 0 && index < num_batches_, "DataLoader::get: batch ", index, " is outside [0, ", num_batches_,
              ") of epoch ", epoch);
   const std::vector<int64_t>& all = indices_of(epoch);
+  // index < size(), so begin < samples_per_rank(); end is clamped without forming
+  // begin + batch_size, which overflows for a batch size near INT64_MAX.
   const int64_t begin = index * opt_.batch_size;
-  const int64_t end = std::min<int64_t>(begin + opt_.batch_size, static_cast<int64_t>(all.size()));
+  const int64_t end = begin + std::min<int64_t>(opt_.batch_size, static_cast<int64_t>(all.size()) - begin);
   Batch batch;
   batch.indices.assign(all.begin() + begin, all.begin() + end);
   const int64_t B = end - begin;

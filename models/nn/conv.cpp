@@ -96,7 +96,7 @@ ConvTranspose2d::ConvTranspose2d(int64_t in, int64_t out, Int2 k, Int2 s, Int2 p
 void ConvTranspose2d::reset_parameters(Generator* gen) { reset_conv(weight, bias, gen); }
 
 Tensor ConvTranspose2d::forward(const Tensor& input) {
-  return conv_transpose2d(input, weight, bias, stride, padding, output_padding, dilation, groups);
+  return conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation);
 }
 
 std::string ConvTranspose2d::extra_repr() const {

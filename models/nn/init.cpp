@@ -18,7 +18,7 @@ void check_random_target(const char* op, const Tensor& t) {
 }
 
 // The dtype random numbers are drawn and transformed in before the cast to the target.
-DType draw_dtype(const Tensor& t) { return t.dtype() == DType::F64 ? DType::F64 : DType::F32; }
+DType draw_dtype(const Tensor& t) { return accumulate_dtype(t.dtype()); }
 
 // Writes src (cast) into t without recording, whatever t's requires_grad.
 Tensor write(const Tensor& t, const Tensor& src) {

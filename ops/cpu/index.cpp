@@ -4,6 +4,7 @@
 #include <kiln/ops/op_list.h>
 
 #include <cstring>
+#include <vector>
 
 namespace kiln::cpu {
 
@@ -34,6 +35,9 @@ void gather(const TensorView& x, const TensorView& index, const TensorView& out,
       }
 }
 
+// f16/bf16 sums run in an f32 copy of out, rounded back once at the end: rounding after
+// every addition loses the small contributions to a frequent index (an embedding row that
+// receives thousands of gradients), as the CUDA kernel's f32 accumulation does not.
 void scatter_add(const TensorView& out, const TensorView& index, const TensorView& src, const IndexParams& p) {
   const int64_t outer = p.outer, n = p.n, k = p.k, inner = p.inner;
   const int64_t* idx = index.ptr<const int64_t>();
@@ -41,14 +45,26 @@ void scatter_add(const TensorView& out, const TensorView& index, const TensorVie
     using T = decltype(tag);
     T* po = out.ptr<T>();
     const T* ps = src.ptr<const T>();
-    for (int64_t o = 0; o < outer; ++o)
-      for (int64_t j = 0; j < k; ++j)
-        for (int64_t i = 0; i < inner; ++i) {
-          int64_t e = (o * k + j) * inner + i;
-          T& dst = po[(o * n + idx[e]) * inner + i];
-          if constexpr (std::is_integral_v<T>) dst = static_cast<T>(dst + ps[e]);
-          else dst = convert<T>(to_f64(dst) + to_f64(ps[e]));
-        }
+    auto run = [&](auto* acc) {
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t j = 0; j < k; ++j)
+          for (int64_t i = 0; i < inner; ++i) {
+            const int64_t e = (o * k + j) * inner + i;
+            auto& dst = acc[(o * n + idx[e]) * inner + i];
+            if constexpr (std::is_integral_v<T>) dst = static_cast<T>(dst + ps[e]);
+            else if constexpr (is_half_v<T>) dst += static_cast<float>(ps[e]);
+            else dst = convert<T>(to_f64(dst) + to_f64(ps[e]));
+          }
+    };
+    if constexpr (is_half_v<T>) {
+      const int64_t total = out.numel;
+      std::vector<float> acc(static_cast<size_t>(total));
+      for (int64_t e = 0; e < total; ++e) acc[e] = static_cast<float>(po[e]);
+      run(acc.data());
+      for (int64_t e = 0; e < total; ++e) po[e] = T(acc[e]);
+    } else {
+      run(po);
+    }
   });
 }
 

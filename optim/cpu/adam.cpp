@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include <kiln/core/cpu_loops.h>
+#include <kiln/optim/cpu/dispatch.h>
 #include <kiln/optim/op_list.h>
 
 namespace kiln::cpu {
@@ -17,18 +18,6 @@ using namespace kiln::detail;
 // PyTorch's lerp: self + w * (end - self) for w < 0.5, else end - (end - self) * (1 - w).
 inline double lerp(double self, double end, double w) {
   return w < 0.5 ? self + w * (end - self) : end - (end - self) * (1.0 - w);
-}
-
-// Calls f(T{}, S{}) with the param type T and the state type S of a param dtype.
-template <class F>
-void visit_param_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::F16: f(Half{}, float{}); return;
-    case DType::BF16: f(BFloat16{}, float{}); return;
-    case DType::F32: f(float{}, float{}); return;
-    case DType::F64: f(double{}, double{}); return;
-    default: throw Error(str("adam_update: params must be floating, got ", dtype_name(dtype)));
-  }
 }
 
 }  // namespace
@@ -42,10 +31,9 @@ void adam_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, Te
   const double bias_correction2_sqrt = std::sqrt(bias_correction2);
   const double decay = 1.0 - a.lr * a.weight_decay;  // AdamW's decoupled decay factor
   for (size_t t = 0; t < params.size(); ++t) {
-    visit_param_dtype(params[t].dtype, [&](auto ptag, auto stag) {
+    visit_param_dtype("adam_update", params[t].dtype, [&](auto ptag, auto stag) {
       using T = decltype(ptag);
       using S = decltype(stag);
-      static_assert(dtype_of<S> == accumulate_dtype(dtype_of<T>), "state is kept in the accumulation dtype");
       T* p = params[t].ptr<T>();
       const T* gp = grads[t].ptr<const T>();
       S* m = exp_avgs[t].ptr<S>();

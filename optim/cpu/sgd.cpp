@@ -4,6 +4,7 @@
 // grads: f16/bf16/f32/f64; momentum buffers: accumulate_dtype of the params').
 // cuda/kernels/optim.cu computes the same formulas in f32 (f64 for f64 params).
 #include <kiln/core/cpu_loops.h>
+#include <kiln/optim/cpu/dispatch.h>
 #include <kiln/optim/op_list.h>
 
 namespace kiln::cpu {
@@ -11,27 +12,14 @@ namespace {
 
 using namespace kiln::detail;
 
-// Calls f(T{}, S{}) with the param type T and the state type S of a param dtype.
-template <class F>
-void visit_param_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::F16: f(Half{}, float{}); return;
-    case DType::BF16: f(BFloat16{}, float{}); return;
-    case DType::F32: f(float{}, float{}); return;
-    case DType::F64: f(double{}, double{}); return;
-    default: throw Error(str("sgd_update: params must be floating, got ", dtype_name(dtype)));
-  }
-}
-
 }  // namespace
 
 void sgd_update(TensorViews params, TensorViews grads, TensorViews momentum_buffers, const SgdUpdateArgs& a) {
   const bool use_momentum = a.momentum != 0.0;
   for (size_t t = 0; t < params.size(); ++t) {
-    visit_param_dtype(params[t].dtype, [&](auto ptag, auto stag) {
+    visit_param_dtype("sgd_update", params[t].dtype, [&](auto ptag, auto stag) {
       using T = decltype(ptag);
       using S = decltype(stag);
-      static_assert(dtype_of<S> == accumulate_dtype(dtype_of<T>), "state is kept in the accumulation dtype");
       T* p = params[t].ptr<T>();
       const T* gp = grads[t].ptr<const T>();
       S* buf = use_momentum ? momentum_buffers[t].ptr<S>() : nullptr;

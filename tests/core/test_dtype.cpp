@@ -190,3 +190,18 @@ TEST_CASE("BFloat16 conversion", "[core][dtype][bf16]") {
   }
   CHECK(bad == 0);
 }
+
+TEST_CASE("float -> integer casts saturate, NaN -> 0 (the same rule as the CUDA copy kernel)", "[core][dtype]") {
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  Tensor f = from_vector<double>({nan, inf, -inf, 3e9, -3e9, 1e19, -1e19, 300.7, -5.9, 255.9, -0.5});
+  CHECK(f.to(DType::I32).to_vector<int64_t>() ==
+        std::vector<int64_t>{0, INT32_MAX, INT32_MIN, INT32_MAX, INT32_MIN, INT32_MAX, INT32_MIN, 300, -5, 255, 0});
+  CHECK(f.to(DType::I64).to_vector<int64_t>() ==
+        std::vector<int64_t>{0, INT64_MAX, INT64_MIN, 3000000000LL, -3000000000LL, INT64_MAX, INT64_MIN, 300, -5, 255, 0});
+  CHECK(f.to(DType::U8).to_vector<int64_t>() == std::vector<int64_t>{0, 255, 0, 255, 0, 255, 0, 255, 0, 255, 0});
+  // From the half types too.
+  CHECK(from_vector<float>({nan, 70000.0f, -1.5f}).to(DType::F16).to(DType::U8).to_vector<int64_t>() ==
+        std::vector<int64_t>{0, 255, 0});
+  CHECK(from_vector<float>({1e30f, -1e30f}).to(DType::BF16).to(DType::I32).to_vector<int64_t>() ==
+        std::vector<int64_t>{INT32_MAX, INT32_MIN});
+}

@@ -119,11 +119,11 @@ TEST_CASE("cuda conv_transpose2d: forward and backward", "[cuda][conv]") {
     compare([](const V& v) { return conv_transpose2d(v[0], v[1], v[2], 2, 1); }, {{3, 5, 13, 13}, {5, 4, 4, 4}, {4}},
             dt, 30, 5 * 4);
     // Groups, output_padding, dilation.
-    compare([](const V& v) { return conv_transpose2d(v[0], v[1], Tensor(), 2, 1, 1, {1, 2}, 5); },
+    compare([](const V& v) { return conv_transpose2d(v[0], v[1], Tensor(), 2, 1, 1, 5, {1, 2}); },
             {{3, 5, 13, 13}, {5, 2, 3, 3}}, dt, 31, 9);
     // output_padding past the stride (allowed below the dilation): the convolution of the
     // output is larger than the input, so the glue pads the gradient for cuDNN.
-    compare([](const V& v) { return conv_transpose2d(v[0], v[1], v[2], 1, 1, 1, 2); },
+    compare([](const V& v) { return conv_transpose2d(v[0], v[1], v[2], 1, 1, 1, 1, 2); },
             {{2, 5, 7, 9}, {5, 3, 3, 3}, {3}}, dt, 32, 5 * 9);
   }
 }

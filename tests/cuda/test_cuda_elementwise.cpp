@@ -1,12 +1,14 @@
 // Unary and binary elementwise ops and where on CUDA against the CPU reference: every
 // op, every dtype it supports, odd sizes and non-contiguous layouts, broadcasting,
 // promotion, scalar and in-place forms; tolerances by dtype.
-#include "test_util.h"
+#include "cuda_test_util.h"
 
 #include <cmath>
 
 using namespace kiln;
+using test::check_same;
 using test::cuda0;
+using test::layouts_for;
 
 namespace {
 struct UOp {
@@ -39,22 +41,6 @@ const std::vector<UOp>& unary_ops() {
 const BinaryOp kBinaryOps[] = {BinaryOp::Add,     BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Pow,
                                BinaryOp::Maximum, BinaryOp::Minimum, BinaryOp::Eq, BinaryOp::Ne, BinaryOp::Lt,
                                BinaryOp::Le,      BinaryOp::Gt,  BinaryOp::Ge};
-
-// Layouts to try for a size: all of them for small tensors, two for the big ones (the
-// CPU reference is the slow side).
-std::vector<test::Layout> layouts_for(const Shape& s) {
-  if (shape_numel(s) <= 300000) return test::layouts();
-  return {test::layouts()[0], test::layouts()[s.size() >= 2 ? 4 : 2]};
-}
-
-// Compares an op's CUDA result with its CPU result: same dtype and shape, values within
-// the dtype's tolerance (exact for integers and bool).
-void check_same(const Tensor& g, const Tensor& c) {
-  REQUIRE(g.defined());
-  CHECK(g.is_cuda());
-  CHECK(g.dtype() == c.dtype());
-  CHECK_CLOSE(g, c);
-}
 }  // namespace
 
 TEST_CASE("cuda: unary ops match the CPU on every floating dtype", "[cuda][unary]") {

@@ -2,10 +2,13 @@
 // entropy forward and backward for rows of C = 10, 1000, 50257 (and the sizes around the
 // warp/block switch) in f32/f16/bf16/f64, every reduction, label smoothing, ignore_index,
 // (N, C, d) layouts, misaligned rows and special values; dropout masks bit-identical to
-// the CPU's for the same generator state; nll/bce/mse/embedding forward and backward.
+// the CPU's for the same generator state; nll/bce/mse/embedding forward and backward;
+// out-of-range targets reported by the kernels at the next synchronisation point.
 #include "test_util.h"
 
 #include <cmath>
+#include <functional>
+#include <string>
 
 using namespace kiln;
 using test::cuda0;
@@ -180,6 +183,57 @@ TEST_CASE("cuda nll_loss, binary_cross_entropy_with_logits, mse_loss, embedding"
   Tensor idx = randint(0, 100, {7, 9}, DType::I64, &g);
   check([](const V& v) { return embedding(v[0], v[1]); }, {w, idx}, true);
   check([](const V& v) { return embedding(v[0], v[1], 3); }, {w, idx.to(DType::I32)}, true);
+}
+
+TEST_CASE("cuda cross_entropy, nll_loss: out-of-range targets throw at the next synchronisation point",
+          "[cuda][loss]") {
+  using Catch::Contains;
+  const Device dev = cuda0();
+  synchronize(dev);  // nothing pending from earlier tests
+  // The message of the kiln::Error that f throws ("" if none); f runs once, since the
+  // error is reported once.
+  auto error_of = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  Tensor x = test::random_tensor({4, 10}, DType::F32, 40, 2.0).to(dev);
+  Tensor bad = from_vector<int64_t>({1, 10, -100, 2}, {4}, dev);
+
+  // No wait at the op; item() throws, naming the op, the range and the value.
+  const int64_t s0 = host_sync_count();
+  Tensor l = cross_entropy(x, bad);
+  CHECK(host_sync_count() == s0);
+  const std::string msg = error_of([&] { (void)l.item<float>(); });
+  CHECK_THAT(msg, Contains("cross_entropy") && Contains("[0, 10)") && Contains("got 10") && Contains("cuda:0"));
+  // Reported once: a valid loss then reads back.
+  CHECK(std::isfinite(cross_entropy(x, from_vector<int64_t>({1, 9, -100, 2}, {4}, dev)).item<float>()));
+
+  // The block-per-row path (C > 1024) and the backward: -1 is out of range unless it is
+  // ignore_index; the bad row contributes nothing (loss 0, gradient 0).
+  Tensor xb = test::random_tensor({3, 2000}, DType::BF16, 41, 2.0).to(dev).set_requires_grad(true);
+  Tensor tb = from_vector<int64_t>({0, -1, 1999}, {3}, dev);
+  const std::string mb = error_of([&] {
+    Tensor lb = cross_entropy(xb, tb, Reduction::None);
+    sum(lb).backward();
+    synchronize(dev);
+  });
+  CHECK_THAT(mb, Contains("cross_entropy") && Contains("[0, 2000)") && Contains("got -1"));
+  REQUIRE(xb.grad().defined());
+  CHECK(test::values(xb.grad()[1]) == std::vector<double>(2000, 0.0));
+  Tensor lbad = cross_entropy(xb.detach(), tb, Reduction::None);
+  CHECK_THAT(error_of([&] { synchronize(dev); }), Contains("got -1"));
+  CHECK(test::values(lbad)[1] == 0.0);
+  CHECK(error_of([&] { (void)cross_entropy(xb.detach(), tb, Reduction::Sum, -1).item<float>(); }).empty());
+
+  // nll_loss: the gather kernel checks its targets.
+  Tensor lp = log_softmax(x, 1);
+  CHECK_THAT(error_of([&] { (void)nll_loss(lp, bad).item<float>(); }),
+             Contains("nll_loss") && Contains("[0, 10)") && Contains("got 10"));
+  CHECK(error_of([&] { synchronize(dev); }).empty());
 }
 
 TEST_CASE("cuda dropout: the same mask and values as the CPU for the same generator state", "[cuda][dropout]") {

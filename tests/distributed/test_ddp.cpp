@@ -132,3 +132,34 @@ TEST_CASE("DDP errors", "[distributed][ddp]") {
   Tensor x = randn({2, 6}, TensorOptions(DType::F64));
   REQUIRE_KILN_ERROR(sum(ddp(x)).backward(), "convert the module before wrapping it");
 }
+
+TEST_CASE("DDP writes gradients straight into its buckets (gradient as bucket view)", "[distributed][ddp]") {
+  auto m = mlp(1);
+  DDPOptions o;
+  o.first_bucket_cap_mb = 100;  // one bucket: every gradient is a slice of the same buffer
+  DistributedDataParallel ddp(m, world_of_one(), o);
+  auto params = m->parameters();
+  REQUIRE(params.size() >= 2);
+  std::vector<const void*> seen(params.size(), nullptr);
+  std::vector<int> ids;
+  for (size_t i = 0; i < params.size(); ++i)
+    ids.push_back(params[i].register_hook([&seen, i](const Tensor& g) { seen[i] = g.storage().get(); }));
+  Tensor x = randn({4, 6});
+  for (int step = 0; step < 2; ++step) {
+    m->zero_grad();  // set_to_none: the next backward writes into the bucket directly
+    mean(ddp(x)).backward();
+    // Already inside the hooks (before DDP's end-of-backward), each .grad is a view of the
+    // one bucket: written there by autograd, not cloned and copied.
+    for (size_t i = 0; i < params.size(); ++i) {
+      INFO("param " << i << ", step " << step);
+      CHECK(seen[i] == seen[0]);
+      CHECK(params[i].grad().storage().get() == seen[0]);
+    }
+  }
+  for (size_t i = 0; i < params.size(); ++i) params[i].remove_hook(ids[i]);
+  // The wrapper is a Module: the wrapped model is its child "module", as in PyTorch.
+  CHECK(ddp.named_children().at(0).first == "module");
+  CHECK(ddp.parameters().size() == params.size());
+  std::shared_ptr<nn::Module> as_module = std::make_shared<DistributedDataParallel>(mlp(2), world_of_one());
+  CHECK((*as_module)(x).sizes() == mlp(3)->forward(x).sizes());
+}

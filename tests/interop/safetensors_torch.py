@@ -18,6 +18,7 @@ import os
 import struct
 import subprocess
 import sys
+import zlib
 
 try:
     import torch
@@ -30,6 +31,7 @@ DTYPES = {  # safetensors name <-> torch dtype
     "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8, "BOOL": torch.bool,
 }
 NAME_OF = {v: k for k, v in DTYPES.items()}
+CRC_PREFIX = "kiln.crc32."  # kiln's per-tensor checksums in the metadata (core/safetensors.h)
 
 
 def expected_tensors():
@@ -110,6 +112,15 @@ def read_safetensors(path):
         at = end
     assert at == len(body), f"data section {len(body)} bytes, tensors cover {at}"
     assert list(header) == sorted(header, key=lambda s: s.encode("utf-8")), "kiln writes names in order"
+    # kiln stores "kiln.crc32.<name>" = zlib's CRC32 of each tensor's bytes, 8 lowercase hex
+    # digits; check them all and hand back only the user's metadata.
+    metadata = metadata or {}
+    crcs = {k[len(CRC_PREFIX):]: v for k, v in metadata.items() if k.startswith(CRC_PREFIX)}
+    assert set(crcs) == set(header), f"kiln writes a CRC32 for every tensor: {sorted(crcs)}"
+    for name, crc in crcs.items():
+        begin, end = header[name]["data_offsets"]
+        assert crc == f"{zlib.crc32(body[begin:end]):08x}", f"CRC32 of {name!r}: {crc}"
+    metadata = {k: v for k, v in metadata.items() if not k.startswith(CRC_PREFIX)} or None
     return out, metadata
 
 

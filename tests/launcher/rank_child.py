@@ -7,6 +7,7 @@ so the test knows every process it must later find gone. Actions:
   done           exit 0
   print          write lines to stdout and stderr (with a '\\r' progress line and a last
                  line with no newline) and exit 0
+  print-big      write 300 lines of 1000 bytes to stdout (300 KB) and exit 0
   exit:N         wait until every rank has written its pid file, say so on stderr and
                  exit with code N
   signal:N       likewise, then kill itself with signal N (no core file)
@@ -80,6 +81,11 @@ def main():
         print(f"err line from {rank}", file=sys.stderr, flush=True)
         sys.stdout.write(f"progress 1 of {rank}\rprogress 2 of {rank}\r\n")
         sys.stdout.write(f"tail of {rank}")
+        sys.stdout.flush()
+        return 0
+    if action == "print-big":
+        for i in range(300):
+            sys.stdout.write(f"{i:06d} " + "x" * 992 + "\n")
         sys.stdout.flush()
         return 0
     if action.startswith("exit:"):

@@ -1,9 +1,10 @@
 """Tests of tools/kiln-run, the launcher, with small Python programs (rank_child.py) as ranks.
 
-They check the environment each rank gets, output prefixing and per-rank logs, and the
-fault handling: a failing or signalled rank stops the job, Ctrl-C/SIGTERM stop it, a rank
-that ignores SIGTERM is killed after the grace period, and no process outlives the
-launcher, not even when the launcher itself is killed with SIGKILL. Every test finds the
+They check the environment each rank gets, output prefixing and per-rank logs (with a
+log on /dev/full and on a full 64 KiB tmpfs: a write error is reported and the launcher
+exits non-zero), and the fault handling: a failing or signalled rank stops the job,
+Ctrl-C/SIGTERM stop it, a rank that ignores SIGTERM is killed after the grace period, and
+no process outlives the launcher, not even when the launcher itself is killed with SIGKILL. Every test finds the
 processes it must see gone from the pid files the ranks write.
 
 usage: [KILN_RUN=path/to/kiln-run] python3 test_kiln_run.py [unittest options, test names]
@@ -12,6 +13,7 @@ usage: [KILN_RUN=path/to/kiln-run] python3 test_kiln_run.py [unittest options, t
 
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -203,6 +205,94 @@ class LauncherTest(unittest.TestCase):
             self.assertIn(f"out line from {r}\n", log)
             self.assertIn(f"err line from {r}\n", log)
             self.assertNotIn(f"from {1 - r}", log)
+
+    def test_log_dir_keeps_output_unchanged(self):
+        # The launcher copies each rank's output into its log: byte for byte, no prefix,
+        # '\r' kept, the last line without a newline kept as it is.
+        logs = os.path.join(self.dir, "logs")
+        rc, out, err, _ = self.run_launcher(["--log-dir", logs], ["*=print"])
+        self.assertEqual(rc, 0, err)
+        with open(os.path.join(logs, "rank_0.log"), "rb") as f:
+            log = f.read()
+        self.assertIn(b"progress 1 of 0\rprogress 2 of 0\r\n", log)
+        self.assertTrue(log.endswith(b"tail of 0"), log)
+        self.assertNotIn(b"[rank", log)
+
+    @unittest.skipUnless(os.path.exists("/dev/full"), "no /dev/full")
+    def test_log_dir_write_error_is_reported(self):
+        # rank_0.log is a symlink to /dev/full: every write to it fails with ENOSPC, as on
+        # a full disk. The job still runs to the end (rank 1's log is whole), but kiln-run
+        # names the file and the error and exits non-zero although both ranks succeeded.
+        logs = os.path.join(self.dir, "logs")
+        os.mkdir(logs)
+        full_log = os.path.join(logs, "rank_0.log")
+        os.symlink("/dev/full", full_log)
+        rc, out, err, _ = self.run_launcher(["--nproc-per-node", "2", "--log-dir", logs],
+                                            ["*=print"])
+        print(f"\n  log on /dev/full -> kiln-run exited {rc}; stderr:\n{err}", file=sys.stderr)
+        self.assertEqual(rc, 1, err)
+        self.assertIn(f"cannot write {full_log}, the log of rank 0", err)
+        self.assertIn("No space left on device", err)
+        self.assertRegex(err, rf"error: {full_log} \(rank 0\) is incomplete: write failed: No space "
+                              r"left on device; 0 bytes written, \d+ bytes of output lost")
+        self.assertNotIn("rank_1.log (rank 1) is incomplete", err)
+        with open(os.path.join(logs, "rank_1.log")) as f:
+            log = f.read()
+        self.assertIn("out line from 1\n", log)
+        self.assertTrue(log.endswith("tail of 1"))
+        self.assert_all_gone(2)
+        # A failed rank's exit code still comes first.
+        shutil.rmtree(self.dir)
+        os.makedirs(logs)
+        os.symlink("/dev/full", full_log)
+        rc, out, err, _ = self.run_launcher(["--nproc-per-node", "2", "--log-dir", logs],
+                                            ["1=exit:4", "*=sleep"])
+        self.assertEqual(rc, 4, err)
+        self.assertIn("[rank 1] rank 1 gives up with exit code 4\n", err)
+
+    def test_log_dir_on_a_full_tmpfs(self):
+        # A real full disk: a 64 KiB tmpfs as --log-dir, a rank writing 300 KB. The log
+        # holds what fitted, whole; kiln-run says how much was written and lost, exit 1.
+        logs = os.path.join(self.dir, "logs")
+        os.mkdir(logs)
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs needs root")
+        m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", logs],
+                           capture_output=True, text=True)
+        if m.returncode != 0:
+            self.skipTest(f"cannot mount a tmpfs here: {m.stderr.strip()}")
+        try:
+            rc, out, err, _ = self.run_launcher(["--log-dir", logs], ["*=print-big"])
+            self.assertEqual(rc, 1, err)
+            self.assertIn("No space left on device", err)
+            log = os.path.join(logs, "rank_0.log")
+            match = re.search(
+                rf"{log} \(rank 0\) is incomplete: write failed: No space left on device; "
+                r"(\d+) bytes written, (\d+) bytes of output lost", err)
+            self.assertIsNotNone(match, err)
+            written, lost = int(match.group(1)), int(match.group(2))
+            self.assertGreater(written, 0)
+            self.assertGreater(lost, 0)
+            self.assertEqual(written + lost, 300 * 1000)
+            self.assertEqual(os.path.getsize(log), written)
+            with open(log, "rb") as f:
+                self.assertTrue(f.read().startswith(b"000000 xxx"))
+        finally:
+            subprocess.run(["umount", logs], capture_output=True)
+
+    @unittest.skipUnless(os.path.exists("/dev/full"), "no /dev/full")
+    def test_stdout_write_error_is_reported(self):
+        # kiln-run's own stdout on a full disk: the ranks' output is lost, and kiln-run
+        # says so and exits non-zero. (A closed pipe, as under `| head`, only drops it.)
+        with open("/dev/full", "wb") as full:
+            p = subprocess.run(self.command(["--nproc-per-node", "2"], ["*=print"]),
+                               cwd=self.dir, env=test_env(), stdout=full,
+                               stderr=subprocess.PIPE, timeout=LAUNCHER_TIMEOUT)
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 1, err)
+        self.assertIn("cannot write the ranks' output to kiln-run's stdout", err)
+        self.assertIn("No space left on device", err)
+        self.assert_all_gone(2)
 
     # -- failures ------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <set>
 #include <unistd.h>
@@ -393,6 +394,48 @@ TEST_CASE("DataLoader: state and seek resume exactly", "[data]") {
   CHECK(resumed.next().indices == ref[14].indices);
   REQUIRE_KILN_ERROR(resumed.seek(0, 8), "DataLoader::seek");
   REQUIRE_KILN_ERROR(resumed.get(0, 7), "DataLoader::get");
+}
+
+TEST_CASE("DataLoader: a batch size larger than the data set, up to INT64_MAX", "[data]") {
+  // ceil(n / batch) used to be computed as (n + batch - 1) / batch, which overflows for a
+  // batch size near INT64_MAX and gave 0 batches per epoch (a run of 0 steps, exit 0).
+  Dataset ds = synthetic(37);
+  const int64_t huge = std::numeric_limits<int64_t>::max();
+  for (int64_t batch : {int64_t{38}, int64_t{1} << 40, huge - 1, huge}) {
+    for (int64_t world : {1, 2}) {
+      CAPTURE(batch, world);
+      std::vector<int64_t> all;
+      for (int64_t r = 0; r < world; ++r) {
+        LoaderOptions o;
+        o.batch_size = batch;
+        o.seed = 3;
+        o.rank = r;
+        o.world_size = world;
+        DataLoader dl(ds, o);
+        REQUIRE(dl.size() == 1);  // one batch holding the rank's whole shard
+        Batch b = dl.get(0, 0);
+        CHECK(static_cast<int64_t>(b.indices.size()) == dl.samples_per_rank());
+        CHECK(b.x.size(0) == dl.samples_per_rank());
+        CHECK(b.indices == dl.rank_indices(0));
+        all.insert(all.end(), b.indices.begin(), b.indices.end());
+        // The cursor rolls over into the next epoch after that one batch.
+        CHECK(dl.next().indices == b.indices);
+        CHECK(dl.epoch_done());
+        CHECK(dl.next().indices == dl.rank_indices(1));
+      }
+      std::set<int64_t> uniq(all.begin(), all.end());
+      CHECK(uniq.size() == 37u);  // every sample, the padding (world 2) repeating one
+    }
+  }
+  // With drop_last no full batch fits: refused with a message, not an empty epoch.
+  LoaderOptions o;
+  o.batch_size = huge;
+  o.drop_last = true;
+  REQUIRE_KILN_ERROR(DataLoader(ds, o), "leaves no full batch");
+  o.batch_size = 38;
+  REQUIRE_KILN_ERROR(DataLoader(ds, o), "at most 37");
+  o.batch_size = 37;
+  CHECK(DataLoader(ds, o).size() == 1);
 }
 
 TEST_CASE("augmentation: flip mirrors, crop shifts, both reproducible", "[data]") {

@@ -97,6 +97,10 @@ TEST_CASE("autograd: grad mode, detach and errors", "[autograd]") {
   REQUIRE_KILN_ERROR(from_vector<double>({1}).backward(), "backward");  // nothing requires grad
   REQUIRE_KILN_ERROR(mul(x, 2.0).backward(from_vector<double>({1, 2, 3})), "backward");
   REQUIRE_KILN_ERROR(add_(x, 1.0), "add_");
+  REQUIRE_KILN_ERROR(add_(x, 1.0), "use add() or NoGradGuard");  // detail::check_inplace_no_grad
+  Tensor plain = from_vector<double>({1, 2});
+  REQUIRE_KILN_ERROR(mul_(plain, x), "mul_");  // the other operand requires grad
+  REQUIRE_KILN_ERROR(clamp_(x, 0.0, 1.0), "use clamp() or NoGradGuard");
   REQUIRE_KILN_ERROR(x.fill_(0), "fill_");
   REQUIRE_KILN_ERROR(x.copy_(from_vector<double>({5, 6})), "copy_");
   REQUIRE_KILN_ERROR(x.as_strided({1}, {1}, 0), "as_strided");

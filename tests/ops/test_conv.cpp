@@ -298,12 +298,20 @@ TEST_CASE("conv_transpose2d: against a naive scatter", "[ops][conv]") {
       Tensor x = rnd({2, C, 5, 4}, ++seed), w = rnd({C, Og, 3, 2}, ++seed);
       Tensor b = with_bias ? rnd({Og * t.c.groups}, ++seed) : Tensor();
       Tensor ref = naive_conv_transpose2d(x, w, b, t.c, t.out_pad);
-      Tensor y = conv_transpose2d(x, w, b, t.c.stride, t.c.padding, t.out_pad, t.c.dilation, t.c.groups);
+      Tensor y = conv_transpose2d(x, w, b, t.c.stride, t.c.padding, t.out_pad, t.c.groups, t.c.dilation);
       CHECK_CLOSE(y, ref);
       Tensor y32 = conv_transpose2d(x.to(DType::F32), w.to(DType::F32), with_bias ? b.to(DType::F32) : Tensor(),
-                                    t.c.stride, t.c.padding, t.out_pad, t.c.dilation, t.c.groups);
+                                    t.c.stride, t.c.padding, t.out_pad, t.c.groups, t.c.dilation);
       CHECK_CLOSE_TOL(y32, ref, 1e-5, 1e-5);
     }
+  }
+  // PyTorch's argument order: (..., output_padding, groups, dilation), as
+  // F.conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation).
+  {
+    Tensor xg = rnd({1, 4, 5, 5}, 41), wg = rnd({4, 3, 3, 3}, 42);
+    CHECK_CLOSE(conv_transpose2d(xg, wg, Tensor(), 1, 0, 0, 2), naive_conv_transpose2d(xg, wg, Tensor(), {1, 0, 1, 2}, 0));
+    CHECK_CLOSE(conv_transpose2d(xg, wg, Tensor(), 1, 0, 0, 2, 2),
+                naive_conv_transpose2d(xg, wg, Tensor(), {1, 0, 2, 2}, 0));
   }
   // The classic DCGAN up-sampling step: k4 s2 p1 doubles the size.
   Tensor x = rnd({1, 3, 7, 7}, 1), w = rnd({3, 2, 4, 4}, 2);
@@ -324,7 +332,7 @@ TEST_CASE("conv2d and conv_transpose2d: gradient checks", "[ops][conv][gradcheck
   check_grad([](const V& v) { return conv2d(v[0], v[1], v[2], 1, 2, 2, 4); }, {x, rnd({4, 1, 3, 3}, 5), b});
   // conv_transpose2d, including output_padding that reaches past the stride.
   Tensor xt = rnd({2, 4, 3, 4}, 6), wt = rnd({4, 3, 3, 2}, 7), bt = rnd({6}, 8);
-  check_grad([](const V& v) { return conv_transpose2d(v[0], v[1], v[2], 2, 1, 1, 1, 2); }, {xt, wt, bt});
+  check_grad([](const V& v) { return conv_transpose2d(v[0], v[1], v[2], 2, 1, 1, 2, 1); }, {xt, wt, bt});
   check_grad([](const V& v) { return conv_transpose2d(v[0], v[1], Tensor(), 1, {1, 0}, 1, 2, 2); }, {xt, wt});
   check_grad([](const V& v) { return conv_transpose2d(v[0], v[1], Tensor(), {3, 2}, 0, {2, 1}, 1, 1); },
              {xt, rnd({4, 2, 2, 3}, 9)});
@@ -424,9 +432,15 @@ TEST_CASE("conv2d, conv_transpose2d: bad input", "[ops][conv]") {
   REQUIRE_KILN_ERROR(conv_transpose2d(x, ones({3, 3, 3, 3})), "conv_transpose2d");
   REQUIRE_KILN_ERROR(conv_transpose2d(x, wt, Tensor(), 1, 0, 1), "output_padding");  // 1 >= stride 1 and dilation 1
   REQUIRE_KILN_ERROR(conv_transpose2d(x, wt, Tensor(), 2, 0, 2), "output_padding");
-  REQUIRE_KILN_ERROR(conv_transpose2d(x, wt, Tensor(), 1, 0, 0, 1, 3), "conv_transpose2d");  // 4 % 3
+  REQUIRE_KILN_ERROR(conv_transpose2d(x, wt, Tensor(), 1, 0, 0, 3), "conv_transpose2d");  // 4 % 3
   REQUIRE_KILN_ERROR(conv_transpose2d(x, wt, ones({4})), "bias");
   REQUIRE_KILN_ERROR(conv_transpose2d(ones({1, 4, 1, 1}), wt, Tensor(), 1, 2), "too small");
+
+  // Sizes whose output-size arithmetic overflows int64 are refused, naming the computation.
+  const int64_t huge = int64_t{1} << 62;
+  REQUIRE_KILN_ERROR(conv_output_size(huge, 3, 1, huge, 1), "overflows int64");
+  REQUIRE_KILN_ERROR(conv_transpose_output_size(huge, 3, 4, 0, 1, 0), "overflows int64");
+  REQUIRE_KILN_ERROR(conv2d(x, w, Tensor(), 1, huge, 1, 2), "overflows int64");
 
   REQUIRE_KILN_ERROR(conv2d_input_grad({2, 4, 6, 6}, w, ones({2, 6, 5, 5}), 1, 0, 1, 2), "conv2d_input_grad");
   REQUIRE_KILN_ERROR(conv2d_weight_grad(x, {6, 2, 3, 3}, ones({2, 6, 4, 5}), 1, 0, 1, 2), "conv2d_weight_grad");

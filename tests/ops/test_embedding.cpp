@@ -40,6 +40,26 @@ TEST_CASE("embedding: gradient sums repeated rows and skips padding_idx", "[ops]
         std::vector<double>{3, 4, 5});
 }
 
+TEST_CASE("embedding: a half-precision table sums a frequent token's gradients in f32", "[ops][embedding]") {
+  // 4096 lookups of token 0, each with gradient 0.01 (not an integer: bf16 rounds it to
+  // 0.010009765625). Summed in bf16 one addition at a time, the row stops growing near 4
+  // (from there on, +0.01 is under half a bf16 ulp); summed in f32 and rounded once it is
+  // 4096 * 0.010009765625 = 41.
+  for (DType dt : {DType::BF16, DType::F16}) {
+    INFO(dtype_name(dt));
+    const int64_t n = 4096;
+    Tensor w = zeros({3, 2}, dt).set_requires_grad(true);
+    Tensor idx = zeros({n}, DType::I64);
+    Tensor g = full({n, 2}, 0.01, dt);
+    embedding(w, idx).backward(g);
+    const double step = g[0][0].item<double>();
+    std::vector<double> gw = test::values(w.grad());
+    CHECK(gw[0] == Approx(n * step).epsilon(dt == DType::BF16 ? 8e-3 : 1e-3));
+    CHECK(gw[1] == Approx(n * step).epsilon(dt == DType::BF16 ? 8e-3 : 1e-3));
+    CHECK(gw[2] == 0);
+  }
+}
+
 TEST_CASE("gradcheck: embedding", "[ops][embedding][gradcheck]") {
   Tensor w = rand({5, 4}, DType::F64);
   Tensor idx = from_vector<int64_t>({4, 1, 1, 0, 4, 4}, {2, 3});

@@ -1,7 +1,13 @@
 // Joining, splitting and indexing on the CPU: cat (promotion, empty pieces), stack,
 // split/split_with_sizes/chunk (views), index_select, gather, scatter_add (duplicates
-// accumulate), one_hot; bad input throws kiln::Error naming the op.
+// accumulate), one_hot; bad input throws kiln::Error naming the op (out-of-range indices on
+// the CPU at once, checked on the host; CUDA reports them later: tests/cuda).
 #include "test_util.h"
+
+#include <functional>
+#include <string>
+
+#include <kiln/ops/checks.h>
 
 using namespace kiln;
 
@@ -243,4 +249,42 @@ TEST_CASE("cat, stack, split, chunk: bad input throws kiln::Error naming the op"
   REQUIRE_KILN_ERROR(chunk(a, 0), "chunk");
   REQUIRE_KILN_ERROR(chunk(a, -2), "chunk");
   REQUIRE_KILN_ERROR(chunk(a, 2, 5), "chunk");
+}
+
+TEST_CASE("index ops on the CPU: out-of-range indices throw at once, naming the op and the range",
+          "[ops][index][errors]") {
+  using Catch::Contains;
+  Tensor x = arange(12, DType::F32).view({3, 4});
+  auto message = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  CHECK_THAT(message([&] { (void)index_select(x, 0, i64({0, 5})); }),
+             Contains("index_select") && Contains("[0, 3)") && Contains("[0, 5]"));
+  CHECK_THAT(message([&] { (void)gather(x, 1, i64({0, 4, 0, -2, 0, 0}, {3, 2})); }),
+             Contains("gather") && Contains("[0, 4)") && Contains("[-2, 4]"));
+  CHECK_THAT(message([&] { (void)scatter_add(x, 0, i64({3, 0, 0, 0}, {1, 4}), ones({1, 4})); }),
+             Contains("scatter_add") && Contains("[0, 3)"));
+  CHECK_THAT(message([&] { (void)one_hot(from_vector<int32_t>({1, 6}), 4); }),
+             Contains("one_hot") && Contains("[0, 4)") && Contains("[1, 6]"));
+  // Backward formulas check nothing again, inside an IndicesChecked scope that ends with
+  // them: afterwards, checks are back.
+  {
+    detail::IndicesChecked outer;
+    {
+      detail::IndicesChecked inner;
+      CHECK_FALSE(detail::host_checks_indices(x));
+    }
+    CHECK_FALSE(detail::host_checks_indices(x));
+  }
+  CHECK(detail::host_checks_indices(x));
+  Tensor xs = x.clone().set_requires_grad(true);
+  Tensor y = gather(xs, 1, i64({3, 0, 1, 1, 2, 2}, {3, 2}));
+  sum(index_select(y, 0, i64({2, 2, 0}))).backward();
+  CHECK(d(xs.grad()) == std::vector<double>{1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 4, 0});
+  REQUIRE_KILN_ERROR(gather(x, 1, i64({0, 4, 0, 0, 0, 0}, {3, 2})), "gather");
 }

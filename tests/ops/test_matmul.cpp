@@ -3,6 +3,8 @@
 // inner dim; bad input throws kiln::Error naming the op.
 #include "test_util.h"
 
+#include <kiln/ops/op_list.h>
+
 #include <array>
 #include <cmath>
 
@@ -200,4 +202,32 @@ TEST_CASE("matmul: bad input throws kiln::Error naming the op", "[ops][matmul][e
   REQUIRE_KILN_ERROR(bmm(zeros({2, 2, 3}), zeros({3, 3, 2})), "bmm");
   REQUIRE_KILN_ERROR(bmm(zeros({2, 2, 3}), zeros({2, 4, 2})), "bmm");
   REQUIRE_KILN_ERROR(bmm(zeros({2, 2, 3}, DType::I32), zeros({2, 3, 2}, DType::I32)), "bmm");
+}
+
+namespace {
+std::vector<int64_t> g_gemm_batches;  // the batch count of each matmul kernel call
+void counting_matmul(const TensorView& a, const TensorView& b, const TensorView& out) {
+  g_gemm_batches.push_back(a.sizes[0]);
+  cpu::matmul(a, b, out);
+}
+}  // namespace
+
+TEST_CASE("matmul: (B, T, K) @ (K, N) is one GEMM forward and one per gradient", "[ops][matmul]") {
+  // A linear layer over a sequence batch: the weight gradient must be one GEMM over B*T
+  // rows, not B GEMMs and a sum over B.
+  Tensor x = test::random_tensor({4, 5, 3}, DType::F64, 1).set_requires_grad(true);
+  Tensor w = test::random_tensor({3, 2}, DType::F64, 2).set_requires_grad(true);
+  auto* original = kernel<op::matmul>(kCPU);
+  set_kernel<op::matmul>(DeviceType::CPU, &counting_matmul);
+  g_gemm_batches.clear();
+  Tensor y = matmul(x, w);
+  kiln::sum(y).backward();
+  set_kernel<op::matmul>(DeviceType::CPU, original);
+  CHECK(y.sizes() == Shape{4, 5, 2});
+  CHECK(g_gemm_batches == std::vector<int64_t>{1, 1, 1});  // forward, dX, dW
+  // The values still match the batched definition.
+  Tensor xr = x.detach(), wr = w.detach();
+  CHECK_CLOSE(y.detach(), matmul(xr, wr.unsqueeze(0).expand({4, 3, 2})));
+  CHECK_CLOSE(w.grad(), kiln::sum(matmul(xr.transpose(1, 2), ones({4, 5, 2}, DType::F64)), {0}));
+  CHECK_CLOSE(x.grad(), matmul(ones({4, 5, 2}, DType::F64), wr.t()));
 }

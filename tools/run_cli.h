@@ -1,0 +1,128 @@
+// The command line every trainer shares (CLI11): where the run lives and how it starts
+// (--run-dir, --resume, --overwrite, --config), how it checkpoints (--save-every,
+// --keep-last), what a non-finite loss does (--on-nonfinite), how often it reports
+// (--log-every), plus the plumbing around them: the effective configuration written to
+// <run>/config.toml, and the plot drawn from the metrics at the end. A trainer adds its own
+// model and optimizer flags to the same CLI::App. Header-only: tools link CLI11, the kiln
+// library does not.
+#pragma once
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "cli.h"
+
+#include <kiln/core/error.h>
+#include <kiln/models/run/progress.h>
+#include <kiln/models/run/run_dir.h>
+
+#ifndef KILN_SOURCE_DIR
+#define KILN_SOURCE_DIR ""
+#endif
+
+namespace kiln::tools {
+
+struct RunFlags {
+  std::string run_dir;        // "" = runs/<program>-<date>-<time> (a new one each time)
+  bool resume = false;        // continue the run in --run-dir from its newest checkpoint
+  bool overwrite = false;     // delete the run in --run-dir first
+  int64_t save_every = 0;     // also checkpoint every N optimizer steps (0: at epoch ends only)
+  int64_t keep_last = 2;      // checkpoints kept
+  std::string on_nonfinite = "stop";  // stop | skip
+  int64_t log_every = 50;     // progress line at least every N steps (and every 2 s)
+  int64_t stop_after_steps = 0;  // leave after N steps of this invocation (0: never): interruption tests
+  bool plot = true;           // draw <run>/plots/metrics.png at the end
+};
+
+// Adds the run flags to `app`. --config reads flags from a file (TOML or INI, as CLI11
+// writes them: <run>/config.toml of an earlier run reproduces it); the flags that control
+// one invocation (--resume, --overwrite, --stop-after-steps, --config) are not part of the
+// configuration a run writes.
+inline void add_run_flags(CLI::App& app, RunFlags& f) {
+  app.set_config("--config", "", "read flags from a TOML/INI file (e.g. the config.toml of an earlier run)");
+  app.add_option("--run-dir", f.run_dir,
+                 "the run's directory: config.toml, metrics.jsonl, checkpoints/, plots/ (default: a new "
+                 "runs/<program>-<date>-<time>)");
+  app.add_flag("--resume", f.resume, "continue the run in --run-dir from its newest checkpoint")
+      ->configurable(false);
+  app.add_flag("--overwrite", f.overwrite, "delete the run in --run-dir (its config, metrics, checkpoints, plots) first")
+      ->configurable(false)
+      ->excludes("--resume");
+  app.add_option("--save-every", f.save_every, "also checkpoint every N optimizer steps (0: at the end of each epoch)")
+      ->check(integer_range(0, int64_t{1} << 40));
+  app.add_option("--keep-last", f.keep_last, "checkpoints to keep")->check(integer_range(1, 1000000));
+  app.add_option("--on-nonfinite", f.on_nonfinite,
+                 "a NaN/inf loss: stop (exit 3, keeping the last good checkpoint) or skip the step")
+      ->check(CLI::IsMember({"stop", "skip"}));
+  app.add_option("--log-every", f.log_every, "progress line at least every N steps (also every 2 s)")
+      ->check(integer_range(1, int64_t{1} << 40));
+  app.add_option("--stop-after-steps", f.stop_after_steps,
+                 "leave after N optimizer steps of this invocation, as an interruption would (resume with --resume)")
+      ->check(integer_range(0, int64_t{1} << 40))
+      ->configurable(false);
+  app.add_flag("--plot,!--no-plot", f.plot, "draw <run>/plots/metrics.png from the metrics at the end");
+}
+
+inline run::StartMode start_mode(const RunFlags& f) {
+  return f.resume ? run::StartMode::Resume : f.overwrite ? run::StartMode::Overwrite : run::StartMode::Fresh;
+}
+
+inline run::NonFinitePolicy nonfinite_policy(const RunFlags& f) {
+  return f.on_nonfinite == "skip" ? run::NonFinitePolicy::Skip : run::NonFinitePolicy::Stop;
+}
+
+// "runs/<program>-<YYYYmmdd-HHMMSS>", with a suffix if that exists already.
+inline std::string default_run_dir(const std::string& program) {
+  const std::time_t now = std::time(nullptr);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+  std::string base = "runs/" + program + "-" + stamp, dir = base;
+  for (int i = 2; std::filesystem::exists(dir); ++i) dir = base + "-" + std::to_string(i);
+  return dir;
+}
+
+// Writes the effective configuration (every configurable flag, defaults included) to
+// `path`, atomically; a later `--config path` reproduces the run.
+inline void write_config(const CLI::App& app, const std::string& path) {
+  const std::string text = app.config_to_str(/*default_also=*/true, /*write_description=*/true);
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    out.flush();
+    KILN_CHECK(out.good(), "cannot write the run's configuration to ", tmp, " (disk full or not writable?)");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  KILN_CHECK(!ec, "cannot move the run's configuration into place at ", path, ": ", ec.message());
+}
+
+// Draws <run>/plots/metrics.png with tools/plot_metrics.py (python3 with matplotlib). A
+// missing python or matplotlib is a note, not an error: the metrics are there to plot later.
+inline void plot_run(const std::string& program, const std::string& run_dir) {
+  const std::filesystem::path script = std::filesystem::path(KILN_SOURCE_DIR) / "tools" / "plot_metrics.py";
+  if (!std::filesystem::exists(script)) {
+    std::fprintf(stderr, "%s: note: %s not found; plot the metrics with tools/plot_metrics.py %s\n", program.c_str(),
+                 script.c_str(), run_dir.c_str());
+    return;
+  }
+  const std::filesystem::path out = std::filesystem::path(run_dir) / "plots" / "metrics.png";
+  std::filesystem::create_directories(out.parent_path());
+  const std::string cmd = "python3 '" + script.string() + "' '" + run_dir + "' -o '" + out.string() + "' 2>&1";
+  const int rc = std::system(cmd.c_str());
+  if (rc == 0)
+    std::fprintf(stderr, "%s: plot: %s\n", program.c_str(), out.c_str());
+  else
+    std::fprintf(stderr, "%s: note: plotting failed (exit %d; is python3-matplotlib installed?); the metrics are in %s\n",
+                 program.c_str(), rc, run_dir.c_str());
+}
+
+}  // namespace kiln::tools
