@@ -77,6 +77,23 @@ void add_into(const Tensor& out, const Tensor& g) {
   kernel<op::accumulate>(out.device())(kernel_view(out), kernel_view(g));
 }
 
+// True while a create_graph pass runs on this thread: gradient sums must be recorded.
+thread_local bool t_create_graph = false;
+
+// a + b as a new tensor; recorded (both inputs get the gradient unchanged) when a
+// create_graph pass is running, so the sum of two gradient contributions stays
+// differentiable.
+Tensor sum_of(const Tensor& a, const Tensor& b) {
+  Tensor out;
+  {
+    NoGradGuard raw;
+    out = a.clone();
+    add_into(out, b);
+  }
+  if (!t_create_graph) return out;
+  return record("add", {a, b}, out, [](const Tensor& g) { return std::vector<Tensor>{g, g}; }, {}, true);
+}
+
 // The sink of a leaf: sums into leaf.grad and then runs the leaf's hooks.
 class AccumulateGrad final : public Node {
  public:
@@ -94,7 +111,10 @@ class AccumulateGrad final : public Node {
     } else if (!m->grad.defined()) {
       // The incoming tensor may be shared (an add passes one gradient to both inputs):
       // .grad gets its own storage, since later backwards accumulate into it in place.
+      // (Under create_graph the clone is recorded: .grad keeps its graph.)
       m->grad = g.clone();
+    } else if (t_create_graph || m->grad.requires_grad()) {
+      m->grad = sum_of(m->grad, g);  // a new tensor: the old .grad may be part of a graph
     } else {
       add_into(m->grad, g);
     }
@@ -160,12 +180,13 @@ void set_grad_destination(const Tensor& leaf, std::function<Tensor()> destinatio
 }
 
 Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output, BackwardFn backward,
-              const std::vector<Tensor>& saved) {
+              const std::vector<Tensor>& saved, bool double_backward) {
   if (!any_requires_grad(inputs)) return output;
   KILN_CHECK(is_floating(output.dtype()), name, ": cannot record a gradient for a ", dtype_name(output.dtype()),
              " output (only floating tensors are differentiable)");
   auto node = std::make_shared<FunctionNode>(name, std::move(backward));
   node->save_versions(saved);
+  node->set_double_backward(double_backward);
   for (const Tensor& in : inputs) {
     node->next_edges().push_back(edge_of(in));
     if (in.defined()) node->input_meta().push_back({in.sizes(), in.dtype(), in.device()});
@@ -177,10 +198,27 @@ Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output
   return output;
 }
 
-void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
+namespace {
+
+// The engine. `captures`: for grad(), the edges whose incoming gradient is wanted (the
+// result, in order); then no leaf's .grad is touched (AccumulateGrad nodes do not run).
+std::vector<Tensor> run_engine(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph,
+                               bool create_graph, const std::vector<Edge>* captures) {
   KILN_CHECK(roots.size() == grads.size(), "backward: ", roots.size(), " roots but ", grads.size(), " gradients");
-  NoGradGuard no_grad;  // formulas run without recording (no double backward yet)
+  // Formulas run without recording, unless the gradients must be differentiable.
+  NoGradGuard no_grad;
+  if (create_graph) set_grad_enabled(true);
+  struct CreateGraphScope {
+    bool prev;
+    explicit CreateGraphScope(bool on) : prev(t_create_graph) { t_create_graph = on; }
+    ~CreateGraphScope() { t_create_graph = prev; }
+  } create_scope(create_graph);
   CallbackScope callbacks;
+  std::vector<Tensor> captured(captures ? captures->size() : 0);
+  std::unordered_map<Node*, std::vector<size_t>> capture_at;
+  if (captures)
+    for (size_t k = 0; k < captures->size(); ++k)
+      if ((*captures)[k].node) capture_at[(*captures)[k].node.get()].push_back(k);
 
   // Seed gradients, per root node.
   std::unordered_map<Node*, Tensor> buffer;
@@ -203,7 +241,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     std::shared_ptr<Node> node = edge_of(r).node;
     Tensor& slot = buffer[node.get()];
     if (!slot.defined()) slot = g;
-    else slot = slot.clone(), add_into(slot, g);
+    else slot = sum_of(slot, g);
     seeds.push_back(node);
   }
 
@@ -241,9 +279,15 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
       g = std::move(it->second);
       buffer.erase(it);
     }
+    if (auto c = capture_at.find(node.get()); c != capture_at.end())
+      for (size_t k : c->second) captured[k] = g;
+    const bool is_leaf_sink = dynamic_cast<AccumulateGrad*>(node.get()) != nullptr;
     std::vector<Tensor> in_grads;
-    if (g.defined()) {
+    if (g.defined() && !(captures && is_leaf_sink)) {
       node->check_saved_versions();
+      KILN_CHECK(!create_graph || is_leaf_sink || node->double_backward(), "backward with create_graph through ",
+                 node->name(), ": its backward formula is not differentiable (yet), so a higher-order gradient "
+                 "through it would miss terms; see core/autograd.h (record's double_backward)");
       in_grads = node->apply(g);
     }
     auto& edges = node->next_edges();
@@ -259,18 +303,49 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
                    shape_str(gi.sizes()), " but the input had shape ", shape_str(meta.sizes));
         if (gi.dtype() != meta.dtype) gi = gi.to(meta.dtype);
         Tensor& slot = buffer[e.node.get()];
-        if (!slot.defined()) {
-          slot = gi;
-        } else {
-          slot = slot.clone();  // the first contribution may be shared with another input
-          add_into(slot, gi);
-        }
+        if (!slot.defined()) slot = gi;
+        else slot = sum_of(slot, gi);  // a new tensor: the first contribution may be shared
       }
       if (--deps[e.node.get()] == 0) ready.push(e.node);
     }
     if (!retain_graph) node->release();
   }
   callbacks.run();
+  return captured;
+}
+
+}  // namespace
+
+void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph,
+                  bool create_graph) {
+  run_engine(roots, grads, retain_graph || create_graph, create_graph, nullptr);
+}
+
+std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                         const std::vector<Tensor>& grad_outputs, const GradOptions& o) {
+  KILN_CHECK(!outputs.empty(), "grad: no outputs");
+  KILN_CHECK(grad_outputs.empty() || grad_outputs.size() == outputs.size(), "grad: ", outputs.size(),
+             " outputs but ", grad_outputs.size(), " grad_outputs");
+  std::vector<Edge> edges;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& t = inputs[i];
+    KILN_CHECK(t.defined() && t.requires_grad(), "grad: input ", i, " (", describe(t),
+               ") does not require grad, so no gradient flows to it");
+    edges.push_back(edge_of(t));
+  }
+  std::vector<Tensor> gos = grad_outputs;
+  gos.resize(outputs.size());
+  std::vector<Tensor> out =
+      run_engine(outputs, gos, o.retain_graph.value_or(o.create_graph), o.create_graph, &edges);
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out[i].defined()) {
+      if (out[i].dtype() != inputs[i].dtype()) out[i] = out[i].to(inputs[i].dtype());
+      continue;
+    }
+    KILN_CHECK(o.allow_unused, "grad: input ", i, " (", describe(inputs[i]),
+               ") is not reached from the outputs (pass allow_unused to get an undefined gradient for it)");
+  }
+  return out;
 }
 
 uint64_t backward_pass_id() { return t_pass_id; }
@@ -284,7 +359,22 @@ void queue_callback(std::function<void()> fn) {
 
 namespace detail {
 
+Tensor sum_to_shape_raw(const Tensor& g, const Shape& shape);
+
 Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
+  if (g.sizes() == shape) return g;
+  Tensor out;
+  {
+    NoGradGuard raw;  // the sums below are raw kernels; the adjoint is recorded once at the end
+    out = sum_to_shape_raw(g, shape);
+  }
+  if (!any_requires_grad({g})) return out;
+  return record(
+      "sum_to_shape", {g}, out, [in = g.sizes()](const Tensor& gg) { return std::vector<Tensor>{gg.expand(in)}; }, {},
+      true);
+}
+
+Tensor sum_to_shape_raw(const Tensor& g, const Shape& shape) {
   if (g.sizes() == shape) return g;
   KILN_CHECK(g.dim() >= static_cast<int64_t>(shape.size()), "sum_to_shape: cannot reduce ", shape_str(g.sizes()),
              " to ", shape_str(shape));
@@ -364,7 +454,9 @@ std::shared_ptr<Node> Tensor::grad_fn() const {
   return m ? m->grad_fn : nullptr;
 }
 
-void Tensor::backward(const Tensor& grad, bool retain_graph) const { run_backward({*this}, {grad}, retain_graph); }
+void Tensor::backward(const Tensor& grad, bool retain_graph, bool create_graph) const {
+  run_backward({*this}, {grad}, retain_graph, create_graph);
+}
 
 Tensor Tensor::detach() const { return as_strided_raw(sizes(), strides(), offset()); }
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,10 @@ class Node {
   // "modified by an inplace operation").
   void save_versions(const std::vector<Tensor>& saved);
   void check_saved_versions() const;
+  // Whether the backward formula is itself differentiable (written with recorded ops,
+  // capturing its inputs undetached), so that create_graph may run through it.
+  bool double_backward() const { return double_backward_; }
+  void set_double_backward(bool on) { double_backward_ = on; }
 
  private:
   std::string name_;
@@ -60,6 +65,7 @@ class Node {
   std::vector<Edge> next_;
   std::vector<InputMeta> inputs_;
   std::vector<std::pair<std::shared_ptr<StorageImpl>, uint64_t>> saved_;
+  bool double_backward_ = false;
 };
 
 // Backward formula: gradient of the output -> gradients of the inputs, in input order.
@@ -89,8 +95,15 @@ bool any_requires_grad(const std::vector<Tensor>& inputs);
 // `saved` names the tensors it captures (inputs or the output): modifying one of them in
 // place before backward then raises an error naming the op instead of giving wrong
 // gradients.
+//
+// double_backward: the formula is differentiable again — it uses recorded ops only and
+// captures the inputs it reads undetached (outputs stay detached: they would make a
+// cycle; a formula that needs the output recomputes it from the inputs when grad mode is
+// on, which it is exactly when a create_graph pass runs it). Only such nodes may be
+// crossed by backward(create_graph = true) / grad(..., create_graph = true); any other
+// raises an error naming the op, rather than giving a second derivative with terms missing.
 Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output, BackwardFn backward,
-              const std::vector<Tensor>& saved = {});
+              const std::vector<Tensor>& saved = {}, bool double_backward = false);
 
 // Where a leaf's first gradient of a backward pass goes when its .grad is undefined: into
 // the tensor `destination()` returns (the leaf's shape, dtype and device), which becomes
@@ -101,8 +114,24 @@ Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output
 void set_grad_destination(const Tensor& leaf, std::function<Tensor()> destination);
 
 // Runs backward from `roots` with the given output gradients (undefined: ones, for a
-// one-element root). Used by Tensor::backward.
-void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph);
+// one-element root). Used by Tensor::backward. create_graph: the formulas run with grad
+// mode on, so the gradients (and the .grad of the leaves) are themselves differentiable.
+void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph,
+                  bool create_graph = false);
+
+// The gradients of `outputs` (weighted by grad_outputs: undefined or missing means ones,
+// for one-element outputs) with respect to `inputs`, as PyTorch's torch.autograd.grad:
+// nothing is accumulated into any .grad. With create_graph the results are differentiable
+// (second-order gradients, gradient penalties, Hessian-vector products); retain_graph
+// defaults to create_graph. An input the outputs do not depend on is an error unless
+// allow_unused (its gradient is then undefined).
+struct GradOptions {
+  bool create_graph = false;
+  std::optional<bool> retain_graph;
+  bool allow_unused = false;
+};
+std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                         const std::vector<Tensor>& grad_outputs = {}, const GradOptions& options = {});
 
 // Queues `fn` to run once the backward pass now running on this thread has processed
 // every node (after the last leaf hook). Only valid inside a backward pass, i.e. from a

@@ -16,6 +16,22 @@
 
 namespace kiln {
 
+namespace {
+// The adjoint of a view that picks some elements of a tensor of shape `in_sizes`: zeros,
+// with g written where the view points. Recorded (its own adjoint is the view again), so
+// the backward of slice/select is differentiable too.
+Tensor view_adjoint(const Tensor& g, const Shape& in_sizes, const std::function<Tensor(const Tensor&)>& view) {
+  Tensor z;
+  {
+    NoGradGuard raw;
+    z = zeros(in_sizes, TensorOptions(g.dtype(), g.device()));
+    view(z).copy_(g);
+  }
+  if (!any_requires_grad({g})) return z;
+  return record("view_adjoint", {g}, z, [view](const Tensor& gg) { return std::vector<Tensor>{view(gg)}; }, {}, true);
+}
+}  // namespace
+
 // ---- shapes ----------------------------------------------------------------------
 
 std::string shape_str(const Shape& s) {
@@ -237,9 +253,9 @@ Tensor Tensor::as_strided(Shape sizes, Shape strides, int64_t offset) const {
 namespace {
 // The backward of views whose inverse is a reshape (view, squeeze, unsqueeze).
 Tensor record_reshape_view(const char* name, const Tensor& in, Tensor out) {
-  return record(name, {in}, std::move(out), [in_sizes = in.sizes()](const Tensor& g) {
-    return std::vector<Tensor>{g.reshape(in_sizes)};
-  });
+  return record(
+      name, {in}, std::move(out),
+      [in_sizes = in.sizes()](const Tensor& g) { return std::vector<Tensor>{g.reshape(in_sizes)}; }, {}, true);
 }
 }  // namespace
 
@@ -333,7 +349,7 @@ Tensor Tensor::permute(Shape dims) const {
   Shape inverse(dims.size());
   for (size_t i = 0; i < dims.size(); ++i) inverse[wrap_dim(dims[i], dim(), "permute")] = static_cast<int64_t>(i);
   return record("permute", {*this}, as_strided_raw(s, st, offset()),
-                [inverse](const Tensor& g) { return std::vector<Tensor>{g.permute(inverse)}; });
+                [inverse](const Tensor& g) { return std::vector<Tensor>{g.permute(inverse)}; }, {}, true);
 }
 
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
@@ -344,7 +360,7 @@ Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
   std::swap(s[d0], s[d1]);
   std::swap(st[d0], st[d1]);
   return record("transpose", {*this}, as_strided_raw(s, st, offset()),
-                [d0, d1](const Tensor& g) { return std::vector<Tensor>{g.transpose(d0, d1)}; });
+                [d0, d1](const Tensor& g) { return std::vector<Tensor>{g.transpose(d0, d1)}; }, {}, true);
 }
 
 Tensor Tensor::t() const {
@@ -365,10 +381,10 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
   st[d] *= step;
   return record("slice", {*this}, as_strided_raw(s, st, offset() + start * strides()[d]),
                 [in_sizes = sizes(), d, start, end, step](const Tensor& g) {
-                  Tensor z = zeros(in_sizes, TensorOptions(g.dtype(), g.device()));
-                  z.slice(d, start, end, step).copy_(g);
-                  return std::vector<Tensor>{z};
-                });
+                  return std::vector<Tensor>{
+                      view_adjoint(g, in_sizes, [=](const Tensor& t) { return t.slice(d, start, end, step); })};
+                },
+                {}, true);
 }
 
 Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
@@ -391,11 +407,12 @@ Tensor Tensor::select(int64_t d, int64_t index) const {
   int64_t off = offset() + index * st[d];
   s.erase(s.begin() + d);
   st.erase(st.begin() + d);
-  return record("select", {*this}, as_strided_raw(s, st, off), [in_sizes = sizes(), d, index](const Tensor& g) {
-    Tensor z = zeros(in_sizes, TensorOptions(g.dtype(), g.device()));
-    z.select(d, index).copy_(g);
-    return std::vector<Tensor>{z};
-  });
+  return record(
+      "select", {*this}, as_strided_raw(s, st, off),
+      [in_sizes = sizes(), d, index](const Tensor& g) {
+        return std::vector<Tensor>{view_adjoint(g, in_sizes, [=](const Tensor& t) { return t.select(d, index); })};
+      },
+      {}, true);
 }
 
 Tensor Tensor::expand(Shape req) const {
@@ -418,9 +435,10 @@ Tensor Tensor::expand(Shape req) const {
     st[i] = have == want ? strides()[i - lead] : 0;
   }
   if (s == sizes()) return *this;
-  return record("expand", {*this}, as_strided_raw(s, st, offset()), [in_sizes = sizes()](const Tensor& g) {
-    return std::vector<Tensor>{detail::sum_to_shape(g, in_sizes)};
-  });
+  return record(
+      "expand", {*this}, as_strided_raw(s, st, offset()),
+      [in_sizes = sizes()](const Tensor& g) { return std::vector<Tensor>{detail::sum_to_shape(g, in_sizes)}; }, {},
+      true);
 }
 
 Tensor Tensor::squeeze() const {
@@ -475,7 +493,7 @@ Tensor Tensor::clone() const {
     NoGradGuard raw;
     out.copy_(*this);
   }
-  return record("clone", {*this}, out, [](const Tensor& g) { return std::vector<Tensor>{g}; });
+  return record("clone", {*this}, out, [](const Tensor& g) { return std::vector<Tensor>{g}; }, {}, true);
 }
 
 Tensor Tensor::to(Device d) const { return to(d, dtype()); }
@@ -488,9 +506,10 @@ Tensor Tensor::to(Device d, DType t) const {
     out.copy_(*this);
   }
   if (!is_floating(t)) return out;  // a cast to an integer type ends the graph
-  return record("to", {*this}, out, [in_device = device(), in_dtype = dtype()](const Tensor& g) {
-    return std::vector<Tensor>{g.to(in_device, in_dtype)};
-  });
+  return record(
+      "to", {*this}, out,
+      [in_device = device(), in_dtype = dtype()](const Tensor& g) { return std::vector<Tensor>{g.to(in_device, in_dtype)}; },
+      {}, true);
 }
 
 Tensor& Tensor::copy_(const Tensor& src) {

@@ -158,7 +158,9 @@ class Tensor {
   void set_grad(const Tensor& grad);  // Tensor() clears it
   std::shared_ptr<Node> grad_fn() const;
   // Backpropagates from this tensor; `grad` defaults to 1 for a one-element tensor.
-  void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;
+  // create_graph: the gradients accumulated into .grad are differentiable (higher-order
+  // gradients; see kiln::grad in core/autograd.h).
+  void backward(const Tensor& grad = Tensor(), bool retain_graph = false, bool create_graph = false) const;
   // The same data, cut from the graph.
   Tensor detach() const;
   // Leaf hooks run with the leaf's .grad once a backward pass has finished summing into it.

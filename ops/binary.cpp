@@ -11,9 +11,12 @@ namespace kiln {
 namespace {
 
 // d(a op b)/da and /db times g, summed back to each operand's shape; undefined for an
-// operand that needs no gradient. a, b, y: saved inputs and output (detached).
-BackwardFn binary_backward(BinaryOp op, Tensor a, Tensor b, Tensor y, bool need_a, bool need_b) {
+// operand that needs no gradient. a, b: the inputs (undetached, so a create_graph pass
+// differentiates through them); y: the output (detached; recomputed from a and b when
+// grad mode is on, i.e. in a create_graph pass). Written with kiln ops: differentiable.
+BackwardFn binary_backward(BinaryOp op, Tensor a, Tensor b, Tensor y_saved, bool need_a, bool need_b) {
   return [=](const Tensor& g) {
+    const Tensor y = grad_enabled() && (op == BinaryOp::Div || op == BinaryOp::Pow) ? binary(op, a, b) : y_saved;
     Tensor ga, gb;
     switch (op) {
       case BinaryOp::Add:
@@ -116,8 +119,8 @@ Tensor run_binary(BinaryOp op, const Tensor& a, const Tensor& b, DType promoted,
   if (scalar_index == 0) A = scalar_tensor(s, TensorOptions(ct, t.device()));
   if (scalar_index == 1) B = scalar_tensor(s, TensorOptions(ct, t.device()));
   return record(name, {A, B}, out,
-                binary_backward(op, A.detach(), B.detach(), out.detach(), A.requires_grad(), B.requires_grad()),
-                saved_by(op, A, B, out));
+                binary_backward(op, A, B, out.detach(), A.requires_grad(), B.requires_grad()),
+                saved_by(op, A, B, out), true);
 }
 
 }  // namespace
@@ -215,7 +218,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
                 [c = cond.detach(), a_sizes = A.sizes(), b_sizes = B.sizes()](const Tensor& g) {
                   return std::vector<Tensor>{Tensor(), detail::sum_to_shape(where(c, g, 0.0), a_sizes),
                                              detail::sum_to_shape(where(c, 0.0, g), b_sizes)};
-                });
+                },
+                {}, true);
 }
 
 Tensor where(const Tensor& cond, const Tensor& a, Scalar b) {

@@ -6,6 +6,9 @@
 
 #include <kiln/core/autograd.h>
 #include <kiln/core/generator.h>
+#include <kiln/ops/binary.h>
+#include <kiln/ops/index.h>
+#include <kiln/ops/reduce.h>
 
 namespace kiln {
 
@@ -64,6 +67,42 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
     }
   }
   return res;
+}
+
+GradcheckResult gradgradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                              const std::vector<Tensor>& inputs, const GradcheckOptions& opt) {
+  Tensor u;  // the output's weighting, drawn once from the output's shape
+  auto first_order = [&](const std::vector<Tensor>& xs) {
+    // gradcheck evaluates its finite differences without grad mode; this function needs it.
+    const bool prev = grad_enabled();
+    set_grad_enabled(true);
+    struct Restore {
+      bool prev;
+      ~Restore() { set_grad_enabled(prev); }
+    } restore{prev};
+    Tensor y = f(xs);
+    if (!u.defined()) {
+      Generator gen(opt.seed + 1);
+      u = randn(y.sizes(), DType::F64, &gen);
+    }
+    std::vector<Tensor> wrt;
+    for (const Tensor& x : xs)
+      if (x.defined() && x.requires_grad()) wrt.push_back(x);
+    GradOptions go;
+    go.create_graph = true;
+    go.allow_unused = true;
+    std::vector<Tensor> gs = grad({y}, wrt, {u}, go);
+    std::vector<Tensor> flat;
+    for (size_t i = 0; i < gs.size(); ++i)
+      flat.push_back(gs[i].defined() ? gs[i].reshape({-1}) : zeros({wrt[i].numel()}, DType::F64));
+    Tensor out = cat(flat);
+    // A gradient that does not depend on the inputs (add, neg, ...): the second derivative
+    // is 0; tie it to the inputs with a zero term so that it can be checked all the same.
+    if (!out.requires_grad())
+      for (const Tensor& x : wrt) out = add(out, mul(kiln::sum(x), 0.0));
+    return out;
+  };
+  return gradcheck(first_order, inputs, opt);
 }
 
 }  // namespace kiln

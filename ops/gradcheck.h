@@ -28,4 +28,12 @@ struct GradcheckOptions {
 GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
                           const std::vector<Tensor>& inputs, const GradcheckOptions& options = {});
 
+// Second-order check (PyTorch's gradgradcheck): the first-order gradient
+// x -> grad(<f(x), u>, x, create_graph = true) for a fixed random u, flattened and
+// concatenated over the inputs that require grad, is itself gradient-checked against
+// finite differences. It fails (or throws naming the op) where a backward formula is not
+// differentiable.
+GradcheckResult gradgradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                              const std::vector<Tensor>& inputs, const GradcheckOptions& options = {});
+
 }  // namespace kiln

@@ -57,12 +57,12 @@ Tensor product(const Tensor& A, const Tensor& B) {
   Tensor out = product_raw(A, B);
   if (!any_requires_grad({A, B})) return out;
   return record("matmul", {A, B}, out,
-                [a = A.detach(), b = B.detach(), need_a = A.requires_grad(), need_b = B.requires_grad()](
-                    const Tensor& g) {
-                  return std::vector<Tensor>{need_a ? product_raw(g, b.transpose(1, 2)) : Tensor(),
-                                             need_b ? product_raw(a.transpose(1, 2), g) : Tensor()};
+                // A and B undetached and the products recorded: differentiable again.
+                [a = A, b = B, need_a = A.requires_grad(), need_b = B.requires_grad()](const Tensor& g) {
+                  return std::vector<Tensor>{need_a ? product(g, b.transpose(1, 2)) : Tensor(),
+                                             need_b ? product(a.transpose(1, 2), g) : Tensor()};
                 },
-                {A, B});
+                {A, B}, true);
 }
 
 }  // namespace

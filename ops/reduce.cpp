@@ -51,7 +51,8 @@ Tensor reduce_impl(ReduceOp op, const Tensor& x, const Dims& dims, bool keepdim)
                   Tensor count = sum(mask, rd, true);
                   return std::vector<Tensor>{where(mask, div(gk, count), 0.0)};
                 },
-                op == ReduceOp::Sum || op == ReduceOp::Mean ? std::vector<Tensor>{} : std::vector<Tensor>{x, out});
+                op == ReduceOp::Sum || op == ReduceOp::Mean ? std::vector<Tensor>{} : std::vector<Tensor>{x, out},
+                true);  // differentiable: the max/min mask has no gradient of its own
 }
 
 Tensor reduce_raw(ReduceOp op, const Tensor& x, const Dims& dims, bool keepdim) {

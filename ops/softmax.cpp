@@ -35,20 +35,24 @@ Tensor softmax(const Tensor& x, int64_t dim) {
   Tensor y = softmax_impl("softmax", x, dim, false);
   if (!any_requires_grad({x})) return y;
   int64_t d = x.dim() == 0 ? 0 : wrap_dim(dim, x.dim(), "softmax");
-  return record("softmax", {x}, y, [d, ys = y.detach()](const Tensor& g) {
+  // y is recomputed from x when grad mode is on (a create_graph pass), so the formula is
+  // differentiable in x too.
+  return record("softmax", {x}, y, [d, x, y_saved = y.detach()](const Tensor& g) {
+    const Tensor ys = grad_enabled() ? softmax(x, d) : y_saved;
     if (ys.dim() == 0) return std::vector<Tensor>{mul(g, 0.0)};
     return std::vector<Tensor>{mul(ys, sub(g, sum(mul(g, ys), {d}, true)))};
-  }, {y});
+  }, {y}, true);
 }
 
 Tensor log_softmax(const Tensor& x, int64_t dim) {
   Tensor y = softmax_impl("log_softmax", x, dim, true);
   if (!any_requires_grad({x})) return y;
   int64_t d = x.dim() == 0 ? 0 : wrap_dim(dim, x.dim(), "log_softmax");
-  return record("log_softmax", {x}, y, [d, ys = y.detach()](const Tensor& g) {
+  return record("log_softmax", {x}, y, [d, x, y_saved = y.detach()](const Tensor& g) {
+    const Tensor ys = grad_enabled() ? log_softmax(x, d) : y_saved;
     if (ys.dim() == 0) return std::vector<Tensor>{mul(g, 0.0)};
     return std::vector<Tensor>{sub(g, mul(exp(ys), sum(g, {d}, true)))};
-  }, {y});
+  }, {y}, true);
 }
 
 }  // namespace kiln

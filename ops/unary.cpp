@@ -12,25 +12,40 @@
 namespace kiln {
 namespace {
 
-// The backward formula of each unary op, written with kiln ops; x and y are the saved
-// input and output (detached, so the node does not own its own output's graph).
+// The backward formula of each unary op, written with kiln ops, so it is differentiable
+// again: x is the input (undetached: a create_graph pass differentiates through it), y the
+// output (detached, so the node does not own its own output's graph). The formulas written
+// in y recompute it from x when grad mode is on, i.e. in a create_graph pass.
 BackwardFn unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, double alpha) {
   using V = std::vector<Tensor>;
+  const auto out = [x, y, op, alpha]() { return grad_enabled() ? unary(op, x, alpha) : y; };
   switch (op) {
     case UnaryOp::Neg: return [](const Tensor& g) { return V{neg(g)}; };
     case UnaryOp::Abs:
       return [x](const Tensor& g) { return V{where(gt(x, 0), g, where(lt(x, 0), neg(g), 0.0))}; };
-    case UnaryOp::Exp: return [y](const Tensor& g) { return V{mul(g, y)}; };
+    case UnaryOp::Exp: return [out](const Tensor& g) { return V{mul(g, out())}; };
     case UnaryOp::Log: return [x](const Tensor& g) { return V{div(g, x)}; };
-    case UnaryOp::Sqrt: return [y](const Tensor& g) { return V{div(g, mul(y, 2.0))}; };
-    case UnaryOp::Rsqrt: return [y](const Tensor& g) { return V{mul(g, mul(mul(y, mul(y, y)), -0.5))}; };
+    case UnaryOp::Sqrt: return [out](const Tensor& g) { return V{div(g, mul(out(), 2.0))}; };
+    case UnaryOp::Rsqrt:
+      return [out](const Tensor& g) {
+        Tensor y = out();
+        return V{mul(g, mul(mul(y, mul(y, y)), -0.5))};
+      };
     case UnaryOp::Sin: return [x](const Tensor& g) { return V{mul(g, cos(x))}; };
     case UnaryOp::Cos: return [x](const Tensor& g) { return V{neg(mul(g, sin(x)))}; };
     case UnaryOp::Relu: return [x](const Tensor& g) { return V{where(gt(x, 0), g, 0.0)}; };
     case UnaryOp::LeakyRelu:
       return [x, alpha](const Tensor& g) { return V{where(gt(x, 0), g, mul(g, alpha))}; };
-    case UnaryOp::Sigmoid: return [y](const Tensor& g) { return V{mul(g, mul(y, sub(1.0, y)))}; };
-    case UnaryOp::Tanh: return [y](const Tensor& g) { return V{mul(g, sub(1.0, mul(y, y)))}; };
+    case UnaryOp::Sigmoid:
+      return [out](const Tensor& g) {
+        Tensor y = out();
+        return V{mul(g, mul(y, sub(1.0, y)))};
+      };
+    case UnaryOp::Tanh:
+      return [out](const Tensor& g) {
+        Tensor y = out();
+        return V{mul(g, sub(1.0, mul(y, y)))};
+      };
     case UnaryOp::Gelu:  // Phi(x) + x phi(x)
       return [x](const Tensor& g) {
         Tensor cdf = mul(add(erf(mul(x, M_SQRT1_2)), 1.0), 0.5);
@@ -88,7 +103,7 @@ Tensor unary(UnaryOp op, const Tensor& x, double alpha) {
     kernel<op::unary>(in.device())(v[0], v[1], UnaryParams{op, alpha});
   }
   if (!any_requires_grad({in})) return y;
-  return record(name, {in}, y, unary_backward(op, in.detach(), y.detach(), alpha), saved_by(op, in, y));
+  return record(name, {in}, y, unary_backward(op, in, y.detach(), alpha), saved_by(op, in, y), true);
 }
 
 Tensor neg(const Tensor& x) { return unary(UnaryOp::Neg, x); }
