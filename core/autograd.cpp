@@ -245,7 +245,36 @@ std::vector<Tensor> run_engine(const std::vector<Tensor>& roots, const std::vect
     seeds.push_back(node);
   }
 
-  // Count, for each reachable node, how many edges lead into it.
+  // For grad(): only the nodes on a path to a captured edge run (as in PyTorch), so a
+  // gradient with respect to an intermediate tensor neither runs nor frees the graph
+  // that produced it. needed[n]: n is captured or leads to a captured node.
+  std::unordered_map<Node*, bool> needed;
+  if (captures) {
+    std::vector<std::pair<Node*, size_t>> dfs;  // iterative post-order (graphs get deep)
+    for (auto& s : seeds) {
+      if (needed.count(s.get())) continue;
+      needed[s.get()] = false;
+      dfs.emplace_back(s.get(), 0);
+      while (!dfs.empty()) {
+        auto& [n, i] = dfs.back();
+        if (i < n->next_edges().size()) {
+          Node* c = n->next_edges()[i++].node.get();
+          if (c && !needed.count(c)) {
+            needed[c] = false;
+            dfs.emplace_back(c, 0);
+          }
+          continue;
+        }
+        bool need = capture_at.count(n) > 0;
+        for (Edge& e : n->next_edges()) need = need || (e.node && needed[e.node.get()]);
+        needed[n] = need;
+        dfs.pop_back();
+      }
+    }
+  }
+  auto follow = [&](const Edge& e) { return e.node && (!captures || needed[e.node.get()]); };
+
+  // Count, for each reachable (and, for grad(), needed) node, how many edges lead into it.
   std::unordered_map<Node*, int> deps;
   std::unordered_set<Node*> seen;
   std::vector<Node*> stack;
@@ -255,7 +284,7 @@ std::vector<Tensor> run_engine(const std::vector<Tensor>& roots, const std::vect
     Node* n = stack.back();
     stack.pop_back();
     for (Edge& e : n->next_edges()) {
-      if (!e.node) continue;
+      if (!follow(e)) continue;
       ++deps[e.node.get()];
       if (seen.insert(e.node.get()).second) stack.push_back(e.node.get());
     }
@@ -282,8 +311,10 @@ std::vector<Tensor> run_engine(const std::vector<Tensor>& roots, const std::vect
     if (auto c = capture_at.find(node.get()); c != capture_at.end())
       for (size_t k : c->second) captured[k] = g;
     const bool is_leaf_sink = dynamic_cast<AccumulateGrad*>(node.get()) != nullptr;
+    bool leads_on = !captures;  // for grad(): a captured node whose inputs lead nowhere wanted is not run
+    for (Edge& e : node->next_edges()) leads_on = leads_on || follow(e);
     std::vector<Tensor> in_grads;
-    if (g.defined() && !(captures && is_leaf_sink)) {
+    if (g.defined() && !(captures && is_leaf_sink) && leads_on) {
       node->check_saved_versions();
       KILN_CHECK(!create_graph || is_leaf_sink || node->double_backward(), "backward with create_graph through ",
                  node->name(), ": its backward formula is not differentiable (yet), so a higher-order gradient "
@@ -295,7 +326,7 @@ std::vector<Tensor> run_engine(const std::vector<Tensor>& roots, const std::vect
                in_grads.size(), " gradients for ", edges.size(), " inputs");
     for (size_t i = 0; i < edges.size(); ++i) {
       Edge& e = edges[i];
-      if (!e.node) continue;
+      if (!follow(e)) continue;
       if (i < in_grads.size() && in_grads[i].defined()) {
         Tensor gi = in_grads[i];
         const Node::InputMeta& meta = node->input_meta()[i];
@@ -308,7 +339,7 @@ std::vector<Tensor> run_engine(const std::vector<Tensor>& roots, const std::vect
       }
       if (--deps[e.node.get()] == 0) ready.push(e.node);
     }
-    if (!retain_graph) node->release();
+    if (!retain_graph && leads_on) node->release();  // (a node not run keeps its graph)
   }
   callbacks.run();
   return captured;
@@ -345,6 +376,34 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
     KILN_CHECK(o.allow_unused, "grad: input ", i, " (", describe(inputs[i]),
                ") is not reached from the outputs (pass allow_unused to get an undefined gradient for it)");
   }
+  return out;
+}
+
+std::vector<Tensor> composite_backward(const std::function<Tensor(const std::vector<Tensor>&)>& composite,
+                                       const std::vector<Tensor>& inputs, const Tensor& g) {
+  std::vector<Tensor> out(inputs.size()), wrt;
+  std::vector<size_t> at;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (inputs[i].defined() && inputs[i].requires_grad()) {
+      wrt.push_back(inputs[i]);
+      at.push_back(i);
+    }
+  if (wrt.empty()) return out;
+  Tensor y;
+  {
+    const bool prev = grad_enabled();
+    set_grad_enabled(true);
+    struct Restore {
+      bool prev;
+      ~Restore() { set_grad_enabled(prev); }
+    } restore{prev};
+    y = composite(inputs);
+  }
+  GradOptions o;
+  o.create_graph = true;
+  o.allow_unused = true;
+  std::vector<Tensor> gs = grad({y}, wrt, {g}, o);
+  for (size_t k = 0; k < at.size(); ++k) out[at[k]] = gs[k];
   return out;
 }
 

@@ -133,6 +133,15 @@ struct GradOptions {
 std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
                          const std::vector<Tensor>& grad_outputs = {}, const GradOptions& options = {});
 
+// The gradients of composite(inputs), weighted by g, as differentiable tensors
+// (create_graph): how an op whose first-order backward is one fused kernel gets its
+// second derivative. `composite` recomputes the op's forward from recorded,
+// double-differentiable ops; its gradients come from the engine. Inputs that are
+// undefined or do not require grad get an undefined gradient. Backward formulas call it
+// when grad_enabled(), i.e. in a create_graph pass (and mark their node double_backward).
+std::vector<Tensor> composite_backward(const std::function<Tensor(const std::vector<Tensor>&)>& composite,
+                                       const std::vector<Tensor>& inputs, const Tensor& g);
+
 // Queues `fn` to run once the backward pass now running on this thread has processed
 // every node (after the last leaf hook). Only valid inside a backward pass, i.e. from a
 // hook or a backward formula; the data-parallel layer uses it to launch the buckets that

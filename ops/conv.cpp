@@ -8,8 +8,8 @@
 //   backward_data  gx = conv^T(gy, w)           linear in gy and in w
 //   backward_wt    gw = d<conv(x, w), gy>/dw    linear in x and in gy
 // conv2d is `forward`, conv_transpose2d is `backward_data` (as in PyTorch), so every
-// gradient is one of the three and second derivatives come for free once the engine
-// records inside backward formulas.
+// gradient is one of the three; the formulas capture their operands undetached, so in
+// a create_graph pass they record again and second derivatives follow.
 #include <kiln/ops/conv.h>
 
 #include <kiln/core/autograd.h>
@@ -68,13 +68,13 @@ Tensor conv_forward_op(const Tensor& x, const Tensor& w, const Tensor& bias, con
   if (!any_requires_grad({x, w, bias})) return y;
   const bool need_x = x.requires_grad(), need_w = w.requires_grad(), need_b = bias.defined() && bias.requires_grad();
   return record("conv2d", {x, w, bias}, y,
-                [xs = x.sizes(), ws = w.sizes(), xd = need_w ? x.detach() : Tensor(),
-                 wd = need_x ? w.detach() : Tensor(), need_x, need_w, need_b, g](const Tensor& gy) {
+                [xs = x.sizes(), ws = w.sizes(), xd = need_w ? x : Tensor(), wd = need_x ? w : Tensor(), need_x, need_w,
+                 need_b, g](const Tensor& gy) {
                   return V{need_x ? conv_backward_data_op(gy, wd, xs, g, "conv2d_input_grad") : Tensor(),
                            need_w ? conv_backward_weight_op(xd, gy, ws, g) : Tensor(),
                            need_b ? sum(gy, {0, 2, 3}) : Tensor()};
                 },
-                {need_w ? x : Tensor(), need_x ? w : Tensor()});
+                {need_w ? x : Tensor(), need_x ? w : Tensor()}, true);
 }
 
 // gx (x_shape) = conv^T(gy, w).
@@ -90,12 +90,12 @@ Tensor conv_backward_data_op(const Tensor& gy, const Tensor& w, const Shape& x_s
   if (!any_requires_grad({gy, w})) return gx;
   const bool need_gy = gy.requires_grad(), need_w = w.requires_grad();
   return record(name, {gy, w}, gx,
-                [gyd = need_w ? gy.detach() : Tensor(), gys = gy.sizes(), wd = need_gy ? w.detach() : Tensor(),
+                [gyd = need_w ? gy : Tensor(), gys = gy.sizes(), wd = need_gy ? w : Tensor(),
                  ws = w.sizes(), need_gy, need_w, g](const Tensor& gg) {
                   return V{need_gy ? crop_to(conv_forward_op(gg, wd, Tensor(), g), gys) : Tensor(),
                            need_w ? conv_backward_weight_op(gg, gyd, ws, g) : Tensor()};
                 },
-                {need_w ? gy : Tensor(), need_gy ? w : Tensor()});
+                {need_w ? gy : Tensor(), need_gy ? w : Tensor()}, true);
 }
 
 // gw (w_shape) = d<conv(x, w), gy>/dw.
@@ -114,12 +114,12 @@ Tensor conv_backward_weight_op(const Tensor& x, const Tensor& gy, const Shape& w
   if (!any_requires_grad({x, gy})) return gw;
   const bool need_x = x.requires_grad(), need_gy = gy.requires_grad();
   return record("conv2d_weight_grad", {x, gy}, gw,
-                [xd = need_gy ? x.detach() : Tensor(), xs = x.sizes(), gyd = need_x ? gy.detach() : Tensor(),
+                [xd = need_gy ? x : Tensor(), xs = x.sizes(), gyd = need_x ? gy : Tensor(),
                  gys = gy.sizes(), need_x, need_gy, g](const Tensor& gg) {
                   return V{need_x ? conv_backward_data_op(gyd, gg, xs, g, "conv2d_input_grad") : Tensor(),
                            need_gy ? crop_to(conv_forward_op(xd, gg, Tensor(), g), gys) : Tensor()};
                 },
-                {need_gy ? x : Tensor(), need_x ? gy : Tensor()});
+                {need_gy ? x : Tensor(), need_x ? gy : Tensor()}, true);
 }
 
 Geom make_geom(Int2 stride, Int2 padding, Int2 dilation, int64_t groups) {

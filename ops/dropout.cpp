@@ -8,6 +8,26 @@
 #include <kiln/ops/op_list.h>
 
 namespace kiln {
+namespace {
+
+// x * keep / (1 - p) with the mask of (seed, offset): dropout's forward and, being
+// linear in x with the same mask, its own backward (so it is differentiable twice).
+Tensor apply_mask(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
+  Tensor out;
+  {
+    NoGradGuard raw;
+    Tensor in = x.contiguous();
+    out = empty(x.sizes(), TensorOptions(x.dtype(), x.device()));
+    if (out.numel() > 0)
+      kernel<op::dropout>(x.device())(kernel_view(in), kernel_view(out), DropoutParams{p, seed, offset});
+  }
+  if (!any_requires_grad({x})) return out;
+  return record("dropout", {x}, out,
+                [p, seed, offset](const Tensor& gy) { return std::vector<Tensor>{apply_mask(gy, p, seed, offset)}; },
+                {}, true);
+}
+
+}  // namespace
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   detail::check_defined("dropout", x);
@@ -19,23 +39,8 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   Generator& g = gen != nullptr ? *gen : default_generator();
   const uint64_t seed = g.seed();
   const uint64_t offset = g.reserve(static_cast<uint64_t>(x.numel()));
-  Tensor out;
-  {
-    NoGradGuard raw;
-    Tensor in = x.contiguous();
-    out = empty(x.sizes(), TensorOptions(x.dtype(), x.device()));
-    if (out.numel() > 0)
-      kernel<op::dropout>(x.device())(kernel_view(in), kernel_view(out), DropoutParams{p, seed, offset});
-  }
-  if (!any_requires_grad({x})) return out;
   // dx = g * keep / (1 - p): the same kernel on g, with the mask regenerated from its counters.
-  return record("dropout", {x}, out, [p, seed, offset](const Tensor& gy) {
-    Tensor gc = gy.contiguous();
-    Tensor dx = empty(gy.sizes(), TensorOptions(gy.dtype(), gy.device()));
-    if (dx.numel() > 0)
-      kernel<op::dropout>(gy.device())(kernel_view(gc), kernel_view(dx), DropoutParams{p, seed, offset});
-    return std::vector<Tensor>{dx};
-  });
+  return apply_mask(x, p, seed, offset);
 }
 
 }  // namespace kiln

@@ -11,6 +11,7 @@
 #include <kiln/ops/index.h>
 #include <kiln/ops/op_list.h>
 #include <kiln/ops/reduce.h>
+#include <kiln/ops/softmax.h>
 #include <kiln/ops/unary.h>
 
 namespace kiln {
@@ -71,6 +72,36 @@ Tensor reduce_loss(const Tensor& loss, Reduction reduction) {
   throw Error("loss: unknown reduction");
 }
 
+// cross_entropy from recorded ops, for its double backward: logits (C) / (N, C) /
+// (N, C, d...) -> the reduced loss, as the fused kernel computes it. t64: the flattened
+// targets; count: the number of targets that are not ignore_index (for the mean).
+Tensor cross_entropy_composite(const Tensor& logits, const Tensor& t64, const Tensor& count, Reduction reduction,
+                               int64_t ignore_index, double eps, const Shape& target_shape) {
+  const int64_t nd = logits.dim(), C = nd == 1 ? logits.size(0) : logits.size(1);
+  Tensor x = logits;
+  if (nd == 1) x = x.unsqueeze(0);
+  if (nd > 2) {
+    Shape perm{0};
+    for (int64_t d = 2; d < nd; ++d) perm.push_back(d);
+    perm.push_back(1);
+    x = x.permute(perm);
+  }
+  x = cast(x.reshape({-1, C}), accumulate_dtype(logits.dtype()));
+  Tensor logp = log_softmax(x, 1);
+  Tensor valid = ne(t64, ignore_index);
+  Tensor hot = cast(one_hot(where(valid, t64, Scalar(int64_t{0})), C), logp.dtype());
+  Tensor loss = neg(sum(mul(logp, hot), {1}));
+  if (eps > 0) loss = add(mul(loss, 1.0 - eps), mul(neg(mean(logp, {1})), eps));
+  loss = where(valid, loss, 0.0);
+  Tensor out;
+  switch (reduction) {
+    case Reduction::None: out = loss.reshape(target_shape); break;
+    case Reduction::Sum: out = sum(loss); break;
+    case Reduction::Mean: out = div(sum(loss), count); break;
+  }
+  return cast(out, logits.dtype());
+}
+
 }  // namespace
 
 // ---- cross_entropy ----------------------------------------------------------------
@@ -121,9 +152,20 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
     out = cast(out, logits.dtype());
   }
   if (!any_requires_grad({logits})) return out;
+  if (reduction == Reduction::Mean && !count.defined()) {  // (no rows: the composite still needs it)
+    NoGradGuard raw;
+    count = cast(sum(ne(t64, ignore_index)), acc);
+  }
   return record(op, {logits}, out,
                 [x2d = x2d.detach(), t64, lse, count, reduction, ignore_index, label_smoothing, acc,
-                 logits_sizes = logits.sizes()](const Tensor& g) {
+                 logits_sizes = logits.sizes(), logits, target_shape = target.sizes()](const Tensor& g) {
+                  if (grad_enabled())  // create_graph: differentiable gradients
+                    return composite_backward(
+                        [&](const std::vector<Tensor>& v) {
+                          return cross_entropy_composite(v[0], t64, count, reduction, ignore_index, label_smoothing,
+                                                         target_shape);
+                        },
+                        {logits}, g);
                   const int64_t rows = x2d.size(0), ncls = x2d.size(1);
                   Tensor gr = cast(g, acc);
                   if (reduction == Reduction::None) gr = gr.reshape({rows});
@@ -143,7 +185,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
                   Shape inv{0, nd - 1};
                   for (int64_t d = 1; d < nd - 1; ++d) inv.push_back(d);
                   return std::vector<Tensor>{dx.view(permuted).permute(inv)};
-                });
+                },
+                {logits}, true);
 }
 
 // ---- nll_loss ---------------------------------------------------------------------
@@ -225,8 +268,8 @@ Tensor binary_cross_entropy_with_logits(const Tensor& x, const Tensor& y, Reduct
     // dy = (pw - 1) softplus(-x) - x             (-x)
     // dpw = y softplus(-x), summed to pos_weight's shape
     loss = record(op, inputs, loss,
-                  [xs = x.detach(), ys = yt.detach(), pws = pw.defined() ? pw.detach() : Tensor(),
-                   need_y = yt.requires_grad()](const Tensor& g) {
+                  // (operands captured undetached: the formula is differentiable again)
+                  [xs = x, ys = yt, pws = pw, need_y = yt.requires_grad()](const Tensor& g) {
                     std::vector<Tensor> grads;
                     if (!pws.defined()) {
                       grads.push_back(mul(g, sub(sigmoid(xs), ys)));
@@ -239,7 +282,8 @@ Tensor binary_cross_entropy_with_logits(const Tensor& x, const Tensor& y, Reduct
                     grads.push_back(need_y ? mul(g, sub(mul(sub(pws, 1.0), sp), xs)) : Tensor());
                     grads.push_back(detail::sum_to_shape(mul(g, mul(ys, sp)), pws.sizes()));
                     return grads;
-                  });
+                  },
+                  inputs, true);
   }
   return reduce_loss(loss, reduction);
 }

@@ -1,13 +1,18 @@
 // batch_norm / layer_norm / group_norm: checks, layout ((N, C, S) or (M, D)),
 // statistics tensors, dispatch, running-stat updates and the backward formulas. The
 // forward saves x, the weight and the per-channel / per-row statistics (mean and
-// 1/std in accumulate_dtype(x)); each backward is one fused kernel call, so these
-// ops have no double backward (kiln has none yet).
+// 1/std in accumulate_dtype(x)); each backward is one fused kernel call. In a
+// create_graph pass (second derivatives: gradient penalties, unrolled GANs) the
+// backward instead differentiates a composite of recorded ops that recomputes the same
+// forward (composite_backward, core/autograd.h), so the gradients are differentiable.
 #include <kiln/ops/norm.h>
 
 #include <kiln/core/autograd.h>
+#include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
 #include <kiln/ops/op_list.h>
+#include <kiln/ops/reduce.h>
+#include <kiln/ops/unary.h>
 
 namespace kiln {
 namespace {
@@ -77,6 +82,60 @@ int64_t numel_from(const Tensor& x, int64_t from) {
   return n;
 }
 
+// ---- composites: the same forwards from recorded ops, for double backward ----------
+
+using V = std::vector<Tensor>;
+
+// x * w + b with w, b of `pshape` broadcast (either undefined).
+Tensor affine(Tensor y, const Tensor& w, const Tensor& b, const Shape& pshape) {
+  if (w.defined()) y = mul(y, cast(w, y.dtype()).view(pshape));
+  if (b.defined()) y = add(y, cast(b, y.dtype()).view(pshape));
+  return y;
+}
+
+// (x - mean) / sqrt(var + eps) over `dims` (biased variance), recorded.
+Tensor standardize(const Tensor& x, const Dims& dims, double eps) {
+  Tensor c = sub(x, mean(x, dims, true));
+  return mul(c, rsqrt(add(mean(mul(c, c), dims, true), eps)));
+}
+
+// The parameter shape (1, C, 1, ...) of a (N, C, ...) input.
+Shape channel_shape(const Tensor& x) {
+  Shape s(static_cast<size_t>(x.dim()), 1);
+  s[1] = x.size(1);
+  return s;
+}
+
+Tensor batch_norm_composite(const V& in, const Tensor& save_mean, const Tensor& save_invstd, bool training,
+                            double eps) {
+  const Tensor& x = in[0];
+  const Shape ps = channel_shape(x);
+  Tensor xhat;
+  if (training) {
+    Dims dims{0};
+    for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+    xhat = standardize(x, dims, eps);
+  } else {  // the running statistics are constants
+    xhat = mul(sub(x, cast(save_mean, x.dtype()).view(ps)), cast(save_invstd, x.dtype()).view(ps));
+  }
+  return affine(xhat, in[1], in[2], ps);
+}
+
+Tensor layer_norm_composite(const V& in, int64_t k, double eps) {
+  const Tensor& x = in[0];
+  Dims dims;
+  for (int64_t d = x.dim() - k; d < x.dim(); ++d) dims.push_back(d);
+  Shape ps(x.sizes().end() - k, x.sizes().end());
+  return affine(standardize(x, dims, eps), in[1], in[2], ps);
+}
+
+Tensor group_norm_composite(const V& in, int64_t G, double eps) {
+  const Tensor& x = in[0];
+  const int64_t N = x.size(0);
+  Tensor xhat = standardize(x.reshape({N, G, -1}), {2}, eps).reshape(x.sizes());
+  return affine(xhat, in[1], in[2], channel_shape(x));
+}
+
 }  // namespace
 
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
@@ -128,7 +187,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
   const Needs need = needs(x, weight, bias);
   if (!need.x && !need.w && !need.b) return y;
   return record(op, {x, weight, bias}, y,
-                [need, xs, w, bm = meta_of(b), save_mean, save_invstd, params](const Tensor& g) {
+                [need, in = V{x, weight, bias}, xs, w, bm = meta_of(b), save_mean, save_invstd,
+                 params](const Tensor& g) {
+                  if (grad_enabled())  // create_graph: differentiable gradients
+                    return composite_backward(
+                        [&](const V& v) {
+                          return batch_norm_composite(v, save_mean, save_invstd, params.training, params.eps);
+                        },
+                        in, g);
                   Grads gr = alloc_grads(need, xs, w, bm);
                   if (xs.numel() == 0) return empty_grads(gr);
                   const Tensor gc = g.contiguous();
@@ -137,7 +203,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
                       kernel_view(save_invstd), kernel_view(gr.dx), kernel_view(gr.dw), kernel_view(gr.db), params);
                   return std::vector<Tensor>{gr.dx, gr.dw, gr.db};
                 },
-                {xs, w});
+                {x, xs, weight, w}, true);
 }
 
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
@@ -177,7 +243,10 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
   }
   const Needs need = needs(x, weight, bias);
   if (!need.x && !need.w && !need.b) return y;
-  return record(op, {x, weight, bias}, y, [need, xs, w, bm = meta_of(b), mean, rstd, params](const Tensor& g) {
+  return record(op, {x, weight, bias}, y,
+                [need, in = V{x, weight, bias}, k, xs, w, bm = meta_of(b), mean, rstd, params](const Tensor& g) {
+    if (grad_enabled())  // create_graph: differentiable gradients
+      return composite_backward([&](const V& v) { return layer_norm_composite(v, k, params.eps); }, in, g);
     Grads gr = alloc_grads(need, xs, w, bm);
     if (xs.numel() == 0) return empty_grads(gr);
     const Tensor gc = g.contiguous();
@@ -185,7 +254,7 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
                                                  kernel_view(rstd), kernel_view(gr.dx), kernel_view(gr.dw),
                                                  kernel_view(gr.db), params);
     return std::vector<Tensor>{gr.dx, gr.dw, gr.db};
-  }, {xs, w});
+  }, {x, xs, weight, w}, true);
 }
 
 Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias, double eps) {
@@ -220,7 +289,10 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
   }
   const Needs need = needs(x, weight, bias);
   if (!need.x && !need.w && !need.b) return y;
-  return record(op, {x, weight, bias}, y, [need, xs, w, bm = meta_of(b), mean, rstd, params](const Tensor& g) {
+  return record(op, {x, weight, bias}, y,
+                [need, in = V{x, weight, bias}, xs, w, bm = meta_of(b), mean, rstd, params](const Tensor& g) {
+    if (grad_enabled())  // create_graph: differentiable gradients
+      return composite_backward([&](const V& v) { return group_norm_composite(v, params.G, params.eps); }, in, g);
     Grads gr = alloc_grads(need, xs, w, bm);
     if (xs.numel() == 0) return empty_grads(gr);
     const Tensor gc = g.contiguous();
@@ -228,7 +300,7 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
                                                  kernel_view(rstd), kernel_view(gr.dx), kernel_view(gr.dw),
                                                  kernel_view(gr.db), params);
     return std::vector<Tensor>{gr.dx, gr.dw, gr.db};
-  }, {xs, w});
+  }, {x, xs, weight, w}, true);
 }
 
 }  // namespace kiln

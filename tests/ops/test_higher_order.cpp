@@ -128,13 +128,110 @@ TEST_CASE("a WGAN-GP gradient penalty through an MLP matches finite differences"
 
 TEST_CASE("create_graph through a formula that is not differentiable yet is an error naming it",
           "[autograd][higher_order][errors]") {
-  Tensor logits = rnd({2, 3}, 13).set_requires_grad(true);
-  Tensor target = from_vector<int64_t>({0, 2});
-  Tensor loss = cross_entropy(logits, target);
+  Tensor x = rnd({1, 1, 4, 4}, 13).set_requires_grad(true);
+  Tensor y = kiln::sum(mul(max_pool2d(x, 2), 2.0));
   GradOptions go;
   go.create_graph = true;
-  REQUIRE_KILN_ERROR(grad({loss}, {logits}, {}, go), "cross_entropy");
+  REQUIRE_KILN_ERROR(grad({y}, {x}, {}, go), "max_pool2d");
   // First order through it is unaffected.
-  Tensor loss2 = cross_entropy(logits, target);
-  CHECK(grad({loss2}, {logits})[0].sizes() == Shape{2, 3});
+  Tensor y2 = kiln::sum(max_pool2d(x, 2));
+  CHECK(grad({y2}, {x})[0].sizes() == Shape{1, 1, 4, 4});
+}
+
+TEST_CASE("gradgradcheck: conv2d and conv_transpose2d", "[autograd][higher_order][gradcheck]") {
+  Tensor x = rnd({2, 4, 5, 5}, 20), w = rnd({6, 2, 3, 3}, 21, 0.5), b = rnd({6}, 22);
+  // stride 2, padding 1, groups 2, bias: every input's second derivative.
+  check_gradgrad([](const V& v) { return conv2d(v[0], v[1], v[2], 2, 1, 1, 2); }, {x, w, b});
+  // dilation, a nonlinearity after (so the Hessian is not zero in x).
+  Tensor w1 = rnd({3, 4, 2, 2}, 23, 0.5);
+  check_gradgrad([](const V& v) { return tanh(conv2d(v[0], v[1], Tensor(), 1, 0, 2)); }, {x, w1});
+  // The DCGAN generator's layer: stride 2, padding 1, kernel 4, and an output_padding case.
+  Tensor z = rnd({2, 3, 3, 3}, 24), wt = rnd({3, 2, 4, 4}, 25, 0.5), bt = rnd({2}, 26);
+  check_gradgrad([](const V& v) { return tanh(conv_transpose2d(v[0], v[1], v[2], 2, 1)); }, {z, wt, bt});
+  Tensor wt3 = rnd({3, 2, 3, 3}, 27, 0.5);
+  check_gradgrad([](const V& v) { return sigmoid(conv_transpose2d(v[0], v[1], Tensor(), 2, 1, 1)); }, {z, wt3});
+  // The gradient ops themselves.
+  Tensor gy = rnd({2, 6, 3, 3}, 28);
+  check_gradgrad([xs = x.sizes()](const V& v) { return tanh(conv2d_input_grad(xs, v[0], v[1], 2, 1, 1, 2)); },
+                 {w, gy});
+  check_gradgrad([ws = w.sizes()](const V& v) { return tanh(conv2d_weight_grad(v[0], ws, v[1], 2, 1, 1, 2)); },
+                 {x, gy});
+}
+
+TEST_CASE("gradgradcheck: batch, layer and group norm", "[autograd][higher_order][gradcheck]") {
+  Tensor x = rnd({4, 3, 2, 2}, 30), w = add(rnd({3}, 31, 0.3), 1.0), b = rnd({3}, 32);
+  check_gradgrad([](const V& v) { return batch_norm(v[0], Tensor(), Tensor(), v[1], v[2], true, 0.1, 1e-5); },
+                 {x, w, b});
+  check_gradgrad([](const V& v) { return batch_norm(v[0], Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5); },
+                 {x});
+  // Eval mode: the running statistics are constants.
+  Tensor rm = rnd({3}, 33), rv = add(abs(rnd({3}, 34)), 0.5);
+  check_gradgrad([rm, rv](const V& v) {
+    return tanh(batch_norm(v[0], rm.clone(), rv.clone(), v[1], v[2], false, 0.1, 1e-5));
+  }, {x, w, b});
+  Tensor y = rnd({3, 2, 5}, 35), lw = add(rnd({2, 5}, 36, 0.3), 1.0), lb = rnd({2, 5}, 37);
+  check_gradgrad([](const V& v) { return layer_norm(v[0], {2, 5}, v[1], v[2], 1e-5); }, {y, lw, lb});
+  check_gradgrad([](const V& v) { return layer_norm(v[0], {5}, Tensor(), Tensor(), 1e-5); }, {y});
+  Tensor gx = rnd({2, 4, 3}, 38), gw = add(rnd({4}, 39, 0.3), 1.0), gb = rnd({4}, 40);
+  check_gradgrad([](const V& v) { return group_norm(v[0], 2, v[1], v[2], 1e-5); }, {gx, gw, gb});
+}
+
+TEST_CASE("gradgradcheck: losses and dropout", "[autograd][higher_order][gradcheck]") {
+  Tensor x = rnd({4, 3}, 41), y = sigmoid(rnd({4, 3}, 42)), pw = add(abs(rnd({3}, 43)), 0.5);
+  check_gradgrad([](const V& v) { return binary_cross_entropy_with_logits(v[0], v[1]); }, {x, y});
+  check_gradgrad([](const V& v) { return binary_cross_entropy_with_logits(v[0], v[1], Reduction::Sum, v[2]); },
+                 {x, y, pw});
+  check_gradgrad([](const V& v) { return mse_loss(tanh(v[0]), v[1], Reduction::Mean); }, {x, y});
+  Tensor t = from_vector<int64_t>({0, 2, 1, 2});
+  check_gradgrad([t](const V& v) { return cross_entropy(v[0], t); }, {x});
+  check_gradgrad([t](const V& v) { return cross_entropy(v[0], t, Reduction::None, 1, 0.1); }, {x});
+  Tensor x4 = rnd({2, 3, 2, 2}, 44);
+  Tensor t4 = from_vector<int64_t>({0, 1, 2, 1, 2, 0, -100, 1}).reshape({2, 2, 2});
+  check_gradgrad([t4](const V& v) { return cross_entropy(v[0], t4, Reduction::Mean, -100, 0.2); }, {x4});
+  check_gradgrad([](const V& v) {
+    Generator g(7);
+    return dropout(tanh(v[0]), 0.3, true, &g);
+  }, {x});
+}
+
+TEST_CASE("grad with respect to an intermediate tensor runs only what it needs", "[autograd][higher_order]") {
+  // The producer of h (a max_pool2d, not double-differentiable) is neither run nor freed:
+  // a create_graph gradient with respect to h works, and h's graph still backpropagates.
+  Tensor x = rnd({1, 2, 4, 4}, 45).set_requires_grad(true);
+  Tensor h = max_pool2d(x, 2);
+  Tensor d = kiln::sum(mul(tanh(h), h));
+  GradOptions go;
+  go.create_graph = true;
+  Tensor gh = grad({d}, {h}, {}, go)[0];
+  CHECK(gh.requires_grad());
+  kiln::sum(mul(gh, gh)).backward();  // through tanh's second derivative, then max_pool2d's first
+  REQUIRE(x.grad().defined());
+  CHECK(x.grad().sizes() == x.sizes());
+}
+
+TEST_CASE("an R1 penalty through a conv/batch-norm/leaky-relu discriminator matches finite differences",
+          "[autograd][higher_order]") {
+  Tensor x = rnd({3, 1, 6, 6}, 46);
+  auto penalty = [x](const V& p) {
+    Tensor xi = x.detach().set_requires_grad(true);
+    Tensor h = leaky_relu(conv2d(xi, p[0], Tensor(), 2, 1), 0.2);
+    h = leaky_relu(batch_norm(conv2d(h, p[1], Tensor(), 2, 1), Tensor(), Tensor(), p[2], p[3], true, 0.1, 1e-5), 0.2);
+    Tensor d = binary_cross_entropy_with_logits(kiln::sum(h, {1, 2, 3}), ones({3}, DType::F64));
+    GradOptions go;
+    go.create_graph = true;
+    Tensor gx = grad({d}, {xi}, {}, go)[0];
+    return kiln::sum(mul(gx, gx));
+  };
+  GradcheckOptions opt;
+  opt.atol = 1e-5;
+  opt.rtol = 1e-3;
+  GradcheckResult r = gradcheck([&](const V& p) {
+    const bool prev = grad_enabled();
+    set_grad_enabled(true);
+    Tensor out = penalty(p);
+    set_grad_enabled(prev);
+    return out;
+  }, {rnd({2, 1, 4, 4}, 47, 0.5), rnd({3, 2, 4, 4}, 48, 0.5), add(rnd({3}, 49, 0.3), 1.0), rnd({3}, 50)}, opt);
+  INFO(r.message);
+  CHECK(r.ok);
 }
