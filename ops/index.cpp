@@ -47,7 +47,9 @@ Tensor cat(const std::vector<Tensor>& ts, int64_t dim) {
   if (!any_requires_grad(ts)) return out;
   std::vector<int64_t> lengths;
   for (const Tensor& x : ts) lengths.push_back(x.size(d));
-  return record("cat", ts, out, [d, lengths](const Tensor& g) { return split_with_sizes(g, lengths, d); });
+  // (split_with_sizes gives views, which are differentiable again.)
+  return record(
+      "cat", ts, out, [d, lengths](const Tensor& g) { return split_with_sizes(g, lengths, d); }, {}, true);
 }
 
 Tensor stack(const std::vector<Tensor>& ts, int64_t dim) {

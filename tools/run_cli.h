@@ -20,7 +20,12 @@
 
 #include "cli.h"
 
+#include <memory>
+
+#include <kiln/core/device.h>
 #include <kiln/core/error.h>
+#include <kiln/distributed/env.h>
+#include <kiln/distributed/process_group.h>
 #include <kiln/models/run/progress.h>
 #include <kiln/models/run/run_dir.h>
 
@@ -123,6 +128,54 @@ inline void plot_run(const std::string& program, const std::string& run_dir) {
   else
     std::fprintf(stderr, "%s: note: plotting failed (exit %d; is python3-matplotlib installed?); the metrics are in %s\n",
                  program.c_str(), rc, run_dir.c_str());
+}
+
+// Where a trainer runs: its device, its rank among the data-parallel processes (one
+// process when not launched by tools/kiln-run, torchrun, Slurm or mpirun) and its run
+// directory (rank 0 creates and locks it; the others wait, then check it exists).
+struct RunContext {
+  Device device = kCPU;
+  std::string device_name;
+  std::shared_ptr<dist::ProcessGroup> pg;
+  int world = 1, rank = 0;
+  bool main_rank = true;
+  std::unique_ptr<run::RunDir> dir;
+};
+
+// device_flag: "" (cuda when usable, else cpu), cpu, cuda or cuda:N; under several ranks
+// plain "cuda" puts each rank on the GPU of its local rank. global_batch must divide by
+// the number of ranks. short_name names the default run directory (runs/<short>-<time>).
+// Bad usage is a CLI error (exit 2); a missing GPU or an unusable run directory a
+// kiln::Error (exit 1).
+inline RunContext open_run(const std::string& program, const std::string& short_name, RunFlags& flags,
+                           const std::string& device_flag, int64_t global_batch) {
+  RunContext c;
+  const std::string want = device_flag.empty() ? (cuda_is_available() ? "cuda" : "cpu") : device_flag;
+  KILN_CHECK(want == "cpu" || cuda_is_available(), program, ": --device ", want,
+             ": no usable CUDA device (build without CUDA, or no GPU)");
+  c.device = Device(want.c_str());
+  const dist::LaunchEnv env = dist::launch_env();
+  if (env.world_size > 1 && c.device.is_cuda() && device_flag.find(':') == std::string::npos)
+    c.device = dist::local_device(DeviceType::CUDA, env);
+  dist::InitOptions io;
+  io.device = c.device;
+  c.pg = dist::init_process_group(io, env);
+  c.world = c.pg->size();
+  c.rank = c.pg->rank();
+  c.main_rank = c.rank == 0;
+  c.device_name = c.device.str();
+  if (global_batch % c.world != 0)
+    throw CLI::ValidationError("--batch-size", std::to_string(global_batch) + " is the global batch and must divide by the " +
+                                                   std::to_string(c.world) + " ranks");
+  if (flags.run_dir.empty()) {
+    if (flags.resume) throw CLI::RequiredError("--resume needs --run-dir (the run to continue)");
+    KILN_CHECK(c.world == 1, program, ": give --run-dir when running on several ranks (they must share it)");
+    flags.run_dir = default_run_dir(short_name);
+  }
+  if (c.main_rank) c.dir = std::make_unique<run::RunDir>(flags.run_dir, start_mode(flags), true);
+  c.pg->barrier()->wait();
+  if (!c.main_rank) c.dir = std::make_unique<run::RunDir>(flags.run_dir, start_mode(flags), false);
+  return c;
 }
 
 }  // namespace kiln::tools

@@ -172,8 +172,9 @@ std::map<std::string, std::string> run_metadata(const Config& c, double lr, doub
           {"limit_train", std::to_string(c.limit_train)}};
 }
 
-Tensor i64_scalar(int64_t v) { return scalar_tensor(v, DType::I64); }
-Tensor f64_scalar(double v) { return scalar_tensor(v, DType::F64); }
+using run::f64_scalar;
+using run::get_i64;
+using run::i64_scalar;
 
 // Where training stands: enough to continue exactly, mid-epoch too.
 struct TrainState {
@@ -188,9 +189,9 @@ std::map<std::string, Tensor> checkpoint_tensors(const nn::Module& model, const 
                                                  const LRScheduler& sched, const TrainState& ts, const Generator& gen,
                                                  const data::DataLoader& loader) {
   std::map<std::string, Tensor> t;
-  for (auto& [k, v] : model.state_dict()) t["model." + k] = v;
-  for (auto& [k, v] : opt.state_dict()) t["optim." + k] = v;
-  for (auto& [k, v] : sched.state_dict()) t["sched." + k] = v;
+  run::put_state(t, "model.", model.state_dict());
+  run::put_state(t, "optim.", opt.state_dict());
+  run::put_state(t, "sched.", sched.state_dict());
   t["train.epoch"] = i64_scalar(ts.epochs_done);
   t["train.step"] = i64_scalar(ts.step);
   t["train.epoch_loss_sum"] = f64_scalar(ts.epoch_loss_sum);
@@ -201,25 +202,6 @@ std::map<std::string, Tensor> checkpoint_tensors(const nn::Module& model, const 
   t["train.loader_epoch"] = i64_scalar(loader.state().epoch);
   t["train.loader_batch"] = i64_scalar(loader.state().batch);
   return t;
-}
-
-std::map<std::string, Tensor> strip_prefix(const std::map<std::string, Tensor>& all, const std::string& prefix) {
-  std::map<std::string, Tensor> out;
-  for (auto& [k, v] : all)
-    if (k.rfind(prefix, 0) == 0) out[k.substr(prefix.size())] = v;
-  return out;
-}
-
-const Tensor& get_scalar(const std::map<std::string, Tensor>& t, const std::string& name, const std::string& path,
-                         DType dtype) {
-  auto it = t.find(name);
-  KILN_CHECK(it != t.end(), "kiln_train_cnn: checkpoint ", path, " has no '", name, "'");
-  KILN_CHECK(it->second.numel() == 1 && it->second.dtype() == dtype, "kiln_train_cnn: checkpoint ", path, ": '", name,
-             "' is not a one-element ", dtype_name(dtype), " tensor");
-  return it->second;
-}
-int64_t get_i64(const std::map<std::string, Tensor>& t, const std::string& name, const std::string& path) {
-  return get_scalar(t, name, path, DType::I64).item<int64_t>();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -256,45 +238,14 @@ EvalResult evaluate(nn::Module& model, const data::DataLoader& test) {
 
 int train(Config cfg, const CLI::App& app) {
   const auto t_start = Clock::now();
-  // ---- device ----
-  std::string dev_name = cfg.device.empty() ? (cuda_is_available() ? "cuda" : "cpu") : cfg.device;
-  if (dev_name != "cpu" && !cuda_is_available()) {
-    std::fprintf(stderr, "kiln_train_cnn: --device %s: no usable CUDA device (build without CUDA, or no GPU)\n",
-                 dev_name.c_str());
-    return 1;
-  }
-  Device device(dev_name.c_str());
-
-  // ---- ranks ----
-  const dist::LaunchEnv env = dist::launch_env();
-  if (env.world_size > 1 && device.is_cuda() && cfg.device.find(':') == std::string::npos)
-    device = dist::local_device(DeviceType::CUDA, env);  // each rank on the GPU of its local rank
-  dist::InitOptions io;
-  io.device = device;
-  auto pg = dist::init_process_group(io, env);
-  const int world = pg->size(), rank = pg->rank();
-  const bool main_rank = rank == 0;
-  if (cfg.batch_size % world != 0) {
-    if (main_rank)
-      std::fprintf(stderr, "kiln_train_cnn: --batch-size %lld is the global batch and must divide by the %d ranks\n",
-                   (long long)cfg.batch_size, world);
-    return 2;
-  }
-  dev_name = device.str();
-
-  // ---- the run directory (rank 0 creates and locks it; the others wait, then read) ----
-  if (cfg.run.run_dir.empty()) {
-    if (cfg.run.resume) {
-      if (main_rank) std::fprintf(stderr, "kiln_train_cnn: --resume needs --run-dir (the run to continue)\n");
-      return 2;
-    }
-    KILN_CHECK(world == 1, "kiln_train_cnn: give --run-dir when running on several ranks (they must share it)");
-    cfg.run.run_dir = tools::default_run_dir("train_cnn");
-  }
-  std::unique_ptr<run::RunDir> rd;
-  if (main_rank) rd = std::make_unique<run::RunDir>(cfg.run.run_dir, tools::start_mode(cfg.run), true);
-  pg->barrier()->wait();
-  if (!main_rank) rd = std::make_unique<run::RunDir>(cfg.run.run_dir, tools::start_mode(cfg.run), false);
+  // ---- device, ranks, run directory ----
+  tools::RunContext rc = tools::open_run("kiln_train_cnn", "train_cnn", cfg.run, cfg.device, cfg.batch_size);
+  const Device device = rc.device;
+  const std::string dev_name = rc.device_name;
+  auto pg = rc.pg;
+  const int world = rc.world, rank = rc.rank;
+  const bool main_rank = rc.main_rank;
+  auto& rd = rc.dir;
   run::Checkpointer ckpt(rd->checkpoint_dir(), run::CheckpointOptions{cfg.run.keep_last});
 
   // ---- data ----
@@ -375,29 +326,14 @@ int train(Config cfg, const CLI::App& app) {
   TrainState ts;
   std::string last_ckpt;
   if (cfg.run.resume) {
-    std::optional<std::string> latest = ckpt.latest();
-    if (!latest) {
-      std::fprintf(stderr, "kiln_train_cnn: --resume: %s holds no checkpoint yet (start it again without --resume, "
-                   "with --overwrite)\n", ckpt.dir().c_str());
-      return 1;
-    }
-    last_ckpt = *latest;
-    SafetensorsContents ck = load_safetensors_with_metadata(last_ckpt, kCPU);
-    for (auto& [k, v] : meta) {
-      auto it = ck.metadata.find(k);
-      std::string have = it == ck.metadata.end() ? "<missing>" : it->second;
-      if (have != v) {
-        std::fprintf(stderr, "kiln_train_cnn: --resume: checkpoint %s was written with %s=%s, this run has %s\n",
-                     last_ckpt.c_str(), k.c_str(), have.c_str(), v.c_str());
-        return 1;
-      }
-    }
-    model->load_state_dict(strip_prefix(ck.tensors, "model."));
-    opt->load_state_dict(strip_prefix(ck.tensors, "optim."));
-    sched->load_state_dict(strip_prefix(ck.tensors, "sched."));
+    run::ResumePoint ck = run::load_resume_point("kiln_train_cnn", ckpt, meta);
+    last_ckpt = ck.path;
+    model->load_state_dict(run::sub_state(ck.tensors, "model."));
+    opt->load_state_dict(run::sub_state(ck.tensors, "optim."));
+    sched->load_state_dict(run::sub_state(ck.tensors, "sched."));
     ts.epochs_done = get_i64(ck.tensors, "train.epoch", last_ckpt);
     ts.step = get_i64(ck.tensors, "train.step", last_ckpt);
-    ts.epoch_loss_sum = get_scalar(ck.tensors, "train.epoch_loss_sum", last_ckpt, DType::F64).item<double>();
+    ts.epoch_loss_sum = run::get_f64(ck.tensors, "train.epoch_loss_sum", last_ckpt);
     ts.epoch_loss_n = get_i64(ck.tensors, "train.epoch_loss_n", last_ckpt);
     ts.epoch_images = get_i64(ck.tensors, "train.epoch_images", last_ckpt);
     gen.set_state(static_cast<uint64_t>(get_i64(ck.tensors, "train.rng_seed", last_ckpt)),

@@ -175,4 +175,52 @@ int Checkpointer::remove_stale_temps() const {
   return removed;
 }
 
+void put_state(std::map<std::string, Tensor>& out, const std::string& prefix,
+               const std::map<std::string, Tensor>& state) {
+  for (auto& [k, v] : state) out[prefix + k] = v;
+}
+
+std::map<std::string, Tensor> sub_state(const std::map<std::string, Tensor>& all, const std::string& prefix) {
+  std::map<std::string, Tensor> out;
+  for (auto& [k, v] : all)
+    if (k.rfind(prefix, 0) == 0) out[k.substr(prefix.size())] = v;
+  return out;
+}
+
+Tensor i64_scalar(int64_t v) { return scalar_tensor(v, DType::I64); }
+Tensor f64_scalar(double v) { return scalar_tensor(v, DType::F64); }
+
+namespace {
+const Tensor& get_scalar(const std::map<std::string, Tensor>& t, const std::string& name, const std::string& path,
+                         DType dtype) {
+  auto it = t.find(name);
+  KILN_CHECK(it != t.end(), "checkpoint ", path, " has no '", name, "'");
+  KILN_CHECK(it->second.numel() == 1 && it->second.dtype() == dtype, "checkpoint ", path, ": '", name,
+             "' is not a one-element ", dtype_name(dtype), " tensor");
+  return it->second;
+}
+}  // namespace
+
+int64_t get_i64(const std::map<std::string, Tensor>& t, const std::string& name, const std::string& path) {
+  return get_scalar(t, name, path, DType::I64).item<int64_t>();
+}
+double get_f64(const std::map<std::string, Tensor>& t, const std::string& name, const std::string& path) {
+  return get_scalar(t, name, path, DType::F64).item<double>();
+}
+
+ResumePoint load_resume_point(const std::string& program, const Checkpointer& ckpt,
+                              const std::map<std::string, std::string>& expected) {
+  std::optional<std::string> latest = ckpt.latest();
+  KILN_CHECK(latest.has_value(), program, ": --resume: ", ckpt.dir(),
+             " holds no checkpoint yet (start it again without --resume, with --overwrite)");
+  SafetensorsContents ck = load_safetensors_with_metadata(*latest, kCPU);
+  for (auto& [k, v] : expected) {
+    auto it = ck.metadata.find(k);
+    const std::string have = it == ck.metadata.end() ? "<missing>" : it->second;
+    KILN_CHECK(have == v, program, ": --resume: checkpoint ", *latest, " was written with ", k, "=", have,
+               ", this run has ", v);
+  }
+  return ResumePoint{*latest, std::move(ck.tensors), std::move(ck.metadata)};
+}
+
 }  // namespace kiln::run

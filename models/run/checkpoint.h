@@ -43,4 +43,33 @@ class Checkpointer {
 // The path of step `step`'s checkpoint in `dir`.
 std::string checkpoint_path(const std::string& dir, int64_t step);
 
+// ---- what every trainer's checkpoint holds ----
+// A trainer's checkpoint is one flat map: each module's / optimizer's state under a
+// prefix ("model.", "optim.", "G.", "D.", ...) and its counters as 0-d tensors
+// ("train.step", ...), with the settings a resumed run must share as metadata.
+
+// Adds `state` to `out` under `prefix`.
+void put_state(std::map<std::string, Tensor>& out, const std::string& prefix,
+               const std::map<std::string, Tensor>& state);
+// The entries of `all` under `prefix`, with the prefix removed.
+std::map<std::string, Tensor> sub_state(const std::map<std::string, Tensor>& all, const std::string& prefix);
+Tensor i64_scalar(int64_t v);
+Tensor f64_scalar(double v);
+// A one-element i64 / f64 entry; a kiln::Error naming the checkpoint `path` and the entry
+// when it is missing or of another kind.
+int64_t get_i64(const std::map<std::string, Tensor>& t, const std::string& name, const std::string& path);
+double get_f64(const std::map<std::string, Tensor>& t, const std::string& name, const std::string& path);
+
+// Resuming: the newest checkpoint of `ckpt`, after checking that its metadata agrees with
+// `expected` on every key (a run resumed with another batch size or seed is not the same
+// run). Throws kiln::Error naming the checkpoint, the key and both values, or saying that
+// there is no checkpoint yet.
+struct ResumePoint {
+  std::string path;
+  std::map<std::string, Tensor> tensors;
+  std::map<std::string, std::string> metadata;
+};
+ResumePoint load_resume_point(const std::string& program, const Checkpointer& ckpt,
+                              const std::map<std::string, std::string>& expected);
+
 }  // namespace kiln::run

@@ -70,6 +70,23 @@ bool Progress::due(int64_t step, bool force) const {
 }
 
 void Progress::log(int64_t step, int64_t epoch, int64_t epochs, double loss, double lr, int64_t images) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "loss %.4f  lr %.3g", loss, lr);
+  line(step, epoch, epochs, buf, images);
+}
+
+void Progress::log(int64_t step, int64_t epoch, int64_t epochs,
+                   const std::vector<std::pair<std::string, double>>& fields, int64_t images) {
+  std::string text;
+  char buf[64];
+  for (auto& [name, v] : fields) {
+    std::snprintf(buf, sizeof buf, "%.4g", v);
+    text += (text.empty() ? "" : "  ") + name + " " + buf;
+  }
+  line(step, epoch, epochs, text, images);
+}
+
+void Progress::line(int64_t step, int64_t epoch, int64_t epochs, const std::string& fields, int64_t images) {
   const auto now = Clock::now();
   const double interval = seconds_between(t_last_, now);
   const double ips = static_cast<double>(images) / std::max(interval, 1e-9);
@@ -77,9 +94,9 @@ void Progress::log(int64_t step, int64_t epoch, int64_t epochs, double loss, dou
   const int64_t left = std::max<int64_t>(total_steps_ - step, 0);
   const double eta = done > 0 ? seconds_between(t_start_, now) / static_cast<double>(done) * static_cast<double>(left)
                               : NAN;
-  std::fprintf(stderr, "%sstep %lld/%lld  epoch %lld/%lld  loss %.4f  lr %.3g  %.0f img/s  ETA %s%s",
-               tty_ ? "\r" : "", (long long)step, (long long)total_steps_, (long long)epoch, (long long)epochs, loss,
-               lr, ips, format_duration(eta).c_str(), tty_ ? "   " : "\n");
+  std::fprintf(stderr, "%sstep %lld/%lld  epoch %lld/%lld  %s  %.0f img/s  ETA %s%s", tty_ ? "\r" : "",
+               (long long)step, (long long)total_steps_, (long long)epoch, (long long)epochs, fields.c_str(), ips,
+               format_duration(eta).c_str(), tty_ ? "   " : "\n");
   std::fflush(stderr);
   t_last_ = now;
   last_step_ = step;

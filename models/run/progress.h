@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <kiln/core/error.h>
 #include <kiln/core/tensor.h>
@@ -28,11 +30,17 @@ class Progress {
   // epoch's running mean); images: images processed since the previous log() (all ranks),
   // for the throughput over that interval. The ETA is from this invocation's pace.
   void log(int64_t step, int64_t epoch, int64_t epochs, double loss, double lr, int64_t images);
+  // The same line with the trainer's own quantities in place of "loss ... lr ...":
+  // "step 12/100  epoch 1/3  d_loss 1.2345  g_loss 0.8765  1234 img/s  ETA 1:02"
+  // (each value printed with %.4g).
+  void log(int64_t step, int64_t epoch, int64_t epochs, const std::vector<std::pair<std::string, double>>& fields,
+           int64_t images);
   void end_epoch_line();  // finishes a "\r" line on a terminal (nothing otherwise)
   double elapsed_seconds() const;  // since construction
   const std::string& program() const { return program_; }
 
  private:
+  void line(int64_t step, int64_t epoch, int64_t epochs, const std::string& fields, int64_t images);
   std::string program_;
   int64_t total_steps_, start_step_, log_every_steps_;
   double log_every_s_;

@@ -1,0 +1,767 @@
+// kiln_train_gan: trains a GAN — the DCGAN of Radford et al. on images (Fashion-MNIST, or
+// a folder of the user's pictures) or the MLP GAN of Metz et al. on 2-D Gaussian mixtures —
+// with the stabilisers GAN research compares, on the CPU or a CUDA device, data-parallel
+// under tools/kiln-run.
+//
+// The losses (x real, z ~ N(0, I), D's output a logit, BCE = binary cross entropy on logits):
+//   D:  BCE(D(x), s) + BCE(D(G(z)), 0)         s = 1, or --label-smoothing s (one-sided)
+//   G:  BCE(D(G(z)), 1)                         the non-saturating loss
+// Stabilisers (each a flag; they combine unless noted):
+//   --feature-matching        G minimises ||E f(x) - E f(G(z))||^2 over D's last hidden
+//                             layer f instead (Salimans et al. 2016)
+//   --minibatch-discrimination  D gets a minibatch-discrimination layer before its logit
+//                             (Salimans et al. 2016; models/nn/minibatch_discrimination.h)
+//   --unrolled K              G's loss is taken against D after K further Adam steps of D,
+//                             differentiated through those steps (second order; Metz et al.
+//                             2017); --unrolled-first-order drops the second-order terms
+//   --mode-regularizer        an encoder E and, for G and E, lambda1 ||x - G(E(x))||^2 +
+//                             lambda2 BCE(D(G(E(x))), 1) (Che et al. 2017)
+//   --wgan-gp                 a critic without BN, D: E D(G(z)) - E D(x) + lambda (||grad
+//                             D(x^)|| - 1)^2 at x^ between real and fake, G: -E D(G(z)),
+//                             5 critic steps per G step, Adam(1e-4, 0, 0.9) (Gulrajani et al.
+//                             2017); excludes label smoothing, unrolling and the mode
+//                             regulariser
+//
+// An iteration takes one batch of real data and updates D; G (and E) are updated every
+// --d-steps iterations. An epoch is one pass over the images, or --steps-per-epoch
+// iterations of 2-D data. Every random draw of iteration i (latents, 2-D samples,
+// interpolation weights) comes from a Philox stream at a fixed offset for i, so a run is a
+// pure function of its flags and a resumed run continues exactly.
+//
+// After every epoch: an 8 x 8 grid of samples from fixed latents (<run>/samples/
+// epoch-NNN.png and <run>/samples.png), or for 2-D data a scatter plot of 2,500 samples
+// over the mixture's centres; the metrics of models/eval/gan_metrics.h (2-D: modes covered
+// and high-quality share; images with --classifier: MODE score, Inception-style score,
+// Fréchet distance of the classifier's penultimate features and class coverage, beside the
+// same numbers for real test images); a checkpoint. The last stdout line is a JSON summary.
+//
+// Data parallel: --batch-size is the global batch; each rank takes its share of every
+// batch (the same real samples and latents the single process would use) and G and D are
+// each wrapped in DistributedDataParallel. Without BatchNorm (the MLP GAN) N ranks give the
+// single process's results; BatchNorm normalises per rank, as PyTorch's DDP does. The
+// unrolled D steps run on each rank's share.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <kiln/kiln.h>
+#include <kiln/models/data/images.h>
+#include <kiln/models/data/toy2d.h>
+#include <kiln/models/eval/classifier.h>
+#include <kiln/models/eval/gan_metrics.h>
+#include <kiln/models/run/checkpoint.h>
+#include <kiln/models/run/metrics.h>
+#include <kiln/models/run/progress.h>
+#include <kiln/models/run/run_dir.h>
+#include <kiln/models/zoo/gan.h>
+
+#include "cli.h"
+#include "run_cli.h"
+
+namespace {
+
+using namespace kiln;
+using Clock = std::chrono::steady_clock;
+constexpr const char* kProg = "kiln_train_gan";
+
+struct Config {
+  std::string data = "fashion-mnist";
+  std::string model;  // "" = dcgan for images, mlp for 2-D data
+  int64_t epochs = 0;  // 0: 5 for images, 10 for 2-D data
+  int64_t batch_size = 0;  // 0: 64 for images, 512 for 2-D data
+  int64_t steps_per_epoch = 500;  // 2-D data
+  double lr = 0;      // 0: 2e-4 (1e-4 with --wgan-gp)
+  double beta1 = -1;  // < 0: 0.5 (0 with --wgan-gp)
+  double beta2 = -1;  // < 0: 0.999 (0.9 with --wgan-gp)
+  int64_t d_steps = 0;  // 0: 1 (5 with --wgan-gp)
+  int64_t latent_dim = 0;  // 0: 100 for DCGAN, 256 for the MLP GAN
+  int64_t width = 32;
+  int64_t hidden = 128;
+  int64_t image_size = 0;  // 0: 28 for Fashion-MNIST, 32 for a folder
+  int64_t channels = 3;    // a folder's images: 1 or 3
+  double label_smoothing = 1.0;
+  bool feature_matching = false;
+  bool minibatch_discrimination = false;
+  int64_t mbd_kernels = 50;
+  int64_t mbd_kernel_dim = 5;
+  int64_t unrolled = 0;
+  bool unrolled_first_order = false;
+  bool mode_regularizer = false;
+  double mr_lambda1 = 0.2;
+  double mr_lambda2 = 0.4;
+  bool wgan_gp = false;
+  double gp_lambda = 10.0;
+  std::string classifier;
+  int64_t eval_samples = 0;  // 0: 10000 for images, 2500 for 2-D data
+  uint64_t seed = 0;
+  std::string device;
+  std::string data_dir = data::kFashionMnistDir;
+  int64_t limit_train = 0;
+  int64_t stop_after = 0;
+  tools::RunFlags run;
+};
+
+void add_flags(CLI::App& app, Config& c) {
+  app.option_defaults()->always_capture_default();
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--data", c.data, "fashion-mnist | ring8 | grid25 | folder:PATH (a folder of images, recursively)");
+  app.add_option("--model", c.model, "dcgan | mlp (default: dcgan for images, mlp for 2-D data)")
+      ->check(CLI::IsMember({"", "dcgan", "mlp"}));
+  app.add_option("--epochs", c.epochs, "epochs (0: 5 for images, 10 for 2-D data)")
+      ->check(tools::integer_range(0, int64_t{1} << 30));
+  app.add_option("--batch-size", c.batch_size, "global batch, split across the ranks (0: 64 images, 512 points)")
+      ->check(tools::integer_range(0, int64_t{1} << 30));
+  app.add_option("--steps-per-epoch", c.steps_per_epoch, "iterations per epoch on 2-D data")
+      ->check(tools::integer_range(1, int64_t{1} << 30));
+  app.add_option("--lr", c.lr, "Adam learning rate of G, D and E (0: 2e-4, 1e-4 with --wgan-gp)")
+      ->check(tools::positive_real(true));
+  app.add_option("--beta1", c.beta1, "Adam beta1 (negative: 0.5, 0 with --wgan-gp)");
+  app.add_option("--beta2", c.beta2, "Adam beta2 (negative: 0.999, 0.9 with --wgan-gp)");
+  app.add_option("--d-steps", c.d_steps, "D updates per G update (0: 1, 5 with --wgan-gp)")
+      ->check(tools::integer_range(0, 1000));
+  app.add_option("--latent-dim", c.latent_dim, "latent size (0: 100 DCGAN, 256 MLP)")
+      ->check(tools::integer_range(0, 1 << 16));
+  app.add_option("--width", c.width, "DCGAN width: G's last and D's first hidden channels")
+      ->check(tools::integer_range(1, 4096));
+  app.add_option("--hidden", c.hidden, "MLP GAN hidden units")->check(tools::integer_range(1, 1 << 16));
+  app.add_option("--image-size", c.image_size, "28, 32 or 64 (0: 28 for Fashion-MNIST, 32 for a folder)")
+      ->check(CLI::IsMember({0, 28, 32, 64}));
+  app.add_option("--channels", c.channels, "channels of a folder's images: 1 (grey) or 3 (RGB)")
+      ->check(CLI::IsMember({1, 3}));
+  app.add_option("--label-smoothing", c.label_smoothing, "D's target for real data (one-sided smoothing; 1: none)")
+      ->check(CLI::Range(0.5, 1.0));
+  app.add_flag("--feature-matching", c.feature_matching, "G matches the mean of D's last hidden layer");
+  app.add_flag("--minibatch-discrimination", c.minibatch_discrimination, "a minibatch-discrimination layer in D");
+  app.add_option("--mbd-kernels", c.mbd_kernels, "minibatch discrimination: kernels B")
+      ->check(tools::integer_range(1, 4096));
+  app.add_option("--mbd-kernel-dim", c.mbd_kernel_dim, "minibatch discrimination: kernel dimension C")
+      ->check(tools::integer_range(1, 4096));
+  app.add_option("--unrolled", c.unrolled, "unroll K steps of D for G's loss (0: off)")
+      ->check(tools::integer_range(0, 100));
+  app.add_flag("--unrolled-first-order", c.unrolled_first_order,
+               "unrolled GAN without the second-order terms (G's loss at the unrolled D, not through it)");
+  app.add_flag("--mode-regularizer", c.mode_regularizer, "mode-regularised GAN: an encoder E and its two regularisers");
+  app.add_option("--mr-lambda1", c.mr_lambda1, "mode regulariser: weight of ||x - G(E(x))||^2")
+      ->check(tools::positive_real(true));
+  app.add_option("--mr-lambda2", c.mr_lambda2, "mode regulariser: weight of BCE(D(G(E(x))), 1)")
+      ->check(tools::positive_real(true));
+  app.add_flag("--wgan-gp", c.wgan_gp, "WGAN with gradient penalty (a critic without BN)");
+  app.add_option("--gp-lambda", c.gp_lambda, "WGAN-GP penalty weight")->check(tools::positive_real(true));
+  app.add_option("--classifier", c.classifier,
+                 "a kiln_train_cnn run directory or checkpoint: MODE score, Frechet distance, class coverage");
+  app.add_option("--eval-samples", c.eval_samples, "samples per evaluation (0: 10000 images, 2500 points)")
+      ->check(tools::integer_range(0, int64_t{1} << 24));
+  app.add_option("--seed", c.seed, "seed of the initialisation and every random draw")->check(tools::any_uint64());
+  app.add_option("--device", c.device, "cpu | cuda | cuda:N (default cuda when a GPU is usable, else cpu)")
+      ->check(tools::device_spec());
+  app.add_option("--data-dir", c.data_dir, "Fashion-MNIST idx(.gz) files");
+  app.add_option("--limit-train", c.limit_train, "use only the first N training images (quick tests; 0: all)")
+      ->check(tools::non_negative<int64_t>());
+  app.add_option("--stop-after", c.stop_after, "stop after N epochs of this invocation")
+      ->check(tools::non_negative<int64_t>())
+      ->configurable(false);
+  tools::add_run_flags(app, c.run);
+}
+
+// ---- settings that follow from the flags -----------------------------------------------
+
+struct Plan {
+  bool toy = false;  // 2-D data
+  std::optional<data::Mixture2d> mixture;
+  std::string folder;
+  bool dcgan = true;
+};
+
+Plan resolve(Config& c) {
+  Plan p;
+  if (c.data == "ring8" || c.data == "grid25") {
+    p.toy = true;
+    p.mixture = data::mixture2d(c.data);
+  } else if (c.data.rfind("folder:", 0) == 0) {
+    p.folder = c.data.substr(7);
+    if (p.folder.empty()) throw CLI::ValidationError("--data", "folder: needs a path (folder:PATH)");
+  } else if (c.data != "fashion-mnist") {
+    throw CLI::ValidationError("--data", "'" + c.data + "' is not fashion-mnist, ring8, grid25 or folder:PATH");
+  }
+  if (c.model.empty()) c.model = p.toy ? "mlp" : "dcgan";
+  p.dcgan = c.model == "dcgan";
+  if (p.toy && p.dcgan) throw CLI::ValidationError("--model", "dcgan needs image data; 2-D data trains --model mlp");
+  if (!p.toy && !p.dcgan) throw CLI::ValidationError("--model", "mlp trains 2-D data (ring8, grid25); images need dcgan");
+  if (c.wgan_gp && (c.label_smoothing < 1.0 || c.unrolled > 0 || c.mode_regularizer))
+    throw CLI::ValidationError("--wgan-gp",
+                               "excludes --label-smoothing, --unrolled and --mode-regularizer (its critic has no "
+                               "probabilities)");
+  if (c.unrolled_first_order && c.unrolled == 0)
+    throw CLI::ValidationError("--unrolled-first-order", "needs --unrolled K");
+  if (p.toy && !c.classifier.empty())
+    throw CLI::ValidationError("--classifier", "applies to image data; 2-D data is measured by modes covered");
+  if (!p.folder.empty() && !c.classifier.empty() && c.channels != 1)
+    throw CLI::ValidationError("--classifier", "the Fashion-MNIST classifier reads 1-channel 28 x 28 images");
+  if (c.epochs == 0) c.epochs = p.toy ? 10 : 5;
+  if (c.batch_size == 0) c.batch_size = p.toy ? 512 : 64;
+  if (c.lr == 0) c.lr = c.wgan_gp ? 1e-4 : 2e-4;
+  if (c.beta1 < 0) c.beta1 = c.wgan_gp ? 0.0 : 0.5;
+  if (c.beta2 < 0) c.beta2 = c.wgan_gp ? 0.9 : 0.999;
+  if (c.beta1 >= 1 || c.beta2 >= 1) throw CLI::ValidationError("--beta1/--beta2", "must lie in [0, 1)");
+  if (c.d_steps == 0) c.d_steps = c.wgan_gp ? 5 : 1;
+  if (c.latent_dim == 0) c.latent_dim = p.dcgan ? 100 : 256;
+  if (c.image_size == 0) c.image_size = p.folder.empty() ? 28 : 32;
+  if (p.folder.empty() && !p.toy && c.image_size != 28)
+    throw CLI::ValidationError("--image-size", "Fashion-MNIST images are 28 x 28");
+  if (c.eval_samples == 0) c.eval_samples = p.toy ? 2500 : 10000;
+  return p;
+}
+
+// The settings a resumed run must share with the run that wrote the checkpoint.
+std::map<std::string, std::string> run_metadata(const Config& c) {
+  auto num = [](double v) {
+    char b[40];
+    std::snprintf(b, sizeof b, "%.17g", v);
+    return std::string(b);
+  };
+  return {{"format", "kiln_train_gan/1"},
+          {"data", c.data},
+          {"model", c.model},
+          {"batch_size", std::to_string(c.batch_size)},
+          {"steps_per_epoch", std::to_string(c.steps_per_epoch)},
+          {"lr", num(c.lr)},
+          {"beta1", num(c.beta1)},
+          {"beta2", num(c.beta2)},
+          {"d_steps", std::to_string(c.d_steps)},
+          {"latent_dim", std::to_string(c.latent_dim)},
+          {"width", std::to_string(c.width)},
+          {"hidden", std::to_string(c.hidden)},
+          {"image_size", std::to_string(c.image_size)},
+          {"label_smoothing", num(c.label_smoothing)},
+          {"stabilisers", detail::str(c.feature_matching ? "fm " : "", c.minibatch_discrimination ? "mbd " : "",
+                                      c.unrolled, c.unrolled_first_order ? "u1 " : "u ",
+                                      c.mode_regularizer ? "mr " : "", c.wgan_gp ? "gp" : "")},
+          {"seed", std::to_string(c.seed)},
+          {"limit_train", std::to_string(c.limit_train)}};
+}
+
+// Every random draw of iteration `it` and stream `stream` (0: latents, 1: 2-D data, 2: GP
+// interpolation, 3: unrolled latents): a Philox stream at a fixed offset, so nothing but the
+// iteration counter needs checkpointing.
+void seek_draws(Generator& g, uint64_t seed, int64_t it, int stream) {
+  g.set_state(seed ^ 0x9e3779b97f4a7c15ULL, (static_cast<uint64_t>(it) * 8 + stream) << 28);
+}
+
+// Rows [rank * n / world, (rank + 1) * n / world) of a global batch.
+Tensor shard(const Tensor& t, int rank, int world) {
+  const int64_t per = t.size(0) / world;
+  return t.narrow(0, rank * per, per);
+}
+
+Tensor bce(const Tensor& logits, double target) {
+  return binary_cross_entropy_with_logits(logits, full(logits.sizes(), target, TensorOptions(logits.dtype(), logits.device())));
+}
+
+// Adam's step written with recorded ops, for the unrolled D: the state (m, v, t) is
+// copied from D's optimizer, so the unrolled steps continue D's own optimisation.
+struct UnrollState {
+  std::vector<Tensor> m, v;
+  double t = 0;
+};
+
+UnrollState unroll_state(const Optimizer& opt, const std::vector<Tensor>& params) {
+  UnrollState s;
+  auto sd = opt.state_dict();
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto m = sd.find(detail::str("state.", i, ".exp_avg"));
+    auto v = sd.find(detail::str("state.", i, ".exp_avg_sq"));
+    auto st = sd.find(detail::str("state.", i, ".step"));
+    const bool have = m != sd.end() && v != sd.end();
+    s.m.push_back(have ? m->second.detach().clone() : zeros_like(params[i]));
+    s.v.push_back(have ? v->second.detach().clone() : zeros_like(params[i]));
+    if (i == 0 && st != sd.end()) s.t = st->second.to(kCPU).item<double>();
+  }
+  return s;
+}
+
+// ---- the run -----------------------------------------------------------------------------
+
+struct Models {
+  std::shared_ptr<nn::Module> G, E;
+  std::shared_ptr<models::Discriminator> D;
+};
+
+Models build(const Config& c, const Plan& p, Generator& gen) {
+  Models m;
+  if (p.dcgan) {
+    models::DcganOptions o;
+    o.image_size = c.image_size;
+    o.channels = p.folder.empty() ? 1 : c.channels;
+    o.latent_dim = c.latent_dim;
+    o.width = c.width;
+    o.batch_norm_in_d = !c.wgan_gp;
+    o.minibatch_kernels = c.minibatch_discrimination ? c.mbd_kernels : 0;
+    o.minibatch_kernel_dim = c.mbd_kernel_dim;
+    m.G = models::dcgan_generator(o, gen);
+    m.D = models::dcgan_discriminator(o, gen);
+    if (c.mode_regularizer) m.E = models::dcgan_encoder(o, gen);
+  } else {
+    models::MlpGanOptions o;
+    o.latent_dim = c.latent_dim;
+    o.hidden = c.hidden;
+    o.minibatch_kernels = c.minibatch_discrimination ? c.mbd_kernels : 0;
+    o.minibatch_kernel_dim = c.mbd_kernel_dim;
+    m.G = models::mlp_generator(o, gen);
+    m.D = models::mlp_discriminator(o, gen);
+    if (c.mode_regularizer) m.E = models::mlp_encoder(o, gen);
+  }
+  return m;
+}
+
+std::unique_ptr<Adam> make_adam(const std::vector<Tensor>& params, const Config& c) {
+  AdamOptions o;
+  o.lr = c.lr;
+  o.beta1 = c.beta1;
+  o.beta2 = c.beta2;
+  return std::make_unique<Adam>(params, o);
+}
+
+// The image metrics' real-data side, computed once.
+struct RealBaseline {
+  Tensor prior;  // p*(y): the training labels' class frequencies
+  double mode_score = NAN, inception = NAN, frechet = NAN;
+  Tensor test_features;
+};
+
+int train(Config cfg, const CLI::App& app) {
+  const auto t_start = Clock::now();
+  Plan plan = resolve(cfg);
+  tools::RunContext rc = tools::open_run(kProg, "train_gan", cfg.run, cfg.device, cfg.batch_size);
+  const Device device = rc.device;
+  const int world = rc.world, rank = rc.rank;
+  const bool main_rank = rc.main_rank;
+  run::Checkpointer ckpt(rc.dir->checkpoint_dir(), run::CheckpointOptions{cfg.run.keep_last});
+  const int64_t local_batch = cfg.batch_size / world;
+
+  // ---- data ----
+  data::Dataset images;
+  std::unique_ptr<data::DataLoader> loader;
+  if (!plan.toy) {
+    images = plan.folder.empty() ? data::load_fashion_mnist(cfg.data_dir, true)
+                                 : data::load_image_folder(plan.folder, cfg.image_size, cfg.channels);
+    if (cfg.limit_train > 0 && cfg.limit_train < images.size()) {
+      images.images = images.images.narrow(0, 0, cfg.limit_train).contiguous();
+      images.labels = images.labels.narrow(0, 0, cfg.limit_train).contiguous();
+    }
+    data::LoaderOptions lo;
+    lo.batch_size = local_batch;
+    lo.rank = rank;
+    lo.world_size = world;
+    lo.seed = cfg.seed;
+    lo.drop_last = true;  // every batch full: the D/G batch sizes stay equal
+    lo.mean = 0.5f;       // pixels to [-1, 1], G's tanh range
+    lo.std = 0.5f;
+    lo.device = device;
+    loader = std::make_unique<data::DataLoader>(images, lo);
+    KILN_CHECK(loader->size() > 0, kProg, ": no full training batch (", images.size(), " images, batch ", local_batch,
+               " per rank)");
+  }
+  const int64_t iters_per_epoch = plan.toy ? cfg.steps_per_epoch : loader->size();
+  const int64_t total_iters = iters_per_epoch * cfg.epochs;
+
+  // ---- models and optimizers ----
+  Generator gen(cfg.seed);
+  Models m = build(cfg, plan, gen);
+  for (auto mod : {m.G, std::static_pointer_cast<nn::Module>(m.D), m.E})
+    if (mod) mod->to(device), mod->train();
+  std::vector<Tensor> ge_params = m.G->parameters();
+  if (m.E)
+    for (auto& t : m.E->parameters()) ge_params.push_back(t);
+  auto opt_g = make_adam(ge_params, cfg);
+  auto opt_d = make_adam(m.D->parameters(), cfg);
+  const int64_t n_params_g = m.G->num_parameters(), n_params_d = m.D->num_parameters();
+
+  // ---- resume ----
+  const auto meta = run_metadata(cfg);
+  int64_t iter = 0;
+  std::string last_ckpt;
+  if (cfg.run.resume) {
+    run::ResumePoint ck = run::load_resume_point(kProg, ckpt, meta);
+    last_ckpt = ck.path;
+    m.G->load_state_dict(run::sub_state(ck.tensors, "G."));
+    m.D->load_state_dict(run::sub_state(ck.tensors, "D."));
+    if (m.E) m.E->load_state_dict(run::sub_state(ck.tensors, "E."));
+    opt_g->load_state_dict(run::sub_state(ck.tensors, "optim_g."));
+    opt_d->load_state_dict(run::sub_state(ck.tensors, "optim_d."));
+    iter = run::get_i64(ck.tensors, "train.iteration", last_ckpt);
+    if (main_rank)
+      std::fprintf(stderr, "%s: resumed from %s at iteration %lld\n", kProg, last_ckpt.c_str(), (long long)iter);
+  }
+  if (loader) loader->seek(iter / iters_per_epoch, iter % iters_per_epoch);
+
+  run::MetricsWriter metrics;
+  if (main_rank) {
+    tools::write_config(app, rc.dir->config_path());
+    if (cfg.run.resume) run::MetricsWriter::truncate_after(rc.dir->metrics_path(), iter);
+    metrics = run::MetricsWriter(rc.dir->metrics_path());
+  }
+
+  // Data parallel: G and D each replicated; their gradients averaged during backward.
+  std::shared_ptr<nn::Module> netG = m.G, netD = m.D, netE = m.E;
+  if (world > 1) {
+    netG = std::make_shared<dist::DistributedDataParallel>(m.G, rc.pg);
+    netD = std::make_shared<dist::DistributedDataParallel>(m.D, rc.pg);
+    if (m.E) netE = std::make_shared<dist::DistributedDataParallel>(m.E, rc.pg);
+  }
+
+  // ---- evaluation set-up (rank 0) ----
+  const std::string samples_dir = (std::filesystem::path(rc.dir->path()) / "samples").string();
+  const std::string samples_png = (std::filesystem::path(rc.dir->path()) / "samples.png").string();
+  Tensor fixed_z;
+  {
+    Generator fz(cfg.seed + 1);
+    fixed_z = randn({plan.toy ? cfg.eval_samples : 64, cfg.latent_dim}, DType::F32, &fz).to(device);
+  }
+  std::optional<eval::Classifier> classifier;
+  RealBaseline real;
+  if (main_rank && !cfg.classifier.empty()) {
+    classifier = eval::load_classifier(cfg.classifier, device);
+    std::vector<double> freq(classifier->num_classes, 0);
+    for (int64_t y : images.labels.to_vector<int64_t>())
+      if (y >= 0 && y < classifier->num_classes) freq[y] += 1.0 / static_cast<double>(images.size());
+    real.prior = from_vector<double>(freq);
+    data::Dataset test = data::load_fashion_mnist(cfg.data_dir, false);
+    const int64_t n = std::min(cfg.eval_samples, test.size());
+    eval::Classified rt = eval::classify(*classifier, test.images.narrow(0, 0, n), 0, 255);
+    real.mode_score = eval::mode_score(rt.probs, real.prior);
+    real.inception = eval::inception_score(rt.probs);
+    real.test_features = rt.features;
+    const int64_t nt = std::min(n, images.size());
+    eval::Classified rtr = eval::classify(*classifier, images.images.narrow(0, 0, nt), 0, 255);
+    real.frechet = eval::frechet_distance(rtr.features, rt.features);
+    std::fprintf(stderr, "%s: classifier %s; real test images: MODE %.3f, Inception %.3f, Frechet train-vs-test %.3f\n",
+                 kProg, classifier->checkpoint.c_str(), real.mode_score, real.inception, real.frechet);
+  }
+
+  if (main_rank)
+    std::fprintf(stderr,
+                 "%s: device %s, %s on %s, G %lld params, D %lld params%s, batch %lld%s, Adam lr %g betas (%g, %g), "
+                 "%lld iterations/epoch; run %s\n",
+                 kProg, rc.device_name.c_str(), cfg.model.c_str(), cfg.data.c_str(), (long long)n_params_g,
+                 (long long)n_params_d, m.E ? detail::str(", E ", m.E->num_parameters(), " params").c_str() : "",
+                 (long long)cfg.batch_size,
+                 world > 1 ? detail::str(" (", world, " ranks x ", local_batch, ", ", rc.pg->backend_name(), ")").c_str()
+                           : "",
+                 cfg.lr, cfg.beta1, cfg.beta2, (long long)iters_per_epoch, rc.dir->path().c_str());
+
+  // ---- one iteration ----
+  const double real_target = cfg.label_smoothing;
+  struct StepOut {
+    Tensor d_loss, g_loss, d_real, d_fake;  // device scalars (g_loss undefined when G did not step)
+  };
+  auto real_batch = [&](int64_t it) -> Tensor {
+    if (!plan.toy) return loader->next().x;
+    Generator g;
+    seek_draws(g, cfg.seed, it, 1);
+    return shard(data::sample_mixture(*plan.mixture, cfg.batch_size, g), rank, world).to(device);
+  };
+  auto latents = [&](int64_t it, int stream) {
+    Generator g;
+    seek_draws(g, cfg.seed, it, stream);
+    return shard(randn({cfg.batch_size, cfg.latent_dim}, DType::F32, &g), rank, world).to(device);
+  };
+  auto d_loss_of = [&](const Tensor& lr, const Tensor& lf) {
+    return add(bce(lr, real_target), bce(lf, 0.0));
+  };
+
+  auto iteration = [&](int64_t it) -> StepOut {
+    StepOut out;
+    Tensor x = real_batch(it);
+    Tensor z = latents(it, 0);
+    Tensor fake = (*netG)(z);
+    // D step.
+    opt_d->zero_grad();
+    Tensor lr = (*netD)(x), lf = (*netD)(fake.detach());
+    Tensor d_loss;
+    if (cfg.wgan_gp) {
+      Generator ge;
+    seek_draws(ge, cfg.seed, it, 2);
+      Shape es(static_cast<size_t>(x.dim()), 1);
+      es[0] = cfg.batch_size;
+      Tensor eps = shard(rand(es, DType::F32, &ge), rank, world).to(device);
+      Tensor xh = add(mul(eps, x), mul(sub(1.0, eps), fake.detach())).detach().set_requires_grad(true);
+      GradOptions go;
+      go.create_graph = true;
+      Tensor gx = grad({sum((*netD)(xh))}, {xh}, {}, go)[0];
+      Dims rest;
+      for (int64_t d = 1; d < gx.dim(); ++d) rest.push_back(d);
+      Tensor gn = sqrt(add(sum(mul(gx, gx), rest), 1e-12));
+      Tensor gp = mean(mul(sub(gn, 1.0), sub(gn, 1.0)));
+      d_loss = add(sub(mean(lf), mean(lr)), mul(gp, cfg.gp_lambda));
+    } else {
+      d_loss = d_loss_of(lr, lf);
+    }
+    d_loss.backward();
+    opt_d->step();
+    out.d_loss = d_loss.detach();
+    out.d_real = cfg.wgan_gp ? mean(lr).detach() : mean(sigmoid(lr.detach()));
+    out.d_fake = cfg.wgan_gp ? mean(lf).detach() : mean(sigmoid(lf.detach()));
+    if ((it + 1) % cfg.d_steps != 0) return out;
+
+    // G (and E) step.
+    opt_g->zero_grad();
+    Tensor g_loss;
+    if (cfg.unrolled > 0) {
+      // theta_k = AdamStep(theta_{k-1}, grad L_D(theta_{k-1})), from D's current state.
+      const bool second = !cfg.unrolled_first_order;
+      std::vector<Tensor> theta = m.D->parameters();
+      UnrollState us = unroll_state(*opt_d, theta);
+      Tensor fk = second ? fake : fake.detach();
+      for (int64_t k = 0; k < cfg.unrolled; ++k) {
+        auto od = m.D->run(x, theta);
+        auto of = m.D->run(fk, theta);
+        Tensor lk = d_loss_of(od.logits, of.logits);
+        GradOptions go;
+        go.create_graph = second;
+        std::vector<Tensor> g = grad({lk}, theta, {}, go);
+        us.t += 1;
+        const double bc1 = 1 - std::pow(cfg.beta1, us.t), bc2 = 1 - std::pow(cfg.beta2, us.t);
+        for (size_t i = 0; i < theta.size(); ++i) {
+          us.m[i] = add(mul(us.m[i], cfg.beta1), mul(g[i], 1 - cfg.beta1));
+          us.v[i] = add(mul(us.v[i], cfg.beta2), mul(mul(g[i], g[i]), 1 - cfg.beta2));
+          Tensor denom = add(div(sqrt(add(us.v[i], 1e-16)), std::sqrt(bc2)), 1e-8);
+          Tensor next = sub(theta[i], mul(div(us.m[i], denom), cfg.lr / bc1));
+          theta[i] = second ? next : next.detach();
+        }
+      }
+      g_loss = bce(m.D->run(fake, theta).logits, 1.0);
+    } else if (cfg.feature_matching) {
+      Tensor fr = m.D->run(x).features.detach();
+      Tensor ff = m.D->run(fake).features;
+      Tensor d = sub(mean(fr, {0}), mean(ff, {0}));
+      g_loss = sum(mul(d, d));
+    } else if (cfg.wgan_gp) {
+      g_loss = neg(mean((*netD)(fake)));
+    } else {
+      g_loss = bce((*netD)(fake), 1.0);
+    }
+    if (m.E) {
+      Tensor rec = (*netG)((*netE)(x));
+      Dims rest;
+      for (int64_t d = 1; d < x.dim(); ++d) rest.push_back(d);
+      Tensor geo = mean(sum(mul(sub(x, rec), sub(x, rec)), rest));
+      Tensor modereg = bce((*netD)(rec), 1.0);
+      g_loss = add(g_loss, add(mul(geo, cfg.mr_lambda1), mul(modereg, cfg.mr_lambda2)));
+    }
+    g_loss.backward();
+    opt_g->step();
+    opt_d->zero_grad();  // what G's loss left in D's .grad is not D's
+    out.g_loss = g_loss.detach();
+    return out;
+  };
+
+  // ---- evaluation ----
+  run::Record last_eval;
+  auto evaluate = [&](int64_t epoch) -> run::Record {
+    NoGradGuard no_grad;
+    run::Record r;
+    m.G->eval();
+    if (plan.toy) {
+      Tensor s = m.G->forward(fixed_z).to(kCPU);
+      eval::ModeCoverage mc = eval::mode_coverage(s, *plan.mixture);
+      const double extent = plan.mixture->name == "ring8" ? 3.0 : 6.0;
+      data::write_scatter_png(detail::str(samples_dir, "/epoch-", epoch < 100 ? (epoch < 10 ? "00" : "0") : "", epoch,
+                                          ".png"),
+                              s, plan.mixture->centers, extent);
+      data::write_scatter_png(samples_png, s, plan.mixture->centers, extent);
+      r = {{"modes_covered", mc.modes_covered}, {"high_quality", mc.high_quality}};
+    } else {
+      Tensor grid = data::image_grid(m.G->forward(fixed_z), 8);
+      data::write_png(detail::str(samples_dir, "/epoch-", epoch < 100 ? (epoch < 10 ? "00" : "0") : "", epoch, ".png"),
+                      grid);
+      data::write_png(samples_png, grid);
+      if (classifier) {
+        std::vector<Tensor> probs, feats, preds;
+        for (int64_t s = 0; s < cfg.eval_samples; s += 500) {
+          const int64_t n = std::min<int64_t>(500, cfg.eval_samples - s);
+          Generator ez(cfg.seed + 2);
+          ez.set_state(cfg.seed + 2, static_cast<uint64_t>(s) * static_cast<uint64_t>(cfg.latent_dim));
+          Tensor gz = randn({n, cfg.latent_dim}, DType::F32, &ez).to(device);
+          eval::Classified c = eval::classify(*classifier, m.G->forward(gz), -1, 1);
+          probs.push_back(c.probs), feats.push_back(c.features), preds.push_back(c.predicted);
+        }
+        Tensor P = cat(probs, 0), F = cat(feats, 0);
+        eval::ClassCoverage cc = eval::class_coverage(cat(preds, 0), classifier->num_classes);
+        r = {{"mode_score", eval::mode_score(P, real.prior)},
+             {"mode_score_real", real.mode_score},
+             {"inception_score", eval::inception_score(P)},
+             {"inception_score_real", real.inception},
+             {"frechet", eval::frechet_distance(F, real.test_features)},
+             {"frechet_real", real.frechet},
+             {"classes_covered", cc.classes_covered},
+             {"class_ratio", cc.max_min_ratio}};
+      }
+    }
+    m.G->train();
+    return r;
+  };
+
+  // ---- training ----
+  run::Progress progress(kProg, total_iters, iter, cfg.run.log_every);
+  run::NonFiniteGuard guard(kProg, run::NonFinitePolicy::Stop);
+  struct Pending {
+    StepOut s;
+    int64_t it;
+  };
+  std::vector<Pending> pending;
+  double last_d = NAN, last_g = NAN, last_dx = NAN, last_dgz = NAN;
+  auto flush = [&] {
+    if (pending.empty()) return;
+    std::vector<Tensor> vals;
+    for (auto& p : pending)
+      for (const Tensor& t : {p.s.d_loss, p.s.g_loss.defined() ? p.s.g_loss : p.s.d_loss, p.s.d_real, p.s.d_fake})
+        vals.push_back(cast(t, DType::F64).reshape({1}));
+    const std::vector<double> v = cat(vals).to_vector<double>();
+    for (size_t i = 0; i < pending.size(); ++i) {
+      const double d = v[4 * i], g = pending[i].s.g_loss.defined() ? v[4 * i + 1] : NAN;
+      const int64_t step = pending[i].it + 1, epoch = pending[i].it / iters_per_epoch + 1;
+      guard.check(d, step, epoch, last_ckpt);
+      if (pending[i].s.g_loss.defined()) guard.check(g, step, epoch, last_ckpt), last_g = g;
+      last_d = d, last_dx = v[4 * i + 2], last_dgz = v[4 * i + 3];
+      if (metrics.is_open())
+        metrics.write({{"type", "step"}, {"epoch", epoch}, {"step", step}, {"d_loss", d}, {"g_loss", g},
+                       {"d_real", last_dx}, {"d_fake", last_dgz}});
+    }
+    pending.clear();
+  };
+  auto save = [&] {
+    if (!main_rank) return;
+    metrics.sync();
+    std::map<std::string, Tensor> st;
+    run::put_state(st, "G.", m.G->state_dict());
+    run::put_state(st, "D.", m.D->state_dict());
+    if (m.E) run::put_state(st, "E.", m.E->state_dict());
+    run::put_state(st, "optim_g.", opt_g->state_dict());
+    run::put_state(st, "optim_d.", opt_d->state_dict());
+    st["train.iteration"] = run::i64_scalar(iter);
+    run::check_finite_state(kProg, st, iter, last_ckpt);
+    auto md = meta;
+    md["epochs"] = std::to_string(cfg.epochs);
+    md["world_size"] = std::to_string(world);
+    last_ckpt = ckpt.save(iter, st, md);
+  };
+
+  double train_seconds = 0;
+  int64_t train_images = 0, images_since_log = 0, epochs_this_run = 0, iters_this_run = 0;
+  bool interrupted = false;
+  while (iter < total_iters && !interrupted) {
+    if (cfg.stop_after > 0 && epochs_this_run >= cfg.stop_after) break;
+    const int64_t epoch = iter / iters_per_epoch;
+    const auto t_epoch = Clock::now();
+    int64_t epoch_images = 0;
+    while (iter < (epoch + 1) * iters_per_epoch) {
+      StepOut s = iteration(iter);
+      ++iter;
+      epoch_images += cfg.batch_size;
+      images_since_log += cfg.batch_size;
+      pending.push_back({s, iter - 1});
+      const bool last = iter % iters_per_epoch == 0;
+      if (main_rank && progress.due(iter, last)) {
+        flush();
+        progress.log(iter, epoch + 1, cfg.epochs,
+                     {{"d_loss", last_d}, {"g_loss", last_g}, {"D(x)", last_dx},
+                      {"D(G(z))", last_dgz}},
+                     images_since_log);
+        images_since_log = 0;
+      }
+      if (!main_rank && (last || pending.size() >= static_cast<size_t>(cfg.run.log_every))) flush();
+      if (cfg.run.save_every > 0 && iter % cfg.run.save_every == 0 && !last) flush(), save();
+      if (cfg.run.stop_after_steps > 0 && ++iters_this_run >= cfg.run.stop_after_steps) {
+        flush();
+        interrupted = true;
+        break;
+      }
+    }
+    if (interrupted) break;
+    flush();
+    if (main_rank) progress.end_epoch_line();
+    const double es = std::chrono::duration<double>(Clock::now() - t_epoch).count();
+    train_seconds += es;
+    train_images += epoch_images;
+    ++epochs_this_run;
+    if (!main_rank) {
+      rc.pg->barrier()->wait();
+      continue;
+    }
+    const auto t_eval = Clock::now();
+    last_eval = evaluate(iter / iters_per_epoch);
+    const double eval_s = std::chrono::duration<double>(Clock::now() - t_eval).count();
+    const double ips = static_cast<double>(epoch_images) / std::max(es, 1e-9);
+    run::Record rec{{"type", "epoch"},         {"epoch", iter / iters_per_epoch}, {"step", iter},
+                    {"d_loss", last_d},        {"g_loss", last_g},               {"images_per_second", ips},
+                    {"train_seconds", es},     {"eval_seconds", eval_s}};
+    std::string line;
+    for (auto& kv : last_eval) {
+      rec.push_back(kv);
+      if (const double* d = std::get_if<double>(&kv.second)) line += detail::str("  ", kv.first, " ", *d);
+      if (const int64_t* n = std::get_if<int64_t>(&kv.second)) line += detail::str("  ", kv.first, " ", *n);
+    }
+    std::fprintf(stderr, "epoch %lld/%lld: d_loss %.4f  g_loss %.4f%s  (train %.1f s, %.0f img/s; eval %.1f s)\n",
+                 (long long)(iter / iters_per_epoch), (long long)cfg.epochs, last_d, last_g, line.c_str(), es, ips,
+                 eval_s);
+    metrics.write(rec);
+    save();
+    rc.pg->barrier()->wait();
+  }
+
+  if (!main_rank) return 0;
+  if (interrupted)
+    std::fprintf(stderr, "%s: stopped after --stop-after-steps; resume with --resume --run-dir %s\n", kProg,
+                 rc.dir->path().c_str());
+  if (cfg.run.plot && !interrupted) tools::plot_run(kProg, rc.dir->path());
+  const double total_s = std::chrono::duration<double>(Clock::now() - t_start).count();
+  run::Record summary;
+  for (auto& kv : last_eval) summary.push_back(kv);
+  for (auto& kv : run::Record{{"images_per_second", static_cast<double>(train_images) / std::max(train_seconds, 1e-9)},
+                              {"seconds", total_s},
+                              {"train_seconds", train_seconds},
+                              {"d_loss", last_d},
+                              {"g_loss", last_g},
+                              {"iterations", iter},
+                              {"epochs", iter / iters_per_epoch},
+                              {"data", cfg.data},
+                              {"model", cfg.model},
+                              {"device", rc.device_name},
+                              {"world_size", int64_t{world}},
+                              {"samples_png", samples_png},
+                              {"metrics", rc.dir->metrics_path()},
+                              {"run_dir", rc.dir->path()},
+                              {"interrupted", interrupted}})
+    summary.push_back(kv);
+  run::print_summary(summary);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Trains a GAN (DCGAN on images, an MLP GAN on 2-D mixtures) with the stabilisers of GAN research.",
+               kProg};
+  Config cfg;
+  add_flags(app, cfg);
+  // Exit status: 0 done (or --help), 1 an error, 2 a bad command line, 3 a non-finite loss.
+  return tools::kiln_main(app, argc, argv, [&] {
+    try {
+      return train(cfg, app);
+    } catch (const run::NonFiniteLoss& e) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "\n%s: %s\n", kProg, e.what());
+      return 3;
+    }
+  });
+}
