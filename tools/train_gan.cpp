@@ -16,6 +16,8 @@
 //                             2017); --unrolled-first-order drops the second-order terms
 //   --mode-regularizer        an encoder E and, for G and E, lambda1 ||x - G(E(x))||^2 +
 //                             lambda2 BCE(D(G(E(x))), 1) (Che et al. 2017)
+//   --lr-decay linear         the learning rate falls linearly to 0 over the run (the default
+//                             on 2-D data, whose modes are 3 sigma = 0.06 wide)
 //   --wgan-gp                 a critic without BN, D: E D(G(z)) - E D(x) + lambda (||grad
 //                             D(x^)|| - 1)^2 at x^ between real and fake, G: -E D(G(z)),
 //                             5 critic steps per G step, Adam(1e-4, 0, 0.9) (Gulrajani et al.
@@ -59,6 +61,7 @@
 #include <kiln/models/data/toy2d.h>
 #include <kiln/models/eval/classifier.h>
 #include <kiln/models/eval/gan_metrics.h>
+#include <kiln/models/gan/objectives.h>
 #include <kiln/models/run/checkpoint.h>
 #include <kiln/models/run/metrics.h>
 #include <kiln/models/run/progress.h>
@@ -78,9 +81,10 @@ struct Config {
   std::string data = "fashion-mnist";
   std::string model;  // "" = dcgan for images, mlp for 2-D data
   int64_t epochs = 0;  // 0: 5 for images, 10 for 2-D data
-  int64_t batch_size = 0;  // 0: 64 for images, 512 for 2-D data
+  int64_t batch_size = 0;  // 0: 64 for images, 256 for 2-D data
   int64_t steps_per_epoch = 500;  // 2-D data
-  double lr = 0;      // 0: 2e-4 (1e-4 with --wgan-gp)
+  double lr = 0;      // 0: 2e-4 for images (1e-4 with --wgan-gp), 1e-3 for 2-D data
+  std::string lr_decay;  // "" = none for images, linear for 2-D data
   double beta1 = -1;  // < 0: 0.5 (0 with --wgan-gp)
   double beta2 = -1;  // < 0: 0.999 (0.9 with --wgan-gp)
   int64_t d_steps = 0;  // 0: 1 (5 with --wgan-gp)
@@ -92,7 +96,7 @@ struct Config {
   double label_smoothing = 1.0;
   bool feature_matching = false;
   bool minibatch_discrimination = false;
-  int64_t mbd_kernels = 50;
+  int64_t mbd_kernels = 0;  // 0: 50 for DCGAN, 8 for the MLP GAN (its cost grows as batch^2 * kernels)
   int64_t mbd_kernel_dim = 5;
   int64_t unrolled = 0;
   bool unrolled_first_order = false;
@@ -119,12 +123,15 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::IsMember({"", "dcgan", "mlp"}));
   app.add_option("--epochs", c.epochs, "epochs (0: 5 for images, 10 for 2-D data)")
       ->check(tools::integer_range(0, int64_t{1} << 30));
-  app.add_option("--batch-size", c.batch_size, "global batch, split across the ranks (0: 64 images, 512 points)")
+  app.add_option("--batch-size", c.batch_size, "global batch, split across the ranks (0: 64 images, 256 points)")
       ->check(tools::integer_range(0, int64_t{1} << 30));
   app.add_option("--steps-per-epoch", c.steps_per_epoch, "iterations per epoch on 2-D data")
       ->check(tools::integer_range(1, int64_t{1} << 30));
-  app.add_option("--lr", c.lr, "Adam learning rate of G, D and E (0: 2e-4, 1e-4 with --wgan-gp)")
+  app.add_option("--lr", c.lr,
+                 "Adam learning rate of G, D and E (0: 2e-4 for images, 1e-4 with --wgan-gp; 1e-3 for 2-D data)")
       ->check(tools::positive_real(true));
+  app.add_option("--lr-decay", c.lr_decay, "none | linear (to 0 at the last iteration; default: linear for 2-D data)")
+      ->check(CLI::IsMember({"", "none", "linear"}));
   app.add_option("--beta1", c.beta1, "Adam beta1 (negative: 0.5, 0 with --wgan-gp)");
   app.add_option("--beta2", c.beta2, "Adam beta2 (negative: 0.999, 0.9 with --wgan-gp)");
   app.add_option("--d-steps", c.d_steps, "D updates per G update (0: 1, 5 with --wgan-gp)")
@@ -142,8 +149,8 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::Range(0.5, 1.0));
   app.add_flag("--feature-matching", c.feature_matching, "G matches the mean of D's last hidden layer");
   app.add_flag("--minibatch-discrimination", c.minibatch_discrimination, "a minibatch-discrimination layer in D");
-  app.add_option("--mbd-kernels", c.mbd_kernels, "minibatch discrimination: kernels B")
-      ->check(tools::integer_range(1, 4096));
+  app.add_option("--mbd-kernels", c.mbd_kernels, "minibatch discrimination: kernels B (0: 50 DCGAN, 8 MLP)")
+      ->check(tools::integer_range(0, 4096));
   app.add_option("--mbd-kernel-dim", c.mbd_kernel_dim, "minibatch discrimination: kernel dimension C")
       ->check(tools::integer_range(1, 4096));
   app.add_option("--unrolled", c.unrolled, "unroll K steps of D for G's loss (0: off)")
@@ -208,13 +215,15 @@ Plan resolve(Config& c) {
   if (!p.folder.empty() && !c.classifier.empty() && c.channels != 1)
     throw CLI::ValidationError("--classifier", "the Fashion-MNIST classifier reads 1-channel 28 x 28 images");
   if (c.epochs == 0) c.epochs = p.toy ? 10 : 5;
-  if (c.batch_size == 0) c.batch_size = p.toy ? 512 : 64;
-  if (c.lr == 0) c.lr = c.wgan_gp ? 1e-4 : 2e-4;
+  if (c.batch_size == 0) c.batch_size = p.toy ? 256 : 64;
+  if (c.lr == 0) c.lr = c.wgan_gp ? 1e-4 : p.toy ? 1e-3 : 2e-4;
+  if (c.lr_decay.empty()) c.lr_decay = p.toy ? "linear" : "none";
   if (c.beta1 < 0) c.beta1 = c.wgan_gp ? 0.0 : 0.5;
   if (c.beta2 < 0) c.beta2 = c.wgan_gp ? 0.9 : 0.999;
   if (c.beta1 >= 1 || c.beta2 >= 1) throw CLI::ValidationError("--beta1/--beta2", "must lie in [0, 1)");
   if (c.d_steps == 0) c.d_steps = c.wgan_gp ? 5 : 1;
   if (c.latent_dim == 0) c.latent_dim = p.dcgan ? 100 : 256;
+  if (c.mbd_kernels == 0) c.mbd_kernels = p.dcgan ? 50 : 8;
   if (c.image_size == 0) c.image_size = p.folder.empty() ? 28 : 32;
   if (p.folder.empty() && !p.toy && c.image_size != 28)
     throw CLI::ValidationError("--image-size", "Fashion-MNIST images are 28 x 28");
@@ -235,6 +244,7 @@ std::map<std::string, std::string> run_metadata(const Config& c) {
           {"batch_size", std::to_string(c.batch_size)},
           {"steps_per_epoch", std::to_string(c.steps_per_epoch)},
           {"lr", num(c.lr)},
+          {"lr_decay", c.lr_decay},
           {"beta1", num(c.beta1)},
           {"beta2", num(c.beta2)},
           {"d_steps", std::to_string(c.d_steps)},
@@ -261,32 +271,6 @@ void seek_draws(Generator& g, uint64_t seed, int64_t it, int stream) {
 Tensor shard(const Tensor& t, int rank, int world) {
   const int64_t per = t.size(0) / world;
   return t.narrow(0, rank * per, per);
-}
-
-Tensor bce(const Tensor& logits, double target) {
-  return binary_cross_entropy_with_logits(logits, full(logits.sizes(), target, TensorOptions(logits.dtype(), logits.device())));
-}
-
-// Adam's step written with recorded ops, for the unrolled D: the state (m, v, t) is
-// copied from D's optimizer, so the unrolled steps continue D's own optimisation.
-struct UnrollState {
-  std::vector<Tensor> m, v;
-  double t = 0;
-};
-
-UnrollState unroll_state(const Optimizer& opt, const std::vector<Tensor>& params) {
-  UnrollState s;
-  auto sd = opt.state_dict();
-  for (size_t i = 0; i < params.size(); ++i) {
-    auto m = sd.find(detail::str("state.", i, ".exp_avg"));
-    auto v = sd.find(detail::str("state.", i, ".exp_avg_sq"));
-    auto st = sd.find(detail::str("state.", i, ".step"));
-    const bool have = m != sd.end() && v != sd.end();
-    s.m.push_back(have ? m->second.detach().clone() : zeros_like(params[i]));
-    s.v.push_back(have ? v->second.detach().clone() : zeros_like(params[i]));
-    if (i == 0 && st != sd.end()) s.t = st->second.to(kCPU).item<double>();
-  }
-  return s;
 }
 
 // ---- the run -----------------------------------------------------------------------------
@@ -475,12 +459,13 @@ int train(Config cfg, const CLI::App& app) {
     seek_draws(g, cfg.seed, it, stream);
     return shard(randn({cfg.batch_size, cfg.latent_dim}, DType::F32, &g), rank, world).to(device);
   };
-  auto d_loss_of = [&](const Tensor& lr, const Tensor& lf) {
-    return add(bce(lr, real_target), bce(lf, 0.0));
-  };
-
   auto iteration = [&](int64_t it) -> StepOut {
     StepOut out;
+    if (cfg.lr_decay == "linear") {
+      const double lr_now = cfg.lr * (1.0 - static_cast<double>(it) / static_cast<double>(total_iters));
+      opt_g->set_lr(lr_now);
+      opt_d->set_lr(lr_now);
+    }
     Tensor x = real_batch(it);
     Tensor z = latents(it, 0);
     Tensor fake = (*netG)(z);
@@ -490,21 +475,12 @@ int train(Config cfg, const CLI::App& app) {
     Tensor d_loss;
     if (cfg.wgan_gp) {
       Generator ge;
-    seek_draws(ge, cfg.seed, it, 2);
-      Shape es(static_cast<size_t>(x.dim()), 1);
-      es[0] = cfg.batch_size;
-      Tensor eps = shard(rand(es, DType::F32, &ge), rank, world).to(device);
-      Tensor xh = add(mul(eps, x), mul(sub(1.0, eps), fake.detach())).detach().set_requires_grad(true);
-      GradOptions go;
-      go.create_graph = true;
-      Tensor gx = grad({sum((*netD)(xh))}, {xh}, {}, go)[0];
-      Dims rest;
-      for (int64_t d = 1; d < gx.dim(); ++d) rest.push_back(d);
-      Tensor gn = sqrt(add(sum(mul(gx, gx), rest), 1e-12));
-      Tensor gp = mean(mul(sub(gn, 1.0), sub(gn, 1.0)));
-      d_loss = add(sub(mean(lf), mean(lr)), mul(gp, cfg.gp_lambda));
+      seek_draws(ge, cfg.seed, it, 2);
+      Tensor eps = shard(rand({cfg.batch_size}, DType::F32, &ge), rank, world).to(device);
+      Tensor gp = gan::gradient_penalty([&](const Tensor& xh) { return (*netD)(xh); }, x, fake, eps);
+      d_loss = add(gan::wgan_critic_loss(lr, lf), mul(gp, cfg.gp_lambda));
     } else {
-      d_loss = d_loss_of(lr, lf);
+      d_loss = gan::discriminator_loss(lr, lf, real_target);
     }
     d_loss.backward();
     opt_d->step();
@@ -517,46 +493,25 @@ int train(Config cfg, const CLI::App& app) {
     opt_g->zero_grad();
     Tensor g_loss;
     if (cfg.unrolled > 0) {
-      // theta_k = AdamStep(theta_{k-1}, grad L_D(theta_{k-1})), from D's current state.
-      const bool second = !cfg.unrolled_first_order;
-      std::vector<Tensor> theta = m.D->parameters();
-      UnrollState us = unroll_state(*opt_d, theta);
-      Tensor fk = second ? fake : fake.detach();
-      for (int64_t k = 0; k < cfg.unrolled; ++k) {
-        auto od = m.D->run(x, theta);
-        auto of = m.D->run(fk, theta);
-        Tensor lk = d_loss_of(od.logits, of.logits);
-        GradOptions go;
-        go.create_graph = second;
-        std::vector<Tensor> g = grad({lk}, theta, {}, go);
-        us.t += 1;
-        const double bc1 = 1 - std::pow(cfg.beta1, us.t), bc2 = 1 - std::pow(cfg.beta2, us.t);
-        for (size_t i = 0; i < theta.size(); ++i) {
-          us.m[i] = add(mul(us.m[i], cfg.beta1), mul(g[i], 1 - cfg.beta1));
-          us.v[i] = add(mul(us.v[i], cfg.beta2), mul(mul(g[i], g[i]), 1 - cfg.beta2));
-          Tensor denom = add(div(sqrt(add(us.v[i], 1e-16)), std::sqrt(bc2)), 1e-8);
-          Tensor next = sub(theta[i], mul(div(us.m[i], denom), cfg.lr / bc1));
-          theta[i] = second ? next : next.detach();
-        }
-      }
-      g_loss = bce(m.D->run(fake, theta).logits, 1.0);
+      gan::UnrollOptions uo;
+      uo.steps = cfg.unrolled;
+      uo.lr = opt_d->lr();
+      uo.beta1 = cfg.beta1;
+      uo.beta2 = cfg.beta2;
+      uo.real_target = real_target;
+      uo.second_order = !cfg.unrolled_first_order;
+      std::vector<Tensor> theta = gan::unroll_discriminator(*m.D, *opt_d, x, fake, uo);
+      g_loss = gan::generator_loss(m.D->run(fake, theta).logits);
     } else if (cfg.feature_matching) {
-      Tensor fr = m.D->run(x).features.detach();
-      Tensor ff = m.D->run(fake).features;
-      Tensor d = sub(mean(fr, {0}), mean(ff, {0}));
-      g_loss = sum(mul(d, d));
+      g_loss = gan::feature_matching_loss(m.D->run(x).features, m.D->run(fake).features);
     } else if (cfg.wgan_gp) {
-      g_loss = neg(mean((*netD)(fake)));
+      g_loss = gan::wgan_generator_loss((*netD)(fake));
     } else {
-      g_loss = bce((*netD)(fake), 1.0);
+      g_loss = gan::generator_loss((*netD)(fake));
     }
     if (m.E) {
       Tensor rec = (*netG)((*netE)(x));
-      Dims rest;
-      for (int64_t d = 1; d < x.dim(); ++d) rest.push_back(d);
-      Tensor geo = mean(sum(mul(sub(x, rec), sub(x, rec)), rest));
-      Tensor modereg = bce((*netD)(rec), 1.0);
-      g_loss = add(g_loss, add(mul(geo, cfg.mr_lambda1), mul(modereg, cfg.mr_lambda2)));
+      g_loss = add(g_loss, gan::mode_regularizer_loss(x, rec, (*netD)(rec), cfg.mr_lambda1, cfg.mr_lambda2));
     }
     g_loss.backward();
     opt_g->step();

@@ -1,0 +1,140 @@
+#include <kiln/models/gan/objectives.h>
+
+#include <cmath>
+
+#include <kiln/core/autograd.h>
+#include <kiln/core/error.h>
+#include <kiln/ops/binary.h>
+#include <kiln/ops/checks.h>
+#include <kiln/ops/loss.h>
+#include <kiln/ops/reduce.h>
+#include <kiln/ops/unary.h>
+
+namespace kiln::gan {
+namespace {
+
+Tensor bce_to(const Tensor& logits, double target) {
+  return binary_cross_entropy_with_logits(logits,
+                                          full(logits.sizes(), target, TensorOptions(logits.dtype(), logits.device())));
+}
+
+void check_logits(const char* op, const Tensor& t, const char* name) {
+  kiln::detail::check_defined(op, t, name);
+  KILN_CHECK(t.dim() == 1, op, ": ", name, " must be D's logits (N), got ", describe(t));
+}
+
+// Dims 1.. of x (the per-sample dims).
+Dims sample_dims(const Tensor& x) {
+  Dims d;
+  for (int64_t i = 1; i < x.dim(); ++i) d.push_back(i);
+  return d;
+}
+
+}  // namespace
+
+Tensor discriminator_loss(const Tensor& real_logits, const Tensor& fake_logits, double real_target) {
+  check_logits("discriminator_loss", real_logits, "real_logits");
+  check_logits("discriminator_loss", fake_logits, "fake_logits");
+  KILN_CHECK(real_target > 0 && real_target <= 1, "discriminator_loss: real_target must lie in (0, 1], got ",
+             real_target);
+  return add(bce_to(real_logits, real_target), bce_to(fake_logits, 0.0));
+}
+
+Tensor generator_loss(const Tensor& fake_logits) {
+  check_logits("generator_loss", fake_logits, "fake_logits");
+  return bce_to(fake_logits, 1.0);
+}
+
+Tensor feature_matching_loss(const Tensor& real_features, const Tensor& fake_features) {
+  kiln::detail::check_defined("feature_matching_loss", real_features, "real_features");
+  kiln::detail::check_defined("feature_matching_loss", fake_features, "fake_features");
+  KILN_CHECK(real_features.dim() == 2 && fake_features.dim() == 2 && real_features.size(1) == fake_features.size(1),
+             "feature_matching_loss: expects features (N, F) and (M, F), got ", describe(real_features), " and ",
+             describe(fake_features));
+  Tensor d = sub(mean(real_features.detach(), {0}), mean(fake_features, {0}));
+  return sum(mul(d, d));
+}
+
+Tensor gradient_penalty(const std::function<Tensor(const Tensor&)>& critic, const Tensor& real, const Tensor& fake,
+                        const Tensor& eps) {
+  kiln::detail::check_defined("gradient_penalty", real, "real");
+  kiln::detail::check_defined("gradient_penalty", fake, "fake");
+  KILN_CHECK(real.sizes() == fake.sizes() && real.dim() >= 2, "gradient_penalty: real and fake must share a shape (N, ...), got ",
+             describe(real), " and ", describe(fake));
+  KILN_CHECK(eps.defined() && eps.dim() == 1 && eps.size(0) == real.size(0), "gradient_penalty: eps must have shape (",
+             real.size(0), "), got ", eps.defined() ? describe(eps) : "undefined");
+  Shape es(static_cast<size_t>(real.dim()), 1);
+  es[0] = real.size(0);
+  Tensor e = cast(eps, real.dtype()).reshape(es);
+  Tensor xh = add(mul(e, real.detach()), mul(sub(1.0, e), fake.detach())).detach().set_requires_grad(true);
+  GradOptions go;
+  go.create_graph = true;
+  Tensor g = grad({sum(critic(xh))}, {xh}, {}, go)[0];
+  Tensor norm = sqrt(add(sum(mul(g, g), sample_dims(g)), 1e-12));
+  Tensor dev = sub(norm, 1.0);
+  return mean(mul(dev, dev));
+}
+
+Tensor wgan_critic_loss(const Tensor& real_scores, const Tensor& fake_scores) {
+  check_logits("wgan_critic_loss", real_scores, "real_scores");
+  check_logits("wgan_critic_loss", fake_scores, "fake_scores");
+  return sub(mean(fake_scores), mean(real_scores));
+}
+
+Tensor wgan_generator_loss(const Tensor& fake_scores) {
+  check_logits("wgan_generator_loss", fake_scores, "fake_scores");
+  return neg(mean(fake_scores));
+}
+
+Tensor mode_regularizer_loss(const Tensor& x, const Tensor& reconstruction, const Tensor& recon_logits,
+                             double lambda1, double lambda2) {
+  kiln::detail::check_defined("mode_regularizer_loss", x, "x");
+  kiln::detail::check_defined("mode_regularizer_loss", reconstruction, "reconstruction");
+  KILN_CHECK(x.sizes() == reconstruction.sizes() && x.dim() >= 2, "mode_regularizer_loss: x and G(E(x)) must share a ",
+             "shape (N, ...), got ", describe(x), " and ", describe(reconstruction));
+  check_logits("mode_regularizer_loss", recon_logits, "recon_logits");
+  KILN_CHECK(lambda1 >= 0 && lambda2 >= 0, "mode_regularizer_loss: lambdas must be >= 0, got ", lambda1, " and ",
+             lambda2);
+  Tensor d = sub(x, reconstruction);
+  Tensor geometric = mean(sum(mul(d, d), sample_dims(d)));
+  return add(mul(geometric, lambda1), mul(bce_to(recon_logits, 1.0), lambda2));
+}
+
+std::vector<Tensor> unroll_discriminator(models::Discriminator& D, const Optimizer& opt, const Tensor& real,
+                                         const Tensor& fake, const UnrollOptions& o) {
+  KILN_CHECK(o.steps >= 0, "unroll_discriminator: steps must be >= 0, got ", o.steps);
+  std::vector<Tensor> theta = D.parameters();
+  // Adam's state, copied (D's optimizer is not touched).
+  std::vector<Tensor> m, v;
+  double t = 0;
+  const auto sd = opt.state_dict();
+  for (size_t i = 0; i < theta.size(); ++i) {
+    auto em = sd.find(kiln::detail::str("state.", i, ".exp_avg"));
+    auto ev = sd.find(kiln::detail::str("state.", i, ".exp_avg_sq"));
+    const bool have = em != sd.end() && ev != sd.end();
+    m.push_back(have ? em->second.detach().clone() : zeros_like(theta[i]));
+    v.push_back(have ? ev->second.detach().clone() : zeros_like(theta[i]));
+    auto st = sd.find(kiln::detail::str("state.", i, ".step"));
+    if (i == 0 && st != sd.end()) t = st->second.to(kCPU).item<double>();
+  }
+  const Tensor fk = o.second_order ? fake : fake.detach();
+  for (int64_t k = 0; k < o.steps; ++k) {
+    Tensor lk = discriminator_loss(D.run(real, theta).logits, D.run(fk, theta).logits, o.real_target);
+    GradOptions go;
+    go.create_graph = o.second_order;
+    std::vector<Tensor> g = grad({lk}, theta, {}, go);
+    t += 1;
+    const double bc1 = 1 - std::pow(o.beta1, t), bc2 = 1 - std::pow(o.beta2, t);
+    for (size_t i = 0; i < theta.size(); ++i) {
+      m[i] = add(mul(m[i], o.beta1), mul(g[i], 1 - o.beta1));
+      v[i] = add(mul(v[i], o.beta2), mul(mul(g[i], g[i]), 1 - o.beta2));
+      // sqrt(v + eps^2): the derivative of sqrt stays finite where a gradient is exactly 0.
+      Tensor denom = add(div(sqrt(add(v[i], o.eps * o.eps)), std::sqrt(bc2)), o.eps);
+      Tensor next = sub(theta[i], mul(div(m[i], denom), o.lr / bc1));
+      theta[i] = o.second_order ? next : next.detach().set_requires_grad(true);
+    }
+  }
+  return theta;
+}
+
+}  // namespace kiln::gan

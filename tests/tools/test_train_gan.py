@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""kiln_train_gan as a user runs it. One ctest per case:
+
+  toy           ring8 with every stabiliser (vanilla, label smoothing, feature matching,
+                minibatch discrimination, unrolled second and first order, mode
+                regulariser, WGAN-GP): exit 0, finite losses, the summary's keys, the scatter PNG
+  resume        straight vs interrupted + --resume: identical per-step losses, each step once
+  images        Fashion-MNIST DCGAN with a classifier trained by kiln_train_cnn: MODE score,
+                its real-data baseline, Frechet distance, class coverage, an 8 x 8 sample grid
+  folder        a generated folder of RGB PNGs (folder:PATH) at 32 px; a folder without images
+                and a corrupt image fail with a clear error
+  ddp           2 ranks under kiln-run train the single process's G and D (MLP GAN, no BN)
+  errors        bad flag combinations exit 2 with a message naming the flag
+
+usage: test_train_gan.py CASE GAN_EXE CNN_EXE KILN_RUN WORK_DIR
+"""
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+
+CASE, EXE, CNN_EXE, KILN_RUN, WORK = sys.argv[1:6]
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def fail(msg):
+    print(f"FAIL [{CASE}]: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def run(args, ok=True, timeout=600, ranks=None, exe=None):
+    cmd = ([KILN_RUN, "--nproc-per-node", str(ranks), exe or EXE] if ranks else [exe or EXE]) + args
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if ok and p.returncode != 0:
+        fail(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def summary(p):
+    # (under kiln-run, rank 0's lines come prefixed "[rank 0] ")
+    lines = [l.split("] ", 1)[1] if l.startswith("[rank ") else l for l in p.stdout.splitlines()]
+    lines = [l for l in lines if l.startswith("{")]
+    check(lines, f"no JSON summary line on stdout:\n{p.stdout}\n{p.stderr}")
+    return json.loads(lines[-1])
+
+
+def steps(run_dir):
+    out = {}
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("type") == "step":
+                check(r["step"] not in out, f"step {r['step']} recorded twice in {run_dir}")
+                out[r["step"]] = (r["d_loss"], r["g_loss"])
+    return out
+
+
+def last_checkpoint(run_dir):
+    d = os.path.join(run_dir, "checkpoints")
+    names = sorted(n for n in os.listdir(d) if n.endswith(".safetensors"))
+    check(names, f"no checkpoint in {d}")
+    return os.path.join(d, names[-1])
+
+
+def read_safetensors(path):
+    """The f32/f64 tensors of a safetensors file as flat lists of floats."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for k, v in header.items():
+        if k == "__metadata__" or v["dtype"] not in ("F32", "F64"):
+            continue
+        a, b = v["data_offsets"]
+        fmt = "f" if v["dtype"] == "F32" else "d"
+        out[k] = struct.unpack(f"<{(b - a) // struct.calcsize(fmt)}{fmt}", data[a:b])
+    return out
+
+
+def fresh(name):
+    d = os.path.join(WORK, name)
+    shutil.rmtree(d, ignore_errors=True)
+    return d
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    check(head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG")
+    return struct.unpack(">II", head[16:24])
+
+
+def write_png(path, w, h, rgb):
+    raw = b"".join(b"\x00" + bytes(rgb) * w for _ in range(h))
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    data += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+TOY = ["--data", "ring8", "--device", "cpu", "--no-plot", "--seed", "3", "--batch-size", "128"]
+
+os.makedirs(WORK, exist_ok=True)
+
+if CASE == "toy":
+    variants = {
+        "vanilla": [],
+        "smooth": ["--label-smoothing", "0.9"],
+        "fm": ["--feature-matching"],
+        "mbd": ["--minibatch-discrimination", "--mbd-kernels", "8"],
+        "unrolled": ["--unrolled", "3"],
+        "unrolled1": ["--unrolled", "3", "--unrolled-first-order"],
+        "mr": ["--mode-regularizer"],
+        "gp": ["--wgan-gp"],
+    }
+    for name, flags in variants.items():
+        d = fresh(name)
+        p = run(TOY + ["--epochs", "2", "--steps-per-epoch", "10", "--run-dir", d] + flags)
+        s = summary(p)
+        for k in ("modes_covered", "high_quality", "images_per_second", "seconds", "samples_png", "metrics"):
+            check(k in s, f"{name}: summary lacks {k}: {s}")
+        check(0 <= s["modes_covered"] <= 8 and 0 <= s["high_quality"] <= 1, f"{name}: {s}")
+        check(math.isfinite(s["d_loss"]) and math.isfinite(s["g_loss"]), f"{name}: non-finite losses {s}")
+        check(s["iterations"] == 20, f"{name}: {s['iterations']} iterations")
+        check(png_size(s["samples_png"]) == (512, 512), f"{name}: scatter size")
+        check(os.path.exists(os.path.join(d, "samples", "epoch-002.png")), f"{name}: no per-epoch scatter")
+        check("D(G(z))" in p.stderr, f"{name}: no progress line with D(G(z)):\n{p.stderr}")
+    # WGAN-GP updates G every 5th iteration: 20 iterations, 4 G steps.
+    st = steps(os.path.join(WORK, "gp"))
+    check(sum(1 for v in st.values() if v[1] is not None) == 4, f"gp: G steps {st}")
+
+elif CASE == "resume":
+    common = TOY + ["--epochs", "3", "--steps-per-epoch", "12", "--unrolled", "2", "--minibatch-discrimination",
+                    "--mbd-kernels", "4"]
+    a, b = fresh("straight"), fresh("interrupted")
+    sa = summary(run(common + ["--run-dir", a]))
+    p = run(common + ["--run-dir", b, "--save-every", "5", "--stop-after-steps", "17"])
+    check("--resume" in p.stderr, f"interrupted run does not say how to resume:\n{p.stderr}")
+    sb = summary(run(common + ["--run-dir", b, "--resume"]))
+    la, lb = steps(a), steps(b)
+    check(sorted(la) == list(range(1, 37)) and sorted(lb) == list(range(1, 37)), f"steps {sorted(lb)}")
+    check(la == lb, "per-step losses differ after resume:\n" +
+          "\n".join(f"{k}: {la[k]} vs {lb.get(k)}" for k in sorted(la) if la[k] != lb.get(k)))
+    check(sa["modes_covered"] == sb["modes_covered"] and sa["high_quality"] == sb["high_quality"], f"{sa} vs {sb}")
+    p = run(common + ["--run-dir", b, "--resume", "--batch-size", "64"], ok=False)
+    check(p.returncode == 1 and "batch_size" in p.stderr, f"resume with another batch: {p.returncode} {p.stderr}")
+
+elif CASE == "images":
+    if not os.path.exists(os.path.join(FMNIST, "train-images-idx3-ubyte.gz")):
+        print("skipped: dataset-fashion-mnist is not installed")
+        sys.exit(77)
+    cls = fresh("classifier")
+    run(["--device", "cpu", "--limit-train", "1024", "--limit-test", "256", "--epochs", "1", "--width", "4",
+         "--batch-size", "128", "--no-plot", "--run-dir", cls], exe=CNN_EXE)
+    d = fresh("dcgan")
+    p = run(["--data", "fashion-mnist", "--device", "cpu", "--no-plot", "--limit-train", "256", "--batch-size", "32",
+             "--epochs", "1", "--width", "8", "--eval-samples", "300", "--classifier", cls, "--run-dir", d])
+    s = summary(p)
+    for k in ("mode_score", "mode_score_real", "inception_score", "frechet", "frechet_real", "classes_covered",
+              "class_ratio", "images_per_second", "seconds", "samples_png", "metrics"):
+        check(k in s, f"summary lacks {k}: {s}")
+    check(1 <= s["mode_score"] <= 10 and 1 <= s["mode_score_real"] <= 10, f"MODE scores out of [1, 10]: {s}")
+    check(s["frechet"] >= 0 and s["frechet_real"] >= 0, f"{s}")
+    check(1 <= s["classes_covered"] <= 10, f"{s}")
+    check(png_size(s["samples_png"]) == (242, 242), f"grid size {png_size(s['samples_png'])}")
+    check("MODE" in p.stderr and "real test images" in p.stderr, f"no real baseline line:\n{p.stderr}")
+    p = run(["--data", "fashion-mnist", "--device", "cpu", "--no-plot", "--limit-train", "64", "--batch-size", "32",
+             "--epochs", "1", "--width", "8", "--classifier", os.path.join(WORK, "nope"), "--run-dir",
+             fresh("badcls")], ok=False)
+    check(p.returncode == 1 and "classifier" in p.stderr, f"missing classifier: {p.returncode} {p.stderr}")
+
+elif CASE == "folder":
+    pics = fresh("pictures")
+    for i in range(24):
+        write_png(os.path.join(pics, "red" if i % 2 else "blue", f"{i:03d}.png"), 40 + i, 36,
+                  (200, 20, 20) if i % 2 else (20, 20, 200))
+    d = fresh("folder_run")
+    s = summary(run(["--data", "folder:" + pics, "--image-size", "32", "--device", "cpu", "--no-plot",
+                     "--batch-size", "8", "--epochs", "1", "--width", "8", "--run-dir", d]))
+    check(png_size(s["samples_png"]) == (8 * 34 + 2, 8 * 34 + 2), f"grid size {png_size(s['samples_png'])}")
+    check(s["iterations"] == 3, f"{s}")
+    empty = fresh("empty_pictures")
+    os.makedirs(empty)
+    p = run(["--data", "folder:" + empty, "--device", "cpu", "--run-dir", fresh("e")], ok=False)
+    check(p.returncode == 1 and "no image files" in p.stderr, f"empty folder: {p.returncode} {p.stderr}")
+    with open(os.path.join(pics, "broken.png"), "wb") as f:
+        f.write(b"not an image")
+    p = run(["--data", "folder:" + pics, "--device", "cpu", "--run-dir", fresh("b")], ok=False)
+    check(p.returncode == 1 and "broken.png" in p.stderr, f"corrupt image: {p.returncode} {p.stderr}")
+
+elif CASE == "ddp":
+    # No minibatch discrimination or BN here: like BN, that layer sees each rank's share.
+    common = TOY + ["--epochs", "2", "--steps-per-epoch", "8", "--label-smoothing", "0.9"]
+    one, two = fresh("one"), fresh("two")
+    s1 = summary(run(common + ["--run-dir", one]))
+    s2 = summary(run(common + ["--run-dir", two], ranks=2))
+    check(s2["world_size"] == 2, f"{s2}")
+    # The trained G and D (and Adam states) of 2 ranks are the single process's.
+    t1, t2 = read_safetensors(last_checkpoint(one)), read_safetensors(last_checkpoint(two))
+    check(sorted(t1) == sorted(t2), "different checkpoint keys")
+    worst = 0.0
+    for k in t1:
+        if not (k.startswith("G.") or k.startswith("D.")):
+            continue
+        for a, b in zip(t1[k], t2[k]):
+            worst = max(worst, abs(a - b) / max(1.0, abs(a)))
+    check(worst < 1e-4, f"2 ranks differ from 1 process by {worst}")
+    check(s1["modes_covered"] == s2["modes_covered"], f"{s1} vs {s2}")
+    p = run(TOY + ["--batch-size", "127", "--run-dir", fresh("odd")], ok=False, ranks=2)
+    check(p.returncode != 0 and "must divide by the 2 ranks" in p.stderr, f"odd batch: {p.stderr}")
+
+elif CASE == "errors":
+    for flags, needle in [
+        (["--data", "ring8", "--model", "dcgan"], "--model"),
+        (["--data", "fashion-mnist", "--model", "mlp"], "--model"),
+        (["--data", "ring8", "--wgan-gp", "--label-smoothing", "0.9"], "--wgan-gp"),
+        (["--data", "ring8", "--wgan-gp", "--unrolled", "2"], "--wgan-gp"),
+        (["--data", "ring8", "--unrolled-first-order"], "--unrolled"),
+        (["--data", "ring9"], "--data"),
+        (["--data", "folder:"], "folder"),
+        (["--data", "ring8", "--classifier", "x"], "--classifier"),
+        (["--data", "ring8", "--label-smoothing", "0.2"], "--label-smoothing"),
+        (["--data", "ring8", "--unrolled", "-1"], "--unrolled"),
+        (["--data", "fashion-mnist", "--image-size", "64"], "--image-size"),
+    ]:
+        p = run(flags + ["--device", "cpu", "--run-dir", fresh("err")], ok=False)
+        check(p.returncode == 2 and needle in p.stderr, f"{flags}: exit {p.returncode}, stderr:\n{p.stderr}")
+else:
+    fail(f"unknown case {CASE}")
+print(f"ok [{CASE}]")
