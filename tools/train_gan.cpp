@@ -80,10 +80,11 @@ constexpr const char* kProg = "kiln_train_gan";
 struct Config {
   std::string data = "fashion-mnist";
   std::string model;  // "" = dcgan for images, mlp for 2-D data
-  int64_t epochs = 0;  // 0: 5 for images, 10 for 2-D data
+  int64_t epochs = 0;  // 0: 12 for images, 10 for 2-D data
   int64_t batch_size = 0;  // 0: 64 for images, 256 for 2-D data
   int64_t steps_per_epoch = 500;  // 2-D data
   double lr = 0;      // 0: 2e-4 for images (1e-4 with --wgan-gp), 1e-3 for 2-D data
+  double lr_d = 0;    // 0: --lr
   std::string lr_decay;  // "" = none for images, linear for 2-D data
   double beta1 = -1;  // < 0: 0.5 (0 with --wgan-gp)
   double beta2 = -1;  // < 0: 0.999 (0.9 with --wgan-gp)
@@ -112,6 +113,8 @@ struct Config {
   std::string data_dir = data::kFashionMnistDir;
   int64_t limit_train = 0;
   int64_t stop_after = 0;
+  std::string sample_bn = "batch";
+  bool eval_only = false;
   tools::RunFlags run;
 };
 
@@ -121,7 +124,7 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--data", c.data, "fashion-mnist | ring8 | grid25 | folder:PATH (a folder of images, recursively)");
   app.add_option("--model", c.model, "dcgan | mlp (default: dcgan for images, mlp for 2-D data)")
       ->check(CLI::IsMember({"", "dcgan", "mlp"}));
-  app.add_option("--epochs", c.epochs, "epochs (0: 5 for images, 10 for 2-D data)")
+  app.add_option("--epochs", c.epochs, "epochs (0: 12 for images, 10 for 2-D data)")
       ->check(tools::integer_range(0, int64_t{1} << 30));
   app.add_option("--batch-size", c.batch_size, "global batch, split across the ranks (0: 64 images, 256 points)")
       ->check(tools::integer_range(0, int64_t{1} << 30));
@@ -129,6 +132,8 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(tools::integer_range(1, int64_t{1} << 30));
   app.add_option("--lr", c.lr,
                  "Adam learning rate of G, D and E (0: 2e-4 for images, 1e-4 with --wgan-gp; 1e-3 for 2-D data)")
+      ->check(tools::positive_real(true));
+  app.add_option("--lr-d", c.lr_d, "D's learning rate when it differs from G's (0: --lr)")
       ->check(tools::positive_real(true));
   app.add_option("--lr-decay", c.lr_decay, "none | linear (to 0 at the last iteration; default: linear for 2-D data)")
       ->check(CLI::IsMember({"", "none", "linear"}));
@@ -177,6 +182,14 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--stop-after", c.stop_after, "stop after N epochs of this invocation")
       ->check(tools::non_negative<int64_t>())
       ->configurable(false);
+  app.add_option("--sample-bn", c.sample_bn,
+                 "G's BatchNorm when sampling for the grids and metrics: batch (the statistics of each sample "
+                 "batch, as PyTorch's DCGAN example samples in train mode; G's running averages are left as "
+                 "they were) | running (eval mode)")
+      ->check(CLI::IsMember({"batch", "running"}));
+  app.add_flag("--eval-only", c.eval_only,
+               "evaluate the newest checkpoint of --run-dir (samples/eval.png and the summary) without training")
+      ->configurable(false);
   tools::add_run_flags(app, c.run);
 }
 
@@ -214,9 +227,10 @@ Plan resolve(Config& c) {
     throw CLI::ValidationError("--classifier", "applies to image data; 2-D data is measured by modes covered");
   if (!p.folder.empty() && !c.classifier.empty() && c.channels != 1)
     throw CLI::ValidationError("--classifier", "the Fashion-MNIST classifier reads 1-channel 28 x 28 images");
-  if (c.epochs == 0) c.epochs = p.toy ? 10 : 5;
+  if (c.epochs == 0) c.epochs = p.toy ? 10 : 12;
   if (c.batch_size == 0) c.batch_size = p.toy ? 256 : 64;
   if (c.lr == 0) c.lr = c.wgan_gp ? 1e-4 : p.toy ? 1e-3 : 2e-4;
+  if (c.lr_d == 0) c.lr_d = c.lr;
   if (c.lr_decay.empty()) c.lr_decay = p.toy ? "linear" : "none";
   if (c.beta1 < 0) c.beta1 = c.wgan_gp ? 0.0 : 0.5;
   if (c.beta2 < 0) c.beta2 = c.wgan_gp ? 0.9 : 0.999;
@@ -244,6 +258,7 @@ std::map<std::string, std::string> run_metadata(const Config& c) {
           {"batch_size", std::to_string(c.batch_size)},
           {"steps_per_epoch", std::to_string(c.steps_per_epoch)},
           {"lr", num(c.lr)},
+          {"lr_d", num(c.lr_d)},
           {"lr_decay", c.lr_decay},
           {"beta1", num(c.beta1)},
           {"beta2", num(c.beta2)},
@@ -307,9 +322,9 @@ Models build(const Config& c, const Plan& p, Generator& gen) {
   return m;
 }
 
-std::unique_ptr<Adam> make_adam(const std::vector<Tensor>& params, const Config& c) {
+std::unique_ptr<Adam> make_adam(const std::vector<Tensor>& params, const Config& c, double lr) {
   AdamOptions o;
-  o.lr = c.lr;
+  o.lr = lr;
   o.beta1 = c.beta1;
   o.beta2 = c.beta2;
   return std::make_unique<Adam>(params, o);
@@ -325,6 +340,11 @@ struct RealBaseline {
 int train(Config cfg, const CLI::App& app) {
   const auto t_start = Clock::now();
   Plan plan = resolve(cfg);
+  if (cfg.eval_only) {
+    if (cfg.run.run_dir.empty() || cfg.run.overwrite)
+      throw CLI::ValidationError("--eval-only", "needs --run-dir (a run with a checkpoint) and no --overwrite");
+    cfg.run.resume = true;
+  }
   tools::RunContext rc = tools::open_run(kProg, "train_gan", cfg.run, cfg.device, cfg.batch_size);
   const Device device = rc.device;
   const int world = rc.world, rank = rc.rank;
@@ -366,8 +386,8 @@ int train(Config cfg, const CLI::App& app) {
   std::vector<Tensor> ge_params = m.G->parameters();
   if (m.E)
     for (auto& t : m.E->parameters()) ge_params.push_back(t);
-  auto opt_g = make_adam(ge_params, cfg);
-  auto opt_d = make_adam(m.D->parameters(), cfg);
+  auto opt_g = make_adam(ge_params, cfg, cfg.lr);
+  auto opt_d = make_adam(m.D->parameters(), cfg, cfg.lr_d);
   const int64_t n_params_g = m.G->num_parameters(), n_params_d = m.D->num_parameters();
 
   // ---- resume ----
@@ -389,7 +409,7 @@ int train(Config cfg, const CLI::App& app) {
   if (loader) loader->seek(iter / iters_per_epoch, iter % iters_per_epoch);
 
   run::MetricsWriter metrics;
-  if (main_rank) {
+  if (main_rank && !cfg.eval_only) {
     tools::write_config(app, rc.dir->config_path());
     if (cfg.run.resume) run::MetricsWriter::truncate_after(rc.dir->metrics_path(), iter);
     metrics = run::MetricsWriter(rc.dir->metrics_path());
@@ -462,9 +482,9 @@ int train(Config cfg, const CLI::App& app) {
   auto iteration = [&](int64_t it) -> StepOut {
     StepOut out;
     if (cfg.lr_decay == "linear") {
-      const double lr_now = cfg.lr * (1.0 - static_cast<double>(it) / static_cast<double>(total_iters));
-      opt_g->set_lr(lr_now);
-      opt_d->set_lr(lr_now);
+      const double f = 1.0 - static_cast<double>(it) / static_cast<double>(total_iters);
+      opt_g->set_lr(cfg.lr * f);
+      opt_d->set_lr(cfg.lr_d * f);
     }
     Tensor x = real_batch(it);
     Tensor z = latents(it, 0);
@@ -525,21 +545,28 @@ int train(Config cfg, const CLI::App& app) {
   auto evaluate = [&](int64_t epoch) -> run::Record {
     NoGradGuard no_grad;
     run::Record r;
-    m.G->eval();
+    // Sampling with batch statistics (G stays in train mode) must not move G's running
+    // averages: they are saved and put back.
+    const bool batch_stats = cfg.sample_bn == "batch";
+    std::vector<Tensor> kept;
+    if (batch_stats)
+      for (const Tensor& b : m.G->buffers()) kept.push_back(b.clone());
+    else
+      m.G->eval();
+    const std::string epoch_png =
+        cfg.eval_only ? samples_dir + "/eval.png"
+                      : detail::str(samples_dir, "/epoch-", epoch < 100 ? (epoch < 10 ? "00" : "0") : "", epoch, ".png");
     if (plan.toy) {
       Tensor s = m.G->forward(fixed_z).to(kCPU);
       eval::ModeCoverage mc = eval::mode_coverage(s, *plan.mixture);
       const double extent = plan.mixture->name == "ring8" ? 3.0 : 6.0;
-      data::write_scatter_png(detail::str(samples_dir, "/epoch-", epoch < 100 ? (epoch < 10 ? "00" : "0") : "", epoch,
-                                          ".png"),
-                              s, plan.mixture->centers, extent);
-      data::write_scatter_png(samples_png, s, plan.mixture->centers, extent);
+      data::write_scatter_png(epoch_png, s, plan.mixture->centers, extent);
+      if (!cfg.eval_only) data::write_scatter_png(samples_png, s, plan.mixture->centers, extent);
       r = {{"modes_covered", mc.modes_covered}, {"high_quality", mc.high_quality}};
     } else {
       Tensor grid = data::image_grid(m.G->forward(fixed_z), 8);
-      data::write_png(detail::str(samples_dir, "/epoch-", epoch < 100 ? (epoch < 10 ? "00" : "0") : "", epoch, ".png"),
-                      grid);
-      data::write_png(samples_png, grid);
+      data::write_png(epoch_png, grid);
+      if (!cfg.eval_only) data::write_png(samples_png, grid);
       if (classifier) {
         std::vector<Tensor> probs, feats, preds;
         for (int64_t s = 0; s < cfg.eval_samples; s += 500) {
@@ -562,9 +589,25 @@ int train(Config cfg, const CLI::App& app) {
              {"class_ratio", cc.max_min_ratio}};
       }
     }
-    m.G->train();
+    if (batch_stats) {
+      std::vector<Tensor> now = m.G->buffers();
+      for (size_t i = 0; i < now.size(); ++i) now[i].copy_(kept[i]);
+    } else {
+      m.G->train();
+    }
+    if (cfg.eval_only) r.push_back({"samples_png", epoch_png});
     return r;
   };
+
+  if (cfg.eval_only) {
+    if (!main_rank) return 0;
+    run::Record rec = evaluate(iter / iters_per_epoch);
+    rec.push_back({"iterations", iter});
+    rec.push_back({"checkpoint", last_ckpt});
+    rec.push_back({"sample_bn", cfg.sample_bn});
+    run::print_summary(rec);
+    return 0;
+  }
 
   // ---- training ----
   run::Progress progress(kProg, total_iters, iter, cfg.run.log_every);

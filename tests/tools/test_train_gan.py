@@ -177,6 +177,17 @@ elif CASE == "images":
     check(1 <= s["classes_covered"] <= 10, f"{s}")
     check(png_size(s["samples_png"]) == (242, 242), f"grid size {png_size(s['samples_png'])}")
     check("MODE" in p.stderr and "real test images" in p.stderr, f"no real baseline line:\n{p.stderr}")
+    # --eval-only re-evaluates the newest checkpoint (both ways of sampling BN) without
+    # touching the run's metrics or samples.png.
+    before = [open(os.path.join(d, f), "rb").read() for f in ("metrics.jsonl", "samples.png")]
+    for bn in ("batch", "running"):
+        e = summary(run(["--data", "fashion-mnist", "--device", "cpu", "--limit-train", "256", "--batch-size", "32",
+                         "--width", "8", "--eval-samples", "300", "--classifier", cls, "--run-dir", d, "--eval-only",
+                         "--sample-bn", bn]))
+        check(e["sample_bn"] == bn and 1 <= e["mode_score"] <= 10 and e["iterations"] == 8, f"eval-only: {e}")
+        check(os.path.exists(os.path.join(d, "samples", "eval.png")), "no samples/eval.png")
+    after = [open(os.path.join(d, f), "rb").read() for f in ("metrics.jsonl", "samples.png")]
+    check(before == after, "--eval-only changed the run's metrics or samples.png")
     p = run(["--data", "fashion-mnist", "--device", "cpu", "--no-plot", "--limit-train", "64", "--batch-size", "32",
              "--epochs", "1", "--width", "8", "--classifier", os.path.join(WORK, "nope"), "--run-dir",
              fresh("badcls")], ok=False)
