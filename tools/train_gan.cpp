@@ -41,7 +41,9 @@
 // batch (the same real samples and latents the single process would use) and G and D are
 // each wrapped in DistributedDataParallel. Without BatchNorm (the MLP GAN) N ranks give the
 // single process's results; BatchNorm normalises per rank, as PyTorch's DDP does. The
-// unrolled D steps run on each rank's share.
+// unrolled D steps and minibatch discrimination run on each rank's share. The per-step
+// losses in metrics.jsonl and on the progress line are rank 0's (its share of the batch);
+// the per-epoch metrics are computed by rank 0 from the shared G.
 #include <unistd.h>
 
 #include <algorithm>
