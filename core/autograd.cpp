@@ -391,12 +391,7 @@ std::vector<Tensor> composite_backward(const std::function<Tensor(const std::vec
   if (wrt.empty()) return out;
   Tensor y;
   {
-    const bool prev = grad_enabled();
-    set_grad_enabled(true);
-    struct Restore {
-      bool prev;
-      ~Restore() { set_grad_enabled(prev); }
-    } restore{prev};
+    EnableGradGuard recording;
     y = composite(inputs);
   }
   GradOptions o;

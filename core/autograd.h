@@ -75,15 +75,26 @@ using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>
 bool grad_enabled();
 void set_grad_enabled(bool enabled);
 
-class NoGradGuard {
+// Sets grad mode for a scope and restores it: NoGradGuard turns recording off,
+// EnableGradGuard on (torch.enable_grad: code that takes a gradient inside a no-grad
+// region, such as a gradient penalty evaluated by gradcheck's finite differences).
+class GradModeGuard {
  public:
-  NoGradGuard() : prev_(grad_enabled()) { set_grad_enabled(false); }
-  ~NoGradGuard() { set_grad_enabled(prev_); }
-  NoGradGuard(const NoGradGuard&) = delete;
-  NoGradGuard& operator=(const NoGradGuard&) = delete;
+  explicit GradModeGuard(bool enabled) : prev_(grad_enabled()) { set_grad_enabled(enabled); }
+  ~GradModeGuard() { set_grad_enabled(prev_); }
+  GradModeGuard(const GradModeGuard&) = delete;
+  GradModeGuard& operator=(const GradModeGuard&) = delete;
 
  private:
   bool prev_;
+};
+class NoGradGuard : public GradModeGuard {
+ public:
+  NoGradGuard() : GradModeGuard(false) {}
+};
+class EnableGradGuard : public GradModeGuard {
+ public:
+  EnableGradGuard() : GradModeGuard(true) {}
 };
 
 // True when grad mode is on and some input requires grad: the op must then record.

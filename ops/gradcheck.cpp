@@ -74,12 +74,7 @@ GradcheckResult gradgradcheck(const std::function<Tensor(const std::vector<Tenso
   Tensor u;  // the output's weighting, drawn once from the output's shape
   auto first_order = [&](const std::vector<Tensor>& xs) {
     // gradcheck evaluates its finite differences without grad mode; this function needs it.
-    const bool prev = grad_enabled();
-    set_grad_enabled(true);
-    struct Restore {
-      bool prev;
-      ~Restore() { set_grad_enabled(prev); }
-    } restore{prev};
+    EnableGradGuard recording;
     Tensor y = f(xs);
     if (!u.defined()) {
       Generator gen(opt.seed + 1);

@@ -152,10 +152,6 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
     out = cast(out, logits.dtype());
   }
   if (!any_requires_grad({logits})) return out;
-  if (reduction == Reduction::Mean && !count.defined()) {  // (no rows: the composite still needs it)
-    NoGradGuard raw;
-    count = cast(sum(ne(t64, ignore_index)), acc);
-  }
   return record(op, {logits}, out,
                 [x2d = x2d.detach(), t64, lse, count, reduction, ignore_index, label_smoothing, acc,
                  logits_sizes = logits.sizes(), logits, target_shape = target.sizes()](const Tensor& g) {

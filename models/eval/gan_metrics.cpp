@@ -6,6 +6,9 @@
 
 #include <kiln/core/autograd.h>
 #include <kiln/core/error.h>
+#include <kiln/ops/binary.h>
+#include <kiln/ops/matmul.h>
+#include <kiln/ops/reduce.h>
 #include <kiln/ops/checks.h>
 
 extern "C" void dsyev_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w,
@@ -33,33 +36,29 @@ double kl(const double* p, const double* q, int64_t K) {
   return s;
 }
 
-// Eigenvalues and (column-major) eigenvectors of the symmetric F x F matrix a.
-void syev(std::vector<double>& a, std::vector<double>& w, int F) {
+// The eigenvalues of the symmetric F x F f64 matrix `a` (ascending) and its
+// eigenvectors as the rows of the returned (F, F) tensor (LAPACK dsyev).
+Tensor syev(const Tensor& a, std::vector<double>& w) {
+  int F = static_cast<int>(a.size(0));
+  std::vector<double> v = a.contiguous().to_vector<double>();  // symmetric: row- or column-major alike
   w.assign(F, 0);
   int lwork = -1, info = 0;
   double q = 0;
   const char jobz = 'V', uplo = 'U';
-  dsyev_(&jobz, &uplo, &F, a.data(), &F, w.data(), &q, &lwork, &info);
+  dsyev_(&jobz, &uplo, &F, v.data(), &F, w.data(), &q, &lwork, &info);
   lwork = static_cast<int>(q);
   std::vector<double> work(std::max(lwork, 1));
-  dsyev_(&jobz, &uplo, &F, a.data(), &F, w.data(), work.data(), &lwork, &info);
+  dsyev_(&jobz, &uplo, &F, v.data(), &F, w.data(), work.data(), &lwork, &info);
   KILN_CHECK(info == 0, "frechet_distance: LAPACK dsyev failed (info ", info, ")");
+  return from_vector<double>(v).reshape({F, F});  // column k of the column-major result = row k here
 }
 
-void moments(const std::vector<double>& x, int64_t n, int64_t F, std::vector<double>& mu, std::vector<double>& cov) {
-  mu.assign(F, 0);
-  cov.assign(F * F, 0);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t f = 0; f < F; ++f) mu[f] += x[i * F + f];
-  for (auto& m : mu) m /= static_cast<double>(n);
-  std::vector<double> c(F);
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t f = 0; f < F; ++f) c[f] = x[i * F + f] - mu[f];
-    for (int64_t a = 0; a < F; ++a)
-      for (int64_t b = a; b < F; ++b) cov[a * F + b] += c[a] * c[b];
-  }
-  for (int64_t a = 0; a < F; ++a)
-    for (int64_t b = a; b < F; ++b) cov[b * F + a] = cov[a * F + b] /= static_cast<double>(n - 1);
+// Mean (F) and unbiased covariance (F, F) of the rows of x, in f64 on the CPU.
+std::pair<Tensor, Tensor> moments(const Tensor& x) {
+  Tensor x64 = x.detach().to(kCPU).to(DType::F64);
+  Tensor mu = mean(x64, {0});
+  Tensor c = sub(x64, mu);
+  return {mu, div(matmul(c.t(), c), static_cast<double>(x.size(0) - 1))};
 }
 
 }  // namespace
@@ -96,33 +95,25 @@ double frechet_distance(const Tensor& a, const Tensor& b) {
              "features (N, F) and (M, F), got ", describe(a), " and ", describe(b));
   KILN_CHECK(a.size(0) >= 2 && b.size(0) >= 2, "frechet_distance: needs at least 2 samples on each side, got ",
              a.size(0), " and ", b.size(0));
-  const int64_t F = a.size(1);
-  KILN_CHECK(F <= 4096, "frechet_distance: at most 4096 features, got ", F);
-  std::vector<double> mu_a, mu_b, ca, cb;
-  moments(host_f64(a), a.size(0), F, mu_a, ca);
-  moments(host_f64(b), b.size(0), F, mu_b, cb);
-  // S_a^(1/2) = V diag(sqrt(max(w, 0))) V^T.
-  std::vector<double> v = ca, w;
-  syev(v, w, static_cast<int>(F));
-  std::vector<double> sa(F * F, 0);
-  for (int64_t k = 0; k < F; ++k) {
-    const double s = std::sqrt(std::max(w[k], 0.0));
-    for (int64_t i = 0; i < F; ++i)
-      for (int64_t j = 0; j < F; ++j) sa[i * F + j] += v[k * F + i] * s * v[k * F + j];
-  }
-  // M = S_a^(1/2) S_b S_a^(1/2) (symmetric).
-  std::vector<double> t(F * F, 0), m(F * F, 0);
-  for (int64_t i = 0; i < F; ++i)
-    for (int64_t k = 0; k < F; ++k)
-      for (int64_t j = 0; j < F; ++j) t[i * F + j] += sa[i * F + k] * cb[k * F + j];
-  for (int64_t i = 0; i < F; ++i)
-    for (int64_t k = 0; k < F; ++k)
-      for (int64_t j = 0; j < F; ++j) m[i * F + j] += t[i * F + k] * sa[k * F + j];
-  syev(m, w, static_cast<int>(F));
-  double tr_sqrt = 0, tr_a = 0, tr_b = 0, d2 = 0;
-  for (int64_t k = 0; k < F; ++k) tr_sqrt += std::sqrt(std::max(w[k], 0.0));
-  for (int64_t k = 0; k < F; ++k) tr_a += ca[k * F + k], tr_b += cb[k * F + k], d2 += std::pow(mu_a[k] - mu_b[k], 2);
-  return std::max(0.0, d2 + tr_a + tr_b - 2 * tr_sqrt);
+  KILN_CHECK(a.size(1) <= 4096, "frechet_distance: at most 4096 features, got ", a.size(1));
+  NoGradGuard no_grad;
+  const auto [mu_a, ca] = moments(a);
+  const auto [mu_b, cb] = moments(b);
+  // S_a^(1/2) = E^T diag(sqrt(max(w, 0))) E, E's rows the eigenvectors of S_a.
+  std::vector<double> w;
+  Tensor E = syev(ca, w);
+  for (double& x : w) x = std::sqrt(std::max(x, 0.0));
+  Tensor sa = matmul(mul(E.t(), from_vector<double>(w).reshape({1, -1})), E);
+  // tr (S_a S_b)^(1/2) = sum sqrt(eigenvalues of S_a^(1/2) S_b S_a^(1/2)).
+  syev(matmul(matmul(sa, cb), sa), w);
+  double tr_sqrt = 0;
+  for (double x : w) tr_sqrt += std::sqrt(std::max(x, 0.0));
+  Tensor d = sub(mu_a, mu_b);
+  const double d2 = sum(mul(d, d)).item<double>();
+  const int64_t F = ca.size(0);
+  auto trace = [F](const Tensor& m) { return sum(m.as_strided({F}, {F + 1}, 0)).item<double>(); };
+  const double tr = trace(ca) + trace(cb);
+  return std::max(0.0, d2 + tr - 2 * tr_sqrt);
 }
 
 ClassCoverage class_coverage(const Tensor& predicted, int64_t K) {

@@ -128,12 +128,9 @@ TEST_CASE("unrolled D: first order equals K real Adam steps; second order matche
   go.atol = 1e-6;
   go.rtol = 1e-3;
   GradcheckResult r = gradcheck([&](const V& v) {
-    const bool prev = grad_enabled();
-    set_grad_enabled(true);
+    EnableGradGuard recording;
     std::vector<Tensor> th = gan::unroll_discriminator(*D, opt, real, v[0], uo);
-    Tensor out = gan::generator_loss(D->run(v[0], th).logits);
-    set_grad_enabled(prev);
-    return out;
+    return gan::generator_loss(D->run(v[0], th).logits);
   }, {fake}, go);
   INFO(r.message);
   CHECK(r.ok);

@@ -116,11 +116,8 @@ TEST_CASE("a WGAN-GP gradient penalty through an MLP matches finite differences"
   opt.atol = 1e-5;
   opt.rtol = 1e-3;
   GradcheckResult r = gradcheck([&](const V& p) {
-    const bool prev = grad_enabled();
-    set_grad_enabled(true);  // the penalty takes a gradient even inside the finite differences
-    Tensor out = penalty(p);
-    set_grad_enabled(prev);
-    return out;
+    EnableGradGuard recording;  // the penalty takes a gradient even inside the finite differences
+    return penalty(p);
   }, {rnd({3, 5}, 10), rnd({5}, 11), rnd({5, 1}, 12)}, opt);
   INFO(r.message);
   CHECK(r.ok);
@@ -226,11 +223,8 @@ TEST_CASE("an R1 penalty through a conv/batch-norm/leaky-relu discriminator matc
   opt.atol = 1e-5;
   opt.rtol = 1e-3;
   GradcheckResult r = gradcheck([&](const V& p) {
-    const bool prev = grad_enabled();
-    set_grad_enabled(true);
-    Tensor out = penalty(p);
-    set_grad_enabled(prev);
-    return out;
+    EnableGradGuard recording;
+    return penalty(p);
   }, {rnd({2, 1, 4, 4}, 47, 0.5), rnd({3, 2, 4, 4}, 48, 0.5), add(rnd({3}, 49, 0.3), 1.0), rnd({3}, 50)}, opt);
   INFO(r.message);
   CHECK(r.ok);
