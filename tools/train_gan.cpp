@@ -201,7 +201,7 @@ struct Plan {
   bool toy = false;  // 2-D data
   std::optional<data::Mixture2d> mixture;
   std::string folder;
-  bool dcgan = true;
+  bool dcgan() const { return !toy; }  // images train the DCGAN, 2-D data the MLP GAN
 };
 
 Plan resolve(Config& c) {
@@ -216,9 +216,8 @@ Plan resolve(Config& c) {
     throw CLI::ValidationError("--data", "'" + c.data + "' is not fashion-mnist, ring8, grid25 or folder:PATH");
   }
   if (c.model.empty()) c.model = p.toy ? "mlp" : "dcgan";
-  p.dcgan = c.model == "dcgan";
-  if (p.toy && p.dcgan) throw CLI::ValidationError("--model", "dcgan needs image data; 2-D data trains --model mlp");
-  if (!p.toy && !p.dcgan) throw CLI::ValidationError("--model", "mlp trains 2-D data (ring8, grid25); images need dcgan");
+  if (p.toy && c.model == "dcgan") throw CLI::ValidationError("--model", "dcgan needs image data; 2-D data trains --model mlp");
+  if (!p.toy && c.model == "mlp") throw CLI::ValidationError("--model", "mlp trains 2-D data (ring8, grid25); images need dcgan");
   if (c.wgan_gp && (c.label_smoothing < 1.0 || c.unrolled > 0 || c.mode_regularizer))
     throw CLI::ValidationError("--wgan-gp",
                                "excludes --label-smoothing, --unrolled and --mode-regularizer (its critic has no "
@@ -238,8 +237,8 @@ Plan resolve(Config& c) {
   if (c.beta2 < 0) c.beta2 = c.wgan_gp ? 0.9 : 0.999;
   if (c.beta1 >= 1 || c.beta2 >= 1) throw CLI::ValidationError("--beta1/--beta2", "must lie in [0, 1)");
   if (c.d_steps == 0) c.d_steps = c.wgan_gp ? 5 : 1;
-  if (c.latent_dim == 0) c.latent_dim = p.dcgan ? 100 : 256;
-  if (c.mbd_kernels == 0) c.mbd_kernels = p.dcgan ? 50 : 8;
+  if (c.latent_dim == 0) c.latent_dim = p.dcgan() ? 100 : 256;
+  if (c.mbd_kernels == 0) c.mbd_kernels = p.dcgan() ? 50 : 8;
   if (c.image_size == 0) c.image_size = p.folder.empty() ? 28 : 32;
   if (p.folder.empty() && !p.toy && c.image_size != 28)
     throw CLI::ValidationError("--image-size", "Fashion-MNIST images are 28 x 28");
@@ -299,7 +298,7 @@ struct Models {
 
 Models build(const Config& c, const Plan& p, Generator& gen) {
   Models m;
-  if (p.dcgan) {
+  if (p.dcgan()) {
     models::DcganOptions o;
     o.image_size = c.image_size;
     o.channels = p.folder.empty() ? 1 : c.channels;
