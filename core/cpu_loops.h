@@ -1,12 +1,14 @@
 // Helpers for the CPU reference loops (core and ops/cpu): strided element visiting (one
 // element or one row at a time) and dtype conversion.
 #pragma once
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
 #include <type_traits>
 #include <vector>
 
+#include <kiln/core/parallel.h>
 #include <kiln/core/tensor.h>
 
 namespace kiln::detail {
@@ -68,28 +70,67 @@ void for_each_element(const Shape& sizes, const std::array<const Shape*, N>& str
 // contiguous or broadcast (stride 0) operand becomes one long row with step 1 or 0 that
 // a kernel can run as a flat loop. The elements come in the same order as from
 // for_each_element.
+// The rows of for_each_row: `sizes` with dimensions merged wherever every stride set is
+// contiguous across them and size-1 ones dropped; the last entry is the row.
+template <size_t N>
+struct MergedRows {
+  Shape sz;
+  std::array<Shape, N> st;
+  MergedRows(const Shape& sizes, const std::array<const Shape*, N>& strides) {
+    for (size_t d = 0; d < sizes.size(); ++d) {
+      if (sizes[d] == 1) continue;
+      bool merge = !sz.empty();
+      for (size_t k = 0; k < N && merge; ++k) merge = st[k].back() == (*strides[k])[d] * sizes[d];
+      if (merge) {
+        sz.back() *= sizes[d];
+        for (size_t k = 0; k < N; ++k) st[k].back() = (*strides[k])[d];
+      } else {
+        sz.push_back(sizes[d]);
+        for (size_t k = 0; k < N; ++k) st[k].push_back((*strides[k])[d]);
+      }
+    }
+  }
+  int64_t row_length() const { return sz.empty() ? 1 : sz.back(); }
+  int64_t rows() const {
+    int64_t r = 1;
+    for (size_t d = 0; d + 1 < sz.size(); ++d) r *= sz[d];
+    return r;
+  }
+  std::array<int64_t, N> steps() const {
+    std::array<int64_t, N> step{};
+    if (!sz.empty())
+      for (size_t k = 0; k < N; ++k) step[k] = st[k].back();
+    return step;
+  }
+  // The offsets of the first element of row r.
+  std::array<int64_t, N> row_offsets(int64_t r) const {
+    std::array<int64_t, N> off{};
+    for (int64_t d = static_cast<int64_t>(sz.size()) - 2; d >= 0 && r > 0; --d) {
+      const int64_t i = r % sz[d];
+      r /= sz[d];
+      for (size_t k = 0; k < N; ++k) off[k] += i * st[k][d];
+    }
+    return off;
+  }
+};
+
+// Calls f(offsets, n, steps) for each row of `sizes` in row-major order: the elements
+// offsets[k] + i * steps[k], i < n, in the k-th stride set. Dimensions are merged first
+// wherever every stride set is contiguous across them (and size-1 ones dropped), so a
+// contiguous or broadcast (stride 0) operand becomes one long row with step 1 or 0 that
+// a kernel can run as a flat loop. The elements come in the same order as from
+// for_each_element.
 template <size_t N, class F>
 void for_each_row(const Shape& sizes, const std::array<const Shape*, N>& strides, F&& f) {
   if (shape_numel(sizes) == 0) return;
-  Shape sz;
-  std::array<Shape, N> st;
-  for (size_t d = 0; d < sizes.size(); ++d) {
-    if (sizes[d] == 1) continue;
-    bool merge = !sz.empty();
-    for (size_t k = 0; k < N && merge; ++k) merge = st[k].back() == (*strides[k])[d] * sizes[d];
-    if (merge) {
-      sz.back() *= sizes[d];
-      for (size_t k = 0; k < N; ++k) st[k].back() = (*strides[k])[d];
-    } else {
-      sz.push_back(sizes[d]);
-      for (size_t k = 0; k < N; ++k) st[k].push_back((*strides[k])[d]);
-    }
-  }
-  std::array<int64_t, N> off{}, step{};
+  const MergedRows<N> m(sizes, strides);
+  const auto& sz = m.sz;
+  const auto& st = m.st;
+  std::array<int64_t, N> off{};
+  const std::array<int64_t, N> step = m.steps();
   if (sz.empty()) return f(off, int64_t{1}, step);
   const int64_t outer_dims = static_cast<int64_t>(sz.size()) - 1;
   const int64_t n = sz.back();
-  for (size_t k = 0; k < N; ++k) step[k] = st[k].back();
   std::vector<int64_t> idx(static_cast<size_t>(outer_dims), 0);
   while (true) {
     f(off, n, step);
@@ -103,6 +144,32 @@ void for_each_row(const Shape& sizes, const std::array<const Shape*, N>& strides
     }
     if (d < 0) return;
   }
+}
+
+// for_each_row split over the CPU thread pool (core/parallel.h): the rows, or one long row
+// cut into pieces, go to the threads in contiguous ranges of about `grain` elements. For
+// elementwise kernels: f must write only the elements of the (piece of a) row it is given.
+// Each element is computed as for_each_row computes it, so the results do not depend on
+// the thread count.
+template <size_t N, class F>
+void parallel_for_each_row(const Shape& sizes, const std::array<const Shape*, N>& strides, int64_t grain, F&& f) {
+  const int64_t numel = shape_numel(sizes);
+  if (numel == 0) return;
+  if (numel < 2 * grain || num_threads() == 1 || in_parallel_region()) return for_each_row<N>(sizes, strides, f);
+  const MergedRows<N> m(sizes, strides);
+  const std::array<int64_t, N> step = m.steps();
+  const int64_t n = m.row_length(), rows = m.rows();
+  if (rows == 1) {
+    parallel_for(n, grain, [&](int64_t begin, int64_t end) {
+      std::array<int64_t, N> off{};
+      for (size_t k = 0; k < N; ++k) off[k] = begin * step[k];
+      f(off, end - begin, step);
+    });
+    return;
+  }
+  parallel_for(rows, std::max<int64_t>(1, grain / n), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) f(m.row_offsets(r), n, step);
+  });
 }
 
 // Whether the flat loops may run on `in` -> `out`: `in` is out itself (read then written
@@ -141,6 +208,21 @@ void for_each_row(const TensorView& space, const std::array<const TensorView*, N
   }
   for_each_row<N>(shape_of(space), p, std::forward<F>(f));
 }
+
+template <size_t N, class F>
+void parallel_for_each_row(const TensorView& space, const std::array<const TensorView*, N>& ops, int64_t grain,
+                           F&& f) {
+  std::array<Shape, N> st;
+  std::array<const Shape*, N> p;
+  for (size_t k = 0; k < N; ++k) {
+    st[k] = strides_of(*ops[k]);
+    p[k] = &st[k];
+  }
+  parallel_for_each_row<N>(shape_of(space), p, grain, std::forward<F>(f));
+}
+
+// Elements per thread below which an elementwise loop is not worth splitting.
+inline constexpr int64_t kElementwiseGrain = 16384;
 
 inline bool no_partial_overlap(const TensorView& in, const TensorView& out) {
   return !in.shares_storage(out) || (in.data == out.data && in.same_geometry(out));

@@ -8,6 +8,7 @@
 
 #include <kiln/config.h>
 #include <kiln/core/kernel_list.h>
+#include <kiln/ops/cpu/onednn.h>
 #include <kiln/ops/op_list.h>
 #if KILN_CUDA
 #include <kiln/cuda/runtime.h>
@@ -19,6 +20,12 @@ namespace detail {
 void load_builtin_backends() {
   static std::once_flag once;
   std::call_once(once, [] {
+#if defined(KILN_CPU_ARCH_NAME) && defined(__AVX2__) && defined(__FMA__)
+    // A clear error where the CPU lacks what kiln was compiled for (CMakeLists.txt).
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+      throw Error("this kiln was compiled for -march=" KILN_CPU_ARCH_NAME
+                  " (AVX2 and FMA), which this CPU lacks; rebuild it with -DKILN_CPU_ARCH=x86-64");
+#endif
     KILN_CORE_KERNELS(KILN_DETAIL_SET_CPU)
 #if KILN_CUDA
     cuda::register_runtime();
@@ -31,6 +38,7 @@ void load_ops_kernels() {
   static std::once_flag once;
   std::call_once(once, [] {
     KILN_OPS_KERNELS(KILN_DETAIL_SET_CPU)
+    if (onednn::enabled()) onednn::register_kernels();  // oneDNN's convolutions over kiln's loops
 #if KILN_CUDA
     KILN_OPS_KERNELS(KILN_DETAIL_SET_CUDA)
 #endif

@@ -1,9 +1,9 @@
 // kiln_bench_train_step: times whole training steps of train_cnn's model (the model-zoo
 // CNN, models/zoo/resnet_cnn.h) — forward, cross-entropy, backward and an AdamW step, as
 // kiln_train_cnn takes them — and prints one JSON line with the images per second. On the
-// CPU the only threads are OpenBLAS' (--threads; 0 keeps OpenBLAS' default, which
-// OPENBLAS_NUM_THREADS sets). tools/bench_vs_torch.py runs it next to the same model in
-// PyTorch.
+// CPU, --threads sets kiln's one thread budget (core/parallel.h: its loops, OpenBLAS and
+// oneDNN together; 0 keeps the default, KILN_NUM_THREADS or the physical cores).
+// tools/bench_vs_torch.py runs it next to the same model in PyTorch.
 //
 // The inputs are a few random (N(0,1)) 28x28 batches made before the clock starts: the
 // work of a step does not depend on the values, and so the data loader is left out of
@@ -12,8 +12,6 @@
 //
 // usage: kiln_bench_train_step [--steps N] [--warmup N] [--batch N] [--width N] [--threads N]
 //                              [--device cpu|cuda[:N]] [--seed N]   (--help lists the defaults)
-#include <cblas.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -44,8 +42,8 @@ int run_bench(const Config& cfg) {
     return 1;
   }
   const Device device(cfg.device.c_str());
-  if (cfg.threads > 0) openblas_set_num_threads(static_cast<int>(cfg.threads));
-  const int blas_threads = openblas_get_num_threads();
+  if (cfg.threads > 0) set_num_threads(static_cast<int>(cfg.threads));
+  const int threads = num_threads();
 
   Generator gen(cfg.seed);
   models::ResNetCNNOptions mo;
@@ -87,7 +85,7 @@ int run_bench(const Config& cfg) {
       "{\"framework\":\"kiln\",\"device\":\"%s\",\"threads\":%d,\"batch\":%lld,\"width\":%lld,\"params\":%lld,"
       "\"steps\":%lld,\"median_step_ms\":%.3f,\"mean_step_ms\":%.3f,\"min_step_ms\":%.3f,"
       "\"images_per_second\":%.2f,\"images_per_second_mean\":%.2f,\"last_loss\":%.6f}\n",
-      cfg.device.c_str(), device.is_cpu() ? blas_threads : 0, (long long)cfg.batch, (long long)cfg.width,
+      cfg.device.c_str(), device.is_cpu() ? threads : 0, (long long)cfg.batch, (long long)cfg.width,
       (long long)model->num_parameters(), (long long)cfg.steps, median * 1e3, mean * 1e3, sorted.front() * 1e3,
       cfg.batch / median, cfg.batch / mean, last_loss);
   return 0;
@@ -109,7 +107,7 @@ int main(int argc, char** argv) {
   app.add_option("--width", c.width, "model width (16: 77,754 parameters)")
       ->check(integer_range(1, 1 << 16))
       ->capture_default_str();
-  app.add_option("--threads", c.threads, "OpenBLAS threads (0: OpenBLAS' own default)")
+  app.add_option("--threads", c.threads, "CPU threads (0: KILN_NUM_THREADS, else the physical cores)")
       ->check(integer_range(0, 4096))
       ->capture_default_str();
   app.add_option("--device", c.device, "cpu or cuda[:N]")->check(kiln::tools::device_spec())->capture_default_str();

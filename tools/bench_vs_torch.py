@@ -8,9 +8,15 @@ each thread setting, and prints images/s and the ratio kiln / torch. Every measu
 a fresh process; the rounds alternate kiln and torch so that a busy spell of the machine
 hits both, and each side's best round counts. A round's rate comes from its median step.
 
-Thread settings: "default" leaves both at their own defaults (OpenBLAS: one thread per
-CPU; PyTorch: torch.get_num_threads(), its physical-core guess); a number N sets
-OpenBLAS' threads in kiln (its only threads on the CPU) and torch.set_num_threads(N).
+Thread settings: "default" leaves both at their own defaults (kiln: KILN_NUM_THREADS or the
+physical cores; PyTorch: torch.get_num_threads(), its physical-core guess); a number N sets
+kiln's one thread budget (its loops, OpenBLAS and oneDNN; --threads N) and
+torch.set_num_threads(N).
+
+PyTorch at its best: Debian's PyTorch links the pthread build of OpenBLAS, which starts its
+own threads beside torch's and oversubscribes the cores. Each torch round is therefore run
+twice, with OpenBLAS left at its default and with OPENBLAS_NUM_THREADS=1, and the faster
+counts; the table says which it was.
 
 usage: tools/bench_vs_torch.py [--kiln-exe build/tools/kiln_bench_train_step]
          [--threads default,1,2] [--steps 20] [--warmup 3] [--batch 128] [--width 16]
@@ -63,8 +69,11 @@ def torch_worker(args):
     return 0
 
 
-def measure(cmd):
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+def measure(cmd, env_extra=None):
+    env = dict(os.environ)
+    env.pop("OPENBLAS_NUM_THREADS", None)
+    env.update(env_extra or {})
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -96,28 +105,37 @@ def main():
         torch_cmd = [sys.executable, os.path.abspath(__file__), "--torch-worker", "--worker-threads", str(n)] + common
         best = {}
         for r in range(args.rounds):
-            order = [("kiln", kiln_cmd), ("torch", torch_cmd)]
-            for name, cmd in order if r % 2 == 0 else order[::-1]:
-                m = measure(cmd)
-                m["setting"], m["round"] = setting, r
+            runs = [("kiln", kiln_cmd, None, "-"), ("torch", torch_cmd, None, "default"),
+                    ("torch", torch_cmd, {"OPENBLAS_NUM_THREADS": "1"}, "1")]
+            for name, cmd, env, blas in runs if r % 2 == 0 else runs[::-1]:
+                m = measure(cmd, env)
+                m["setting"], m["round"], m["openblas_threads"] = setting, r, blas
                 raw.append(m)
+                extra = f", OPENBLAS_NUM_THREADS {blas}" if name == "torch" else ""
                 print(f"  threads {setting:>7} round {r}: {name:5s} {m['images_per_second']:8.1f} img/s "
-                      f"(median step {m['median_step_ms']:.1f} ms, {m['threads']} threads)", file=sys.stderr)
+                      f"(median step {m['median_step_ms']:.1f} ms, {m['threads']} threads{extra})", file=sys.stderr)
                 if name not in best or m["images_per_second"] > best[name]["images_per_second"]:
                     best[name] = m
         rows.append((setting, best["kiln"], best["torch"]))
 
     k0, t0 = rows[0][1], rows[0][2]
     print(f"\ntrain_cnn's model ({k0['params']} params, width {args.width}), batch {args.batch}, AdamW, CPU; "
-          f"{t0['framework']}; best of {args.rounds} rounds of {args.steps} steps (median step)")
-    print(f"{'threads (kiln/torch)':>22} {'kiln img/s':>11} {'torch img/s':>12} {'kiln/torch':>11}")
+          f"{t0['framework']} at its faster OpenBLAS setting; best of {args.rounds} rounds of {args.steps} steps "
+          f"(median step)")
+    print(f"{'threads (kiln/torch)':>22} {'kiln img/s':>11} {'torch img/s':>12} {'kiln/torch':>11} {'torch OPENBLAS_NUM_THREADS':>27}")
+    summary = []
     for setting, k, t in rows:
         label = f"{setting} ({k['threads']}/{t['threads']})"
+        ratio = k["images_per_second"] / t["images_per_second"]
         print(f"{label:>22} {k['images_per_second']:11.1f} {t['images_per_second']:12.1f} "
-              f"{k['images_per_second'] / t['images_per_second']:11.3f}")
+              f"{ratio:11.3f} {t['openblas_threads']:>27}")
+        summary.append({"threads": setting, "kiln_threads": k["threads"], "torch_threads": t["threads"],
+                        "kiln_images_per_second": k["images_per_second"],
+                        "torch_images_per_second": t["images_per_second"], "ratio": ratio,
+                        "torch_openblas_threads": t["openblas_threads"]})
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(raw, f, indent=1)
+            json.dump({"settings": summary, "runs": raw}, f, indent=1)
     return 0
 
 

@@ -80,7 +80,7 @@ void binary_rows(const TensorView& a, const TensorView& b, const TensorView& out
   const T* pa = a.ptr<const T>();
   const T* pb = b.ptr<const T>();
   O* po = out.ptr<O>();
-  for_each_row<3>(out, {&a, &b, &out}, [&](const auto& off, int64_t n, const auto& st) {
+  parallel_for_each_row<3>(out, {&a, &b, &out}, kElementwiseGrain, [&](const auto& off, int64_t n, const auto& st) {
     binary_row(pa + off[0], st[0], pb + off[1], st[1], po + off[2], st[2], n, op);
   });
 }
@@ -162,7 +162,7 @@ void where(const TensorView& cond, const TensorView& a, const TensorView& b, con
     T* po = out.ptr<T>();
     if (no_partial_overlap(cond, out) && no_partial_overlap(a, out) && no_partial_overlap(b, out)) {
       // Row by row; the contiguous and broadcast-scalar rows as flat loops that vectorise.
-      for_each_row<4>(out, {&cond, &a, &b, &out},
+      parallel_for_each_row<4>(out, {&cond, &a, &b, &out}, kElementwiseGrain,
                       [&](const auto& off, int64_t n, const auto& st) {
                         // The mask read as bytes and widened: GCC vectorises the select then,
                         // not with bool loads.

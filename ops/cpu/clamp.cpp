@@ -44,7 +44,7 @@ void clamp_typed(const TensorView& x, const TensorView& y, const ClampParams& p)
   const T* px = x.ptr<const T>();
   T* py = y.ptr<T>();
   // Row by row; y is x itself or apart from it, so each element is read before it is written.
-  for_each_row<2>(y, {&x, &y}, [&](const auto& off, int64_t n, const auto& st) {
+  parallel_for_each_row<2>(y, {&x, &y}, kElementwiseGrain, [&](const auto& off, int64_t n, const auto& st) {
     const T* a = px + off[0];
     T* o = py + off[1];
     for (int64_t i = 0; i < n; ++i) o[i * st[1]] = clamp_one(a[i * st[0]], lo, hi, lo_t, hi_t);

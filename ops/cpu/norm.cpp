@@ -2,7 +2,9 @@
 // (N, C, S) or (M, D) data, two-pass statistics (mean, then the mean squared deviation).
 // Parameters and statistics are read into double vectors first (they are short), so the
 // loops are templated on x's type only.
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include <kiln/core/cpu_loops.h>
@@ -95,12 +97,26 @@ void channel_moments_block(const T* x, int64_t outer, int64_t C, int64_t S, int6
   for (int64_t b = 0; b < B; ++b) var[b] = sq[b] / count;
 }
 
+// Channels per thread so that each has about kElementwiseGrain elements of (N, C, S).
+inline int64_t channel_grain(int64_t N, int64_t S) { return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, N * S)); }
+
+// Calls f(c0, B) for the channel blocks of C (kB channels each, the last ones alone), in
+// parallel over the thread pool; each block's result does not depend on the split.
+template <class F>
+void for_channel_blocks(int64_t N, int64_t C, int64_t S, F&& f) {
+  const int64_t full = C / kB, blocks = full + C % kB;
+  parallel_for(blocks, std::max<int64_t>(1, channel_grain(N, S) / kB), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (i < full) f(i * kB, std::integral_constant<int64_t, kB>{});
+      else f(full * kB + (i - full), std::integral_constant<int64_t, 1>{});
+    }
+  });
+}
+
 // All C channels' moments of (N, C, S).
 template <class T>
 void batch_moments(const T* x, int64_t N, int64_t C, int64_t S, double* mean, double* var) {
-  int64_t c = 0;
-  for (; c + kB <= C; c += kB) channel_moments_block<kB>(x, N, C, S, c, mean + c, var + c);
-  for (; c < C; ++c) channel_moments_block<1>(x, N, C, S, c, mean + c, var + c);
+  for_channel_blocks(N, C, S, [&](int64_t c, auto B) { channel_moments_block<B()>(x, N, C, S, c, mean + c, var + c); });
 }
 
 // Batch norm backward's sums of dy and dy * xhat for channels c0 .. c0 + B - 1.
@@ -154,13 +170,17 @@ void batch_norm_forward(const TensorView& x, const TensorView& weight, const Ten
         mean[c] = rm[c];
         invstd[c] = 1.0 / std::sqrt(rv[c] + eps);
       }
-      const double scale = invstd[c] * param_or(w, c, 1.0), shift = param_or(b, c, 0.0);
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t s = 0; s < S; ++s) {
-          const int64_t i = (n * C + c) * S + s;
-          py[i] = convert<T>((to_f64(px[i]) - mean[c]) * scale + shift);
-        }
     }
+    parallel_for(C, channel_grain(N, S), [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const double scale = invstd[c] * param_or(w, c, 1.0), shift = param_or(b, c, 0.0), m = mean[c];
+        for (int64_t n = 0; n < N; ++n) {
+          const T* xr = px + (n * C + c) * S;
+          T* yr = py + (n * C + c) * S;
+          for (int64_t s = 0; s < S; ++s) yr[s] = convert<T>((to_f64(xr[s]) - m) * scale + shift);
+        }
+      }
+    });
   });
   write(save_mean, mean);
   write(save_invstd, invstd);
@@ -184,26 +204,30 @@ void batch_norm_backward(const TensorView& dy, const TensorView& x, const Tensor
     T* pdx = dx.defined ? dx.ptr<T>() : nullptr;
     const double count = static_cast<double>(N * S);
     std::vector<double> sums(C), sums_xhat(C);
-    {
-      int64_t c = 0;
-      for (; c + kB <= C; c += kB)
-        dy_sums_block<kB>(pg, px, N, C, S, c, &mean[c], &invstd[c], &sums[c], &sums_xhat[c]);
-      for (; c < C; ++c) dy_sums_block<1>(pg, px, N, C, S, c, &mean[c], &invstd[c], &sums[c], &sums_xhat[c]);
-    }
+    for_channel_blocks(N, C, S, [&](int64_t c, auto B) {
+      dy_sums_block<B()>(pg, px, N, C, S, c, &mean[c], &invstd[c], &sums[c], &sums_xhat[c]);
+    });
     for (int64_t c = 0; c < C; ++c) {
-      const double sum_dy = sums[c], sum_dy_xhat = sums_xhat[c];
-      dw[c] = sum_dy_xhat;
-      db[c] = sum_dy;
-      if (pdx == nullptr) continue;
-      const double k = param_or(w, c, 1.0) * invstd[c];
-      const double mdy = training ? sum_dy / count : 0.0, mdyx = training ? sum_dy_xhat / count : 0.0;
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t s = 0; s < S; ++s) {
-          const int64_t i = (n * C + c) * S + s;
-          const double xhat = (to_f64(px[i]) - mean[c]) * invstd[c];
-          pdx[i] = convert<T>(k * (to_f64(pg[i]) - mdy - xhat * mdyx));
-        }
+      dw[c] = sums_xhat[c];
+      db[c] = sums[c];
     }
+    if (pdx == nullptr) return;
+    parallel_for(C, channel_grain(N, S), [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const double k = param_or(w, c, 1.0) * invstd[c], m = mean[c], is = invstd[c];
+        const double mdy = training ? sums[c] / count : 0.0, mdyx = training ? sums_xhat[c] / count : 0.0;
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t base = (n * C + c) * S;
+          const T* xr = px + base;
+          const T* gr = pg + base;
+          T* dr = pdx + base;
+          for (int64_t s = 0; s < S; ++s) {
+            const double xhat = (to_f64(xr[s]) - m) * is;
+            dr[s] = convert<T>(k * (to_f64(gr[s]) - mdy - xhat * mdyx));
+          }
+        }
+      }
+    });
   });
   write(dweight, dw);
   write(dbias, db);

@@ -49,7 +49,7 @@ template <class T, class F>
 void unary_rows(const TensorView& x, const TensorView& y, F f) {
   const T* px = x.ptr<const T>();
   T* py = y.ptr<T>();
-  for_each_row<2>(y, {&x, &y}, [&](const auto& off, int64_t n, const auto& st) {
+  parallel_for_each_row<2>(y, {&x, &y}, kElementwiseGrain, [&](const auto& off, int64_t n, const auto& st) {
     const T* a = px + off[0];
     T* o = py + off[1];
     if (st[0] == 1 && st[1] == 1) {

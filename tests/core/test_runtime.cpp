@@ -2,6 +2,8 @@
 // filled by the explicit loaders, can be replaced, and name the op when empty; the host-
 // synchronisation counter's bookkeeping (checked with a stand-in device that runs on host
 // memory, so it runs without a GPU); shape overflow; accumulate_dtype.
+#include <kiln/ops/cpu/onednn.h>
+
 #include "test_util.h"
 
 #include <cstring>
@@ -18,7 +20,9 @@ TEST_CASE("kernel slots are filled by the lists' loaders", "[core][kernel]") {
   CHECK(kernel<op::copy>(kCPU) == &cpu::copy);
   CHECK(kernel<op::reduce>(kCPU) == &cpu::reduce);
   CHECK(kernel<op::unary>(kCPU) == &cpu::unary);
-  CHECK(kernel<op::conv2d_forward>(kCPU) == &cpu::conv2d_forward);
+  CHECK(kernel<op::softmax>(kCPU) == &cpu::softmax);
+  // oneDNN's convolutions take the conv slots over kiln's loops unless KILN_ONEDNN=0.
+  CHECK(kernel<op::conv2d_forward>(kCPU) == (onednn::enabled() ? &onednn::conv2d_forward : &cpu::conv2d_forward));
   CHECK(kernel<op::adam_update>(kCPU) == &cpu::adam_update);
   CHECK(std::string(op::unary::kName) == "unary");
 }

@@ -28,7 +28,7 @@ import time
 
 VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
         "GROUP_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS")
+        "OPENBLAS_NUM_THREADS", "KILN_NUM_THREADS")
 
 
 def write_atomic(path, text):

@@ -44,7 +44,7 @@ def alive(pid):
 
 def test_env():
     env = dict(os.environ)
-    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KILN_RUN_GRACE_PERIOD", "RANK",
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KILN_NUM_THREADS", "KILN_RUN_GRACE_PERIOD", "RANK",
               "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     return env
@@ -133,6 +133,7 @@ class LauncherTest(unittest.TestCase):
             self.assertEqual(e["MASTER_ADDR"], "127.0.0.1")
             self.assertEqual(e["OMP_NUM_THREADS"], "1")
             self.assertEqual(e["OPENBLAS_NUM_THREADS"], "1")
+            self.assertGreaterEqual(int(e["KILN_NUM_THREADS"]), 1)
             self.assertEqual(e["argv"], ["*=done"])
         ports = {e["MASTER_PORT"] for e in envs}
         self.assertEqual(len(ports), 1, "all ranks must share one MASTER_PORT")
@@ -169,6 +170,7 @@ class LauncherTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertEqual(self.env_of(1)["OMP_NUM_THREADS"], "4")
         self.assertIsNone(self.env_of(1)["OPENBLAS_NUM_THREADS"])
+        self.assertIsNotNone(self.env_of(1)["KILN_NUM_THREADS"])
         # One rank on the node: nothing to oversubscribe, nothing set.
         rc, out, err, _ = self.run_launcher([], ["*=done"])
         self.assertEqual(rc, 0, err)
