@@ -51,9 +51,12 @@ elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
 # libcli11-dev: the command line (flags, --help, config files) of every kiln program (tools/);
 # nlohmann-json3-dev: the metrics JSONL and configs of training runs (models/run/);
 # python3-matplotlib: tools/plot_metrics.py, the PNG curves each trainer draws at the end;
-# libstb-dev: image files (image-folder data sets, GAN sample grids; models/data/images.cpp).
-required=(build-essential cmake ninja-build ccache pkg-config catch2 libspdlog-dev libfmt-dev libopenblas-dev zlib1g-dev
-          libgloo-dev python3 libcli11-dev nlohmann-json3-dev python3-matplotlib libstb-dev)
+# libstb-dev: image files (image-folder data sets, GAN sample grids; models/data/images.cpp);
+# libopenblas-openmp-dev: OpenBLAS built on OpenMP, so that its GEMM threads are kiln's
+# (core/parallel.h; the pthread build would start its own and oversubscribe the cores);
+# libdnnl-dev: oneDNN, the CPU convolutions (ops/cpu/onednn.cpp).
+required=(build-essential cmake ninja-build ccache pkg-config catch2 libspdlog-dev libfmt-dev libopenblas-openmp-dev
+          libdnnl-dev zlib1g-dev libgloo-dev python3 libcli11-dev nlohmann-json3-dev python3-matplotlib libstb-dev)
 # Needed by the Fashion-MNIST examples and by the PyTorch
 # interop tests (python3-torch: about 635 MB installed with its dependencies; the tests
 # report skipped without it); installed when this distribution has them.

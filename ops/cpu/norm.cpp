@@ -50,94 +50,74 @@ inline double param_or(const std::vector<double>& p, int64_t i, double dflt) {
   return p.empty() ? dflt : p[static_cast<size_t>(i)];
 }
 
-// Mean and biased variance of the elements x[(o * C + c) * S + s] for o < outer, s < S
-// (one channel of (outer, C, S); C = 1 gives a plain block).
-template <class T>
-void channel_moments(const T* x, int64_t outer, int64_t C, int64_t S, int64_t c, double& mean, double& var) {
-  double sum = 0;
-  for (int64_t o = 0; o < outer; ++o)
-    for (int64_t s = 0; s < S; ++s) sum += to_f64(x[(o * C + c) * S + s]);
-  const double count = static_cast<double>(outer * S);
-  mean = sum / count;
-  double sq = 0;
-  for (int64_t o = 0; o < outer; ++o)
-    for (int64_t s = 0; s < S; ++s) {
-      const double d = to_f64(x[(o * C + c) * S + s]) - mean;
-      sq += d * d;
-    }
-  var = sq / count;
+// The sums below run in double with kLanes partial sums: element s of each contiguous run
+// of S goes to lane s mod kLanes, and the lanes are added pairwise at the end. The lanes
+// are independent chains the compiler vectorises; the order is fixed by the shapes alone,
+// so results do not depend on the thread count.
+constexpr int kLanes = 8;
+
+inline double lane_total(const double* a) {
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-// Batch norm's per-channel sums, kB channels at a time: each channel's sum is still one
-// chain in the order of channel_moments (o, then s), but kB independent chains run side
-// by side, which hides the latency of the floating adds. Results are bit-identical to
-// one channel at a time.
-constexpr int64_t kB = 4;
+// acc[lane] += f(s) over s < S.
+template <class F>
+inline void lane_sums(int64_t S, double* acc, F&& f) {
+  int64_t s = 0;
+  for (; s + kLanes <= S; s += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += f(s + l);
+  for (; s < S; ++s) acc[s % kLanes] += f(s);
+}
 
-// Mean and biased variance of channels c0 .. c0 + B - 1 of (outer, C, S).
-template <int64_t B, class T>
-void channel_moments_block(const T* x, int64_t outer, int64_t C, int64_t S, int64_t c0, double* mean, double* var) {
-  double sum[B] = {};
+// Mean and biased variance of the elements x[(o * C + c) * S + s] for o < outer, s < S
+// (one channel of (outer, C, S); C = 1 gives a plain block), in two passes.
+template <class T>
+void channel_moments(const T* x, int64_t outer, int64_t C, int64_t S, int64_t c, double& mean, double& var) {
+  double acc[kLanes] = {};
   for (int64_t o = 0; o < outer; ++o) {
-    const T* row = x + (o * C + c0) * S;
-    for (int64_t s = 0; s < S; ++s)
-      for (int64_t b = 0; b < B; ++b) sum[b] += to_f64(row[b * S + s]);
+    const T* r = x + (o * C + c) * S;
+    lane_sums(S, acc, [r](int64_t s) { return to_f64(r[s]); });
   }
   const double count = static_cast<double>(outer * S);
-  for (int64_t b = 0; b < B; ++b) mean[b] = sum[b] / count;
-  double sq[B] = {};
+  mean = lane_total(acc) / count;
+  double sq[kLanes] = {};
+  const double m = mean;
   for (int64_t o = 0; o < outer; ++o) {
-    const T* row = x + (o * C + c0) * S;
-    for (int64_t s = 0; s < S; ++s)
-      for (int64_t b = 0; b < B; ++b) {
-        const double d = to_f64(row[b * S + s]) - mean[b];
-        sq[b] += d * d;
-      }
+    const T* r = x + (o * C + c) * S;
+    lane_sums(S, sq, [r, m](int64_t s) {
+      const double d = to_f64(r[s]) - m;
+      return d * d;
+    });
   }
-  for (int64_t b = 0; b < B; ++b) var[b] = sq[b] / count;
+  var = lane_total(sq) / count;
 }
 
 // Channels per thread so that each has about kElementwiseGrain elements of (N, C, S).
-inline int64_t channel_grain(int64_t N, int64_t S) { return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, N * S)); }
+inline int64_t channel_grain(int64_t N, int64_t S) {
+  return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, N * S));
+}
 
-// Calls f(c0, B) for the channel blocks of C (kB channels each, the last ones alone), in
-// parallel over the thread pool; each block's result does not depend on the split.
-template <class F>
-void for_channel_blocks(int64_t N, int64_t C, int64_t S, F&& f) {
-  const int64_t full = C / kB, blocks = full + C % kB;
-  parallel_for(blocks, std::max<int64_t>(1, channel_grain(N, S) / kB), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      if (i < full) f(i * kB, std::integral_constant<int64_t, kB>{});
-      else f(full * kB + (i - full), std::integral_constant<int64_t, 1>{});
-    }
+// All C channels' moments of (N, C, S), channels split over the thread pool.
+template <class T>
+void batch_moments(const T* x, int64_t N, int64_t C, int64_t S, double* mean, double* var) {
+  parallel_for(C, channel_grain(N, S), [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) channel_moments(x, N, C, S, c, mean[c], var[c]);
   });
 }
 
-// All C channels' moments of (N, C, S).
+// Batch norm backward's sums of dy and dy * xhat over (N, S) for channel c.
 template <class T>
-void batch_moments(const T* x, int64_t N, int64_t C, int64_t S, double* mean, double* var) {
-  for_channel_blocks(N, C, S, [&](int64_t c, auto B) { channel_moments_block<B()>(x, N, C, S, c, mean + c, var + c); });
-}
-
-// Batch norm backward's sums of dy and dy * xhat for channels c0 .. c0 + B - 1.
-template <int64_t B, class T>
-void dy_sums_block(const T* g, const T* x, int64_t N, int64_t C, int64_t S, int64_t c0, const double* mean,
-                   const double* invstd, double* sum_dy, double* sum_dy_xhat) {
-  double a[B] = {}, m[B] = {};
+void dy_sums(const T* g, const T* x, int64_t N, int64_t C, int64_t S, int64_t c, double mean, double invstd,
+             double& sum_dy, double& sum_dy_xhat) {
+  double a[kLanes] = {}, m[kLanes] = {};
   for (int64_t n = 0; n < N; ++n) {
-    const int64_t base = (n * C + c0) * S;
-    for (int64_t s = 0; s < S; ++s)
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t i = base + b * S + s;
-        const double gv = to_f64(g[i]);
-        a[b] += gv;
-        m[b] += gv * (to_f64(x[i]) - mean[b]) * invstd[b];
-      }
+    const T* gr = g + (n * C + c) * S;
+    const T* xr = x + (n * C + c) * S;
+    lane_sums(S, a, [gr](int64_t s) { return to_f64(gr[s]); });
+    lane_sums(S, m, [gr, xr, mean, invstd](int64_t s) { return to_f64(gr[s]) * (to_f64(xr[s]) - mean) * invstd; });
   }
-  for (int64_t b = 0; b < B; ++b) {
-    sum_dy[b] = a[b];
-    sum_dy_xhat[b] = m[b];
-  }
+  sum_dy = lane_total(a);
+  sum_dy_xhat = lane_total(m);
 }
 
 }  // namespace
@@ -204,8 +184,8 @@ void batch_norm_backward(const TensorView& dy, const TensorView& x, const Tensor
     T* pdx = dx.defined ? dx.ptr<T>() : nullptr;
     const double count = static_cast<double>(N * S);
     std::vector<double> sums(C), sums_xhat(C);
-    for_channel_blocks(N, C, S, [&](int64_t c, auto B) {
-      dy_sums_block<B()>(pg, px, N, C, S, c, &mean[c], &invstd[c], &sums[c], &sums_xhat[c]);
+    parallel_for(C, channel_grain(N, S), [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) dy_sums(pg, px, N, C, S, c, mean[c], invstd[c], sums[c], sums_xhat[c]);
     });
     for (int64_t c = 0; c < C; ++c) {
       dw[c] = sums_xhat[c];
