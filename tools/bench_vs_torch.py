@@ -20,7 +20,7 @@ counts; the table says which it was.
 
 usage: tools/bench_vs_torch.py [--kiln-exe build/tools/kiln_bench_train_step]
          [--threads default,1,2] [--steps 20] [--warmup 3] [--batch 128] [--width 16]
-         [--rounds 2] [--json FILE]
+         [--rounds 2] [--device cpu|cuda] [--json FILE]
 Run it with Debian's /usr/bin/python3 (python3-torch).
 """
 import argparse
@@ -44,11 +44,12 @@ def torch_worker(args):
     if args.worker_threads > 0:
         torch.set_num_threads(args.worker_threads)
     torch.manual_seed(0)
-    model = resnet_cnn(args.width)
+    device = torch.device(args.device)
+    model = resnet_cnn(args.width).to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
-    xs = [torch.randn(args.batch, 1, 28, 28) for _ in range(4)]
-    ys = [torch.randint(0, 10, (args.batch,)) for _ in range(4)]
+    xs = [torch.randn(args.batch, 1, 28, 28, device=device) for _ in range(4)]
+    ys = [torch.randint(0, 10, (args.batch,), device=device) for _ in range(4)]
     times, loss_value = [], float("nan")
     for s in range(args.warmup + args.steps):
         t0 = time.perf_counter()
@@ -56,12 +57,13 @@ def torch_worker(args):
         loss = F.cross_entropy(model(xs[s % 4]), ys[s % 4])
         loss.backward()
         opt.step()
-        loss_value = loss.item()
+        loss_value = loss.item()  # waits for the device, as kiln's step does
         if s >= args.warmup:
             times.append(time.perf_counter() - t0)
     median, mean = statistics.median(times), statistics.fmean(times)
     print(json.dumps({
-        "framework": "torch " + torch.__version__, "device": "cpu", "threads": torch.get_num_threads(),
+        "framework": "torch " + torch.__version__, "device": args.device,
+        "threads": torch.get_num_threads() if device.type == "cpu" else 0,
         "batch": args.batch, "width": args.width, "params": sum(p.numel() for p in model.parameters()),
         "steps": args.steps, "median_step_ms": median * 1e3, "mean_step_ms": mean * 1e3,
         "min_step_ms": min(times) * 1e3, "images_per_second": args.batch / median,
@@ -86,6 +88,8 @@ def main():
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (both sides; on a GPU the thread setting "
+                   "only matters for the host-side work)")
     p.add_argument("--json", help="also write the measurements here")
     p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker-threads", type=int, default=0, help=argparse.SUPPRESS)
@@ -95,7 +99,7 @@ def main():
     if not os.access(args.kiln_exe, os.X_OK):
         print(f"bench_vs_torch: no kiln_bench_train_step at {args.kiln_exe} (build it, or pass --kiln-exe)")
         return 2
-    common = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
+    common = ["--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
               "--width", str(args.width)]
     settings = [s.strip() for s in args.threads.split(",") if s.strip()]
     rows, raw = [], []
@@ -119,7 +123,7 @@ def main():
         rows.append((setting, best["kiln"], best["torch"]))
 
     k0, t0 = rows[0][1], rows[0][2]
-    print(f"\ntrain_cnn's model ({k0['params']} params, width {args.width}), batch {args.batch}, AdamW, CPU; "
+    print(f"\ntrain_cnn's model ({k0['params']} params, width {args.width}), batch {args.batch}, AdamW, {args.device}; "
           f"{t0['framework']} at its faster OpenBLAS setting; best of {args.rounds} rounds of {args.steps} steps "
           f"(median step)")
     print(f"{'threads (kiln/torch)':>22} {'kiln img/s':>11} {'torch img/s':>12} {'kiln/torch':>11} {'torch OPENBLAS_NUM_THREADS':>27}")

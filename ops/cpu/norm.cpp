@@ -223,13 +223,16 @@ void layer_norm_forward(const TensorView& x, const TensorView& weight, const Ten
     using T = decltype(tag);
     const T* px = x.ptr<const T>();
     T* py = y.ptr<T>();
-    for (int64_t r = 0; r < M; ++r) {
-      double var = 0;
-      channel_moments(px + r * D, 1, 1, D, 0, mu[r], var);
-      rs[r] = 1.0 / std::sqrt(var + eps);
-      for (int64_t j = 0; j < D; ++j)
-        py[r * D + j] = convert<T>((to_f64(px[r * D + j]) - mu[r]) * rs[r] * param_or(w, j, 1.0) + param_or(b, j, 0.0));
-    }
+    parallel_for(M, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, D)), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        double var = 0;
+        channel_moments(px + r * D, 1, 1, D, 0, mu[r], var);
+        rs[r] = 1.0 / std::sqrt(var + eps);
+        for (int64_t j = 0; j < D; ++j)
+          py[r * D + j] =
+              convert<T>((to_f64(px[r * D + j]) - mu[r]) * rs[r] * param_or(w, j, 1.0) + param_or(b, j, 0.0));
+      }
+    });
   });
   write(mean, mu);
   write(rstd, rs);
@@ -246,24 +249,39 @@ void layer_norm_backward(const TensorView& dy, const TensorView& x, const Tensor
     const T* px = x.ptr<const T>();
     const T* pg = dy.ptr<const T>();
     T* pdx = dx.defined ? dx.ptr<T>() : nullptr;
-    for (int64_t r = 0; r < M; ++r) {
-      double sum_g = 0, sum_gx = 0;  // g = dy * weight
-      for (int64_t j = 0; j < D; ++j) {
-        const double dyv = to_f64(pg[r * D + j]), xhat = (to_f64(px[r * D + j]) - mu[r]) * rs[r];
-        const double g = dyv * param_or(w, j, 1.0);
-        sum_g += g;
-        sum_gx += g * xhat;
-        dw[j] += dyv * xhat;
-        db[j] += dyv;
+    // Rows in fixed blocks (at most 256, sized by M alone): each block sums its rows' dweight
+    // and dbias terms, and the block sums are added in block order, so the result does not
+    // depend on the thread count.
+    const int64_t rows_per_block = std::max<int64_t>(64, (M + 255) / 256);
+    const int64_t blocks = (M + rows_per_block - 1) / rows_per_block;
+    std::vector<double> part_dw(static_cast<size_t>(blocks * D), 0.0), part_db(static_cast<size_t>(blocks * D), 0.0);
+    parallel_chunks(blocks, [&](int64_t blk) {
+      double* bdw = part_dw.data() + blk * D;
+      double* bdb = part_db.data() + blk * D;
+      for (int64_t r = blk * rows_per_block; r < std::min(M, (blk + 1) * rows_per_block); ++r) {
+        double sum_g = 0, sum_gx = 0;  // g = dy * weight
+        for (int64_t j = 0; j < D; ++j) {
+          const double dyv = to_f64(pg[r * D + j]), xhat = (to_f64(px[r * D + j]) - mu[r]) * rs[r];
+          const double g = dyv * param_or(w, j, 1.0);
+          sum_g += g;
+          sum_gx += g * xhat;
+          bdw[j] += dyv * xhat;
+          bdb[j] += dyv;
+        }
+        if (pdx == nullptr) continue;
+        const double mg = sum_g / static_cast<double>(D), mgx = sum_gx / static_cast<double>(D);
+        for (int64_t j = 0; j < D; ++j) {
+          const double xhat = (to_f64(px[r * D + j]) - mu[r]) * rs[r];
+          const double g = to_f64(pg[r * D + j]) * param_or(w, j, 1.0);
+          pdx[r * D + j] = convert<T>(rs[r] * (g - mg - xhat * mgx));
+        }
       }
-      if (pdx == nullptr) continue;
-      const double mg = sum_g / static_cast<double>(D), mgx = sum_gx / static_cast<double>(D);
+    });
+    for (int64_t blk = 0; blk < blocks; ++blk)
       for (int64_t j = 0; j < D; ++j) {
-        const double xhat = (to_f64(px[r * D + j]) - mu[r]) * rs[r];
-        const double g = to_f64(pg[r * D + j]) * param_or(w, j, 1.0);
-        pdx[r * D + j] = convert<T>(rs[r] * (g - mg - xhat * mgx));
+        dw[j] += part_dw[blk * D + j];
+        db[j] += part_db[blk * D + j];
       }
-    }
   });
   write(dweight, dw);
   write(dbias, db);

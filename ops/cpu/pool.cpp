@@ -57,7 +57,9 @@ void max_pool2d_forward(const TensorView& x, const TensorView& y, const TensorVi
     const T* px = x.ptr<const T>();
     T* py = y.ptr<T>();
     int64_t* pi = indices.ptr<int64_t>();
-    for (int64_t b = 0; b < B; ++b) {
+    // Planes split over the thread pool; each is computed as in a serial loop.
+    parallel_for(B, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, H * W)), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
       const T* xb = px + b * H * W;
       for (int64_t oh = 0; oh < Ho; ++oh) {
         int64_t h0 = oh * g.stride_h - g.pad_h;
@@ -85,6 +87,7 @@ void max_pool2d_forward(const TensorView& x, const TensorView& y, const TensorVi
         }
       }
     }
+    });
   });
 }
 
@@ -96,8 +99,10 @@ void max_pool2d_backward(const TensorView& gy, const TensorView& indices, const 
     const T* pg = gy.ptr<const T>();
     const int64_t* pi = indices.ptr<const int64_t>();
     T* px = gx.ptr<T>();
-    std::vector<double> acc(static_cast<size_t>(HW));
-    for (int64_t b = 0; b < B; ++b) {
+    // Planes split over the thread pool; each is computed as in a serial loop.
+    parallel_for(B, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, HW)), [&](int64_t b0, int64_t b1) {
+      std::vector<double> acc(static_cast<size_t>(HW));
+    for (int64_t b = b0; b < b1; ++b) {
       std::fill(acc.begin(), acc.end(), 0.0);
       for (int64_t l = 0; l < L; ++l) {
         const int64_t i = pi[b * L + l];
@@ -105,6 +110,7 @@ void max_pool2d_backward(const TensorView& gy, const TensorView& indices, const 
       }
       for (int64_t i = 0; i < HW; ++i) px[b * HW + i] = convert<T>(acc[i]);
     }
+    });
   });
 }
 
@@ -114,7 +120,9 @@ void avg_pool2d_forward(const TensorView& x, const TensorView& y, const Pool2dGe
     const int64_t B = x.size(0), H = x.size(1), W = x.size(2), Ho = y.size(1), Wo = y.size(2);
     const T* px = x.ptr<const T>();
     T* py = y.ptr<T>();
-    for (int64_t b = 0; b < B; ++b) {
+    // Planes split over the thread pool; each is computed as in a serial loop.
+    parallel_for(B, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, H * W)), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
       for (int64_t oh = 0; oh < Ho; ++oh) {
         const Span sh = avg_span(oh, H, g.kernel_h, g.stride_h, g.pad_h);
         for (int64_t ow = 0; ow < Wo; ++ow) {
@@ -127,6 +135,7 @@ void avg_pool2d_forward(const TensorView& x, const TensorView& y, const Pool2dGe
         }
       }
     }
+    });
   });
 }
 
@@ -136,8 +145,10 @@ void avg_pool2d_backward(const TensorView& gy, const TensorView& gx, const Pool2
     const int64_t B = gx.size(0), H = gx.size(1), W = gx.size(2), Ho = gy.size(1), Wo = gy.size(2);
     const T* pg = gy.ptr<const T>();
     T* px = gx.ptr<T>();
-    std::vector<double> acc(static_cast<size_t>(H * W));
-    for (int64_t b = 0; b < B; ++b) {
+    // Planes split over the thread pool; each is computed as in a serial loop.
+    parallel_for(B, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, H * W)), [&](int64_t b0, int64_t b1) {
+      std::vector<double> acc(static_cast<size_t>(H * W));
+    for (int64_t b = b0; b < b1; ++b) {
       std::fill(acc.begin(), acc.end(), 0.0);
       for (int64_t oh = 0; oh < Ho; ++oh) {
         const Span sh = avg_span(oh, H, g.kernel_h, g.stride_h, g.pad_h);
@@ -151,6 +162,7 @@ void avg_pool2d_backward(const TensorView& gy, const TensorView& gx, const Pool2
       }
       for (int64_t i = 0; i < H * W; ++i) px[b * H * W + i] = convert<T>(acc[i]);
     }
+    });
   });
 }
 
@@ -160,7 +172,9 @@ void adaptive_avg_pool2d_forward(const TensorView& x, const TensorView& y) {
     const int64_t B = x.size(0), H = x.size(1), W = x.size(2), Ho = y.size(1), Wo = y.size(2);
     const T* px = x.ptr<const T>();
     T* py = y.ptr<T>();
-    for (int64_t b = 0; b < B; ++b) {
+    // Planes split over the thread pool; each is computed as in a serial loop.
+    parallel_for(B, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, H * W)), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
       for (int64_t oh = 0; oh < Ho; ++oh) {
         const int64_t h0 = adaptive_start(oh, H, Ho), h1 = adaptive_end(oh, H, Ho);
         for (int64_t ow = 0; ow < Wo; ++ow) {
@@ -172,6 +186,7 @@ void adaptive_avg_pool2d_forward(const TensorView& x, const TensorView& y) {
         }
       }
     }
+    });
   });
 }
 
@@ -181,8 +196,10 @@ void adaptive_avg_pool2d_backward(const TensorView& gy, const TensorView& gx) {
     const int64_t B = gx.size(0), H = gx.size(1), W = gx.size(2), Ho = gy.size(1), Wo = gy.size(2);
     const T* pg = gy.ptr<const T>();
     T* px = gx.ptr<T>();
-    std::vector<double> acc(static_cast<size_t>(H * W));
-    for (int64_t b = 0; b < B; ++b) {
+    // Planes split over the thread pool; each is computed as in a serial loop.
+    parallel_for(B, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, H * W)), [&](int64_t b0, int64_t b1) {
+      std::vector<double> acc(static_cast<size_t>(H * W));
+    for (int64_t b = b0; b < b1; ++b) {
       std::fill(acc.begin(), acc.end(), 0.0);
       for (int64_t oh = 0; oh < Ho; ++oh) {
         const int64_t h0 = adaptive_start(oh, H, Ho), h1 = adaptive_end(oh, H, Ho);
@@ -195,6 +212,7 @@ void adaptive_avg_pool2d_backward(const TensorView& gy, const TensorView& gx) {
       }
       for (int64_t i = 0; i < H * W; ++i) px[b * H * W + i] = convert<T>(acc[i]);
     }
+    });
   });
 }
 

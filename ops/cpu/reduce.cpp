@@ -24,10 +24,12 @@ void reduce(const TensorView& x, const TensorView& out, const ReduceParams& p) {
       if constexpr (std::is_same_v<Acc, double>) return std::isnan(v);
       else return false;
     };
-    for (int64_t o = 0; o < outer; ++o) {
-      for (int64_t i = 0; i < inner; ++i) {
+    // Each output on its own, the outputs split over the thread pool.
+    parallel_for(outer * inner, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, r)),
+                 [&](int64_t oi0, int64_t oi1) {
+      for (int64_t oi = oi0; oi < oi1; ++oi) {
+        const int64_t o = oi / inner, i = oi % inner;
         const T* base = px + o * r * inner + i;
-        int64_t oi = o * inner + i;
         if (op == ReduceOp::Sum || op == ReduceOp::Mean) {
           Acc acc = 0;
           for (int64_t j = 0; j < r; ++j) acc += load(base[j * inner]);
@@ -49,7 +51,7 @@ void reduce(const TensorView& x, const TensorView& out, const ReduceParams& p) {
         if (op == ReduceOp::ArgMax || op == ReduceOp::ArgMin) out.ptr<int64_t>()[oi] = best_j;
         else out.ptr<T>()[oi] = convert<T>(best);
       }
-    }
+    });
   });
 }
 

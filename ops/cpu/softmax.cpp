@@ -2,6 +2,7 @@
 // the max, exponentiate, normalise, in double. ops/softmax.cpp has checked that x is
 // floating.
 #include <kiln/core/cpu_loops.h>
+#include <kiln/ops/cpu/vec_math.h>
 #include <kiln/ops/op_list.h>
 
 namespace kiln::cpu {
@@ -16,8 +17,19 @@ void softmax(const TensorView& x, const TensorView& out, const SoftmaxParams& p)
     if constexpr (!std::is_integral_v<T>) {  // integers: rejected by ops/softmax.cpp
       const T* px = x.ptr<const T>();
       T* po = out.ptr<T>();
-      for (int64_t o = 0; o < outer; ++o) {
-        for (int64_t i = 0; i < inner; ++i) {
+      if constexpr (std::is_same_v<T, float>) {
+        // Contiguous f32 rows: Highway's vector exp (ops/cpu/vec_math.h), rows over the threads.
+        if (inner == 1 && !x.shares_storage(out)) {
+          parallel_for(outer, std::max<int64_t>(1, kElementwiseGrain / 4 / std::max<int64_t>(1, n)),
+                       [&](int64_t r0, int64_t r1) { vec::softmax_rows_f32(px, po, r0, r1, n, log); });
+          return;
+        }
+      }
+      // Each (o, i) row on its own: the rows split over the thread pool.
+      parallel_for(outer * inner, std::max<int64_t>(1, kElementwiseGrain / 8 / std::max<int64_t>(1, n)),
+                   [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t o = r / inner, i = r % inner;
           const T* xb = px + o * n * inner + i;
           T* ob = po + o * n * inner + i;
           double m = -INFINITY;
@@ -29,7 +41,7 @@ void softmax(const TensorView& x, const TensorView& out, const SoftmaxParams& p)
             ob[j * inner] = convert<T>(log ? v - std::log(s) : std::exp(v) / s);
           }
         }
-      }
+      });
     }
   });
 }

@@ -1,7 +1,10 @@
 // CPU kernel of the unary elementwise family (slot `unary`), computed in double (int64
 // for ints). ops/unary.cpp has checked the op against the dtype: bool never gets here,
 // integers only for neg, abs and relu.
+#include <algorithm>
+
 #include <kiln/core/cpu_loops.h>
+#include <kiln/ops/cpu/vec_math.h>
 #include <kiln/ops/op_list.h>
 
 namespace kiln::cpu {
@@ -25,7 +28,9 @@ double unary_f64(UnaryOp op, double x, double alpha) {
     case UnaryOp::Sigmoid: return 1.0 / (1.0 + std::exp(-x));
     case UnaryOp::Tanh: return std::tanh(x);
     case UnaryOp::Gelu: return 0.5 * x * (1.0 + std::erf(x * kInvSqrt2));
-    case UnaryOp::GeluTanh: return 0.5 * x * (1.0 + std::tanh(kSqrt2OverPi * (x + 0.044715 * x * x * x)));
+    // 0.5 x (1 + tanh(z)) written as x sigmoid(2 z), which has no cancellation where
+    // tanh(z) is near -1 (x below about -5).
+    case UnaryOp::GeluTanh: return x / (1.0 + std::exp(-2.0 * kSqrt2OverPi * (x + 0.044715 * x * x * x)));
     case UnaryOp::Silu: return x / (1.0 + std::exp(-x));
     case UnaryOp::Erf: return std::erf(x);
   }
@@ -77,6 +82,26 @@ void unary(const TensorView& x, const TensorView& y, const UnaryParams& p) {
   visit_dtype(x.dtype, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (!std::is_same_v<T, bool>) {  // bool: rejected by ops/unary.cpp
+      if constexpr (std::is_same_v<T, float>) {
+        // exp, tanh, sigmoid, ...: Highway's vector math (ops/cpu/vec_math.h) on contiguous rows.
+        if (vec::has_unary_f32(op) && no_partial_overlap(x, y)) {
+          const float* px = x.ptr<const float>();
+          float* py = y.ptr<float>();
+          parallel_for_each_row<2>(y, {&x, &y}, kElementwiseGrain / 4, [&](const auto& off, int64_t n, const auto& st) {
+            if (st[0] == 1 && st[1] == 1) return vec::unary_f32(op, px + off[0], py + off[1], n, &unary_f64, alpha);
+            // Strided rows through a contiguous buffer, so that each element gets the same
+            // arithmetic in every layout.
+            float buf[256];
+            for (int64_t i0 = 0; i0 < n; i0 += 256) {
+              const int64_t m = std::min<int64_t>(256, n - i0);
+              for (int64_t i = 0; i < m; ++i) buf[i] = px[off[0] + (i0 + i) * st[0]];
+              vec::unary_f32(op, buf, buf, m, &unary_f64, alpha);
+              for (int64_t i = 0; i < m; ++i) py[off[1] + (i0 + i) * st[1]] = buf[i];
+            }
+          });
+          return;
+        }
+      }
       if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
         if (no_partial_overlap(x, y)) return unary_fast<T>(op, x, y, alpha);
       }

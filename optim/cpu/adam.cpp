@@ -40,7 +40,8 @@ void adam_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, Te
       S* v = exp_avg_sqs[t].ptr<S>();
       S* vmax = a.amsgrad ? max_exp_avg_sqs[t].ptr<S>() : nullptr;
       const int64_t n = params[t].numel;
-      for (int64_t i = 0; i < n; ++i) {
+      parallel_for(n, kElementwiseGrain / 4, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
         double g = to_f64(gp[i]);
         if (a.maximize) g = -g;
         double pv = to_f64(p[i]);
@@ -60,6 +61,7 @@ void adam_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, Te
         const double denom = std::sqrt(vhat) / bias_correction2_sqrt + a.eps;
         p[i] = convert<T>(pv + (-step_size) * (to_f64(m[i]) / denom));
       }
+      });
     });
   }
 }

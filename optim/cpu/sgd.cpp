@@ -24,7 +24,8 @@ void sgd_update(TensorViews params, TensorViews grads, TensorViews momentum_buff
       const T* gp = grads[t].ptr<const T>();
       S* buf = use_momentum ? momentum_buffers[t].ptr<S>() : nullptr;
       const int64_t n = params[t].numel;
-      for (int64_t i = 0; i < n; ++i) {
+      parallel_for(n, kElementwiseGrain / 4, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
         double g = to_f64(gp[i]);
         if (a.maximize) g = -g;
         const double pv = to_f64(p[i]);
@@ -37,6 +38,7 @@ void sgd_update(TensorViews params, TensorViews grads, TensorViews momentum_buff
         }
         p[i] = convert<T>(pv + (-a.lr) * g);
       }
+      });
     });
   }
 }

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# kiln's GPU check, run on a lent GPU host from the bundle tools/gpu_bundle.sh makes
+# (gpu_bundle/run.sh unpacks it and calls this with --bundle). Needs on the host: an
+# NVIDIA driver, python3 with PyTorch and its nvidia-* packages (cuDNN, NCCL, cuBLAS,
+# cudart), coreutils' timeout; compute-sanitizer if the CUDA toolkit is there.
+#
+# Parts, in this order, each stopped at its own time limit and all within --budget:
+#   env          GPU, driver, CUDA/cuDNN/NCCL versions of the host's PyTorch
+#   cuda_tests   kiln_cuda_tests, every test case
+#   train_cnn    kiln_train_cnn --device cuda for one epoch on the bundled Fashion-MNIST subset
+#   bench_kernels  kiln_bench_kernels --device cuda (memory-bound kernels as a fraction of
+#                the measured device copy bandwidth; matmul against cuBLAS)
+#   train_step   tools/bench_vs_torch.py --device cuda: kiln's train step against the same
+#                model in the host's PyTorch, side by side
+#   ddp          kiln-run --nproc-per-node 1 kiln_train_cnn --device cuda (the NCCL process
+#                group through the launcher; the multi-rank DDP tests are in cuda_tests)
+#   memcheck     compute-sanitizer --tool memcheck on a subset of the CUDA tests
+#   racecheck    compute-sanitizer --tool racecheck on the reduction/softmax/norm tests
+# Results go to $OUT (or --out): one log per part, JSON from the programs that write it,
+# and summary.json with every part's status (pass, fail, timeout, skipped, dry), seconds
+# and the headline figures.
+#
+# usage: gpu_check.sh --bundle DIR [--out DIR] [--budget SECONDS] [--only a,b,...] [--dry-run]
+#   --dry-run   no GPU needed: resolve the libraries, print and record each part's command
+set -uo pipefail
+
+bundle=""
+out=${OUT:-}
+budget=480
+only=""
+dry=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --bundle) bundle=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --budget) budget=$2; shift 2 ;;
+    --only) only=$2; shift 2 ;;
+    --dry-run) dry=1; shift ;;
+    -h|--help) sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
+[ -n "$bundle" ] || bundle=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+[ -n "$out" ] || out=$bundle/out
+mkdir -p "$out"
+start=$(date +%s)
+say() { printf '[gpu_check %4ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+
+# ---- libraries -------------------------------------------------------------------------
+# cuDNN, NCCL, cuBLAS and cudart from PyTorch's nvidia-* packages (site-packages/nvidia/*/lib).
+py=$(command -v python3 || true)
+nvidia_libs=""
+if [ -n "$py" ]; then
+  nvidia_libs=$("$py" - <<'EOF' 2>/dev/null
+import glob, os
+try:
+    import nvidia
+    roots = list(nvidia.__path__)
+except Exception:
+    roots = []
+dirs = []
+for root in roots:
+    dirs += sorted(d for d in glob.glob(os.path.join(root, "*", "lib")) if os.path.isdir(d))
+print(":".join(dirs))
+EOF
+)
+fi
+kiln_ld="$bundle/lib${nvidia_libs:+:$nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Wrappers with kiln's library path, so that python (torch) keeps the host's own.
+mkdir -p "$bundle/run"
+for b in "$bundle"/bin/*; do
+  n=$(basename "$b")
+  printf '#!/usr/bin/env bash\nLD_LIBRARY_PATH=%q exec %q "$@"\n' "$kiln_ld" "$b" > "$bundle/run/$n"
+  chmod +x "$bundle/run/$n"
+done
+R=$bundle/run
+data=$bundle/data/fashion-mnist
+
+sanitizer=$(command -v compute-sanitizer || true)
+for d in /usr/local/cuda/bin /usr/local/cuda-13*/bin /opt/nvidia/*/bin; do
+  [ -z "$sanitizer" ] && [ -x "$d/compute-sanitizer" ] && sanitizer=$d/compute-sanitizer
+done
+
+# Libraries a binary would not find (names).
+unresolved() { LD_LIBRARY_PATH=$kiln_ld ldd "$1" 2>/dev/null | awk '/not found/ {print $1}' | sort -u | tr '\n' ' '; }
+
+# ---- parts -----------------------------------------------------------------------------
+summary=$out/summary.tsv
+: > "$summary"
+want() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
+
+# part NAME LIMIT CMD...: runs CMD with stdout+stderr in $out/NAME.log, stopped after
+# LIMIT seconds (less if the budget is nearly spent), and records the outcome.
+part() {
+  local name=$1 limit=$2
+  shift 2
+  if ! want "$name"; then return; fi
+  local left=$(( budget - ($(date +%s) - start) - 10 ))
+  if [ "$dry" = 1 ]; then
+    printf 'dry run: %s\n' "$*" > "$out/$name.log"
+    printf '%s\tdry\t0\t0\t%s\n' "$name" "$*" >> "$summary"
+    say "$name: would run (limit ${limit}s): $*"
+    return
+  fi
+  if [ "$left" -lt 20 ]; then
+    printf '%s\tskipped\t-\t0\tbudget spent\n' "$name" >> "$summary"
+    say "$name: skipped (the budget of ${budget}s is spent)"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  say "$name: running (limit ${limit}s)"
+  local t0=$(date +%s) rc status
+  timeout -k 10 "$limit" "$@" > "$out/$name.log" 2>&1
+  rc=$?
+  case $rc in
+    0) status=pass ;;
+    124|137) status=timeout ;;
+    77) status=skipped ;;
+    *) status=fail ;;
+  esac
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$rc" "$(( $(date +%s) - t0 ))" "$*" >> "$summary"
+  say "$name: $status (exit $rc, $(( $(date +%s) - t0 ))s); log: $out/$name.log"
+  tail -n 3 "$out/$name.log" | sed 's/^/    /'
+}
+
+{
+  echo "bundle commit: $(cat "$bundle/COMMIT" 2>/dev/null)"
+  echo "host: $(uname -a)"
+  echo "python: ${py:-none}"
+  echo "nvidia library folders: ${nvidia_libs:-none found}"
+  echo "compute-sanitizer: ${sanitizer:-not found}"
+  for b in "$bundle"/bin/*; do echo "unresolved by $(basename "$b"): $(unresolved "$b")"; done
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv
+  [ -n "$py" ] && "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), "nccl", torch.cuda.nccl.version() if torch.cuda.is_available() else None, "gpus", torch.cuda.device_count())' 2>&1
+} > "$out/env.log" 2>&1
+printf 'env\t%s\t0\t0\tversions\n' "$([ "$dry" = 1 ] && echo dry || echo pass)" >> "$summary"
+say "environment:"
+sed 's/^/    /' "$out/env.log"
+
+part cuda_tests 200 "$R/kiln_cuda_tests" --durations yes
+part train_cnn 100 "$R/kiln_train_cnn" --device cuda --epochs 1 --data-dir "$data" --run-dir "$out/train_cnn_run" --overwrite
+part bench_kernels 70 "$R/kiln_bench_kernels" --device cuda --json-out "$out/bench_kernels.jsonl"
+part train_step 90 "${py:-python3}" "$bundle/tools/bench_vs_torch.py" --device cuda --threads default --rounds 2 \
+  --steps 30 --kiln-exe "$R/kiln_bench_train_step" --json "$out/train_step.json"
+part ddp 60 "${py:-python3}" "$bundle/tools/kiln-run" --nproc-per-node 1 "$R/kiln_train_cnn" --device cuda \
+  --epochs 1 --limit-train 4096 --limit-test 1000 --data-dir "$data" --run-dir "$out/ddp_run" --overwrite
+if [ -n "$sanitizer" ] || [ "$dry" = 1 ]; then
+  part memcheck 120 "${sanitizer:-compute-sanitizer}" --tool memcheck --error-exitcode 9 "$R/kiln_cuda_tests" \
+    "[unary],[binary],[where],[clamp],[copy],[reduce],[softmax],[norm],[conv],[index],[loss],[optim],[pool],[matmul]"
+  part racecheck 60 "${sanitizer:-compute-sanitizer}" --tool racecheck --error-exitcode 9 "$R/kiln_cuda_tests" \
+    "[reduce],[softmax],[norm]"
+else
+  for n in memcheck racecheck; do
+    want "$n" && printf '%s\tskipped\t-\t0\tcompute-sanitizer not found on the host\n' "$n" >> "$summary"
+  done
+  say "memcheck, racecheck: skipped (no compute-sanitizer on this host)"
+fi
+
+# ---- summary ---------------------------------------------------------------------------
+"${py:-python3}" - "$out" "$dry" <<'EOF'
+import json, os, re, sys
+out, dry = sys.argv[1], sys.argv[2] == "1"
+parts = []
+for line in open(os.path.join(out, "summary.tsv")):
+    name, status, rc, secs, cmd = line.rstrip("\n").split("\t", 4)
+    parts.append({"name": name, "status": status, "exit": rc, "seconds": int(secs), "command": cmd,
+                  "log": os.path.join(out, name + ".log")})
+summary = {"dry_run": dry, "parts": parts}
+def read(name):
+    try:
+        return open(os.path.join(out, name), errors="replace").read()
+    except OSError:
+        return ""
+m = re.search(r"test cases:\s*(\d+)\s*\|\s*(\d+) passed(?:\s*\|\s*(\d+) failed)?", read("cuda_tests.log"))
+if m:
+    summary["cuda_tests"] = {"cases": int(m.group(1)), "passed": int(m.group(2)), "failed": int(m.group(3) or 0)}
+elif "All tests passed" in read("cuda_tests.log"):
+    m = re.search(r"All tests passed \((\d+) assertions in (\d+) test cases\)", read("cuda_tests.log"))
+    if m:
+        summary["cuda_tests"] = {"cases": int(m.group(2)), "passed": int(m.group(2)), "failed": 0}
+for name in ("train_cnn", "ddp"):
+    lines = [l for l in read(name + ".log").splitlines() if l.startswith("{")]
+    if lines:
+        try:
+            summary[name] = json.loads(lines[-1])
+        except ValueError:
+            pass
+try:
+    summary["train_step"] = json.load(open(os.path.join(out, "train_step.json")))["settings"]
+except (OSError, ValueError, KeyError):
+    pass
+rows = []
+for line in read("bench_kernels.jsonl").splitlines():
+    try:
+        rows.append(json.loads(line))
+    except ValueError:
+        pass
+if rows:
+    summary["bench_kernels"] = rows
+with open(os.path.join(out, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+bad = [p["name"] for p in parts if p["status"] in ("fail", "timeout")]
+print("gpu_check: " + ("dry run, nothing executed" if dry else
+      ("all parts passed or were skipped" if not bad else "failed: " + ", ".join(bad))))
+print("summary: " + os.path.join(out, "summary.json"))
+sys.exit(1 if bad else 0)
+EOF
