@@ -79,6 +79,7 @@ declare -A seen=()
 for p in "${programs[@]}"; do
   while read -r name path; do
     [ -n "$name" ] || continue
+    name=$(basename "$name")
     [[ $name =~ $host_provided || $name =~ $system_libs ]] && continue
     [ -n "${seen[$name]:-}" ] && continue
     seen[$name]=1
