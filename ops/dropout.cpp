@@ -8,11 +8,15 @@
 #include <kiln/ops/op_list.h>
 
 namespace kiln {
-namespace {
 
 // x * keep / (1 - p) with the mask of (seed, offset): dropout's forward and, being
 // linear in x with the same mask, its own backward (so it is differentiable twice).
-Tensor apply_mask(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
+Tensor dropout_with_mask(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
+  return detail::apply_dropout_mask(x, p, seed, offset);
+}
+
+namespace detail {
+Tensor apply_dropout_mask(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
   Tensor out;
   {
     NoGradGuard raw;
@@ -23,11 +27,10 @@ Tensor apply_mask(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
   }
   if (!any_requires_grad({x})) return out;
   return record("dropout", {x}, out,
-                [p, seed, offset](const Tensor& gy) { return std::vector<Tensor>{apply_mask(gy, p, seed, offset)}; },
+                [p, seed, offset](const Tensor& gy) { return std::vector<Tensor>{apply_dropout_mask(gy, p, seed, offset)}; },
                 {}, true);
 }
-
-}  // namespace
+}  // namespace detail
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   detail::check_defined("dropout", x);
@@ -40,7 +43,7 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   const uint64_t seed = g.seed();
   const uint64_t offset = g.reserve(static_cast<uint64_t>(x.numel()));
   // dx = g * keep / (1 - p): the same kernel on g, with the mask regenerated from its counters.
-  return apply_mask(x, p, seed, offset);
+  return detail::apply_dropout_mask(x, p, seed, offset);
 }
 
 }  // namespace kiln

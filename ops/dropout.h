@@ -22,4 +22,12 @@ struct DropoutParams {
 // default generator when null), reserving x.numel() counters.
 Tensor dropout(const Tensor& x, double p = 0.5, bool training = true, Generator* gen = nullptr);
 
+// x * keep / (1 - p) with the mask of element i drawn from Philox counter offset + i of
+// `seed` (row-major over x's shape): dropout with its counters given, as fused kernels
+// that draw the same mask (attention) are checked against. Differentiable (twice).
+Tensor dropout_with_mask(const Tensor& x, double p, uint64_t seed, uint64_t offset);
+namespace detail {
+Tensor apply_dropout_mask(const Tensor& x, double p, uint64_t seed, uint64_t offset);
+}
+
 }  // namespace kiln

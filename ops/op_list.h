@@ -7,6 +7,7 @@
 #include <span>
 
 #include <kiln/core/kernel.h>
+#include <kiln/ops/attention.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/clamp.h>
 #include <kiln/ops/conv.h>
@@ -48,6 +49,10 @@ using TV = const TensorView&;
     void(TV logits, TV target, TV lse, TV grad, TV dlogits, const CrossEntropyParams& p))           \
   /* dropout.h */                                                                                   \
   X(dropout, void(TV x, TV out, const DropoutParams& p))                                            \
+  /* attention.h */                                                                                 \
+  X(attention_forward, void(TV q, TV k, TV v, TV out, TV lse, const AttentionParams& p))            \
+  X(attention_backward, void(TV q, TV k, TV v, TV out, TV dout, TV lse, TV dq, TV dk, TV dv,        \
+                             const AttentionParams& p))                                             \
   /* conv.h */                                                                                      \
   X(conv2d_forward, void(TV x, TV w, TV bias, TV y, const Conv2dGeometry& g))                       \
   X(conv2d_backward_data, void(TV gy, TV w, TV gx, const Conv2dGeometry& g))                        \

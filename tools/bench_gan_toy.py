@@ -30,11 +30,13 @@ VARIANTS = {
 }
 
 
-def one(exe, data, variant, seed, extra, tmp):
+def one(exe, data, variant, seed, extra, tmp, threads):
     d = os.path.join(tmp, f"{variant}-{seed}")
     t0 = time.time()
+    # Runs side by side share the cores: each gets its part of kiln's thread budget.
+    env = dict(os.environ, KILN_NUM_THREADS=str(threads))
     p = subprocess.run([exe, "--data", data, "--seed", str(seed), "--device", "cpu", "--no-plot", "--run-dir", d] +
-                       VARIANTS[variant] + extra, capture_output=True, text=True)
+                       VARIANTS[variant] + extra, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         return {"variant": variant, "seed": seed, "error": p.stderr.strip().splitlines()[-1:]}
     s = json.loads(p.stdout.strip().splitlines()[-1])
@@ -56,7 +58,8 @@ def main():
     variants = a.variants.split(",")
     rows = []
     with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:
-        futs = [pool.submit(one, a.exe, a.data, v, s, a.extra, tmp) for v in variants for s in seeds]
+        threads = max(1, len(os.sched_getaffinity(0)) // a.jobs)
+        futs = [pool.submit(one, a.exe, a.data, v, s, a.extra, tmp, threads) for v in variants for s in seeds]
         for f in futs:
             r = f.result()
             rows.append(r)

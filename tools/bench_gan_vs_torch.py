@@ -83,7 +83,7 @@ def run_torch(a, openblas_one):
 
 def run_kiln(a):
     with tempfile.TemporaryDirectory() as d:
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(a.threads))
+        env = dict(os.environ, KILN_NUM_THREADS=str(a.threads))  # kiln's one budget (loops, OpenBLAS, oneDNN)
         p = subprocess.run([a.kiln_exe, "--data", "fashion-mnist", "--device", "cpu", "--epochs", "1",
                             "--limit-train", str(64 * (a.iters + a.warmup)), "--no-plot", "--run-dir",
                             os.path.join(d, "run")], capture_output=True, text=True, env=env)

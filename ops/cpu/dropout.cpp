@@ -22,10 +22,12 @@ void dropout(const TensorView& x, const TensorView& out, const DropoutParams& p)
       const T* px = x.ptr<const T>();
       T* po = out.ptr<T>();
       const int64_t n = x.numel;
-      for (int64_t i = 0; i < n; ++i) {
-        const A m = philox_keep(seed, offset + static_cast<uint64_t>(i), threshold) ? scale : A(0);
-        po[i] = convert<T>(static_cast<A>(px[i]) * m);
-      }
+      parallel_for(n, kElementwiseGrain / 4, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const A m = philox_keep(seed, offset + static_cast<uint64_t>(i), threshold) ? scale : A(0);
+          po[i] = convert<T>(static_cast<A>(px[i]) * m);
+        }
+      });
     }
   });
 }

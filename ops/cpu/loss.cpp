@@ -3,6 +3,8 @@
 // plain loops in double, stored in the accumulation dtype (accumulate_dtype: f64 for f64
 // logits, f32 otherwise) like the CUDA kernel's. ops/loss.cpp has checked that the logits
 // are floating.
+#include <algorithm>
+
 #include <kiln/core/cpu_loops.h>
 #include <kiln/ops/op_list.h>
 
@@ -44,7 +46,9 @@ void cross_entropy_forward(const TensorView& logits, const TensorView& target, c
     const T* x = logits.ptr<const T>();
     A* pl = losses.ptr<A>();
     A* ps = lse.ptr<A>();
-    for (int64_t r = 0; r < rows; ++r) {
+    // Rows on their own, split over the thread pool.
+    parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / 8 / std::max<int64_t>(1, C)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
       const T* xr = x + r * C;
       double m = -INFINITY, s = 0, sx = 0;
       for (int64_t c = 0; c < C; ++c) m = std::max(m, to_f64(xr[c]));  // ignores NaN, like fmax
@@ -64,6 +68,7 @@ void cross_entropy_forward(const TensorView& logits, const TensorView& target, c
       ps[r] = static_cast<A>(l);
       pl[r] = static_cast<A>(loss);
     }
+    });
   });
 }
 
@@ -82,7 +87,9 @@ void cross_entropy_backward(const TensorView& logits, const TensorView& target, 
     const A* ps = lse.ptr<const A>();
     const A* pg = grad.ptr<const A>();
     const double eps_c = eps / static_cast<double>(C);
-    for (int64_t r = 0; r < rows; ++r) {
+    // Rows on their own, split over the thread pool.
+    parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / 8 / std::max<int64_t>(1, C)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
       const T* xr = x + r * C;
       T* dr = d + r * C;
       const int64_t tr = t[r];
@@ -99,6 +106,7 @@ void cross_entropy_backward(const TensorView& logits, const TensorView& target, 
         dr[c] = convert<T>(v);
       }
     }
+    });
   });
 }
 

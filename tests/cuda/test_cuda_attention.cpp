@@ -1,0 +1,71 @@
+// scaled_dot_product_attention on CUDA (cuda/kernels/attention.cu) against the CPU
+// kernels: head dims 32, 64, 128 and odd ones, causal and not, Tq < Tk, odd sequence
+// lengths, f32, f16 and bf16 (against the CPU in f32), with dropout (the same Philox
+// mask); outputs and the gradients of q, k and v.
+#include "test_util.h"
+
+using namespace kiln;
+using test::cuda0;
+using V = std::vector<Tensor>;
+
+namespace {
+
+struct Case {
+  int64_t B, H, Tq, Tk, D, Dv;
+  bool causal;
+  double dropout;
+};
+
+// out, dq, dk, dv of <attention(q, k, v), g> on `device`, with the generator at `seed`.
+V run_attention(const V& in, const Tensor& g, const Case& c, Device device) {
+  V x;
+  for (const Tensor& t : in) x.push_back(t.to(device).detach().requires_grad_(true));
+  Generator gen(77);
+  Tensor out = scaled_dot_product_attention(x[0], x[1], x[2], c.causal, c.dropout, std::nullopt, &gen);
+  sum(mul(out, g.to(device))).backward();
+  return {out.detach().cpu(), x[0].grad().cpu(), x[1].grad().cpu(), x[2].grad().cpu()};
+}
+
+}  // namespace
+
+TEST_CASE("cuda attention: fused kernels against the CPU", "[cuda][attention]") {
+  const std::vector<Case> cases = {
+      {2, 3, 64, 64, 32, 32, false, 0.0}, {2, 3, 64, 64, 32, 32, true, 0.0},   {1, 4, 129, 129, 64, 64, true, 0.0},
+      {1, 2, 77, 77, 128, 128, false, 0.0}, {2, 2, 5, 100, 64, 64, true, 0.0}, {1, 2, 33, 41, 19, 23, false, 0.0},
+      {2, 2, 50, 50, 64, 64, true, 0.1},
+  };
+  uint64_t seed = 1;
+  for (const Case& c : cases)
+    for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+      INFO("B " << c.B << " H " << c.H << " Tq " << c.Tq << " Tk " << c.Tk << " D " << c.D << " Dv " << c.Dv
+                << (c.causal ? " causal" : "") << " dropout " << c.dropout << " " << dtype_name(dt));
+      // Inputs rounded to dt; the CPU runs them in f32 (exact copies), the GPU in dt.
+      V in = {test::random_tensor({c.B, c.H, c.Tq, c.D}, dt, seed += 3),
+              test::random_tensor({c.B, c.H, c.Tk, c.D}, dt, seed + 1),
+              test::random_tensor({c.B, c.H, c.Tk, c.Dv}, dt, seed + 2)};
+      const Tensor g = test::random_tensor({c.B, c.H, c.Tq, c.Dv}, dt, seed + 4);
+      V in32;
+      for (const Tensor& t : in) in32.push_back(t.to(DType::F32));
+      const V cpu = run_attention(in32, g.to(DType::F32), c, kCPU);
+      const V gpu = run_attention(in, g, c, cuda0());
+      const double tol = dt == DType::F32 ? 1e-4 : 3e-2;
+      for (size_t i = 0; i < 4; ++i) {
+        INFO("output " << i << " (out, dq, dk, dv)");
+        CHECK(gpu[i].dtype() == dt);
+        CHECK_CLOSE_TOL(gpu[i].to(DType::F32), cpu[i], tol, tol);
+      }
+    }
+}
+
+TEST_CASE("cuda attention: f64 and 3-D inputs", "[cuda][attention]") {
+  const Case c{1, 2, 17, 17, 40, 40, true, 0.0};
+  V in = {test::random_tensor({c.B, c.H, c.Tq, c.D}, DType::F64, 5), test::random_tensor({c.B, c.H, c.Tk, c.D}, DType::F64, 6),
+          test::random_tensor({c.B, c.H, c.Tk, c.Dv}, DType::F64, 7)};
+  const Tensor g = test::random_tensor({c.B, c.H, c.Tq, c.Dv}, DType::F64, 8);
+  const V cpu = run_attention(in, g, c, kCPU), gpu = run_attention(in, g, c, cuda0());
+  for (size_t i = 0; i < 4; ++i) CHECK_CLOSE_TOL(gpu[i], cpu[i], 1e-10, 1e-10);
+  Tensor a = scaled_dot_product_attention(in[0].squeeze(0).to(cuda0()), in[1].squeeze(0).to(cuda0()),
+                                          in[2].squeeze(0).to(cuda0()));
+  CHECK_CLOSE_TOL(a.cpu(), scaled_dot_product_attention(in[0].squeeze(0), in[1].squeeze(0), in[2].squeeze(0)), 1e-10,
+                  1e-10);
+}
