@@ -3,14 +3,14 @@
 // matrix is ever held, only one (query tile) x (key tile) block of scores at a time.
 //
 // Forward, per (batch, head, tile of kQ query rows) — the unit of work split over the
-// thread pool: the keys in tiles of kK, each tile transposed once (D, kK) so that a row of
-// scores is a loop over keys that vectorises; the online softmax keeps per query row the
-// running max m, the running sum l of exp(s - m) (undropped) and the running output,
-// rescaled by exp(m_old - m_new) when the max grows. At the end out = acc / l and
-// lse = m + log l.
+// thread pool: the keys in tiles of kK; a (kQ, kK) block of scores is one GEMM (OpenBLAS,
+// on the calling thread), exponentiated with the vector exp; the online softmax keeps per
+// query row the running max m, the running sum l of exp(s - m) (undropped) and the
+// running output (one more GEMM per block), rescaled by exp(m_old - m_new) when the max
+// grows. At the end out = acc / l and lse = m + log l.
 // Backward (FlashAttention-2's formulas), per (batch, head) — split over the threads,
-// each head's sums in a fixed order: D_i = dout_i . out_i; for each key tile and query row
-// the probabilities p_ij = exp(s_ij - lse_i) are recomputed, then
+// each head's sums in a fixed order: D_i = dout_i . out_i; for each (key tile, query tile)
+// block the probabilities p_ij = exp(s_ij - lse_i) are recomputed (GEMMs again), then
 //   dv_j += p~_ij dout_i,  dp_ij = z~_ij (dout_i . v_j),  ds_ij = p_ij (dp_ij - D_i),
 //   dq_i += scale ds_ij k_j,  dk_j += scale ds_ij q_i
 // with z~ = keep / (1 - p) and p~ = p z~ under dropout.
@@ -18,17 +18,39 @@
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
+#include <limits>
 #include <vector>
+
+#include <cblas.h>
 
 #include <kiln/core/cpu_loops.h>
 #include <kiln/core/philox.h>
+#include <kiln/ops/cpu/vec_math.h>
 #include <kiln/ops/op_list.h>
 
 namespace kiln::cpu {
 namespace {
 
-constexpr int64_t kQ = 16;  // query rows per unit of forward work
-constexpr int64_t kK = 64;  // keys per tile
+double exp_reference(UnaryOp, double x, double) { return std::exp(x); }
+
+
+constexpr int64_t kQ = 64;   // query rows per tile
+constexpr int64_t kK = 128;  // keys per tile
+
+// Row-major C (M, N) = alpha op(A) op(B) + beta C, OpenBLAS (on the calling thread inside a
+// parallel loop).
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
+              static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta,
+              C, static_cast<int>(ldc));
+}
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+          const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
+              static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta,
+              C, static_cast<int>(ldc));
+}
 
 // The last key query row i may see (exclusive bound), Tk when not causal.
 inline int64_t key_end(const AttentionParams& p, int64_t i) {
@@ -43,23 +65,10 @@ inline T drop_factor(const AttentionParams& p, uint32_t threshold, int64_t bh, i
   return philox_keep(p.seed, c, threshold) ? static_cast<T>(1.0 / (1.0 - p.dropout_p)) : T(0);
 }
 
-// kt (D, n) = k rows [j0, j0 + n) transposed.
-template <class T>
-void transpose_tile(const T* k, int64_t D, int64_t j0, int64_t n, T* kt) {
-  for (int64_t jj = 0; jj < n; ++jj)
-    for (int64_t d = 0; d < D; ++d) kt[d * kK + jj] = k[(j0 + jj) * D + d];
-}
-
-// s[jj] = scale q . kt[:, jj] for jj < n.
-template <class T>
-inline void scores(const T* q, const T* kt, int64_t D, int64_t n, T scale, T* s) {
-  std::fill(s, s + n, T(0));
-  for (int64_t d = 0; d < D; ++d) {
-    const T a = q[d];
-    const T* kr = kt + d * kK;
-    for (int64_t jj = 0; jj < n; ++jj) s[jj] += a * kr[jj];
-  }
-  for (int64_t jj = 0; jj < n; ++jj) s[jj] *= scale;
+// e^x in place over a row (f32: Highway's vector exp; masked -inf entries give 0).
+inline void exp_row(float* x, int64_t n) { vec::unary_f32(UnaryOp::Exp, x, x, n, &exp_reference, 0.0); }
+inline void exp_row(double* x, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) x[j] = std::exp(x[j]);
 }
 
 template <class T>
@@ -73,54 +82,55 @@ void forward_impl(const TensorView& qv, const TensorView& kv, const TensorView& 
   const int64_t D = p.D, Dv = p.Dv, Tq = p.Tq, Tk = p.Tk;
   const int64_t tiles = (Tq + kQ - 1) / kQ;
   const T scale = static_cast<T>(p.scale);
+  const T ninf = -std::numeric_limits<T>::infinity();
   const uint32_t threshold = philox_keep_threshold(p.dropout_p);
   parallel_for(p.B * p.H * tiles, 1, [&](int64_t u0, int64_t u1) {
-    std::vector<T> kt(static_cast<size_t>(D * kK)), s(kK), acc(static_cast<size_t>(kQ * Dv)), m(kQ), l(kQ);
+    std::vector<T> S(static_cast<size_t>(kQ * kK)), acc(static_cast<size_t>(kQ * Dv)), m(kQ), l(kQ);
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t bh = u / tiles, i0 = (u % tiles) * kQ, i1 = std::min(Tq, i0 + kQ);
-      const T* qb = q + bh * Tq * D;
+      const int64_t bh = u / tiles, i0 = (u % tiles) * kQ, rows = std::min(Tq, i0 + kQ) - i0;
+      const T* qt = q + (bh * Tq + i0) * D;
       const T* kb = k + bh * Tk * D;
       const T* vb = v + bh * Tk * Dv;
       std::fill(acc.begin(), acc.end(), T(0));
-      std::fill(m.begin(), m.end(), -std::numeric_limits<T>::infinity());
+      std::fill(m.begin(), m.end(), ninf);
       std::fill(l.begin(), l.end(), T(0));
-      const int64_t jend = key_end(p, i1 - 1);  // the tile's last row sees the most keys
+      const int64_t jend = key_end(p, i0 + rows - 1);  // the tile's last row sees the most keys
       for (int64_t j0 = 0; j0 < jend; j0 += kK) {
         const int64_t n = std::min(kK, jend - j0);
-        transpose_tile(kb, D, j0, n, kt.data());
-        for (int64_t i = i0; i < i1; ++i) {
-          const int64_t r = i - i0;
-          const int64_t nr = std::min(n, key_end(p, i) - j0);  // keys of this tile row i sees
-          if (nr <= 0) continue;
-          scores(qb + i * D, kt.data(), D, nr, scale, s.data());
+        // S = scale Q_tile K_block^T (rows, n)
+        gemm(false, true, rows, n, D, scale, qt, D, kb + j0 * D, D, T(0), S.data(), n);
+        for (int64_t r = 0; r < rows; ++r) {
+          T* sr = S.data() + r * n;
+          const int64_t nr = std::max<int64_t>(0, std::min(n, key_end(p, i0 + r) - j0));
+          for (int64_t jj = nr; jj < n; ++jj) sr[jj] = ninf;  // masked (causal)
           T mx = m[r];
-          for (int64_t jj = 0; jj < nr; ++jj) mx = std::max(mx, s[jj]);
-          if (mx == -std::numeric_limits<T>::infinity()) continue;  // nothing seen yet
+          for (int64_t jj = 0; jj < nr; ++jj) mx = std::max(mx, sr[jj]);
+          if (mx == ninf) {  // nothing seen yet: this block adds nothing
+            std::fill(sr, sr + n, T(0));
+            continue;
+          }
           const T corr = std::exp(m[r] - mx);  // 0 while m was -inf
-          T* a = acc.data() + r * Dv;
+          m[r] = mx;
+          for (int64_t jj = 0; jj < n; ++jj) sr[jj] -= mx;
+          exp_row(sr, n);
+          T sum = 0;
+          for (int64_t jj = 0; jj < n; ++jj) sum += sr[jj];
+          l[r] = l[r] * corr + sum;
           if (corr != T(1)) {
-            l[r] *= corr;
+            T* a = acc.data() + r * Dv;
             for (int64_t e = 0; e < Dv; ++e) a[e] *= corr;
           }
-          m[r] = mx;
-          T sum = 0;
-          for (int64_t jj = 0; jj < nr; ++jj) {
-            const T pj = std::exp(s[jj] - mx);
-            sum += pj;
-            const T pz = pj * drop_factor<T>(p, threshold, bh, i, j0 + jj);
-            if (pz == T(0)) continue;
-            const T* vr = vb + (j0 + jj) * Dv;
-            for (int64_t e = 0; e < Dv; ++e) a[e] += pz * vr[e];
-          }
-          l[r] += sum;
+          if (p.dropout_p > 0)
+            for (int64_t jj = 0; jj < n; ++jj) sr[jj] *= drop_factor<T>(p, threshold, bh, i0 + r, j0 + jj);
         }
+        // acc += P V_block (rows, Dv)
+        gemm(false, false, rows, Dv, n, T(1), S.data(), n, vb + j0 * Dv, Dv, T(1), acc.data(), Dv);
       }
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t r = i - i0;
-        T* o = out + (bh * Tq + i) * Dv;
+      for (int64_t r = 0; r < rows; ++r) {
+        T* o = out + (bh * Tq + i0 + r) * Dv;
         const T inv = l[r] > 0 ? T(1) / l[r] : T(0);
         for (int64_t e = 0; e < Dv; ++e) o[e] = acc[r * Dv + e] * inv;
-        lse[bh * Tq + i] = l[r] > 0 ? m[r] + std::log(l[r]) : -std::numeric_limits<T>::infinity();
+        lse[bh * Tq + i0 + r] = l[r] > 0 ? m[r] + std::log(l[r]) : ninf;
       }
     }
   });
@@ -141,9 +151,10 @@ void backward_impl(const TensorView& qv, const TensorView& kv, const TensorView&
   T* dv = dvv.ptr<T>();
   const int64_t D = p.D, Dv = p.Dv, Tq = p.Tq, Tk = p.Tk;
   const T scale = static_cast<T>(p.scale);
+  const T ninf = -std::numeric_limits<T>::infinity();
   const uint32_t threshold = philox_keep_threshold(p.dropout_p);
   parallel_for(p.B * p.H, 1, [&](int64_t bh0, int64_t bh1) {
-    std::vector<T> kt(static_cast<size_t>(D * kK)), vt(static_cast<size_t>(Dv * kK)), s(kK), dp(kK), Di(Tq);
+    std::vector<T> P(static_cast<size_t>(kQ * kK)), dP(static_cast<size_t>(kQ * kK)), Di(Tq);
     for (int64_t bh = bh0; bh < bh1; ++bh) {
       const T* qb = q + bh * Tq * D;
       const T* kb = k + bh * Tk * D;
@@ -164,34 +175,31 @@ void backward_impl(const TensorView& qv, const TensorView& kv, const TensorView&
       }
       for (int64_t j0 = 0; j0 < Tk; j0 += kK) {
         const int64_t n = std::min(kK, Tk - j0);
-        transpose_tile(kb, D, j0, n, kt.data());
-        transpose_tile(vb, Dv, j0, n, vt.data());
-        for (int64_t i = 0; i < Tq; ++i) {
-          const int64_t nr = std::min(n, key_end(p, i) - j0);
-          if (nr <= 0 || lb[i] == -std::numeric_limits<T>::infinity()) continue;
-          const T* qi = qb + i * D;
-          const T* gi = gb + i * Dv;
-          scores(qi, kt.data(), D, nr, scale, s.data());
-          scores(gi, vt.data(), Dv, nr, T(1), dp.data());  // dout_i . v_j
-          T* dqi = dqb + i * D;
-          for (int64_t jj = 0; jj < nr; ++jj) {
-            const T pj = std::exp(s[jj] - lb[i]);
-            const T z = drop_factor<T>(p, threshold, bh, i, j0 + jj);
-            const T pz = pj * z;
-            const int64_t j = j0 + jj;
-            if (pz != T(0)) {
-              T* dvj = dvb + j * Dv;
-              for (int64_t e = 0; e < Dv; ++e) dvj[e] += pz * gi[e];
-            }
-            const T ds = pj * (dp[jj] * z - Di[i]) * scale;
-            if (ds == T(0)) continue;
-            const T* kj = kb + j * D;
-            T* dkj = dkb + j * D;
-            for (int64_t e = 0; e < D; ++e) {
-              dqi[e] += ds * kj[e];
-              dkj[e] += ds * qi[e];
+        for (int64_t i0 = 0; i0 < Tq; i0 += kQ) {
+          const int64_t rows = std::min(kQ, Tq - i0);
+          if (key_end(p, i0 + rows - 1) <= j0) continue;  // the whole tile is masked
+          // P = exp(scale Q K^T - lse) (masked: 0); dP = dout V^T.
+          gemm(false, true, rows, n, D, scale, qb + i0 * D, D, kb + j0 * D, D, T(0), P.data(), n);
+          gemm(false, true, rows, n, Dv, T(1), gb + i0 * Dv, Dv, vb + j0 * Dv, Dv, T(0), dP.data(), n);
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t i = i0 + r;
+            T* pr = P.data() + r * n;
+            T* dpr = dP.data() + r * n;
+            const int64_t nr = lb[i] == ninf ? 0 : std::max<int64_t>(0, std::min(n, key_end(p, i) - j0));
+            for (int64_t jj = 0; jj < nr; ++jj) pr[jj] -= lb[i];
+            exp_row(pr, nr);
+            std::fill(pr + nr, pr + n, T(0));
+            // dS = P (z dP - D_i) scale, into dP; P becomes P z (dropout) for dV.
+            for (int64_t jj = 0; jj < n; ++jj) {
+              const T z = drop_factor<T>(p, threshold, bh, i, j0 + jj);
+              dpr[jj] = pr[jj] * (dpr[jj] * z - Di[i]) * scale;
+              pr[jj] *= z;
             }
           }
+          // dV_j += (P z)^T dout_i; dQ_i += dS K_j; dK_j += dS^T Q_i.
+          gemm(true, false, n, Dv, rows, T(1), P.data(), n, gb + i0 * Dv, Dv, T(1), dvb + j0 * Dv, Dv);
+          gemm(false, false, rows, D, n, T(1), dP.data(), n, kb + j0 * D, D, T(1), dqb + i0 * D, D);
+          gemm(true, false, n, D, rows, T(1), dP.data(), n, qb + i0 * D, D, T(1), dkb + j0 * D, D);
         }
       }
     }
