@@ -28,6 +28,8 @@
 
 #include <kiln/kiln.h>
 
+#include "interop_util.h"
+
 using namespace kiln;
 
 namespace {
@@ -37,31 +39,6 @@ struct Config {
   int64_t batch = 8, height = 28, image_width = 28;
   uint64_t seed = 1;
 };
-
-double max_abs(const Tensor& t) { return t.numel() == 0 ? 0.0 : max(abs(t.to(DType::F64))).item<double>(); }
-
-// Compares one tensor, prints a line and returns whether it agrees.
-bool compare(const std::string& what, const Tensor& got, const Tensor& want, double* worst = nullptr) {
-  if (got.sizes() != want.sizes() || got.dtype() != want.dtype()) {
-    std::cout << "  " << what << ": kiln " << got.str() << " vs torch " << want.str() << " (shape/dtype differ)\n";
-    return false;
-  }
-  const double diff = max_abs(got.to(DType::F64) - want.to(DType::F64));
-  const double scale = max_abs(want);
-  const double tol = 1e-5 + 1e-4 * scale;
-  const bool ok = diff <= tol;
-  if (worst) *worst = std::max(*worst, diff);
-  if (!ok || what.rfind("logits", 0) == 0)
-    std::printf("  %-40s max abs diff %.3g (max |torch| %.3g, tol %.3g)%s\n", what.c_str(), diff, scale, tol,
-                ok ? "" : "  MISMATCH");
-  return ok;
-}
-
-const Tensor& get(const std::map<std::string, Tensor>& m, const std::string& name, const std::string& path) {
-  auto it = m.find(name);
-  KILN_CHECK(it != m.end(), "resnet_cnn_interop: ", path, " has no tensor '", name, "'");
-  return it->second;
-}
 
 struct Results {
   Tensor logits_eval, logits_train;
@@ -93,15 +70,15 @@ int check_torch(const std::string& dir, const Config& cfg) {
   auto model = models::resnet_cnn(cfg.model, gen);  // weights replaced below
   model->load_state_dict(load_safetensors(model_path), /*strict=*/true);
   auto io = load_safetensors(io_path);
-  Results r = run_model(*model, get(io, "x", io_path), get(io, "y", io_path));
+  Results r = run_model(*model, interop::get(io, "x", io_path), interop::get(io, "y", io_path));
 
   bool ok = true;
   double worst_grad = 0, worst_buf = 0;
-  ok &= compare("logits (eval)", r.logits_eval, get(io, "logits_eval", io_path));
-  ok &= compare("logits (train)", r.logits_train, get(io, "logits_train", io_path));
-  for (auto& [name, g] : r.grads) ok &= compare("grad." + name, g, get(io, "grad." + name, io_path), &worst_grad);
+  ok &= interop::compare("logits (eval)", r.logits_eval, interop::get(io, "logits_eval", io_path));
+  ok &= interop::compare("logits (train)", r.logits_train, interop::get(io, "logits_train", io_path));
+  for (auto& [name, g] : r.grads) ok &= interop::compare("grad." + name, g, interop::get(io, "grad." + name, io_path), &worst_grad);
   for (auto& [name, b] : r.after_train)
-    ok &= compare("after_train." + name, b, get(io, "after_train." + name, io_path), &worst_buf);
+    ok &= interop::compare("after_train." + name, b, interop::get(io, "after_train." + name, io_path), &worst_buf);
   std::printf("  %zu gradients: max abs diff %.3g; %zu buffers after the train step: max abs diff %.3g\n",
               r.grads.size(), worst_grad, r.after_train.size(), worst_buf);
   std::cout << "check-torch: PyTorch's model in kiln " << (ok ? "agrees" : "DIFFERS") << "\n";

@@ -36,6 +36,7 @@ except ImportError:
 import torch.nn.functional as F  # noqa: E402
 from resnet_cnn_torch import resnet_cnn  # noqa: E402
 from safetensors_torch import read_safetensors, write_safetensors  # noqa: E402
+from torch_compare import compare, run  # noqa: E402
 
 CONFIGS = [
     {"width": 16, "in_channels": 1, "classes": 10, "batch": 8, "height": 28, "image_width": 28},
@@ -84,27 +85,6 @@ def results(model, x, y):
     for name, b in model.named_buffers():
         out["after_train." + name] = b.detach().clone()
     return out
-
-
-def compare(what, got, want, failures, verbose):
-    if got.shape != want.shape or got.dtype != want.dtype:
-        failures.append(f"{what}: kiln {got.dtype} {tuple(got.shape)} vs torch {want.dtype} {tuple(want.shape)}")
-        return 0.0
-    diff = (got.double() - want.double()).abs().max().item() if got.numel() else 0.0
-    scale = want.double().abs().max().item() if want.numel() else 0.0
-    tol = 1e-5 + 1e-4 * scale
-    ok = diff <= tol
-    if verbose or not ok:
-        print(f"  {what:40s} max abs diff {diff:.3g} (max |kiln| {scale:.3g}, tol {tol:.3g})"
-              + ("" if ok else "  MISMATCH"))
-    if not ok:
-        failures.append(f"{what}: max abs diff {diff:.3g} > {tol:.3g}")
-    return diff
-
-
-def run(cmd):
-    print("+", " ".join(cmd), flush=True)
-    return subprocess.run(cmd).returncode
 
 
 def torch_to_kiln(exe, work, cfg, seed, failures):

@@ -1,0 +1,157 @@
+// The GPT-2-style model of models/zoo/gpt.h.
+#include <kiln/models/zoo/gpt.h>
+
+#include <cmath>
+#include <set>
+
+#include <kiln/models/nn/init.h>
+#include <kiln/ops/attention.h>
+#include <kiln/ops/binary.h>
+#include <kiln/ops/dropout.h>
+#include <kiln/ops/index.h>
+#include <kiln/ops/matmul.h>
+#include <kiln/ops/reduce.h>
+#include <kiln/ops/unary.h>
+
+namespace kiln::models {
+namespace {
+
+void check_config(const GPTConfig& c) {
+  KILN_CHECK(c.n_layer >= 1 && c.n_head >= 1 && c.n_embd >= 1 && c.block_size >= 1 && c.vocab_size >= 1,
+             "GPT: n_layer, n_head, n_embd, block_size and vocab_size must be positive, got ", c.n_layer, ", ",
+             c.n_head, ", ", c.n_embd, ", ", c.block_size, ", ", c.vocab_size);
+  KILN_CHECK(c.n_embd % c.n_head == 0, "GPT: n_embd (", c.n_embd, ") must be divisible by n_head (", c.n_head, ")");
+  KILN_CHECK(c.dropout >= 0.0 && c.dropout < 1.0, "GPT: dropout must lie in [0, 1), got ", c.dropout);
+}
+
+}  // namespace
+
+CausalSelfAttention::CausalSelfAttention(const GPTConfig& c) : nn::Module("CausalSelfAttention"), config(c) {
+  c_attn = register_module("c_attn", std::make_shared<nn::Linear>(c.n_embd, 3 * c.n_embd, c.bias));
+  c_proj = register_module("c_proj", std::make_shared<nn::Linear>(c.n_embd, c.n_embd, c.bias));
+}
+
+Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache, int64_t layer) {
+  const int64_t B = x.size(0), T = x.size(1), C = config.n_embd, H = config.n_head, hd = C / H;
+  const std::vector<Tensor> qkv = split((*c_attn)(x), C, 2);  // 3 x (B, T, C)
+  auto heads = [&](const Tensor& t) { return t.reshape({B, T, H, hd}).transpose(1, 2); };  // (B, H, T, hd)
+  Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
+  if (cache != nullptr) {
+    if (static_cast<int64_t>(cache->k.size()) <= layer) {
+      cache->k.resize(static_cast<size_t>(layer + 1));
+      cache->v.resize(static_cast<size_t>(layer + 1));
+    }
+    Tensor& ck = cache->k[static_cast<size_t>(layer)];
+    Tensor& cv = cache->v[static_cast<size_t>(layer)];
+    if (ck.defined()) {
+      k = cat({ck, k}, 2);
+      v = cat({cv, v}, 2);
+    }
+    ck = k.detach();
+    cv = v.detach();
+  }
+  const double p = is_training() ? config.dropout : 0.0;
+  Tensor y = scaled_dot_product_attention(q, k, v, /*causal=*/true, p);  // (B, H, T, hd)
+  y = y.transpose(1, 2).reshape({B, T, C});
+  y = (*c_proj)(y);
+  return p > 0 ? dropout(y, p, true) : y;
+}
+
+GPTMLP::GPTMLP(const GPTConfig& c) : nn::Module("MLP"), config(c) {
+  c_fc = register_module("c_fc", std::make_shared<nn::Linear>(c.n_embd, 4 * c.n_embd, c.bias));
+  c_proj = register_module("c_proj", std::make_shared<nn::Linear>(4 * c.n_embd, c.n_embd, c.bias));
+}
+
+Tensor GPTMLP::forward(const Tensor& x) {
+  Tensor y = (*c_proj)(gelu_tanh((*c_fc)(x)));
+  const double p = is_training() ? config.dropout : 0.0;
+  return p > 0 ? dropout(y, p, true) : y;
+}
+
+GPTBlock::GPTBlock(const GPTConfig& c) : nn::Module("Block"), config(c) {
+  ln_1 = register_module("ln_1", std::make_shared<nn::LayerNorm>(Shape{c.n_embd}, 1e-5, true, c.bias));
+  attn = register_module("attn", std::make_shared<CausalSelfAttention>(c));
+  ln_2 = register_module("ln_2", std::make_shared<nn::LayerNorm>(Shape{c.n_embd}, 1e-5, true, c.bias));
+  mlp = register_module("mlp", std::make_shared<GPTMLP>(c));
+}
+
+Tensor GPTBlock::forward(const Tensor& x, KVCache* cache, int64_t layer) {
+  Tensor y = add(x, attn->forward((*ln_1)(x), cache, layer));
+  return add(y, (*mlp)((*ln_2)(y)));
+}
+
+GPTTrunk::GPTTrunk(const GPTConfig& c) : nn::Module("Transformer") {
+  wte = register_module("wte", std::make_shared<nn::Embedding>(c.vocab_size, c.n_embd));
+  wpe = register_module("wpe", std::make_shared<nn::Embedding>(c.block_size, c.n_embd));
+  h = register_module("h", std::make_shared<nn::ModuleList>());
+  for (int64_t i = 0; i < c.n_layer; ++i) h->push_back(std::make_shared<GPTBlock>(c));
+  ln_f = register_module("ln_f", std::make_shared<nn::LayerNorm>(Shape{c.n_embd}, 1e-5, true, c.bias));
+}
+
+TiedHead::TiedHead(const Tensor& embedding) : nn::Module("Linear") {
+  weight = register_parameter("weight", embedding);
+}
+
+Tensor TiedHead::forward(const Tensor& x) { return matmul(x, weight.transpose(0, 1)); }
+
+GPT::GPT(const GPTConfig& c, Generator& gen) : nn::Module("GPT"), config((check_config(c), c)) {
+  transformer = register_module("transformer", std::make_shared<GPTTrunk>(c));
+  lm_head = register_module("lm_head", std::make_shared<TiedHead>(transformer->wte->weight));
+  // GPT-2's initialisation, in registration order.
+  const double std_proj = 0.02 / std::sqrt(2.0 * static_cast<double>(c.n_layer));
+  for (const auto& [name, p] : named_parameters()) {
+    const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    const bool is_ln = name.find(".ln_") != std::string::npos || name.find("ln_f.") != std::string::npos;
+    if (is_ln) {
+      if (is_bias) nn::init::zeros_(p);
+      else nn::init::ones_(p);
+    } else if (is_bias) {
+      nn::init::zeros_(p);
+    } else if (name.find("c_proj.weight") != std::string::npos) {
+      nn::init::normal_(p, 0.0, std_proj, &gen);
+    } else {
+      nn::init::normal_(p, 0.0, 0.02, &gen);
+    }
+  }
+}
+
+Tensor GPT::forward(const Tensor& idx, KVCache* cache) {
+  KILN_CHECK(idx.defined() && idx.dim() == 2 && (idx.dtype() == DType::I64 || idx.dtype() == DType::I32),
+             "GPT: expects token ids of shape (B, T), i32 or i64, got ", describe(idx));
+  const int64_t T = idx.size(1), past = cache != nullptr ? cache->length() : 0;
+  KILN_CHECK(T >= 1, "GPT: expects at least one token, got ", describe(idx));
+  KILN_CHECK(past + T <= config.block_size, "GPT: a sequence of ", past + T, " tokens",
+             past > 0 ? " (with the cache)" : "", " exceeds block_size ", config.block_size);
+  if (idx.numel() > 0) {
+    const int64_t lo = min(idx).item<int64_t>(), hi = max(idx).item<int64_t>();
+    KILN_CHECK(lo >= 0 && hi < config.vocab_size, "GPT: token id ", lo < 0 ? lo : hi,
+               " lies outside the vocabulary [0, ", config.vocab_size, ")");
+  }
+  const Tensor pos = arange(past, past + T, 1, TensorOptions(DType::I64, idx.device()));
+  Tensor x = add((*transformer->wte)(idx), (*transformer->wpe)(pos));  // (B, T, C)
+  if (is_training() && config.dropout > 0) x = dropout(x, config.dropout, true);
+  for (int64_t i = 0; i < config.n_layer; ++i) x = transformer->h->at<GPTBlock>(i)->forward(x, cache, i);
+  return (*lm_head)((*transformer->ln_f)(x));
+}
+
+std::vector<Tensor> GPT::decay_parameters() const {
+  std::vector<Tensor> out;
+  for (const auto& [name, p] : named_parameters())
+    if (p.dim() >= 2 && name.find("wte") == std::string::npos && name.find("wpe") == std::string::npos &&
+        name.find("lm_head") == std::string::npos)
+      out.push_back(p);
+  return out;
+}
+
+std::vector<Tensor> GPT::no_decay_parameters() const {
+  const std::vector<Tensor> decay = decay_parameters();
+  std::vector<Tensor> out;
+  for (const Tensor& p : parameters()) {
+    bool in_decay = false;
+    for (const Tensor& d : decay) in_decay |= d.data_ptr() == p.data_ptr();
+    if (!in_decay) out.push_back(p);
+  }
+  return out;
+}
+
+}  // namespace kiln::models

@@ -1,0 +1,126 @@
+// A GPT-2-style decoder-only transformer (Radford et al. 2019), in the layout and with the
+// parameter names of nanoGPT, so its state dicts load both ways with nanoGPT's and with a
+// torch.nn GPT written the same way (tests/interop/gpt_torch.py checks logits and
+// gradients in both directions):
+//
+//   transformer.wte (vocab, C), transformer.wpe (block_size, C)   token + position embeddings
+//   transformer.h.<i>: ln_1, attn.c_attn (C -> 3C), attn.c_proj (C -> C),
+//                      ln_2, mlp.c_fc (C -> 4C), mlp.c_proj (4C -> C)      pre-LN blocks
+//   transformer.ln_f, lm_head (C -> vocab, no bias, tied to wte: one tensor, two names)
+//
+// Attention is the fused causal scaled_dot_product_attention (ops/attention.h); the MLP's
+// activation is GELU with the tanh approximation. GPT-2's initialisation: Linear and
+// Embedding weights N(0, 0.02), biases 0, and the residual projections (attn.c_proj,
+// mlp.c_proj) N(0, 0.02 / sqrt(2 n_layer)). Dropout (embeddings, attention, residual)
+// applies in training mode when config.dropout > 0.
+//
+// Generation keeps a KVCache: each layer's keys and values so far; forward() with a
+// cache appends the new positions and attends over all of them (the causal mask is
+// bottom-right aligned, so a prompt and then single tokens both work).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <kiln/core/generator.h>
+#include <kiln/core/tensor.h>
+#include <kiln/models/nn/containers.h>
+#include <kiln/models/nn/embedding.h>
+#include <kiln/models/nn/linear.h>
+#include <kiln/models/nn/module.h>
+#include <kiln/models/nn/norm.h>
+
+namespace kiln::models {
+
+struct GPTConfig {
+  int64_t n_layer = 4, n_head = 4, n_embd = 128;
+  int64_t block_size = 64;  // the longest context
+  int64_t vocab_size = 65;
+  double dropout = 0.0;
+  bool bias = true;  // in the Linear and LayerNorm layers
+};
+
+// Keys and values of every layer for the positions generated so far.
+struct KVCache {
+  std::vector<Tensor> k, v;  // per layer, (B, n_head, T, head_dim)
+  int64_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
+  void clear() {
+    k.clear();
+    v.clear();
+  }
+};
+
+class CausalSelfAttention : public nn::Module {
+ public:
+  explicit CausalSelfAttention(const GPTConfig& c);
+  // x (B, T, C); with a cache, layer `layer`'s keys and values are extended by these T.
+  Tensor forward(const Tensor& x, KVCache* cache, int64_t layer);
+  Tensor forward(const Tensor& x) override { return forward(x, nullptr, 0); }
+
+  const GPTConfig config;
+  std::shared_ptr<nn::Linear> c_attn, c_proj;
+};
+
+class GPTMLP : public nn::Module {
+ public:
+  explicit GPTMLP(const GPTConfig& c);
+  Tensor forward(const Tensor& x) override;
+
+  const GPTConfig config;
+  std::shared_ptr<nn::Linear> c_fc, c_proj;
+};
+
+class GPTBlock : public nn::Module {
+ public:
+  explicit GPTBlock(const GPTConfig& c);
+  Tensor forward(const Tensor& x, KVCache* cache, int64_t layer);
+  Tensor forward(const Tensor& x) override { return forward(x, nullptr, 0); }
+
+  const GPTConfig config;
+  std::shared_ptr<nn::LayerNorm> ln_1, ln_2;
+  std::shared_ptr<CausalSelfAttention> attn;
+  std::shared_ptr<GPTMLP> mlp;
+};
+
+// The `transformer` child: wte, wpe, h, ln_f.
+class GPTTrunk : public nn::Module {
+ public:
+  explicit GPTTrunk(const GPTConfig& c);
+
+  std::shared_ptr<nn::Embedding> wte, wpe;
+  std::shared_ptr<nn::ModuleList> h;
+  std::shared_ptr<nn::LayerNorm> ln_f;
+};
+
+// lm_head: logits = x wte^T, its weight the token embedding itself (tied).
+class TiedHead : public nn::Module {
+ public:
+  explicit TiedHead(const Tensor& embedding);
+  Tensor forward(const Tensor& x) override;
+  Tensor weight;
+};
+
+class GPT : public nn::Module {
+ public:
+  // Builds and initialises the model from `gen` (GPT-2's rule above). Throws kiln::Error
+  // for a non-positive size, n_embd not divisible by n_head, or dropout outside [0, 1).
+  GPT(const GPTConfig& config, Generator& gen);
+
+  // idx (B, T) i64 token ids -> logits (B, T, vocab). With a cache the positions continue
+  // after cache->length(). Throws kiln::Error when the sequence (with the cache) is
+  // longer than block_size or an id lies outside the vocabulary.
+  Tensor forward(const Tensor& idx, KVCache* cache);
+  Tensor forward(const Tensor& idx) override { return forward(idx, nullptr); }
+
+  // Parameters by weight decay, as GPT-2 / nanoGPT train: 2-D matrices decay; biases,
+  // LayerNorm weights and the embeddings do not. Each parameter appears once (the tied
+  // embedding under "no decay").
+  std::vector<Tensor> decay_parameters() const;
+  std::vector<Tensor> no_decay_parameters() const;
+
+  const GPTConfig config;
+  std::shared_ptr<GPTTrunk> transformer;
+  std::shared_ptr<TiedHead> lm_head;
+};
+
+}  // namespace kiln::models

@@ -1,0 +1,102 @@
+// The GPT model (models/zoo/gpt.h): nanoGPT's parameter names and count, the tied head,
+// GPT-2's initialisation, shapes, a training step's gradients, the KV cache giving the same
+// logits as the full sequence, weight-decay groups, and the errors. Its agreement with
+// PyTorch is the ctest gpt_torch_roundtrip (tests/interop/gpt_torch.py).
+#include "test_util.h"
+
+namespace kiln {
+namespace {
+
+models::GPTConfig small() {
+  models::GPTConfig c;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_embd = 16;
+  c.block_size = 12;
+  c.vocab_size = 11;
+  return c;
+}
+
+TEST_CASE("GPT: names, parameter count, tied head, initialisation", "[models][gpt]") {
+  Generator gen(1);
+  models::GPT m(small(), gen);
+  const auto state = m.state_dict();
+  for (const char* key : {"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight",
+                          "transformer.h.0.ln_1.bias", "transformer.h.0.attn.c_attn.weight",
+                          "transformer.h.0.attn.c_attn.bias", "transformer.h.0.attn.c_proj.weight",
+                          "transformer.h.1.mlp.c_fc.weight", "transformer.h.1.mlp.c_proj.bias",
+                          "transformer.ln_f.weight", "lm_head.weight"}) {
+    INFO(key);
+    CHECK(state.count(key) == 1);
+  }
+  CHECK(state.at("lm_head.weight").data_ptr() == state.at("transformer.wte.weight").data_ptr());
+  // C = 16, V = 11, block 12, 2 layers: embeddings + per layer (2 LN + attn + mlp) + ln_f.
+  const int64_t C = 16, per_layer = 2 * 2 * C + (3 * C * C + 3 * C) + (C * C + C) + (4 * C * C + 4 * C) + (4 * C * C + C);
+  CHECK(m.num_parameters() == 11 * C + 12 * C + 2 * per_layer + 2 * C);
+  // GPT-2's init: N(0, 0.02), residual projections N(0, 0.02 / sqrt(2 n_layer)), biases 0, LN 1.
+  CHECK(std(m.transformer->wte->weight).item<double>() == Approx(0.02).epsilon(0.2));
+  CHECK(sum(abs(m.get_parameter("transformer.h.0.attn.c_attn.bias"))).item<double>() == 0.0);
+  CHECK(sum(m.get_parameter("transformer.h.0.ln_1.weight")).item<double>() == Approx(16.0));
+  models::GPTConfig big = small();
+  big.n_embd = 64;
+  big.n_layer = 8;
+  models::GPT m2(big, gen);
+  CHECK(std(m2.get_parameter("transformer.h.3.mlp.c_proj.weight")).item<double>() ==
+        Approx(0.02 / std::sqrt(16.0)).epsilon(0.1));
+  // Decay groups: matrices decay, the rest (embeddings, biases, LN) do not; each once.
+  const auto d = m.decay_parameters(), nd = m.no_decay_parameters();
+  CHECK(d.size() == 2 * 4);
+  CHECK(d.size() + nd.size() == m.parameters().size());
+}
+
+TEST_CASE("GPT: forward, loss and gradients", "[models][gpt]") {
+  Generator gen(2);
+  models::GPT m(small(), gen);
+  Tensor idx = randint(0, 11, {3, 12}, DType::I64, &gen), tgt = randint(0, 11, {3, 12}, DType::I64, &gen);
+  Tensor logits = m(idx);
+  CHECK(logits.sizes() == Shape{3, 12, 11});
+  Tensor loss = cross_entropy(logits.reshape({-1, 11}), tgt.reshape({-1}));
+  CHECK(loss.item<double>() == Approx(std::log(11.0)).epsilon(0.05));  // small init: near uniform
+  loss.backward();
+  for (const auto& [name, p] : m.named_parameters()) {
+    INFO(name);
+    REQUIRE(p.grad().defined());
+    CHECK(std::isfinite(sum(abs(p.grad())).item<double>()));
+  }
+}
+
+TEST_CASE("GPT: the KV cache gives the full sequence's logits", "[models][gpt]") {
+  Generator gen(3);
+  models::GPT m(small(), gen);
+  m.eval();
+  NoGradGuard no_grad;
+  Tensor idx = randint(0, 11, {2, 10}, DType::I64, &gen);
+  Tensor full = m(idx);
+  models::KVCache cache;
+  Tensor first = m.forward(idx.narrow(1, 0, 6), &cache);  // the prompt
+  CHECK(cache.length() == 6);
+  CHECK_CLOSE_TOL(first, full.narrow(1, 0, 6), 1e-5, 1e-5);
+  for (int64_t t = 6; t < 10; ++t) {  // then one token at a time
+    Tensor step = m.forward(idx.narrow(1, t, 1), &cache);
+    CHECK_CLOSE_TOL(step, full.narrow(1, t, 1), 1e-5, 1e-5);
+  }
+  CHECK(cache.length() == 10);
+  CHECK_KILN_ERROR(m.forward(randint(0, 11, {2, 3}, DType::I64, &gen), &cache), "exceeds block_size");
+}
+
+TEST_CASE("GPT: bad configurations and inputs", "[models][gpt]") {
+  Generator gen(4);
+  models::GPTConfig c = small();
+  c.n_head = 3;
+  CHECK_KILN_ERROR(models::GPT(c, gen), "divisible by n_head");
+  c = small();
+  c.dropout = 1.0;
+  CHECK_KILN_ERROR(models::GPT(c, gen), "dropout");
+  models::GPT m(small(), gen);
+  CHECK_KILN_ERROR(m(zeros({2, 13}, DType::I64)), "exceeds block_size 12");
+  CHECK_KILN_ERROR(m(full({1, 4}, 11, DType::I64)), "outside the vocabulary");
+  CHECK_KILN_ERROR(m(zeros({4}, DType::I64)), "(B, T)");
+}
+
+}  // namespace
+}  // namespace kiln
