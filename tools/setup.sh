@@ -58,10 +58,11 @@ elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
 # libhwy-dev: Google Highway, vector exp/tanh/... for the CPU kernels (ops/cpu/vec_math.cpp).
 required=(build-essential cmake ninja-build ccache pkg-config catch2 libspdlog-dev libfmt-dev libopenblas-openmp-dev
           libdnnl-dev libhwy-dev zlib1g-dev libgloo-dev python3 libcli11-dev nlohmann-json3-dev python3-matplotlib libstb-dev)
-# Needed by the Fashion-MNIST examples and by the PyTorch
-# interop tests (python3-torch: about 635 MB installed with its dependencies; the tests
-# report skipped without it); installed when this distribution has them.
-optional=(dataset-fashion-mnist python3-torch)
+# Needed by the Fashion-MNIST examples, by the PyTorch interop tests (python3-torch: about
+# 635 MB installed with its dependencies; the tests report skipped without it) and by the
+# GPT's default corpus (bible-kjv: the King James Bible, models/data/text.h); installed when
+# this distribution has them.
+optional=(dataset-fashion-mnist python3-torch bible-kjv)
 
 is_installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 has_candidate() {
