@@ -21,7 +21,7 @@
 #include <limits>
 #include <vector>
 
-#include <cblas.h>
+#include <kiln/ops/cpu/blas.h>
 
 #include <kiln/core/cpu_loops.h>
 #include <kiln/core/philox.h>
@@ -37,20 +37,6 @@ double exp_reference(UnaryOp, double x, double) { return std::exp(x); }
 constexpr int64_t kQ = 64;   // query rows per tile
 constexpr int64_t kK = 128;  // keys per tile
 
-// Row-major C (M, N) = alpha op(A) op(B) + beta C, OpenBLAS (on the calling thread inside a
-// parallel loop).
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
-          int64_t ldb, float beta, float* C, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
-              static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta,
-              C, static_cast<int>(ldc));
-}
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
-          const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
-              static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta,
-              C, static_cast<int>(ldc));
-}
 
 // The last key query row i may see (exclusive bound), Tk when not causal.
 inline int64_t key_end(const AttentionParams& p, int64_t i) {

@@ -16,26 +16,13 @@
 #include <initializer_list>
 #include <vector>
 
-#include <cblas.h>
+#include <kiln/ops/cpu/blas.h>
 
 namespace kiln::cpu {
 namespace {
 
 using Geom = Conv2dGeometry;
 
-// Row-major C (M, N) = alpha op(A) op(B) + beta C.
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
-          int64_t ldb, float beta, float* C, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
-              static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta,
-              C, static_cast<int>(ldc));
-}
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
-          const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
-              static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta,
-              C, static_cast<int>(ldc));
-}
 
 // The three products of one (sample, group), w (M, K), col (K, L), y (M, L). When the
 // weight block is tiny (depthwise and other thin groups) plain loops beat a BLAS call's
