@@ -263,6 +263,8 @@ void layer_norm_backward(const TensorView& dy, const TensorView& x, const Tensor
     // Rows in fixed blocks (at most 256, sized by M alone): each block sums its rows' dweight
     // and dbias terms, and the block sums are added in block order, so the result does not
     // depend on the thread count.
+    std::vector<double> wv_store = w.empty() ? std::vector<double>(static_cast<size_t>(D), 1.0) : w;
+    const double* wv = wv_store.data();
     const int64_t rows_per_block = std::max<int64_t>(64, (M + 255) / 256);
     const int64_t blocks = (M + rows_per_block - 1) / rows_per_block;
     std::vector<double> part_dw(static_cast<size_t>(blocks * D), 0.0), part_db(static_cast<size_t>(blocks * D), 0.0);
@@ -270,21 +272,29 @@ void layer_norm_backward(const TensorView& dy, const TensorView& x, const Tensor
       double* bdw = part_dw.data() + blk * D;
       double* bdb = part_db.data() + blk * D;
       for (int64_t r = blk * rows_per_block; r < std::min(M, (blk + 1) * rows_per_block); ++r) {
-        double sum_g = 0, sum_gx = 0;  // g = dy * weight
-        for (int64_t j = 0; j < D; ++j) {
-          const double dyv = to_f64(pg[r * D + j]), xhat = (to_f64(px[r * D + j]) - mu[r]) * rs[r];
-          const double g = dyv * param_or(w, j, 1.0);
-          sum_g += g;
-          sum_gx += g * xhat;
+        // g = dy * weight; the row sums of g and g xhat in kLanes partial lanes (fixed order).
+        const T* gr = pg + r * D;
+        const T* xr = px + r * D;
+        const double m = mu[r], s = rs[r];
+        double ag[kLanes] = {}, agx[kLanes] = {};
+        auto term = [&](int64_t j, int l) {
+          const double dyv = to_f64(gr[j]), xhat = (to_f64(xr[j]) - m) * s;
+          const double g = dyv * wv[j];
+          ag[l] += g;
+          agx[l] += g * xhat;
           bdw[j] += dyv * xhat;
           bdb[j] += dyv;
-        }
+        };
+        int64_t j0 = 0;
+        for (; j0 + kLanes <= D; j0 += kLanes)
+          for (int l = 0; l < kLanes; ++l) term(j0 + l, l);
+        for (; j0 < D; ++j0) term(j0, static_cast<int>(j0 % kLanes));
         if (pdx == nullptr) continue;
-        const double mg = sum_g / static_cast<double>(D), mgx = sum_gx / static_cast<double>(D);
+        const double mg = lane_total(ag) / static_cast<double>(D), mgx = lane_total(agx) / static_cast<double>(D);
+        T* dr = pdx + r * D;
         for (int64_t j = 0; j < D; ++j) {
-          const double xhat = (to_f64(px[r * D + j]) - mu[r]) * rs[r];
-          const double g = to_f64(pg[r * D + j]) * param_or(w, j, 1.0);
-          pdx[r * D + j] = convert<T>(rs[r] * (g - mg - xhat * mgx));
+          const double xhat = (to_f64(xr[j]) - m) * s;
+          dr[j] = convert<T>(s * (to_f64(gr[j]) * wv[j] - mg - xhat * mgx));
         }
       }
     });
