@@ -106,6 +106,237 @@ std::string ByteTokenizer::decode(const std::vector<int64_t>& ids) const {
   return s;
 }
 
+// ---- GPT-2 byte-level BPE ---------------------------------------------------------------
+
+namespace {
+
+std::string utf8(uint32_t cp) {
+  std::string out;
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xc0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xe0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  } else {
+    out.push_back(static_cast<char>(0xf0 | (cp >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  }
+  return out;
+}
+
+// The code point at s[i] and its length in bytes (a malformed byte counts as itself).
+std::pair<uint32_t, size_t> next_cp(std::string_view s, size_t i) {
+  const auto b = static_cast<unsigned char>(s[i]);
+  auto cont = [&](size_t k) { return i + k < s.size() && (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80; };
+  auto at = [&](size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(s[i + k]) & 0x3f); };
+  if (b < 0x80) return {b, 1};
+  if ((b & 0xe0) == 0xc0 && cont(1)) return {((b & 0x1fu) << 6) | at(1), 2};
+  if ((b & 0xf0) == 0xe0 && cont(1) && cont(2)) return {((b & 0x0fu) << 12) | (at(1) << 6) | at(2), 3};
+  if ((b & 0xf8) == 0xf0 && cont(1) && cont(2) && cont(3))
+    return {((b & 0x07u) << 18) | (at(1) << 12) | (at(2) << 6) | at(3), 4};
+  return {b, 1};
+}
+
+bool is_space(uint32_t c) {
+  return c == ' ' || (c >= '\t' && c <= '\r') || c == 0x85 || c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) ||
+         c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
+}
+bool is_digit(uint32_t c) { return c >= '0' && c <= '9'; }
+bool is_letter(uint32_t c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= 0x80 && !is_space(c));
+}
+
+std::string read_text_file(const std::string& path, const char* what) {
+  std::ifstream f(path, std::ios::binary);
+  KILN_CHECK(f.good(), "GPT2Tokenizer: cannot open ", what, " ", path, ": ", std::strerror(errno));
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+}  // namespace
+
+GPT2Tokenizer::GPT2Tokenizer(const std::string& vocab_json, const std::string& merges_txt)
+    : vocab_path_(vocab_json), merges_path_(merges_txt) {
+  // GPT-2's alphabet: printable bytes stand for themselves, the others for 256 + n.
+  int n = 0;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+    byte_char_[b] = utf8(printable ? static_cast<uint32_t>(b) : static_cast<uint32_t>(256 + n++));
+    char_byte_[byte_char_[b]] = static_cast<unsigned char>(b);
+  }
+  const nlohmann::json v = nlohmann::json::parse(read_text_file(vocab_json, "vocab.json"), nullptr, false);
+  KILN_CHECK(v.is_object() && !v.empty(), "GPT2Tokenizer: ", vocab_json, " is not a JSON object of token -> id");
+  int64_t max_id = -1;
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    KILN_CHECK(it.value().is_number_integer() && it.value().get<int64_t>() >= 0, "GPT2Tokenizer: ", vocab_json,
+               ": the id of '", it.key(), "' is not a non-negative integer");
+    max_id = std::max(max_id, it.value().get<int64_t>());
+  }
+  tokens_.assign(static_cast<size_t>(max_id + 1), std::string());
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    const int64_t id = it.value().get<int64_t>();
+    KILN_CHECK(tokens_[static_cast<size_t>(id)].empty(), "GPT2Tokenizer: ", vocab_json, ": id ", id, " is used twice");
+    tokens_[static_cast<size_t>(id)] = it.key();
+    ids_[it.key()] = id;
+  }
+  std::istringstream merges(read_text_file(merges_txt, "merges.txt"));
+  std::string line;
+  int64_t rank = 0, lineno = 0;
+  while (std::getline(merges, line)) {
+    ++lineno;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || (lineno == 1 && line.rfind("#version", 0) == 0)) continue;
+    const size_t sp = line.find(' ');
+    KILN_CHECK(sp != std::string::npos && sp > 0 && sp + 1 < line.size() && line.find(' ', sp + 1) == std::string::npos,
+               "GPT2Tokenizer: ", merges_txt, " line ", lineno, " is not a pair 'a b': '", line, "'");
+    ranks_.emplace(line, rank++);
+  }
+}
+
+std::vector<std::string> GPT2Tokenizer::pieces(std::string_view t) const {
+  std::vector<std::string> out;
+  size_t i = 0;
+  auto cp_at = [&](size_t k) { return k < t.size() ? next_cp(t, k) : std::pair<uint32_t, size_t>{0, 0}; };
+  // The end of a run of code points satisfying pred from k.
+  auto run = [&](size_t k, auto pred) {
+    while (k < t.size()) {
+      auto [c, len] = next_cp(t, k);
+      if (!pred(c)) break;
+      k += len;
+    }
+    return k;
+  };
+  auto other = [](uint32_t c) { return !is_space(c) && !is_letter(c) && !is_digit(c); };
+  while (i < t.size()) {
+    // 's 't 're 've 'm 'll 'd
+    if (t[i] == '\'') {
+      bool matched = false;
+      for (const char* c : {"s", "t", "re", "ve", "m", "ll", "d"}) {
+        const size_t n = std::strlen(c);
+        if (t.substr(i + 1, n) == c) {
+          out.emplace_back(t.substr(i, n + 1));
+          i += n + 1;
+          matched = true;
+          break;
+        }
+      }
+      if (matched) continue;
+    }
+    const auto [c0, l0] = next_cp(t, i);
+    const size_t j = c0 == ' ' ? i + 1 : i;  // the optional leading space of the next three
+    const uint32_t c1 = j < t.size() ? cp_at(j).first : 0;
+    if (j < t.size() && is_letter(c1)) {
+      const size_t e = run(j, is_letter);
+      out.emplace_back(t.substr(i, e - i));
+      i = e;
+      continue;
+    }
+    if (j < t.size() && is_digit(c1)) {
+      const size_t e = run(j, is_digit);
+      out.emplace_back(t.substr(i, e - i));
+      i = e;
+      continue;
+    }
+    if (j < t.size() && other(c1)) {
+      const size_t e = run(j, other);
+      out.emplace_back(t.substr(i, e - i));
+      i = e;
+      continue;
+    }
+    // Whitespace: \s+(?!\S) (a run not followed by a non-space, giving back its last
+    // character when one follows), else \s+.
+    size_t e = run(i, is_space);
+    if (e < t.size() && e > i) {
+      // Followed by a non-space: keep all but the last whitespace character, if any remain.
+      size_t last = i;
+      for (size_t k = i; k < e;) {
+        last = k;
+        k += next_cp(t, k).second;
+      }
+      if (last > i) e = last;
+    }
+    if (e == i) e = i + l0;  // cannot happen for valid classes; never loop forever
+    out.emplace_back(t.substr(i, e - i));
+    i = e;
+  }
+  return out;
+}
+
+std::vector<std::string> GPT2Tokenizer::bpe(const std::string& piece) const {
+  std::vector<std::string> word;
+  for (char b : piece) word.push_back(byte_char_[static_cast<unsigned char>(b)]);
+  while (word.size() > 1) {
+    int64_t best = -1;
+    size_t at = 0;
+    for (size_t k = 0; k + 1 < word.size(); ++k) {
+      auto it = ranks_.find(word[k] + " " + word[k + 1]);
+      if (it != ranks_.end() && (best < 0 || it->second < best)) {
+        best = it->second;
+        at = k;
+      }
+    }
+    if (best < 0) break;
+    const std::string a = word[at], b = word[at + 1];
+    std::vector<std::string> merged;
+    for (size_t k = 0; k < word.size();) {
+      if (k + 1 < word.size() && word[k] == a && word[k + 1] == b) {
+        merged.push_back(a + b);
+        k += 2;
+      } else {
+        merged.push_back(word[k++]);
+      }
+    }
+    word.swap(merged);
+  }
+  return word;
+}
+
+std::vector<int64_t> GPT2Tokenizer::encode(std::string_view text) const {
+  std::vector<int64_t> ids;
+  size_t offset = 0;
+  for (const std::string& p : pieces(text)) {
+    for (const std::string& tok : bpe(p)) {
+      auto it = ids_.find(tok);
+      KILN_CHECK(it != ids_.end(), "GPT2Tokenizer: the token '", tok, "' of the text at byte ", offset,
+                 " is not in ", vocab_path_);
+      ids.push_back(it->second);
+    }
+    offset += p.size();
+  }
+  return ids;
+}
+
+std::string GPT2Tokenizer::decode(const std::vector<int64_t>& ids) const {
+  std::string out;
+  for (int64_t id : ids) {
+    KILN_CHECK(id >= 0 && id < vocab_size() && !tokens_[static_cast<size_t>(id)].empty(), "GPT2Tokenizer: id ", id,
+               " is not in the vocabulary");
+    const std::string& tok = tokens_[static_cast<size_t>(id)];
+    for (size_t k = 0; k < tok.size();) {
+      const size_t len = next_cp(tok, k).second;
+      auto it = char_byte_.find(tok.substr(k, len));
+      KILN_CHECK(it != char_byte_.end(), "GPT2Tokenizer: token '", tok, "' (id ", id,
+                 ") has a character outside GPT-2's byte alphabet");
+      out.push_back(static_cast<char>(it->second));
+      k += len;
+    }
+  }
+  return out;
+}
+
+std::string GPT2Tokenizer::description() const {
+  nlohmann::json j;
+  j["kind"] = "gpt2-bpe";
+  j["vocab"] = vocab_path_;
+  j["merges"] = merges_path_;
+  return j.dump();
+}
+
 std::unique_ptr<Tokenizer> tokenizer_from_description(const std::string& text) {
   const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   KILN_CHECK(j.is_object() && j.contains("kind") && j["kind"].is_string(),
@@ -122,7 +353,11 @@ std::unique_ptr<Tokenizer> tokenizer_from_description(const std::string& text) {
     }
     return std::make_unique<CharTokenizer>(a);
   }
-  throw Error("tokenizer description of unknown kind '" + kind + "' (known: char, byte)");
+  if (kind == "gpt2-bpe") {
+    KILN_CHECK(j.contains("vocab") && j.contains("merges"), "gpt2-bpe tokenizer description without its files");
+    return std::make_unique<GPT2Tokenizer>(j["vocab"].get<std::string>(), j["merges"].get<std::string>());
+  }
+  throw Error("tokenizer description of unknown kind '" + kind + "' (known: char, byte, gpt2-bpe)");
 }
 
 // ---- token files -----------------------------------------------------------------------

@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -60,6 +61,35 @@ class ByteTokenizer final : public Tokenizer {
   std::vector<int64_t> encode(std::string_view text) const override;
   std::string decode(const std::vector<int64_t>& ids) const override;
   std::string description() const override { return R"({"kind":"byte"})"; }
+};
+
+// GPT-2's byte-level BPE (Radford et al. 2019) from a user's vocab.json (token -> id, the
+// tokens written in GPT-2's byte-to-unicode alphabet) and merges.txt (one "a b" pair per
+// line, best first; a leading "#version" line is skipped). Text is split as GPT-2's
+// pattern does ('s 't 're 've 'm 'll 'd, an optional space then letters, numbers or
+// other symbols, whitespace runs), each piece's bytes are mapped to the alphabet and
+// merged by rank. Letters and digits are classified exactly for ASCII; every non-ASCII
+// code point that is not a Unicode space counts as a letter (GPT-2 uses \p{L} and \p{N},
+// which differ only for non-ASCII punctuation, symbols and digits). The description keeps
+// the two files' paths.
+class GPT2Tokenizer final : public Tokenizer {
+ public:
+  GPT2Tokenizer(const std::string& vocab_json, const std::string& merges_txt);
+  int64_t vocab_size() const override { return static_cast<int64_t>(tokens_.size()); }
+  std::vector<int64_t> encode(std::string_view text) const override;
+  std::string decode(const std::vector<int64_t>& ids) const override;
+  std::string description() const override;
+  // The pre-tokenizer alone: the pieces text is split into.
+  std::vector<std::string> pieces(std::string_view text) const;
+
+ private:
+  std::vector<std::string> bpe(const std::string& piece) const;  // in the alphabet
+  std::string vocab_path_, merges_path_;
+  std::vector<std::string> tokens_;                   // id -> token (alphabet, UTF-8)
+  std::unordered_map<std::string, int64_t> ids_;      // token -> id
+  std::unordered_map<std::string, int64_t> ranks_;    // "a b" -> rank
+  std::string byte_char_[256];                        // byte -> its alphabet character (UTF-8)
+  std::unordered_map<std::string, unsigned char> char_byte_;
 };
 
 // Rebuilds a tokenizer from description() (a token file's header keeps it).

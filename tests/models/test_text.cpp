@@ -99,6 +99,45 @@ TEST_CASE("token files: corruption is named", "[data][text]") {
   CHECK_KILN_ERROR(data::write_token_file(path, {0, 2}, t), "outside the vocabulary [0, 2)");
 }
 
+TEST_CASE("GPT-2 byte-level BPE from a small vocab.json and merges.txt", "[data][text]") {
+  // GPT-2's alphabet: space is U+0120 (\xc4\xa0), newline U+010A (\xc4\x8a).
+  const std::string G = "\xc4\xa0", C = "\xc4\x8a";
+  const std::string vocab = scratch("vocab.json"), merges = scratch("merges.txt");
+  {
+    std::ofstream v(vocab);
+    v << R"({"h":0,"e":1,"l":2,"o":3,")" << G << R"(":4,"w":5,"r":6,"d":7,")" << C
+      << R"(":8,"he":9,"ll":10,"ld":11,"hell":12,"hello":13,")" << G << R"(w":14,"or":15,")" << G << R"(wor":16,")"
+      << G << R"(world":17,"'":18,"s":19})";
+    std::ofstream m(merges);
+    m << "#version: 0.2\nh e\nl l\nl d\nhe ll\nhell o\n" << G << " w\no r\n" << G << "w or\n" << G << "wor ld\n";
+  }
+  data::GPT2Tokenizer t(vocab, merges);
+  CHECK(t.vocab_size() == 20);
+  // The merges by rank, worked out by hand: "hello" -> he l l o -> he ll o -> hell o -> hello;
+  // " world" -> l d first (rank 2), then G w, o r, Gw or, Gwor ld.
+  CHECK(t.encode("hello world\n") == std::vector<int64_t>{13, 17, 8});
+  CHECK(t.decode({13, 17, 8}) == "hello world\n");
+  CHECK(t.encode("he's") == std::vector<int64_t>{9, 18, 19});
+  // GPT-2's pre-tokenizer: contractions, a leading space joins the next word, number or
+  // symbol run; a run of spaces before a word gives its last space to the word.
+  CHECK(t.pieces("Hello  world's 42, ok\n\n") ==
+        std::vector<std::string>{"Hello", " ", " world", "'s", " 42", ",", " ok", "\n\n"});
+  CHECK(t.pieces("a\nb") == std::vector<std::string>{"a", "\n", "b"});
+  CHECK(t.pieces(" caf\xc3\xa9!") == std::vector<std::string>{" caf\xc3\xa9", "!"});
+  CHECK_KILN_ERROR(t.encode("hex"), "the token 'x' of the text at byte 0 is not in");
+  CHECK_KILN_ERROR(t.decode({20}), "id 20 is not in the vocabulary");
+  // Through a token file's description.
+  const std::string tok = scratch("bpe.tok");
+  data::write_token_file(tok, t.encode("hello world\n"), t);
+  data::TokenFile f(tok);
+  CHECK(f.tokenizer()->decode({f[0], f[1], f[2]}) == "hello world\n");
+  {
+    std::ofstream m(merges);
+    m << "h e\nlonely\n";
+  }
+  CHECK_KILN_ERROR(data::GPT2Tokenizer(vocab, merges), "line 2 is not a pair");
+}
+
 TEST_CASE("the KJV corpus from Debian's bible-kjv", "[data][text]") {
   if (std::system("command -v bible > /dev/null 2>&1") != 0) {
     WARN("bible-kjv is not installed: skipped (tools/setup.sh installs it)");
