@@ -154,4 +154,32 @@ std::vector<Tensor> GPT::no_decay_parameters() const {
   return out;
 }
 
+void load_hf_gpt2(GPT& model, const std::map<std::string, Tensor>& state) {
+  auto ends_with = [](const std::string& k, const std::string& suffix) {
+    return k.size() >= suffix.size() && k.compare(k.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  std::map<std::string, Tensor> converted;
+  for (const auto& [key, t] : state) {
+    if (ends_with(key, ".attn.bias") || ends_with(key, ".attn.masked_bias")) continue;  // causal-mask buffers
+    std::string k = key.rfind("transformer.", 0) == 0 || key.rfind("lm_head.", 0) == 0 ? key : "transformer." + key;
+    const bool conv1d = ends_with(k, "attn.c_attn.weight") || ends_with(k, "attn.c_proj.weight") ||
+                        ends_with(k, "mlp.c_fc.weight") || ends_with(k, "mlp.c_proj.weight");
+    KILN_CHECK(!conv1d || t.dim() == 2, "load_hf_gpt2: ", key, " is ", describe(t), ", not a 2-D Conv1D weight");
+    converted[k] = conv1d ? t.transpose(0, 1).contiguous() : t;
+  }
+  if (!converted.count("lm_head.weight") && converted.count("transformer.wte.weight"))
+    converted["lm_head.weight"] = converted["transformer.wte.weight"];  // tied
+  const auto own = model.state_dict();
+  for (const auto& [k, t] : own) {
+    auto it = converted.find(k);
+    KILN_CHECK(it != converted.end(), "load_hf_gpt2: the state has no '", k, "' (nor its HF name without the "
+               "'transformer.' prefix)");
+    KILN_CHECK(it->second.sizes() == t.sizes(), "load_hf_gpt2: '", k, "' is ", describe(it->second), " (after the Conv1D ",
+               "transpose), the model's is ", describe(t), ": a different configuration?");
+  }
+  std::map<std::string, Tensor> wanted;
+  for (const auto& [k, t] : own) wanted[k] = converted.at(k).to(t.dtype());
+  model.load_state_dict(wanted, /*strict=*/true);
+}
+
 }  // namespace kiln::models

@@ -19,6 +19,8 @@
 // bottom-right aligned, so a prompt and then single tokens both work).
 #pragma once
 #include <cstdint>
+#include <map>
+#include <string>
 #include <memory>
 #include <vector>
 
@@ -122,5 +124,14 @@ class GPT : public nn::Module {
   std::shared_ptr<GPTTrunk> transformer;
   std::shared_ptr<TiedHead> lm_head;
 };
+
+// Loads a Hugging Face GPT-2 state dict (GPT2Model's or GPT2LMHeadModel's safetensors, e.g.
+// the hub's gpt2/model.safetensors read with load_safetensors) into `model`: keys with or
+// without the "transformer." prefix, HF's Conv1D weights (attn.c_attn, attn.c_proj,
+// mlp.c_fc, mlp.c_proj, stored (in, out)) transposed into Linear's (out, in), the
+// causal-mask buffers (".attn.bias", ".attn.masked_bias") skipped, lm_head optional (tied).
+// Every parameter of the model must be found with the right shape, or kiln::Error names
+// the key; nothing is copied then. nanoGPT / kiln state dicts load with load_state_dict.
+void load_hf_gpt2(GPT& model, const std::map<std::string, Tensor>& state);
 
 }  // namespace kiln::models

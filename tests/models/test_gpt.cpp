@@ -84,6 +84,32 @@ TEST_CASE("GPT: the KV cache gives the full sequence's logits", "[models][gpt]")
   CHECK_KILN_ERROR(m.forward(randint(0, 11, {2, 3}, DType::I64, &gen), &cache), "exceeds block_size");
 }
 
+TEST_CASE("GPT: a Hugging Face GPT-2 state dict loads with its Conv1D weights transposed", "[models][gpt]") {
+  Generator gen(5);
+  models::GPT a(small(), gen), b(small(), gen);
+  // a's weights in HF's GPT2Model layout: no "transformer." prefix, Conv1D (in, out)
+  // weights, causal-mask buffers, no lm_head.
+  std::map<std::string, Tensor> hf;
+  for (const auto& [k, t] : a.state_dict()) {
+    if (k == "lm_head.weight") continue;
+    std::string name = k.substr(std::string("transformer.").size());
+    const bool conv1d = name.find("c_attn.weight") != std::string::npos || name.find("c_proj.weight") != std::string::npos ||
+                        name.find("c_fc.weight") != std::string::npos;
+    hf[name] = conv1d ? t.transpose(0, 1).contiguous() : t.clone();
+  }
+  hf["h.0.attn.bias"] = ones({1, 1, 12, 12});
+  hf["h.1.attn.masked_bias"] = full({}, -1e4);
+  models::load_hf_gpt2(b, hf);
+  a.eval();
+  b.eval();
+  Tensor idx = randint(0, 11, {2, 12}, DType::I64, &gen);
+  CHECK(test::equal(a(idx), b(idx)));
+  hf.erase("h.1.mlp.c_fc.weight");
+  CHECK_KILN_ERROR(models::load_hf_gpt2(b, hf), "no 'transformer.h.1.mlp.c_fc.weight'");
+  hf["h.1.mlp.c_fc.weight"] = zeros({16, 16});
+  CHECK_KILN_ERROR(models::load_hf_gpt2(b, hf), "a different configuration");
+}
+
 TEST_CASE("GPT: bad configurations and inputs", "[models][gpt]") {
   Generator gen(4);
   models::GPTConfig c = small();
