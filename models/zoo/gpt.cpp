@@ -7,6 +7,7 @@
 #include <kiln/models/nn/init.h>
 #include <kiln/ops/attention.h>
 #include <kiln/ops/binary.h>
+#include <kiln/ops/checks.h>
 #include <kiln/ops/dropout.h>
 #include <kiln/ops/index.h>
 #include <kiln/ops/matmul.h>
@@ -122,13 +123,15 @@ Tensor GPT::forward(const Tensor& idx, KVCache* cache) {
   KILN_CHECK(T >= 1, "GPT: expects at least one token, got ", describe(idx));
   KILN_CHECK(past + T <= config.block_size, "GPT: a sequence of ", past + T, " tokens",
              past > 0 ? " (with the cache)" : "", " exceeds block_size ", config.block_size);
-  if (idx.numel() > 0) {
-    const int64_t lo = min(idx).item<int64_t>(), hi = max(idx).item<int64_t>();
-    KILN_CHECK(lo >= 0 && hi < config.vocab_size, "GPT: token id ", lo < 0 ? lo : hi,
-               " lies outside the vocabulary [0, ", config.vocab_size, ")");
-  }
+  // The shared index check: on the host for CPU ids, in the embedding kernel on a GPU (no
+  // hidden sync); the embedding then does not check the same ids again.
+  detail::check_index_range("GPT: token ids outside the vocabulary", idx, config.vocab_size);
   const Tensor pos = arange(past, past + T, 1, TensorOptions(DType::I64, idx.device()));
-  Tensor x = add((*transformer->wte)(idx), (*transformer->wpe)(pos));  // (B, T, C)
+  Tensor x;
+  {
+    detail::IndicesChecked checked;
+    x = add((*transformer->wte)(idx), (*transformer->wpe)(pos));  // (B, T, C)
+  }
   if (is_training() && config.dropout > 0) x = dropout(x, config.dropout, true);
   for (int64_t i = 0; i < config.n_layer; ++i) x = transformer->h->at<GPTBlock>(i)->forward(x, cache, i);
   return (*lm_head)((*transformer->ln_f)(x));

@@ -192,8 +192,9 @@ void backward_impl(const TensorView& qv, const TensorView& kv, const TensorView&
   });
 }
 
-// Runs f(T{}, views) with T float or double, widening f16/bf16 views to f32 first and
-// narrowing the outputs (the views at the indices in `outs`) back.
+// Runs f(T{}, views) with T float or double. f16/bf16: the half views get f32 buffers
+// (the inputs widened into them; the outputs, at the indices in `outs`, narrowed back
+// after); views already f32 (the log-sum-exp) are used as they are.
 template <class F>
 void dispatch(std::vector<TensorView> views, std::initializer_list<size_t> outs, F&& f) {
   const DType dt = views[0].dtype;
@@ -201,14 +202,16 @@ void dispatch(std::vector<TensorView> views, std::initializer_list<size_t> outs,
   if (dt == DType::F64) return f(double{}, views);
   std::vector<Tensor> wide;
   const std::vector<TensorView> orig = views;
-  for (TensorView& v : views) {
-    wide.push_back(empty(detail::shape_of(v), DType::F32));
-    if (v.dtype != DType::F32) kiln::cpu::copy(v, kernel_view(wide.back()));
-    else kiln::cpu::copy(v, kernel_view(wide.back()));
-    v = kernel_view(wide.back());
+  for (size_t i = 0; i < views.size(); ++i) {
+    if (views[i].dtype == DType::F32) continue;
+    wide.push_back(empty(detail::shape_of(views[i]), DType::F32));
+    const bool is_output = std::find(outs.begin(), outs.end(), i) != outs.end();
+    if (!is_output) kiln::cpu::copy(views[i], kernel_view(wide.back()));
+    views[i] = kernel_view(wide.back());
   }
   f(float{}, views);
-  for (size_t o : outs) kiln::cpu::copy(views[o], orig[o]);
+  for (size_t o : outs)
+    if (orig[o].dtype != DType::F32) kiln::cpu::copy(views[o], orig[o]);
 }
 
 }  // namespace
