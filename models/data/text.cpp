@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -510,6 +512,59 @@ std::string kjv_corpus(const std::string& cache_dir) {
   fs::rename(tmp, path, ec);
   KILN_CHECK(!ec, "kjv_corpus: cannot rename ", tmp, " to ", path, ": ", ec.message());
   return path;
+}
+
+// ---- prepared corpora ---------------------------------------------------------------------
+
+std::string default_cache_dir() {
+  for (const char* var : {"KILN_CACHE_DIR", "XDG_CACHE_HOME", "HOME"}) {
+    const char* v = std::getenv(var);
+    if (v == nullptr || *v == '\0') continue;
+    const std::string base(v);
+    if (std::string(var) == "KILN_CACHE_DIR") return base;
+    return base + (std::string(var) == "HOME" ? "/.cache/kiln" : "/kiln");
+  }
+  return ".kiln-cache";
+}
+
+std::string prepare_token_file(const std::string& text_path, const std::string& tokenizer,
+                               const std::string& cache_dir, const std::string& vocab_json,
+                               const std::string& merges_txt) {
+  namespace fs = std::filesystem;
+  KILN_CHECK(tokenizer == "char" || tokenizer == "byte" || tokenizer == "gpt2", "prepare_token_file: unknown tokenizer '",
+             tokenizer, "' (expected char, byte or gpt2)");
+  std::error_code ec;
+  KILN_CHECK(fs::is_regular_file(text_path, ec), "prepare_token_file: the text ", text_path,
+             " does not exist or is not a regular file");
+  const auto size = fs::file_size(text_path, ec);
+  KILN_CHECK(!ec && size > 0, "prepare_token_file: the text ", text_path, " is empty");
+  const auto mtime = fs::last_write_time(text_path, ec).time_since_epoch().count();
+  std::string key = fs::absolute(text_path, ec).string() + "|" + std::to_string(size) + "|" + std::to_string(mtime) +
+                    "|" + tokenizer;
+  if (tokenizer == "gpt2") {
+    KILN_CHECK(!vocab_json.empty() && !merges_txt.empty(),
+               "prepare_token_file: the gpt2 tokenizer needs its vocab.json and merges.txt");
+    key += "|" + fs::absolute(vocab_json, ec).string() + "|" + fs::absolute(merges_txt, ec).string();
+  }
+  char hash[24];
+  std::snprintf(hash, sizeof hash, "%016zx", std::hash<std::string>{}(key));
+  const std::string out =
+      (fs::path(cache_dir) / (fs::path(text_path).stem().string() + "." + tokenizer + "." + hash + ".tok")).string();
+  if (fs::exists(out, ec)) return out;
+  fs::create_directories(cache_dir, ec);
+  KILN_CHECK(!ec, "prepare_token_file: cannot create ", cache_dir, ": ", ec.message());
+  std::ifstream in(text_path, std::ios::binary);
+  KILN_CHECK(in.good(), "prepare_token_file: cannot read ", text_path, ": ", std::strerror(errno));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::unique_ptr<Tokenizer> tok;
+  if (tokenizer == "char")
+    tok = std::make_unique<CharTokenizer>(CharTokenizer::from_corpus(text));
+  else if (tokenizer == "byte")
+    tok = std::make_unique<ByteTokenizer>();
+  else
+    tok = std::make_unique<GPT2Tokenizer>(vocab_json, merges_txt);
+  write_token_file(out, tok->encode(text), *tok);
+  return out;
 }
 
 }  // namespace kiln::data

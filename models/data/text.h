@@ -148,4 +148,17 @@ class TextWindows {
 // to install bible-kjv (tools/setup.sh does) when the `bible` program is missing.
 std::string kjv_corpus(const std::string& cache_dir);
 
+// Where prepared corpora and token files live: $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln,
+// else $HOME/.cache/kiln, else ./.kiln-cache.
+std::string default_cache_dir();
+
+// Encodes a text file once into a token file in `cache_dir` and returns its path; a later
+// call with the same text (path, size and modification time) and tokenizer reuses it.
+// tokenizer: "char" (the text's own alphabet), "byte", or "gpt2" (vocab_json and
+// merges_txt name the BPE files). Throws kiln::Error naming the file for a missing or
+// empty text, an unknown tokenizer or missing BPE files.
+std::string prepare_token_file(const std::string& text_path, const std::string& tokenizer,
+                               const std::string& cache_dir, const std::string& vocab_json = "",
+                               const std::string& merges_txt = "");
+
 }  // namespace kiln::data

@@ -94,9 +94,11 @@ void Progress::line(int64_t step, int64_t epoch, int64_t epochs, const std::stri
   const int64_t left = std::max<int64_t>(total_steps_ - step, 0);
   const double eta = done > 0 ? seconds_between(t_start_, now) / static_cast<double>(done) * static_cast<double>(left)
                               : NAN;
-  std::fprintf(stderr, "%sstep %lld/%lld  epoch %lld/%lld  %s  %.0f img/s  ETA %s%s", tty_ ? "\r" : "",
-               (long long)step, (long long)total_steps_, (long long)epoch, (long long)epochs, fields.c_str(), ips,
-               format_duration(eta).c_str(), tty_ ? "   " : "\n");
+  char ep[64] = "";
+  if (epochs > 0) std::snprintf(ep, sizeof ep, "  epoch %lld/%lld", (long long)epoch, (long long)epochs);
+  std::fprintf(stderr, "%sstep %lld/%lld%s  %s  %.0f %s/s  ETA %s%s", tty_ ? "\r" : "", (long long)step,
+               (long long)total_steps_, ep, fields.c_str(), ips, unit_.c_str(), format_duration(eta).c_str(),
+               tty_ ? "   " : "\n");
   std::fflush(stderr);
   t_last_ = now;
   last_step_ = step;

@@ -36,6 +36,11 @@ class Progress {
   void log(int64_t step, int64_t epoch, int64_t epochs, const std::vector<std::pair<std::string, double>>& fields,
            int64_t images);
   void end_epoch_line();  // finishes a "\r" line on a terminal (nothing otherwise)
+  // What the throughput counts ("img" by default: "1234 img/s"; a language model: "tok").
+  void set_unit(std::string unit) { unit_ = std::move(unit); }
+  // The run's length once it is known (a time-budgeted run fixes it after timing its first steps).
+  void set_total_steps(int64_t total_steps) { total_steps_ = total_steps; }
+  // epochs <= 0 in log(): the line has no "epoch e/E" field (step-based runs).
   double elapsed_seconds() const;  // since construction
   const std::string& program() const { return program_; }
 
@@ -47,7 +52,8 @@ class Progress {
   bool tty_;
   std::chrono::steady_clock::time_point t_start_, t_last_;
   int64_t last_step_;
-  bool line_open_ = false;  // a "\r" line is on the terminal without its '\n'
+  bool line_open_ = false;
+  std::string unit_ = "img";  // a "\r" line is on the terminal without its '\n'
 };
 
 // "1:02:03" / "2:03"; "?" for a negative or non-finite number.

@@ -1,9 +1,11 @@
 // The GPT-2-style model of models/zoo/gpt.h.
 #include <kiln/models/zoo/gpt.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
+#include <kiln/core/autograd.h>
 #include <kiln/models/nn/init.h>
 #include <kiln/ops/attention.h>
 #include <kiln/ops/binary.h>
@@ -183,6 +185,84 @@ void load_hf_gpt2(GPT& model, const std::map<std::string, Tensor>& state) {
   std::map<std::string, Tensor> wanted;
   for (const auto& [k, t] : own) wanted[k] = converted.at(k).to(t.dtype());
   model.load_state_dict(wanted, /*strict=*/true);
+}
+
+// ---- generation ------------------------------------------------------------------------
+
+namespace {
+
+// The next token from one row of logits (host values): greedy at temperature 0, else a
+// draw from the tempered softmax over the top_k largest.
+int64_t sample_token(std::vector<double> logits, const GenerateOptions& o, Generator& gen) {
+  const int64_t V = static_cast<int64_t>(logits.size());
+  if (o.temperature == 0.0)
+    return static_cast<int64_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  std::vector<int64_t> order(static_cast<size_t>(V));
+  for (int64_t i = 0; i < V; ++i) order[static_cast<size_t>(i)] = i;
+  const int64_t k = o.top_k > 0 ? std::min(o.top_k, V) : V;
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
+    return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)] ||
+           (logits[static_cast<size_t>(a)] == logits[static_cast<size_t>(b)] && a < b);
+  });
+  const double top = logits[static_cast<size_t>(order[0])];
+  std::vector<double> w(static_cast<size_t>(k));
+  double total = 0;
+  for (int64_t i = 0; i < k; ++i)
+    total += w[static_cast<size_t>(i)] =
+        std::exp((logits[static_cast<size_t>(order[static_cast<size_t>(i)])] - top) / o.temperature);
+  const double u = rand({1}, TensorOptions(DType::F64), &gen).item<double>() * total;
+  double acc = 0;
+  for (int64_t i = 0; i < k; ++i) {
+    acc += w[static_cast<size_t>(i)];
+    if (u < acc) return order[static_cast<size_t>(i)];
+  }
+  return order[static_cast<size_t>(k - 1)];
+}
+
+}  // namespace
+
+std::vector<int64_t> generate(GPT& model, const std::vector<int64_t>& prompt, const GenerateOptions& o,
+                              Generator& gen) {
+  KILN_CHECK(!prompt.empty(), "generate: the prompt is empty (give at least one token)");
+  KILN_CHECK(o.temperature >= 0.0 && std::isfinite(o.temperature), "generate: temperature must be >= 0, got ",
+             o.temperature);
+  KILN_CHECK(o.top_k >= 0, "generate: top_k must be >= 0, got ", o.top_k);
+  KILN_CHECK(o.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0, got ", o.max_new_tokens);
+  const int64_t V = model.config.vocab_size, block = model.config.block_size;
+  for (size_t i = 0; i < prompt.size(); ++i)
+    KILN_CHECK(prompt[i] >= 0 && prompt[i] < V, "generate: prompt token ", i, " is ", prompt[i],
+               ", outside the vocabulary [0, ", V, ")");
+  const bool was_training = model.is_training();
+  model.eval();
+  NoGradGuard no_grad;
+  const Device device = model.transformer->wte->weight.device();
+  std::vector<int64_t> out = prompt;
+  KVCache cache;
+  // Encodes `ids` (after the cache) and returns the last position's logits on the host.
+  auto step = [&](const std::vector<int64_t>& ids) {
+    const int64_t T = static_cast<int64_t>(ids.size());
+    Tensor idx = from_vector<int64_t>(ids).reshape({1, T}).to(device);
+    Tensor logits = model.forward(idx, &cache);  // (1, T, V)
+    return cast(logits.narrow(1, T - 1, 1), DType::F64).contiguous().to(kCPU).to_vector<double>();
+  };
+  // The prompt's newest block_size tokens start the cache.
+  const int64_t start = std::max<int64_t>(0, static_cast<int64_t>(out.size()) - block);
+  std::vector<double> logits = step(std::vector<int64_t>(out.begin() + start, out.end()));
+  for (int64_t n = 0; n < o.max_new_tokens; ++n) {
+    const int64_t next = sample_token(std::move(logits), o, gen);
+    out.push_back(next);
+    if (n + 1 == o.max_new_tokens) break;
+    if (cache.length() + 1 > block) {  // full: re-encode the newest half block
+      cache.clear();
+      const int64_t keep = std::max<int64_t>(1, block / 2);
+      logits = step(std::vector<int64_t>(out.end() - std::min<int64_t>(keep, static_cast<int64_t>(out.size())),
+                                         out.end()));
+    } else {
+      logits = step({next});
+    }
+  }
+  if (was_training) model.train();
+  return out;
 }
 
 }  // namespace kiln::models

@@ -134,4 +134,21 @@ class GPT : public nn::Module {
 // the key; nothing is copied then. nanoGPT / kiln state dicts load with load_state_dict.
 void load_hf_gpt2(GPT& model, const std::map<std::string, Tensor>& state);
 
+// Sampling text from a GPT: each new token is drawn from softmax(logits / temperature)
+// restricted to the top_k most likely tokens (top_k 0: all; temperature 0: the most likely
+// token, greedily). The prompt is encoded once into a KVCache and each new token then costs
+// one position. When the context reaches block_size, the newest block_size / 2 tokens are
+// encoded again into a fresh cache and generation goes on from them (a sliding window
+// that re-encodes every block_size / 2 tokens instead of at every token, as a model with
+// learned absolute positions needs). Runs in eval mode under no-grad and restores the
+// model's training mode. Throws kiln::Error for an empty prompt, a token outside the
+// vocabulary, a negative temperature or top_k.
+struct GenerateOptions {
+  int64_t max_new_tokens = 200;
+  double temperature = 1.0;
+  int64_t top_k = 0;
+};
+std::vector<int64_t> generate(GPT& model, const std::vector<int64_t>& prompt, const GenerateOptions& options,
+                              Generator& gen);
+
 }  // namespace kiln::models

