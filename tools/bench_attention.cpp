@@ -1,14 +1,21 @@
-// kiln_bench_attention: the fused scaled_dot_product_attention against the naive
-// composite (matmul, mask, softmax, matmul: the (T, T) scores materialised), forward +
-// backward, over sequence lengths: median time and the peak memory each allocates beyond
-// its inputs, and the shortest T from which the fused kernel is the faster. One JSON line
-// per measurement with --json; a table otherwise.
+// kiln_bench_attention: attention forward + backward over sequence lengths, four ways:
+//   naive      the composite (matmul, mask, softmax, matmul: the (T, T) scores materialised)
+//   fused      scaled_dot_product_attention (flash-attention style, O(T) memory)
+//   performer  FAVOR+ with --features positive random features (ops/linear_attention.h)
+//   rfa        Random Feature Attention with 2 x --features trigonometric features
+// For each: the median time and the peak memory allocated beyond the inputs; the fused
+// kernel's TFLOP/s (4 B H T^2 D for the forward, 2.5x that for the backward, halved when
+// causal); and the crossovers: the shortest T from which fused beats naive, and from which
+// Performer and RFA beat fused (each holding for every longer T measured). One JSON line
+// per length with --json; a table otherwise.
 //
 // usage: kiln_bench_attention [--device cpu|cuda] [--t-list 256,512,...] [--batch 1]
-//          [--heads 4] [--head-dim 64] [--causal] [--reps N] [--threads N] [--json]
+//          [--heads 4] [--head-dim 64] [--causal] [--kinds naive,fused,performer,rfa]
+//          [--features 64] [--reps N] [--threads N] [--json]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,7 +31,8 @@ using Clock = std::chrono::steady_clock;
 struct Config {
   std::string device;
   std::vector<int64_t> t_list;
-  int64_t batch = 1, heads = 4, head_dim = 64, reps = 0, threads = 0;
+  std::vector<std::string> kinds = {"naive", "fused", "performer", "rfa"};
+  int64_t batch = 1, heads = 4, head_dim = 64, reps = 0, threads = 0, features = 64;
   bool causal = false, json = false;
 };
 
@@ -33,8 +41,17 @@ struct Result {
   int64_t peak_bytes = 0;
 };
 
-Result measure(const Config& c, Device device, int64_t T, bool fused) {
+Tensor attend(const Config& c, const std::string& kind, const Tensor& q, const Tensor& k, const Tensor& v,
+              const Tensor& features) {
+  if (kind == "fused") return scaled_dot_product_attention(q, k, v, c.causal);
+  if (kind == "naive") return naive_attention(q, k, v, c.causal);
+  if (kind == "performer") return performer_attention(q, k, v, features, c.causal);
+  return rfa_attention(q, k, v, features, c.causal);
+}
+
+Result measure(const Config& c, Device device, int64_t T, const std::string& kind) {
   Generator gen(1);
+  const Tensor features = gaussian_features(c.features, c.head_dim, gen);
   const TensorOptions o(DType::F32, device);
   Tensor q = randn({c.batch, c.heads, T, c.head_dim}, o, &gen).requires_grad_(true);
   Tensor k = randn({c.batch, c.heads, T, c.head_dim}, o, &gen).requires_grad_(true);
@@ -50,7 +67,7 @@ Result measure(const Config& c, Device device, int64_t T, bool fused) {
     const int64_t base = alloc.stats(device).allocated;
     const auto t0 = Clock::now();
     {
-      Tensor out = fused ? scaled_dot_product_attention(q, k, v, c.causal) : naive_attention(q, k, v, c.causal);
+      Tensor out = attend(c, kind, q, k, v, features);
       out.backward(g);
       synchronize(device);
     }
@@ -77,40 +94,60 @@ int run_bench(Config c) {
   if (c.t_list.empty())
     c.t_list = device.is_cpu() ? std::vector<int64_t>{256, 512, 1024, 2048, 4096}
                                : std::vector<int64_t>{256, 512, 1024, 2048, 4096, 8192};
-  if (!c.json)
-    std::printf("attention forward + backward, f32, batch %lld, %lld heads, head dim %lld%s, %s (%d threads)\n"
-                "%7s %12s %12s %9s %14s %14s\n",
+  auto has = [&](const char* k) { return std::find(c.kinds.begin(), c.kinds.end(), k) != c.kinds.end(); };
+  if (!c.json) {
+    std::printf("attention forward + backward, f32, batch %lld, %lld heads, head dim %lld%s, %lld random features, "
+                "%s (%d threads)\n%7s",
                 (long long)c.batch, (long long)c.heads, (long long)c.head_dim, c.causal ? ", causal" : "",
-                c.device.c_str(), device.is_cpu() ? num_threads() : 0, "T", "fused ms", "naive ms", "speedup",
-                "fused MiB", "naive MiB");
-  int64_t crossover = -1;
+                (long long)c.features, c.device.c_str(), device.is_cpu() ? num_threads() : 0, "T");
+    for (const std::string& k : c.kinds) std::printf(" %11s ms %8s MiB", k.c_str(), "");
+    if (has("fused")) std::printf(" %14s", "fused TFLOP/s");
+    std::printf("\n");
+  }
+  // The crossovers: from which T on `a` is faster than `b` at every longer T measured.
+  std::map<std::string, int64_t> crossover;
+  auto update = [&](const std::string& name, bool faster, int64_t T) {
+    auto it = crossover.emplace(name, -1).first;
+    if (it->second < 0 && faster) it->second = T;
+    if (it->second >= 0 && !faster) it->second = -1;
+  };
   for (int64_t T : c.t_list) {
-    const Result f = measure(c, device, T, true), n = measure(c, device, T, false);
-    if (crossover < 0 && f.ms < n.ms) crossover = T;
-    if (crossover >= 0 && f.ms >= n.ms) crossover = -1;  // must hold from there on
+    std::map<std::string, Result> r;
+    for (const std::string& k : c.kinds) r[k] = measure(c, device, T, k);
+    const double flops = 3.5 * 4.0 * static_cast<double>(c.batch * c.heads * c.head_dim) * static_cast<double>(T) *
+                         static_cast<double>(T) * (c.causal ? 0.5 : 1.0);
+    if (has("fused") && has("naive")) update("fused < naive", r["fused"].ms < r["naive"].ms, T);
+    if (has("fused") && has("performer")) update("performer < fused", r["performer"].ms < r["fused"].ms, T);
+    if (has("fused") && has("rfa")) update("rfa < fused", r["rfa"].ms < r["fused"].ms, T);
     if (c.json) {
       std::printf("{\"bench\":\"attention\",\"device\":\"%s\",\"T\":%lld,\"batch\":%lld,\"heads\":%lld,\"head_dim\":%lld,"
-                  "\"causal\":%s,\"fused_ms\":%.3f,\"naive_ms\":%.3f,\"fused_peak_bytes\":%lld,\"naive_peak_bytes\":%lld}\n",
+                  "\"causal\":%s,\"features\":%lld",
                   c.device.c_str(), (long long)T, (long long)c.batch, (long long)c.heads, (long long)c.head_dim,
-                  c.causal ? "true" : "false", f.ms, n.ms, (long long)f.peak_bytes, (long long)n.peak_bytes);
+                  c.causal ? "true" : "false", (long long)c.features);
+      for (auto& [k, x] : r) std::printf(",\"%s_ms\":%.3f,\"%s_peak_bytes\":%lld", k.c_str(), x.ms, k.c_str(), (long long)x.peak_bytes);
+      if (has("fused")) std::printf(",\"fused_tflops\":%.4f", flops / (r["fused"].ms * 1e-3) / 1e12);
+      std::printf("}\n");
     } else {
-      std::printf("%7lld %12.2f %12.2f %9.2f %14.1f %14.1f\n", (long long)T, f.ms, n.ms, n.ms / f.ms,
-                  f.peak_bytes / 1048576.0, n.peak_bytes / 1048576.0);
+      std::printf("%7lld", (long long)T);
+      for (const std::string& k : c.kinds) std::printf(" %14.2f %12.1f", r[k].ms, r[k].peak_bytes / 1048576.0);
+      if (has("fused")) std::printf(" %14.4f", flops / (r["fused"].ms * 1e-3) / 1e12);
+      std::printf("\n");
     }
     std::fflush(stdout);
   }
-  if (!c.json) {
-    if (crossover > 0) std::printf("fused is faster from T = %lld on\n", (long long)crossover);
-    else std::printf("fused is not faster at the longest T measured\n");
-  }
+  if (!c.json)
+    for (auto& [name, T] : crossover) {
+      if (T > 0) std::printf("%s from T = %lld on\n", name.c_str(), (long long)T);
+      else std::printf("%s: not at the longest T measured\n", name.c_str());
+    }
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"kiln_bench_attention: fused scaled_dot_product_attention against the naive composite, forward + "
-               "backward: time and peak memory over sequence lengths.",
+  CLI::App app{"kiln_bench_attention: attention forward + backward (naive, fused, Performer, RFA): time, peak "
+               "memory and crossovers over sequence lengths.",
                "kiln_bench_attention"};
   Config c;
   using kiln::tools::integer_range;
@@ -126,6 +163,12 @@ int main(int argc, char** argv) {
   app.add_option("--threads", c.threads, "CPU threads (0: KILN_NUM_THREADS, else the physical cores)")
       ->check(integer_range(0, 4096));
   app.add_flag("--causal", c.causal, "causal mask");
+  app.add_option("--kinds", c.kinds, "comma-separated: naive, fused, performer, rfa (default all)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"naive", "fused", "performer", "rfa"}));
+  app.add_option("--features", c.features, "random features of performer (m) and rfa (2m)")
+      ->check(integer_range(1, 1 << 16))
+      ->capture_default_str();
   app.add_flag("--json", c.json, "JSON lines instead of the table");
   return kiln::tools::kiln_main(app, argc, argv, [&] { return run_bench(c); });
 }

@@ -82,6 +82,9 @@ int main(int argc, char** argv) {
     c.block_size = meta_int(m, "block_size", path);
     c.vocab_size = meta_int(m, "vocab_size", path);
     c.bias = meta_int(m, "bias", path) != 0;
+    if (auto a = m.find("attention"); a != m.end()) c.attention = a->second;
+    if (m.count("n_features")) c.n_features = meta_int(m, "n_features", path);
+    if (auto r = m.find("rfa_sigma"); r != m.end()) c.rfa_sigma = std::stod(r->second);
     auto tk = m.find("tokenizer");
     KILN_CHECK(tk != m.end(), path, " has no tokenizer in its metadata");
     const std::unique_ptr<data::Tokenizer> tokenizer = data::tokenizer_from_description(tk->second);

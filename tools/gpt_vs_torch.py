@@ -44,9 +44,9 @@ DATA_SEED_XOR = 0x9E3779B97F4A7C15  # kiln_train_gpt's training windows: Generat
 EVAL_SEED = 0xE7A1                  # and its fixed validation windows
 
 
-def run_kiln(exe, cfg, threads, run_dir, extra, max_minutes=None, max_steps=None, init_from=None):
+def run_kiln(exe, cfg, threads, run_dir, extra, max_minutes=None, max_steps=None, init_from=None, device="cpu"):
     env = dict(os.environ, KILN_NUM_THREADS=str(threads))
-    cmd = [exe, "--run-dir", run_dir, "--overwrite", "--no-plot", "--sample-tokens", "0",
+    cmd = [exe, "--run-dir", run_dir, "--overwrite", "--no-plot", "--sample-tokens", "0", "--device", device,
            "--n-layer", str(cfg["layers"]), "--n-head", str(cfg["heads"]), "--n-embd", str(cfg["embd"]),
            "--block-size", str(cfg["block"]), "--batch-size", str(cfg["batch"]), "--lr", str(cfg["lr"]),
            "--min-lr", str(cfg["min_lr"]), "--warmup-steps", str(cfg["warmup"]),
@@ -86,10 +86,10 @@ def token_file_of(checkpoint):
 class TorchTrainer:
     """kiln_train_gpt's loop in PyTorch."""
 
-    def __init__(self, cfg, tokens, vocab, threads, init_state=None):
+    def __init__(self, cfg, tokens, vocab, threads, init_state=None, device="cpu"):
         import torch
         from nanogpt_torch import GPT, PhiloxGenerator, gpt2_init, split
-        self.torch, self.cfg = torch, cfg
+        self.torch, self.cfg, self.device = torch, cfg, torch.device(device)
         torch.set_num_threads(threads)
         torch.manual_seed(cfg["seed"])
         self.tokens = tokens
@@ -101,6 +101,7 @@ class TorchTrainer:
             self.model.load_state_dict(init_state, strict=True)
         else:
             gpt2_init(self.model, cfg["layers"])
+        self.model.to(self.device)
         decay = [p for n, p in self.model.named_parameters()
                  if p.dim() >= 2 and "wte" not in n and "wpe" not in n and "lm_head" not in n]
         ids = {id(p) for p in decay}
@@ -130,15 +131,17 @@ class TorchTrainer:
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
         x, y = windows(self.tokens, self.train_span, c["batch"], c["block"], self.data_gen)
-        logits = self.model(x)
-        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+        logits = self.model(x.to(self.device))
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.to(self.device).view(-1))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if c["clip"] > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c["clip"])
         self.opt.step()
         self.step += 1
-        return loss.item()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return loss
 
     def evaluate(self):
         from nanogpt_torch import windows
@@ -149,40 +152,57 @@ class TorchTrainer:
         with torch.no_grad():
             for _ in range(c["eval_batches"]):
                 x, y = windows(self.tokens, self.val_span, c["eval_batch_size"], c["block"], g)
-                logits = self.model(x)
-                total += torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1)).item()
+                logits = self.model(x.to(self.device))
+                total += torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)),
+                                                           y.to(self.device).view(-1)).item()
         self.model.train()
         return total / c["eval_batches"]
 
     def run(self, max_minutes=None, max_steps=None):
-        """Trains as kiln_train_gpt does; returns (evals [(step, seconds, val)], train seconds, steps)."""
+        """Trains as kiln_train_gpt does (the same time-budget plan: 300 timed steps, then
+        re-planned at 25%, 50% and 75% of the budget; stopping in time for the final
+        evaluation); returns (evals [(step, seconds, val)], train seconds, steps)."""
         c = self.cfg
         t0 = time.perf_counter()
         budget = max_minutes * 60 if max_minutes else None
+        budgeted = max_steps is None and budget is not None
         self.total = max_steps
         evals = []
         te = time.perf_counter()
         evals.append((0, time.perf_counter() - t0, self.evaluate()))
-        first_eval = time.perf_counter() - te
-        train_s, calib_from, calib_to, t_calib = 0.0, 3, 23, None
+        eval_s, n_evals = time.perf_counter() - te, 1
+        train_s, plan_from, plan_t, plan_eval, replans = 0.0, 10, None, 0.0, 0
         while self.total is None or self.step < self.total:
-            if budget and time.perf_counter() - t0 >= budget:
+            if budget and time.perf_counter() - t0 + eval_s / n_evals >= budget:
                 break
             ts = time.perf_counter()
-            if self.step == calib_from:
-                t_calib = ts
+            if self.step == plan_from:
+                plan_t, plan_eval = ts, eval_s
             self.train_step()
             train_s += time.perf_counter() - ts
-            if self.total is None and self.step == calib_to:
-                per = (time.perf_counter() - t_calib) / (calib_to - calib_from)
-                per_eval = per + first_eval / c["eval_every"]
-                left = budget - (time.perf_counter() - t0) - 2 * first_eval
-                self.total = self.step + max(1, int(0.97 * left / per_eval))
-                print(f"torch: {per * 1e3:.1f} ms per step: {self.total} steps fit into {max_minutes} minutes",
-                      flush=True)
+            if budgeted and self.step > plan_from:
+                n = self.step - plan_from
+                window = time.perf_counter() - plan_t - (eval_s - plan_eval)
+                now = time.perf_counter() - t0
+                want = (n >= 300 or (n >= 5 and window >= 0.05 * budget)) if self.total is None else \
+                    (replans < 3 and now >= (0.25, 0.5, 0.75)[replans] * budget)
+                if want:
+                    per = window / n
+                    per_eval = per + (eval_s / n_evals) / c["eval_every"]
+                    planned = self.step + max(1, int(0.98 * (budget - now - eval_s / n_evals) / per_eval))
+                    first = self.total is None
+                    if not first:
+                        replans += 1
+                    if first or abs(planned - self.total) > self.total // 200:
+                        print(f"torch: {per * 1e3:.1f} ms per step: the run ends at step {planned}", flush=True)
+                        self.total = planned
+                    plan_from, plan_t, plan_eval = self.step, time.perf_counter(), eval_s
             last = self.total is not None and self.step >= self.total
             if self.step % c["eval_every"] == 0 and not last:
+                te = time.perf_counter()
                 v = self.evaluate()
+                eval_s += time.perf_counter() - te
+                n_evals += 1
                 evals.append((self.step, time.perf_counter() - t0, v))
                 print(f"torch: step {self.step}  val_loss {v:.4f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
         evals.append((self.step, time.perf_counter() - t0, self.evaluate()))
@@ -196,6 +216,7 @@ def main():
     ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (both sides)")
     ap.add_argument("--tolerance", type=float, default=0.02)
     ap.add_argument("--work", default=None, help="directory for the runs (default: a temporary one)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -223,7 +244,7 @@ def main():
     os.makedirs(work, exist_ok=True)
     from nanogpt_torch import read_token_file
     from safetensors_io import read_safetensors, write_safetensors
-    results = {"mode": a.mode, "threads": a.threads, "config": cfg}
+    results = {"mode": a.mode, "threads": a.threads, "device": a.device, "config": cfg}
 
     init = None
     if a.mode == "match":
@@ -241,13 +262,13 @@ def main():
     kmin = a.minutes if a.mode == "time" else None
     ksteps = a.steps if a.mode in ("step", "match") else None
     ks, kevals, ck = run_kiln(a.kiln_train_gpt, cfg, a.threads, os.path.join(work, "kiln"), a.extra,
-                              max_minutes=kmin, max_steps=ksteps, init_from=init)
+                              max_minutes=kmin, max_steps=ksteps, init_from=init, device=a.device)
     tokens, vocab = read_token_file(token_file_of(ck))
     if a.mode == "match":
         state = {k: v.clone() for k, v in t.model.state_dict().items()}
-        t = TorchTrainer(cfg, tokens, vocab, a.threads, init_state=state)
+        t = TorchTrainer(cfg, tokens, vocab, a.threads, init_state=state, device=a.device)
     else:
-        t = TorchTrainer(cfg, tokens, vocab, a.threads)
+        t = TorchTrainer(cfg, tokens, vocab, a.threads, device=a.device)
     tevals, tsec, tsteps = t.run(max_minutes=kmin, max_steps=ksteps)
     tok_per_step = cfg["batch"] * cfg["block"]
     k_tps = ks["tokens_per_second"]
@@ -256,7 +277,7 @@ def main():
     results["torch"] = {"evals": tevals, "tokens_per_second": t_tps, "steps": tsteps, "train_seconds": tsec}
     print()
     print(f"GPT {cfg['layers']}L {cfg['heads']}H {cfg['embd']}d, context {cfg['block']}, batch {cfg['batch']}, "
-          f"{a.threads} threads, {vocab}-symbol vocabulary")
+          f"{a.device}, {a.threads} threads, {vocab}-symbol vocabulary, torch {t.torch.__version__}")
     print(f"{'':24s}{'kiln':>12s}{'PyTorch':>12s}{'kiln/torch':>12s}")
     print(f"{'training tokens/s':24s}{k_tps:12.0f}{t_tps:12.0f}{k_tps / t_tps:12.2f}")
     print(f"{'steps':24s}{ks['steps']:12d}{tsteps:12d}")

@@ -43,7 +43,7 @@ say() { printf '[gpu_bundle] %s\n' "$*"; }
 die() { printf '[gpu_bundle] error: %s\n' "$*" >&2; exit 1; }
 
 programs=(tests/kiln_cuda_tests tools/kiln_bench_kernels tools/kiln_bench_train_step tools/kiln_train_cnn
-          tools/kiln_train_gan)
+          tools/kiln_train_gan tools/kiln_train_gpt tools/kiln_bench_attention)
 
 # ---- build -----------------------------------------------------------------------------
 if [ "$do_build" = 1 ]; then
@@ -108,7 +108,13 @@ for prefix, n in (("train", 12000), ("t10k", 2000)):
     with gzip.open(f"{dst}/{prefix}-labels-idx1-ubyte.gz", "wb", compresslevel=9) as f:
         f.write(struct.pack(">II", magic, n) + labels)
 EOF
-cp "$repo/tools/bench_vs_torch.py" "$repo/tools/resnet_cnn_torch.py" "$repo/tools/kiln-run" "$stage/tools/"
+cp "$repo/tools/bench_vs_torch.py" "$repo/tools/resnet_cnn_torch.py" "$repo/tools/kiln-run" \
+   "$repo/tools/gpt_vs_torch.py" "$repo/tools/nanogpt_torch.py" "$repo/tools/safetensors_io.py" \
+   "$repo/tools/bench_attention_torch.py" "$stage/tools/"
+# GPT's text: the first 1.5 MB of the King James Bible (bible-kjv), when it is installed here.
+if command -v bible > /dev/null; then
+  bible -f 'gen1:1-rev22:21' 2> /dev/null | head -c 1500000 > "$stage/data/kjv.txt" || true
+fi
 cp "$repo/tools/gpu_check.sh" "$stage/gpu_check.sh"
 git -C "$repo" rev-parse HEAD > "$stage/COMMIT" 2>/dev/null || echo unknown > "$stage/COMMIT"
 

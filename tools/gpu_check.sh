@@ -12,6 +12,11 @@
 #                the measured device copy bandwidth; matmul against cuBLAS)
 #   train_step   tools/bench_vs_torch.py --device cuda: kiln's train step against the same
 #                model in the host's PyTorch, side by side
+#   attention    kiln_bench_attention --device cuda (causal, head dim 64, T = 1024 and 4096:
+#                naive, fused, Performer, RFA) beside the host PyTorch's
+#                scaled_dot_product_attention in f32 and bf16 (tools/bench_attention_torch.py)
+#   gpt_step     tools/gpt_vs_torch.py --mode step --device cuda: kiln_train_gpt's training step
+#                (6 layers, 384 dims, context 256, f32) against the same GPT in the host's PyTorch
 #   ddp          kiln-run --nproc-per-node 1 kiln_train_cnn --device cuda (the NCCL process
 #                group through the launcher; the multi-rank DDP tests are in cuda_tests)
 #   memcheck     compute-sanitizer --tool memcheck on a subset of the CUDA tests
@@ -142,6 +147,13 @@ part train_cnn 100 "$R/kiln_train_cnn" --device cuda --epochs 1 --data-dir "$dat
 part bench_kernels 70 "$R/kiln_bench_kernels" --device cuda --json-out "$out/bench_kernels.jsonl"
 part train_step 90 "${py:-python3}" "$bundle/tools/bench_vs_torch.py" --device cuda --threads default --rounds 2 \
   --steps 30 --kiln-exe "$R/kiln_bench_train_step" --json "$out/train_step.json"
+part attention 60 bash -c "'$R/kiln_bench_attention' --device cuda --causal --t-list 1024,4096 --json \
+  > '$out/attention_kiln.jsonl' && '${py:-python3}' '$bundle/tools/bench_attention_torch.py' --device cuda --causal \
+  --t-list 1024,4096 > '$out/attention_torch.jsonl' && '${py:-python3}' '$bundle/tools/bench_attention_torch.py' \
+  --device cuda --causal --t-list 1024,4096 --dtype bfloat16 >> '$out/attention_torch.jsonl'"
+part gpt_step 120 "${py:-python3}" "$bundle/tools/gpt_vs_torch.py" "$R/kiln_train_gpt" --mode step --steps 100 \
+  --device cuda --set layers=6 --set heads=6 --set embd=384 --set block=256 --set batch=32 --set eval_batches=2 \
+  --out "$out/gpt_step.json" --work "$out/gpt_step" -- --text "$bundle/data/kjv.txt" --cache-dir "$out/cache"
 part ddp 60 "${py:-python3}" "$bundle/tools/kiln-run" --nproc-per-node 1 "$R/kiln_train_cnn" --device cuda \
   --epochs 1 --limit-train 4096 --limit-test 1000 --data-dir "$data" --run-dir "$out/ddp_run" --overwrite
 if [ -n "$sanitizer" ] || [ "$dry" = 1 ]; then
@@ -187,6 +199,22 @@ for name in ("train_cnn", "ddp"):
             pass
 try:
     summary["train_step"] = json.load(open(os.path.join(out, "train_step.json")))["settings"]
+except (OSError, ValueError, KeyError):
+    pass
+for name in ("attention_kiln", "attention_torch"):
+    got = []
+    for line in read(name + ".jsonl").splitlines():
+        try:
+            got.append(json.loads(line))
+        except ValueError:
+            pass
+    if got:
+        summary[name] = got
+try:
+    g = json.load(open(os.path.join(out, "gpt_step.json")))
+    summary["gpt_step"] = {"kiln_tokens_per_second": g["kiln"]["summary"]["tokens_per_second"],
+                           "torch_tokens_per_second": g["torch"]["tokens_per_second"],
+                           "ratio": g["ratio_tokens_per_second"], "config": g["config"]}
 except (OSError, ValueError, KeyError):
     pass
 rows = []

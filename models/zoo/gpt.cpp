@@ -12,6 +12,7 @@
 #include <kiln/ops/checks.h>
 #include <kiln/ops/dropout.h>
 #include <kiln/ops/index.h>
+#include <kiln/ops/linear_attention.h>
 #include <kiln/ops/matmul.h>
 #include <kiln/ops/reduce.h>
 #include <kiln/ops/unary.h>
@@ -25,6 +26,10 @@ void check_config(const GPTConfig& c) {
              c.n_head, ", ", c.n_embd, ", ", c.block_size, ", ", c.vocab_size);
   KILN_CHECK(c.n_embd % c.n_head == 0, "GPT: n_embd (", c.n_embd, ") must be divisible by n_head (", c.n_head, ")");
   KILN_CHECK(c.dropout >= 0.0 && c.dropout < 1.0, "GPT: dropout must lie in [0, 1), got ", c.dropout);
+  KILN_CHECK(c.attention == "softmax" || c.attention == "performer" || c.attention == "rfa",
+             "GPT: attention must be softmax, performer or rfa, got '", c.attention, "'");
+  KILN_CHECK(c.n_features >= 1, "GPT: n_features must be positive, got ", c.n_features);
+  KILN_CHECK(c.rfa_sigma > 0 && std::isfinite(c.rfa_sigma), "GPT: rfa_sigma must be positive, got ", c.rfa_sigma);
 }
 
 }  // namespace
@@ -32,6 +37,17 @@ void check_config(const GPTConfig& c) {
 CausalSelfAttention::CausalSelfAttention(const GPTConfig& c) : nn::Module("CausalSelfAttention"), config(c) {
   c_attn = register_module("c_attn", std::make_shared<nn::Linear>(c.n_embd, 3 * c.n_embd, c.bias));
   c_proj = register_module("c_proj", std::make_shared<nn::Linear>(c.n_embd, c.n_embd, c.bias));
+  if (c.attention != "softmax") {
+    Generator g(0);  // placeholder values: GPT's constructor draws the real ones from its generator
+    features = register_buffer("features", gaussian_features(c.n_features, c.n_embd / c.n_head, g));
+  }
+}
+
+void CausalSelfAttention::redraw_features(Generator& gen) {
+  if (!features.defined()) return;
+  NoGradGuard no_grad;
+  const Tensor f = gaussian_features(config.n_features, config.n_embd / config.n_head, gen);
+  features.copy_(f.to(features.device()));  // in place: the buffer keeps its identity (device, name)
 }
 
 Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache, int64_t layer) {
@@ -54,7 +70,13 @@ Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache, int64_t lay
     cv = v.detach();
   }
   const double p = is_training() ? config.dropout : 0.0;
-  Tensor y = scaled_dot_product_attention(q, k, v, /*causal=*/true, p);  // (B, H, T, hd)
+  Tensor y;  // (B, H, T, hd)
+  if (config.attention == "performer")
+    y = performer_attention(q, k, v, features, /*causal=*/true);
+  else if (config.attention == "rfa")
+    y = rfa_attention(q, k, v, features, /*causal=*/true, config.rfa_sigma);
+  else
+    y = scaled_dot_product_attention(q, k, v, /*causal=*/true, p);
   y = y.transpose(1, 2).reshape({B, T, C});
   y = (*c_proj)(y);
   return p > 0 ? dropout(y, p, true) : y;
@@ -116,6 +138,7 @@ GPT::GPT(const GPTConfig& c, Generator& gen) : nn::Module("GPT"), config((check_
       nn::init::normal_(p, 0.0, 0.02, &gen);
     }
   }
+  redraw_features(gen);  // random features (linear attention) after the weights: softmax's init is unchanged
 }
 
 Tensor GPT::forward(const Tensor& idx, KVCache* cache) {
@@ -137,6 +160,10 @@ Tensor GPT::forward(const Tensor& idx, KVCache* cache) {
   if (is_training() && config.dropout > 0) x = dropout(x, config.dropout, true);
   for (int64_t i = 0; i < config.n_layer; ++i) x = transformer->h->at<GPTBlock>(i)->forward(x, cache, i);
   return (*lm_head)((*transformer->ln_f)(x));
+}
+
+void GPT::redraw_features(Generator& gen) {
+  for (int64_t i = 0; i < config.n_layer; ++i) transformer->h->at<GPTBlock>(i)->attn->redraw_features(gen);
 }
 
 std::vector<Tensor> GPT::decay_parameters() const {

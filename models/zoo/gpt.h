@@ -40,6 +40,14 @@ struct GPTConfig {
   int64_t vocab_size = 65;
   double dropout = 0.0;
   bool bias = true;  // in the Linear and LayerNorm layers
+  // "softmax": exact causal attention (the fused op); "performer": FAVOR+ with n_features
+  // positive orthogonal random features; "rfa": Random Feature Attention with 2 n_features
+  // trigonometric features at width rfa_sigma (ops/linear_attention.h). The random features
+  // are a buffer of each attention layer ("attn.features", saved with the weights),
+  // redrawn by GPT::redraw_features.
+  std::string attention = "softmax";
+  int64_t n_features = 64;
+  double rfa_sigma = 0.5;
 };
 
 // Keys and values of every layer for the positions generated so far.
@@ -59,8 +67,12 @@ class CausalSelfAttention : public nn::Module {
   Tensor forward(const Tensor& x, KVCache* cache, int64_t layer);
   Tensor forward(const Tensor& x) override { return forward(x, nullptr, 0); }
 
+  // New random features (attention "performer" or "rfa"; nothing for "softmax").
+  void redraw_features(Generator& gen);
+
   const GPTConfig config;
   std::shared_ptr<nn::Linear> c_attn, c_proj;
+  Tensor features;  // (n_features, head_dim), the buffer "features"; undefined for softmax
 };
 
 class GPTMLP : public nn::Module {
@@ -118,6 +130,9 @@ class GPT : public nn::Module {
   // LayerNorm weights and the embeddings do not. Each parameter appears once (the tied
   // embedding under "no decay").
   std::vector<Tensor> decay_parameters() const;
+  // Draws new random features for every attention layer (Performer's feature redrawing);
+  // a no-op for softmax attention.
+  void redraw_features(Generator& gen);
   std::vector<Tensor> no_decay_parameters() const;
 
   const GPTConfig config;

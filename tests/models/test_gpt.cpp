@@ -50,8 +50,12 @@ TEST_CASE("GPT: names, parameter count, tied head, initialisation", "[models][gp
 }
 
 TEST_CASE("GPT: forward, loss and gradients", "[models][gpt]") {
+  for (const char* attention : {"softmax", "performer", "rfa"}) {
+  INFO("attention " << attention);
   Generator gen(2);
-  models::GPT m(small(), gen);
+  models::GPTConfig cfg = small();
+  cfg.attention = attention;
+  models::GPT m(cfg, gen);
   Tensor idx = randint(0, 11, {3, 12}, DType::I64, &gen), tgt = randint(0, 11, {3, 12}, DType::I64, &gen);
   Tensor logits = m(idx);
   CHECK(logits.sizes() == Shape{3, 12, 11});
@@ -63,11 +67,24 @@ TEST_CASE("GPT: forward, loss and gradients", "[models][gpt]") {
     REQUIRE(p.grad().defined());
     CHECK(std::isfinite(sum(abs(p.grad())).item<double>()));
   }
+  if (cfg.attention != "softmax") {  // the random features: a buffer in the state dict, redrawn on request
+    const auto sd = m.state_dict();
+    REQUIRE(sd.count("transformer.h.0.attn.features"));
+    const Tensor before = sd.at("transformer.h.0.attn.features").clone();
+    Generator g2(77);
+    m.redraw_features(g2);
+    CHECK_FALSE(test::equal(m.state_dict().at("transformer.h.0.attn.features"), before));
+  }
+  }
 }
 
 TEST_CASE("GPT: the KV cache gives the full sequence's logits", "[models][gpt]") {
+  for (const char* attention : {"softmax", "performer", "rfa"}) {
+  INFO("attention " << attention);
   Generator gen(3);
-  models::GPT m(small(), gen);
+  models::GPTConfig cfg = small();
+  cfg.attention = attention;
+  models::GPT m(cfg, gen);
   m.eval();
   NoGradGuard no_grad;
   Tensor idx = randint(0, 11, {2, 10}, DType::I64, &gen);
@@ -82,6 +99,42 @@ TEST_CASE("GPT: the KV cache gives the full sequence's logits", "[models][gpt]")
   }
   CHECK(cache.length() == 10);
   CHECK_KILN_ERROR(m.forward(randint(0, 11, {2, 3}, DType::I64, &gen), &cache), "exceeds block_size");
+  }
+}
+
+TEST_CASE("GPT: generate continues the prompt from the KV cache", "[models][gpt]") {
+  Generator gen(4);
+  models::GPT m(small(), gen);  // block_size 12
+  const std::vector<int64_t> prompt = {1, 2, 3};
+  models::GenerateOptions o;
+  o.max_new_tokens = 6;
+  o.temperature = 0;  // greedy: each token the argmax of the full sequence's last logits
+  Generator s(1);
+  const std::vector<int64_t> out = models::generate(m, prompt, o, s);
+  REQUIRE(out.size() == 9);
+  CHECK(std::vector<int64_t>(out.begin(), out.begin() + 3) == prompt);
+  {
+    NoGradGuard no_grad;
+    m.eval();
+    for (size_t t = 3; t < out.size(); ++t) {
+      Tensor logits = m(from_vector<int64_t>(std::vector<int64_t>(out.begin(), out.begin() + t)).reshape({1, -1}));
+      CHECK(argmax(logits.narrow(1, static_cast<int64_t>(t) - 1, 1).reshape({-1})).item<int64_t>() == out[t]);
+    }
+    m.train();
+  }
+  CHECK(m.is_training());  // generate restores the mode
+  o.max_new_tokens = 40;   // past the context: the sliding window
+  o.temperature = 1.0;
+  o.top_k = 3;
+  Generator s1(9), s2(9);
+  const std::vector<int64_t> a = models::generate(m, prompt, o, s1), b = models::generate(m, prompt, o, s2);
+  CHECK(a.size() == 43);
+  CHECK(a == b);  // the same generator state, the same text
+  for (int64_t t : a) CHECK((t >= 0 && t < 11));
+  CHECK_KILN_ERROR(models::generate(m, {}, o, s1), "prompt is empty");
+  CHECK_KILN_ERROR(models::generate(m, {11}, o, s1), "outside the vocabulary");
+  o.temperature = -1;
+  CHECK_KILN_ERROR(models::generate(m, prompt, o, s1), "temperature");
 }
 
 TEST_CASE("GPT: a Hugging Face GPT-2 state dict loads with its Conv1D weights transposed", "[models][gpt]") {
