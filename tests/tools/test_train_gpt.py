@@ -171,7 +171,7 @@ def case_errors(text):
     bad(["--checkpoint", other], ["not a kiln_train_gpt checkpoint"], exe=GEN)
     # A corrupt token file in the cache: the run names it.
     cache = os.path.join(WORK, "cache")
-    toks = [f for f in os.listdir(cache) if f.endswith(".tok")]
+    toks = [f for f in os.listdir(cache) if f.startswith("corpus.") and f.endswith(".tok")]
     check(toks, f"no token file in {cache}")
     path = os.path.join(cache, toks[0])
     with open(path, "r+b") as f:
