@@ -185,7 +185,7 @@ class TorchTrainer:
                 window = time.perf_counter() - plan_t - (eval_s - plan_eval)
                 now = time.perf_counter() - t0
                 want = (n >= 300 or (n >= 5 and window >= 0.05 * budget)) if self.total is None else \
-                    (replans < 3 and now >= (0.25, 0.5, 0.75)[replans] * budget)
+                    (replans < 3 and n >= 100 and now >= (0.25, 0.5, 0.75)[replans] * budget)
                 if want:
                     per = window / n
                     per_eval = per + (eval_s / n_evals) / c["eval_every"]

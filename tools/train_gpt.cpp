@@ -420,6 +420,7 @@ int train(Config cfg, const CLI::App& app) {
   double plan_eval_s = 0;
   int replans = 0;
   constexpr double kReplanAt[] = {0.25, 0.5, 0.75};
+  while (budgeted && replans < 3 && seconds_before >= kReplanAt[replans] * budget_s) ++replans;  // a resumed run
   if (step == 0 || !cfg.run.resume) eval_seconds += eval_and_report(), ++n_evals;
   auto eval_cost = [&] { return n_evals > 0 ? eval_seconds / static_cast<double>(n_evals) : 0.0; };
   // rank 0's value on every rank
@@ -482,7 +483,7 @@ int train(Config cfg, const CLI::App& app) {
       const double window_s =
           std::chrono::duration<double>(Clock::now() - plan_t).count() - (eval_seconds - plan_eval_s);
       bool want = total_steps == 0 ? n >= 300 || (n >= 5 && window_s >= 0.05 * budget_s)
-                                   : replans < 3 && elapsed() >= kReplanAt[replans] * budget_s;
+                                   : replans < 3 && n >= 100 && elapsed() >= kReplanAt[replans] * budget_s;
       want = from_rank0(want ? 1.0 : 0.0) > 0;
       if (want) {
         const double per_step = window_s / static_cast<double>(n);

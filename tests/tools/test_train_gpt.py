@@ -115,6 +115,15 @@ def case_resume(text):
     g3 = run(["--checkpoint", os.path.join(a, "checkpoints"), "--prompt", "the", "--max-tokens", "80",
               "--temperature", "0"], exe=GEN)  # past the 32-token context: the sliding window
     check(len(g3.stdout.rstrip("\n")) == 83, f"greedy generation: {g3.stdout!r}")
+    # A time budget: the run plans its length, finishes its cosine and ends within the budget.
+    args = base(os.path.join(WORK, "budget"), text)
+    args[args.index("--max-steps") + 1] = "0"
+    args[args.index("--max-minutes") + 1] = "0.1"
+    r = run(args + ["--eval-every", "200"])
+    s3 = summary(r)
+    check("steps fit into 0.1 minutes" in r.stderr, f"no plan announced:\n{r.stderr[-2000:]}")
+    check(s3["seconds"] <= 6.0 + 1.0, f"a 6 s budget took {s3['seconds']} s")
+    check(s3["steps"] >= 0.9 * s3["total_steps"] and s3["steps"] > 300, f"budgeted run: {s3}")
 
 
 def case_ddp(text):
