@@ -2,6 +2,7 @@
 // (ops/cpu/attention.cpp, cuda/kernels/attention.cu), dropout counters, the backward
 // formula; and naive_attention, the same function from plain ops.
 #include <kiln/ops/attention.h>
+#include <kiln/ops/autocast.h>
 
 #include <cmath>
 
@@ -86,7 +87,8 @@ Tensor composite(const V& in, const AttentionParams& p) {
 
 Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, bool causal,
                                     double dropout_p, std::optional<double> scale, Generator* gen) {
-  Problem pr = check(q_in, k_in, v_in, causal, dropout_p, scale);
+  Problem pr = check(detail::autocast_half(q_in), detail::autocast_half(k_in), detail::autocast_half(v_in), causal,
+                     dropout_p, scale);  // ops/autocast.h
   AttentionParams& p = pr.p;
   if (p.dropout_p > 0) {
     Generator& g = gen != nullptr ? *gen : default_generator();

@@ -11,6 +11,7 @@
 // gradient is one of the three; the formulas capture their operands undetached, so in
 // a create_graph pass they record again and second derivatives follow.
 #include <kiln/ops/conv.h>
+#include <kiln/ops/autocast.h>
 
 #include <kiln/core/autograd.h>
 #include <kiln/ops/binary.h>
@@ -197,8 +198,9 @@ int64_t conv_transpose_output_size(int64_t in, int64_t kernel, int64_t stride, i
   return checked_mad(-2, pad, reach, "conv_transpose output size");
 }
 
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Int2 stride, Int2 padding, Int2 dilation,
+Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Int2 stride, Int2 padding, Int2 dilation,
               int64_t groups, PaddingMode padding_mode) {
+  const Tensor x = detail::autocast_half(x_in), w = detail::autocast_half(w_in), bias = detail::autocast_half(bias_in);
   const char* op = "conv2d";
   const Geom g = make_geom(stride, padding, dilation, groups);
   auto ctx = [&] {
@@ -236,8 +238,9 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Int2 stride,
   return x.dim() == 3 ? y.squeeze(0) : y;
 }
 
-Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& bias, Int2 stride, Int2 padding,
+Tensor conv_transpose2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Int2 stride, Int2 padding,
                         Int2 output_padding, int64_t groups, Int2 dilation) {
+  const Tensor x = detail::autocast_half(x_in), w = detail::autocast_half(w_in), bias = detail::autocast_half(bias_in);
   const char* op = "conv_transpose2d";
   const Geom g = make_geom(stride, padding, dilation, groups);
   auto ctx = [&] {

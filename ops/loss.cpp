@@ -2,6 +2,7 @@
 // (ops/cpu/loss.cpp, cuda/kernels/loss.cu); nll_loss, binary_cross_entropy_with_logits
 // and mse_loss composed from kiln ops (they are memory-bound and simple).
 #include <kiln/ops/loss.h>
+#include <kiln/ops/autocast.h>
 
 #include <cmath>
 
@@ -110,8 +111,9 @@ Tensor cross_entropy_composite(const Tensor& logits, const Tensor& t64, const Te
 // and makes the rows contiguous); the kernel writes each row's loss and log-sum-exp in
 // the accumulation dtype, and the backward reuses the log-sum-exp, so it is one pass:
 //   dlogits = (softmax - (1 - eps) onehot - eps / C) * g   (g / count for the mean).
-Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction, int64_t ignore_index,
+Tensor cross_entropy(const Tensor& logits_in, const Tensor& target, Reduction reduction, int64_t ignore_index,
                      double label_smoothing) {
+  const Tensor logits = detail::autocast_f32(logits_in);  // ops/autocast.h
   const char* op = "cross_entropy";
   const int64_t classes = check_class_target(op, logits, target, "logits");
   KILN_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0, op, ": label_smoothing must lie in [0, 1], got ",
@@ -187,7 +189,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
 
 // ---- nll_loss ---------------------------------------------------------------------
 
-Tensor nll_loss(const Tensor& logp, const Tensor& target, Reduction reduction, int64_t ignore_index) {
+Tensor nll_loss(const Tensor& logp_in, const Tensor& target, Reduction reduction, int64_t ignore_index) {
+  const Tensor logp = detail::autocast_f32(logp_in);  // ops/autocast.h
   const char* op = "nll_loss";
   const int64_t classes = check_class_target(op, logp, target, "input");
   Tensor t64 = cast(target, DType::I64);
@@ -222,8 +225,9 @@ Tensor softplus_neg(const Tensor& x) { return add(log(add(exp(neg(abs(x))), 1.0)
 
 }  // namespace
 
-Tensor binary_cross_entropy_with_logits(const Tensor& x, const Tensor& y, Reduction reduction,
+Tensor binary_cross_entropy_with_logits(const Tensor& x_in, const Tensor& y, Reduction reduction,
                                         const Tensor& pos_weight) {
+  const Tensor x = detail::autocast_f32(x_in);  // ops/autocast.h
   const char* op = "binary_cross_entropy_with_logits";
   detail::check_defined(op, x);
   detail::check_defined(op, y, "target");
@@ -286,7 +290,8 @@ Tensor binary_cross_entropy_with_logits(const Tensor& x, const Tensor& y, Reduct
 
 // ---- mse_loss -----------------------------------------------------------------------
 
-Tensor mse_loss(const Tensor& a, const Tensor& b, Reduction reduction) {
+Tensor mse_loss(const Tensor& a_in, const Tensor& b, Reduction reduction) {
+  const Tensor a = detail::autocast_f32(a_in);  // ops/autocast.h
   const char* op = "mse_loss";
   detail::check_defined(op, a);
   detail::check_defined(op, b, "target");

@@ -1,6 +1,7 @@
 // matmul/bmm: shape rules, batch broadcasting and a BLAS-friendly layout; the product
 // itself is the device's matmul kernel (cuBLASLt or OpenBLAS).
 #include <kiln/ops/matmul.h>
+#include <kiln/ops/autocast.h>
 
 #include <kiln/core/autograd.h>
 #include <kiln/ops/checks.h>
@@ -67,7 +68,8 @@ Tensor product(const Tensor& A, const Tensor& B) {
 
 }  // namespace
 
-Tensor matmul(const Tensor& a, const Tensor& b) {
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+  const Tensor a = detail::autocast_half(a_in), b = detail::autocast_half(b_in);  // ops/autocast.h
   check_operands("matmul", a, b);
   Tensor a2 = a.dim() == 1 ? a.unsqueeze(0) : a;
   Tensor b2 = b.dim() == 1 ? b.unsqueeze(1) : b;
@@ -95,7 +97,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return out.view(os);
 }
 
-Tensor bmm(const Tensor& a, const Tensor& b) {
+Tensor bmm(const Tensor& a_in, const Tensor& b_in) {
+  const Tensor a = detail::autocast_half(a_in), b = detail::autocast_half(b_in);
   check_operands("bmm", a, b);
   KILN_CHECK(a.dim() == 3 && b.dim() == 3, "bmm: expects 3-D operands (B, M, K) and (B, K, N), got ", describe(a),
              " and ", describe(b));

@@ -6,6 +6,7 @@
 // backward instead differentiates a composite of recorded ops that recomputes the same
 // forward (composite_backward, core/autograd.h), so the gradients are differentiable.
 #include <kiln/ops/norm.h>
+#include <kiln/ops/autocast.h>
 
 #include <kiln/core/autograd.h>
 #include <kiln/ops/binary.h>
@@ -138,8 +139,9 @@ Tensor group_norm_composite(const V& in, int64_t G, double eps) {
 
 }  // namespace
 
-Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+Tensor batch_norm(const Tensor& x_in, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
                   const Tensor& bias, bool training, double momentum, double eps) {
+  const Tensor x = detail::autocast_f32(x_in);  // ops/autocast.h
   const char* op = "batch_norm";
   detail::check_defined(op, x);
   detail::check_floating(op, x);
@@ -206,8 +208,9 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
                 {x, xs, weight, w}, true);
 }
 
-Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
+Tensor layer_norm(const Tensor& x_in, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
                   double eps) {
+  const Tensor x = detail::autocast_f32(x_in);  // ops/autocast.h
   const char* op = "layer_norm";
   detail::check_defined(op, x);
   detail::check_floating(op, x);
@@ -257,7 +260,8 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
   }, {x, xs, weight, w}, true);
 }
 
-Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias, double eps) {
+Tensor group_norm(const Tensor& x_in, int64_t num_groups, const Tensor& weight, const Tensor& bias, double eps) {
+  const Tensor x = detail::autocast_f32(x_in);  // ops/autocast.h
   const char* op = "group_norm";
   detail::check_defined(op, x);
   detail::check_floating(op, x);

@@ -2,6 +2,7 @@
 // where possible, and call core's `reduce` kernel slot (ops/cpu/reduce.cpp,
 // cuda/kernels/reduce.cu). var/std compose mean, sub, mul and sum (two passes).
 #include <kiln/ops/reduce.h>
+#include <kiln/ops/autocast.h>
 
 #include <algorithm>
 
@@ -107,8 +108,13 @@ Tensor reduce_raw(ReduceOp op, const Tensor& x, const Dims& dims, bool keepdim) 
 
 }  // namespace
 
-Tensor sum(const Tensor& x, const Dims& dims, bool keepdim) { return reduce_impl(ReduceOp::Sum, x, dims, keepdim); }
-Tensor mean(const Tensor& x, const Dims& dims, bool keepdim) { return reduce_impl(ReduceOp::Mean, x, dims, keepdim); }
+// Under autocast (ops/autocast.h) sums and means of half tensors run in f32.
+Tensor sum(const Tensor& x, const Dims& dims, bool keepdim) {
+  return reduce_impl(ReduceOp::Sum, detail::autocast_f32(x), dims, keepdim);
+}
+Tensor mean(const Tensor& x, const Dims& dims, bool keepdim) {
+  return reduce_impl(ReduceOp::Mean, detail::autocast_f32(x), dims, keepdim);
+}
 Tensor max(const Tensor& x, const Dims& dims, bool keepdim) { return reduce_impl(ReduceOp::Max, x, dims, keepdim); }
 Tensor min(const Tensor& x, const Dims& dims, bool keepdim) { return reduce_impl(ReduceOp::Min, x, dims, keepdim); }
 

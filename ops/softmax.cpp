@@ -1,6 +1,7 @@
 // softmax / log_softmax: checks, (outer, n, inner) layout, the `softmax` kernel slot
 // (ops/cpu/softmax.cpp, cuda/kernels/softmax.cu) and the backward formulas.
 #include <kiln/ops/softmax.h>
+#include <kiln/ops/autocast.h>
 
 #include <kiln/core/autograd.h>
 #include <kiln/ops/binary.h>
@@ -31,7 +32,8 @@ Tensor softmax_impl(const char* name, const Tensor& x, int64_t dim, bool log) {
 }  // namespace
 
 // softmax: dx = y (g - sum(g y)); log_softmax: dx = g - exp(y) sum(g), sums over dim.
-Tensor softmax(const Tensor& x, int64_t dim) {
+Tensor softmax(const Tensor& x_in, int64_t dim) {
+  const Tensor x = detail::autocast_f32(x_in);  // ops/autocast.h
   Tensor y = softmax_impl("softmax", x, dim, false);
   if (!any_requires_grad({x})) return y;
   int64_t d = x.dim() == 0 ? 0 : wrap_dim(dim, x.dim(), "softmax");
@@ -44,7 +46,8 @@ Tensor softmax(const Tensor& x, int64_t dim) {
   }, {y}, true);
 }
 
-Tensor log_softmax(const Tensor& x, int64_t dim) {
+Tensor log_softmax(const Tensor& x_in, int64_t dim) {
+  const Tensor x = detail::autocast_f32(x_in);
   Tensor y = softmax_impl("log_softmax", x, dim, true);
   if (!any_requires_grad({x})) return y;
   int64_t d = x.dim() == 0 ? 0 : wrap_dim(dim, x.dim(), "log_softmax");

@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 # The model configuration both sides train (kiln_train_gpt's defaults: nanoGPT's CPU one).
-DEFAULTS = dict(layers=4, heads=4, embd=128, block=64, batch=12, lr=1e-3, min_lr=1e-4, warmup=100,
+DEFAULTS = dict(layers=4, heads=4, embd=128, block=64, batch=12, lr=2e-3, min_lr=1e-4, warmup=100,
                 weight_decay=0.1, beta1=0.9, beta2=0.99, clip=1.0, eval_every=500, eval_batches=20,
                 eval_batch_size=32, seed=0, val_fraction=0.1)
 DATA_SEED_XOR = 0x9E3779B97F4A7C15  # kiln_train_gpt's training windows: Generator(seed ^ this)
@@ -171,7 +171,7 @@ class TorchTrainer:
         te = time.perf_counter()
         evals.append((0, time.perf_counter() - t0, self.evaluate()))
         eval_s, n_evals = time.perf_counter() - te, 1
-        train_s, plan_from, plan_t, plan_eval, replans = 0.0, 10, None, 0.0, 0
+        train_s, plan_from, plan_t, plan_eval, replans = 0.0, 100, None, 0.0, 0
         while self.total is None or self.step < self.total:
             if budget and time.perf_counter() - t0 + eval_s / n_evals >= budget:
                 break

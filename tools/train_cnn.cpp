@@ -64,6 +64,7 @@
 #include <kiln/models/run/metrics.h>
 #include <kiln/models/run/progress.h>
 #include <kiln/models/run/run_dir.h>
+#include <kiln/models/run/step_log.h>
 
 #include "cli.h"
 #include "run_cli.h"
@@ -401,33 +402,14 @@ int train(Config cfg, const CLI::App& app) {
   bool interrupted = false;
 
   // Per-step losses stay on the device until a progress line, a checkpoint or the epoch's
-  // end reads them back in one go (one host synchronisation, not one per step).
-  struct Pending {
-    Tensor loss;
-    int64_t step, epoch;
-    double lr;
-  };
-  std::vector<Pending> pending;
+  // end reads them back in one go (run::StepLog: one host synchronisation, not one per step).
+  run::StepLog steps(skip_policy ? nullptr : &guard, &metrics, {"loss"});
   auto flush = [&]() -> double {  // returns the mean of the flushed losses (NaN when none)
-    if (pending.empty()) return NAN;
-    std::vector<Tensor> ls;
-    for (auto& p : pending) ls.push_back(p.loss.reshape({1}));
-    const std::vector<double> v = cat(ls).to_vector<double>();
-    double sum = 0;
-    for (size_t i = 0; i < v.size(); ++i) {
-      if (!skip_policy) guard.check(v[i], pending[i].step, pending[i].epoch, last_ckpt);
-      if (std::isfinite(v[i])) {
-        ts.epoch_loss_sum += v[i];
-        ++ts.epoch_loss_n;
-      }
-      sum += v[i];
-      if (metrics.is_open())
-        metrics.write({{"type", "step"}, {"epoch", pending[i].epoch}, {"step", pending[i].step}, {"loss", v[i]},
-                       {"lr", pending[i].lr}});
-    }
-    const double mean = sum / static_cast<double>(v.size());
-    pending.clear();
-    return mean;
+    const run::StepLog::Summary s = steps.flush(last_ckpt);
+    if (s.steps == 0) return NAN;
+    ts.epoch_loss_sum += s.sum_finite[0];
+    ts.epoch_loss_n += s.count_finite[0];
+    return s.mean("loss");
   };
   auto save = [&](bool epoch_end) {
     if (!main_rank) return;
@@ -467,13 +449,13 @@ int train(Config cfg, const CLI::App& app) {
       const int64_t images = batch.y.size(0) * world;  // this step, all ranks
       ts.epoch_images += images;
       images_since_log += images;
-      pending.push_back({loss.detach(), ts.step, epoch + 1, step_lr});
+      steps.push(ts.step, epoch + 1, {{"loss", loss}}, {{"lr", step_lr}});
       if (main_rank && progress.due(ts.step, last)) {
         const double mean = flush();
         progress.log(ts.step, epoch + 1, cfg.epochs, mean, step_lr, images_since_log);
         images_since_log = 0;
       }
-      if (!main_rank && (last || pending.size() >= static_cast<size_t>(cfg.run.log_every))) flush();
+      if (!main_rank && (last || steps.size() >= static_cast<size_t>(cfg.run.log_every))) flush();
       if (cfg.run.save_every > 0 && ts.step % cfg.run.save_every == 0 && !last) {
         flush();
         save(false);

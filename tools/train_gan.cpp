@@ -67,6 +67,7 @@
 #include <kiln/models/run/checkpoint.h>
 #include <kiln/models/run/metrics.h>
 #include <kiln/models/run/progress.h>
+#include <kiln/models/run/step_log.h>
 #include <kiln/models/run/run_dir.h>
 #include <kiln/models/zoo/gan.h>
 
@@ -613,30 +614,15 @@ int train(Config cfg, const CLI::App& app) {
   // ---- training ----
   run::Progress progress(kProg, total_iters, iter, cfg.run.log_every);
   run::NonFiniteGuard guard(kProg, run::NonFinitePolicy::Stop);
-  struct Pending {
-    StepOut s;
-    int64_t it;
-  };
-  std::vector<Pending> pending;
+  // Per-step losses stay on the device until a progress line or checkpoint reads them back
+  // in one go (run::StepLog); the guard checks D's and G's losses in step order.
+  run::StepLog steps(&guard, &metrics, {"d_loss", "g_loss"});
   double last_d = NAN, last_g = NAN, last_dx = NAN, last_dgz = NAN;
   auto flush = [&] {
-    if (pending.empty()) return;
-    std::vector<Tensor> vals;
-    for (auto& p : pending)
-      for (const Tensor& t : {p.s.d_loss, p.s.g_loss.defined() ? p.s.g_loss : p.s.d_loss, p.s.d_real, p.s.d_fake})
-        vals.push_back(cast(t, DType::F64).reshape({1}));
-    const std::vector<double> v = cat(vals).to_vector<double>();
-    for (size_t i = 0; i < pending.size(); ++i) {
-      const double d = v[4 * i], g = pending[i].s.g_loss.defined() ? v[4 * i + 1] : NAN;
-      const int64_t step = pending[i].it + 1, epoch = pending[i].it / iters_per_epoch + 1;
-      guard.check(d, step, epoch, last_ckpt);
-      if (pending[i].s.g_loss.defined()) guard.check(g, step, epoch, last_ckpt), last_g = g;
-      last_d = d, last_dx = v[4 * i + 2], last_dgz = v[4 * i + 3];
-      if (metrics.is_open())
-        metrics.write({{"type", "step"}, {"epoch", epoch}, {"step", step}, {"d_loss", d}, {"g_loss", g},
-                       {"d_real", last_dx}, {"d_fake", last_dgz}});
-    }
-    pending.clear();
+    const run::StepLog::Summary s = steps.flush(last_ckpt);
+    if (s.steps == 0) return;
+    last_d = s.latest("d_loss"), last_dx = s.latest("d_real"), last_dgz = s.latest("d_fake");
+    if (!std::isnan(s.latest("g_loss"))) last_g = s.latest("g_loss");  // steps that trained G
   };
   auto save = [&] {
     if (!main_rank) return;
@@ -668,7 +654,8 @@ int train(Config cfg, const CLI::App& app) {
       ++iter;
       epoch_images += cfg.batch_size;
       images_since_log += cfg.batch_size;
-      pending.push_back({s, iter - 1});
+      steps.push(iter, (iter - 1) / iters_per_epoch + 1,
+                 {{"d_loss", s.d_loss}, {"g_loss", s.g_loss}, {"d_real", s.d_real}, {"d_fake", s.d_fake}});
       const bool last = iter % iters_per_epoch == 0;
       if (main_rank && progress.due(iter, last)) {
         flush();
@@ -678,7 +665,7 @@ int train(Config cfg, const CLI::App& app) {
                      images_since_log);
         images_since_log = 0;
       }
-      if (!main_rank && (last || pending.size() >= static_cast<size_t>(cfg.run.log_every))) flush();
+      if (!main_rank && (last || steps.size() >= static_cast<size_t>(cfg.run.log_every))) flush();
       if (cfg.run.save_every > 0 && iter % cfg.run.save_every == 0 && !last) flush(), save();
       if (cfg.run.stop_after_steps > 0 && ++iters_this_run >= cfg.run.stop_after_steps) {
         flush();

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <kiln/models/nn/init.h>
+#include <kiln/ops/autocast.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
 #include <kiln/ops/matmul.h>
@@ -19,8 +20,8 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   if (bias.defined())
     KILN_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: bias ", describe(bias),
                " must have shape [", weight.size(0), "] (weight ", describe(weight), ")");
-  Tensor y = matmul(input, weight.t());
-  return bias.defined() ? add(y, bias) : y;
+  Tensor y = matmul(input, weight.t());  // in the autocast dtype under autocast, and so is the bias
+  return bias.defined() ? add(y, kiln::detail::autocast_half(bias)) : y;
 }
 
 Linear::Linear(int64_t in_f, int64_t out_f, bool with_bias, TensorOptions options)

@@ -10,6 +10,9 @@
   torch_match  tools/gpt_vs_torch.py --mode match: PyTorch's initial weights and kiln's data
                order in both; validation losses agree within 1e-3 after 120 steps (skipped
                without python3-torch)
+  mixed        --dtype bf16 and f16 (autocast; f16 with loss scaling) end within 0.05 of the
+               f32 run's validation losses; an f16 run resumes exactly (the scaler's state
+               is in the checkpoint)
   errors       bad inputs give exit 1 with a message naming the problem: a corpus too short
                for one window, n_embd not divisible by n_head, weights of another shape
                (--init-from), a corrupt token file, an unknown prompt character, a checkpoint
@@ -137,6 +140,24 @@ def case_ddp(text):
     check(max(abs(x - y) for x, y in zip(e1, e3)) < 1e-4, f"--grad-accum 3 {e3} vs plain {e1}")
 
 
+def case_mixed(text):
+    ref, bf, fp = (os.path.join(WORK, d) for d in ("f32", "bf16", "f16"))
+    run(base(ref, text, 40))
+    run(base(bf, text, 40) + ["--dtype", "bf16"])
+    s16 = summary(run(base(fp, text, 40) + ["--dtype", "f16", "--save-every", "20"]))
+    check(s16["dtype"] == "f16", f"summary: {s16}")
+    e32, ebf, e16 = ([x["val_loss"] for x in records(d, "eval")] for d in (ref, bf, fp))
+    check(len(e32) == len(ebf) == len(e16) == 3, f"evaluations: {e32} {ebf} {e16}")
+    check(max(abs(x - y) for x, y in zip(e32, ebf)) < 0.05, f"bf16 {ebf} vs f32 {e32}")
+    check(max(abs(x - y) for x, y in zip(e32, e16)) < 0.05, f"f16 {e16} vs f32 {e32}")
+    check(ebf != e32, "bf16 gave f32's losses bit for bit: was autocast on?")
+    part = os.path.join(WORK, "f16_resumed")
+    run(base(part, text, 40) + ["--dtype", "f16", "--save-every", "20", "--stop-after-steps", "30"])
+    run(base(part, text, 40) + ["--dtype", "f16", "--save-every", "20", "--resume"])
+    a, b = records(fp, "step"), records(part, "step")
+    check([x["loss"] for x in a] == [x["loss"] for x in b], "f16: per-step losses differ after resume")
+
+
 def case_torch_match(text):
     py = "/usr/bin/python3"
     if subprocess.run([py, "-c", "import torch"], capture_output=True).returncode != 0:
@@ -194,7 +215,8 @@ def main():
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
     text = corpus()
-    {"resume": case_resume, "ddp": case_ddp, "torch_match": case_torch_match, "errors": case_errors}[CASE](text)
+    {"resume": case_resume, "ddp": case_ddp, "mixed": case_mixed, "torch_match": case_torch_match,
+     "errors": case_errors}[CASE](text)
     print(f"train_gpt_{CASE}: ok")
 
 
