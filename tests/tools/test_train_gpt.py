@@ -121,11 +121,11 @@ def case_resume(text):
     # A time budget: the run plans its length, finishes its cosine and ends within the budget.
     args = base(os.path.join(WORK, "budget"), text)
     args[args.index("--max-steps") + 1] = "0"
-    args[args.index("--max-minutes") + 1] = "0.1"
+    args[args.index("--max-minutes") + 1] = "0.5"  # 30 s: room for a loaded machine
     r = run(args + ["--eval-every", "200"])
     s3 = summary(r)
-    check("steps fit into 0.1 minutes" in r.stderr, f"no plan announced:\n{r.stderr[-2000:]}")
-    check(s3["seconds"] <= 6.0 + 1.0, f"a 6 s budget took {s3['seconds']} s")
+    check("steps fit into 0.5 minutes" in r.stderr, f"no plan announced:\n{r.stderr[-2000:]}")
+    check(s3["seconds"] <= 30.0 + 2.0, f"a 30 s budget took {s3['seconds']} s")
     check(s3["steps"] >= 0.9 * s3["total_steps"] and s3["steps"] > 300, f"budgeted run: {s3}")
 
 
