@@ -38,7 +38,7 @@ CausalSelfAttention::CausalSelfAttention(const GPTConfig& c) : nn::Module("Causa
   c_attn = register_module("c_attn", std::make_shared<nn::Linear>(c.n_embd, 3 * c.n_embd, c.bias));
   c_proj = register_module("c_proj", std::make_shared<nn::Linear>(c.n_embd, c.n_embd, c.bias));
   if (c.attention != "softmax") {
-    Generator g(0);  // placeholder values: GPT's constructor draws the real ones from its generator
+    Generator g(0);  // a valid draw, so a layer built on its own works; GPT's constructor redraws from its generator
     features = register_buffer("features", gaussian_features(c.n_features, c.n_embd / c.n_head, g));
   }
 }
