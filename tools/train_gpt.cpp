@@ -429,13 +429,16 @@ int train(Config cfg, const CLI::App& app) {
   double train_seconds = 0, eval_seconds = 0;
   bool interrupted = false, out_of_time = false;
   // A time-budgeted run (--max-steps 0) plans its length from its own pace: first after
-  // timing 300 steps from the 100th on (the first are slower while caches warm up), or fewer
-  // when they take 5% of the budget (the warmup's lr does not depend on the length); then
+  // timing 300 steps from the 100th on (the first are slower while caches warm up; on a slow
+  // machine the timing starts once 2.5% of the budget has gone), or fewer when they take 5% of
+  // the budget (the warmup's lr does not depend on the length); then
   // again at 25%, 50% and 75% of the budget from the pace since the previous plan (a
   // machine's speed drifts), moving the end of the cosine when the plan changes by more than
   // 0.5%. It stops early enough for the final evaluation to end within the budget.
   const bool budgeted = cfg.max_steps == 0 && budget_s > 0;
+  const int64_t first_step = step;
   int64_t plan_from = step + 100, n_evals = 0;
+  bool plan_timing = false;  // the pace is being timed from plan_from on
   Clock::time_point plan_t;
   double plan_eval_s = 0;
   int replans = 0;
@@ -464,7 +467,13 @@ int train(Config cfg, const CLI::App& app) {
       Generator fg(cfg.seed ^ (0xfea7u + static_cast<uint64_t>(step / cfg.feature_redraw)));  // a function of the step
       model->redraw_features(fg);
     }
-    if (step == plan_from) plan_t = t_step, plan_eval_s = eval_seconds;
+    if (budgeted && !plan_timing) {
+      // Rank 0's clock decides when the timing starts (every rank must agree on plan_from).
+      bool start = step == plan_from;
+      if (!start && step >= first_step + 5 && (world == 1 || step % 10 == 0))
+        start = from_rank0(elapsed() >= 0.025 * budget_s ? 1.0 : 0.0) > 0;
+      if (start) plan_from = step, plan_t = t_step, plan_eval_s = eval_seconds, plan_timing = true;
+    }
     // The global batch (the same on every rank), this rank's slice of it, in micro-batches.
     auto [xg, yg] = train_windows.batch(cfg.batch_size, cfg.block_size, data_gen);
     Tensor x = xg.narrow(0, rank * per_rank, per_rank).to(device), y = yg.narrow(0, rank * per_rank, per_rank).to(device);
@@ -505,7 +514,7 @@ int train(Config cfg, const CLI::App& app) {
     train_seconds += std::chrono::duration<double>(Clock::now() - t_step).count();
     log.push(step, 0, {{"loss", loss}, {"grad_norm", norm}}, {{"lr", step_lr}});
 
-    if (budgeted && step > plan_from) {
+    if (budgeted && plan_timing && step > plan_from) {
       const int64_t n = step - plan_from;
       const double window_s =
           std::chrono::duration<double>(Clock::now() - plan_t).count() - (eval_seconds - plan_eval_s);
@@ -566,8 +575,12 @@ int train(Config cfg, const CLI::App& app) {
                    kProg, (long long)steps_this_run, rc.dir->path().c_str());
   } else {
     if (out_of_time && main_rank)
-      std::fprintf(stderr, "%s: --max-minutes %g reached at step %lld of %lld\n", kProg, cfg.max_minutes,
-                   (long long)step, (long long)total_steps);
+      if (total_steps > 0)
+        std::fprintf(stderr, "%s: --max-minutes %g reached at step %lld of %lld\n", kProg, cfg.max_minutes,
+                     (long long)step, (long long)total_steps);
+      else
+        std::fprintf(stderr, "%s: --max-minutes %g reached at step %lld, before the run's length was planned\n",
+                     kProg, cfg.max_minutes, (long long)step);
     eval_seconds += eval_and_report();
     save();
   }
