@@ -121,6 +121,7 @@ class AccumulateGrad final : public Node {
     for (auto& [id, hook] : m->hooks) hook(m->grad);
     return {};
   }
+  Tensor leaf() const override { return Tensor(leaf_); }
 
  private:
   std::shared_ptr<TensorImpl> leaf_;

@@ -41,6 +41,9 @@ class Node {
 
   const std::string& name() const { return name_; }
   uint64_t sequence_nr() const { return seq_; }
+  // The leaf tensor whose gradient this node accumulates (a parameter), or undefined for a
+  // recorded op. Graph walkers (pruning's dependency tracer) find parameters through it.
+  virtual Tensor leaf() const { return Tensor(); }
   std::vector<Edge>& next_edges() { return next_; }
   // Shape, dtype and device of each input, so the engine can check formula results.
   struct InputMeta {

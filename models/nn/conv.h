@@ -26,9 +26,10 @@ class Conv2d : public Module {
   Tensor forward(const Tensor& input) override;
   std::string extra_repr() const override;
 
-  const int64_t in_channels, out_channels;
+  // Channel pruning (models/prune) shrinks the weight and updates these three.
+  int64_t in_channels, out_channels;
   const Int2 kernel_size, stride, padding, dilation;
-  const int64_t groups;
+  int64_t groups;
   const PaddingMode padding_mode;
   Tensor weight;
   Tensor bias;  // undefined without bias

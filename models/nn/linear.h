@@ -23,8 +23,8 @@ class Linear : public Module {
   Tensor forward(const Tensor& input) override;
   std::string extra_repr() const override;
 
-  const int64_t in_features;
-  const int64_t out_features;
+  int64_t in_features;   // channel pruning (models/prune) shrinks the weight and updates both
+  int64_t out_features;
   Tensor weight;  // (out_features, in_features)
   Tensor bias;    // (out_features), undefined without bias
 };

@@ -52,8 +52,9 @@ std::string quoted_list(const std::vector<std::string>& keys) {
   return s;
 }
 
-// Gives `t` (a handle other code may hold) the contents of `src`: storage, offset, sizes,
-// strides and dtype. Autograd metadata (requires_grad, hooks, .grad) stays with `t`.
+}  // namespace
+
+namespace detail {
 void set_data(const Tensor& t, const Tensor& src) {
   TensorImpl& dst = *t.impl_ptr();
   const TensorImpl& s = *src.impl_ptr();
@@ -63,8 +64,7 @@ void set_data(const Tensor& t, const Tensor& src) {
   dst.strides = s.strides;
   dst.dtype = s.dtype;
 }
-
-}  // namespace
+}  // namespace detail
 
 Module::Module(std::string type_name) : type_name_(std::move(type_name)) {}
 
@@ -288,7 +288,7 @@ void Module::convert(std::optional<Device> device, std::optional<DType> dtype) {
     DType dt = dtype && is_floating(t.dtype()) ? *dtype : t.dtype();
     if (dev == t.device() && dt == t.dtype()) continue;
     Tensor grad = t.grad();
-    set_data(t, t.detach().to(dev, dt));
+    detail::set_data(t, t.detach().to(dev, dt));
     if (grad.defined()) t.set_grad(grad.to(dev, dt));
   }
 }

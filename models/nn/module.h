@@ -144,6 +144,10 @@ class Module : public std::enable_shared_from_this<Module> {
 std::ostream& operator<<(std::ostream& os, const Module& m);
 
 namespace detail {
+// Gives `t` (a handle layers, optimizers and hooks may hold) the contents of `src`:
+// storage, offset, sizes, strides and dtype; requires_grad, hooks and .grad stay with `t`.
+// Module::to uses it, and channel pruning to give a parameter its smaller shape.
+void set_data(const Tensor& t, const Tensor& src);
 // Python's repr of a float: the shortest text that reads back to the same double, with
 // ".0" added to whole numbers ("0.01", "1.0", "1e-05").
 std::string repr_double(double v);

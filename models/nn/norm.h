@@ -24,7 +24,7 @@ class BatchNorm2d : public Module {
   Tensor forward(const Tensor& input) override;
   std::string extra_repr() const override;
 
-  const int64_t num_features;
+  int64_t num_features;  // channel pruning (models/prune) shrinks the tensors and updates it
   const double eps;
   const std::optional<double> momentum;
   const bool affine, track_running_stats;
