@@ -209,29 +209,9 @@ std::map<std::string, Tensor> checkpoint_tensors(const nn::Module& model, const 
 // Evaluation
 // ---------------------------------------------------------------------------------------
 
-struct EvalResult {
-  double loss = 0, accuracy = 0;
-};
+using EvalResult = eval::Accuracy;
 
-EvalResult evaluate(nn::Module& model, const data::DataLoader& test) {
-  model.eval();
-  NoGradGuard no_grad;
-  Tensor loss_sum, correct;
-  int64_t total = 0;
-  for (int64_t b = 0; b < test.size(); ++b) {
-    data::Batch batch = test.get(0, b);
-    Tensor logits = model(batch.x);
-    Tensor l = cross_entropy(logits, batch.y, Reduction::Sum);
-    Tensor c = sum(eq(argmax(logits, 1), batch.y));
-    loss_sum = loss_sum.defined() ? add(loss_sum, l) : l;
-    correct = correct.defined() ? add(correct, c) : c;
-    total += batch.y.size(0);
-  }
-  model.train();
-  if (total == 0) return {NAN, NAN};
-  return {loss_sum.item<double>() / static_cast<double>(total),
-          static_cast<double>(correct.item<int64_t>()) / static_cast<double>(total)};
-}
+EvalResult evaluate(nn::Module& model, const data::DataLoader& test) { return eval::evaluate_classifier(model, test); }
 
 // ---------------------------------------------------------------------------------------
 // The run

@@ -245,6 +245,17 @@ ChannelPlan plan_channels(const DependencyGraph& graph, const Importance& imp, c
         (macs.after(graph, take(counts_at(mid))) <= target ? hi : lo) = mid;
       }
       counts = counts_at(hi);
+      // The same fraction of every group overshoots the target by whole channels of the
+      // large layers: give channels back, one per group in turn, while the target holds.
+      for (bool changed = true; changed;) {
+        changed = false;
+        for (size_t g = 0; g < groups.size(); ++g) {
+          if (counts[g] == 0) continue;
+          --counts[g];
+          if (macs.after(graph, take(counts)) <= target) changed = true;
+          else ++counts[g];
+        }
+      }
     }
   } else {
     KILN_CHECK(!by_channels, "plan_channels: a channel fraction is a per-group (Scope::Layer) target");
