@@ -19,6 +19,7 @@
 #include <kiln/ops/pool.h>
 #include <kiln/ops/reduce.h>
 #include <kiln/ops/softmax.h>
+#include <kiln/ops/sparse.h>
 #include <kiln/ops/unary.h>
 
 namespace kiln {
@@ -80,5 +81,15 @@ using TV = const TensorView&;
                               const GroupNormParams& p))
 
 KILN_DECLARE_KERNELS(KILN_OPS_KERNELS)
+
+// Kernels only the CPU has (the list's loader registers no CUDA function; on a GPU the op
+// entry points refuse the tensor with their own message, and the slot would report a
+// missing kernel).
+#define KILN_OPS_CPU_ONLY_KERNELS(X)                                                                \
+  /* sparse.h: direct sparse convolution and CSR linear (inference) */                              \
+  X(sparse_conv2d, void(TV x, TV row_ptr, TV col, TV values, TV bias, TV y, const SparseConvParams& p)) \
+  X(sparse_linear, void(TV x, TV row_ptr, TV col, TV values, TV bias, TV y))
+
+KILN_DECLARE_KERNELS(KILN_OPS_CPU_ONLY_KERNELS)
 
 }  // namespace kiln

@@ -38,6 +38,7 @@ void load_ops_kernels() {
   static std::once_flag once;
   std::call_once(once, [] {
     KILN_OPS_KERNELS(KILN_DETAIL_SET_CPU)
+    KILN_OPS_CPU_ONLY_KERNELS(KILN_DETAIL_SET_CPU)
     if (onednn::enabled()) onednn::register_kernels();  // oneDNN's convolutions over kiln's loops
 #if KILN_CUDA
     KILN_OPS_KERNELS(KILN_DETAIL_SET_CUDA)
@@ -52,6 +53,7 @@ KILN_CORE_KERNELS(KILN_DETAIL_OP_LOAD)
 #undef KILN_DETAIL_LOADER_FN
 #define KILN_DETAIL_LOADER_FN detail::load_ops_kernels
 KILN_OPS_KERNELS(KILN_DETAIL_OP_LOAD)
+KILN_OPS_CPU_ONLY_KERNELS(KILN_DETAIL_OP_LOAD)
 #undef KILN_DETAIL_LOADER_FN
 
 }  // namespace kiln

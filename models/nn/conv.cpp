@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include <kiln/core/autograd.h>
 #include <kiln/models/nn/init.h>
 
 namespace kiln::nn {
@@ -59,6 +60,8 @@ Conv2d::Conv2d(int64_t in, int64_t out, Int2 k, Int2 s, Int2 p, Int2 d, int64_t 
 void Conv2d::reset_parameters(Generator* gen) { reset_conv(weight, bias, gen); }
 
 Tensor Conv2d::forward(const Tensor& input) {
+  if (eval_kernel && !is_training() && !grad_enabled())
+    return eval_kernel(input);
   return conv2d(input, weight, bias, stride, padding, dilation, groups, padding_mode);
 }
 

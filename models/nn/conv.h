@@ -2,6 +2,7 @@
 // shapes, default initialisation and printout.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include <kiln/core/generator.h>
@@ -33,6 +34,10 @@ class Conv2d : public Module {
   const PaddingMode padding_mode;
   Tensor weight;
   Tensor bias;  // undefined without bias
+  // An inference kernel that replaces the dense convolution in eval mode when no gradient
+  // is recorded (prune::use_sparse_kernels sets the direct sparse convolution of the
+  // pruned weight here). It holds the weight as it was: clear it before training again.
+  std::function<Tensor(const Tensor&)> eval_kernel;
 };
 
 // weight (in_channels, out_channels / groups, kH, kW), bias (out_channels). The same

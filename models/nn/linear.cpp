@@ -1,6 +1,8 @@
 // Linear, Identity, Flatten.
 #include <kiln/models/nn/linear.h>
 
+#include <kiln/core/autograd.h>
+
 #include <cmath>
 
 #include <kiln/models/nn/init.h>
@@ -42,7 +44,11 @@ void Linear::reset_parameters(Generator* gen) {
   }
 }
 
-Tensor Linear::forward(const Tensor& input) { return linear(input, weight, bias); }
+Tensor Linear::forward(const Tensor& input) {
+  if (eval_kernel && !is_training() && !grad_enabled())
+    return eval_kernel(input);
+  return linear(input, weight, bias);
+}
 
 std::string Linear::extra_repr() const {
   return kiln::detail::str("in_features=", in_features, ", out_features=", out_features,

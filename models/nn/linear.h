@@ -1,6 +1,7 @@
 // Linear, Identity and Flatten, and the functional form linear(x, W, b).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include <kiln/core/generator.h>
@@ -27,6 +28,10 @@ class Linear : public Module {
   int64_t out_features;
   Tensor weight;  // (out_features, in_features)
   Tensor bias;    // (out_features), undefined without bias
+  // An inference kernel used instead of the dense product in eval mode when no gradient is
+  // recorded (prune::use_sparse_kernels: the pruned weight in CSR form); clear it before
+  // training again.
+  std::function<Tensor(const Tensor&)> eval_kernel;
 };
 
 // Returns its input.

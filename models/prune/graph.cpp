@@ -498,18 +498,12 @@ void DependencyGraph::prune(const std::vector<std::vector<int64_t>>& remove) {
   groups_.clear();  // stale
 }
 
-Cost count_cost(const std::shared_ptr<nn::Module>& model, const Tensor& example) {
+std::vector<LayerCall> layer_calls(const std::shared_ptr<nn::Module>& model, const Tensor& example) {
   KILN_CHECK(model != nullptr && example.defined() && example.dim() >= 1 && example.size(0) > 0,
-             "count_cost: needs a model and an example batch");
+             "layer_calls: needs a model and an example batch");
   Tensor y = traced_output(*model, example);
   ParamIndex index(*model);
-  const int64_t batch = example.size(0);
-  std::map<std::string, std::pair<int64_t, int64_t>> macs;  // by layer prefix: (macs, nonzero macs)
-  auto nnz = [](const Tensor& w) {
-    int64_t n = 0;
-    for (float v : w.to_vector<float>()) n += v != 0.0f;
-    return n;
-  };
+  std::vector<LayerCall> calls;
   std::deque<Node*> queue;
   std::set<Node*> seen;
   if (y.grad_fn()) queue.push_back(y.grad_fn().get()), seen.insert(y.grad_fn().get());
@@ -517,40 +511,47 @@ Cost count_cost(const std::shared_ptr<nn::Module>& model, const Tensor& example)
     Node* n = queue.front();
     queue.pop_front();
     auto& edges = n->next_edges();
-    auto leaf_at = [&](size_t i) -> const ParamIndex::Entry* {
-      if (i >= edges.size() || !edges[i].node) return nullptr;
-      return index.find(weight_behind(edges[i].node.get()));
-    };
-    if (n->name() == "conv2d" || n->name() == "conv_transpose2d") {
-      const ParamIndex::Entry* w = leaf_at(1);
-      const Shape& xs = n->input_meta()[0].sizes;
-      if (w && xs.size() == 4) {
-        Tensor wt = w->module->get_parameter("weight");
-        int64_t spatial;
-        if (auto c = std::dynamic_pointer_cast<nn::Conv2d>(w->module)) {
-          const int64_t ho = (xs[2] + 2 * c->padding.h - c->dilation.h * (c->kernel_size.h - 1) - 1) / c->stride.h + 1;
-          const int64_t wo = (xs[3] + 2 * c->padding.w - c->dilation.w * (c->kernel_size.w - 1) - 1) / c->stride.w + 1;
-          spatial = ho * wo;  // every weight meets every output position
-        } else {
-          spatial = xs[2] * xs[3];  // a transposed convolution: every weight meets every input position
-        }
-        auto& m = macs[w->module_prefix];
-        m.first += wt.numel() * spatial * (xs[0] / batch);
-        m.second += nnz(wt) * spatial * (xs[0] / batch);
-      }
-    } else if (n->name() == "matmul") {
-      const ParamIndex::Entry* w = leaf_at(1);
-      const Shape& as = n->input_meta()[0].sizes;
-      if (w && !as.empty()) {
-        Tensor wt = w->module->get_parameter("weight");
-        const int64_t rows = prod(as, 0, as.size() - 1) / batch;
-        auto& m = macs[w->module_prefix];
-        m.first += wt.numel() * rows;
-        m.second += nnz(wt) * rows;
+    const std::string& op = n->name();
+    if ((op == "conv2d" || op == "conv_transpose2d" || op == "matmul") && edges.size() >= 2 && edges[1].node) {
+      if (const ParamIndex::Entry* w = index.find(weight_behind(edges[1].node.get()))) {
+        Shape in = n->input_meta()[0].sizes;
+        if (op == "matmul" && in.size() == 3 && in[0] == 1) in.erase(in.begin());  // a Linear's (1, M, K) view
+        calls.push_back({w->module_prefix, w->module, op, in});
       }
     }
     for (auto& e : edges)
       if (e.node && !e.node->leaf().defined() && seen.insert(e.node.get()).second) queue.push_back(e.node.get());
+  }
+  std::reverse(calls.begin(), calls.end());  // found from the output back: forward order
+  return calls;
+}
+
+Cost count_cost(const std::shared_ptr<nn::Module>& model, const Tensor& example) {
+  const int64_t batch = example.defined() && example.dim() >= 1 ? example.size(0) : 1;
+  std::map<std::string, std::pair<int64_t, int64_t>> macs;  // by layer prefix: (macs, nonzero macs)
+  auto nnz = [](const Tensor& w) {
+    int64_t n = 0;
+    for (float v : w.to_vector<float>()) n += v != 0.0f;
+    return n;
+  };
+  for (const LayerCall& call : layer_calls(model, example)) {
+    Tensor wt = call.module->get_parameter("weight");
+    const Shape& xs = call.input;
+    int64_t per_weight = 0;  // MACs per weight element, per example
+    if (call.op == "matmul") {
+      per_weight = prod(xs, 0, xs.size() - 1) / batch;
+    } else if (xs.size() == 4) {
+      if (auto c = std::dynamic_pointer_cast<nn::Conv2d>(call.module)) {
+        const int64_t ho = (xs[2] + 2 * c->padding.h - c->dilation.h * (c->kernel_size.h - 1) - 1) / c->stride.h + 1;
+        const int64_t wo = (xs[3] + 2 * c->padding.w - c->dilation.w * (c->kernel_size.w - 1) - 1) / c->stride.w + 1;
+        per_weight = ho * wo * (xs[0] / batch);  // every weight meets every output position
+      } else {
+        per_weight = xs[2] * xs[3] * (xs[0] / batch);  // a transposed convolution: every input position
+      }
+    }
+    auto& m = macs[call.name];
+    m.first += wt.numel() * per_weight;
+    m.second += nnz(wt) * per_weight;
   }
   Cost cost;
   for (auto& [prefix, mod] : model->named_modules()) {

@@ -84,6 +84,16 @@ struct Cost {
   int64_t params = 0, nonzero = 0, macs = 0, nonzero_macs = 0;
 };
 Cost count_cost(const std::shared_ptr<nn::Module>& model, const Tensor& example);
+
+// Every call of a Conv2d, ConvTranspose2d or Linear in one traced forward pass, in forward
+// order, with the shape of its input (a Linear's as (rows, in_features)).
+struct LayerCall {
+  std::string name;  // the layer's module path ("block1.conv1")
+  std::shared_ptr<nn::Module> module;
+  std::string op;    // "conv2d", "conv_transpose2d", "matmul"
+  Shape input;
+};
+std::vector<LayerCall> layer_calls(const std::shared_ptr<nn::Module>& model, const Tensor& example);
 // A table of it (one line per layer and a total), for the terminal.
 std::string format_cost(const Cost& cost);
 

@@ -190,12 +190,14 @@ int64_t MacModel::after(const DependencyGraph& graph, const std::vector<std::vec
 }
 
 ChannelPlan plan_channels(const DependencyGraph& graph, const Importance& imp, const MacModel& macs,
-                          double macs_fraction, Scope scope, double min_keep, double channel_fraction) {
+                          double macs_fraction, Scope scope, double min_keep, double channel_fraction,
+                          int64_t round_to) {
   const auto& groups = graph.groups();
   KILN_CHECK(imp.size() == groups.size(), "plan_channels: importance for ", imp.size(), " groups, the graph has ",
              groups.size());
   KILN_CHECK(!groups.empty(), "plan_channels: the model has no prunable channels");
   KILN_CHECK(min_keep > 0 && min_keep <= 1, "plan_channels: min_keep must be in (0, 1], got ", min_keep);
+  KILN_CHECK(round_to >= 1, "plan_channels: round_to must be >= 1, got ", round_to);
   const bool by_channels = channel_fraction > 0;
   if (by_channels)
     KILN_CHECK(channel_fraction < 1, "plan_channels: the fraction of channels to remove must be below 1, got ",
@@ -203,13 +205,24 @@ ChannelPlan plan_channels(const DependencyGraph& graph, const Importance& imp, c
   else
     KILN_CHECK(macs_fraction > 0 && macs_fraction < 1, "plan_channels: the MACs target must be a fraction of the "
                "model's MACs in (0, 1), got ", macs_fraction);
+  KILN_CHECK(!by_channels || scope == Scope::Layer, "plan_channels: a channel fraction is a per-group (Scope::Layer) "
+             "target");
   const int64_t target = static_cast<int64_t>(std::floor(macs_fraction * static_cast<double>(macs.dense())));
-  // Each group's channels, least important first (ties by index); those that cannot be ranked never go.
-  std::vector<std::vector<int64_t>> order(groups.size());
-  std::vector<int64_t> max_remove(groups.size());
+  const size_t G = groups.size();
+  // Each group's channels, least important first (ties by index); those that cannot be
+  // ranked never go. A group keeps a multiple of round_to channels (or all it has).
+  std::vector<std::vector<int64_t>> order(G);
+  std::vector<int64_t> size(G), max_remove(G);
   ChannelPlan plan;
-  for (size_t g = 0; g < groups.size(); ++g) {
+  auto legal = [&](size_t g, int64_t count) {  // the largest count <= `count` leaving a multiple of round_to
+    const int64_t n = size[g];
+    int64_t keep = n - std::min(count, max_remove[g]);
+    if (keep % round_to != 0) keep = std::min(n, (keep / round_to + 1) * round_to);
+    return n - keep;
+  };
+  for (size_t g = 0; g < G; ++g) {
     const int64_t n = static_cast<int64_t>(groups[g].channels.size());
+    size[g] = n;
     plan.channels_before += n;
     KILN_CHECK(static_cast<int64_t>(imp[g].size()) == n, "plan_channels: group ", g, " has ", n, " channels, the "
                "importance ", imp[g].size());
@@ -218,63 +231,77 @@ ChannelPlan plan_channels(const DependencyGraph& graph, const Importance& imp, c
     std::stable_sort(order[g].begin(), order[g].end(), [&](int64_t a, int64_t b) { return imp[g][a] < imp[g][b]; });
     const int64_t keep = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(min_keep * static_cast<double>(n))));
     max_remove[g] = std::min<int64_t>(static_cast<int64_t>(order[g].size()), n - keep);
+    max_remove[g] = std::max<int64_t>(0, legal(g, max_remove[g]));
   }
   auto take = [&](const std::vector<int64_t>& counts) {
-    std::vector<std::vector<int64_t>> r(groups.size());
-    for (size_t g = 0; g < groups.size(); ++g) r[g].assign(order[g].begin(), order[g].begin() + counts[g]);
+    std::vector<std::vector<int64_t>> r(G);
+    for (size_t g = 0; g < G; ++g) r[g].assign(order[g].begin(), order[g].begin() + counts[g]);
     return r;
   };
-  std::vector<int64_t> counts(groups.size(), 0);
+  auto macs_at = [&](const std::vector<int64_t>& counts) { return macs.after(graph, take(counts)); };
+  std::vector<int64_t> counts(G, 0);
+  const auto unreachable = [&](const std::vector<int64_t>& most) {
+    return kiln::detail::str("plan_channels: cannot bring the MACs down to ", macs_fraction, " of the model's ",
+                             macs.dense(), " while keeping ", min_keep, " of every group's channels (in multiples of ",
+                             round_to, "): the smallest reachable is ", macs_at(most));
+  };
   if (scope == Scope::Layer) {
     auto counts_at = [&](double r) {
-      std::vector<int64_t> k(groups.size());
-      for (size_t g = 0; g < groups.size(); ++g)
-        k[g] = std::min<int64_t>(max_remove[g], static_cast<int64_t>(
-                                                    std::floor(r * static_cast<double>(groups[g].channels.size()))));
+      std::vector<int64_t> k(G);
+      for (size_t g = 0; g < G; ++g) k[g] = legal(g, static_cast<int64_t>(std::floor(r * static_cast<double>(size[g]))));
       return k;
     };
     if (by_channels) {
       counts = counts_at(channel_fraction);
     } else {
-      KILN_CHECK(macs.after(graph, take(counts_at(1.0))) <= target, "plan_channels: cannot bring the MACs down to ",
-                 macs_fraction, " of the model's ", macs.dense(), " while keeping ", min_keep,
-                 " of every group's channels (the smallest reachable is ", macs.after(graph, take(counts_at(1.0))), ")");
+      KILN_CHECK(macs_at(counts_at(1.0)) <= target, unreachable(counts_at(1.0)));
       double lo = 0, hi = 1;
       for (int it = 0; it < 50; ++it) {
         const double mid = 0.5 * (lo + hi);
-        (macs.after(graph, take(counts_at(mid))) <= target ? hi : lo) = mid;
+        (macs_at(counts_at(mid)) <= target ? hi : lo) = mid;
       }
       counts = counts_at(hi);
       // The same fraction of every group overshoots the target by whole channels of the
-      // large layers: give channels back, one per group in turn, while the target holds.
+      // large layers: give channels back (round_to at a time), one group in turn, while
+      // the target holds.
       for (bool changed = true; changed;) {
         changed = false;
-        for (size_t g = 0; g < groups.size(); ++g) {
+        for (size_t g = 0; g < G; ++g) {
           if (counts[g] == 0) continue;
-          --counts[g];
-          if (macs.after(graph, take(counts)) <= target) changed = true;
-          else ++counts[g];
+          const int64_t was = counts[g];
+          counts[g] = std::max<int64_t>(0, was - round_to);
+          counts[g] = legal(g, counts[g]);
+          if (counts[g] < was && macs_at(counts) <= target) changed = true;
+          else counts[g] = was;
         }
       }
     }
   } else {
-    KILN_CHECK(!by_channels, "plan_channels: a channel fraction is a per-group (Scope::Layer) target");
-    std::vector<std::pair<double, std::pair<size_t, int64_t>>> all;  // (importance, (group, rank in group))
-    for (size_t g = 0; g < groups.size(); ++g)
-      for (int64_t k = 0; k < max_remove[g]; ++k) all.push_back({imp[g][order[g][k]], {g, k}});
-    std::stable_sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-    for (const auto& e : all) {
-      if (macs.after(graph, take(counts)) <= target) break;
-      const size_t g = e.second.first;
-      if (e.second.second == counts[g]) ++counts[g];  // in rank order within the group
+    // Global: repeatedly remove the next chunk (down to the next multiple of round_to) of
+    // the group whose chunk is least important on average, until the MACs reach the target.
+    while (macs_at(counts) > target) {
+      size_t best = G;
+      double best_score = 0;
+      for (size_t g = 0; g < G; ++g) {
+        int64_t next = counts[g] + 1;
+        while (next <= max_remove[g] && legal(g, next) < next) ++next;  // the next legal count
+        if (next > max_remove[g]) continue;
+        double sum = 0;
+        for (int64_t k = counts[g]; k < next; ++k) sum += imp[g][order[g][k]];
+        const double score = sum / static_cast<double>(next - counts[g]);
+        if (best == G || score < best_score) best = g, best_score = score;
+      }
+      if (best == G) break;
+      int64_t next = counts[best] + 1;
+      while (legal(best, next) < next) ++next;
+      counts[best] = next;
     }
-    KILN_CHECK(macs.after(graph, take(counts)) <= target, "plan_channels: cannot bring the MACs down to ",
-               macs_fraction, " of the model's ", macs.dense(), " while keeping ", min_keep, " of every group");
+    KILN_CHECK(macs_at(counts) <= target, unreachable(counts));
   }
   plan.remove = take(counts);
   for (int64_t k : counts) plan.channels_removed += k;
   plan.macs_before = macs.dense();
-  plan.macs_after = macs.after(graph, plan.remove);
+  plan.macs_after = macs_at(counts);
   return plan;
 }
 

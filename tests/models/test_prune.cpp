@@ -355,6 +355,13 @@ TEST_CASE("prune: importance criteria, the MACs plan, and a pruned model reloade
     g2.prune(plan.remove);
     CHECK(count_cost(m2, x.narrow(0, 0, 1)).macs == plan.macs_after);
   }
+  // round_to: every group keeps a multiple of it
+  for (Scope scope : {Scope::Layer, Scope::Global}) {
+    ChannelPlan plan = plan_channels(g, l1, macs, 0.5, scope, 0.1, 0, 4);
+    CHECK(plan.macs_after <= plan.macs_before / 2);
+    for (size_t k = 0; k < g.groups().size(); ++k)
+      CHECK((g.groups()[k].channels.size() - plan.remove[k].size()) % 4 == 0);
+  }
   CHECK_THROWS_WITH(plan_channels(g, l1, macs, 1.0, Scope::Layer), Catch::Contains("(0, 1)"));
   CHECK_THROWS_WITH(plan_channels(g, l1, macs, 0.001, Scope::Layer), Catch::Contains("cannot bring the MACs down"));
 
@@ -371,4 +378,41 @@ TEST_CASE("prune: importance criteria, the MACs plan, and a pruned model reloade
   CHECK(test::equal((*fresh)(x), y));
   auto wide = small_resnet(1, 4);
   CHECK_THROWS_WITH(shrink_to_state(*wide, small_resnet(1, 8)->state_dict()), Catch::Contains("larger than"));
+}
+
+TEST_CASE("prune::use_sparse_kernels: a masked model gives the same outputs with the kernels it picks",
+          "[prune][sparse]") {
+  auto m = small_resnet(8, 8);
+  Masks masks(m);
+  for (auto& [name, mask] : magnitude_masks(prunable_weights(*m), 0.9, Scope::Global)) masks.set(name, mask);
+  Tensor x = test::random_tensor({4, 1, 14, 14}, DType::F32, 6);
+  Tensor dense;
+  {
+    NoGradGuard ng;
+    dense = (*m)(x);
+  }
+  auto choices = use_sparse_kernels(m, x, 0.5, 2);
+  CHECK(choices.size() >= 8);  // the 3x3 and 1x1 convolutions and the classifier are 90% zeros or close
+  bool any = false;
+  for (const SparseChoice& c : choices) {
+    CHECK(c.sparsity >= 0.5);
+    CHECK((c.dense_ms > 0 && c.sparse_ms > 0));
+    any = any || c.sparse;
+  }
+  // whichever kernel each layer took, the function is the same (forced below where none won)
+  if (!any) std::dynamic_pointer_cast<nn::Conv2d>(m->get_submodule("block2.conv2"))->eval_kernel =
+      [w = to_csr(m->get_parameter("block2.conv2.weight").detach())](const Tensor& in) {
+        return sparse_conv2d(in, w, Tensor(), 1, 1);
+      };
+  {
+    NoGradGuard ng;
+    CHECK(test::allclose((*m)(x), dense, 1e-4, 1e-5));
+  }
+  CHECK(format_sparse_choices(choices).find("block1.conv1") != std::string::npos);
+  // in training mode (or with gradients) the dense kernels run: gradients flow as before
+  m->train();
+  sum((*m)(x)).backward();
+  CHECK(m->get_parameter("block2.conv2.weight").grad().defined());
+  clear_sparse_kernels(*m);
+  CHECK_FALSE(std::dynamic_pointer_cast<nn::Conv2d>(m->get_submodule("block2.conv2"))->eval_kernel);
 }
