@@ -218,7 +218,7 @@ int evaluate_only(const Config& cfg) {
   to.shuffle = false;
   to.device = device;
   data::DataLoader loader(test, to);
-  Measured m = measure(c.model, loader, device, cfg, false);
+  Measured m = measure(c.model, loader, device, cfg, cfg.bench);
   std::fprintf(stderr, "%s: %s: test accuracy %.4f (loss %.4f) on %lld images; %lld params, %lld MACs per image\n",
                kProg, c.checkpoint.c_str(), m.acc, m.loss, (long long)test.size(), (long long)m.cost.params,
                (long long)m.cost.macs);
@@ -227,6 +227,8 @@ int evaluate_only(const Config& cfg) {
                       {"params", m.cost.params},
                       {"nonzero_params", m.cost.nonzero},
                       {"macs", m.cost.macs},
+                      {"latency_b1_ms", m.b1_ms},
+                      {"latency_b128_ms", m.b128_ms},
                       {"test_images", test.size()},
                       {"model", c.checkpoint}});
   return 0;
@@ -413,12 +415,9 @@ int prune_run(Config cfg, const CLI::App& app) {
   // ---- dense measurements (rank 0) ----
   Measured before;
   if (rc.main_rank) {
-    before = measure(model, test_loader, device, cfg, cfg.bench);
-    std::fprintf(stderr, "%s: dense: test accuracy %.4f, %lld params, %lld MACs per image%s\n", kProg, before.acc,
-                 (long long)before.cost.params, (long long)before.cost.macs,
-                 cfg.bench ? kiln::detail::str(", ", fmt(before.b1_ms, "%.2f"), " ms at batch 1, ",
-                                               fmt(before.b128_ms, "%.1f"), " ms at batch 128").c_str()
-                           : "");
+    before = measure(model, test_loader, device, cfg, false);  // timed at the end, beside the pruned model
+    std::fprintf(stderr, "%s: dense: test accuracy %.4f, %lld params, %lld MACs per image\n", kProg, before.acc,
+                 (long long)before.cost.params, (long long)before.cost.macs);
     metrics.write({{"type", "dense"}, {"test_accuracy", before.acc}, {"params", before.cost.params},
                    {"macs", before.cost.macs}});
   }
@@ -534,18 +533,35 @@ int prune_run(Config cfg, const CLI::App& app) {
     return 0;
   }
   // ---- the pruned model: measured, saved ----
-  Measured after = measure(model, test_loader, device, cfg, cfg.bench);
-  // A masked model: the direct sparse kernels, layer by layer where they measure faster
-  // (at batch 128), timed like the dense model.
+  Measured after = measure(model, test_loader, device, cfg, false);
+  // A masked model also runs the direct sparse kernels, layer by layer where they measure
+  // faster (at batch 128): the same weights, its accuracy measured again.
   Measured sparse;
   std::vector<prune::SparseChoice> choices;
   const bool try_sparse = !channels && cfg.bench && device.is_cpu();
+  std::shared_ptr<nn::Sequential> sparse_model;
   if (try_sparse) {
-    choices = prune::use_sparse_kernels(model, zeros({128, 1, 28, 28}), 0.5, 5);
-    sparse = measure(model, test_loader, device, cfg, true);
-    prune::clear_sparse_kernels(*model);
+    eval::Classifier copy = eval::load_classifier(cfg.from, device);  // the same architecture, pruned weights
+    copy.model->load_state_dict(model->state_dict());
+    sparse_model = copy.model;
+    choices = prune::use_sparse_kernels(sparse_model, zeros({128, 1, 28, 28}), 0.5, 5);
+    sparse = measure(sparse_model, test_loader, device, cfg, false);
     std::fprintf(stderr, "%s: sparse kernels by layer (batch 128):\n%s", kProg,
                  prune::format_sparse_choices(choices).c_str());
+  }
+  // Latency side by side: the dense model (loaded again), the pruned one (and the sparse
+  // kernels), in alternation, two rounds; each figure is its best round's median.
+  if (cfg.bench) {
+    auto dense_again = eval::load_classifier(cfg.from, device).model;
+    std::vector<std::pair<nn::Module*, Measured*>> timed{{dense_again.get(), &before}, {model.get(), &after}};
+    if (try_sparse) timed.push_back({sparse_model.get(), &sparse});
+    for (int round = 0; round < 2; ++round)
+      for (auto& [m, out] : timed) {
+        const double b128 = latency_ms(*m, device, 128, cfg.bench_batches);
+        const double b1 = latency_ms(*m, device, 1, 10 * cfg.bench_batches);
+        out->b128_ms = round == 0 ? b128 : std::min(out->b128_ms, b128);
+        out->b1_ms = round == 0 ? b1 : std::min(out->b1_ms, b1);
+      }
   }
   auto meta = std::map<std::string, std::string>{{"format", "kiln_prune_cnn/1"},
                                                  {"width", std::to_string(dense.width)},
