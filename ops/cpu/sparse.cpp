@@ -10,20 +10,105 @@
 // `stride` phases (column q of phase p is padded column q * stride + p), so that the 8
 // inputs of an output tile row are contiguous for any horizontal stride; every row ends in
 // slack, so a tile may read past the row's last column (those lanes are not stored).
-// Work is split over (image, output channel) pairs; every output is summed by one thread
-// in CSR order, so the result does not depend on the thread count.
+// Work is split over (image, output channel) pairs.
+//
+// With a batch of 8 images or more, the lanes run over the images instead (a plane of 7x7
+// fills a vector row badly; a batch always fills it): the input is transposed once to
+// (C, Hp, Wp, N') with the batch innermost (N' padded to a multiple of 16), and a tile of
+// 4 output pixels x one vector of images sums the nonzeros with one load and one FMA per
+// vector; the output comes back from (O, Ho, Wo, N') to (N, O, Ho, Wo). That part is
+// compiled once per CPU target Highway supports (AVX2, AVX-512, ...) and picked at run
+// time (HWY_DYNAMIC_DISPATCH), as in vec_math.cpp.
+//
+// Every output element is the bias plus its nonzeros' products in CSR order, fused
+// multiply-adds on every path: the result does not depend on the thread count, the batch
+// path or the vector width.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kiln/ops/cpu/sparse.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+
+#include <hwy/highway.h>
+
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
 #include <kiln/core/parallel.h>
 #include <kiln/ops/op_list.h>
 
+HWY_BEFORE_NAMESPACE();
+namespace kiln::cpu::sparse_batch {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// yt (O, Ho, Wo, NP) from xt (C, Hp, Wp, NP): see the file comment. off[j]: nonzero j's
+// offset into xt at output pixel (0, 0); row_step / col_step: the offset between output
+// rows / columns; NP a multiple of every target's lane count.
+void ConvBatch(const float* xt, const int64_t* off, const float* vals, const int64_t* ptr, const float* bias,
+               float* yt, int64_t O, int64_t Ho, int64_t Wo, int64_t row_step, int64_t col_step, int64_t NP) {
+  const hn::ScalableTag<float> d;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+  // One task per (output row, vector of images): the input rows it reads (kh rows of every
+  // channel, one vector of images wide) stay in cache while every output channel's nonzeros
+  // stream past.
+  const int64_t nb = NP / L;
+  parallel_for(Ho * nb, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t y = t / nb, n0 = (t % nb) * L;
+      const float* in_row = xt + y * row_step;
+      for (int64_t o = 0; o < O; ++o) {
+        const int64_t j0 = ptr[o], j1 = ptr[o + 1];
+        const auto b0 = hn::Set(d, bias ? bias[o] : 0.0f);
+        float* out_row = yt + (o * Ho + y) * Wo * NP;
+        int64_t x = 0;
+        for (; x + 4 <= Wo; x += 4) {
+          auto a0 = b0, a1 = b0, a2 = b0, a3 = b0;
+          const float* base = in_row + x * col_step + n0;
+          for (int64_t j = j0; j < j1; ++j) {
+            const auto v = hn::Set(d, vals[j]);
+            const float* src = base + off[j];
+            a0 = hn::MulAdd(v, hn::LoadU(d, src), a0);
+            a1 = hn::MulAdd(v, hn::LoadU(d, src + col_step), a1);
+            a2 = hn::MulAdd(v, hn::LoadU(d, src + 2 * col_step), a2);
+            a3 = hn::MulAdd(v, hn::LoadU(d, src + 3 * col_step), a3);
+          }
+          float* dst = out_row + x * NP + n0;
+          hn::StoreU(a0, d, dst);
+          hn::StoreU(a1, d, dst + NP);
+          hn::StoreU(a2, d, dst + 2 * NP);
+          hn::StoreU(a3, d, dst + 3 * NP);
+        }
+        for (; x < Wo; ++x) {
+          auto a0 = b0;
+          const float* base = in_row + x * col_step + n0;
+          for (int64_t j = j0; j < j1; ++j) a0 = hn::MulAdd(hn::Set(d, vals[j]), hn::LoadU(d, base + off[j]), a0);
+          hn::StoreU(a0, d, out_row + x * NP + n0);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace kiln::cpu::sparse_batch
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace kiln::cpu::sparse_batch {
+HWY_EXPORT(ConvBatch);
+void conv_batch(const float* xt, const int64_t* off, const float* vals, const int64_t* ptr, const float* bias,
+                float* yt, int64_t O, int64_t Ho, int64_t Wo, int64_t row_step, int64_t col_step, int64_t NP) {
+  HWY_DYNAMIC_DISPATCH(ConvBatch)(xt, off, vals, ptr, bias, yt, O, Ho, Wo, row_step, col_step, NP);
+}
+}  // namespace kiln::cpu::sparse_batch
+
 namespace kiln::cpu {
 namespace {
 
 typedef float v8 __attribute__((vector_size(32)));
 constexpr int64_t kLanes = 8, kRows = 4;
+constexpr int64_t kBatchLanes = 8;  // from this batch on, the lanes run over the images
 
 inline v8 load8(const float* p) {
   v8 v;
@@ -52,9 +137,70 @@ inline void store(float* dst, const v8& v, int64_t n) {
 
 }  // namespace
 
+namespace {
+
+// The batch path (see the file comment): transposes in, runs ConvBatch, transposes back.
+void sparse_conv2d_batch(TV x, TV row_ptr, TV col, TV values, TV bias, TV y, const SparseConvParams& p) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t O = y.size(1), Ho = y.size(2), Wo = y.size(3);
+  const int64_t Hp = H + 2 * p.pad_h, Wp = W + 2 * p.pad_w, NP = (N + 15) / 16 * 16;
+  Tensor in_buf = empty({C * Hp * Wp * NP}), out_buf = empty({O * Ho * Wo * NP});
+  float* const xt = in_buf.data<float>();
+  float* const yt = out_buf.data<float>();
+  const float* xs = x.ptr<const float>();
+  // (C, H, W) planes of N images -> (C, Hp, Wp, NP), in 16 x 16 tiles (16 images x 16
+  // columns) so that reads and writes both run along cache lines
+  constexpr int64_t T = 16;
+  parallel_for(C * Hp, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t ch = begin; ch < end; ++ch) {
+      const int64_t c = ch / Hp, hp = ch % Hp, h = hp - p.pad_h;
+      float* row = xt + ch * Wp * NP;
+      std::fill(row, row + Wp * NP, 0.0f);
+      if (h < 0 || h >= H) continue;
+      for (int64_t n0 = 0; n0 < N; n0 += T)
+        for (int64_t w0 = 0; w0 < W; w0 += T) {
+          const int64_t nn = std::min(T, N - n0), ww = std::min(T, W - w0);
+          for (int64_t n = 0; n < nn; ++n) {
+            const float* src = xs + (((n0 + n) * C + c) * H + h) * W + w0;
+            for (int64_t w = 0; w < ww; ++w) row[(w0 + w + p.pad_w) * NP + n0 + n] = src[w];
+          }
+        }
+    }
+  });
+  const int64_t* cols = col.ptr<const int64_t>();
+  const int64_t nnz = col.numel, khw = p.kh * p.kw;
+  std::vector<int64_t> off(static_cast<size_t>(nnz));
+  for (int64_t j = 0; j < nnz; ++j) {
+    const int64_t c = cols[j] / khw, r = (cols[j] % khw) / p.kw, s = cols[j] % p.kw;
+    off[static_cast<size_t>(j)] = ((c * Hp + r) * Wp + s) * NP;
+  }
+  sparse_batch::conv_batch(xt, off.data(), values.ptr<const float>(),
+                                                 row_ptr.ptr<const int64_t>(),
+                                                 bias.defined ? bias.ptr<const float>() : nullptr, yt, O, Ho, Wo,
+                                                 p.stride_h * Wp * NP, p.stride_w * NP, NP);
+  float* out = y.ptr<float>();
+  // (O, Ho, Wo, NP) -> (N, O, Ho, Wo), in tiles of 16 pixels x 16 images
+  const int64_t P = Ho * Wo;
+  parallel_for(O, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o)
+      for (int64_t i0 = 0; i0 < P; i0 += T)
+        for (int64_t n0 = 0; n0 < N; n0 += T) {
+          const int64_t ii = std::min(T, P - i0), nn = std::min(T, N - n0);
+          for (int64_t n = 0; n < nn; ++n) {
+            float* dst = out + ((n0 + n) * O + o) * P + i0;
+            const float* src = yt + (o * P + i0) * NP + n0 + n;
+            for (int64_t i = 0; i < ii; ++i) dst[i] = src[i * NP];
+          }
+        }
+  });
+}
+
+}  // namespace
+
 void sparse_conv2d(TV x, TV row_ptr, TV col, TV values, TV bias, TV y, const SparseConvParams& p) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t O = y.size(1), Ho = y.size(2), Wo = y.size(3);
+  if (N >= kBatchLanes) return sparse_conv2d_batch(x, row_ptr, col, values, bias, y, p);
   const int64_t Hp = H + 2 * p.pad_h, Wp = W + 2 * p.pad_w, sw = p.stride_w;
   // phase-split padded rows: phase q of a row holds padded columns q, q + sw, ...; each
   // phase has Wq entries, slack included (a tile reads up to kLanes past an output row)
@@ -198,3 +344,4 @@ void sparse_linear(TV x, TV row_ptr, TV col, TV values, TV bias, TV y) {
 }
 
 }  // namespace kiln::cpu
+#endif  // HWY_ONCE

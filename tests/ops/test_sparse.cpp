@@ -38,6 +38,9 @@ TEST_CASE("sparse_conv2d equals conv2d on the same weights", "[sparse]") {
       {{3, 6, 13, 10}, {4, 6, 3, 3}, 2, 1, 0.5}, {{2, 8, 14, 14}, {12, 8, 1, 1}, 2, 0, 0.7},
       {{2, 3, 7, 8}, {5, 3, 3, 2}, {2, 1}, {0, 1}, 0.0}, {{1, 4, 6, 6}, {3, 4, 5, 5}, 1, 2, 0.99},
       {{2, 4, 5, 5}, {3, 4, 3, 3}, 1, 1, 1.0},
+      // from 8 images on, the lanes run over the batch (padded to 16)
+      {{9, 5, 7, 7}, {6, 5, 3, 3}, 1, 1, 0.9},  {{16, 6, 9, 8}, {4, 6, 3, 3}, 2, 1, 0.6},
+      {{8, 4, 6, 6}, {5, 4, 1, 1}, {2, 1}, 0, 0.3},
   };
   int seed = 0;
   for (const Case& k : cases) {
@@ -71,15 +74,18 @@ TEST_CASE("sparse_linear equals linear on the same weights", "[sparse]") {
   }
 }
 
-TEST_CASE("sparse kernels: the same bits at 1, 2 and 3 threads", "[sparse][parallel]") {
+TEST_CASE("sparse kernels: the same bits at 1, 2 and 3 threads, image by image or as a batch",
+          "[sparse][parallel]") {
   const int saved = num_threads();
-  Tensor x = test::random_tensor({3, 8, 12, 12}, DType::F32, 4);
+  Tensor x = test::random_tensor({11, 8, 12, 12}, DType::F32, 4);
   CsrWeight c = to_csr(sparse_weight({10, 8, 3, 3}, 0.8, 5));
+  Tensor b = test::random_tensor({10}, DType::F32, 6);
   set_num_threads(1);
-  Tensor one = sparse_conv2d(x, c, Tensor(), 1, 1);
+  Tensor one = sparse_conv2d(x, c, b, 1, 1);  // the batch path
   for (int t : {2, 3}) {
     set_num_threads(t);
-    CHECK(test::bit_equal(sparse_conv2d(x, c, Tensor(), 1, 1), one));
+    CHECK(test::bit_equal(sparse_conv2d(x, c, b, 1, 1), one));
+    CHECK(test::bit_equal(sparse_conv2d(x.narrow(0, 0, 3), c, b, 1, 1), one.narrow(0, 0, 3)));  // per image
   }
   set_num_threads(saved);
 }
