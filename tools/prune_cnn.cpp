@@ -507,7 +507,7 @@ int prune_run(Config cfg, const CLI::App& app) {
       const int64_t end = std::max<int64_t>(1, 2 * finetune_steps / 3);
       set_sparsity(prune::gradual_sparsity(0, 0.0, cfg.sparsity, 0, end));
       tr.run("gradual pruning and fine-tuning", finetune_steps, mask_hooks, [&](int64_t s) {
-        if ((s + 1) % cfg.prune_every == 0 && s + 1 <= end)
+        if (((s + 1) % cfg.prune_every == 0 || s + 1 == end) && s + 1 <= end)  // the ramp ends exactly at `end`
           set_sparsity(prune::gradual_sparsity(s + 1, 0.0, cfg.sparsity, 0, end));
         masks.apply();
       });
