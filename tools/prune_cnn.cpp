@@ -84,7 +84,7 @@ struct Config {
   int64_t slimming_epochs = 1;
   double slimming_lambda = 1e-4;
   double min_keep = 0.1;
-  int64_t round_to = 8;
+  int64_t round_to = 0;  // 0: half the smallest group, a power of two, at most 16
   uint64_t seed = 0;
   int64_t limit_train = 0, limit_test = 0, eval_batch_size = 500;
   int64_t bench_batches = 10;  // timed forward passes of batch 128 (batch 1: 10x as many)
@@ -137,7 +137,9 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--min-keep", c.min_keep, "channel methods: the fraction of every group's channels always kept")
       ->check(CLI::Range(1e-6, 1.0));
   app.add_option("--round-to", c.round_to, "channel methods: every group keeps a multiple of this many channels "
-                 "(convolution kernels are fastest on multiples of 8)")->check(tools::integer_range(1, 4096));
+                 "(oneDNN's AVX-512 convolutions block channels by 16: other counts are padded up and save nothing); "
+                 "0: half the smallest group's channels, a power of two, at most 16")
+      ->check(tools::integer_range(0, 4096));
   app.add_option("--seed", c.seed, "seed of the fine-tuning data order")->check(tools::any_uint64());
   app.add_option("--device", c.device, "cpu | cuda | cuda:N (default cuda when a GPU is usable, else cpu)")
       ->check(tools::device_spec());
@@ -476,6 +478,14 @@ int prune_run(Config cfg, const CLI::App& app) {
         want = t.to_vector<double>()[0];
       }
       KILN_CHECK(frac == 0 || want < 1.0, kProg, ": the model already has fewer MACs than the target");
+      if (cfg.round_to == 0) {  // from the dense model's groups, once
+        size_t smallest = SIZE_MAX;
+        for (const auto& g : graph.groups()) smallest = std::min(smallest, g.channels.size());
+        cfg.round_to = 1;
+        while (cfg.round_to < 16 && static_cast<size_t>(cfg.round_to * 4) <= smallest) cfg.round_to *= 2;
+        if (rc.main_rank)
+          std::fprintf(stderr, "%s: channel counts in multiples of %lld (--round-to)\n", kProg, (long long)cfg.round_to);
+      }
       prune::ChannelPlan plan = prune::plan_channels(graph, imp, mm, want, scope, cfg.min_keep, chan, cfg.round_to);
       const size_t n_groups = graph.groups().size();
       graph.prune(plan.remove);
