@@ -33,36 +33,14 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import check, configure, fail, run, summary  # noqa: E402
+
 CASE, EXE, KILN_RUN, WORK = sys.argv[1:5]
+configure(CASE, EXE, KILN_RUN)
 COMMON = ["--device", "cpu", "--limit-train", "512", "--limit-test", "256", "--epochs", "2",
           "--batch-size", "64", "--seed", "7", "--no-plot"]
 STEPS = 16  # 512 / 64 per epoch, 2 epochs
-
-
-def fail(msg):
-    print(f"FAIL [{CASE}]: {msg}", file=sys.stderr)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def run(args, ok=True, timeout=300, launcher_n=None):
-    cmd = ([KILN_RUN, "--nproc-per-node", str(launcher_n), EXE] if launcher_n else [EXE]) + args
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if ok and p.returncode != 0:
-        fail(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
-    return p
-
-
-def summary(p):
-    # (under kiln-run, rank 0's lines come prefixed "[rank 0] ")
-    lines = [l.split("] ", 1)[1] if l.startswith("[rank ") else l for l in p.stdout.splitlines()]
-    lines = [l for l in lines if l.startswith("{")]
-    check(lines, f"no JSON summary line on stdout:\n{p.stdout}")
-    return json.loads(lines[-1])
 
 
 def records(run_dir):
@@ -280,24 +258,24 @@ def case_full_disk():
 def case_ddp():
     common = [a for a in COMMON]
     a, b = fresh("ddp_a"), fresh("ddp_b")
-    pa = run(common + ["--run-dir", a], launcher_n=2)
-    run(common + ["--run-dir", b, "--stop-after", "1"], launcher_n=2)
+    pa = run(common + ["--run-dir", a], ranks=2)
+    run(common + ["--run-dir", b, "--stop-after", "1"], ranks=2)
     c, d = fresh("ddp_c"), fresh("ddp_d")
     shutil.copytree(b, c)
     shutil.copytree(b, d)
-    pb = run(common + ["--run-dir", b, "--resume"], launcher_n=2)
+    pb = run(common + ["--run-dir", b, "--resume"], ranks=2)
     same_steps(a, b, "2-rank resume")
     same_final(pa, pb, "2-rank resume", keys=("test_accuracy", "test_loss", "train_loss", "steps", "world_size"))
     ref = summary(pa)["train_loss"]
     for m, dd in ((1, c), (4, d)):
-        p = run(common + ["--run-dir", dd, "--resume"], launcher_n=m)
+        p = run(common + ["--run-dir", dd, "--resume"], ranks=m)
         check(f"written by 2 rank(s), now {m}" in p.stderr, f"2 -> {m}: no note:\n{p.stderr}")
         s = summary(p)
         check(s["steps"] == STEPS and s["world_size"] == m, f"2 -> {m}: {s}")
         steps = [r["step"] for r in step_records(dd)]
         check(steps == list(range(1, STEPS + 1)), f"2 -> {m}: steps {steps}")
         check(abs(s["train_loss"] - ref) < 0.05, f"2 -> {m}: train loss {s['train_loss']} far from {ref}")
-    p = run(common + ["--run-dir", fresh("ddp_bad"), "--batch-size", "63"], ok=False, launcher_n=2)
+    p = run(common + ["--run-dir", fresh("ddp_bad"), "--batch-size", "63"], ok=False, ranks=2)
     check(p.returncode != 0 and "must divide by the 2 ranks" in p.stderr, f"batch 63 on 2 ranks:\n{p.stderr}")
 
 

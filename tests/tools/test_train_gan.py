@@ -23,34 +23,12 @@ import subprocess
 import sys
 import zlib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import check, configure, fail, run, summary  # noqa: E402
+
 CASE, EXE, CNN_EXE, KILN_RUN, WORK = sys.argv[1:6]
+configure(CASE, EXE, KILN_RUN)
 FMNIST = "/usr/share/datasets/fashion-mnist"
-
-
-def fail(msg):
-    print(f"FAIL [{CASE}]: {msg}", file=sys.stderr)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def run(args, ok=True, timeout=600, ranks=None, exe=None):
-    cmd = ([KILN_RUN, "--nproc-per-node", str(ranks), exe or EXE] if ranks else [exe or EXE]) + args
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if ok and p.returncode != 0:
-        fail(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
-    return p
-
-
-def summary(p):
-    # (under kiln-run, rank 0's lines come prefixed "[rank 0] ")
-    lines = [l.split("] ", 1)[1] if l.startswith("[rank ") else l for l in p.stdout.splitlines()]
-    lines = [l for l in lines if l.startswith("{")]
-    check(lines, f"no JSON summary line on stdout:\n{p.stdout}\n{p.stderr}")
-    return json.loads(lines[-1])
 
 
 def steps(run_dir):

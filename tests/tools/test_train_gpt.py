@@ -30,40 +30,13 @@ import struct
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import check, configure, fail, records, run, summary  # noqa: E402
+
 CASE, EXE, GEN, KILN_RUN, WORK = sys.argv[1:6]
+configure(CASE, EXE, KILN_RUN)
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOOLS = os.path.join(HERE, "..", "..", "tools")
-
-
-def fail(msg):
-    print(f"FAIL [{CASE}]: {msg}", file=sys.stderr)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def run(args, ok=True, timeout=600, ranks=None, exe=None):
-    exe = exe or EXE
-    cmd = ([KILN_RUN, "--nproc-per-node", str(ranks), exe] if ranks else [exe]) + args
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if ok and p.returncode != 0:
-        fail(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
-    return p
-
-
-def summary(p):
-    lines = [l.split("] ", 1)[1] if l.startswith("[rank ") else l for l in p.stdout.splitlines()]
-    lines = [l for l in lines if l.startswith("{")]
-    check(lines, f"no JSON summary line on stdout:\n{p.stdout}\n{p.stderr}")
-    return json.loads(lines[-1])
-
-
-def records(run_dir, kind):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [r for r in map(json.loads, f) if r.get("type") == kind]
 
 
 def corpus():
