@@ -210,11 +210,7 @@ int evaluate_only(const Config& cfg) {
   KILN_CHECK(want == "cpu" || cuda_is_available(), kProg, ": --device ", want, ": no usable CUDA device");
   const Device device(want.c_str());
   eval::Classifier c = eval::load_classifier(cfg.evaluate, device);
-  data::Dataset test = data::load_fashion_mnist(cfg.data_dir, false);
-  if (cfg.limit_test > 0 && cfg.limit_test < test.size()) {
-    test.images = test.images.narrow(0, 0, cfg.limit_test).contiguous();
-    test.labels = test.labels.narrow(0, 0, cfg.limit_test).contiguous();
-  }
+  data::Dataset test = data::load_fashion_mnist(cfg.data_dir, false).head(cfg.limit_test);
   data::LoaderOptions to;
   to.batch_size = cfg.eval_batch_size;
   to.shuffle = false;
@@ -366,16 +362,8 @@ int prune_run(Config cfg, const CLI::App& app) {
   // ---- the dense model and the data ----
   eval::Classifier dense = eval::load_classifier(cfg.from, device);
   auto model = dense.model;
-  data::Dataset train = data::load_fashion_mnist(cfg.data_dir, true);
-  data::Dataset test = data::load_fashion_mnist(cfg.data_dir, false);
-  if (cfg.limit_train > 0 && cfg.limit_train < train.size()) {
-    train.images = train.images.narrow(0, 0, cfg.limit_train).contiguous();
-    train.labels = train.labels.narrow(0, 0, cfg.limit_train).contiguous();
-  }
-  if (cfg.limit_test > 0 && cfg.limit_test < test.size()) {
-    test.images = test.images.narrow(0, 0, cfg.limit_test).contiguous();
-    test.labels = test.labels.narrow(0, 0, cfg.limit_test).contiguous();
-  }
+  data::Dataset train = data::load_fashion_mnist(cfg.data_dir, true).head(cfg.limit_train);
+  data::Dataset test = data::load_fashion_mnist(cfg.data_dir, false).head(cfg.limit_test);
   data::LoaderOptions lo;
   lo.batch_size = cfg.batch_size / rc.world;
   lo.rank = rc.rank;

@@ -230,16 +230,8 @@ int train(Config cfg, const CLI::App& app) {
   run::Checkpointer ckpt(rd->checkpoint_dir(), run::CheckpointOptions{cfg.run.keep_last});
 
   // ---- data ----
-  data::Dataset train = data::load_fashion_mnist(cfg.data_dir, true);
-  data::Dataset test = data::load_fashion_mnist(cfg.data_dir, false);
-  if (cfg.limit_train > 0 && cfg.limit_train < train.size()) {
-    train.images = train.images.narrow(0, 0, cfg.limit_train).contiguous();
-    train.labels = train.labels.narrow(0, 0, cfg.limit_train).contiguous();
-  }
-  if (cfg.limit_test > 0 && cfg.limit_test < test.size()) {
-    test.images = test.images.narrow(0, 0, cfg.limit_test).contiguous();
-    test.labels = test.labels.narrow(0, 0, cfg.limit_test).contiguous();
-  }
+  data::Dataset train = data::load_fashion_mnist(cfg.data_dir, true).head(cfg.limit_train);
+  data::Dataset test = data::load_fashion_mnist(cfg.data_dir, false).head(cfg.limit_test);
   data::LoaderOptions lo;
   lo.batch_size = cfg.batch_size / world;
   lo.rank = rank;

@@ -358,12 +358,9 @@ int train(Config cfg, const CLI::App& app) {
   data::Dataset images;
   std::unique_ptr<data::DataLoader> loader;
   if (!plan.toy) {
-    images = plan.folder.empty() ? data::load_fashion_mnist(cfg.data_dir, true)
-                                 : data::load_image_folder(plan.folder, cfg.image_size, cfg.channels);
-    if (cfg.limit_train > 0 && cfg.limit_train < images.size()) {
-      images.images = images.images.narrow(0, 0, cfg.limit_train).contiguous();
-      images.labels = images.labels.narrow(0, 0, cfg.limit_train).contiguous();
-    }
+    images = (plan.folder.empty() ? data::load_fashion_mnist(cfg.data_dir, true)
+                                  : data::load_image_folder(plan.folder, cfg.image_size, cfg.channels))
+                 .head(cfg.limit_train);
     data::LoaderOptions lo;
     lo.batch_size = local_batch;
     lo.rank = rank;

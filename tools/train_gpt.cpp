@@ -574,13 +574,14 @@ int train(Config cfg, const CLI::App& app) {
       std::fprintf(stderr, "%s: stopped after %lld steps (--stop-after-steps); resume with --resume --run-dir %s\n",
                    kProg, (long long)steps_this_run, rc.dir->path().c_str());
   } else {
-    if (out_of_time && main_rank)
+    if (out_of_time && main_rank) {
       if (total_steps > 0)
         std::fprintf(stderr, "%s: --max-minutes %g reached at step %lld of %lld\n", kProg, cfg.max_minutes,
                      (long long)step, (long long)total_steps);
       else
         std::fprintf(stderr, "%s: --max-minutes %g reached at step %lld, before the run's length was planned\n",
                      kProg, cfg.max_minutes, (long long)step);
+    }
     eval_seconds += eval_and_report();
     save();
   }

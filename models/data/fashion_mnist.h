@@ -25,6 +25,11 @@ struct Dataset {
   Tensor images;  // u8 (N, 1, 28, 28), CPU
   Tensor labels;  // i64 (N), CPU, values in [0, 10)
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
+  // The first n examples (all of them when n <= 0 or n >= size()): quick runs and tests.
+  Dataset head(int64_t n) const {
+    if (n <= 0 || n >= size()) return *this;
+    return {images.narrow(0, 0, n).contiguous(), labels.narrow(0, 0, n).contiguous()};
+  }
 };
 
 // Reads the training set (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz; 60000

@@ -16,6 +16,7 @@
 #include <kiln/models/nn/conv.h>
 #include <kiln/models/nn/linear.h>
 #include <kiln/models/nn/norm.h>
+#include <kiln/models/prune/masks.h>
 #include <kiln/ops/index.h>
 
 namespace kiln::prune {
@@ -182,35 +183,37 @@ class Tracer {
     if (std::find(blocked_ops.begin(), blocked_ops.end(), why) == blocked_ops.end()) blocked_ops.push_back(why);
   }
 
+  // Input i of node n: a traced value (its producer queued), a parameter, or a blocked
+  // value (the network's input, a constant, a leaf that is not a parameter).
+  Input input_at(Node* n, size_t i) {
+    Input in;
+    auto& meta = n->input_meta();
+    in.shape = i < meta.size() ? meta[i].sizes : Shape{};
+    Node* src = n->next_edges()[i].node.get();
+    if (src == nullptr) {
+      // no gradient flows there: the network's input, a constant, or an undefined input
+      in.defined = !in.shape.empty();
+      if (in.defined) {
+        in.value = new_value(in.shape);
+        block(in.value);
+      }
+    } else if (Tensor leaf = src->leaf(); leaf.defined()) {
+      in.defined = true;
+      in.param = index_.find(leaf);
+      if (in.param == nullptr) {  // a leaf that is not a parameter of the model: an input that requires grad
+        in.value = new_value(in.shape);
+        block(in.value);
+      }
+    } else {
+      in.defined = true;
+      in.node = src;
+      in.value = value_of(src, in.shape);
+    }
+    return in;
+  }
   std::vector<Input> inputs(Node* n) {
     std::vector<Input> ins;
-    auto& edges = n->next_edges();
-    auto& meta = n->input_meta();
-    for (size_t i = 0; i < edges.size(); ++i) {
-      Input in;
-      in.shape = i < meta.size() ? meta[i].sizes : Shape{};
-      Node* src = edges[i].node.get();
-      if (src == nullptr) {
-        // no gradient flows there: the network's input, a constant, or an undefined input
-        in.defined = !in.shape.empty();
-        if (in.defined) {
-          in.value = new_value(in.shape);
-          block(in.value);
-        }
-      } else if (Tensor leaf = src->leaf(); leaf.defined()) {
-        in.defined = true;
-        in.param = index_.find(leaf);
-        if (in.param == nullptr) {  // a leaf that is not a parameter of the model: an input that requires grad
-          in.value = new_value(in.shape);
-          block(in.value);
-        }
-      } else {
-        in.defined = true;
-        in.node = src;
-        in.value = value_of(src, in.shape);
-      }
-      ins.push_back(std::move(in));
-    }
+    for (size_t i = 0; i < n->next_edges().size(); ++i) ins.push_back(input_at(n, i));
     return ins;
   }
 
@@ -230,7 +233,7 @@ class Tracer {
       if (Tensor leaf = weight_behind(b); leaf.defined()) {
         const ParamIndex::Entry* w = index_.find(leaf);
         if (w && std::dynamic_pointer_cast<nn::Linear>(w->module) && leaf.dim() == 2) {
-          Input a = inputs_first(n);
+          Input a = input_at(n, 0);  // (the weight's views are not traced)
           if (a.value < 0 || values_[a.value].shape.size() == 4 || channels(a.value) != leaf.size(1) ||
               channels(out) != leaf.size(0)) {
             block_all({a}, out, "matmul (a Linear on an unexpected shape)");
@@ -265,22 +268,6 @@ class Tracer {
     if (one_of(op, {"view", "reshape", "squeeze", "unsqueeze"})) return reshape(ins, out, op);
     if (op == "cat") return concat(ins, out);
     block_all(ins, out, op);
-  }
-
-  Input inputs_first(Node* n) {
-    // the first input of a node whose other inputs were looked through
-    Input in;
-    auto& e = n->next_edges()[0];
-    in.shape = n->input_meta()[0].sizes;
-    in.defined = true;
-    if (e.node == nullptr || e.node->leaf().defined()) {
-      in.value = new_value(in.shape);
-      block(in.value);
-    } else {
-      in.node = e.node.get();
-      in.value = value_of(in.node, in.shape);
-    }
-    return in;
   }
 
   void conv(const std::vector<Input>& ins, int out) {
@@ -529,11 +516,6 @@ std::vector<LayerCall> layer_calls(const std::shared_ptr<nn::Module>& model, con
 Cost count_cost(const std::shared_ptr<nn::Module>& model, const Tensor& example) {
   const int64_t batch = example.defined() && example.dim() >= 1 ? example.size(0) : 1;
   std::map<std::string, std::pair<int64_t, int64_t>> macs;  // by layer prefix: (macs, nonzero macs)
-  auto nnz = [](const Tensor& w) {
-    int64_t n = 0;
-    for (float v : w.to_vector<float>()) n += v != 0.0f;
-    return n;
-  };
   for (const LayerCall& call : layer_calls(model, example)) {
     Tensor wt = call.module->get_parameter("weight");
     const Shape& xs = call.input;
@@ -551,7 +533,7 @@ Cost count_cost(const std::shared_ptr<nn::Module>& model, const Tensor& example)
     }
     auto& m = macs[call.name];
     m.first += wt.numel() * per_weight;
-    m.second += nnz(wt) * per_weight;
+    m.second += count_nonzero(wt) * per_weight;
   }
   Cost cost;
   for (auto& [prefix, mod] : model->named_modules()) {
@@ -560,7 +542,7 @@ Cost count_cost(const std::shared_ptr<nn::Module>& model, const Tensor& example)
     LayerCost l;
     l.name = prefix;
     l.type = mod->type_name();
-    for (auto& [n, p] : own) l.params += p.numel(), l.nonzero += nnz(p);
+    for (auto& [n, p] : own) l.params += p.numel(), l.nonzero += count_nonzero(p);
     auto it = macs.find(prefix);
     if (it != macs.end()) l.macs = it->second.first, l.nonzero_macs = it->second.second;
     cost.params += l.params, cost.nonzero += l.nonzero, cost.macs += l.macs, cost.nonzero_macs += l.nonzero_macs;

@@ -12,6 +12,7 @@
 #include <kiln/models/nn/conv.h>
 #include <kiln/models/nn/linear.h>
 #include <kiln/ops/binary.h>
+#include <kiln/ops/reduce.h>
 
 namespace kiln::prune {
 
@@ -24,7 +25,7 @@ void Masks::set(const std::string& name, const Tensor& mask) {
   KILN_CHECK(mask.defined() && mask.sizes() == p.sizes(), "prune::Masks: the mask of '", name, "' must have its shape ",
              shape_str(p.sizes()), ", got ", mask.defined() ? describe(mask) : std::string("an undefined tensor"));
   Tensor m = mask.detach().to(p.device(), p.dtype()).clone();  // the Masks' own copy
-  masks_[name] = m;
+  masks_[name] = {p, m};
   NoGradGuard no_grad;
   mul_(p, m);
 }
@@ -32,7 +33,13 @@ void Masks::set(const std::string& name, const Tensor& mask) {
 const Tensor& Masks::get(const std::string& name) const {
   auto it = masks_.find(name);
   KILN_CHECK(it != masks_.end(), "prune::Masks: '", name, "' has no mask");
-  return it->second;
+  return it->second.mask;
+}
+
+std::map<std::string, Tensor> Masks::state_dict() const {
+  std::map<std::string, Tensor> out;
+  for (const auto& [name, e] : masks_) out[name] = e.mask;
+  return out;
 }
 
 std::vector<std::string> Masks::names() const {
@@ -43,34 +50,34 @@ std::vector<std::string> Masks::names() const {
 
 void Masks::apply() {
   NoGradGuard no_grad;
-  for (auto& [name, m] : masks_) {
-    Tensor p = model_->get_parameter(name);
-    mul_(p, m);
-  }
+  for (auto& [name, e] : masks_) mul_(e.param, e.mask);
 }
 
 void Masks::mask_gradients() {
   NoGradGuard no_grad;
-  for (auto& [name, m] : masks_) {
-    Tensor g = model_->get_parameter(name).grad();
-    if (g.defined()) mul_(g, m);
+  for (auto& [name, e] : masks_) {
+    Tensor g = e.param.grad();
+    if (g.defined()) mul_(g, e.mask);
   }
 }
 
 double Masks::sparsity() const {
   double zeros = 0, total = 0;
-  for (const auto& [name, m] : masks_) {
-    for (float v : m.to_vector<float>()) zeros += v == 0.0f;
-    total += static_cast<double>(m.numel());
+  for (const auto& [name, e] : masks_) {
+    zeros += static_cast<double>(e.mask.numel() - count_nonzero(e.mask));
+    total += static_cast<double>(e.mask.numel());
   }
   return total > 0 ? zeros / total : 0.0;
 }
 
 double Masks::sparsity(const std::string& name) const {
   const Tensor& m = get(name);
-  double zeros = 0;
-  for (float v : m.to_vector<float>()) zeros += v == 0.0f;
-  return m.numel() > 0 ? zeros / static_cast<double>(m.numel()) : 0.0;
+  return m.numel() > 0 ? 1.0 - static_cast<double>(count_nonzero(m)) / static_cast<double>(m.numel()) : 0.0;
+}
+
+int64_t count_nonzero(const Tensor& t) {
+  if (t.numel() == 0) return 0;
+  return sum(ne(t.detach(), 0.0)).item<int64_t>();
 }
 
 void Masks::load_state_dict(const std::map<std::string, Tensor>& state) {

@@ -44,15 +44,22 @@ class Masks {
   double sparsity(const std::string& name) const;
 
   // The masks by parameter name (aliases, in the parameter's dtype).
-  std::map<std::string, Tensor> state_dict() const { return masks_; }
+  std::map<std::string, Tensor> state_dict() const;
   // Replaces every mask by those of `state` (names must be parameters of the model, with
   // their shapes); throws kiln::Error naming the entry otherwise, before changing anything.
   void load_state_dict(const std::map<std::string, Tensor>& state);
 
  private:
+  struct Entry {
+    Tensor param;  // the model's handle (found once, when the mask is set)
+    Tensor mask;
+  };
   std::shared_ptr<nn::Module> model_;
-  std::map<std::string, Tensor> masks_;
+  std::map<std::string, Entry> masks_;
 };
+
+// The nonzero entries of a tensor (any device and dtype; one host read).
+int64_t count_nonzero(const Tensor& t);
 
 // The weights that unstructured pruning considers: every Conv2d, ConvTranspose2d and
 // Linear weight, by name, in registration order (biases and norms are left dense, as in

@@ -10,6 +10,7 @@
 #include <kiln/models/nn/conv.h>
 #include <kiln/models/nn/linear.h>
 #include <kiln/models/prune/graph.h>
+#include <kiln/models/prune/masks.h>
 #include <kiln/ops/sparse.h>
 
 namespace kiln::prune {
@@ -28,9 +29,7 @@ double median_ms(const std::function<void()>& f, int64_t repeats) {
 }
 
 double zero_fraction(const Tensor& w) {
-  int64_t z = 0;
-  for (float v : w.to_vector<float>()) z += v == 0.0f;
-  return w.numel() > 0 ? static_cast<double>(z) / static_cast<double>(w.numel()) : 0.0;
+  return w.numel() > 0 ? 1.0 - static_cast<double>(count_nonzero(w)) / static_cast<double>(w.numel()) : 0.0;
 }
 
 }  // namespace

@@ -135,6 +135,32 @@ inline void store(float* dst, const v8& v, int64_t n) {
   }
 }
 
+// The per-image path's tiles over one output plane: R rows x B column blocks of 8 at
+// output (y0, x0), each the bias plus every nonzero of the row [j0, j1) in CSR order; of
+// the last block, `lanes` are stored.
+struct PlaneTiles {
+  const float* vals;
+  const int64_t* off;  // each nonzero's offset into one image's phase-split input
+  int64_t row_step;    // input floats between output rows
+  int64_t Wo;
+  template <int R, int B>
+  void run(const float* img, float* dst, int64_t y0, int64_t x0, int64_t lanes, const v8& b0, int64_t j0,
+           int64_t j1) const {
+    v8 a[R * B];
+    for (auto& t : a) t = b0;
+    const float* base = img + y0 * row_step + x0;
+    for (int64_t j = j0; j < j1; ++j) {
+      const v8 v = splat(vals[j]);
+      const float* src = base + off[j];
+      for (int r = 0; r < R; ++r)
+        for (int c = 0; c < B; ++c) a[r * B + c] = fma8(v, load8(src + r * row_step + c * kLanes), a[r * B + c]);
+    }
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < B; ++c)
+        store(dst + (y0 + r) * Wo + x0 + c * kLanes, a[r * B + c], c + 1 < B ? kLanes : lanes);
+  }
+};
+
 }  // namespace
 
 namespace {
@@ -250,6 +276,7 @@ void sparse_conv2d(TV x, TV row_ptr, TV col, TV values, TV bias, TV y, const Spa
   const float* b = bias.defined ? bias.ptr<const float>() : nullptr;
   float* out = y.ptr<float>();
   const int64_t row_step = p.stride_h * row_len;  // input rows between output rows
+  const PlaneTiles t{vals, off.data(), row_step, Wo};
   parallel_for(N * O, 1, [&](int64_t begin, int64_t end) {
     for (int64_t no = begin; no < end; ++no) {
       const int64_t n = no / O, o = no % O;
@@ -257,65 +284,19 @@ void sparse_conv2d(TV x, TV row_ptr, TV col, TV values, TV bias, TV y, const Spa
       float* dst = out + no * Ho * Wo;
       const v8 b0 = splat(b ? b[o] : 0.0f);
       const int64_t j0 = ptr[o], j1 = ptr[o + 1];
+      // tiles of 4 rows x 2 column blocks while the plane has them (8 independent sums in
+      // flight), then narrower and shorter ones at the edges
       int64_t x0 = 0;
-      // two column blocks at a time while the row has them: 8 independent sums in flight
       for (; x0 + 2 * kLanes <= Wo; x0 += 2 * kLanes) {
         int64_t y0 = 0;
-        for (; y0 + kRows <= Ho; y0 += kRows) {
-          v8 a[2 * kRows];
-          for (auto& t : a) t = b0;
-          const float* base = img + y0 * row_step + x0;
-          for (int64_t j = j0; j < j1; ++j) {
-            const v8 v = splat(vals[j]);
-            const float* s = base + off[static_cast<size_t>(j)];
-            for (int64_t r = 0; r < kRows; ++r) {
-              a[2 * r] = fma8(v, load8(s + r * row_step), a[2 * r]);
-              a[2 * r + 1] = fma8(v, load8(s + r * row_step + kLanes), a[2 * r + 1]);
-            }
-          }
-          for (int64_t r = 0; r < kRows; ++r) {
-            store(dst + (y0 + r) * Wo + x0, a[2 * r], kLanes);
-            store(dst + (y0 + r) * Wo + x0 + kLanes, a[2 * r + 1], kLanes);
-          }
-        }
-        for (; y0 < Ho; ++y0) {
-          v8 a0 = b0, a1 = b0;
-          const float* base = img + y0 * row_step + x0;
-          for (int64_t j = j0; j < j1; ++j) {
-            const v8 v = splat(vals[j]);
-            const float* s = base + off[static_cast<size_t>(j)];
-            a0 = fma8(v, load8(s), a0);
-            a1 = fma8(v, load8(s + kLanes), a1);
-          }
-          store(dst + y0 * Wo + x0, a0, kLanes);
-          store(dst + y0 * Wo + x0 + kLanes, a1, kLanes);
-        }
+        for (; y0 + kRows <= Ho; y0 += kRows) t.run<kRows, 2>(img, dst, y0, x0, kLanes, b0, j0, j1);
+        for (; y0 < Ho; ++y0) t.run<1, 2>(img, dst, y0, x0, kLanes, b0, j0, j1);
       }
       for (; x0 < Wo; x0 += kLanes) {
         const int64_t lanes = std::min(kLanes, Wo - x0);
         int64_t y0 = 0;
-        for (; y0 + kRows <= Ho; y0 += kRows) {
-          v8 a0 = b0, a1 = b0, a2 = b0, a3 = b0;
-          const float* base = img + y0 * row_step + x0;
-          for (int64_t j = j0; j < j1; ++j) {
-            const v8 v = splat(vals[j]);
-            const float* s = base + off[static_cast<size_t>(j)];
-            a0 = fma8(v, load8(s), a0);
-            a1 = fma8(v, load8(s + row_step), a1);
-            a2 = fma8(v, load8(s + 2 * row_step), a2);
-            a3 = fma8(v, load8(s + 3 * row_step), a3);
-          }
-          store(dst + y0 * Wo + x0, a0, lanes);
-          store(dst + (y0 + 1) * Wo + x0, a1, lanes);
-          store(dst + (y0 + 2) * Wo + x0, a2, lanes);
-          store(dst + (y0 + 3) * Wo + x0, a3, lanes);
-        }
-        for (; y0 < Ho; ++y0) {
-          v8 a0 = b0;
-          const float* base = img + y0 * row_step + x0;
-          for (int64_t j = j0; j < j1; ++j) a0 = fma8(splat(vals[j]), load8(base + off[static_cast<size_t>(j)]), a0);
-          store(dst + y0 * Wo + x0, a0, lanes);
-        }
+        for (; y0 + kRows <= Ho; y0 += kRows) t.run<kRows, 1>(img, dst, y0, x0, lanes, b0, j0, j1);
+        for (; y0 < Ho; ++y0) t.run<1, 1>(img, dst, y0, x0, lanes, b0, j0, j1);
       }
     }
   });
