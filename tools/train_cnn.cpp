@@ -84,6 +84,9 @@ struct Config {
   int64_t batch_size = 128;
   double lr = 0;  // 0: the optimizer's default below
   std::string optimizer = "adamw";
+  double sam = 0;        // > 0: SAM (Foret et al. 2021) with this rho around the optimizer
+  bool asam = false;     // adaptive SAM (Kwon et al. 2021)
+  double asam_eta = 0.01;
   std::string schedule = "cosine";
   double weight_decay = -1;  // < 0: the optimizer's default below
   int64_t warmup_steps = 50;
@@ -111,6 +114,12 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--optimizer", c.optimizer, "sgd (momentum 0.9, nesterov) | adam | adamw")
       ->check(CLI::IsMember({"sgd", "adam", "adamw"}));
+  app.add_option("--sam", c.sam,
+                 "sharpness-aware minimisation around the optimizer with this radius rho (0: off; Foret et al. "
+                 "2021 use 0.05): two forward/backward passes per step")
+      ->check(tools::positive_real(/*allow_zero=*/true));
+  app.add_flag("--asam", c.asam, "adaptive SAM (Kwon et al. 2021; needs --sam, typically 0.5-2)");
+  app.add_option("--asam-eta", c.asam_eta, "ASAM's eta in T = |w| + eta")->check(tools::positive_real(true));
   app.add_option("--weight-decay", c.weight_decay,
                  "weight decay (negative: the optimizer's default, 5e-4 for sgd, 0 for adam, 1e-2 for adamw)");
   app.add_option("--schedule", c.schedule, "cosine (linear warmup + cosine) | knee | constant")
@@ -165,6 +174,7 @@ std::map<std::string, std::string> run_metadata(const Config& c, double lr, doub
           {"lr", lr_s.str()},
           {"weight_decay", wd_s.str()},
           {"optimizer", c.optimizer},
+          {"sam", detail::str(c.sam, c.asam ? detail::str(" asam ", c.asam_eta) : std::string())},
           {"schedule", c.schedule},
           {"warmup_steps", std::to_string(c.warmup_steps)},
           {"seed", std::to_string(c.seed)},
@@ -285,6 +295,8 @@ int train(Config cfg, const CLI::App& app) {
     o.weight_decay = wd;
     opt = std::make_unique<AdamW>(model->parameters(), o);
   }
+  std::unique_ptr<SAM> sam;
+  if (cfg.sam > 0) sam = std::make_unique<SAM>(*opt, SamOptions{cfg.sam, cfg.asam, cfg.asam_eta});
   const int64_t warmup = std::min(cfg.warmup_steps, total_steps);
   std::unique_ptr<LRScheduler> sched;
   if (cfg.schedule == "cosine")
@@ -414,7 +426,13 @@ int train(Config cfg, const CLI::App& app) {
         const double l = loss.item<double>();
         take_step = guard.check(l, ts.step + 1, epoch + 1, last_ckpt);
       }
-      if (take_step) opt->step();
+      if (take_step && sam) {  // SAM's second pass, at w + e(w) (BatchNorm sees both batches)
+        sam->first_step();
+        cross_entropy((*net)(batch.x), batch.y).backward();
+        sam->second_step();
+      } else if (take_step) {
+        opt->step();
+      }
       sched->step();
       ++ts.step;
       ++steps_this_run;
@@ -512,6 +530,7 @@ int main(int argc, char** argv) {
   add_flags(app, cfg);
   // Exit status: 0 done (or --help), 1 an error, 2 a bad command line, 3 a non-finite loss.
   return tools::kiln_main(app, argc, argv, [&] {
+    if (cfg.asam && cfg.sam == 0) throw CLI::ValidationError("--asam", "needs --sam RHO (ASAM's radius, e.g. 0.5)");
     try {
       return train(cfg, app);
     } catch (const run::NonFiniteLoss& e) {

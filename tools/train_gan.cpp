@@ -5,7 +5,9 @@
 //
 // The losses (x real, z ~ N(0, I), D's output a logit, BCE = binary cross entropy on logits):
 //   D:  BCE(D(x), s) + BCE(D(G(z)), 0)         s = 1, or --label-smoothing s (one-sided)
-//   G:  BCE(D(G(z)), 1)                         the non-saturating loss
+//   G:  BCE(D(G(z)), 1)                         the non-saturating loss (--g-loss minimax:
+//                                               mean log(1 - D(G(z))), the default with
+//                                               --unrolled, as Metz et al. unroll that game)
 // Stabilisers (each a flag; they combine unless noted):
 //   --feature-matching        G minimises ||E f(x) - E f(G(z))||^2 over D's last hidden
 //                             layer f instead (Salimans et al. 2016)
@@ -88,6 +90,7 @@ struct Config {
   int64_t steps_per_epoch = 500;  // 2-D data
   double lr = 0;      // 0: 2e-4 for images (1e-4 with --wgan-gp), 1e-3 for 2-D data
   double lr_d = 0;    // 0: --lr
+  std::string g_loss;  // "" = minimax with --unrolled (Metz et al.), non-saturating otherwise
   std::string lr_decay;  // "" = none for images, linear for 2-D data
   double beta1 = -1;  // < 0: 0.5 (0 with --wgan-gp)
   double beta2 = -1;  // < 0: 0.999 (0.9 with --wgan-gp)
@@ -108,6 +111,7 @@ struct Config {
   double mr_lambda1 = 0.2;
   double mr_lambda2 = 0.4;
   bool wgan_gp = false;
+  double g_ema = -1;  // < 0: 0.999 for images, 0 (off) for 2-D data
   double gp_lambda = 10.0;
   std::string classifier;
   int64_t eval_samples = 0;  // 0: 10000 for images, 2500 for 2-D data
@@ -138,6 +142,13 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(tools::positive_real(true));
   app.add_option("--lr-d", c.lr_d, "D's learning rate when it differs from G's (0: --lr)")
       ->check(tools::positive_real(true));
+  app.add_option("--g-loss", c.g_loss,
+                 "G's loss: non-saturating (BCE(D(G(z)), 1)) | minimax (mean log(1 - D(G(z)))); default: minimax "
+                 "with --unrolled, as Metz et al. unroll the minimax game, non-saturating otherwise")
+      ->check(CLI::IsMember({"", "non-saturating", "minimax"}));
+  app.add_option("--g-ema", c.g_ema,
+                 "sample from an exponential moving average of G's weights with this decay, with warm-up "
+                 "(Yazici et al. 2019); 0: off (negative: 0.999 for images, off for 2-D data)");
   app.add_option("--lr-decay", c.lr_decay, "none | linear (to 0 at the last iteration; default: linear for 2-D data)")
       ->check(CLI::IsMember({"", "none", "linear"}));
   app.add_option("--beta1", c.beta1, "Adam beta1 (negative: 0.5, 0 with --wgan-gp)");
@@ -233,6 +244,11 @@ Plan resolve(Config& c) {
   if (c.batch_size == 0) c.batch_size = p.toy ? 256 : 64;
   if (c.lr == 0) c.lr = c.wgan_gp ? 1e-4 : p.toy ? 1e-3 : 2e-4;
   if (c.lr_d == 0) c.lr_d = c.lr;
+  if (c.g_ema < 0) c.g_ema = p.toy ? 0.0 : 0.999;
+  if (c.g_ema >= 1) throw CLI::ValidationError("--g-ema", "the decay must lie in [0, 1)");
+  if (c.g_loss.empty()) c.g_loss = c.unrolled > 0 ? "minimax" : "non-saturating";
+  if (c.wgan_gp && c.g_loss == "minimax")
+    throw CLI::ValidationError("--g-loss", "minimax is a loss of D's logits; --wgan-gp has its own critic loss");
   if (c.lr_decay.empty()) c.lr_decay = p.toy ? "linear" : "none";
   if (c.beta1 < 0) c.beta1 = c.wgan_gp ? 0.0 : 0.5;
   if (c.beta2 < 0) c.beta2 = c.wgan_gp ? 0.9 : 0.999;
@@ -261,6 +277,8 @@ std::map<std::string, std::string> run_metadata(const Config& c) {
           {"steps_per_epoch", std::to_string(c.steps_per_epoch)},
           {"lr", num(c.lr)},
           {"lr_d", num(c.lr_d)},
+          {"g_loss", c.g_loss},
+          {"g_ema", num(c.g_ema)},
           {"lr_decay", c.lr_decay},
           {"beta1", num(c.beta1)},
           {"beta2", num(c.beta2)},
@@ -387,6 +405,24 @@ int train(Config cfg, const CLI::App& app) {
     for (auto& t : m.E->parameters()) ge_params.push_back(t);
   auto opt_g = make_adam(ge_params, cfg, cfg.lr);
   auto opt_d = make_adam(m.D->parameters(), cfg, cfg.lr_d);
+  // --g-ema: a second G whose weights are the running average of G's; the grids and
+  // metrics sample from it. G's buffers (BN running averages) are copied into it.
+  std::shared_ptr<nn::Module> g_avg;
+  std::unique_ptr<ExponentialAverage> ema;
+  if (cfg.g_ema > 0) {
+    Generator unused(cfg.seed);
+    g_avg = build(cfg, plan, unused).G;
+    g_avg->to(device), g_avg->train();
+    g_avg->load_state_dict(m.G->state_dict());
+    ema = std::make_unique<ExponentialAverage>(g_avg->parameters(), cfg.g_ema, /*warmup=*/true);
+  }
+  auto update_average = [&] {
+    if (!ema) return;
+    ema->update(m.G->parameters());
+    NoGradGuard no_grad;
+    std::vector<Tensor> from = m.G->buffers(), to = g_avg->buffers();
+    for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i]);
+  };
   const int64_t n_params_g = m.G->num_parameters(), n_params_d = m.D->num_parameters();
 
   // ---- resume ----
@@ -401,6 +437,10 @@ int train(Config cfg, const CLI::App& app) {
     if (m.E) m.E->load_state_dict(run::sub_state(ck.tensors, "E."));
     opt_g->load_state_dict(run::sub_state(ck.tensors, "optim_g."));
     opt_d->load_state_dict(run::sub_state(ck.tensors, "optim_d."));
+    if (ema) {
+      g_avg->load_state_dict(run::sub_state(ck.tensors, "G_ema."));
+      ema->load_state_dict(run::sub_state(ck.tensors, "G_ema_state."));
+    }
     iter = run::get_i64(ck.tensors, "train.iteration", last_ckpt);
     if (main_rank)
       std::fprintf(stderr, "%s: resumed from %s at iteration %lld\n", kProg, last_ckpt.c_str(), (long long)iter);
@@ -464,6 +504,7 @@ int train(Config cfg, const CLI::App& app) {
 
   // ---- one iteration ----
   const double real_target = cfg.label_smoothing;
+  const auto g_objective = cfg.g_loss == "minimax" ? gan::minimax_generator_loss : gan::generator_loss;
   struct StepOut {
     Tensor d_loss, g_loss, d_real, d_fake;  // device scalars (g_loss undefined when G did not step)
   };
@@ -520,13 +561,13 @@ int train(Config cfg, const CLI::App& app) {
       uo.real_target = real_target;
       uo.second_order = !cfg.unrolled_first_order;
       std::vector<Tensor> theta = gan::unroll_discriminator(*m.D, *opt_d, x, fake, uo);
-      g_loss = gan::generator_loss(m.D->run(fake, theta).logits);
+      g_loss = g_objective(m.D->run(fake, theta).logits);
     } else if (cfg.feature_matching) {
       g_loss = gan::feature_matching_loss(m.D->run(x).features, m.D->run(fake).features);
     } else if (cfg.wgan_gp) {
       g_loss = gan::wgan_generator_loss((*netD)(fake));
     } else {
-      g_loss = gan::generator_loss((*netD)(fake));
+      g_loss = g_objective((*netD)(fake));
     }
     if (m.E) {
       Tensor rec = (*netG)((*netE)(x));
@@ -534,6 +575,7 @@ int train(Config cfg, const CLI::App& app) {
     }
     g_loss.backward();
     opt_g->step();
+    update_average();
     opt_d->zero_grad();  // what G's loss left in D's .grad is not D's
     out.g_loss = g_loss.detach();
     return out;
@@ -543,27 +585,28 @@ int train(Config cfg, const CLI::App& app) {
   run::Record last_eval;
   auto evaluate = [&](int64_t epoch) -> run::Record {
     NoGradGuard no_grad;
+    nn::Module& sampler = g_avg ? *g_avg : *m.G;  // --g-ema: the averaged G
     run::Record r;
     // Sampling with batch statistics (G stays in train mode) must not move G's running
     // averages: they are saved and put back.
     const bool batch_stats = cfg.sample_bn == "batch";
     std::vector<Tensor> kept;
     if (batch_stats)
-      for (const Tensor& b : m.G->buffers()) kept.push_back(b.clone());
+      for (const Tensor& b : sampler.buffers()) kept.push_back(b.clone());
     else
-      m.G->eval();
+      sampler.eval();
     const std::string epoch_png =
         cfg.eval_only ? samples_dir + "/eval.png"
                       : detail::str(samples_dir, "/epoch-", epoch < 100 ? (epoch < 10 ? "00" : "0") : "", epoch, ".png");
     if (plan.toy) {
-      Tensor s = m.G->forward(fixed_z).to(kCPU);
+      Tensor s = sampler.forward(fixed_z).to(kCPU);
       eval::ModeCoverage mc = eval::mode_coverage(s, *plan.mixture);
       const double extent = plan.mixture->name == "ring8" ? 3.0 : 6.0;
       data::write_scatter_png(epoch_png, s, plan.mixture->centers, extent);
       if (!cfg.eval_only) data::write_scatter_png(samples_png, s, plan.mixture->centers, extent);
       r = {{"modes_covered", mc.modes_covered}, {"high_quality", mc.high_quality}};
     } else {
-      Tensor grid = data::image_grid(m.G->forward(fixed_z), 8);
+      Tensor grid = data::image_grid(sampler.forward(fixed_z), 8);
       data::write_png(epoch_png, grid);
       if (!cfg.eval_only) data::write_png(samples_png, grid);
       if (classifier) {
@@ -573,7 +616,7 @@ int train(Config cfg, const CLI::App& app) {
           Generator ez(cfg.seed + 2);
           ez.set_state(cfg.seed + 2, static_cast<uint64_t>(s) * static_cast<uint64_t>(cfg.latent_dim));
           Tensor gz = randn({n, cfg.latent_dim}, DType::F32, &ez).to(device);
-          eval::Classified c = eval::classify(*classifier, m.G->forward(gz), -1, 1);
+          eval::Classified c = eval::classify(*classifier, sampler.forward(gz), -1, 1);
           probs.push_back(c.probs), feats.push_back(c.features), preds.push_back(c.predicted);
         }
         Tensor P = cat(probs, 0), F = cat(feats, 0);
@@ -589,10 +632,10 @@ int train(Config cfg, const CLI::App& app) {
       }
     }
     if (batch_stats) {
-      std::vector<Tensor> now = m.G->buffers();
+      std::vector<Tensor> now = sampler.buffers();
       for (size_t i = 0; i < now.size(); ++i) now[i].copy_(kept[i]);
     } else {
-      m.G->train();
+      sampler.train();
     }
     if (cfg.eval_only) r.push_back({"samples_png", epoch_png});
     return r;
@@ -630,6 +673,10 @@ int train(Config cfg, const CLI::App& app) {
     if (m.E) run::put_state(st, "E.", m.E->state_dict());
     run::put_state(st, "optim_g.", opt_g->state_dict());
     run::put_state(st, "optim_d.", opt_d->state_dict());
+    if (ema) {
+      run::put_state(st, "G_ema.", g_avg->state_dict());
+      run::put_state(st, "G_ema_state.", ema->state_dict());
+    }
     st["train.iteration"] = run::i64_scalar(iter);
     run::check_finite_state(kProg, st, iter, last_ckpt);
     auto md = meta;

@@ -45,6 +45,11 @@ Tensor generator_loss(const Tensor& fake_logits) {
   return bce_to(fake_logits, 1.0);
 }
 
+Tensor minimax_generator_loss(const Tensor& fake_logits) {
+  check_logits("minimax_generator_loss", fake_logits, "fake_logits");
+  return neg(bce_to(fake_logits, 0.0));
+}
+
 Tensor feature_matching_loss(const Tensor& real_features, const Tensor& fake_features) {
   kiln::detail::check_defined("feature_matching_loss", real_features, "real_features");
   kiln::detail::check_defined("feature_matching_loss", fake_features, "fake_features");

@@ -5,6 +5,8 @@
 //   discriminator_loss      BCE(D(x), s) + BCE(D(G(z)), 0); s < 1 is one-sided label
 //                           smoothing (Salimans et al. 2016: only the real targets move)
 //   generator_loss          BCE(D(G(z)), 1), the non-saturating loss of Goodfellow et al.
+//   minimax_generator_loss  -BCE(D(G(z)), 0) = mean log(1 - D(G(z))), the minimax game's own
+//                           G loss (what the unrolled GAN of Metz et al. 2017 minimises)
 //   feature_matching_loss   ||mean_x f(x) - mean_z f(G(z))||^2 over D's features f
 //                           (Salimans et al. 2016); the real side is a constant
 //   gradient_penalty        mean_i (||grad_x^ D(x^)_i||_2 - 1)^2 at x^ = e x + (1 - e) G(z),
@@ -29,6 +31,7 @@ namespace kiln::gan {
 
 Tensor discriminator_loss(const Tensor& real_logits, const Tensor& fake_logits, double real_target = 1.0);
 Tensor generator_loss(const Tensor& fake_logits);
+Tensor minimax_generator_loss(const Tensor& fake_logits);
 Tensor feature_matching_loss(const Tensor& real_features, const Tensor& fake_features);
 
 // critic: x -> (N) scores. eps (N) in [0, 1]: the interpolation weights (drawn by the caller,

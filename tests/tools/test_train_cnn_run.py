@@ -3,7 +3,8 @@
 guards (models/run/, tools/run_cli.h). One ctest per case:
 
   resume        straight vs interrupted (mid-epoch, and at an epoch end) + --resume: identical
-                per-step losses and final metrics; each step recorded once
+                per-step losses and final metrics; each step recorded once; the same with
+                --sam (SAM changes the trajectory and resumes exactly)
   kill          SIGKILL during training, a torn metrics line, a stale temp file: --resume
                 cleans up and still records every step exactly once
   refuse        a second run in a run's directory refuses (naming --resume and --overwrite)
@@ -112,6 +113,16 @@ def case_resume():
     check(len(ck) == 2, f"--keep-last 2 (default) should leave 2 checkpoints, found {ck}")
     epochs = [r for r in records(a) if r.get("type") == "epoch"]
     check(len(epochs) == 2 and 0 < epochs[-1]["test_accuracy"] <= 1, f"epoch records: {epochs}")
+    # SAM (two passes per step, no state of its own): another trajectory, resumed exactly.
+    d, e = fresh("sam_straight"), fresh("sam_mid_epoch")
+    pd = run(COMMON + ["--run-dir", d, "--sam", "0.05"])
+    run(COMMON + ["--run-dir", e, "--sam", "0.05", "--save-every", "3", "--stop-after-steps", "7"])
+    pe = run(COMMON + ["--run-dir", e, "--sam", "0.05", "--save-every", "3", "--resume"])
+    same_steps(d, e, "SAM mid-epoch resume")
+    same_final(pd, pe, "SAM mid-epoch resume")
+    la = [r["loss"] for r in step_records(a)]
+    ld = [r["loss"] for r in step_records(d)]
+    check(la[0] == ld[0] and la[1:] != ld[1:], "--sam should change every step after the first")
 
 
 def case_kill():
@@ -218,6 +229,8 @@ def case_limits():
                          (["--epochs", "0"], "epochs"),
                          (["--lr", "-1"], "lr"),
                          (["--optimizer", "lamb"], "optimizer"),
+                         (["--asam"], "--sam"),
+                         (["--sam", "-0.1"], "sam"),
                          (["--no-such-flag"], "no-such-flag")):
         p = run(COMMON + ["--run-dir", fresh("limits")] + args, ok=False, timeout=60)
         check(p.returncode == 2 and needle in p.stderr, f"{args}: want exit 2 naming {needle}, got {p.returncode}:\n"

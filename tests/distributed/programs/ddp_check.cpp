@@ -7,6 +7,8 @@
 // The replicas start from different random weights (seed + rank), so the check also
 // covers DDP's initial broadcast. Tiny buckets force several all-reduces per step; a
 // gradient-accumulation mode (no_sync) and a parameter that gets no gradient are in.
+// With --sam RHO the optimizer is wrapped in SAM (optim/sam.h): both of its backward
+// passes all-reduce, so the ranks must still agree with the single process.
 // Exit code 0 when both hold, 1 otherwise; prints a JSON line from rank 0.
 #include <cstdio>
 #include <cstring>
@@ -27,6 +29,7 @@ struct Args {
   std::string optimizer = "adamw";
   bool find_unused = true;
   bool set_to_none = true;  // zero_grad(set_to_none); false: .grad stays a view of DDP's bucket
+  double sam_rho = 0;       // > 0: SAM around the optimizer
 };
 
 Args parse(int argc, char** argv) {
@@ -44,6 +47,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--optimizer") a.optimizer = next();
     else if (f == "--no-find-unused") a.find_unused = false;
     else if (f == "--zero-grads-in-place") a.set_to_none = false;
+    else if (f == "--sam") a.sam_rho = std::stod(next());
     else throw Error("kiln_ddp_check: unknown option " + f);
   }
   return a;
@@ -89,8 +93,16 @@ std::unique_ptr<Optimizer> make_opt(const Args& a, nn::Module& m) {
 // One training step on `x`, `y` split into `micro` micro-batches; `model_fwd` is the
 // plain module or the DDP wrapper; `no_sync` makes a guard for all but the last.
 template <class Fwd, class NoSync>
-float train_step(Optimizer& opt, Fwd&& fwd, NoSync&& no_sync, const Tensor& x, const Tensor& y, int micro,
+float train_step(Optimizer& opt, SAM* sam, Fwd&& fwd, NoSync&& no_sync, const Tensor& x, const Tensor& y, int micro,
                  bool set_to_none) {
+  if (sam) {  // one micro-batch (checked in main)
+    Tensor loss = sam->step([&] {
+      Tensor l = cross_entropy(fwd(x), y);
+      l.backward();
+      return l;
+    });
+    return loss.item<float>();
+  }
   opt.zero_grad(set_to_none);
   int64_t n = x.size(0) / micro;
   float total = 0;
@@ -125,6 +137,7 @@ int main(int argc, char** argv) {
     Args a = parse(argc, argv);
     auto pg = dist::init_process_group({});
     const int W = pg->size(), r = pg->rank();
+    KILN_CHECK(a.sam_rho == 0 || a.accumulate == 1, "--sam takes no --accumulate");
     KILN_CHECK(a.global_batch % (W * a.accumulate) == 0, "global batch ", a.global_batch,
                " must divide by world size x accumulate = ", W * a.accumulate);
 
@@ -143,12 +156,14 @@ int main(int argc, char** argv) {
     o.find_unused_parameters = a.find_unused;
     dist::DistributedDataParallel ddp(net, pg, o);
     auto opt = make_opt(a, *net);
+    std::unique_ptr<SAM> sam;
+    if (a.sam_rho > 0) sam = std::make_unique<SAM>(*opt, SamOptions{.rho = a.sam_rho});
     const int64_t local = a.global_batch / W;
     std::vector<float> ddp_losses;
     for (int s = 0; s < a.steps; ++s) {
       Tensor x = xs[s].narrow(0, r * local, local), y = ys[s].narrow(0, r * local, local);
       ddp_losses.push_back(train_step(
-          *opt, [&](const Tensor& t) { return ddp(t); }, [&] { return ddp.no_sync(); }, x, y, a.accumulate,
+          *opt, sam.get(), [&](const Tensor& t) { return ddp(t); }, [&] { return ddp.no_sync(); }, x, y, a.accumulate,
           a.set_to_none));
     }
     const auto& st = ddp.last_stats();
@@ -167,10 +182,12 @@ int main(int argc, char** argv) {
     // 2. One process on the whole global batch, starting from rank 0's weights.
     auto ref = make_net(100);
     auto ref_opt = make_opt(a, *ref);
+    std::unique_ptr<SAM> ref_sam;
+    if (a.sam_rho > 0) ref_sam = std::make_unique<SAM>(*ref_opt, SamOptions{.rho = a.sam_rho});
     struct NoGuard {};
     for (int s = 0; s < a.steps; ++s)
       train_step(
-          *ref_opt, [&](const Tensor& t) { return (*ref)(t); }, [] { return NoGuard{}; }, xs[s], ys[s], a.accumulate,
+          *ref_opt, ref_sam.get(), [&](const Tensor& t) { return (*ref)(t); }, [] { return NoGuard{}; }, xs[s], ys[s], a.accumulate,
           a.set_to_none);
     std::vector<float> want = flat_params(*ref);
     double max_abs = 0, max_rel = 0;

@@ -1,0 +1,115 @@
+// kiln's side of the optimizer reference test (tests/interop/optim_torch.py): trains a
+// small tanh MLP (x W0 + b0 -> tanh -> W1 + b1, mean squared error) in f64 for a few steps
+// with one optimizer and writes the params after every step.
+//
+// usage: optim_interop IN.safetensors OUT.safetensors OPTIMIZER [key=value ...]
+//   IN holds p.0..p.3 (W0 (4, 8), b0 (8), W1 (8, 3), b1 (3)) and x (S, B, 4), y (S, B, 3):
+//   step s trains on x[s], y[s]. OUT gets "step.<s>.p.<i>" and, for SAM, "step.<s>.loss"
+//   and "step.<s>.perturbed_loss".
+//   OPTIMIZER: sgd | adam | adamw | sam | asam (sam/asam wrap base=sgd|adam).
+//   keys: lr, momentum, weight_decay, nesterov, beta1, beta2, eps, rho, eta, base.
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <kiln/kiln.h>
+
+using namespace kiln;
+
+namespace {
+
+struct Args {
+  std::map<std::string, std::string> kv;
+  double num(const std::string& k, double def) const {
+    auto it = kv.find(k);
+    return it == kv.end() ? def : std::stod(it->second);
+  }
+  std::string str(const std::string& k, const std::string& def) const {
+    auto it = kv.find(k);
+    return it == kv.end() ? def : it->second;
+  }
+};
+
+std::unique_ptr<Optimizer> make_base(const std::string& kind, const std::vector<Tensor>& params, const Args& a) {
+  if (kind == "sgd") {
+    SGDOptions o;
+    o.lr = a.num("lr", 0.1);
+    o.momentum = a.num("momentum", 0);
+    o.weight_decay = a.num("weight_decay", 0);
+    o.nesterov = a.num("nesterov", 0) != 0;
+    return std::make_unique<SGD>(params, o);
+  }
+  if (kind == "adam" || kind == "adamw") {
+    AdamOptions o;
+    o.lr = a.num("lr", 1e-3);
+    o.beta1 = a.num("beta1", 0.9);
+    o.beta2 = a.num("beta2", 0.999);
+    o.eps = a.num("eps", 1e-8);
+    o.weight_decay = a.num("weight_decay", 0);
+    if (kind == "adam") return std::make_unique<Adam>(params, o);
+    return std::make_unique<AdamW>(params, AdamWOptions{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay});
+  }
+  throw Error("optim_interop: unknown optimizer " + kind);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: optim_interop IN OUT OPTIMIZER [key=value ...]\n");
+    return 2;
+  }
+  const std::string kind = argv[3];
+  Args a;
+  for (int i = 4; i < argc; ++i) {
+    std::string s = argv[i];
+    const size_t eq = s.find('=');
+    KILN_CHECK(eq != std::string::npos, "optim_interop: expected key=value, got ", s);
+    a.kv[s.substr(0, eq)] = s.substr(eq + 1);
+  }
+  auto in = load_safetensors(argv[1]);
+  std::vector<Tensor> p;
+  for (int i = 0; i < 4; ++i) p.push_back(in.at("p." + std::to_string(i)).clone().set_requires_grad(true));
+  const Tensor x = in.at("x"), y = in.at("y");
+  const int64_t steps = x.size(0);
+
+  const bool sam = kind == "sam" || kind == "asam";
+  std::unique_ptr<Optimizer> base = make_base(sam ? a.str("base", "sgd") : kind, p, a);
+  std::unique_ptr<SAM> wrapper;
+  if (sam) {
+    SamOptions o;
+    o.rho = a.num("rho", 0.05);
+    o.adaptive = kind == "asam";
+    o.eta = a.num("eta", 0.01);
+    wrapper = std::make_unique<SAM>(*base, o);
+  }
+
+  std::map<std::string, Tensor> out;
+  for (int64_t s = 0; s < steps; ++s) {
+    const Tensor xs = x.select(0, s), ys = y.select(0, s);
+    auto closure = [&] {
+      Tensor h = tanh(add(matmul(xs, p[0]), p[1]));
+      Tensor d = sub(add(matmul(h, p[2]), p[3]), ys);
+      Tensor loss = mean(mul(d, d));
+      loss.backward();
+      return loss;
+    };
+    const std::string pre = "step." + std::to_string(s) + ".";
+    if (wrapper) {
+      out[pre + "loss"] = wrapper->step(closure);
+      out[pre + "perturbed_loss"] = wrapper->last_perturbed_loss();
+    } else {
+      base->zero_grad();
+      closure();
+      base->step();
+    }
+    for (int i = 0; i < 4; ++i) out[pre + "p." + std::to_string(i)] = p[i].detach().clone();
+  }
+  save_safetensors(argv[2], out);
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "optim_interop: %s\n", e.what());
+  return 1;
+}

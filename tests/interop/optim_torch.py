@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Optimizer reference test (ctest: optim_torch_reference): kiln's optimizers against
+their papers' updates written step by step in PyTorch (Debian's python3-torch), in f64.
+
+A small tanh MLP (W0 (4, 8), b0 (8), W1 (8, 3), b1 (3); mean squared error) trains for
+STEPS steps on fixed batches; tests/interop/optim_interop.cpp does the same in kiln and
+writes the params after every step; every step's params must agree (and, for SAM, the
+losses at w and at w + e(w)). The PyTorch updates below are written from the papers, not
+taken from torch.optim, except the base optimizers SAM wraps (torch.optim.SGD / Adam).
+Exit status: 0 passed, 1 failed, 77 skipped (python3-torch is not installed).
+
+usage: optim_torch.py OPTIM_INTEROP_EXE WORK_DIR [--verbose]
+"""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tools"))
+sys.path.insert(0, HERE)
+
+try:
+    import torch
+except ImportError:
+    print("SKIP: python3-torch is not installed (apt-get install python3-torch)")
+    sys.exit(77)
+
+from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
+from torch_compare import compare, run  # noqa: E402
+
+STEPS, BATCH = 6, 5
+
+
+def make_inputs():
+    g = torch.Generator().manual_seed(7)
+    p = [torch.randn(4, 8, generator=g, dtype=torch.float64) * 0.5, torch.randn(8, generator=g, dtype=torch.float64) * 0.1,
+         torch.randn(8, 3, generator=g, dtype=torch.float64) * 0.5, torch.randn(3, generator=g, dtype=torch.float64) * 0.1]
+    x = torch.randn(STEPS, BATCH, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(STEPS, BATCH, 3, generator=g, dtype=torch.float64)
+    return p, x, y
+
+
+def loss_fn(p, x, y):
+    h = torch.tanh(x @ p[0] + p[1])
+    return ((h @ p[2] + p[3] - y) ** 2).mean()
+
+
+def base_optimizer(kind, params, o):
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=o.get("lr", 0.1), momentum=o.get("momentum", 0.0),
+                               weight_decay=o.get("weight_decay", 0.0), nesterov=bool(o.get("nesterov", 0)))
+    if kind in ("adam", "adamw"):
+        cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+        return cls(params, lr=o.get("lr", 1e-3), betas=(o.get("beta1", 0.9), o.get("beta2", 0.999)),
+                   eps=o.get("eps", 1e-8), weight_decay=o.get("weight_decay", 0.0))
+    raise ValueError(kind)
+
+
+def reference_sam(p, x, y, o, adaptive):
+    """Foret et al. 2021, Algorithm 1 (ASAM: Kwon et al. 2021, T = |w| + eta on weights)."""
+    p = [t.clone().requires_grad_(True) for t in p]
+    opt = base_optimizer(o.get("base", "sgd"), p, o)
+    rho, eta = o.get("rho", 0.05), o.get("eta", 0.01)
+    out = {}
+    for s in range(STEPS):
+        opt.zero_grad()
+        loss = loss_fn(p, x[s], y[s])
+        loss.backward()
+        with torch.no_grad():
+            T = [(w.abs() + eta) if (adaptive and w.dim() >= 2) else torch.ones_like(w) for w in p]
+            norm = torch.sqrt(sum(((t * w.grad) ** 2).sum() for t, w in zip(T, p)))
+            e = [t * t * w.grad * rho / (norm + 1e-12) for t, w in zip(T, p)]
+            for w, ew in zip(p, e):
+                w.add_(ew)
+        opt.zero_grad()
+        perturbed = loss_fn(p, x[s], y[s])
+        perturbed.backward()
+        with torch.no_grad():
+            for w, ew in zip(p, e):
+                w.sub_(ew)
+        opt.step()
+        out[f"step.{s}.loss"] = loss.detach()
+        out[f"step.{s}.perturbed_loss"] = perturbed.detach()
+        for i, w in enumerate(p):
+            out[f"step.{s}.p.{i}"] = w.detach().clone()
+    return out
+
+
+# name -> (kiln optimizer, key=value options, reference)
+CASES = {
+    "sam-sgd": ("sam", {"base": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "rho": 0.05},
+                lambda p, x, y, o: reference_sam(p, x, y, o, False)),
+    "sam-adam": ("sam", {"base": "adam", "lr": 1e-2, "rho": 0.1},
+                 lambda p, x, y, o: reference_sam(p, x, y, o, False)),
+    "asam-sgd": ("asam", {"base": "sgd", "lr": 0.1, "momentum": 0.9, "rho": 0.5, "eta": 0.01},
+                 lambda p, x, y, o: reference_sam(p, x, y, o, True)),
+}
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    verbose = "--verbose" in sys.argv
+    if len(args) != 2:
+        print(__doc__)
+        return 2
+    exe, work = args
+    os.makedirs(work, exist_ok=True)
+    p, x, y = make_inputs()
+    inp = os.path.join(work, "in.safetensors")
+    tensors = {f"p.{i}": t for i, t in enumerate(p)}
+    tensors.update({"x": x, "y": y})
+    write_safetensors(inp, tensors, {}, hf_order=False, separators=(",", ":"))
+    failures = []
+    for name, (kind, opts, ref) in CASES.items():
+        out = os.path.join(work, f"{name}.safetensors")
+        kv = [f"{k}={v}" for k, v in opts.items()]
+        if run([exe, inp, out, kind] + kv) != 0:
+            failures.append(f"{name}: optim_interop failed")
+            continue
+        got, _ = read_safetensors(out)
+        want = ref(p, x, y, opts)
+        before = len(failures)
+        worst = 0.0
+        for k in sorted(want):
+            if k not in got:
+                failures.append(f"{name}: kiln wrote no {k}")
+                continue
+            worst = max(worst, compare(f"{name} {k}", got[k], want[k], failures, verbose))
+        moved = (want[f"step.{STEPS - 1}.p.0"] - p[0]).abs().max().item()
+        if moved < 1e-3:
+            failures.append(f"{name}: the params hardly moved ({moved:.3g}); the test would not see a wrong update")
+        print(f"{name}: {STEPS} steps, max abs diff {worst:.3g}, params moved {moved:.3g}: "
+              + ("ok" if len(failures) == before else "FAILED"))
+    for f in failures:
+        print("FAIL:", f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
