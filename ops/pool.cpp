@@ -91,11 +91,22 @@ Tensor avg_pool2d_backward(const Tensor& gy, const Shape& x_shape, const Geom& g
   return gx;
 }
 
+// Linear in gy: in a create_graph pass it is recorded, with the forward pool as its
+// adjoint (so adaptive_avg_pool2d is differentiable to any order).
 Tensor adaptive_avg_pool2d_backward(const Tensor& gy, const Shape& x_shape) {
-  NoGradGuard no_grad;
-  Tensor gyc = gy.contiguous();
   Tensor gx = empty(x_shape, TensorOptions(gy.dtype(), gy.device()));
-  if (gx.numel() > 0) kernel<op::adaptive_avg_pool2d_backward>(gy.device())(planes(gyc), planes(gx));
+  {
+    NoGradGuard no_grad;
+    Tensor gyc = gy.contiguous();
+    if (gx.numel() > 0) kernel<op::adaptive_avg_pool2d_backward>(gy.device())(planes(gyc), planes(gx));
+  }
+  if (any_requires_grad({gy})) {
+    gx = record("adaptive_avg_pool2d_backward", {gy}, gx,
+                [os = Int2{gy.size(2), gy.size(3)}](const Tensor& ggx) {
+                  return std::vector<Tensor>{adaptive_avg_pool2d(ggx, os)};
+                },
+                {}, /*double_backward=*/true);
+  }
   return gx;
 }
 
@@ -173,9 +184,10 @@ Tensor adaptive_avg_pool2d(const Tensor& x, Int2 output_size) {
     kernel<op::adaptive_avg_pool2d_forward>(x.device())(planes(xc), planes(y));
   }
   if (any_requires_grad({x4})) {
-    y = record(name, {x4}, y, [xs = x4.sizes()](const Tensor& gy) {
-      return std::vector<Tensor>{adaptive_avg_pool2d_backward(gy, xs)};
-    });
+    y = record(
+        name, {x4}, y,
+        [xs = x4.sizes()](const Tensor& gy) { return std::vector<Tensor>{adaptive_avg_pool2d_backward(gy, xs)}; }, {},
+        /*double_backward=*/true);
   }
   return unbatched_like(y, x);
 }

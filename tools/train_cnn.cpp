@@ -61,6 +61,7 @@
 
 #include <kiln/kiln.h>
 #include <kiln/models/run/checkpoint.h>
+#include <kiln/models/eval/curvature.h>
 #include <kiln/models/run/metrics.h>
 #include <kiln/models/run/progress.h>
 #include <kiln/models/run/run_dir.h>
@@ -84,9 +85,11 @@ struct Config {
   int64_t batch_size = 128;
   double lr = 0;  // 0: the optimizer's default below
   std::string optimizer = "adamw";
-  double sam = 0;        // > 0: SAM (Foret et al. 2021) with this rho around the optimizer
-  bool asam = false;     // adaptive SAM (Kwon et al. 2021)
+  double sam_rho = 0;    // --optimizer sam|asam: 0 = 0.05 for SAM, 0.5 for ASAM
+  std::string sam_base = "sgd";
   double asam_eta = 0.01;
+  int64_t hessian_every = 0;     // > 0: the loss Hessian's top eigenvalue every N steps
+  int64_t hessian_iterations = 20;
   std::string schedule = "cosine";
   double weight_decay = -1;  // < 0: the optimizer's default below
   int64_t warmup_steps = 50;
@@ -112,14 +115,23 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(tools::integer_range(1, int64_t{1} << 40));
   app.add_option("--lr", c.lr, "peak learning rate (0: the optimizer's default, 3e-3 for adam/adamw, 0.1 for sgd)")
       ->check(tools::positive_real(/*allow_zero=*/true));
-  app.add_option("--optimizer", c.optimizer, "sgd (momentum 0.9, nesterov) | adam | adamw")
-      ->check(CLI::IsMember({"sgd", "adam", "adamw"}));
-  app.add_option("--sam", c.sam,
-                 "sharpness-aware minimisation around the optimizer with this radius rho (0: off; Foret et al. "
-                 "2021 use 0.05): two forward/backward passes per step")
+  app.add_option("--optimizer", c.optimizer,
+                 "sgd (momentum 0.9, nesterov) | adam | adamw | sam | asam (sharpness-aware minimisation around "
+                 "--sam-base, two forward/backward passes per step)")
+      ->check(CLI::IsMember({"sgd", "adam", "adamw", "sam", "asam"}));
+  app.add_option("--sam-rho", c.sam_rho,
+                 "sam/asam: the neighbourhood radius rho (0: 0.05 for sam as Foret et al. 2021, 0.5 for asam as "
+                 "Kwon et al. 2021)")
       ->check(tools::positive_real(/*allow_zero=*/true));
-  app.add_flag("--asam", c.asam, "adaptive SAM (Kwon et al. 2021; needs --sam, typically 0.5-2)");
-  app.add_option("--asam-eta", c.asam_eta, "ASAM's eta in T = |w| + eta")->check(tools::positive_real(true));
+  app.add_option("--sam-base", c.sam_base, "sam/asam: the optimizer SAM wraps: sgd | adam | adamw")
+      ->check(CLI::IsMember({"sgd", "adam", "adamw"}));
+  app.add_option("--asam-eta", c.asam_eta, "asam: eta in T = |w| + eta")->check(tools::positive_real(true));
+  app.add_option("--hessian-every", c.hessian_every,
+                 "every N steps, the top eigenvalue of the loss Hessian on that step's batch (power iteration on "
+                 "Hessian-vector products; rank 0's share) beside 2/lr, in metrics.jsonl (0: off)")
+      ->check(tools::non_negative<int64_t>());
+  app.add_option("--hessian-iterations", c.hessian_iterations, "--hessian-every: at most N Hessian-vector products")
+      ->check(tools::integer_range(1, 100000));
   app.add_option("--weight-decay", c.weight_decay,
                  "weight decay (negative: the optimizer's default, 5e-4 for sgd, 0 for adam, 1e-2 for adamw)");
   app.add_option("--schedule", c.schedule, "cosine (linear warmup + cosine) | knee | constant")
@@ -174,7 +186,9 @@ std::map<std::string, std::string> run_metadata(const Config& c, double lr, doub
           {"lr", lr_s.str()},
           {"weight_decay", wd_s.str()},
           {"optimizer", c.optimizer},
-          {"sam", detail::str(c.sam, c.asam ? detail::str(" asam ", c.asam_eta) : std::string())},
+          {"sam", c.optimizer == "sam" || c.optimizer == "asam"
+                      ? detail::str(c.sam_base, " rho ", c.sam_rho, " eta ", c.asam_eta)
+                      : std::string()},
           {"schedule", c.schedule},
           {"warmup_steps", std::to_string(c.warmup_steps)},
           {"seed", std::to_string(c.seed)},
@@ -273,9 +287,12 @@ int train(Config cfg, const CLI::App& app) {
   const int64_t n_params = model->num_parameters();
 
   // ---- optimizer and schedule ----
-  const bool sgd = cfg.optimizer == "sgd";
+  // sam/asam wrap --sam-base; the base's lr and weight-decay defaults apply.
+  const bool use_sam = cfg.optimizer == "sam" || cfg.optimizer == "asam";
+  const std::string base = use_sam ? cfg.sam_base : cfg.optimizer;
+  const bool sgd = base == "sgd";
   const double lr = cfg.lr > 0 ? cfg.lr : (sgd ? 0.1 : 3e-3);
-  const double wd = cfg.weight_decay >= 0 ? cfg.weight_decay : (sgd ? 5e-4 : cfg.optimizer == "adam" ? 0.0 : 1e-2);
+  const double wd = cfg.weight_decay >= 0 ? cfg.weight_decay : (sgd ? 5e-4 : base == "adam" ? 0.0 : 1e-2);
   std::unique_ptr<Optimizer> opt;
   if (sgd) {
     SGDOptions o;
@@ -284,7 +301,7 @@ int train(Config cfg, const CLI::App& app) {
     o.nesterov = true;
     o.weight_decay = wd;
     opt = std::make_unique<SGD>(model->parameters(), o);
-  } else if (cfg.optimizer == "adam") {
+  } else if (base == "adam") {
     AdamOptions o;
     o.lr = lr;
     o.weight_decay = wd;
@@ -296,7 +313,11 @@ int train(Config cfg, const CLI::App& app) {
     opt = std::make_unique<AdamW>(model->parameters(), o);
   }
   std::unique_ptr<SAM> sam;
-  if (cfg.sam > 0) sam = std::make_unique<SAM>(*opt, SamOptions{cfg.sam, cfg.asam, cfg.asam_eta});
+  if (use_sam) {
+    const bool adaptive = cfg.optimizer == "asam";
+    const double rho = cfg.sam_rho > 0 ? cfg.sam_rho : adaptive ? 0.5 : 0.05;
+    sam = std::make_unique<SAM>(*opt, SamOptions{rho, adaptive, cfg.asam_eta});
+  }
   const int64_t warmup = std::min(cfg.warmup_steps, total_steps);
   std::unique_ptr<LRScheduler> sched;
   if (cfg.schedule == "cosine")
@@ -407,6 +428,31 @@ int train(Config cfg, const CLI::App& app) {
     (void)epoch_end;
   };
 
+  // --hessian-every: on the plain model (no DDP hooks run: grad() does not accumulate), in
+  // train mode (the training loss's curvature, BatchNorm on batch statistics); the running
+  // averages are put back afterwards.
+  auto measure_hessian = [&](const data::Batch& batch, double step_lr, int64_t epoch) {
+    std::vector<Tensor> kept;
+    for (const Tensor& b : model->buffers()) kept.push_back(b.clone());
+    eval::PowerIterationOptions po;
+    po.max_iterations = cfg.hessian_iterations;
+    po.tolerance = 1e-3;
+    po.seed = cfg.seed + static_cast<uint64_t>(ts.step);
+    eval::TopEigen e = eval::hessian_top_eigenvalue([&] { return cross_entropy((*model)(batch.x), batch.y); },
+                                                    model->parameters(), po);
+    {
+      NoGradGuard no_grad;
+      std::vector<Tensor> now = model->buffers();
+      for (size_t i = 0; i < now.size(); ++i) now[i].copy_(kept[i]);
+    }
+    metrics.write({{"type", "hessian"}, {"step", ts.step}, {"epoch", epoch}, {"lambda_max", e.eigenvalue},
+                   {"two_over_lr", 2.0 / step_lr}, {"iterations", e.iterations}, {"converged", e.converged},
+                   {"seconds", e.seconds}});
+    std::fprintf(stderr, "step %lld: Hessian top eigenvalue %.5g (2/lr = %.5g; %lld products%s, %.2f s)\n",
+                 (long long)ts.step, e.eigenvalue, 2.0 / step_lr, (long long)e.iterations,
+                 e.converged ? "" : ", not converged", e.seconds);
+  };
+
   const auto t_train = Clock::now();
   while (ts.epochs_done < cfg.epochs && !interrupted) {
     if (cfg.stop_after > 0 && epochs_this_run >= cfg.stop_after) break;
@@ -435,6 +481,10 @@ int train(Config cfg, const CLI::App& app) {
       }
       sched->step();
       ++ts.step;
+      if (cfg.hessian_every > 0 && ts.step % cfg.hessian_every == 0 && main_rank) {
+        flush();
+        measure_hessian(batch, step_lr, epoch + 1);
+      }
       ++steps_this_run;
       const int64_t images = batch.y.size(0) * world;  // this step, all ranks
       ts.epoch_images += images;
@@ -530,7 +580,6 @@ int main(int argc, char** argv) {
   add_flags(app, cfg);
   // Exit status: 0 done (or --help), 1 an error, 2 a bad command line, 3 a non-finite loss.
   return tools::kiln_main(app, argc, argv, [&] {
-    if (cfg.asam && cfg.sam == 0) throw CLI::ValidationError("--asam", "needs --sam RHO (ASAM's radius, e.g. 0.5)");
     try {
       return train(cfg, app);
     } catch (const run::NonFiniteLoss& e) {

@@ -6,7 +6,9 @@
 //   IN holds p.0..p.3 (W0 (4, 8), b0 (8), W1 (8, 3), b1 (3)) and x (S, B, 4), y (S, B, 3):
 //   step s trains on x[s], y[s]. OUT gets "step.<s>.p.<i>" and, for SAM, "step.<s>.loss"
 //   and "step.<s>.perturbed_loss".
-//   OPTIMIZER: sgd | adam | adamw | sam | asam (sam/asam wrap base=sgd|adam).
+//   OPTIMIZER: sgd | adam | adamw | sam | asam (sam/asam wrap base=sgd|adam), or hessian:
+//   no training; OUT gets "hessian.eigenvalue" (the top eigenvalue of the loss on x[0],
+//   y[0] at IN's params, by models/eval/curvature.h), "hessian.iterations", ".seconds".
 //   keys: lr, momentum, weight_decay, nesterov, beta1, beta2, eps, rho, eta, base.
 #include <cstdio>
 #include <map>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include <kiln/kiln.h>
+#include <kiln/models/eval/curvature.h>
 
 using namespace kiln;
 
@@ -75,6 +78,21 @@ int main(int argc, char** argv) try {
   const Tensor x = in.at("x"), y = in.at("y");
   const int64_t steps = x.size(0);
 
+  auto loss_at = [&](int64_t s) {
+    Tensor h = tanh(add(matmul(x.select(0, s), p[0]), p[1]));
+    Tensor d = sub(add(matmul(h, p[2]), p[3]), y.select(0, s));
+    return mean(mul(d, d));
+  };
+  if (kind == "hessian") {
+    eval::PowerIterationOptions o;
+    o.tolerance = a.num("tolerance", 1e-6);
+    o.max_iterations = static_cast<int64_t>(a.num("max_iterations", 1000));
+    eval::TopEigen e = eval::hessian_top_eigenvalue([&] { return loss_at(0); }, p, o);
+    save_safetensors(argv[2], {{"hessian.eigenvalue", scalar_tensor(e.eigenvalue, TensorOptions(DType::F64))},
+                               {"hessian.iterations", scalar_tensor(double(e.iterations), TensorOptions(DType::F64))},
+                               {"hessian.seconds", scalar_tensor(e.seconds, TensorOptions(DType::F64))}});
+    return 0;
+  }
   const bool sam = kind == "sam" || kind == "asam";
   std::unique_ptr<Optimizer> base = make_base(sam ? a.str("base", "sgd") : kind, p, a);
   std::unique_ptr<SAM> wrapper;
@@ -88,11 +106,8 @@ int main(int argc, char** argv) try {
 
   std::map<std::string, Tensor> out;
   for (int64_t s = 0; s < steps; ++s) {
-    const Tensor xs = x.select(0, s), ys = y.select(0, s);
     auto closure = [&] {
-      Tensor h = tanh(add(matmul(xs, p[0]), p[1]));
-      Tensor d = sub(add(matmul(h, p[2]), p[3]), ys);
-      Tensor loss = mean(mul(d, d));
+      Tensor loss = loss_at(s);
       loss.backward();
       return loss;
     };

@@ -5,7 +5,10 @@ their papers' updates written step by step in PyTorch (Debian's python3-torch), 
 A small tanh MLP (W0 (4, 8), b0 (8), W1 (8, 3), b1 (3); mean squared error) trains for
 STEPS steps on fixed batches; tests/interop/optim_interop.cpp does the same in kiln and
 writes the params after every step; every step's params must agree (and, for SAM, the
-losses at w and at w + e(w)). The PyTorch updates below are written from the papers, not
+losses at w and at w + e(w)). The Hessian instrument's top eigenvalue (power iteration,
+models/eval/curvature.h) must come within 1% of the eigenvalue of largest magnitude of
+the exact Hessian PyTorch computes (torch.autograd.functional.hessian + eigvalsh). The
+PyTorch updates below are written from the papers, not
 taken from torch.optim, except the base optimizers SAM wraps (torch.optim.SGD / Adam).
 Exit status: 0 passed, 1 failed, 77 skipped (python3-torch is not installed).
 
@@ -96,6 +99,33 @@ CASES = {
 }
 
 
+def check_hessian(exe, inp, work, p, x, y, failures):
+    out = os.path.join(work, "hessian.safetensors")
+    if run([exe, inp, out, "hessian"]) != 0:
+        failures.append("hessian: optim_interop failed")
+        return
+    got, _ = read_safetensors(out)
+    sizes = [t.numel() for t in p]
+
+    def flat_loss(theta):
+        parts, at = [], 0
+        for t, n in zip(p, sizes):
+            parts.append(theta[at:at + n].reshape(t.shape))
+            at += n
+        return loss_fn(parts, x[0], y[0])
+
+    H = torch.autograd.functional.hessian(flat_loss, torch.cat([t.reshape(-1) for t in p]))
+    eig = torch.linalg.eigvalsh(H)
+    want = eig[eig.abs().argmax()].item()
+    have = got["hessian.eigenvalue"].item()
+    rel = abs(have - want) / abs(want)
+    print(f"hessian: kiln {have:.6g} ({int(got['hessian.iterations'].item())} Hessian-vector products, "
+          f"{got['hessian.seconds'].item() * 1e3:.1f} ms), exact {want:.6g} of {H.shape[0]} x {H.shape[0]}, "
+          f"relative error {rel:.2e}")
+    if not rel <= 0.01:
+        failures.append(f"hessian: kiln's top eigenvalue {have} vs exact {want} (relative error {rel:.3g} > 1%)")
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     verbose = "--verbose" in sys.argv
@@ -130,6 +160,7 @@ def main():
             failures.append(f"{name}: the params hardly moved ({moved:.3g}); the test would not see a wrong update")
         print(f"{name}: {STEPS} steps, max abs diff {worst:.3g}, params moved {moved:.3g}: "
               + ("ok" if len(failures) == before else "FAILED"))
+    check_hessian(exe, inp, work, p, x, y, failures)
     for f in failures:
         print("FAIL:", f)
     return 1 if failures else 0

@@ -229,3 +229,11 @@ TEST_CASE("an R1 penalty through a conv/batch-norm/leaky-relu discriminator matc
   INFO(r.message);
   CHECK(r.ok);
 }
+
+TEST_CASE("gradgradcheck: adaptive_avg_pool2d (the CNN's head; Hessians of train_cnn's loss)",
+          "[autograd][higher_order][gradcheck]") {
+  // Uneven windows (5 -> 2, 7 -> 3) and a tanh after it, so the second derivative is not 0.
+  check_gradgrad([](const V& in) { return tanh(adaptive_avg_pool2d(in[0], {2, 3})); }, {rnd({2, 3, 5, 7}, 30)});
+  check_gradgrad([](const V& in) { return mul(adaptive_avg_pool2d(in[0], {1, 1}), in[1]); },
+                 {rnd({2, 3, 4, 4}, 31), rnd({2, 3, 1, 1}, 32)});
+}

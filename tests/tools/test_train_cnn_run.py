@@ -4,7 +4,8 @@ guards (models/run/, tools/run_cli.h). One ctest per case:
 
   resume        straight vs interrupted (mid-epoch, and at an epoch end) + --resume: identical
                 per-step losses and final metrics; each step recorded once; the same with
-                --sam (SAM changes the trajectory and resumes exactly)
+                --optimizer sam (another trajectory, resumed exactly); --hessian-every
+                records the top Hessian eigenvalue without changing the run
   kill          SIGKILL during training, a torn metrics line, a stale temp file: --resume
                 cleans up and still records every step exactly once
   refuse        a second run in a run's directory refuses (naming --resume and --overwrite)
@@ -115,14 +116,20 @@ def case_resume():
     check(len(epochs) == 2 and 0 < epochs[-1]["test_accuracy"] <= 1, f"epoch records: {epochs}")
     # SAM (two passes per step, no state of its own): another trajectory, resumed exactly.
     d, e = fresh("sam_straight"), fresh("sam_mid_epoch")
-    pd = run(COMMON + ["--run-dir", d, "--sam", "0.05"])
-    run(COMMON + ["--run-dir", e, "--sam", "0.05", "--save-every", "3", "--stop-after-steps", "7"])
-    pe = run(COMMON + ["--run-dir", e, "--sam", "0.05", "--save-every", "3", "--resume"])
+    pd = run(COMMON + ["--run-dir", d, "--optimizer", "sam", "--sam-base", "adamw", "--hessian-every", "8",
+                       "--hessian-iterations", "4"])
+    run(COMMON + ["--run-dir", e, "--optimizer", "sam", "--sam-base", "adamw", "--save-every", "3", "--stop-after-steps", "7"])
+    pe = run(COMMON + ["--run-dir", e, "--optimizer", "sam", "--sam-base", "adamw", "--save-every", "3", "--resume"])
     same_steps(d, e, "SAM mid-epoch resume")
     same_final(pd, pe, "SAM mid-epoch resume")
     la = [r["loss"] for r in step_records(a)]
     ld = [r["loss"] for r in step_records(d)]
-    check(la[0] == ld[0] and la[1:] != ld[1:], "--sam should change every step after the first")
+    check(la[0] == ld[0] and la[1:] != ld[1:], "SAM around AdamW should change the steps after the first")
+    # --hessian-every (run d only) measures without moving the training: d and e agree above.
+    hs = [r for r in records(d) if r.get("type") == "hessian"]
+    check([r["step"] for r in hs] == [8, 16] and all(math.isfinite(r["lambda_max"]) and r["lambda_max"] != 0 and
+                                                     1 <= r["iterations"] <= 4 for r in hs),
+          f"--hessian-every 8: want finite eigenvalues at steps 8 and 16, got {hs}")
 
 
 def case_kill():
@@ -229,8 +236,8 @@ def case_limits():
                          (["--epochs", "0"], "epochs"),
                          (["--lr", "-1"], "lr"),
                          (["--optimizer", "lamb"], "optimizer"),
-                         (["--asam"], "--sam"),
-                         (["--sam", "-0.1"], "sam"),
+                         (["--optimizer", "sam", "--sam-rho", "-0.1"], "sam-rho"),
+                         (["--optimizer", "sam", "--sam-base", "lamb"], "sam-base"),
                          (["--no-such-flag"], "no-such-flag")):
         p = run(COMMON + ["--run-dir", fresh("limits")] + args, ok=False, timeout=60)
         check(p.returncode == 2 and needle in p.stderr, f"{args}: want exit 2 naming {needle}, got {p.returncode}:\n"
