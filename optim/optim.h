@@ -1,5 +1,5 @@
 // kiln's optimizer layer in one include: the Optimizer base and its state dict, SGD,
-// Adam and AdamW, the SAM/ASAM wrapper, exponential parameter averages, the fused
+// Adam and AdamW, LARS, LAMB, AdamS, SRSGD and gradient noise, the SAM/ASAM wrapper, exponential parameter averages, the fused
 // multi-tensor update entry points, gradient clipping by global norm, and learning-rate
 // schedules.
 #pragma once
@@ -8,6 +8,7 @@
 #include <kiln/optim/clip.h>
 #include <kiln/optim/fused.h>
 #include <kiln/optim/optimizer.h>
+#include <kiln/optim/research.h>
 #include <kiln/optim/sam.h>
 #include <kiln/optim/schedule.h>
 #include <kiln/optim/sgd.h>

@@ -6,10 +6,12 @@
 //   IN holds p.0..p.3 (W0 (4, 8), b0 (8), W1 (8, 3), b1 (3)) and x (S, B, 4), y (S, B, 3):
 //   step s trains on x[s], y[s]. OUT gets "step.<s>.p.<i>" and, for SAM, "step.<s>.loss"
 //   and "step.<s>.perturbed_loss".
-//   OPTIMIZER: sgd | adam | adamw | sam | asam (sam/asam wrap base=sgd|adam), or hessian:
+//   OPTIMIZER: sgd | adam | adamw | lars | lamb | adams | srsgd | sam | asam (sam/asam
+//   wrap base=...); noise=ETA adds annealed gradient noise (seed 5) before each step; or hessian:
 //   no training; OUT gets "hessian.eigenvalue" (the top eigenvalue of the loss on x[0],
 //   y[0] at IN's params, by models/eval/curvature.h), "hessian.iterations", ".seconds".
-//   keys: lr, momentum, weight_decay, nesterov, beta1, beta2, eps, rho, eta, base.
+//   keys: lr, momentum, weight_decay, nesterov, beta1, beta2, eps, rho, eta, base,
+//   trust_coefficient, adapt, restart_every, noise, gamma.
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -53,6 +55,42 @@ std::unique_ptr<Optimizer> make_base(const std::string& kind, const std::vector<
     o.weight_decay = a.num("weight_decay", 0);
     if (kind == "adam") return std::make_unique<Adam>(params, o);
     return std::make_unique<AdamW>(params, AdamWOptions{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay});
+  }
+  if (kind == "lars") {
+    LARSOptions o;
+    o.lr = a.num("lr", 0.1);
+    o.momentum = a.num("momentum", 0.9);
+    o.weight_decay = a.num("weight_decay", 0);
+    o.trust_coefficient = a.num("trust_coefficient", 1e-3);
+    o.eps = a.num("eps", 0);
+    o.adapt = a.num("adapt", 1) != 0;
+    return std::make_unique<LARS>(params, o);
+  }
+  if (kind == "lamb") {
+    LAMBOptions o;
+    o.lr = a.num("lr", 1e-3);
+    o.beta1 = a.num("beta1", 0.9);
+    o.beta2 = a.num("beta2", 0.999);
+    o.eps = a.num("eps", 1e-6);
+    o.weight_decay = a.num("weight_decay", 0.01);
+    o.adapt = a.num("adapt", 1) != 0;
+    return std::make_unique<LAMB>(params, o);
+  }
+  if (kind == "adams") {
+    AdamSOptions o;
+    o.lr = a.num("lr", 1e-3);
+    o.beta1 = a.num("beta1", 0.9);
+    o.beta2 = a.num("beta2", 0.999);
+    o.eps = a.num("eps", 1e-8);
+    o.weight_decay = a.num("weight_decay", 5e-4);
+    return std::make_unique<AdamS>(params, o);
+  }
+  if (kind == "srsgd") {
+    SRSGDOptions o;
+    o.lr = a.num("lr", 0.1);
+    o.weight_decay = a.num("weight_decay", 0);
+    o.restart_every = static_cast<int64_t>(a.num("restart_every", 40));
+    return std::make_unique<SRSGD>(params, o);
   }
   throw Error("optim_interop: unknown optimizer " + kind);
 }
@@ -118,6 +156,7 @@ int main(int argc, char** argv) try {
     } else {
       base->zero_grad();
       closure();
+      if (a.num("noise", 0) > 0) add_gradient_noise_(p, s, a.num("noise", 0), a.num("gamma", 0.55), 5);
       base->step();
     }
     for (int i = 0; i < 4; ++i) out[pre + "p." + std::to_string(i)] = p[i].detach().clone();

@@ -30,7 +30,7 @@ except ImportError:
 from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 from torch_compare import compare, run  # noqa: E402
 
-STEPS, BATCH = 6, 5
+STEPS, BATCH = 10, 5
 
 
 def make_inputs():
@@ -88,12 +88,115 @@ def reference_sam(p, x, y, o, adaptive):
     return out
 
 
+def reference_lars(p, x, y, o):
+    """You, Gitman & Ginsburg 2017, Algorithm 1 (trust coefficient eta, eps in the denominator)."""
+    p = [t.clone().requires_grad_(True) for t in p]
+    lr, mom, wd = o["lr"], o["momentum"], o.get("weight_decay", 0.0)
+    eta, eps = o.get("trust_coefficient", 1e-3), o.get("eps", 0.0)
+    buf = [torch.zeros_like(t) for t in p]
+    out = {}
+    for s in range(STEPS):
+        for t in p:
+            t.grad = None
+        loss_fn(p, x[s], y[s]).backward()
+        with torch.no_grad():
+            for w, b in zip(p, buf):
+                wn, gn = w.norm().item(), w.grad.norm().item()
+                local = eta * wn / (gn + wd * wn + eps) if wn > 0 and gn > 0 else 1.0
+                b.mul_(mom).add_((w.grad + wd * w) * (lr * local))
+                w.sub_(b)
+        for i, w in enumerate(p):
+            out[f"step.{s}.p.{i}"] = w.detach().clone()
+    return out
+
+
+def reference_lamb(p, x, y, o):
+    """You et al. 2020, Algorithm 2 (LAMB) with Adam's bias correction."""
+    p = [t.clone().requires_grad_(True) for t in p]
+    lr, b1, b2, eps, wd = o["lr"], o["beta1"], o["beta2"], o["eps"], o["weight_decay"]
+    m = [torch.zeros_like(t) for t in p]
+    v = [torch.zeros_like(t) for t in p]
+    out = {}
+    for s in range(STEPS):
+        for t in p:
+            t.grad = None
+        loss_fn(p, x[s], y[s]).backward()
+        step = s + 1
+        with torch.no_grad():
+            for w, mi, vi in zip(p, m, v):
+                g = w.grad
+                mi.mul_(b1).add_((1 - b1) * g)
+                vi.mul_(b2).add_((1 - b2) * g * g)
+                r = (mi / (1 - b1 ** step)) / ((vi / (1 - b2 ** step)).sqrt() + eps)
+                u = r + wd * w
+                wn, un = w.norm().item(), u.norm().item()
+                ratio = wn / un if wn > 0 and un > 0 else 1.0
+                w.sub_(lr * ratio * u)
+        for i, w in enumerate(p):
+            out[f"step.{s}.p.{i}"] = w.detach().clone()
+    return out
+
+
+def reference_adams(p, x, y, o):
+    """Xie et al., AdamS (Adam with stable weight decay): the decay divided by sqrt(mean v_hat)."""
+    p = [t.clone().requires_grad_(True) for t in p]
+    lr, b1, b2, eps, wd = o["lr"], o["beta1"], o["beta2"], o["eps"], o["weight_decay"]
+    m = [torch.zeros_like(t) for t in p]
+    v = [torch.zeros_like(t) for t in p]
+    out = {}
+    for s in range(STEPS):
+        for t in p:
+            t.grad = None
+        loss_fn(p, x[s], y[s]).backward()
+        step = s + 1
+        bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
+        with torch.no_grad():
+            for w, mi, vi in zip(p, m, v):
+                mi.mul_(b1).add_((1 - b1) * w.grad)
+                vi.mul_(b2).add_((1 - b2) * w.grad * w.grad)
+            v_bar = sum((vi / bc2).sum() for vi in v) / sum(vi.numel() for vi in v)
+            for w, mi, vi in zip(p, m, v):
+                w.mul_(1 - lr * wd / v_bar.sqrt())
+                w.sub_(lr / bc1 * mi / (vi.sqrt() / bc2 ** 0.5 + eps))
+        for i, w in enumerate(p):
+            out[f"step.{s}.p.{i}"] = w.detach().clone()
+    return out
+
+
+def reference_srsgd(p, x, y, o):
+    """Wang et al. 2020, scheduled-restart NAG: mu_k = (k - 1) / (k + 2), k restarting every F."""
+    p = [t.clone().requires_grad_(True) for t in p]
+    lr, wd, F = o["lr"], o.get("weight_decay", 0.0), o["restart_every"]
+    prev = [t.detach().clone() for t in p]
+    out = {}
+    for s in range(STEPS):
+        for t in p:
+            t.grad = None
+        loss_fn(p, x[s], y[s]).backward()
+        k = s % F + 1
+        mu = (k - 1) / (k + 2)
+        with torch.no_grad():
+            for w, v in zip(p, prev):
+                nxt = w - lr * (w.grad + wd * w)
+                w.copy_(nxt + mu * (nxt - v))
+                v.copy_(nxt)
+        for i, w in enumerate(p):
+            out[f"step.{s}.p.{i}"] = w.detach().clone()
+    return out
+
+
 # name -> (kiln optimizer, key=value options, reference)
 CASES = {
     "sam-sgd": ("sam", {"base": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "rho": 0.05},
                 lambda p, x, y, o: reference_sam(p, x, y, o, False)),
     "sam-adam": ("sam", {"base": "adam", "lr": 1e-2, "rho": 0.1},
                  lambda p, x, y, o: reference_sam(p, x, y, o, False)),
+    "lars": ("lars", {"lr": 0.5, "momentum": 0.9, "weight_decay": 1e-2, "trust_coefficient": 0.02, "eps": 1e-9},
+             reference_lars),
+    "lamb": ("lamb", {"lr": 0.02, "beta1": 0.9, "beta2": 0.99, "eps": 1e-6, "weight_decay": 0.01}, reference_lamb),
+    "adams": ("adams", {"lr": 0.01, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "weight_decay": 0.05},
+              reference_adams),
+    "srsgd": ("srsgd", {"lr": 0.1, "weight_decay": 1e-3, "restart_every": 4}, reference_srsgd),
     "asam-sgd": ("asam", {"base": "sgd", "lr": 0.1, "momentum": 0.9, "rho": 0.5, "eta": 0.01},
                  lambda p, x, y, o: reference_sam(p, x, y, o, True)),
 }

@@ -1,0 +1,253 @@
+// LARS, LAMB, AdamS, SRSGD and annealed gradient noise (formulas: optim/research.h),
+// composed from tensor ops.
+#include <kiln/optim/research.h>
+
+#include <cmath>
+
+#include <kiln/core/autograd.h>
+#include <kiln/core/generator.h>
+#include <kiln/ops/binary.h>
+#include <kiln/ops/reduce.h>
+#include <kiln/ops/index.h>
+#include <kiln/ops/unary.h>
+
+namespace kiln {
+namespace {
+
+// Every option finite; those named in `non_negative` >= 0; flags 0 or 1.
+void check_common(const char* opt, const std::map<std::string, double>& o, size_t group,
+                  std::initializer_list<const char*> non_negative, std::initializer_list<const char*> flags = {}) {
+  for (const auto& [k, v] : o)
+    KILN_CHECK(std::isfinite(v), opt, ": ", k, " of param group ", group, " must be finite, got ", v);
+  for (const char* k : non_negative)
+    KILN_CHECK(o.at(k) >= 0, opt, ": invalid ", k, " ", o.at(k), " in param group ", group, " (must be >= 0)");
+  for (const char* k : flags)
+    KILN_CHECK(o.at(k) == 0 || o.at(k) == 1, opt, ": ", k, " of param group ", group, " must be 0 or 1, got ",
+               o.at(k));
+}
+
+void check_betas(const char* opt, const std::map<std::string, double>& o, size_t group) {
+  for (const char* k : {"beta1", "beta2"})
+    KILN_CHECK(o.at(k) >= 0 && o.at(k) < 1, opt, ": invalid ", k, " ", o.at(k), " in param group ", group,
+               " (must lie in [0, 1))");
+}
+
+// The L2 norms of each tensor of each list, read back to the host in one transfer:
+// result[l][i] = |lists[l][i]|.
+std::vector<std::vector<double>> norms(const std::vector<std::vector<Tensor>>& lists) {
+  std::vector<Tensor> sq;
+  for (const auto& l : lists)
+    for (const Tensor& t : l) sq.push_back(sum(mul(t, t)).to(DType::F64).reshape({1}));
+  std::vector<double> all = cat(sq, 0).to(kCPU).to_vector<double>();
+  std::vector<std::vector<double>> out;
+  size_t at = 0;
+  for (const auto& l : lists) {
+    out.emplace_back();
+    for (size_t i = 0; i < l.size(); ++i) out.back().push_back(std::sqrt(all[at++]));
+  }
+  return out;
+}
+
+// p (any floating dtype) in its state dtype, and the write back.
+Tensor in_state_dtype(const Tensor& t) {
+  const DType s = optim_state_dtype(t.dtype());
+  return t.dtype() == s ? t : t.to(s);
+}
+void write_back(Tensor p, const Tensor& value) { p.copy_(value); }  // (a handle: writes the param)
+
+}  // namespace
+
+// ---- LARS ----
+
+LARS::LARS(const std::vector<Tensor>& params, const LARSOptions& o)
+    : LARS(std::vector<ParamGroup>{ParamGroup{params, {}}}, o) {}
+LARS::LARS(const std::vector<ParamGroup>& groups, const LARSOptions& o)
+    : Optimizer({{"lr", o.lr},
+                 {"momentum", o.momentum},
+                 {"weight_decay", o.weight_decay},
+                 {"trust_coefficient", o.trust_coefficient},
+                 {"eps", o.eps},
+                 {"adapt", o.adapt ? 1.0 : 0.0}}) {
+  add_param_groups(groups);
+}
+
+void LARS::check_options(const std::map<std::string, double>& o, size_t group) const {
+  check_common("LARS", o, group, {"lr", "momentum", "weight_decay", "trust_coefficient", "eps"}, {"adapt"});
+}
+
+void LARS::update(size_t group, const std::vector<size_t>& indices, const std::vector<Tensor>& grads) {
+  const ParamGroup& G = param_groups()[group];
+  const double lr = G.get("lr"), mom = G.get("momentum"), wd = G.get("weight_decay");
+  const double trust = G.get("trust_coefficient"), eps = G.get("eps");
+  const bool adapt = G.get("adapt") != 0;
+  std::vector<Tensor> ps, gs;
+  for (size_t k = 0; k < indices.size(); ++k) {
+    ps.push_back(in_state_dtype(param(indices[k])));
+    gs.push_back(in_state_dtype(grads[k]));
+  }
+  std::vector<std::vector<double>> n = adapt ? norms({ps, gs}) : std::vector<std::vector<double>>{};
+  for (size_t k = 0; k < indices.size(); ++k) {
+    double local = 1.0;
+    if (adapt && n[0][k] > 0 && n[1][k] > 0) local = trust * n[0][k] / (n[1][k] + wd * n[0][k] + eps);
+    Tensor d = wd != 0 ? add(gs[k], mul(ps[k], wd)) : gs[k];
+    Tensor& buf = buffer_or_zeros(indices[k], "momentum_buffer");
+    buf.mul_(mom).add_(d, lr * local);
+    write_back(param(indices[k]), sub(ps[k], buf));
+  }
+}
+
+// ---- LAMB ----
+
+LAMB::LAMB(const std::vector<Tensor>& params, const LAMBOptions& o)
+    : LAMB(std::vector<ParamGroup>{ParamGroup{params, {}}}, o) {}
+LAMB::LAMB(const std::vector<ParamGroup>& groups, const LAMBOptions& o)
+    : Optimizer({{"lr", o.lr},
+                 {"beta1", o.beta1},
+                 {"beta2", o.beta2},
+                 {"eps", o.eps},
+                 {"weight_decay", o.weight_decay},
+                 {"adapt", o.adapt ? 1.0 : 0.0}}) {
+  add_param_groups(groups);
+}
+
+void LAMB::check_options(const std::map<std::string, double>& o, size_t group) const {
+  check_common("LAMB", o, group, {"lr", "eps", "weight_decay"}, {"adapt"});
+  check_betas("LAMB", o, group);
+}
+
+void LAMB::update(size_t group, const std::vector<size_t>& indices, const std::vector<Tensor>& grads) {
+  const ParamGroup& G = param_groups()[group];
+  const double lr = G.get("lr"), b1 = G.get("beta1"), b2 = G.get("beta2"), eps = G.get("eps");
+  const double wd = G.get("weight_decay");
+  const bool adapt = G.get("adapt") != 0;
+  std::vector<Tensor> ps, us;
+  for (size_t k = 0; k < indices.size(); ++k) {
+    const size_t i = indices[k];
+    const int64_t t = state(i).step + 1;
+    mutable_state(i).step = t;
+    Tensor g = in_state_dtype(grads[k]), p = in_state_dtype(param(i));
+    Tensor& m = buffer_or_zeros(i, "exp_avg");
+    Tensor& v = buffer_or_zeros(i, "exp_avg_sq");
+    m.mul_(b1).add_(g, 1 - b1);
+    v.mul_(b2).add_(mul(g, g), 1 - b2);
+    const double bc1 = 1 - std::pow(b1, double(t)), bc2 = 1 - std::pow(b2, double(t));
+    Tensor u = div(div(m, bc1), add(sqrt(div(v, bc2)), eps));
+    if (wd != 0) u = add(u, mul(p, wd));
+    ps.push_back(p);
+    us.push_back(u);
+  }
+  std::vector<std::vector<double>> n = adapt ? norms({ps, us}) : std::vector<std::vector<double>>{};
+  for (size_t k = 0; k < indices.size(); ++k) {
+    const double ratio = adapt && n[0][k] > 0 && n[1][k] > 0 ? n[0][k] / n[1][k] : 1.0;
+    write_back(param(indices[k]), sub(ps[k], mul(us[k], lr * ratio)));
+  }
+}
+
+// ---- AdamS ----
+
+AdamS::AdamS(const std::vector<Tensor>& params, const AdamSOptions& o)
+    : AdamS(std::vector<ParamGroup>{ParamGroup{params, {}}}, o) {}
+AdamS::AdamS(const std::vector<ParamGroup>& groups, const AdamSOptions& o)
+    : Optimizer({{"lr", o.lr}, {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps},
+                 {"weight_decay", o.weight_decay}}) {
+  add_param_groups(groups);
+}
+
+void AdamS::check_options(const std::map<std::string, double>& o, size_t group) const {
+  check_common("AdamS", o, group, {"lr", "eps", "weight_decay"});
+  check_betas("AdamS", o, group);
+}
+
+void AdamS::update(size_t group, const std::vector<size_t>& indices, const std::vector<Tensor>& grads) {
+  const ParamGroup& G = param_groups()[group];
+  const double lr = G.get("lr"), b1 = G.get("beta1"), b2 = G.get("beta2"), eps = G.get("eps");
+  const double wd = G.get("weight_decay");
+  // The moments first: v_bar needs every param's new v.
+  std::vector<double> bc1(indices.size()), bc2(indices.size());
+  Tensor v_sum;
+  double count = 0;
+  for (size_t k = 0; k < indices.size(); ++k) {
+    const size_t i = indices[k];
+    const int64_t t = state(i).step + 1;
+    mutable_state(i).step = t;
+    Tensor g = in_state_dtype(grads[k]);
+    Tensor& m = buffer_or_zeros(i, "exp_avg");
+    Tensor& v = buffer_or_zeros(i, "exp_avg_sq");
+    m.mul_(b1).add_(g, 1 - b1);
+    v.mul_(b2).add_(mul(g, g), 1 - b2);
+    bc1[k] = 1 - std::pow(b1, double(t));
+    bc2[k] = 1 - std::pow(b2, double(t));
+    Tensor s = div(sum(v.to(DType::F64)), bc2[k]);
+    v_sum = v_sum.defined() ? add(v_sum, s) : s;
+    count += static_cast<double>(v.numel());
+  }
+  const double v_bar = count > 0 ? v_sum.item<double>() / count : 0.0;
+  const double decay = wd != 0 && v_bar > 0 ? 1 - lr * wd / std::sqrt(v_bar) : 1.0;
+  for (size_t k = 0; k < indices.size(); ++k) {
+    const size_t i = indices[k];
+    Tensor p = in_state_dtype(param(i));
+    const Tensor& m = state(i).buffers.at("exp_avg");
+    const Tensor& v = state(i).buffers.at("exp_avg_sq");
+    Tensor denom = add(div(sqrt(v), std::sqrt(bc2[k])), eps);
+    write_back(param(i), sub(mul(p, decay), mul(div(m, denom), lr / bc1[k])));
+  }
+}
+
+// ---- SRSGD ----
+
+SRSGD::SRSGD(const std::vector<Tensor>& params, const SRSGDOptions& o)
+    : SRSGD(std::vector<ParamGroup>{ParamGroup{params, {}}}, o) {}
+SRSGD::SRSGD(const std::vector<ParamGroup>& groups, const SRSGDOptions& o)
+    : Optimizer({{"lr", o.lr}, {"weight_decay", o.weight_decay}, {"restart_every", double(o.restart_every)}}) {
+  add_param_groups(groups);
+}
+
+void SRSGD::check_options(const std::map<std::string, double>& o, size_t group) const {
+  check_common("SRSGD", o, group, {"lr", "weight_decay"});
+  const double f = o.at("restart_every");
+  KILN_CHECK(f >= 1 && f == std::floor(f), "SRSGD: restart_every of param group ", group,
+             " must be a whole number >= 1, got ", f);
+}
+
+void SRSGD::update(size_t group, const std::vector<size_t>& indices, const std::vector<Tensor>& grads) {
+  const ParamGroup& G = param_groups()[group];
+  const double lr = G.get("lr"), wd = G.get("weight_decay");
+  const int64_t F = static_cast<int64_t>(G.get("restart_every"));
+  for (size_t k = 0; k < indices.size(); ++k) {
+    const size_t i = indices[k];
+    const bool first = state(i).empty();
+    const int64_t t = state(i).step + 1;
+    mutable_state(i).step = t;
+    const double kk = double((t - 1) % F + 1);
+    const double mu = (kk - 1) / (kk + 2);
+    Tensor p = in_state_dtype(param(i)), g = in_state_dtype(grads[k]);
+    Tensor& prev = buffer_or_zeros(i, "prev_iterate");
+    if (first) prev.copy_(p);
+    Tensor d = wd != 0 ? add(g, mul(p, wd)) : g;
+    Tensor next = sub(p, mul(d, lr));
+    write_back(param(i), add(next, mul(sub(next, prev), mu)));
+    prev.copy_(next);
+  }
+}
+
+// ---- gradient noise ----
+
+double add_gradient_noise_(const std::vector<Tensor>& params, int64_t t, double eta, double gamma, uint64_t seed) {
+  KILN_CHECK(eta >= 0 && std::isfinite(eta), "add_gradient_noise_: eta must be >= 0, got ", eta);
+  KILN_CHECK(gamma > 0 && std::isfinite(gamma), "add_gradient_noise_: gamma must be > 0, got ", gamma);
+  KILN_CHECK(t >= 0, "add_gradient_noise_: the step must be >= 0, got ", t);
+  const double sigma = std::sqrt(eta / std::pow(1.0 + double(t), gamma));
+  if (sigma == 0) return 0;
+  Generator gen(seed);
+  gen.set_state(seed, static_cast<uint64_t>(t) << 40);  // step t's own stretch of the stream
+  NoGradGuard no_grad;
+  for (const Tensor& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    Tensor noise = randn(g.sizes(), TensorOptions(optim_state_dtype(g.dtype())), &gen).to(g.device());
+    g.add_(noise.to(g.dtype()), sigma);
+  }
+  return sigma;
+}
+
+}  // namespace kiln
