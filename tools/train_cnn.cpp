@@ -85,6 +85,8 @@ struct Config {
   int64_t batch_size = 128;
   double lr = 0;  // 0: the optimizer's default below
   std::string optimizer = "adamw";
+  int64_t restart_every = 0;
+  double grad_noise = 0, grad_noise_gamma = 0.55;
   double sam_rho = 0;    // --optimizer sam|asam: 0 = 0.05 for SAM, 0.5 for ASAM
   std::string sam_base = "sgd";
   double asam_eta = 0.01;
@@ -113,12 +115,23 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--epochs", c.epochs, "epochs in the whole run")->check(tools::integer_range(1, int64_t{1} << 40));
   app.add_option("--batch-size", c.batch_size, "global training batch size, split across the ranks")
       ->check(tools::integer_range(1, int64_t{1} << 40));
-  app.add_option("--lr", c.lr, "peak learning rate (0: the optimizer's default, 3e-3 for adam/adamw, 0.1 for sgd)")
+  app.add_option("--lr", c.lr,
+                 "peak learning rate (0: the optimizer's default: 0.1 for sgd and srsgd, 3e-3 for adam, adamw and "
+                 "adams, 3 for lars, 2e-2 for lamb)")
       ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--optimizer", c.optimizer,
-                 "sgd (momentum 0.9, nesterov) | adam | adamw | sam | asam (sharpness-aware minimisation around "
-                 "--sam-base, two forward/backward passes per step)")
-      ->check(CLI::IsMember({"sgd", "adam", "adamw", "sam", "asam"}));
+                 "sgd (momentum 0.9, nesterov) | adam | adamw | lars | lamb | adams | srsgd | sam | asam "
+                 "(sharpness-aware minimisation around --sam-base, two forward/backward passes per step); "
+                 "formulas in optim/research.h and optim/sam.h")
+      ->check(CLI::IsMember({"sgd", "adam", "adamw", "lars", "lamb", "adams", "srsgd", "sam", "asam"}));
+  app.add_option("--restart-every", c.restart_every, "srsgd: steps between momentum restarts (0: one epoch)")
+      ->check(tools::non_negative<int64_t>());
+  app.add_option("--grad-noise", c.grad_noise,
+                 "annealed Gaussian gradient noise of variance ETA / (1 + t)^gamma (Neelakantan et al. 2015; "
+                 "0: off; they use 0.01, 0.3 or 1)")
+      ->check(tools::positive_real(/*allow_zero=*/true));
+  app.add_option("--grad-noise-gamma", c.grad_noise_gamma, "--grad-noise's decay exponent gamma")
+      ->check(tools::positive_real());
   app.add_option("--sam-rho", c.sam_rho,
                  "sam/asam: the neighbourhood radius rho (0: 0.05 for sam as Foret et al. 2021, 0.5 for asam as "
                  "Kwon et al. 2021)")
@@ -133,7 +146,8 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--hessian-iterations", c.hessian_iterations, "--hessian-every: at most N Hessian-vector products")
       ->check(tools::integer_range(1, 100000));
   app.add_option("--weight-decay", c.weight_decay,
-                 "weight decay (negative: the optimizer's default, 5e-4 for sgd, 0 for adam, 1e-2 for adamw)");
+                 "weight decay (negative: the optimizer's default: 0 for adam, 1e-2 for adamw and lamb, 5e-4 for "
+                 "the others)");
   app.add_option("--schedule", c.schedule, "cosine (linear warmup + cosine) | knee | constant")
       ->check(CLI::IsMember({"cosine", "knee", "constant"}));
   app.add_option("--warmup-steps", c.warmup_steps, "linear warmup steps")->check(tools::non_negative<int64_t>());
@@ -154,6 +168,64 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(tools::non_negative<int64_t>())
       ->configurable(false);
   tools::add_run_flags(app, c.run);
+}
+
+// ---------------------------------------------------------------------------------------
+// Model
+// ---------------------------------------------------------------------------------------
+
+// Optimizers
+// ---------------------------------------------------------------------------------------
+
+struct OptimizerDefaults {
+  double lr, weight_decay;
+};
+OptimizerDefaults optimizer_defaults(const std::string& kind) {
+  if (kind == "sgd") return {0.1, 5e-4};
+  if (kind == "adam") return {3e-3, 0.0};
+  if (kind == "adamw") return {3e-3, 1e-2};
+  if (kind == "lars") return {3.0, 5e-4};
+  if (kind == "lamb") return {2e-2, 1e-2};
+  if (kind == "adams") return {3e-3, 5e-4};
+  if (kind == "srsgd") return {0.1, 5e-4};
+  throw Error("kiln_train_cnn: no optimizer " + kind);
+}
+
+// LARS and LAMB adapt the weights' steps layer by layer; biases and BatchNorm's scales and
+// shifts (the 1-d params) are left unadapted and undecayed, as You et al. do.
+std::vector<ParamGroup> layerwise_groups(nn::Module& m, double wd) {
+  ParamGroup weights, others;
+  for (const Tensor& p : m.parameters()) (p.dim() >= 2 ? weights : others).params.push_back(p);
+  weights.options = {{"weight_decay", wd}};
+  others.options = {{"weight_decay", 0.0}, {"adapt", 0.0}};
+  std::vector<ParamGroup> g{weights};
+  if (!others.params.empty()) g.push_back(others);
+  return g;
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, nn::Module& m, double lr, double wd,
+                                          const Config& c, int64_t steps_per_epoch) {
+  if (kind == "sgd") {
+    SGDOptions o;
+    o.lr = lr;
+    o.momentum = 0.9;
+    o.nesterov = true;
+    o.weight_decay = wd;
+    return std::make_unique<SGD>(m.parameters(), o);
+  }
+  if (kind == "adam") return std::make_unique<Adam>(m.parameters(), AdamOptions{.lr = lr, .weight_decay = wd});
+  if (kind == "adamw") return std::make_unique<AdamW>(m.parameters(), AdamWOptions{.lr = lr, .weight_decay = wd});
+  if (kind == "lars") return std::make_unique<LARS>(layerwise_groups(m, wd), LARSOptions{.lr = lr});
+  if (kind == "lamb") return std::make_unique<LAMB>(layerwise_groups(m, wd), LAMBOptions{.lr = lr});
+  if (kind == "adams") return std::make_unique<AdamS>(m.parameters(), AdamSOptions{.lr = lr, .weight_decay = wd});
+  if (kind == "srsgd") {
+    SRSGDOptions o;
+    o.lr = lr;
+    o.weight_decay = wd;
+    o.restart_every = c.restart_every > 0 ? c.restart_every : steps_per_epoch;
+    return std::make_unique<SRSGD>(m.parameters(), o);
+  }
+  throw Error("kiln_train_cnn: no optimizer " + kind);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -186,6 +258,8 @@ std::map<std::string, std::string> run_metadata(const Config& c, double lr, doub
           {"lr", lr_s.str()},
           {"weight_decay", wd_s.str()},
           {"optimizer", c.optimizer},
+          {"grad_noise", detail::str(c.grad_noise, " ", c.grad_noise_gamma)},
+          {"restart_every", std::to_string(c.restart_every)},
           {"sam", c.optimizer == "sam" || c.optimizer == "asam"
                       ? detail::str(c.sam_base, " rho ", c.sam_rho, " eta ", c.asam_eta)
                       : std::string()},
@@ -290,28 +364,10 @@ int train(Config cfg, const CLI::App& app) {
   // sam/asam wrap --sam-base; the base's lr and weight-decay defaults apply.
   const bool use_sam = cfg.optimizer == "sam" || cfg.optimizer == "asam";
   const std::string base = use_sam ? cfg.sam_base : cfg.optimizer;
-  const bool sgd = base == "sgd";
-  const double lr = cfg.lr > 0 ? cfg.lr : (sgd ? 0.1 : 3e-3);
-  const double wd = cfg.weight_decay >= 0 ? cfg.weight_decay : (sgd ? 5e-4 : base == "adam" ? 0.0 : 1e-2);
-  std::unique_ptr<Optimizer> opt;
-  if (sgd) {
-    SGDOptions o;
-    o.lr = lr;
-    o.momentum = 0.9;
-    o.nesterov = true;
-    o.weight_decay = wd;
-    opt = std::make_unique<SGD>(model->parameters(), o);
-  } else if (base == "adam") {
-    AdamOptions o;
-    o.lr = lr;
-    o.weight_decay = wd;
-    opt = std::make_unique<Adam>(model->parameters(), o);
-  } else {
-    AdamWOptions o;
-    o.lr = lr;
-    o.weight_decay = wd;
-    opt = std::make_unique<AdamW>(model->parameters(), o);
-  }
+  const OptimizerDefaults def = optimizer_defaults(base);
+  const double lr = cfg.lr > 0 ? cfg.lr : def.lr;
+  const double wd = cfg.weight_decay >= 0 ? cfg.weight_decay : def.weight_decay;
+  std::unique_ptr<Optimizer> opt = make_optimizer(base, *model, lr, wd, cfg, steps_per_epoch);
   std::unique_ptr<SAM> sam;
   if (use_sam) {
     const bool adaptive = cfg.optimizer == "asam";
@@ -472,11 +528,18 @@ int train(Config cfg, const CLI::App& app) {
         const double l = loss.item<double>();
         take_step = guard.check(l, ts.step + 1, epoch + 1, last_ckpt);
       }
+      // --grad-noise: the same noise on every rank (seeded by the step), on the gradient
+      // the step uses (for SAM, the one taken at w + e(w)).
+      auto add_noise = [&] {
+        if (cfg.grad_noise > 0) add_gradient_noise_(model->parameters(), ts.step, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed);
+      };
       if (take_step && sam) {  // SAM's second pass, at w + e(w) (BatchNorm sees both batches)
         sam->first_step();
         cross_entropy((*net)(batch.x), batch.y).backward();
+        add_noise();
         sam->second_step();
       } else if (take_step) {
+        add_noise();
         opt->step();
       }
       sched->step();

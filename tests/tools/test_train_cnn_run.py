@@ -14,7 +14,8 @@ guards (models/run/, tools/run_cli.h). One ctest per case:
   config        config.toml is written; --config <it> reproduces the run bit for bit
   nonfinite     a NaN/inf loss stops the run (exit 3) naming the step, the last checkpoint
                 stays and is finite; --on-nonfinite skip trains on
-  limits        huge --batch-size / --epochs and bad flags: clear errors, exit 2
+  limits        huge --batch-size / --epochs and bad flags: clear errors, exit 2; every
+                --optimizer (and --grad-noise) trains a few steps to a finite loss
   fifo          a FIFO where a checkpoint should be: an error at once, no hang
   full_disk     a 1 MiB tmpfs run directory fills up: exit non-zero with "No space left";
                 skipped (77) when mounting is not permitted
@@ -235,13 +236,18 @@ def case_limits():
                          (["--epochs", "99999999999999999"], "epochs"),
                          (["--epochs", "0"], "epochs"),
                          (["--lr", "-1"], "lr"),
-                         (["--optimizer", "lamb"], "optimizer"),
+                         (["--optimizer", "rmsprop"], "optimizer"),
                          (["--optimizer", "sam", "--sam-rho", "-0.1"], "sam-rho"),
                          (["--optimizer", "sam", "--sam-base", "lamb"], "sam-base"),
                          (["--no-such-flag"], "no-such-flag")):
         p = run(COMMON + ["--run-dir", fresh("limits")] + args, ok=False, timeout=60)
         check(p.returncode == 2 and needle in p.stderr, f"{args}: want exit 2 naming {needle}, got {p.returncode}:\n"
               f"{p.stderr}")
+    for args in (["--optimizer", o] for o in ("sgd", "adam", "lars", "lamb", "adams", "srsgd", "sam", "asam")):
+        p = run(["--device", "cpu", "--limit-train", "256", "--limit-test", "64", "--epochs", "1", "--batch-size", "64",
+                 "--no-plot", "--run-dir", fresh("optimizers")] + args + ["--grad-noise", "1e-6"])
+        s = json.loads(p.stdout.strip().splitlines()[-1])
+        check(math.isfinite(s["train_loss"]) and s["steps"] == 4, f"{args}: {s}")
 
 
 def case_fifo():
