@@ -20,13 +20,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = {
     "vanilla": [],
-    "unrolled": ["--unrolled", "5"],
+    "unrolled": ["--unrolled", "5"],  # G's minimax loss, D at lr / 10 (the trainer's defaults)
     "mode-regularized": ["--mode-regularizer"],
     "minibatch-discrimination": ["--minibatch-discrimination", "--batch-size", "64"],
     "feature-matching": ["--feature-matching"],
     "wgan-gp": ["--wgan-gp"],
-    # The unrolled-GAN reference code's rates: G 1e-3, D 1e-4.
-    "unrolled-lr-d-1e-4": ["--unrolled", "5", "--lr-d", "1e-4"],
+    # The unrolled GAN before kiln's defaults followed the paper: the non-saturating G loss, D at G's rate.
+    "unrolled-non-saturating": ["--unrolled", "5", "--g-loss", "non-saturating", "--lr-d", "1e-3"],
 }
 
 

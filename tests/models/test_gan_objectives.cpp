@@ -28,6 +28,9 @@ TEST_CASE("GAN losses: BCE with one-sided label smoothing, non-saturating G loss
   CHECK(gan::generator_loss(f).item<double>() == Approx((softplus(-0.5) + softplus(3.0)) / 2));
   REQUIRE_KILN_ERROR(gan::discriminator_loss(r, f, 0.0), "real_target");
   REQUIRE_KILN_ERROR(gan::generator_loss(r.reshape({2, 1})), "logits (N)");
+  // The minimax G loss: mean log(1 - D(G(z))) = -mean softplus(logit).
+  CHECK(gan::minimax_generator_loss(f).item<double>() == Approx(-(softplus(0.5) + softplus(-3.0)) / 2));
+  REQUIRE_KILN_ERROR(gan::minimax_generator_loss(r.reshape({2, 1})), "logits (N)");
 }
 
 TEST_CASE("feature matching: squared distance of the feature means, real side constant", "[models][gan][objectives]") {

@@ -101,6 +101,8 @@ if CASE == "toy":
         "mbd": ["--minibatch-discrimination", "--mbd-kernels", "8"],
         "unrolled": ["--unrolled", "3"],
         "unrolled1": ["--unrolled", "3", "--unrolled-first-order"],
+        "unrolled-ns": ["--unrolled", "3", "--g-loss", "non-saturating"],
+        "minimax-ema": ["--g-loss", "minimax", "--g-ema", "0.99"],
         "mr": ["--mode-regularizer"],
         "gp": ["--wgan-gp"],
     }
@@ -121,8 +123,9 @@ if CASE == "toy":
     check(sum(1 for v in st.values() if v[1] is not None) == 4, f"gp: G steps {st}")
 
 elif CASE == "resume":
+    # --g-ema: the metrics sample the averaged G, whose weights and count the checkpoint holds.
     common = TOY + ["--epochs", "3", "--steps-per-epoch", "12", "--unrolled", "2", "--minibatch-discrimination",
-                    "--mbd-kernels", "4"]
+                    "--mbd-kernels", "4", "--g-ema", "0.9"]
     a, b = fresh("straight"), fresh("interrupted")
     sa = summary(run(common + ["--run-dir", a]))
     p = run(common + ["--run-dir", b, "--save-every", "5", "--stop-after-steps", "17"])
@@ -224,6 +227,9 @@ elif CASE == "errors":
         (["--data", "ring8", "--label-smoothing", "0.2"], "--label-smoothing"),
         (["--data", "ring8", "--unrolled", "-1"], "--unrolled"),
         (["--data", "fashion-mnist", "--image-size", "64"], "--image-size"),
+        (["--data", "ring8", "--wgan-gp", "--g-loss", "minimax"], "--g-loss"),
+        (["--data", "ring8", "--g-loss", "maximin"], "--g-loss"),
+        (["--data", "ring8", "--g-ema", "1"], "--g-ema"),
     ]:
         p = run(flags + ["--device", "cpu", "--run-dir", fresh("err")], ok=False)
         check(p.returncode == 2 and needle in p.stderr, f"{flags}: exit {p.returncode}, stderr:\n{p.stderr}")
