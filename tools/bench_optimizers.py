@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The optimizer table: kiln_train_cnn at its defaults (3 epochs of Fashion-MNIST) with each
---optimizer (and Mixup-style variants as they land), one run at a time, each with every core.
+--optimizer, gradient noise, Mixup and CutMix, one run at a time, each with every core.
 Prints, per variant, the test accuracy, the final training loss and the wall time, and a
 Markdown table of them (the README's).
 
@@ -27,6 +27,8 @@ VARIANTS = {
     "sam": ["--optimizer", "sam", "--sam-base", "sgd"],
     "asam": ["--optimizer", "asam", "--sam-base", "sgd"],
     "adamw+noise": ["--optimizer", "adamw", "--grad-noise", "1e-4"],
+    "adamw+mixup": ["--optimizer", "adamw", "--mixup", "0.2"],
+    "adamw+cutmix": ["--optimizer", "adamw", "--cutmix", "1"],
 }
 
 

@@ -61,6 +61,7 @@
 
 #include <kiln/kiln.h>
 #include <kiln/models/run/checkpoint.h>
+#include <kiln/models/data/mix.h>
 #include <kiln/models/eval/curvature.h>
 #include <kiln/models/run/metrics.h>
 #include <kiln/models/run/progress.h>
@@ -85,6 +86,7 @@ struct Config {
   int64_t batch_size = 128;
   double lr = 0;  // 0: the optimizer's default below
   std::string optimizer = "adamw";
+  double mixup = 0, cutmix = 0;  // > 0: Mixup / CutMix with Beta(alpha, alpha)
   int64_t restart_every = 0;
   double grad_noise = 0, grad_noise_gamma = 0.55;
   double sam_rho = 0;    // --optimizer sam|asam: 0 = 0.05 for SAM, 0.5 for ASAM
@@ -124,6 +126,11 @@ void add_flags(CLI::App& app, Config& c) {
                  "(sharpness-aware minimisation around --sam-base, two forward/backward passes per step); "
                  "formulas in optim/research.h and optim/sam.h")
       ->check(CLI::IsMember({"sgd", "adam", "adamw", "lars", "lamb", "adams", "srsgd", "sam", "asam"}));
+  app.add_option("--mixup", c.mixup,
+                 "Mixup (Zhang et al. 2018) with lam ~ Beta(ALPHA, ALPHA) and the mixed loss (0: off; they use 0.2-1)")
+      ->check(tools::positive_real(/*allow_zero=*/true));
+  app.add_option("--cutmix", c.cutmix, "CutMix (Yun et al. 2019) with lam ~ Beta(ALPHA, ALPHA) (0: off; they use 1)")
+      ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--restart-every", c.restart_every, "srsgd: steps between momentum restarts (0: one epoch)")
       ->check(tools::non_negative<int64_t>());
   app.add_option("--grad-noise", c.grad_noise,
@@ -260,6 +267,7 @@ std::map<std::string, std::string> run_metadata(const Config& c, double lr, doub
           {"optimizer", c.optimizer},
           {"grad_noise", detail::str(c.grad_noise, " ", c.grad_noise_gamma)},
           {"restart_every", std::to_string(c.restart_every)},
+          {"mix", detail::str(c.mixup, " ", c.cutmix)},
           {"sam", c.optimizer == "sam" || c.optimizer == "asam"
                       ? detail::str(c.sam_base, " rho ", c.sam_rho, " eta ", c.asam_eta)
                       : std::string()},
@@ -519,7 +527,17 @@ int train(Config cfg, const CLI::App& app) {
     while (loader.state().batch < steps_per_epoch) {
       data::Batch batch = loader.next();
       const bool last = loader.state().batch >= steps_per_epoch;
-      Tensor loss = cross_entropy((*net)(batch.x), batch.y);
+      // --mixup / --cutmix: drawn from a generator of (seed, rank, step), so a resumed run
+      // mixes as the uninterrupted one did.
+      data::MixedBatch mixed{batch.x, batch.y, batch.y, 1.0};
+      if (cfg.mixup > 0 || cfg.cutmix > 0) {
+        const uint64_t ms = cfg.seed * 1000003ull + static_cast<uint64_t>(rank) + 0x6d6978ull;
+        Generator mg(ms);
+        mg.set_state(ms, static_cast<uint64_t>(ts.step) << 24);
+        mixed = cfg.mixup > 0 ? data::mixup(batch.x, batch.y, cfg.mixup, mg)
+                              : data::cutmix(batch.x, batch.y, cfg.cutmix, mg);
+      }
+      Tensor loss = data::mixed_cross_entropy((*net)(mixed.x), mixed);
       const double step_lr = opt->lr();
       opt->zero_grad();
       loss.backward();
@@ -535,7 +553,7 @@ int train(Config cfg, const CLI::App& app) {
       };
       if (take_step && sam) {  // SAM's second pass, at w + e(w) (BatchNorm sees both batches)
         sam->first_step();
-        cross_entropy((*net)(batch.x), batch.y).backward();
+        data::mixed_cross_entropy((*net)(mixed.x), mixed).backward();
         add_noise();
         sam->second_step();
       } else if (take_step) {
@@ -643,6 +661,8 @@ int main(int argc, char** argv) {
   add_flags(app, cfg);
   // Exit status: 0 done (or --help), 1 an error, 2 a bad command line, 3 a non-finite loss.
   return tools::kiln_main(app, argc, argv, [&] {
+    if (cfg.mixup > 0 && cfg.cutmix > 0)
+      throw CLI::ValidationError("--mixup/--cutmix", "take one of them (each replaces the batch)");
     try {
       return train(cfg, app);
     } catch (const run::NonFiniteLoss& e) {

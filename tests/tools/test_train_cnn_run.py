@@ -5,7 +5,8 @@ guards (models/run/, tools/run_cli.h). One ctest per case:
   resume        straight vs interrupted (mid-epoch, and at an epoch end) + --resume: identical
                 per-step losses and final metrics; each step recorded once; the same with
                 --optimizer sam (another trajectory, resumed exactly); --hessian-every
-                records the top Hessian eigenvalue without changing the run
+                records the top Hessian eigenvalue without changing the run; --mixup resumes
+                exactly
   kill          SIGKILL during training, a torn metrics line, a stale temp file: --resume
                 cleans up and still records every step exactly once
   refuse        a second run in a run's directory refuses (naming --resume and --overwrite)
@@ -15,7 +16,7 @@ guards (models/run/, tools/run_cli.h). One ctest per case:
   nonfinite     a NaN/inf loss stops the run (exit 3) naming the step, the last checkpoint
                 stays and is finite; --on-nonfinite skip trains on
   limits        huge --batch-size / --epochs and bad flags: clear errors, exit 2; every
-                --optimizer (and --grad-noise) trains a few steps to a finite loss
+                --optimizer (and --grad-noise, --mixup, --cutmix) trains a few steps to a finite loss
   fifo          a FIFO where a checkpoint should be: an error at once, no hang
   full_disk     a 1 MiB tmpfs run directory fills up: exit non-zero with "No space left";
                 skipped (77) when mounting is not permitted
@@ -126,6 +127,15 @@ def case_resume():
     la = [r["loss"] for r in step_records(a)]
     ld = [r["loss"] for r in step_records(d)]
     check(la[0] == ld[0] and la[1:] != ld[1:], "SAM around AdamW should change the steps after the first")
+    # Mixup: mid-epoch resume mixes exactly as the straight run.
+    f, g = fresh("mixup_straight"), fresh("mixup_mid_epoch")
+    pf = run(COMMON + ["--run-dir", f, "--mixup", "0.4"])
+    run(COMMON + ["--run-dir", g, "--mixup", "0.4", "--save-every", "3", "--stop-after-steps", "7"])
+    pg = run(COMMON + ["--run-dir", g, "--mixup", "0.4", "--save-every", "3", "--resume"])
+    same_steps(f, g, "Mixup mid-epoch resume")
+    same_final(pf, pg, "Mixup mid-epoch resume")
+    lf = [r["loss"] for r in step_records(f)]
+    check(lf[0] != la[0], "--mixup should change the first step's loss")
     # --hessian-every (run d only) measures without moving the training: d and e agree above.
     hs = [r for r in records(d) if r.get("type") == "hessian"]
     check([r["step"] for r in hs] == [8, 16] and all(math.isfinite(r["lambda_max"]) and r["lambda_max"] != 0 and
@@ -239,11 +249,14 @@ def case_limits():
                          (["--optimizer", "rmsprop"], "optimizer"),
                          (["--optimizer", "sam", "--sam-rho", "-0.1"], "sam-rho"),
                          (["--optimizer", "sam", "--sam-base", "lamb"], "sam-base"),
+                         (["--mixup", "0.2", "--cutmix", "1"], "--mixup"),
+                         (["--mixup", "-1"], "mixup"),
                          (["--no-such-flag"], "no-such-flag")):
         p = run(COMMON + ["--run-dir", fresh("limits")] + args, ok=False, timeout=60)
         check(p.returncode == 2 and needle in p.stderr, f"{args}: want exit 2 naming {needle}, got {p.returncode}:\n"
               f"{p.stderr}")
-    for args in (["--optimizer", o] for o in ("sgd", "adam", "lars", "lamb", "adams", "srsgd", "sam", "asam")):
+    for args in [["--optimizer", o] for o in ("sgd", "adam", "lars", "lamb", "adams", "srsgd", "sam", "asam")] + \
+            [["--mixup", "0.4"], ["--cutmix", "1"], ["--optimizer", "sam", "--cutmix", "1"]]:
         p = run(["--device", "cpu", "--limit-train", "256", "--limit-test", "64", "--epochs", "1", "--batch-size", "64",
                  "--no-plot", "--run-dir", fresh("optimizers")] + args + ["--grad-noise", "1e-6"])
         s = json.loads(p.stdout.strip().splitlines()[-1])
