@@ -6,8 +6,9 @@
 //   IN holds p.0..p.3 (W0 (4, 8), b0 (8), W1 (8, 3), b1 (3)) and x (S, B, 4), y (S, B, 3):
 //   step s trains on x[s], y[s]. OUT gets "step.<s>.p.<i>" and, for SAM, "step.<s>.loss"
 //   and "step.<s>.perturbed_loss".
-//   OPTIMIZER: sgd | adam | adamw | lars | lamb | adams | srsgd | sam | asam (sam/asam
-//   wrap base=...); noise=ETA adds annealed gradient noise (seed 5) before each step; or hessian:
+//   OPTIMIZER: sgd | adam | adamw | lars | lamb | adams | srsgd | sam | asam | entropy-sgd
+//   (the wrappers take base=...; entropy-sgd's inner step l of step s trains on batch
+//   (s + l) mod S, keys inner_steps, gamma, scoping, inner_lr, alpha, langevin); noise=ETA adds annealed gradient noise (seed 5) before each step; or hessian:
 //   no training; OUT gets "hessian.eigenvalue" (the top eigenvalue of the loss on x[0],
 //   y[0] at IN's params, by models/eval/curvature.h), "hessian.iterations", ".seconds".
 //   keys: lr, momentum, weight_decay, nesterov, beta1, beta2, eps, rho, eta, base,
@@ -132,7 +133,19 @@ int main(int argc, char** argv) try {
     return 0;
   }
   const bool sam = kind == "sam" || kind == "asam";
-  std::unique_ptr<Optimizer> base = make_base(sam ? a.str("base", "sgd") : kind, p, a);
+  const bool esgd = kind == "entropy-sgd";
+  std::unique_ptr<Optimizer> base = make_base(sam || esgd ? a.str("base", "sgd") : kind, p, a);
+  std::unique_ptr<EntropySGD> entropy;
+  if (esgd) {
+    EntropySGDOptions o;
+    o.inner_steps = static_cast<int64_t>(a.num("inner_steps", 20));
+    o.gamma = a.num("gamma", 0.03);
+    o.scoping = a.num("scoping", 1e-3);
+    o.inner_lr = a.num("inner_lr", 0.1);
+    o.alpha = a.num("alpha", 0.75);
+    o.noise = a.num("langevin", 0);
+    entropy = std::make_unique<EntropySGD>(*base, o);
+  }
   std::unique_ptr<SAM> wrapper;
   if (sam) {
     SamOptions o;
@@ -150,7 +163,14 @@ int main(int argc, char** argv) try {
       return loss;
     };
     const std::string pre = "step." + std::to_string(s) + ".";
-    if (wrapper) {
+    if (entropy) {
+      int64_t l = 0;
+      out[pre + "loss"] = scalar_tensor(entropy->step([&] {
+        Tensor loss = loss_at((s + l++) % steps);
+        loss.backward();
+        return loss;
+      }), TensorOptions(DType::F64));
+    } else if (wrapper) {
       out[pre + "loss"] = wrapper->step(closure);
       out[pre + "perturbed_loss"] = wrapper->last_perturbed_loss();
     } else {

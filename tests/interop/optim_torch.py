@@ -185,6 +185,40 @@ def reference_srsgd(p, x, y, o):
     return out
 
 
+def reference_entropy_sgd(p, x, y, o):
+    """Chaudhari et al. 2017, Algorithm 1, without the Langevin noise; the outer step by the
+    base optimizer on the local-entropy gradient gamma (x - mu), gamma scoped per step."""
+    p = [t.clone().requires_grad_(True) for t in p]
+    opt = base_optimizer(o.get("base", "sgd"), p, o)
+    L, g0, scoping = o["inner_steps"], o["gamma"], o["scoping"]
+    eta, alpha = o["inner_lr"], o["alpha"]
+    out = {}
+    for s in range(STEPS):
+        gamma = g0 * (1 + scoping) ** s
+        x0 = [t.detach().clone() for t in p]
+        mu = [t.detach().clone() for t in p]
+        losses = []
+        for l in range(L):
+            for t in p:
+                t.grad = None
+            loss = loss_fn(p, x[(s + l) % STEPS], y[(s + l) % STEPS])
+            loss.backward()
+            losses.append(loss.item())
+            with torch.no_grad():
+                for xp, xi, m in zip(p, x0, mu):
+                    xp.sub_(eta * (xp.grad - gamma * (xi - xp)))
+                    m.mul_(1 - alpha).add_(alpha * xp)
+        with torch.no_grad():
+            for xp, xi, m in zip(p, x0, mu):
+                xp.copy_(xi)
+                xp.grad = gamma * (xi - m)
+        opt.step()
+        out[f"step.{s}.loss"] = torch.tensor(sum(losses) / L, dtype=torch.float64)
+        for i, w in enumerate(p):
+            out[f"step.{s}.p.{i}"] = w.detach().clone()
+    return out
+
+
 # name -> (kiln optimizer, key=value options, reference)
 CASES = {
     "sam-sgd": ("sam", {"base": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "rho": 0.05},
@@ -197,6 +231,9 @@ CASES = {
     "adams": ("adams", {"lr": 0.01, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "weight_decay": 0.05},
               reference_adams),
     "srsgd": ("srsgd", {"lr": 0.1, "weight_decay": 1e-3, "restart_every": 4}, reference_srsgd),
+    "entropy-sgd": ("entropy-sgd", {"base": "sgd", "lr": 0.5, "momentum": 0.9, "nesterov": 1, "weight_decay": 1e-3,
+                                    "inner_steps": 3, "gamma": 0.5, "scoping": 0.1, "inner_lr": 0.1, "alpha": 0.75},
+                    reference_entropy_sgd),
     "asam-sgd": ("asam", {"base": "sgd", "lr": 0.1, "momentum": 0.9, "rho": 0.5, "eta": 0.01},
                  lambda p, x, y, o: reference_sam(p, x, y, o, True)),
 }

@@ -100,3 +100,45 @@ TEST_CASE("add_gradient_noise_ adds N(0, eta / (1 + t)^gamma), the same for the 
   CHECK_KILN_ERROR(add_gradient_noise_({none}, 0, 1.0, 0.0), "gamma");
   CHECK_KILN_ERROR(add_gradient_noise_({none}, -1, 1.0), "step");
 }
+
+TEST_CASE("EntropySGD: scoping, noise determinism, state round trip and checks", "[optim]") {
+  // save_at_2 / load: the wrapper's state dict after 2 steps, and the params then.
+  using State = std::pair<std::map<std::string, Tensor>, std::vector<Tensor>>;
+  auto run = [](int steps, State* save_at_2, const State* load) {
+    std::vector<Tensor> p = fresh(DType::F64);
+    SGD base(p, SGDOptions{.lr = 0.1, .momentum = 0.9});
+    EntropySGD e(base, EntropySGDOptions{.inner_steps = 3, .gamma = 0.1, .scoping = 0.5, .noise = 1e-3, .seed = 4});
+    if (load) {
+      e.load_state_dict(load->first);
+      NoGradGuard ng;
+      for (size_t i = 0; i < p.size(); ++i) p[i].copy_(load->second[i]);
+    }
+    for (int s = load ? 2 : 0; s < steps; ++s) {
+      e.step([&] {
+        Tensor l = add(mul(sum(mul(mul(p[0], p[0]), p[0] * p[0])), 0.01), sum(mul(p[1], p[1])));
+        l.backward();
+        return l;
+      });
+      if (save_at_2 && s == 1) {
+        for (const auto& [k, v] : e.state_dict()) save_at_2->first[k] = v.clone();  // (they alias the buffers)
+        for (const Tensor& t : p) save_at_2->second.push_back(t.detach().clone());
+      }
+    }
+    CHECK(e.steps() == steps);
+    CHECK(e.gamma() == Approx(0.1 * std::pow(1.5, steps)));
+    return values(p[0]);
+  };
+  State st;
+  const auto straight = run(4, &st, nullptr);
+  CHECK(run(4, nullptr, nullptr) == straight);  // the Langevin noise is seeded
+  CHECK(run(4, nullptr, &st) == straight);      // resumed after 2 steps
+  CHECK(straight != values(fresh(DType::F64)[0]));
+  for (double v : straight) CHECK(std::isfinite(v));
+  Tensor w = zeros({2}).set_requires_grad(true);
+  SGD base({w});
+  CHECK_KILN_ERROR(EntropySGD(base, EntropySGDOptions{.inner_steps = 0}), "inner_steps");
+  CHECK_KILN_ERROR(EntropySGD(base, EntropySGDOptions{.gamma = 0}), "gamma");
+  CHECK_KILN_ERROR(EntropySGD(base, EntropySGDOptions{.alpha = 1.5}), "alpha");
+  EntropySGD ok(base);
+  CHECK_KILN_ERROR(ok.load_state_dict({}), "entropy_sgd.step");
+}
