@@ -94,6 +94,7 @@ struct Config {
   double asam_eta = 0.01;
   int64_t hessian_every = 0;     // > 0: the loss Hessian's top eigenvalue every N steps
   int64_t hessian_iterations = 20;
+  int64_t noise_scale_every = 0;  // > 0: McCandlish et al.'s gradient noise scale every N steps
   std::string schedule = "cosine";
   double weight_decay = -1;  // < 0: the optimizer's default below
   int64_t warmup_steps = 50;
@@ -149,6 +150,10 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--hessian-every", c.hessian_every,
                  "every N steps, the top eigenvalue of the loss Hessian on that step's batch (power iteration on "
                  "Hessian-vector products; rank 0's share) beside 2/lr, in metrics.jsonl (0: off)")
+      ->check(tools::non_negative<int64_t>());
+  app.add_option("--noise-scale-every", c.noise_scale_every,
+                 "every N steps, the gradient noise scale tr(S)/|G|^2 (McCandlish et al. 2018, the critical batch "
+                 "size's estimate) from 4 micro-batches of that step's batch (rank 0's share), in metrics.jsonl")
       ->check(tools::non_negative<int64_t>());
   app.add_option("--hessian-iterations", c.hessian_iterations, "--hessian-every: at most N Hessian-vector products")
       ->check(tools::integer_range(1, 100000));
@@ -517,6 +522,36 @@ int train(Config cfg, const CLI::App& app) {
                  e.converged ? "" : ", not converged", e.seconds);
   };
 
+  // --noise-scale-every: the gradients of 4 equal micro-batches of the step's batch, on the
+  // plain model through kiln::grad (nothing accumulates into .grad, no DDP hooks run).
+  auto measure_noise_scale = [&](const data::Batch& batch, int64_t epoch) {
+    const int64_t k = 4, b = batch.y.size(0) / k;
+    if (b < 1) return;
+    std::vector<Tensor> kept;
+    for (const Tensor& t : model->buffers()) kept.push_back(t.clone());
+    std::vector<Tensor> params = model->parameters();
+    std::vector<std::vector<Tensor>> grads;
+    GradOptions go;
+    go.allow_unused = true;
+    for (int64_t i = 0; i < k; ++i) {
+      std::vector<Tensor> g = grad({cross_entropy((*model)(batch.x.narrow(0, i * b, b)), batch.y.narrow(0, i * b, b))},
+                                   params, {}, go);
+      for (size_t j = 0; j < g.size(); ++j)
+        if (!g[j].defined()) g[j] = zeros_like(params[j]);
+      grads.push_back(std::move(g));
+    }
+    {
+      NoGradGuard no_grad;
+      std::vector<Tensor> now = model->buffers();
+      for (size_t i = 0; i < now.size(); ++i) now[i].copy_(kept[i]);
+    }
+    const eval::NoiseScale ns = eval::gradient_noise_scale(grads, b);
+    metrics.write({{"type", "noise_scale"}, {"step", ts.step}, {"epoch", epoch}, {"b_simple", ns.simple_noise_scale},
+                   {"trace_sigma", ns.trace_sigma}, {"grad_norm_sq", ns.grad_norm_sq}, {"micro_batch", b}});
+    std::fprintf(stderr, "step %lld: gradient noise scale %.4g (tr S %.4g, |G|^2 %.4g; 4 x %lld samples)\n",
+                 (long long)ts.step, ns.simple_noise_scale, ns.trace_sigma, ns.grad_norm_sq, (long long)b);
+  };
+
   const auto t_train = Clock::now();
   while (ts.epochs_done < cfg.epochs && !interrupted) {
     if (cfg.stop_after > 0 && epochs_this_run >= cfg.stop_after) break;
@@ -551,9 +586,12 @@ int train(Config cfg, const CLI::App& app) {
       auto add_noise = [&] {
         if (cfg.grad_noise > 0) add_gradient_noise_(model->parameters(), ts.step, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed);
       };
+      Tensor sharpness;  // SAM: L(w + e(w)) - L(w), Foret et al.'s sharpness on this batch
       if (take_step && sam) {  // SAM's second pass, at w + e(w) (BatchNorm sees both batches)
         sam->first_step();
-        data::mixed_cross_entropy((*net)(mixed.x), mixed).backward();
+        Tensor perturbed = data::mixed_cross_entropy((*net)(mixed.x), mixed);
+        perturbed.backward();
+        sharpness = sub(perturbed.detach(), loss.detach());
         add_noise();
         sam->second_step();
       } else if (take_step) {
@@ -566,11 +604,17 @@ int train(Config cfg, const CLI::App& app) {
         flush();
         measure_hessian(batch, step_lr, epoch + 1);
       }
+      if (cfg.noise_scale_every > 0 && ts.step % cfg.noise_scale_every == 0 && main_rank) {
+        flush();
+        measure_noise_scale(batch, epoch + 1);
+      }
       ++steps_this_run;
       const int64_t images = batch.y.size(0) * world;  // this step, all ranks
       ts.epoch_images += images;
       images_since_log += images;
-      steps.push(ts.step, epoch + 1, {{"loss", loss}}, {{"lr", step_lr}});
+      std::vector<std::pair<std::string, Tensor>> values{{"loss", loss}};
+      if (sam) values.emplace_back("sam_sharpness", sharpness);  // null on a skipped step
+      steps.push(ts.step, epoch + 1, std::move(values), {{"lr", step_lr}});
       if (main_rank && progress.due(ts.step, last)) {
         const double mean = flush();
         progress.log(ts.step, epoch + 1, cfg.epochs, mean, step_lr, images_since_log);

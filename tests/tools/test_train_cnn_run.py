@@ -4,8 +4,8 @@ guards (models/run/, tools/run_cli.h). One ctest per case:
 
   resume        straight vs interrupted (mid-epoch, and at an epoch end) + --resume: identical
                 per-step losses and final metrics; each step recorded once; the same with
-                --optimizer sam (another trajectory, resumed exactly); --hessian-every
-                records the top Hessian eigenvalue without changing the run; --mixup resumes
+                --optimizer sam (another trajectory, resumed exactly; its sam_sharpness); --hessian-every
+                and --noise-scale-every record without changing the run; --mixup resumes
                 exactly
   kill          SIGKILL during training, a torn metrics line, a stale temp file: --resume
                 cleans up and still records every step exactly once
@@ -119,7 +119,7 @@ def case_resume():
     # SAM (two passes per step, no state of its own): another trajectory, resumed exactly.
     d, e = fresh("sam_straight"), fresh("sam_mid_epoch")
     pd = run(COMMON + ["--run-dir", d, "--optimizer", "sam", "--sam-base", "adamw", "--hessian-every", "8",
-                       "--hessian-iterations", "4"])
+                       "--hessian-iterations", "4", "--noise-scale-every", "5"])
     run(COMMON + ["--run-dir", e, "--optimizer", "sam", "--sam-base", "adamw", "--save-every", "3", "--stop-after-steps", "7"])
     pe = run(COMMON + ["--run-dir", e, "--optimizer", "sam", "--sam-base", "adamw", "--save-every", "3", "--resume"])
     same_steps(d, e, "SAM mid-epoch resume")
@@ -127,6 +127,9 @@ def case_resume():
     la = [r["loss"] for r in step_records(a)]
     ld = [r["loss"] for r in step_records(d)]
     check(la[0] == ld[0] and la[1:] != ld[1:], "SAM around AdamW should change the steps after the first")
+    sharp = [r.get("sam_sharpness") for r in step_records(d)]
+    check(len(sharp) == STEPS and all(v is not None and math.isfinite(v) for v in sharp) and max(sharp) > 0,
+          f"SAM runs should record a finite sam_sharpness per step (some > 0): {sharp}")
     # Mixup: mid-epoch resume mixes exactly as the straight run.
     f, g = fresh("mixup_straight"), fresh("mixup_mid_epoch")
     pf = run(COMMON + ["--run-dir", f, "--mixup", "0.4"])
@@ -141,6 +144,10 @@ def case_resume():
     check([r["step"] for r in hs] == [8, 16] and all(math.isfinite(r["lambda_max"]) and r["lambda_max"] != 0 and
                                                      1 <= r["iterations"] <= 4 for r in hs),
           f"--hessian-every 8: want finite eigenvalues at steps 8 and 16, got {hs}")
+    ns = [r for r in records(d) if r.get("type") == "noise_scale"]
+    check([r["step"] for r in ns] == [5, 10, 15] and all(math.isfinite(r["b_simple"]) and r["micro_batch"] == 16
+                                                         for r in ns),
+          f"--noise-scale-every 5: want finite noise scales at steps 5, 10, 15, got {ns}")
 
 
 def case_kill():
