@@ -95,6 +95,8 @@ struct Config {
   int64_t hessian_every = 0;     // > 0: the loss Hessian's top eigenvalue every N steps
   int64_t hessian_iterations = 20;
   int64_t noise_scale_every = 0;  // > 0: McCandlish et al.'s gradient noise scale every N steps
+  int64_t ov_every = 0;           // > 0: Zhang et al.'s optimization variance every N steps
+  double ov_lr = 0.1;
   std::string schedule = "cosine";
   double weight_decay = -1;  // < 0: the optimizer's default below
   int64_t warmup_steps = 50;
@@ -155,6 +157,13 @@ void add_flags(CLI::App& app, Config& c) {
                  "every N steps, the gradient noise scale tr(S)/|G|^2 (McCandlish et al. 2018, the critical batch "
                  "size's estimate) from 4 micro-batches of that step's batch (rank 0's share), in metrics.jsonl")
       ->check(tools::non_negative<int64_t>());
+  app.add_option("--ov-every", c.ov_every,
+                 "every N steps, the optimization variance (Zhang et al. 2021): the variance of the test-batch "
+                 "predictions after one gradient step (--ov-lr) on each of 4 micro-batches of that step's batch, "
+                 "relative to their mean square (rank 0), in metrics.jsonl")
+      ->check(tools::non_negative<int64_t>());
+  app.add_option("--ov-lr", c.ov_lr, "--ov-every: the learning rate of the one plain gradient step")
+      ->check(tools::positive_real());
   app.add_option("--hessian-iterations", c.hessian_iterations, "--hessian-every: at most N Hessian-vector products")
       ->check(tools::integer_range(1, 100000));
   app.add_option("--weight-decay", c.weight_decay,
@@ -552,6 +561,39 @@ int train(Config cfg, const CLI::App& app) {
                  (long long)ts.step, ns.simple_noise_scale, ns.trace_sigma, ns.grad_norm_sq, (long long)b);
   };
 
+  // --ov-every: 4 one-step models (params moved by -ov_lr * the gradient of one micro-batch
+  // each, in place and put back), their softmax on the first test batch in eval mode.
+  auto measure_ov = [&](const data::Batch& batch, int64_t epoch) {
+    const int64_t k = 4, b = batch.y.size(0) / k;
+    if (b < 1) return;
+    const data::Batch probe = test_loader.get(0, 0);
+    std::vector<Tensor> kept_buffers, kept_params;
+    for (const Tensor& t : model->buffers()) kept_buffers.push_back(t.clone());
+    std::vector<Tensor> params = model->parameters();
+    for (const Tensor& p : params) kept_params.push_back(p.detach().clone());
+    GradOptions go;
+    go.allow_unused = true;
+    std::vector<Tensor> probs;
+    for (int64_t i = 0; i < k; ++i) {
+      std::vector<Tensor> g = grad({cross_entropy((*model)(batch.x.narrow(0, i * b, b)), batch.y.narrow(0, i * b, b))},
+                                   params, {}, go);
+      NoGradGuard no_grad;
+      std::vector<Tensor> now = model->buffers();
+      for (size_t j = 0; j < now.size(); ++j) now[j].copy_(kept_buffers[j]);
+      for (size_t j = 0; j < params.size(); ++j)
+        if (g[j].defined()) params[j].sub_(g[j], cfg.ov_lr);
+      model->eval();
+      probs.push_back(softmax((*model)(probe.x), 1));
+      model->train();
+      for (size_t j = 0; j < params.size(); ++j) params[j].copy_(kept_params[j]);
+    }
+    const double ov = eval::optimization_variance(probs);
+    metrics.write({{"type", "optimization_variance"}, {"step", ts.step}, {"epoch", epoch}, {"ov", ov},
+                   {"ov_lr", cfg.ov_lr}, {"probe_images", probe.y.size(0)}});
+    std::fprintf(stderr, "step %lld: optimization variance %.4g (4 steps of lr %g, %lld test images)\n",
+                 (long long)ts.step, ov, cfg.ov_lr, (long long)probe.y.size(0));
+  };
+
   const auto t_train = Clock::now();
   while (ts.epochs_done < cfg.epochs && !interrupted) {
     if (cfg.stop_after > 0 && epochs_this_run >= cfg.stop_after) break;
@@ -607,6 +649,10 @@ int train(Config cfg, const CLI::App& app) {
       if (cfg.noise_scale_every > 0 && ts.step % cfg.noise_scale_every == 0 && main_rank) {
         flush();
         measure_noise_scale(batch, epoch + 1);
+      }
+      if (cfg.ov_every > 0 && ts.step % cfg.ov_every == 0 && main_rank) {
+        flush();
+        measure_ov(batch, epoch + 1);
       }
       ++steps_this_run;
       const int64_t images = batch.y.size(0) * world;  // this step, all ranks

@@ -140,4 +140,25 @@ NoiseScale gradient_noise_scale(const std::vector<std::vector<Tensor>>& grads, i
   return r;
 }
 
+double optimization_variance(const std::vector<Tensor>& probs) {
+  KILN_CHECK(probs.size() >= 2, "optimization_variance: needs >= 2 prediction sets, got ", probs.size());
+  for (const Tensor& p : probs)
+    KILN_CHECK(p.defined() && p.dim() == 2 && p.sizes() == probs[0].sizes(),
+               "optimization_variance: predictions must share one shape (N, C), got ",
+               p.defined() ? describe(p) : "undefined", " and ", describe(probs[0]));
+  const double k = static_cast<double>(probs.size());
+  Tensor mean_f, mean_f2;
+  for (const Tensor& p : probs) {
+    Tensor f = p.detach().to(DType::F64);
+    mean_f = mean_f.defined() ? add(mean_f, f) : f;
+    Tensor f2 = mul(f, f);
+    mean_f2 = mean_f2.defined() ? add(mean_f2, f2) : f2;
+  }
+  mean_f = div(mean_f, k);
+  mean_f2 = div(mean_f2, k);
+  const double var = sum(sub(mean_f2, mul(mean_f, mean_f))).item<double>();  // summed over x and c
+  const double sq = sum(mean_f2).item<double>();
+  return sq > 0 ? var / sq : 0.0;
+}
+
 }  // namespace kiln::eval

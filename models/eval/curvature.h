@@ -11,6 +11,10 @@
 //                            and tr(S) = (|G_small|^2 - |G_big|^2) / (1/b - 1/B_big), with
 //                            |G_small|^2 the mean of the k squared norms, G_big their mean and
 //                            B_big = k b; it predicts the critical batch size
+//   optimization_variance    Zhang et al. (ICLR 2021): the variance of the predictions after
+//                            one training step on different batches, relative to their mean
+//                            square: E_x sum_c Var_k f_c(x; theta_k) / E_x sum_c E_k f_c^2;
+//                            it tracks the test error without a validation set
 //
 // The loss closure must compute the loss at the params' current values from recorded
 // (twice differentiable) ops; it is called once per hessian_top_eigenvalue call.
@@ -56,5 +60,9 @@ struct NoiseScale {
 // `batch` samples. Needs k >= 2 micro-batches of batch >= 1. The estimate can come out
 // negative or infinite on few micro-batches (as the paper notes, average it over steps).
 NoiseScale gradient_noise_scale(const std::vector<std::vector<Tensor>>& grads, int64_t batch);
+
+// probs[k] (N, C): the model's outputs (softmax probabilities) on N fixed inputs after the
+// k-th one-step update. Needs k >= 2 tensors of one shape.
+double optimization_variance(const std::vector<Tensor>& probs);
 
 }  // namespace kiln::eval

@@ -98,3 +98,23 @@ TEST_CASE("gradient_noise_scale follows McCandlish et al.'s unbiased estimates",
   CHECK_KILN_ERROR(eval::gradient_noise_scale({g[0]}, 4), "2 micro-batches");
   CHECK_KILN_ERROR(eval::gradient_noise_scale(g, 0), "2 micro-batches");
 }
+
+TEST_CASE("optimization_variance is E_x sum_c Var_k f / E_x sum_c E_k f^2", "[eval]") {
+  // Two inputs, two classes, three models.
+  std::vector<Tensor> probs = {from_vector<double>({0.9, 0.1, 0.5, 0.5}, {2, 2}),
+                               from_vector<double>({0.7, 0.3, 0.5, 0.5}, {2, 2}),
+                               from_vector<double>({0.8, 0.2, 0.2, 0.8}, {2, 2})};
+  double var = 0, sq = 0;
+  for (int i = 0; i < 4; ++i) {
+    double m = 0, m2 = 0;
+    for (const Tensor& p : probs) {
+      const double v = values(p)[i];
+      m += v / 3, m2 += v * v / 3;
+    }
+    var += m2 - m * m, sq += m2;
+  }
+  CHECK(eval::optimization_variance(probs) == Approx(var / sq));
+  CHECK(eval::optimization_variance({probs[0], probs[0]}) == Approx(0.0).margin(1e-15));
+  CHECK_KILN_ERROR(eval::optimization_variance({probs[0]}), ">= 2");
+  CHECK_KILN_ERROR(eval::optimization_variance({probs[0], from_vector<double>({1.0, 0.0})}), "one shape");
+}

@@ -5,7 +5,7 @@ guards (models/run/, tools/run_cli.h). One ctest per case:
   resume        straight vs interrupted (mid-epoch, and at an epoch end) + --resume: identical
                 per-step losses and final metrics; each step recorded once; the same with
                 --optimizer sam (another trajectory, resumed exactly; its sam_sharpness); --hessian-every
-                and --noise-scale-every record without changing the run; --mixup resumes
+                --noise-scale-every and --ov-every record without changing the run; --mixup resumes
                 exactly
   kill          SIGKILL during training, a torn metrics line, a stale temp file: --resume
                 cleans up and still records every step exactly once
@@ -119,7 +119,7 @@ def case_resume():
     # SAM (two passes per step, no state of its own): another trajectory, resumed exactly.
     d, e = fresh("sam_straight"), fresh("sam_mid_epoch")
     pd = run(COMMON + ["--run-dir", d, "--optimizer", "sam", "--sam-base", "adamw", "--hessian-every", "8",
-                       "--hessian-iterations", "4", "--noise-scale-every", "5"])
+                       "--hessian-iterations", "4", "--noise-scale-every", "5", "--ov-every", "6"])
     run(COMMON + ["--run-dir", e, "--optimizer", "sam", "--sam-base", "adamw", "--save-every", "3", "--stop-after-steps", "7"])
     pe = run(COMMON + ["--run-dir", e, "--optimizer", "sam", "--sam-base", "adamw", "--save-every", "3", "--resume"])
     same_steps(d, e, "SAM mid-epoch resume")
@@ -148,6 +148,9 @@ def case_resume():
     check([r["step"] for r in ns] == [5, 10, 15] and all(math.isfinite(r["b_simple"]) and r["micro_batch"] == 16
                                                          for r in ns),
           f"--noise-scale-every 5: want finite noise scales at steps 5, 10, 15, got {ns}")
+    ov = [r for r in records(d) if r.get("type") == "optimization_variance"]
+    check([r["step"] for r in ov] == [6, 12] and all(0 < r["ov"] < 1 for r in ov),
+          f"--ov-every 6: want optimization variances in (0, 1) at steps 6 and 12, got {ov}")
 
 
 def case_kill():
