@@ -97,6 +97,7 @@ struct Config {
   int64_t noise_scale_every = 0;  // > 0: McCandlish et al.'s gradient noise scale every N steps
   int64_t ov_every = 0;           // > 0: Zhang et al.'s optimization variance every N steps
   double ov_lr = 0.1;
+  bool fisher_at_init = false;
   std::string schedule = "cosine";
   double weight_decay = -1;  // < 0: the optimizer's default below
   int64_t warmup_steps = 50;
@@ -164,6 +165,9 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(tools::non_negative<int64_t>());
   app.add_option("--ov-lr", c.ov_lr, "--ov-every: the learning rate of the one plain gradient step")
       ->check(tools::positive_real());
+  app.add_flag("--fisher-at-init", c.fisher_at_init,
+               "before training, the top eigenvalue lambda_0 of the cross-entropy Fisher on the first batch and "
+               "2 / lambda_0, the lazy/catapult learning-rate boundary of Lewkowycz et al. 2020 (metrics.jsonl)");
   app.add_option("--hessian-iterations", c.hessian_iterations, "--hessian-every: at most N Hessian-vector products")
       ->check(tools::integer_range(1, 100000));
   app.add_option("--weight-decay", c.weight_decay,
@@ -593,6 +597,30 @@ int train(Config cfg, const CLI::App& app) {
     std::fprintf(stderr, "step %lld: optimization variance %.4g (4 steps of lr %g, %lld test images)\n",
                  (long long)ts.step, ov, cfg.ov_lr, (long long)probe.y.size(0));
   };
+
+  // --fisher-at-init: on rank 0's first batch, train-mode outputs (running averages put back).
+  if (cfg.fisher_at_init && main_rank && ts.step == 0) {
+    const data::Batch first = loader.get(0, 0);
+    std::vector<Tensor> kept;
+    for (const Tensor& t : model->buffers()) kept.push_back(t.clone());
+    eval::PowerIterationOptions po;
+    po.max_iterations = cfg.hessian_iterations;
+    po.tolerance = 1e-3;
+    po.seed = cfg.seed;
+    eval::TopEigen e = eval::fisher_top_eigenvalue([&] { return (*model)(first.x); }, model->parameters(),
+                                                   eval::FisherLoss::CrossEntropy, po);
+    {
+      NoGradGuard no_grad;
+      std::vector<Tensor> now = model->buffers();
+      for (size_t i = 0; i < now.size(); ++i) now[i].copy_(kept[i]);
+    }
+    metrics.write({{"type", "fisher_at_init"}, {"step", int64_t{0}}, {"lambda_0", e.eigenvalue},
+                   {"catapult_lr", 2.0 / e.eigenvalue}, {"iterations", e.iterations}, {"converged", e.converged},
+                   {"seconds", e.seconds}});
+    std::fprintf(stderr, "Fisher at initialisation: top eigenvalue %.5g, 2/lambda_0 = %.5g (%lld products%s, %.2f s)\n",
+                 e.eigenvalue, 2.0 / e.eigenvalue, (long long)e.iterations, e.converged ? "" : ", not converged",
+                 e.seconds);
+  }
 
   const auto t_train = Clock::now();
   while (ts.epochs_done < cfg.epochs && !interrupted) {

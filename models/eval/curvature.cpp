@@ -9,6 +9,7 @@
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
 #include <kiln/ops/reduce.h>
+#include <kiln/ops/softmax.h>
 #include <kiln/ops/unary.h>
 
 namespace kiln::eval {
@@ -102,6 +103,76 @@ TopEigen hessian_top_eigenvalue(const std::function<Tensor()>& loss_fn, const st
     r.iterations = k + 1;
     r.eigenvalue = lambda;
     v = hv;
+    normalise(v);
+    if (k > 0 && std::abs(lambda - prev) <= o.tolerance * std::abs(lambda)) {
+      r.converged = true;
+      break;
+    }
+    prev = lambda;
+  }
+  r.eigenvector = v;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+TopEigen fisher_top_eigenvalue(const std::function<Tensor()>& outputs_fn, const std::vector<Tensor>& params,
+                               FisherLoss kind, const PowerIterationOptions& o) {
+  KILN_CHECK(static_cast<bool>(outputs_fn), "fisher_top_eigenvalue: no output function");
+  KILN_CHECK(!params.empty(), "fisher_top_eigenvalue: no params");
+  KILN_CHECK(o.max_iterations >= 1 && o.tolerance >= 0, "fisher_top_eigenvalue: bad options (max_iterations ",
+             o.max_iterations, ", tolerance ", o.tolerance, ")");
+  const auto t0 = std::chrono::steady_clock::now();
+  Tensor f = outputs_fn();
+  kiln::detail::check_defined("fisher_top_eigenvalue", f, "outputs");
+  KILN_CHECK(f.dim() == 2 && f.size(0) >= 1, "fisher_top_eigenvalue: outputs must be (N, C), got ", describe(f));
+  KILN_CHECK(f.requires_grad(), "fisher_top_eigenvalue: the outputs do not depend on the params");
+  const double n = static_cast<double>(f.size(0));
+  Tensor p;
+  if (kind == FisherLoss::CrossEntropy) {
+    NoGradGuard no_grad;
+    p = softmax(f.detach(), 1);
+  }
+  // J^T u as a function of a dummy u (N, C): differentiating <J^T u, v> by u gives J v.
+  Tensor u = zeros_like(f.detach()).set_requires_grad(true);
+  GradOptions first;
+  first.create_graph = true;
+  first.allow_unused = true;
+  first.retain_graph = true;
+  std::vector<Tensor> jtu = grad({sum(mul(f, u))}, params, {}, first);
+
+  Generator gen(o.seed);
+  std::vector<Tensor> v;
+  for (const Tensor& q : params) v.push_back(randn(q.sizes(), TensorOptions(q.dtype()), &gen).to(q.device()));
+  auto normalise = [](std::vector<Tensor>& x) {
+    const double nn = std::sqrt(dot(x, x));
+    KILN_CHECK(nn > 0 && std::isfinite(nn), "fisher_top_eigenvalue: the Fisher-vector product is ", nn);
+    for (Tensor& t : x) t = div(t, nn);
+  };
+  normalise(v);
+  TopEigen r;
+  double prev = 0;
+  for (int64_t k = 0; k < o.max_iterations; ++k) {
+    Tensor s;
+    for (size_t i = 0; i < jtu.size(); ++i) {
+      if (!jtu[i].defined()) continue;
+      Tensor t = sum(mul(jtu[i], v[i].to(jtu[i].dtype())));
+      s = s.defined() ? add(s, t) : t;
+    }
+    KILN_CHECK(s.defined() && s.requires_grad(), "fisher_top_eigenvalue: the outputs do not depend on the params");
+    GradOptions keep;
+    keep.retain_graph = true;
+    Tensor jv = grad({s}, {u}, {}, keep)[0].detach();  // (N, C)
+    Tensor hjv = kind == FisherLoss::CrossEntropy ? sub(mul(p, jv), mul(p, sum(mul(p, jv), {1}, true))) : jv;
+    hjv = div(hjv, n);
+    GradOptions second;
+    second.retain_graph = true;
+    second.allow_unused = true;
+    std::vector<Tensor> fv = grad({sum(mul(f, hjv))}, params, {}, second);
+    for (size_t i = 0; i < fv.size(); ++i) fv[i] = fv[i].defined() ? fv[i].detach() : zeros_like(params[i]);
+    const double lambda = dot(v, fv);
+    r.iterations = k + 1;
+    r.eigenvalue = lambda;
+    v = fv;
     normalise(v);
     if (k > 0 && std::abs(lambda - prev) <= o.tolerance * std::abs(lambda)) {
       r.converged = true;

@@ -5,6 +5,13 @@
 //   hessian_top_eigenvalue   the eigenvalue of largest magnitude of the loss Hessian by power
 //                            iteration on Hessian-vector products (as PyHessian does), to
 //                            watch the "edge of stability" relation lambda_max ~ 2 / lr
+//   fisher_top_eigenvalue    the top eigenvalue of the Fisher (generalised Gauss-Newton)
+//                            matrix F = (1/N) sum_i J_i^T H_i J_i of a model's outputs f_i
+//                            (N, C), H_i = diag(p_i) - p_i p_i^T for softmax cross entropy
+//                            (p = softmax f) or I for squared error, by power iteration on
+//                            exact F v products (J v by the double-backward trick, then J^T);
+//                            at initialisation it gives the lazy/catapult boundary 2 / lambda_0
+//                            of Lewkowycz et al. (2020)
 //   gradient_noise_scale     McCandlish et al. (2018)'s simple noise scale B = tr(S) / |G|^2
 //                            from k micro-batch gradients of b samples each: the unbiased
 //                            estimates |G|^2 = (B_big |G_big|^2 - b |G_small|^2) / (B_big - b)
@@ -50,6 +57,12 @@ struct TopEigen {
 // params, a non-scalar loss or bad options.
 TopEigen hessian_top_eigenvalue(const std::function<Tensor()>& loss_fn, const std::vector<Tensor>& params,
                                 const PowerIterationOptions& options = {});
+
+enum class FisherLoss { CrossEntropy, SquaredError };
+// outputs_fn: the model's outputs (N, C) at the params' current values, from recorded
+// (twice differentiable) ops; called once.
+TopEigen fisher_top_eigenvalue(const std::function<Tensor()>& outputs_fn, const std::vector<Tensor>& params,
+                               FisherLoss loss = FisherLoss::CrossEntropy, const PowerIterationOptions& options = {});
 
 struct NoiseScale {
   double simple_noise_scale = 0;  // tr(S) / |G|^2, in samples

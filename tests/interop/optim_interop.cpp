@@ -10,7 +10,9 @@
 //   (the wrappers take base=...; entropy-sgd's inner step l of step s trains on batch
 //   (s + l) mod S, keys inner_steps, gamma, scoping, inner_lr, alpha, langevin); noise=ETA adds annealed gradient noise (seed 5) before each step; or hessian:
 //   no training; OUT gets "hessian.eigenvalue" (the top eigenvalue of the loss on x[0],
-//   y[0] at IN's params, by models/eval/curvature.h), "hessian.iterations", ".seconds".
+//   y[0] at IN's params, by models/eval/curvature.h), "hessian.iterations", ".seconds"; or
+//   fisher: "fisher.eigenvalue" etc., the top eigenvalue of the cross-entropy Fisher of the
+//   outputs on x[0].
 //   keys: lr, momentum, weight_decay, nesterov, beta1, beta2, eps, rho, eta, base,
 //   trust_coefficient, adapt, restart_every, noise, gamma.
 #include <cstdio>
@@ -122,6 +124,18 @@ int main(int argc, char** argv) try {
     Tensor d = sub(add(matmul(h, p[2]), p[3]), y.select(0, s));
     return mean(mul(d, d));
   };
+  if (kind == "fisher") {  // the cross-entropy Fisher of the outputs on x[0]
+    eval::PowerIterationOptions o;
+    o.tolerance = a.num("tolerance", 1e-9);
+    o.max_iterations = static_cast<int64_t>(a.num("max_iterations", 2000));
+    eval::TopEigen e = eval::fisher_top_eigenvalue(
+        [&] { return add(matmul(tanh(add(matmul(x.select(0, 0), p[0]), p[1])), p[2]), p[3]); }, p,
+        eval::FisherLoss::CrossEntropy, o);
+    save_safetensors(argv[2], {{"fisher.eigenvalue", scalar_tensor(e.eigenvalue, TensorOptions(DType::F64))},
+                               {"fisher.iterations", scalar_tensor(double(e.iterations), TensorOptions(DType::F64))},
+                               {"fisher.seconds", scalar_tensor(e.seconds, TensorOptions(DType::F64))}});
+    return 0;
+  }
   if (kind == "hessian") {
     eval::PowerIterationOptions o;
     o.tolerance = a.num("tolerance", 1e-6);

@@ -7,7 +7,8 @@ STEPS steps on fixed batches; tests/interop/optim_interop.cpp does the same in k
 writes the params after every step; every step's params must agree (and, for SAM, the
 losses at w and at w + e(w)). The Hessian instrument's top eigenvalue (power iteration,
 models/eval/curvature.h) must come within 1% of the eigenvalue of largest magnitude of
-the exact Hessian PyTorch computes (torch.autograd.functional.hessian + eigvalsh). The
+the exact Hessian PyTorch computes (torch.autograd.functional.hessian + eigvalsh), and
+the Fisher instrument's that of the exact cross-entropy Fisher (from the Jacobian). The
 PyTorch updates below are written from the papers, not
 taken from torch.optim, except the base optimizers SAM wraps (torch.optim.SGD / Adam).
 Exit status: 0 passed, 1 failed, 77 skipped (python3-torch is not installed).
@@ -266,6 +267,36 @@ def check_hessian(exe, inp, work, p, x, y, failures):
         failures.append(f"hessian: kiln's top eigenvalue {have} vs exact {want} (relative error {rel:.3g} > 1%)")
 
 
+def check_fisher(exe, inp, work, p, x, failures):
+    out = os.path.join(work, "fisher.safetensors")
+    if run([exe, inp, out, "fisher"]) != 0:
+        failures.append("fisher: optim_interop failed")
+        return
+    got, _ = read_safetensors(out)
+    sizes = [t.numel() for t in p]
+
+    def logits(theta):
+        parts, at = [], 0
+        for t, n in zip(p, sizes):
+            parts.append(theta[at:at + n].reshape(t.shape))
+            at += n
+        return torch.tanh(x[0] @ parts[0] + parts[1]) @ parts[2] + parts[3]
+
+    theta = torch.cat([t.reshape(-1) for t in p])
+    f = logits(theta)
+    J = torch.autograd.functional.jacobian(logits, theta)  # (N, C, P)
+    prob = torch.softmax(f, 1)
+    F = sum(J[i].T @ (torch.diag(prob[i]) - torch.outer(prob[i], prob[i])) @ J[i] for i in range(f.shape[0]))
+    F = F / f.shape[0]
+    want = torch.linalg.eigvalsh(F)[-1].item()
+    have = got["fisher.eigenvalue"].item()
+    rel = abs(have - want) / abs(want)
+    print(f"fisher: kiln {have:.6g} ({int(got['fisher.iterations'].item())} Fisher-vector products), exact {want:.6g}, "
+          f"relative error {rel:.2e}")
+    if not rel <= 0.01:
+        failures.append(f"fisher: kiln's top eigenvalue {have} vs exact {want} (relative error {rel:.3g} > 1%)")
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     verbose = "--verbose" in sys.argv
@@ -301,6 +332,7 @@ def main():
         print(f"{name}: {STEPS} steps, max abs diff {worst:.3g}, params moved {moved:.3g}: "
               + ("ok" if len(failures) == before else "FAILED"))
     check_hessian(exe, inp, work, p, x, y, failures)
+    check_fisher(exe, inp, work, p, x, failures)
     for f in failures:
         print("FAIL:", f)
     return 1 if failures else 0

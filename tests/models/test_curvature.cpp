@@ -118,3 +118,24 @@ TEST_CASE("optimization_variance is E_x sum_c Var_k f / E_x sum_c E_k f^2", "[ev
   CHECK_KILN_ERROR(eval::optimization_variance({probs[0]}), ">= 2");
   CHECK_KILN_ERROR(eval::optimization_variance({probs[0], from_vector<double>({1.0, 0.0})}), "one shape");
 }
+
+TEST_CASE("fisher_top_eigenvalue: a linear model's Gauss-Newton matrix", "[eval]") {
+  // f = X W (N = 6, D = 3, C = 2); X's columns are orthogonal with squared norms 6 s_j^2,
+  // so F = (1/N) X^T X (x) I_C = diag(s^2) (x) I_C, whose top eigenvalue is max s^2 = 9.
+  std::vector<double> xs(18, 0.0);
+  const double s[3] = {2.0, 3.0, 1.0};
+  for (int j = 0; j < 3; ++j)
+    for (int i = 0; i < 6; ++i) xs[i * 3 + j] = (i % 3 == j) ? s[j] * std::sqrt(3.0) : 0.0;  // 2 rows per column
+  Tensor X = from_vector<double>(xs, {6, 3});
+  Tensor W = test::random_tensor({3, 2}, DType::F64, 9).set_requires_grad(true);
+  eval::PowerIterationOptions o;
+  o.tolerance = 1e-10;
+  o.max_iterations = 500;
+  eval::TopEigen e = eval::fisher_top_eigenvalue([&] { return matmul(X, W); }, {W}, eval::FisherLoss::SquaredError, o);
+  CHECK(e.eigenvalue == Approx(9.0).epsilon(1e-6));  // (1/6) * 2 rows * 3 * s^2 = s^2
+  // Cross entropy: H = diag(p) - p p^T shrinks it (p from the logits, a probability vector).
+  eval::TopEigen c = eval::fisher_top_eigenvalue([&] { return matmul(X, W); }, {W}, eval::FisherLoss::CrossEntropy, o);
+  CHECK(c.eigenvalue > 0);
+  CHECK(c.eigenvalue < 9.0 * 0.5 + 1e-9);  // the largest eigenvalue of diag(p) - p p^T is < 1/2 for 2 classes
+  CHECK_KILN_ERROR(eval::fisher_top_eigenvalue([&] { return matmul(X, W).reshape({12}); }, {W}), "(N, C)");
+}

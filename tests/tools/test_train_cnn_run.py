@@ -5,7 +5,8 @@ guards (models/run/, tools/run_cli.h). One ctest per case:
   resume        straight vs interrupted (mid-epoch, and at an epoch end) + --resume: identical
                 per-step losses and final metrics; each step recorded once; the same with
                 --optimizer sam (another trajectory, resumed exactly; its sam_sharpness); --hessian-every
-                --noise-scale-every and --ov-every record without changing the run; --mixup resumes
+                --noise-scale-every, --ov-every and --fisher-at-init record without changing the
+                run; --mixup resumes
                 exactly
   kill          SIGKILL during training, a torn metrics line, a stale temp file: --resume
                 cleans up and still records every step exactly once
@@ -119,7 +120,7 @@ def case_resume():
     # SAM (two passes per step, no state of its own): another trajectory, resumed exactly.
     d, e = fresh("sam_straight"), fresh("sam_mid_epoch")
     pd = run(COMMON + ["--run-dir", d, "--optimizer", "sam", "--sam-base", "adamw", "--hessian-every", "8",
-                       "--hessian-iterations", "4", "--noise-scale-every", "5", "--ov-every", "6"])
+                       "--hessian-iterations", "4", "--noise-scale-every", "5", "--ov-every", "6", "--fisher-at-init"])
     run(COMMON + ["--run-dir", e, "--optimizer", "sam", "--sam-base", "adamw", "--save-every", "3", "--stop-after-steps", "7"])
     pe = run(COMMON + ["--run-dir", e, "--optimizer", "sam", "--sam-base", "adamw", "--save-every", "3", "--resume"])
     same_steps(d, e, "SAM mid-epoch resume")
@@ -151,6 +152,9 @@ def case_resume():
     ov = [r for r in records(d) if r.get("type") == "optimization_variance"]
     check([r["step"] for r in ov] == [6, 12] and all(0 < r["ov"] < 1 for r in ov),
           f"--ov-every 6: want optimization variances in (0, 1) at steps 6 and 12, got {ov}")
+    fi = [r for r in records(d) if r.get("type") == "fisher_at_init"]
+    check(len(fi) == 1 and fi[0]["lambda_0"] > 0 and fi[0]["catapult_lr"] == 2 / fi[0]["lambda_0"],
+          f"--fisher-at-init: want one record with lambda_0 > 0, got {fi}")
 
 
 def case_kill():
