@@ -74,6 +74,7 @@ struct Config {
   // optimisation
   int64_t batch_size = 12, grad_accum = 1;
   double lr = 2e-3, min_lr = 1e-4, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.99, grad_clip = 1.0;
+  std::string optimizer = "adamw";
   int64_t warmup_steps = 100, max_steps = 0;
   double max_minutes = 15;
   // evaluation
@@ -124,7 +125,11 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--min-lr", c.min_lr, "learning rate at the end of the cosine")
       ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--warmup-steps", c.warmup_steps, "linear warmup steps")->check(tools::non_negative<int64_t>());
-  app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay of the weight matrices")
+  app.add_option("--optimizer", c.optimizer,
+                 "adamw | lamb (layer-wise trust ratios, You et al. 2020) | adams (Adam with stable weight decay); "
+                 "optim/research.h")
+      ->check(CLI::IsMember({"adamw", "lamb", "adams"}));
+  app.add_option("--weight-decay", c.weight_decay, "weight decay of the weight matrices")
       ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--beta1", c.beta1, "AdamW beta1")->check(CLI::Range(0.0, 0.999999));
   app.add_option("--beta2", c.beta2, "AdamW beta2")->check(CLI::Range(0.0, 0.999999));
@@ -169,7 +174,7 @@ std::string num(double v) {
 
 // The settings a resumed run must share with the run that wrote the checkpoint.
 std::map<std::string, std::string> run_metadata(const Config& c, const std::string& token_file) {
-  return {{"format", "kiln_train_gpt/1"},
+  std::map<std::string, std::string> m{{"format", "kiln_train_gpt/1"},
           {"n_layer", std::to_string(c.n_layer)},
           {"n_head", std::to_string(c.n_head)},
           {"n_embd", std::to_string(c.n_embd)},
@@ -188,6 +193,8 @@ std::map<std::string, std::string> run_metadata(const Config& c, const std::stri
           {"warmup_steps", std::to_string(c.warmup_steps)},
           {"seed", std::to_string(c.seed)},
           {"dtype", c.dtype}};
+  if (c.optimizer != "adamw") m["optimizer"] = c.optimizer;  // (runs from before the flag stay resumable)
+  return m;
 }
 
 // What a checkpoint's metadata says about the model (kiln_generate rebuilds it from these).
@@ -261,13 +268,31 @@ int train(Config cfg, const CLI::App& app) {
     if (main_rank)
       std::fprintf(stderr, "%s: weights from %s%s\n", kProg, cfg.init_from.c_str(), hf ? " (Hugging Face GPT-2)" : "");
   }
-  AdamWOptions ao;
-  ao.lr = cfg.lr;
-  ao.beta1 = cfg.beta1;
-  ao.beta2 = cfg.beta2;
-  ao.weight_decay = cfg.weight_decay;
-  AdamW opt({ParamGroup{model->decay_parameters(), {}}, ParamGroup{model->no_decay_parameters(), {{"weight_decay", 0.0}}}},
-            ao);
+  // Weight matrices decay; biases, LayerNorm and embeddings' no_decay group does not (and
+  // LAMB does not adapt it).
+  std::unique_ptr<Optimizer> opt_ptr;
+  if (cfg.optimizer == "lamb") {
+    opt_ptr = std::make_unique<LAMB>(
+        std::vector<ParamGroup>{ParamGroup{model->decay_parameters(), {}},
+                                ParamGroup{model->no_decay_parameters(), {{"weight_decay", 0.0}, {"adapt", 0.0}}}},
+        LAMBOptions{.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .weight_decay = cfg.weight_decay});
+  } else if (cfg.optimizer == "adams") {
+    opt_ptr = std::make_unique<AdamS>(
+        std::vector<ParamGroup>{ParamGroup{model->decay_parameters(), {}},
+                                ParamGroup{model->no_decay_parameters(), {{"weight_decay", 0.0}}}},
+        AdamSOptions{.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .weight_decay = cfg.weight_decay});
+  } else {
+    AdamWOptions ao;
+    ao.lr = cfg.lr;
+    ao.beta1 = cfg.beta1;
+    ao.beta2 = cfg.beta2;
+    ao.weight_decay = cfg.weight_decay;
+    opt_ptr = std::make_unique<AdamW>(
+        std::vector<ParamGroup>{ParamGroup{model->decay_parameters(), {}},
+                                ParamGroup{model->no_decay_parameters(), {{"weight_decay", 0.0}}}},
+        ao);
+  }
+  Optimizer& opt = *opt_ptr;
 
   // ---- mixed precision ----
   std::optional<DType> half;
@@ -331,14 +356,14 @@ int train(Config cfg, const CLI::App& app) {
   if (main_rank)
     std::fprintf(stderr,
                  "%s: device %s, GPT %lld layers x %lld heads x %lld dims, context %lld, %lld params; %s tokens "
-                 "(vocab %lld): %lld train / %lld validation; batch %lld x %lld tokens%s, AdamW lr %g -> %g, "
+                 "(vocab %lld): %lld train / %lld validation; batch %lld x %lld tokens%s, %s lr %g -> %g, "
                  "wd %g, clip %g; run %s\n",
                  kProg, rc.device_name.c_str(), (long long)cfg.n_layer, (long long)cfg.n_head, (long long)cfg.n_embd,
                  (long long)cfg.block_size, (long long)n_params, cfg.tokenizer.c_str(), (long long)tokens.vocab_size(),
                  (long long)(train_windows.end() - train_windows.begin()),
                  (long long)(val_windows.end() - val_windows.begin()), (long long)cfg.batch_size,
                  (long long)cfg.block_size,
-                 world > 1 ? detail::str(" (", world, " ranks, ", rc.pg->backend_name(), ")").c_str() : "", cfg.lr,
+                 world > 1 ? detail::str(" (", world, " ranks, ", rc.pg->backend_name(), ")").c_str() : "", opt.name(), cfg.lr,
                  cfg.min_lr, cfg.weight_decay, cfg.grad_clip, rc.dir->path().c_str());
 
   // ---- evaluation: mean loss over a fixed set of validation windows; a sample ----

@@ -12,7 +12,8 @@
                without python3-torch)
   mixed        --dtype bf16 and f16 (autocast; f16 with loss scaling) end within 0.05 of the
                f32 run's validation losses; an f16 run resumes exactly (the scaler's state
-               is in the checkpoint)
+               is in the checkpoint); --optimizer lamb and adams train, and LAMB resumes
+               exactly
   errors       bad inputs give exit 1 with a message naming the problem: a corpus too short
                for one window, n_embd not divisible by n_head, weights of another shape
                (--init-from), a corrupt token file, an unknown prompt character, a checkpoint
@@ -24,6 +25,7 @@ go to a cache directory there.
 usage: test_train_gpt.py CASE TRAIN_GPT_EXE GENERATE_EXE KILN_RUN WORK_DIR
 """
 import json
+import math
 import os
 import shutil
 import struct
@@ -129,6 +131,18 @@ def case_mixed(text):
     run(base(part, text, 40) + ["--dtype", "f16", "--save-every", "20", "--resume"])
     a, b = records(fp, "step"), records(part, "step")
     check([x["loss"] for x in a] == [x["loss"] for x in b], "f16: per-step losses differ after resume")
+    # --optimizer lamb / adams: they train (the loss falls) and LAMB resumes exactly.
+    for o in ("lamb", "adams"):
+        d = os.path.join(WORK, o)
+        so = summary(run(base(d, text, 40) + ["--optimizer", o, "--save-every", "20"]))
+        lo = [x["loss"] for x in records(d, "step")]
+        check(math.isfinite(so["val_loss"]) and sum(lo[-5:]) < sum(lo[:5]), f"--optimizer {o}: losses {lo}")
+        check(lo != [x["loss"] for x in records(ref, "step")], f"--optimizer {o} gave AdamW's losses")
+    part = os.path.join(WORK, "lamb_resumed")
+    run(base(part, text, 40) + ["--optimizer", "lamb", "--save-every", "20", "--stop-after-steps", "30"])
+    run(base(part, text, 40) + ["--optimizer", "lamb", "--save-every", "20", "--resume"])
+    check([x["loss"] for x in records(os.path.join(WORK, "lamb"), "step")] ==
+          [x["loss"] for x in records(part, "step")], "lamb: per-step losses differ after resume")
 
 
 def case_torch_match(text):
