@@ -510,23 +510,42 @@ int train(Config cfg, const CLI::App& app) {
     (void)epoch_end;
   };
 
-  // --hessian-every: on the plain model (no DDP hooks run: grad() does not accumulate), in
-  // train mode (the training loss's curvature, BatchNorm on batch statistics); the running
-  // averages are put back afterwards.
+  // The instruments below run train-mode forwards on the plain model (no DDP hooks run:
+  // grad() does not accumulate into .grad); `Saved` puts the BatchNorm running averages
+  // (and, for --ov-every, the params) back afterwards.
+  struct Saved {
+    std::vector<Tensor> live, copy;
+    explicit Saved(std::vector<Tensor> t) : live(std::move(t)) {
+      for (const Tensor& x : live) copy.push_back(x.detach().clone());
+    }
+    void restore() {
+      NoGradGuard no_grad;
+      for (size_t i = 0; i < live.size(); ++i) live[i].copy_(copy[i]);
+    }
+  };
+  // The gradient of micro-batch i (b samples) of `batch`, zeros for params it does not reach.
+  auto micro_batch_grad = [&](const data::Batch& batch, int64_t i, int64_t b) {
+    std::vector<Tensor> params = model->parameters();
+    GradOptions go;
+    go.allow_unused = true;
+    std::vector<Tensor> g =
+        grad({cross_entropy((*model)(batch.x.narrow(0, i * b, b)), batch.y.narrow(0, i * b, b))}, params, {}, go);
+    for (size_t j = 0; j < g.size(); ++j)
+      if (!g[j].defined()) g[j] = zeros_like(params[j]);
+    return g;
+  };
+
+  // --hessian-every: in train mode (the training loss's curvature, BatchNorm on batch
+  // statistics).
   auto measure_hessian = [&](const data::Batch& batch, double step_lr, int64_t epoch) {
-    std::vector<Tensor> kept;
-    for (const Tensor& b : model->buffers()) kept.push_back(b.clone());
+    Saved kept(model->buffers());
     eval::PowerIterationOptions po;
     po.max_iterations = cfg.hessian_iterations;
     po.tolerance = 1e-3;
     po.seed = cfg.seed + static_cast<uint64_t>(ts.step);
     eval::TopEigen e = eval::hessian_top_eigenvalue([&] { return cross_entropy((*model)(batch.x), batch.y); },
                                                     model->parameters(), po);
-    {
-      NoGradGuard no_grad;
-      std::vector<Tensor> now = model->buffers();
-      for (size_t i = 0; i < now.size(); ++i) now[i].copy_(kept[i]);
-    }
+    kept.restore();
     metrics.write({{"type", "hessian"}, {"step", ts.step}, {"epoch", epoch}, {"lambda_max", e.eigenvalue},
                    {"two_over_lr", 2.0 / step_lr}, {"iterations", e.iterations}, {"converged", e.converged},
                    {"seconds", e.seconds}});
@@ -535,29 +554,14 @@ int train(Config cfg, const CLI::App& app) {
                  e.converged ? "" : ", not converged", e.seconds);
   };
 
-  // --noise-scale-every: the gradients of 4 equal micro-batches of the step's batch, on the
-  // plain model through kiln::grad (nothing accumulates into .grad, no DDP hooks run).
+  // --noise-scale-every: the gradients of 4 equal micro-batches of the step's batch.
   auto measure_noise_scale = [&](const data::Batch& batch, int64_t epoch) {
     const int64_t k = 4, b = batch.y.size(0) / k;
     if (b < 1) return;
-    std::vector<Tensor> kept;
-    for (const Tensor& t : model->buffers()) kept.push_back(t.clone());
-    std::vector<Tensor> params = model->parameters();
+    Saved kept(model->buffers());
     std::vector<std::vector<Tensor>> grads;
-    GradOptions go;
-    go.allow_unused = true;
-    for (int64_t i = 0; i < k; ++i) {
-      std::vector<Tensor> g = grad({cross_entropy((*model)(batch.x.narrow(0, i * b, b)), batch.y.narrow(0, i * b, b))},
-                                   params, {}, go);
-      for (size_t j = 0; j < g.size(); ++j)
-        if (!g[j].defined()) g[j] = zeros_like(params[j]);
-      grads.push_back(std::move(g));
-    }
-    {
-      NoGradGuard no_grad;
-      std::vector<Tensor> now = model->buffers();
-      for (size_t i = 0; i < now.size(); ++i) now[i].copy_(kept[i]);
-    }
+    for (int64_t i = 0; i < k; ++i) grads.push_back(micro_batch_grad(batch, i, b));
+    kept.restore();
     const eval::NoiseScale ns = eval::gradient_noise_scale(grads, b);
     metrics.write({{"type", "noise_scale"}, {"step", ts.step}, {"epoch", epoch}, {"b_simple", ns.simple_noise_scale},
                    {"trace_sigma", ns.trace_sigma}, {"grad_norm_sq", ns.grad_norm_sq}, {"micro_batch", b}});
@@ -571,25 +575,18 @@ int train(Config cfg, const CLI::App& app) {
     const int64_t k = 4, b = batch.y.size(0) / k;
     if (b < 1) return;
     const data::Batch probe = test_loader.get(0, 0);
-    std::vector<Tensor> kept_buffers, kept_params;
-    for (const Tensor& t : model->buffers()) kept_buffers.push_back(t.clone());
     std::vector<Tensor> params = model->parameters();
-    for (const Tensor& p : params) kept_params.push_back(p.detach().clone());
-    GradOptions go;
-    go.allow_unused = true;
+    Saved kept(model->buffers()), kept_params(params);
     std::vector<Tensor> probs;
     for (int64_t i = 0; i < k; ++i) {
-      std::vector<Tensor> g = grad({cross_entropy((*model)(batch.x.narrow(0, i * b, b)), batch.y.narrow(0, i * b, b))},
-                                   params, {}, go);
+      std::vector<Tensor> g = micro_batch_grad(batch, i, b);
+      kept.restore();
       NoGradGuard no_grad;
-      std::vector<Tensor> now = model->buffers();
-      for (size_t j = 0; j < now.size(); ++j) now[j].copy_(kept_buffers[j]);
-      for (size_t j = 0; j < params.size(); ++j)
-        if (g[j].defined()) params[j].sub_(g[j], cfg.ov_lr);
+      for (size_t j = 0; j < params.size(); ++j) params[j].sub_(g[j], cfg.ov_lr);
       model->eval();
       probs.push_back(softmax((*model)(probe.x), 1));
       model->train();
-      for (size_t j = 0; j < params.size(); ++j) params[j].copy_(kept_params[j]);
+      kept_params.restore();
     }
     const double ov = eval::optimization_variance(probs);
     metrics.write({{"type", "optimization_variance"}, {"step", ts.step}, {"epoch", epoch}, {"ov", ov},
@@ -601,19 +598,14 @@ int train(Config cfg, const CLI::App& app) {
   // --fisher-at-init: on rank 0's first batch, train-mode outputs (running averages put back).
   if (cfg.fisher_at_init && main_rank && ts.step == 0) {
     const data::Batch first = loader.get(0, 0);
-    std::vector<Tensor> kept;
-    for (const Tensor& t : model->buffers()) kept.push_back(t.clone());
+    Saved kept(model->buffers());
     eval::PowerIterationOptions po;
     po.max_iterations = cfg.hessian_iterations;
     po.tolerance = 1e-3;
     po.seed = cfg.seed;
     eval::TopEigen e = eval::fisher_top_eigenvalue([&] { return (*model)(first.x); }, model->parameters(),
                                                    eval::FisherLoss::CrossEntropy, po);
-    {
-      NoGradGuard no_grad;
-      std::vector<Tensor> now = model->buffers();
-      for (size_t i = 0; i < now.size(); ++i) now[i].copy_(kept[i]);
-    }
+    kept.restore();
     metrics.write({{"type", "fisher_at_init"}, {"step", int64_t{0}}, {"lambda_0", e.eigenvalue},
                    {"catapult_lr", 2.0 / e.eigenvalue}, {"iterations", e.iterations}, {"converged", e.converged},
                    {"seconds", e.seconds}});

@@ -15,16 +15,83 @@
 namespace kiln::eval {
 namespace {
 
-double dot(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += sum(mul(a[i].to(DType::F64), b[i].to(DType::F64))).item<double>();
+// sum_i <a_i, b_i> as a recorded 0-d tensor (terms with an undefined a_i left out; b_i is
+// taken in a_i's dtype); undefined when every a_i is.
+Tensor inner(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  Tensor s;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!a[i].defined()) continue;
+    Tensor t = sum(mul(a[i], b[i].to(a[i].dtype())));
+    s = s.defined() ? add(s, t) : t;
+  }
   return s;
+}
+
+// <a, b> in f64, read back once.
+double dot(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  Tensor s;
+  for (size_t i = 0; i < a.size(); ++i) {
+    Tensor t = sum(mul(a[i].to(DType::F64), b[i].to(DType::F64)));
+    s = s.defined() ? add(s, t) : t;
+  }
+  return s.defined() ? s.item<double>() : 0.0;
+}
+
+// d output / d params, detached, zeros where a param is not reached.
+std::vector<Tensor> grads_or_zeros(const Tensor& output, const std::vector<Tensor>& params, bool retain_graph) {
+  GradOptions go;
+  go.allow_unused = true;
+  go.retain_graph = retain_graph;
+  std::vector<Tensor> g = grad({output}, params, {}, go);
+  for (size_t i = 0; i < g.size(); ++i) g[i] = g[i].defined() ? g[i].detach() : zeros_like(params[i]);
+  return g;
 }
 
 void check_scalar_loss(const char* op, const Tensor& loss) {
   kiln::detail::check_defined(op, loss, "loss");
   KILN_CHECK(loss.numel() == 1, op, ": the loss must be a scalar, got ", describe(loss));
   KILN_CHECK(loss.requires_grad(), op, ": the loss does not depend on the params (computed under NoGradGuard?)");
+}
+
+void check_power_options(const char* op, const std::vector<Tensor>& params, const PowerIterationOptions& o) {
+  KILN_CHECK(!params.empty(), op, ": no params");
+  KILN_CHECK(o.max_iterations >= 1 && o.tolerance >= 0, op, ": bad options (max_iterations ", o.max_iterations,
+             ", tolerance ", o.tolerance, ")");
+}
+
+// Power iteration on a symmetric operator given by its products `product(v)`, from a random
+// unit vector drawn with options.seed; t0 starts the reported time.
+TopEigen power_iteration(const char* op, const std::vector<Tensor>& params, const PowerIterationOptions& o,
+                         std::chrono::steady_clock::time_point t0,
+                         const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& product) {
+  Generator gen(o.seed);
+  std::vector<Tensor> v;
+  for (const Tensor& p : params) v.push_back(randn(p.sizes(), TensorOptions(p.dtype()), &gen).to(p.device()));
+  auto normalise = [op](std::vector<Tensor>& x) {
+    const double n = std::sqrt(dot(x, x));
+    KILN_CHECK(n > 0 && std::isfinite(n), op, ": the matrix-vector product has norm ", n,
+               " (a zero or non-finite matrix along the iterate)");
+    for (Tensor& t : x) t = div(t, n);
+  };
+  normalise(v);
+  TopEigen r;
+  double prev = 0;
+  for (int64_t k = 0; k < o.max_iterations; ++k) {
+    std::vector<Tensor> av = product(v);
+    const double lambda = dot(v, av);  // Rayleigh quotient (|v| = 1)
+    r.iterations = k + 1;
+    r.eigenvalue = lambda;
+    v = std::move(av);
+    normalise(v);
+    if (k > 0 && std::abs(lambda - prev) <= o.tolerance * std::abs(lambda)) {
+      r.converged = true;
+      break;
+    }
+    prev = lambda;
+  }
+  r.eigenvector = v;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
 }
 
 }  // namespace
@@ -40,92 +107,48 @@ std::vector<Tensor> hessian_vector_product(const Tensor& loss, const std::vector
   GradOptions first;
   first.create_graph = true;
   first.allow_unused = true;
-  std::vector<Tensor> g = grad({loss}, params, {}, first);
-  Tensor gv;
-  for (size_t i = 0; i < g.size(); ++i) {
-    if (!g[i].defined()) continue;
-    Tensor t = sum(mul(g[i], v[i].detach().to(g[i].dtype())));
-    gv = gv.defined() ? add(gv, t) : t;
+  std::vector<Tensor> vd;
+  for (const Tensor& t : v) vd.push_back(t.detach());
+  Tensor gv = inner(grad({loss}, params, {}, first), vd);
+  if (!gv.defined() || !gv.requires_grad()) {  // a loss at most linear in the params
+    std::vector<Tensor> zero;
+    for (const Tensor& p : params) zero.push_back(zeros_like(p));
+    return zero;
   }
-  std::vector<Tensor> hv(params.size());
-  if (gv.defined() && gv.requires_grad()) {
-    GradOptions second;
-    second.allow_unused = true;
-    hv = grad({gv}, params, {}, second);
-  }
-  for (size_t i = 0; i < hv.size(); ++i)
-    hv[i] = hv[i].defined() ? hv[i].detach() : zeros_like(params[i]);
-  return hv;
+  return grads_or_zeros(gv, params, false);
 }
 
 TopEigen hessian_top_eigenvalue(const std::function<Tensor()>& loss_fn, const std::vector<Tensor>& params,
                                 const PowerIterationOptions& o) {
-  KILN_CHECK(static_cast<bool>(loss_fn), "hessian_top_eigenvalue: no loss function");
-  KILN_CHECK(!params.empty(), "hessian_top_eigenvalue: no params");
-  KILN_CHECK(o.max_iterations >= 1 && o.tolerance >= 0, "hessian_top_eigenvalue: bad options (max_iterations ",
-             o.max_iterations, ", tolerance ", o.tolerance, ")");
+  const char* op = "hessian_top_eigenvalue";
+  KILN_CHECK(static_cast<bool>(loss_fn), op, ": no loss function");
+  check_power_options(op, params, o);
   const auto t0 = std::chrono::steady_clock::now();
   Tensor loss = loss_fn();
-  check_scalar_loss("hessian_top_eigenvalue", loss);
-  // grad L once, with its graph kept: each iteration differentiates <grad L, v>.
+  check_scalar_loss(op, loss);
+  // grad L once, with its graph kept: each product differentiates <grad L, v>.
   GradOptions first;
   first.create_graph = true;
   first.allow_unused = true;
-  std::vector<Tensor> g = grad({loss}, params, {}, first);
-
-  Generator gen(o.seed);
-  std::vector<Tensor> v;
-  for (const Tensor& p : params) v.push_back(randn(p.sizes(), TensorOptions(p.dtype()), &gen).to(p.device()));
-  auto normalise = [](std::vector<Tensor>& x) {
-    const double n = std::sqrt(dot(x, x));
-    KILN_CHECK(n > 0 && std::isfinite(n), "hessian_top_eigenvalue: the Hessian-vector product is ", n,
-               " (a zero or non-finite Hessian along the iterate)");
-    for (Tensor& t : x) t = div(t, n);
-  };
-  normalise(v);
-  TopEigen r;
-  double prev = 0;
-  for (int64_t k = 0; k < o.max_iterations; ++k) {
-    Tensor gv;
-    for (size_t i = 0; i < g.size(); ++i) {
-      if (!g[i].defined()) continue;
-      Tensor t = sum(mul(g[i], v[i].to(g[i].dtype())));
-      gv = gv.defined() ? add(gv, t) : t;
-    }
-    KILN_CHECK(gv.defined() && gv.requires_grad(), "hessian_top_eigenvalue: the loss's gradient does not depend on "
-               "the params (a loss linear in them has a zero Hessian)");
-    GradOptions second;
-    second.allow_unused = true;
-    second.retain_graph = true;
-    std::vector<Tensor> hv = grad({gv}, params, {}, second);
-    for (size_t i = 0; i < hv.size(); ++i) hv[i] = hv[i].defined() ? hv[i].detach() : zeros_like(params[i]);
-    const double lambda = dot(v, hv);  // Rayleigh quotient (|v| = 1)
-    r.iterations = k + 1;
-    r.eigenvalue = lambda;
-    v = hv;
-    normalise(v);
-    if (k > 0 && std::abs(lambda - prev) <= o.tolerance * std::abs(lambda)) {
-      r.converged = true;
-      break;
-    }
-    prev = lambda;
-  }
-  r.eigenvector = v;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return r;
+  const std::vector<Tensor> g = grad({loss}, params, {}, first);
+  return power_iteration(op, params, o, t0, [&](const std::vector<Tensor>& v) {
+    Tensor gv = inner(g, v);
+    KILN_CHECK(gv.defined() && gv.requires_grad(), op, ": the loss's gradient does not depend on the params (a loss "
+               "linear in them has a zero Hessian)");
+    return grads_or_zeros(gv, params, true);
+  });
 }
 
 TopEigen fisher_top_eigenvalue(const std::function<Tensor()>& outputs_fn, const std::vector<Tensor>& params,
                                FisherLoss kind, const PowerIterationOptions& o) {
-  KILN_CHECK(static_cast<bool>(outputs_fn), "fisher_top_eigenvalue: no output function");
-  KILN_CHECK(!params.empty(), "fisher_top_eigenvalue: no params");
-  KILN_CHECK(o.max_iterations >= 1 && o.tolerance >= 0, "fisher_top_eigenvalue: bad options (max_iterations ",
-             o.max_iterations, ", tolerance ", o.tolerance, ")");
+  const char* op = "fisher_top_eigenvalue";
+  KILN_CHECK(static_cast<bool>(outputs_fn), op, ": no output function");
+  check_power_options(op, params, o);
   const auto t0 = std::chrono::steady_clock::now();
   Tensor f = outputs_fn();
-  kiln::detail::check_defined("fisher_top_eigenvalue", f, "outputs");
-  KILN_CHECK(f.dim() == 2 && f.size(0) >= 1, "fisher_top_eigenvalue: outputs must be (N, C), got ", describe(f));
-  KILN_CHECK(f.requires_grad(), "fisher_top_eigenvalue: the outputs do not depend on the params");
+  kiln::detail::check_defined(op, f, "outputs");
+  KILN_CHECK(f.dim() == 2 && f.size(0) >= 1, op, ": outputs must be (N, C), got ", describe(f));
+  KILN_CHECK(f.requires_grad(), op, ": the outputs do not depend on the params");
   const double n = static_cast<double>(f.size(0));
   Tensor p;
   if (kind == FisherLoss::CrossEntropy) {
@@ -138,51 +161,16 @@ TopEigen fisher_top_eigenvalue(const std::function<Tensor()>& outputs_fn, const 
   first.create_graph = true;
   first.allow_unused = true;
   first.retain_graph = true;
-  std::vector<Tensor> jtu = grad({sum(mul(f, u))}, params, {}, first);
-
-  Generator gen(o.seed);
-  std::vector<Tensor> v;
-  for (const Tensor& q : params) v.push_back(randn(q.sizes(), TensorOptions(q.dtype()), &gen).to(q.device()));
-  auto normalise = [](std::vector<Tensor>& x) {
-    const double nn = std::sqrt(dot(x, x));
-    KILN_CHECK(nn > 0 && std::isfinite(nn), "fisher_top_eigenvalue: the Fisher-vector product is ", nn);
-    for (Tensor& t : x) t = div(t, nn);
-  };
-  normalise(v);
-  TopEigen r;
-  double prev = 0;
-  for (int64_t k = 0; k < o.max_iterations; ++k) {
-    Tensor s;
-    for (size_t i = 0; i < jtu.size(); ++i) {
-      if (!jtu[i].defined()) continue;
-      Tensor t = sum(mul(jtu[i], v[i].to(jtu[i].dtype())));
-      s = s.defined() ? add(s, t) : t;
-    }
-    KILN_CHECK(s.defined() && s.requires_grad(), "fisher_top_eigenvalue: the outputs do not depend on the params");
+  const std::vector<Tensor> jtu = grad({sum(mul(f, u))}, params, {}, first);
+  return power_iteration(op, params, o, t0, [&](const std::vector<Tensor>& v) {
+    Tensor s = inner(jtu, v);
+    KILN_CHECK(s.defined() && s.requires_grad(), op, ": the outputs do not depend on the params");
     GradOptions keep;
     keep.retain_graph = true;
     Tensor jv = grad({s}, {u}, {}, keep)[0].detach();  // (N, C)
     Tensor hjv = kind == FisherLoss::CrossEntropy ? sub(mul(p, jv), mul(p, sum(mul(p, jv), {1}, true))) : jv;
-    hjv = div(hjv, n);
-    GradOptions second;
-    second.retain_graph = true;
-    second.allow_unused = true;
-    std::vector<Tensor> fv = grad({sum(mul(f, hjv))}, params, {}, second);
-    for (size_t i = 0; i < fv.size(); ++i) fv[i] = fv[i].defined() ? fv[i].detach() : zeros_like(params[i]);
-    const double lambda = dot(v, fv);
-    r.iterations = k + 1;
-    r.eigenvalue = lambda;
-    v = fv;
-    normalise(v);
-    if (k > 0 && std::abs(lambda - prev) <= o.tolerance * std::abs(lambda)) {
-      r.converged = true;
-      break;
-    }
-    prev = lambda;
-  }
-  r.eigenvector = v;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return r;
+    return grads_or_zeros(sum(mul(f, div(hjv, n))), params, true);  // J^T H J v / N
+  });
 }
 
 NoiseScale gradient_noise_scale(const std::vector<std::vector<Tensor>>& grads, int64_t batch) {
