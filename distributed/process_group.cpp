@@ -39,6 +39,19 @@ milliseconds ProcessGroupOptions::default_timeout() {
   return std::chrono::minutes(5);
 }
 
+int ProcessGroupOptions::default_ranks_per_node() {
+  for (const char* name : {"KILN_RANKS_PER_NODE", "LOCAL_WORLD_SIZE"}) {
+    if (const char* v = std::getenv(name); v && *v) {
+      char* end = nullptr;
+      long r = std::strtol(v, &end, 10);
+      KILN_CHECK(end && *end == '\0' && r >= 1 && r <= 1 << 20, "environment: ", name, "='", v,
+                 "' is not a positive number of ranks");
+      return static_cast<int>(r);
+    }
+  }
+  return 0;
+}
+
 bool ProcessGroupOptions::default_debug() {
   const char* v = std::getenv("KILN_DIST_DEBUG");
   return v && *v && std::string(v) != "0";
@@ -50,6 +63,7 @@ ProcessGroup::ProcessGroup(std::shared_ptr<Store> store, int rank, int size, Pro
              " is out of range");
   KILN_CHECK(store_ || size == 1, "ProcessGroup: a world of ", size, " ranks needs a store");
   KILN_CHECK(options_.timeout.count() > 0, "ProcessGroup: the timeout must be positive");
+  KILN_CHECK(options_.ranks_per_node >= 0, "ProcessGroup: ranks_per_node must not be negative");
   if (size_ > 1) publisher_ = std::thread([this] { publish_loop(); });
 }
 
@@ -101,7 +115,8 @@ void check_tensor(const char* op, const char* what, const Tensor& t) {
 }
 
 const char* kind_name(int k) {
-  static const char* names[] = {"all_reduce", "broadcast", "all_gather", "reduce_scatter", "barrier"};
+  static const char* names[] = {"all_reduce", "broadcast", "all_gather", "reduce_scatter", "barrier",
+                                "neighbor_allreduce", "hierarchical_allreduce"};
   return names[k];
 }
 
@@ -111,14 +126,14 @@ std::shared_ptr<Work> ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
   check_tensor("all_reduce", "the tensor", t);
   KILN_CHECK(op != ReduceOp::Avg || is_floating(t.dtype()), "all_reduce: avg needs a floating tensor, got ",
              tensor_str(t), " (use sum and divide)");
-  Collective c{Kind::AllReduce, 0, op, 0, t, t, {}};
+  Collective c = make_collective(Kind::AllReduce, op, 0, t, t);
   return start(std::move(c));
 }
 
 std::shared_ptr<Work> ProcessGroup::broadcast(const Tensor& t, int root) {
   check_tensor("broadcast", "the tensor", t);
   KILN_CHECK(root >= 0 && root < size_, "broadcast: root ", root, " is not a rank of this group of ", size_);
-  Collective c{Kind::Broadcast, 0, ReduceOp::Sum, root, t, t, {}};
+  Collective c = make_collective(Kind::Broadcast, ReduceOp::Sum, root, t, t);
   return start(std::move(c));
 }
 
@@ -129,7 +144,7 @@ std::shared_ptr<Work> ProcessGroup::all_gather(const Tensor& output, const Tenso
              tensor_str(output), ") must have input's dtype and device (", tensor_str(input), ")");
   KILN_CHECK(output.numel() == input.numel() * size_, "all_gather: output has ", output.numel(),
              " elements but needs world size ", size_, " x input's ", input.numel());
-  Collective c{Kind::AllGather, 0, ReduceOp::Sum, 0, input, output, {}};
+  Collective c = make_collective(Kind::AllGather, ReduceOp::Sum, 0, input, output);
   return start(std::move(c));
 }
 
@@ -142,13 +157,215 @@ std::shared_ptr<Work> ProcessGroup::reduce_scatter(const Tensor& output, const T
              " elements but needs world size ", size_, " x output's ", output.numel());
   KILN_CHECK(op != ReduceOp::Avg || is_floating(input.dtype()), "reduce_scatter: avg needs a floating tensor, got ",
              tensor_str(input));
-  Collective c{Kind::ReduceScatter, 0, op, 0, input, output, {}};
+  Collective c = make_collective(Kind::ReduceScatter, op, 0, input, output);
   return start(std::move(c));
 }
 
 std::shared_ptr<Work> ProcessGroup::barrier() {
-  Collective c{Kind::Barrier, 0, ReduceOp::Sum, 0, {}, {}, {}};
+  Collective c = make_collective(Kind::Barrier, ReduceOp::Sum, 0, {}, {});
   return start(std::move(c));
+}
+
+// ---- neighbor averaging ---------------------------------------------------------------
+
+namespace {
+
+// Finishes a neighbor exchange: tensor <- sum over the sources in ascending rank order
+// (itself included) of weight * their tensor. The same order on every rank makes equal
+// weights give bit-identical results.
+class NeighborWork final : public Work {
+ public:
+  NeighborWork(std::shared_ptr<Work> exchange, Tensor tensor, Tensor received, int rank, Topology::Row row)
+      : exchange_(std::move(exchange)), tensor_(std::move(tensor)), received_(std::move(received)), rank_(rank),
+        row_(std::move(row)) {}
+  void wait() override {
+    if (done_) return;
+    exchange_->wait();
+    NoGradGuard no_grad;
+    Tensor acc;
+    auto add = [&](const Tensor& x, double w) {
+      if (!acc.defined()) acc = mul(x, Scalar(w));
+      else acc.add_(x, Scalar(w));
+    };
+    const int64_t n = tensor_.numel();
+    Tensor self = tensor_.view({n});
+    bool self_done = false;
+    for (size_t k = 0; k < row_.recv_from.size(); ++k) {
+      if (!self_done && rank_ < row_.recv_from[k]) add(self, row_.self_weight), self_done = true;
+      add(received_.select(0, static_cast<int64_t>(k)), row_.recv_weights[k]);
+    }
+    if (!self_done) add(self, row_.self_weight);
+    self.copy_(acc);
+    received_ = Tensor();
+    done_ = true;
+  }
+  bool is_completed() override { return done_ || exchange_->is_completed(); }
+
+ private:
+  std::shared_ptr<Work> exchange_;
+  Tensor tensor_, received_;
+  int rank_;
+  Topology::Row row_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+std::shared_ptr<Work> ProcessGroup::neighbor_allreduce(const Tensor& t, const Topology& topology, int64_t step) {
+  check_tensor("neighbor_allreduce", "the tensor", t);
+  KILN_CHECK(is_floating(t.dtype()), "neighbor_allreduce: averaging needs a floating tensor, got ", tensor_str(t));
+  KILN_CHECK(topology.size() == size_, "neighbor_allreduce: the topology '", topology.name(), "' has ",
+             topology.size(), " ranks but this process group has ", size_, " (build it for the group's size)");
+  KILN_CHECK(step >= 0, "neighbor_allreduce: step ", step, " is negative");
+  Topology::Row row = topology.row(rank_, step);
+  const int64_t n = t.numel();
+  Tensor received = empty({static_cast<int64_t>(row.recv_from.size()), n}, TensorOptions(t.dtype(), t.device()));
+  Collective c = make_collective(Kind::NeighborExchange, ReduceOp::Sum, 0, t, received);
+  c.send_to = row.send_to;
+  c.recv_from = row.recv_from;
+  c.detail = detail::str(topology.name(), ", step ", step);
+  std::shared_ptr<Work> exchange = start(std::move(c));
+  return std::make_shared<NeighborWork>(std::move(exchange), t, std::move(received), rank_, std::move(row));
+}
+
+// ---- hierarchical all-reduce -------------------------------------------------------------
+
+int ProcessGroup::ranks_per_node() const {
+  const int r = options_.ranks_per_node;
+  return r <= 0 || r > size_ ? size_ : r;
+}
+
+void ProcessGroup::make_node_groups() {
+  const int per = ranks_per_node();
+  const int node = rank_ / per, local = rank_ % per, nodes = size_ / per;
+  auto sub = [&](const std::string& key, int sub_rank, int sub_size) -> std::shared_ptr<ProcessGroup> {
+    if (sub_size == 1) return new_process_group("local", nullptr, 0, 1, options_);
+    return new_process_group(backend_name(), std::make_shared<PrefixStore>(key, store_), sub_rank, sub_size,
+                             options_);
+  };
+  intra_node_ = sub(detail::str("hier", per, "/node", node), local, per);
+  cross_node_ = sub(detail::str("hier", per, "/local", local), node, nodes);
+}
+
+namespace {
+
+// The stages of a hierarchical all-reduce: the first has started; wait() waits for it and
+// runs the others in turn. A stage's error becomes the parent group's failure report.
+class ChainWork final : public Work {
+ public:
+  using Stage = std::function<std::shared_ptr<Work>()>;
+  ChainWork(std::shared_ptr<Work> first, std::vector<Stage> rest, std::function<void()> finish,
+            std::function<std::string(const std::string&)> on_error)
+      : current_(std::move(first)), rest_(std::move(rest)), finish_(std::move(finish)), on_error_(std::move(on_error)) {}
+  void wait() override {
+    if (!error_.empty()) throw Error(error_);
+    if (done_) return;
+    try {
+      if (current_) current_->wait();
+      for (auto& stage : rest_) {
+        current_ = stage();
+        if (current_) current_->wait();
+      }
+      if (finish_) finish_();
+    } catch (const std::exception& e) {
+      error_ = on_error_(e.what());
+      throw Error(error_);
+    }
+    done_ = true;
+  }
+  bool is_completed() override { return done_ || !error_.empty(); }
+
+ private:
+  std::shared_ptr<Work> current_;
+  std::vector<Stage> rest_;
+  std::function<void()> finish_;
+  std::function<std::string(const std::string&)> on_error_;
+  bool done_ = false;
+  std::string error_;
+};
+
+}  // namespace
+
+std::shared_ptr<Work> ProcessGroup::hierarchical_allreduce(const Tensor& t, ReduceOp op,
+                                                           HierarchicalAlgorithm algorithm) {
+  check_tensor("hierarchical_allreduce", "the tensor", t);
+  KILN_CHECK(op != ReduceOp::Avg || is_floating(t.dtype()), "hierarchical_allreduce: avg needs a floating tensor, got ",
+             tensor_str(t), " (use sum and divide)");
+  const int per = ranks_per_node();
+  KILN_CHECK(size_ % per == 0, "hierarchical_allreduce: ", size_, " ranks do not split into nodes of ", per,
+             " (ranks_per_node; set KILN_RANKS_PER_NODE or LOCAL_WORLD_SIZE to a divisor of the world size)");
+  Collective c = make_collective(Kind::HierarchicalAllReduce, op, 0, t, t);
+  c.detail = detail::str(per, " ranks per node, ", algorithm == HierarchicalAlgorithm::Leader ? "leader" : "sharded");
+  c.algorithm = algorithm;
+  return start(std::move(c));
+}
+
+std::shared_ptr<Work> ProcessGroup::run_hierarchical(const Collective& c) {
+  const int per = ranks_per_node();
+  // One node, or one rank per node: the plain all-reduce (it is the whole hierarchy).
+  if (per == size_ || per == 1) {
+    Collective flat = c;
+    flat.kind = Kind::AllReduce;
+    return run(flat);
+  }
+  auto on_error = [this, c](const std::string& what) { return fail(c, "in a sub-group: " + what); };
+  try {
+    if (!intra_node_) make_node_groups();
+  } catch (const std::exception& e) {
+    throw Error(on_error(e.what()));
+  }
+  // Sums travel through the stages; avg divides once at the end.
+  const ReduceOp stage_op = c.op == ReduceOp::Avg ? ReduceOp::Sum : c.op;
+  const Tensor t = c.input;
+  const int64_t n = t.numel();
+  auto intra = intra_node_, cross = cross_node_;
+  const int local = rank_ % per;
+  const double divide = c.op == ReduceOp::Avg ? static_cast<double>(size_) : 0.0;
+  std::shared_ptr<Work> first;
+  std::vector<ChainWork::Stage> rest;
+  std::function<void()> finish;
+  if (c.algorithm == HierarchicalAlgorithm::Leader) {
+    // Inside the node every rank gets the node's reduction (the group has no reduce to
+    // one root); the leaders reduce across nodes and broadcast back.
+    first = intra->all_reduce(t, stage_op);
+    if (local == 0) rest.push_back([cross, t, stage_op] { return cross->all_reduce(t, stage_op); });
+    rest.push_back([intra, t] { return intra->broadcast(t, 0); });
+    finish = [t, divide] {
+      if (divide > 0) {
+        Tensor x = t;
+        NoGradGuard no_grad;
+        div_(x, Scalar(divide));
+      }
+    };
+  } else {
+    const int64_t shard = (n + per - 1) / per;
+    Tensor padded = zeros({shard * per}, TensorOptions(t.dtype(), t.device()));
+    {
+      NoGradGuard no_grad;
+      padded.narrow(0, 0, n).copy_(t.view({n}));
+    }
+    Tensor part = empty({shard}, TensorOptions(t.dtype(), t.device()));
+    first = intra->reduce_scatter(part, padded, stage_op);
+    rest.push_back([cross, part, stage_op] { return cross->all_reduce(part, stage_op); });
+    rest.push_back([intra, padded, part] { return intra->all_gather(padded, part); });
+    finish = [t, padded, n, divide] {
+      NoGradGuard no_grad;
+      Tensor x = t;
+      x.view({n}).copy_(padded.narrow(0, 0, n));
+      if (divide > 0) div_(x, Scalar(divide));
+    };
+  }
+  return std::make_shared<ChainWork>(std::move(first), std::move(rest), std::move(finish), on_error);
+}
+
+ProcessGroup::Collective ProcessGroup::make_collective(Kind kind, ReduceOp op, int root, Tensor input, Tensor output) {
+  Collective c;
+  c.kind = kind;
+  c.op = op;
+  c.root = root;
+  c.input = std::move(input);
+  c.output = std::move(output);
+  return c;
 }
 
 std::string ProcessGroup::signature(const Collective& c) const {
@@ -162,6 +379,10 @@ std::string ProcessGroup::signature(const Collective& c) const {
       os << tensor_str(c.input) << " -> " << tensor_str(c.output) << ", " << reduce_op_name(c.op);
       break;
     case Kind::Barrier: break;
+    case Kind::NeighborExchange: os << tensor_str(c.input) << ", " << c.detail; break;
+    case Kind::HierarchicalAllReduce:
+      os << tensor_str(c.input) << ", " << reduce_op_name(c.op) << ", " << c.detail;
+      break;
   }
   os << ")";
   return os.str();
@@ -186,6 +407,7 @@ std::shared_ptr<Work> ProcessGroup::start(Collective c) {
     publish_cv_.notify_one();
     if (options_.debug) check_same_collective(c);
   }
+  if (c.kind == Kind::HierarchicalAllReduce) return run_hierarchical(c);
   return run(c);
 }
 

@@ -25,6 +25,7 @@
 #include <kiln/core/tensor.h>
 #include <kiln/distributed/env.h>
 #include <kiln/distributed/store.h>
+#include <kiln/distributed/topology.h>
 
 namespace kiln::dist {
 
@@ -48,10 +49,23 @@ struct ProcessGroupOptions {
   std::chrono::milliseconds timeout = default_timeout();
   // Check every collective against the other ranks' (KILN_DIST_DEBUG=1 turns it on).
   bool debug = default_debug();
+  // Ranks per node for hierarchical_allreduce: ranks [k * r, (k + 1) * r) share node k
+  // (the launchers number ranks node by node). Default: $KILN_RANKS_PER_NODE if set (to
+  // try the hierarchy on one machine), else $LOCAL_WORLD_SIZE, else 0 (all on one node).
+  int ranks_per_node = default_ranks_per_node();
 
   static std::chrono::milliseconds default_timeout();
   static bool default_debug();
+  static int default_ranks_per_node();
 };
+
+// How hierarchical_allreduce crosses nodes. Leader: the node's ranks reduce to their
+// first rank, the leaders all-reduce, each leader broadcasts back (one link per node
+// carries the inter-node traffic). Sharded: a reduce-scatter inside the node, an
+// all-reduce of each shard among the ranks with the same local rank on every node, an
+// all-gather inside the node (every rank's link carries 1/r of it; what NCCL and Horovod
+// do). Both give every rank the same result.
+enum class HierarchicalAlgorithm { Leader, Sharded };
 
 class ProcessGroup {
  public:
@@ -80,19 +94,42 @@ class ProcessGroup {
   std::shared_ptr<Work> reduce_scatter(const Tensor& output, const Tensor& input, ReduceOp op = ReduceOp::Sum);
   std::shared_ptr<Work> barrier();
 
+  // Neighbor averaging (decentralized training): in place on a contiguous floating
+  // tensor, tensor_i <- sum_j W[i][j] tensor_j with W = topology.matrix(step). Each rank
+  // sends its tensor to its out-neighbors and receives its in-neighbors' (point to
+  // point: ncclSend/ncclRecv in one group; Gloo's pairs), then combines them in wait(),
+  // in ascending rank order, so that ranks with equal weights get bit-identical results
+  // (the full topology gives every rank the same average). topology.size() must be the
+  // group's size; every rank passes the same topology and step.
+  std::shared_ptr<Work> neighbor_allreduce(const Tensor& tensor, const Topology& topology, int64_t step);
+  // all_reduce through the node hierarchy (see HierarchicalAlgorithm; nodes from
+  // options().ranks_per_node). The sub-groups (inside each node, across nodes) are made
+  // on first use with this group's backend; the first stage starts now, the others in
+  // wait(). One node, or one rank per node, is a plain all_reduce.
+  std::shared_ptr<Work> hierarchical_allreduce(const Tensor& tensor, ReduceOp op = ReduceOp::Sum,
+                                               HierarchicalAlgorithm algorithm = HierarchicalAlgorithm::Sharded);
+  // The ranks per node hierarchical_allreduce uses (options().ranks_per_node, or size()).
+  int ranks_per_node() const;
+
   // True after a collective failed; every later collective throws.
   bool aborted() const;
 
  protected:
-  enum class Kind { AllReduce, Broadcast, AllGather, ReduceScatter, Barrier };
+  // NeighborExchange: send `input` to send_to, receive recv_from's into the rows of
+  // `output` (recv_from.size() x input.numel()). HierarchicalAllReduce is run by the
+  // base class over sub-groups; backends never see it.
+  enum class Kind { AllReduce, Broadcast, AllGather, ReduceScatter, Barrier, NeighborExchange, HierarchicalAllReduce };
   struct Collective {
-    Kind kind;
-    uint64_t seq;
+    Kind kind = Kind::Barrier;
+    uint64_t seq = 0;
     ReduceOp op = ReduceOp::Sum;
     int root = 0;
     Tensor input;   // all_reduce/broadcast: the tensor itself (input and output)
     Tensor output;
     std::string desc;  // "all_reduce #12 (f32[1024] on cpu, sum)"
+    std::vector<int> send_to, recv_from;  // NeighborExchange: this rank's peers
+    std::string detail;                   // in the signature: "exp2-dynamic, step 3"
+    HierarchicalAlgorithm algorithm = HierarchicalAlgorithm::Sharded;
   };
   // Starts `c` (already checked and numbered). Backends call fail() on an error.
   virtual std::shared_ptr<Work> run(const Collective& c) = 0;
@@ -105,7 +142,10 @@ class ProcessGroup {
   std::shared_ptr<Store> store_ptr() { return store_; }
 
  private:
+  static Collective make_collective(Kind kind, ReduceOp op, int root, Tensor input, Tensor output);
   std::shared_ptr<Work> start(Collective c);
+  std::shared_ptr<Work> run_hierarchical(const Collective& c);
+  void make_node_groups();
   std::string signature(const Collective& c) const;
   void check_same_collective(const Collective& c);
 
@@ -123,6 +163,9 @@ class ProcessGroup {
   std::thread publisher_;
   mutable std::mutex abort_mu_;
   std::string abort_reason_;
+  // hierarchical_allreduce's sub-groups: this rank's node, and the ranks of its local
+  // rank on every node.
+  std::shared_ptr<ProcessGroup> intra_node_, cross_node_;
 };
 
 // Broadcasts `tensors` from `root` in a few large collectives instead of one each:

@@ -19,6 +19,8 @@
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
+#include <gloo/transport/unbound_buffer.h>
+#include <gloo/types.h>
 
 #include <kiln/core/log.h>
 #include <kiln/distributed/process_group.h>
@@ -42,6 +44,9 @@ class GlooStore final : public gloo::rendezvous::Store {
  private:
   kiln::dist::Store& s_;
 };
+
+// The slot prefix of neighbor exchanges (Gloo's own collectives use 0x01 to 0x08).
+constexpr uint8_t kNeighborSlotPrefix = 0x4b;
 
 template <class T> void sum_fn(void* c, const void* a, const void* b, size_t n) {
   auto* o = static_cast<T*>(c);
@@ -247,6 +252,27 @@ class ProcessGroupGloo final : public ProcessGroup {
         });
         return;
       }
+      case Kind::NeighborExchange: {
+        // Point to point over the full mesh: a send to every out-neighbor and a receive
+        // from every in-neighbor into its row, all posted before any wait (no ordering
+        // between the pairs, so no deadlock), each bounded by the group's timeout.
+        const size_t bytes = static_cast<size_t>(c.input.numel()) * c.input.element_size();
+        if (bytes == 0) return;
+        const uint64_t slot = gloo::Slot::build(kNeighborSlotPrefix, tag);
+        auto send = ctx_->createUnboundBuffer(c.input.data_ptr(), bytes);
+        std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> recvs;
+        auto* out = static_cast<char*>(c.output.data_ptr());
+        for (size_t k = 0; k < c.recv_from.size(); ++k) {
+          recvs.push_back(ctx_->createUnboundBuffer(out + k * bytes, bytes));
+          recvs.back()->recv(c.recv_from[k], slot);
+        }
+        for (int dst : c.send_to) send->send(dst, slot);
+        for (size_t k = 0; k < recvs.size(); ++k) recvs[k]->waitRecv(timeout);
+        for (size_t k = 0; k < c.send_to.size(); ++k) send->waitSend(timeout);
+        return;
+      }
+      case Kind::HierarchicalAllReduce:
+        throw Error("gloo: hierarchical_allreduce reached the backend (the base class runs it)");
       case Kind::AllGather: {
         if (c.input.numel() == 0) return;
         with_type(c.input.dtype(), [&](auto* tp) {

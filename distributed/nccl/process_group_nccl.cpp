@@ -577,6 +577,27 @@ ncclResult_t ProcessGroupNccl::enqueue(const Collective& c) {
       return ncclReduceScatter(c.input.data_ptr(), c.output.data_ptr(), n, nccl_type(c.input.dtype()), nccl_op(c.op),
                                comm_, stream_);
     }
+    case Kind::NeighborExchange: {
+      // Every send and receive in one group: NCCL schedules them together (no ordering
+      // between the pairs, so no deadlock) on the group's stream.
+      const size_t n = static_cast<size_t>(c.input.numel());
+      if (n == 0 || (c.send_to.empty() && c.recv_from.empty())) return ncclSuccess;
+      const ncclDataType_t type = nccl_type(c.input.dtype());
+      const size_t bytes = n * c.input.element_size();
+      ncclResult_t r = ncclGroupStart();
+      if (r != ncclSuccess) return r;
+      for (int dst : c.send_to) {
+        r = ncclSend(c.input.data_ptr(), n, type, dst, comm_, stream_);
+        if (r != ncclSuccess) break;
+      }
+      auto* out = static_cast<char*>(c.output.data_ptr());
+      for (size_t k = 0; k < c.recv_from.size() && r == ncclSuccess; ++k)
+        r = ncclRecv(out + k * bytes, n, type, c.recv_from[k], comm_, stream_);
+      ncclResult_t e = ncclGroupEnd();
+      return r != ncclSuccess ? r : e;
+    }
+    case Kind::HierarchicalAllReduce:
+      break;  // run by the base class over sub-groups
   }
   throw Error("nccl: unknown collective");
 }
