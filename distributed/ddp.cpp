@@ -154,7 +154,8 @@ void DistributedDataParallel::launch_ready() {
 }
 
 void DistributedDataParallel::launch(Bucket& b) {
-  b.work = pg_->all_reduce(b.flat, ReduceOp::Avg);
+  b.work = options_.hierarchical ? pg_->hierarchical_allreduce(b.flat, ReduceOp::Avg, options_.hierarchical_algorithm)
+                                 : pg_->all_reduce(b.flat, ReduceOp::Avg);
   b.launched = true;
 }
 

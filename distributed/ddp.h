@@ -39,6 +39,11 @@ struct DDPOptions {
   // all-reduce per step finds the parameters no rank used; their .grad is left alone,
   // so the optimizer skips them as it would in a single process.
   bool find_unused_parameters = false;
+  // All-reduce the buckets through the node hierarchy (ProcessGroup::hierarchical_allreduce;
+  // its later stages run when the bucket is waited for, at the end of backward) instead
+  // of one all-reduce over every rank.
+  bool hierarchical = false;
+  HierarchicalAlgorithm hierarchical_algorithm = HierarchicalAlgorithm::Sharded;
 };
 
 class DistributedDataParallel final : public nn::Module {

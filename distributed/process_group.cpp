@@ -471,15 +471,19 @@ std::string ProcessGroup::fail(const Collective& c, const std::string& what) {
   return msg;
 }
 
-void broadcast_coalesced(ProcessGroup& pg, const std::vector<Tensor>& tensors, int root, size_t cap_bytes) {
-  if (pg.size() == 1) return;
+namespace {
+
+// Runs `collective` on flat buffers packing `tensors` (grouped by dtype and device, at
+// most cap_bytes each; the first tensor of a group always fits) and unpacks the results
+// (on every rank when unpack_all, else everywhere but `root`). Skips empty tensors.
+void coalesced(const std::vector<Tensor>& tensors, size_t cap_bytes, bool unpack_all, bool is_root,
+               const std::function<void(const Tensor&)>& collective) {
   NoGradGuard no_grad;
   std::vector<bool> done(tensors.size(), false);
   for (size_t first = 0; first < tensors.size(); ++first) {
     if (done[first] || tensors[first].numel() == 0) continue;
     const DType dt = tensors[first].dtype();
     const Device dev = tensors[first].device();
-    // Collect a group of the same dtype/device up to the cap (the first always fits).
     std::vector<size_t> group;
     size_t bytes = 0;
     for (size_t i = first; i < tensors.size(); ++i) {
@@ -500,8 +504,8 @@ void broadcast_coalesced(ProcessGroup& pg, const std::vector<Tensor>& tensors, i
       flat.narrow(0, off, n).copy_(tensors[i].reshape({n}));
       off += n;
     }
-    pg.broadcast(flat, root)->wait();
-    if (pg.rank() == root) continue;
+    collective(flat);
+    if (!unpack_all && is_root) continue;
     off = 0;
     for (size_t i : group) {
       Tensor t = tensors[i];
@@ -510,6 +514,18 @@ void broadcast_coalesced(ProcessGroup& pg, const std::vector<Tensor>& tensors, i
       off += n;
     }
   }
+}
+
+}  // namespace
+
+void broadcast_coalesced(ProcessGroup& pg, const std::vector<Tensor>& tensors, int root, size_t cap_bytes) {
+  if (pg.size() == 1) return;
+  coalesced(tensors, cap_bytes, false, pg.rank() == root, [&](const Tensor& flat) { pg.broadcast(flat, root)->wait(); });
+}
+
+void all_reduce_coalesced(ProcessGroup& pg, const std::vector<Tensor>& tensors, ReduceOp op, size_t cap_bytes) {
+  if (pg.size() == 1) return;
+  coalesced(tensors, cap_bytes, true, false, [&](const Tensor& flat) { pg.all_reduce(flat, op)->wait(); });
 }
 
 // ---- "local": a world of one ---------------------------------------------------

@@ -174,6 +174,10 @@ class ProcessGroup {
 // overwritten. Synchronous.
 void broadcast_coalesced(ProcessGroup& pg, const std::vector<Tensor>& tensors, int root = 0,
                          size_t cap_bytes = size_t(64) << 20);
+// The same for an all-reduce: every rank ends with the reduction of `tensors` (avg and
+// sum need floating tensors for avg, as all_reduce does).
+void all_reduce_coalesced(ProcessGroup& pg, const std::vector<Tensor>& tensors, ReduceOp op = ReduceOp::Sum,
+                          size_t cap_bytes = size_t(64) << 20);
 
 // ---- creating process groups ----------------------------------------------------
 
