@@ -40,6 +40,10 @@
 // the number of ranks (BatchNorm normalises over each rank's part, as PyTorch's DDP does
 // without SyncBatchNorm). Rank 0 alone evaluates, logs, writes metrics and checkpoints;
 // a checkpoint written by N ranks resumes on any M that divides the batch.
+// --dp hierarchical all-reduces through the node hierarchy; --dp neighbor trains
+// decentralized (DecentralizedDataParallel over --topology, --neighbor-mode), logs the
+// consensus distance every --log-every steps and averages all ranks exactly at every
+// epoch end and checkpoint.
 #include <unistd.h>
 
 #include <algorithm>
@@ -110,6 +114,10 @@ struct Config {
   int64_t eval_batch_size = 500;
   std::string data_dir = data::kFashionMnistDir;
   std::string device;  // "" = cuda when available, else cpu
+  std::string dp = "ring";  // ring | hierarchical | neighbor (with several ranks)
+  std::string topology = "exp2-dynamic";
+  std::string neighbor_mode = "atc";
+  int64_t exact_average_every = 0;
   tools::RunFlags run;
 };
 
@@ -192,6 +200,20 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--stop-after", c.stop_after, "stop after N epochs of this invocation (an interruption at an epoch end)")
       ->check(tools::non_negative<int64_t>())
       ->configurable(false);
+  app.add_option("--dp", c.dp,
+                 "data parallel over several ranks: ring (DDP: gradients all-reduced) | hierarchical (DDP, all-reduce "
+                 "inside each node, then across nodes; KILN_RANKS_PER_NODE or LOCAL_WORLD_SIZE ranks per node) | "
+                 "neighbor (decentralized: parameters averaged with the --topology neighbors every step)")
+      ->check(CLI::IsMember({"ring", "hierarchical", "neighbor"}));
+  app.add_option("--topology", c.topology, "--dp neighbor: exp2-dynamic (one peer per step) | exp2 | ring | torus | full")
+      ->check(CLI::IsMember(dist::Topology::names()));
+  app.add_option("--neighbor-mode", c.neighbor_mode,
+                 "--dp neighbor: atc (step, then average) | overlap (average during forward/backward) | "
+                 "gradient-tracking")
+      ->check(CLI::IsMember({"atc", "overlap", "gradient-tracking"}));
+  app.add_option("--exact-average-every", c.exact_average_every,
+                 "--dp neighbor: an exact all-reduce of the parameters every N steps instead (0: only at epoch ends)")
+      ->check(tools::non_negative<int64_t>());
   tools::add_run_flags(app, c.run);
 }
 
@@ -462,20 +484,55 @@ int train(Config cfg, const CLI::App& app) {
   // Every replica starts from rank 0's state (DDP broadcasts it); gradients are averaged
   // across the ranks during backward. The network the steps run: the model, or the model
   // wrapped data-parallel (a Module too).
+  // --dp neighbor: each rank keeps its own parameters, averaged with its neighbors every
+  // step; at every epoch end and checkpoint all ranks average exactly (parameters,
+  // BatchNorm statistics and optimizer state), so evaluation and checkpoints see one
+  // model and a resumed run continues exactly.
   std::shared_ptr<nn::Module> net = model;
-  if (world > 1) net = std::make_shared<dist::DistributedDataParallel>(model, pg);
+  std::shared_ptr<dist::DistributedDataParallel> ddp;
+  std::shared_ptr<dist::DecentralizedDataParallel> dec;
+  if (world > 1 && cfg.dp == "neighbor") {
+    dist::DecentralizedOptions o;
+    o.topology = dist::Topology::named(cfg.topology, world);
+    o.mode = dist::parse_decentralized_mode(cfg.neighbor_mode);
+    o.exact_average_every = cfg.exact_average_every;
+    dec = std::make_shared<dist::DecentralizedDataParallel>(model, pg, o);
+    dec->set_step(ts.step);
+    net = dec;
+  } else if (world > 1) {
+    dist::DDPOptions o;
+    o.hierarchical = cfg.dp == "hierarchical";
+    ddp = std::make_shared<dist::DistributedDataParallel>(model, pg, o);
+    net = ddp;
+  }
+  const std::string dp_desc =
+      world == 1 ? "none"
+      : dec      ? detail::str("neighbor ", cfg.topology, " ", cfg.neighbor_mode,
+                               cfg.exact_average_every > 0 ? detail::str(" exact every ", cfg.exact_average_every) : "")
+      : ddp && cfg.dp == "hierarchical" ? detail::str("hierarchical, ", pg->ranks_per_node(), " ranks per node")
+                                        : std::string("ring");
+  double comm_wait_s = 0;  // time blocked on gradient all-reduces or neighbor exchanges
+  int64_t comm_steps = 0;
+  // Every rank: the exact average that ends an epoch or precedes a checkpoint (--dp neighbor).
+  auto reach_consensus = [&] {
+    if (!dec) return;
+    dec->average_exactly();
+    std::map<std::string, Tensor> sd = opt->state_dict();
+    dist::average_state(*pg, sd);
+    opt->load_state_dict(sd);
+  };
 
   if (main_rank)
     std::fprintf(stderr,
                  "kiln_train_cnn: device %s, %lld params, %lld train / %lld test images, %lld steps/epoch, "
-                 "%s lr %g wd %g, %s schedule, batch %lld%s; run %s\n",
+                 "%s lr %g wd %g, %s schedule, batch %lld%s%s; run %s\n",
                  dev_name.c_str(), (long long)n_params, (long long)train.size(), (long long)test.size(),
                  (long long)steps_per_epoch, cfg.optimizer.c_str(), lr, wd, cfg.schedule.c_str(),
                  (long long)cfg.batch_size,
                  world > 1 ? detail::str(" (", world, " ranks x ", cfg.batch_size / world, ", ", pg->backend_name(),
                                          ")").c_str()
                            : "",
-                 rd->path().c_str());
+                 world > 1 ? (", data parallel: " + dp_desc).c_str() : "", rd->path().c_str());
 
   // ---- training ----
   run::Progress progress("kiln_train_cnn", total_steps, ts.step, cfg.run.log_every);
@@ -503,6 +560,7 @@ int train(Config cfg, const CLI::App& app) {
     metrics.sync();  // every record up to this step is on disk before the checkpoint names it
     auto m = meta;
     m["epochs"] = std::to_string(cfg.epochs);
+    m["data_parallel"] = dp_desc;  // for the record: a checkpoint is one (averaged) model either way
     m["world_size"] = std::to_string(world);  // for the record: any number of ranks may resume it
     std::map<std::string, Tensor> state = checkpoint_tensors(*model, *opt, *sched, ts, gen, loader);
     run::check_finite_state("kiln_train_cnn", state, ts.step, last_ckpt);  // never checkpoint a diverged state
@@ -648,6 +706,8 @@ int train(Config cfg, const CLI::App& app) {
       auto add_noise = [&] {
         if (cfg.grad_noise > 0) add_gradient_noise_(model->parameters(), ts.step, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed);
       };
+      // --dp neighbor: every rank exchanges every step, even one that skips its update.
+      if (dec) dec->before_step();
       Tensor sharpness;  // SAM: L(w + e(w)) - L(w), Foret et al.'s sharpness on this batch
       if (take_step && sam) {  // SAM's second pass, at w + e(w) (BatchNorm sees both batches)
         sam->first_step();
@@ -660,8 +720,19 @@ int train(Config cfg, const CLI::App& app) {
         add_noise();
         opt->step();
       }
+      if (dec) dec->after_step();
+      if (dec || ddp) {
+        comm_wait_s += dec ? dec->last_stats().wait_seconds : ddp->last_stats().wait_seconds;
+        ++comm_steps;
+      }
       sched->step();
       ++ts.step;
+      if (dec && (ts.step % cfg.run.log_every == 0 || last)) {  // every rank: two all-reduces
+        const double d = dec->consensus_distance();
+        if (main_rank)
+          metrics.write({{"type", "consensus"}, {"step", ts.step}, {"epoch", epoch + 1}, {"distance", d},
+                         {"comm_wait_s", dec->last_stats().wait_seconds}});
+      }
       if (cfg.hessian_every > 0 && ts.step % cfg.hessian_every == 0 && main_rank) {
         flush();
         measure_hessian(batch, step_lr, epoch + 1);
@@ -689,6 +760,7 @@ int train(Config cfg, const CLI::App& app) {
       if (!main_rank && (last || steps.size() >= static_cast<size_t>(cfg.run.log_every))) flush();
       if (cfg.run.save_every > 0 && ts.step % cfg.run.save_every == 0 && !last) {
         flush();
+        reach_consensus();
         save(false);
       }
       if (cfg.run.stop_after_steps > 0 && steps_this_run >= cfg.run.stop_after_steps) {
@@ -711,6 +783,7 @@ int train(Config cfg, const CLI::App& app) {
 
     ts.epochs_done = epoch + 1;
     ++epochs_this_run;
+    reach_consensus();
     if (!main_rank) {
       pg->barrier()->wait();  // while rank 0 evaluates and checkpoints
       continue;
@@ -757,6 +830,8 @@ int train(Config cfg, const CLI::App& app) {
                       {"batch_size", cfg.batch_size},
                       {"train_images", train.size()},
                       {"world_size", int64_t{world}},
+                      {"data_parallel", dp_desc},
+                      {"comm_wait_seconds_per_step", comm_steps > 0 ? comm_wait_s / static_cast<double>(comm_steps) : 0.0},
                       {"run_dir", rd->path()},
                       {"interrupted", interrupted}});
   return 0;
@@ -773,6 +848,12 @@ int main(int argc, char** argv) {
   return tools::kiln_main(app, argc, argv, [&] {
     if (cfg.mixup > 0 && cfg.cutmix > 0)
       throw CLI::ValidationError("--mixup/--cutmix", "take one of them (each replaces the batch)");
+    if (cfg.dp == "neighbor" && (cfg.optimizer == "sam" || cfg.optimizer == "asam"))
+      throw CLI::ValidationError("--dp neighbor", "does not combine with --optimizer " + cfg.optimizer +
+                                                      " (SAM's second pass needs the gradients of one shared model)");
+    if (cfg.dp != "neighbor" && (app.count("--topology") || app.count("--neighbor-mode") ||
+                                 app.count("--exact-average-every")))
+      throw CLI::ValidationError("--topology/--neighbor-mode/--exact-average-every", "apply only with --dp neighbor");
     try {
       return train(cfg, app);
     } catch (const run::NonFiniteLoss& e) {

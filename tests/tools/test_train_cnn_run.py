@@ -23,6 +23,10 @@ guards (models/run/, tools/run_cli.h). One ctest per case:
                 skipped (77) when mounting is not permitted
   ddp           2 ranks under kiln-run: exact resume; the 2-rank checkpoint resumes on 1 and
                 4 ranks; an indivisible batch exits 2
+  decentralized 4 ranks with --dp neighbor: every mode trains, logs a positive consensus
+                distance and resumes exactly (at an epoch end; mid-epoch with --save-every);
+                --dp hierarchical on 2 nodes x 2 ranks (KILN_RANKS_PER_NODE=2) matches the
+                ring's losses; bad combinations exit 2, ranks that do not split into nodes 1
 
 usage: test_train_cnn_run.py CASE EXE KILN_RUN WORK_DIR
 """
@@ -330,6 +334,49 @@ def case_ddp():
         check(abs(s["train_loss"] - ref) < 0.05, f"2 -> {m}: train loss {s['train_loss']} far from {ref}")
     p = run(common + ["--run-dir", fresh("ddp_bad"), "--batch-size", "63"], ok=False, ranks=2)
     check(p.returncode != 0 and "must divide by the 2 ranks" in p.stderr, f"batch 63 on 2 ranks:\n{p.stderr}")
+
+
+def case_decentralized():
+    common = [a for a in COMMON]
+    for mode, topo in (("atc", "exp2-dynamic"), ("overlap", "exp2"), ("gradient-tracking", "ring")):
+        flags = common + ["--dp", "neighbor", "--neighbor-mode", mode, "--topology", topo, "--log-every", "2"]
+        a, b = fresh(f"dec_{mode}_a"), fresh(f"dec_{mode}_b")
+        pa = run(flags + ["--run-dir", a], ranks=4)
+        s = summary(pa)
+        check(s["data_parallel"] == f"neighbor {topo} {mode}", f"{mode}: summary {s}")
+        check(math.isfinite(s["train_loss"]) and s["train_loss"] < 2.2, f"{mode}: did not train (loss from ln 10 = 2.30): {s}")
+        cons = [r for r in records(a) if r.get("type") == "consensus"]
+        check(len(cons) == STEPS // 2, f"{mode}: {len(cons)} consensus records, want {STEPS // 2}")
+        check(all(r["distance"] > 0 and math.isfinite(r["distance"]) for r in cons), f"{mode}: distances {cons}")
+        # Interrupted at the epoch end (the exact average there makes the checkpoint one
+        # model), or mid-epoch after a checkpoint at step 5 (gradient tracking restarts
+        # there in both runs).
+        if mode == "gradient-tracking":
+            pa = run(flags + ["--run-dir", a, "--overwrite", "--save-every", "5"], ranks=4)
+            run(flags + ["--run-dir", b, "--save-every", "5", "--stop-after-steps", "7"], ranks=4)
+            pb = run(flags + ["--run-dir", b, "--resume", "--save-every", "5"], ranks=4)
+        else:
+            run(flags + ["--run-dir", b, "--stop-after", "1"], ranks=4)
+            pb = run(flags + ["--run-dir", b, "--resume"], ranks=4)
+        same_steps(a, b, f"{mode} resume")
+        same_final(pa, pb, f"{mode} resume")
+    # Hierarchical: 2 "nodes" of 2 ranks on this machine; the same losses as the ring up to
+    # the order of the sums.
+    pr = run(common + ["--run-dir", fresh("dec_ring")], ranks=4)
+    ph = run(common + ["--run-dir", fresh("dec_hier"), "--dp", "hierarchical"], ranks=4,
+             env={"KILN_RANKS_PER_NODE": "2"})
+    check(summary(ph)["data_parallel"] == "hierarchical, 2 ranks per node", f"hierarchical: {summary(ph)}")
+    for x, y in zip(step_records(os.path.join(WORK, "dec_ring")), step_records(os.path.join(WORK, "dec_hier"))):
+        check(abs(x["loss"] - y["loss"]) < 1e-3 * max(1.0, abs(x["loss"])), f"hierarchical vs ring: {x} vs {y}")
+    p = run(common + ["--run-dir", fresh("dec_bad1"), "--dp", "hierarchical"], ok=False, ranks=4,
+            env={"KILN_RANKS_PER_NODE": "3"})
+    check(p.returncode == 1 and "do not split into nodes of 3" in p.stderr, f"3 per node:\n{p.stderr}")
+    p = run(common + ["--run-dir", fresh("dec_bad2"), "--topology", "ring"], ok=False)
+    check(p.returncode == 2 and "only with --dp neighbor" in p.stderr, f"--topology alone:\n{p.stderr}")
+    p = run(common + ["--run-dir", fresh("dec_bad3"), "--dp", "neighbor", "--optimizer", "sam"], ok=False)
+    check(p.returncode == 2 and "does not combine" in p.stderr, f"neighbor + sam:\n{p.stderr}")
+    p = run(common + ["--run-dir", fresh("dec_bad4"), "--dp", "neighbor", "--topology", "star"], ok=False)
+    check(p.returncode == 2 and "star" in p.stderr, f"unknown topology:\n{p.stderr}")
 
 
 os.makedirs(WORK, exist_ok=True)
