@@ -6,6 +6,9 @@
 //                       the others must fail with the timeout error naming it
 //                       (set KILN_DIST_TIMEOUT to a few seconds);
 //   --mode ok:          every rank calls it; all exit 0.
+// --collective all_reduce (default) | neighbor (neighbor_allreduce on the ring topology)
+// | hierarchical (hierarchical_allreduce; set KILN_RANKS_PER_NODE) is the collective that
+// is skipped (the first, which meets the others, is always an all_reduce).
 // Trailing arguments are ignored (the tests tag processes with a unique token there).
 #include <unistd.h>
 
@@ -21,10 +24,12 @@ using namespace kiln;
 int main(int argc, char** argv) {
   std::string mode = "ok";
   int bad = 1;
+  std::string collective = "all_reduce";
   for (int i = 1; i + 1 < argc; ++i) {
     std::string f = argv[i];
     if (f == "--mode") mode = argv[++i];
     else if (f == "--bad-rank") bad = std::stoi(argv[++i]);
+    else if (f == "--collective") collective = argv[++i];
   }
   try {
     auto pg = dist::init_process_group({});
@@ -40,8 +45,13 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_for(std::chrono::minutes(10));
       return 0;
     }
-    pg->all_reduce(t)->wait();
-    std::printf("rank %d: second all_reduce done\n", pg->rank());
+    if (collective == "neighbor")
+      pg->neighbor_allreduce(t, dist::Topology::ring(pg->size()), 1)->wait();
+    else if (collective == "hierarchical")
+      pg->hierarchical_allreduce(t)->wait();
+    else
+      pg->all_reduce(t)->wait();
+    std::printf("rank %d: second %s done\n", pg->rank(), collective.c_str());
     pg->barrier()->wait();
     return 0;
   } catch (const std::exception& e) {
