@@ -19,6 +19,9 @@
 #                (6 layers, 384 dims, context 256, f32) against the same GPT in the host's PyTorch
 #   ddp          kiln-run --nproc-per-node 1 kiln_train_cnn --device cuda (the NCCL process
 #                group through the launcher; the multi-rank DDP tests are in cuda_tests)
+#   neighbor     kiln_neighbor_check on CUDA tensors: one rank on the NCCL group (neighbor
+#                exchanges and the hierarchy need a GPU per rank, so with one GPU the
+#                group has world size 1), then 2 ranks sharing the GPU over Gloo (staged)
 #   memcheck     compute-sanitizer --tool memcheck on a subset of the CUDA tests
 #   racecheck    compute-sanitizer --tool racecheck on the reduction/softmax/norm tests
 # Results go to $OUT (or --out): one log per part, JSON from the programs that write it,
@@ -156,6 +159,9 @@ part gpt_step 120 "${py:-python3}" "$bundle/tools/gpt_vs_torch.py" "$R/kiln_trai
   --out "$out/gpt_step.json" --work "$out/gpt_step" -- --text "$bundle/data/kjv.txt" --cache-dir "$out/cache"
 part ddp 60 "${py:-python3}" "$bundle/tools/kiln-run" --nproc-per-node 1 "$R/kiln_train_cnn" --device cuda \
   --epochs 1 --limit-train 4096 --limit-test 1000 --data-dir "$data" --run-dir "$out/ddp_run" --overwrite
+part neighbor 60 bash -c "'${py:-python3}' '$bundle/tools/kiln-run' --nproc-per-node 1 '$R/kiln_neighbor_check' \
+  --device cuda --backend nccl && '${py:-python3}' '$bundle/tools/kiln-run' --nproc-per-node 2 \
+  '$R/kiln_neighbor_check' --device cuda --backend gloo"
 if [ -n "$sanitizer" ] || [ "$dry" = 1 ]; then
   part memcheck 120 "${sanitizer:-compute-sanitizer}" --tool memcheck --error-exitcode 9 "$R/kiln_cuda_tests" \
     "[unary],[binary],[where],[clamp],[copy],[reduce],[softmax],[norm],[conv],[index],[loss],[optim],[pool],[matmul]"

@@ -584,15 +584,29 @@ ncclResult_t ProcessGroupNccl::enqueue(const Collective& c) {
       if (n == 0 || (c.send_to.empty() && c.recv_from.empty())) return ncclSuccess;
       const ncclDataType_t type = nccl_type(c.input.dtype());
       const size_t bytes = n * c.input.element_size();
+      // Peers on this node first: their transfers (NVLink) start before the slower
+      // inter-node ones are set up.
+      const int per = ranks_per_node(), node = rank() / per;
+      auto intra_first = [&](std::vector<size_t> idx, const std::vector<int>& peers) {
+        std::stable_partition(idx.begin(), idx.end(), [&](size_t k) { return peers[k] / per == node; });
+        return idx;
+      };
+      auto indices = [](size_t m) {
+        std::vector<size_t> v(m);
+        for (size_t k = 0; k < m; ++k) v[k] = k;
+        return v;
+      };
       ncclResult_t r = ncclGroupStart();
       if (r != ncclSuccess) return r;
-      for (int dst : c.send_to) {
-        r = ncclSend(c.input.data_ptr(), n, type, dst, comm_, stream_);
+      for (size_t k : intra_first(indices(c.send_to.size()), c.send_to)) {
+        r = ncclSend(c.input.data_ptr(), n, type, c.send_to[k], comm_, stream_);
         if (r != ncclSuccess) break;
       }
       auto* out = static_cast<char*>(c.output.data_ptr());
-      for (size_t k = 0; k < c.recv_from.size() && r == ncclSuccess; ++k)
+      for (size_t k : intra_first(indices(c.recv_from.size()), c.recv_from)) {
+        if (r != ncclSuccess) break;
         r = ncclRecv(out + k * bytes, n, type, c.recv_from[k], comm_, stream_);
+      }
       ncclResult_t e = ncclGroupEnd();
       return r != ncclSuccess ? r : e;
     }

@@ -7,7 +7,9 @@
 //      the one-peer exponential graph on 2^k ranks: exactly 0 after k steps);
 //   3. hierarchical_allreduce (both algorithms; KILN_RANKS_PER_NODE sets the nodes) equals
 //      all_reduce exactly on integers and on every rank bit for bit on floats.
-// Prints one line per check on rank 0 and exits 1 on the first failure.
+// Prints one line per check on rank 0 and exits 1 if any failed.
+// --device cuda puts the tensors on the rank's GPU (several ranks on one GPU: Gloo staged
+// through the host; --backend nccl with one rank per GPU: the NCCL group).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -30,16 +32,19 @@ void check(bool ok, int rank, const std::string& what) {
   }
 }
 
+Device g_device = kCPU;
+
 Tensor start(int r, int64_t n) {
   std::vector<double> v(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) v[i] = std::sin(0.9 * r + 0.13 * i) + 0.5 * r;
-  return from_vector(v);
+  return from_vector(v).to(g_device);
 }
 
 // The ranks hold bit-identical copies of t.
 bool identical(dist::ProcessGroup& pg, const Tensor& t) {
-  Tensor all = zeros({pg.size(), t.numel()}, TensorOptions(t.dtype()));
+  Tensor all = zeros({pg.size(), t.numel()}, TensorOptions(t.dtype(), t.device()));
   pg.all_gather(all, t.contiguous())->wait();
+  all = all.cpu();
   for (int r = 1; r < pg.size(); ++r)
     if (std::memcmp(all.select(0, r).data_ptr(), all.select(0, 0).data_ptr(), t.numel() * t.element_size()) != 0)
       return false;
@@ -56,10 +61,19 @@ double consensus(dist::ProcessGroup& pg, const Tensor& x) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   try {
-    auto pg = dist::init_process_group({});
+    dist::InitOptions io;
+    for (int i = 1; i + 1 < argc; i += 2) {
+      const std::string f = argv[i], v = argv[i + 1];
+      if (f == "--device") g_device = v == "cuda" ? dist::local_device(DeviceType::CUDA, dist::launch_env()) : kCPU;
+      else if (f == "--backend") io.backend = v;
+      else throw Error("kiln_neighbor_check: unknown argument " + f + " (--device cpu|cuda, --backend auto|gloo|nccl)");
+    }
+    io.device = g_device;
+    auto pg = dist::init_process_group(io);
     const int n = pg->size(), r = pg->rank();
+    if (r == 0) std::printf("kiln_neighbor_check: %d ranks, %s, %s\n", n, pg->backend_name().c_str(), g_device.str().c_str());
     const int64_t len = 4099;
 
     // 1. full: bit-identical, the mean.
@@ -103,11 +117,11 @@ int main() {
     // 3. hierarchical = all_reduce.
     for (auto algo : {dist::HierarchicalAlgorithm::Sharded, dist::HierarchicalAlgorithm::Leader}) {
       const std::string an = algo == dist::HierarchicalAlgorithm::Sharded ? "sharded" : "leader";
-      Tensor ints = (arange(0, 1001, 1, TensorOptions(DType::I64)) * int64_t(r + 1));
+      Tensor ints = (arange(0, 1001, 1, TensorOptions(DType::I64)) * int64_t(r + 1)).to(g_device);
       Tensor want = ints.clone();
       pg->hierarchical_allreduce(ints, dist::ReduceOp::Sum, algo)->wait();
       pg->all_reduce(want)->wait();
-      check(ints.to_vector<int64_t>() == want.to_vector<int64_t>(), r, "hierarchical (" + an + ", " + std::to_string(pg->ranks_per_node()) +
+      check(ints.cpu().to_vector<int64_t>() == want.cpu().to_vector<int64_t>(), r, "hierarchical (" + an + ", " + std::to_string(pg->ranks_per_node()) +
                                       " ranks per node): i64 sum equals all_reduce");
       Tensor f = start(r, len).to(DType::F32);
       pg->hierarchical_allreduce(f, dist::ReduceOp::Avg, algo)->wait();
