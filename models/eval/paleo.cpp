@@ -12,6 +12,9 @@
 #include <kiln/ops/binary.h>
 #include <kiln/ops/conv.h>
 #include <kiln/ops/matmul.h>
+#include <kiln/ops/norm.h>
+#include <kiln/ops/pool.h>
+#include <kiln/ops/unary.h>
 
 namespace kiln::eval {
 
@@ -97,9 +100,15 @@ ModelCost trace_cost(nn::Module& model, const Tensor& example) {
     c.op = n->name();
     const auto& in = n->input_meta();
     const Shape out = out_shape.count(n) ? out_shape[n] : (in.empty() ? Shape{} : in[0].sizes);
+    for (const auto& m : in) c.inputs.push_back(m.sizes);
+    c.output = out;
+    c.input_grad = !n->next_edges().empty() && n->next_edges()[0].node != nullptr;
     const double out_n = numel_of(out);
     if (!is_view(c.op)) {
-      for (const auto& m : in) c.bytes += numel_of(m.sizes) * static_cast<double>(dtype_size(m.dtype));
+      // (an empty shape is an absent optional input, such as a convolution's bias, or a
+      // scalar: nothing to move either way)
+      for (const auto& m : in)
+        if (!m.sizes.empty()) c.bytes += numel_of(m.sizes) * static_cast<double>(dtype_size(m.dtype));
       c.bytes += out_n * static_cast<double>(in.empty() ? 4 : dtype_size(in[0].dtype));
     }
     if ((c.op == "conv2d" || c.op == "conv_transpose2d") && in.size() >= 2 && in[1].sizes.size() == 4) {
@@ -127,16 +136,83 @@ StepEstimate estimate_step(const ModelCost& cost, const DeviceSpeed& d, int64_t 
   const double conv_f = d.conv_flops_per_s > 0 ? d.conv_flops_per_s : d.flops_per_s;
   StepEstimate e;
   for (const OpCost& op : cost.ops) {
-    double t = d.dispatch_s;
-    if (op.product) t += op.flops * scale / (op.op == "matmul" ? d.flops_per_s : conv_f);
-    else t += op.bytes * scale / d.bytes_per_s;
-    e.forward_s += t;
+    double fwd = 0, bwd = 0;
+    if (op.measured_s > 0) {
+      fwd = op.measured_s * scale;
+      bwd = op.measured_backward_s * scale;
+    } else if (op.product) {
+      fwd = op.flops * scale / (op.op == "matmul" ? d.flops_per_s : conv_f);
+      bwd = 2 * fwd;
+    } else {
+      fwd = op.bytes * scale / d.bytes_per_s;
+      bwd = 2 * fwd;
+    }
+    // A profiled op's time includes its dispatch; the backward node's gradient
+    // accumulation costs one more.
+    const bool profiled = op.measured_s > 0;
+    e.forward_s += fwd + (profiled ? 0.0 : d.dispatch_s);
+    e.backward_s += bwd + (profiled ? 1.0 : 2.0) * d.dispatch_s;
   }
-  e.backward_s = 2.0 * e.forward_s;
   e.update_s = static_cast<double>(cost.params) * update_bytes_per_param / d.bytes_per_s + 4 * d.dispatch_s;
   e.compute_s = e.forward_s + e.backward_s + e.update_s;
   e.ops = static_cast<int64_t>(cost.ops.size());
   return e;
+}
+
+namespace {
+
+// The op replayed on fresh inputs of its shapes (null when kiln cannot replay it from
+// shapes alone). Stride and padding of a convolution are inferred from its sizes
+// ("same"-style padding for odd kernels).
+std::function<Tensor(const std::vector<Tensor>&)> replay_of(const OpCost& op) {
+  const auto& in = op.inputs;
+  if (op.op == "conv2d" && in.size() >= 2 && in[0].size() == 4 && in[1].size() == 4 && op.output.size() == 4 &&
+      op.output[2] > 0) {
+    const int64_t s = std::max<int64_t>(1, (in[0][2] + op.output[2] - 1) / op.output[2]);
+    const int64_t p = std::max<int64_t>(0, ((op.output[2] - 1) * s + in[1][2] - in[0][2] + 1) / 2);
+    const int64_t groups = in[0][1] / std::max<int64_t>(1, in[1][1]);
+    return [s, p, groups](const std::vector<Tensor>& t) { return conv2d(t[0], t[1], Tensor(), s, p, 1, groups); };
+  }
+  if (op.op == "matmul" && in.size() >= 2) return [](const std::vector<Tensor>& t) { return matmul(t[0], t[1]); };
+  if (op.op == "batch_norm" && in.size() >= 3 && in[0].size() >= 2) {
+    return [c = in[0][1]](const std::vector<Tensor>& t) {
+      return batch_norm(t[0], zeros({c}), ones({c}), t[1], t[2], /*training=*/true);
+    };
+  }
+  if (op.op == "relu" && in.size() == 1) return [](const std::vector<Tensor>& t) { return relu(t[0]); };
+  if (op.op == "add" && in.size() == 2) return [](const std::vector<Tensor>& t) { return add(t[0], t[1]); };
+  if (op.op == "adaptive_avg_pool2d" && in.size() == 1 && op.output.size() == 4) {
+    return [h = op.output[2], w = op.output[3]](const std::vector<Tensor>& t) {
+      return adaptive_avg_pool2d(t[0], Int2{h, w});
+    };
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void profile_ops(ModelCost& cost, double seconds, const std::function<void()>& sync) {
+  for (OpCost& op : cost.ops) {
+    auto replay = replay_of(op);
+    if (!replay) continue;
+    if (sync) sync();
+    std::vector<Tensor> inputs;
+    for (size_t k = 0; k < op.inputs.size(); ++k) {
+      if (op.inputs[k].empty() && k > 0) continue;  // an absent optional input (a conv's bias)
+      Tensor t = randn(op.inputs[k]);
+      t.set_requires_grad(k > 0 || op.input_grad);
+      inputs.push_back(t);
+    }
+    Tensor gy = randn(op.output);
+    EnableGradGuard grad;  // recorded as training records it
+    op.measured_s = per_call(seconds, [&] { (void)replay(inputs); });
+    if (sync) sync();
+    const double both = per_call(seconds, [&] {
+      for (Tensor& t : inputs) t.set_grad(Tensor());
+      replay(inputs).backward(gy);
+    });
+    op.measured_backward_s = std::max(both - op.measured_s, 0.0);
+  }
 }
 
 DeviceSpeed measure_cpu(double seconds) {

@@ -6,12 +6,14 @@
 // convolution-shaped matrix products, B bytes/s of memory traffic and costs `dispatch`
 // seconds per operation, an operation takes flops / F + bytes / B + dispatch; backward
 // costs twice the forward (two products per product, about two passes of memory per
-// elementwise op), and the optimizer's update reads and writes its state once.
+// elementwise op) unless the op was profiled (profile_ops), and the optimizer's update
+// reads and writes its state once.
 //
 // Communication across ranks is the collectives' cost model's (distributed/cost_model.h);
 // kiln_paleo composes the two into the step time and scaling efficiency of data-parallel
 // training, and validates them against measured steps.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,6 +28,11 @@ struct OpCost {
   double flops = 0;    // forward, for the whole example batch
   double bytes = 0;    // forward: inputs read and output written
   bool product = false;  // a convolution or matrix product (compute-bound)
+  std::vector<Shape> inputs;  // the forward inputs' shapes
+  Shape output;
+  bool input_grad = true;  // backward computes the gradient of the first input too
+  double measured_s = 0;           // profile_ops: forward alone on the device (0: not measured)
+  double measured_backward_s = 0;  // profile_ops: its backward alone
 };
 
 struct ModelCost {
@@ -53,9 +60,21 @@ struct StepEstimate {
 };
 // One training step's compute at `batch` examples (cost from a trace at any batch),
 // with an optimizer whose update moves `update_bytes_per_param` bytes per parameter
-// (AdamW in f32: read p, g, m, v and write p, m, v = 28).
+// (AdamW in f32: read p, g, m, v and write p, m, v = 28). Profiled ops use their measured
+// times (scaled by the batch).
 StepEstimate estimate_step(const ModelCost& cost, const DeviceSpeed& device, int64_t batch,
                            double update_bytes_per_param = 28);
+
+// PALEO's per-layer refinement: replays every op of `cost` kiln can rebuild from shapes
+// alone (convolutions with stride and padding inferred, matrix products, training-mode
+// batch norm, relu, add, adaptive average pooling) on fresh inputs, forward and forward +
+// backward, and records both times, which estimate_step then uses instead of the
+// flops / F and bytes / B estimates and the 2 x forward rule. This is where a device's
+// speed depends most on the shape (a 1-channel stem convolution runs far below a
+// 32-channel one; training-mode batch norm makes several passes). `seconds` bounds each
+// measurement. `sync`, when given, runs before each measurement: data-parallel ranks pass
+// a barrier, so that every rank measures the same op at the same time, as in training.
+void profile_ops(ModelCost& cost, double seconds = 0.05, const std::function<void()>& sync = nullptr);
 
 // Measures this process's CPU: F from kiln's matmul on conv-shaped products, B from an
 // elementwise add of tensors larger than the caches, dispatch from a tiny op. `seconds`
