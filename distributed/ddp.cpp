@@ -16,6 +16,13 @@
 
 namespace kiln::dist {
 
+void broadcast_module(ProcessGroup& pg, nn::Module& module) {
+  std::vector<Tensor> state;
+  for (auto& [name, p] : module.named_parameters()) state.push_back(p);
+  for (auto& [name, b] : module.named_buffers()) state.push_back(b);
+  broadcast_coalesced(pg, state);
+}
+
 DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> module, std::shared_ptr<ProcessGroup> pg,
                                                  DDPOptions options)
     : nn::Module("DistributedDataParallel"), module_(std::move(module)), pg_(std::move(pg)), options_(options) {
@@ -26,11 +33,7 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> mod
              "DistributedDataParallel: bucket caps must be positive (got ", options_.first_bucket_cap_mb, " and ",
              options_.bucket_cap_mb, " MiB)");
 
-  // Every replica starts from rank 0's parameters and buffers.
-  std::vector<Tensor> state;
-  for (auto& [name, p] : module_->named_parameters()) state.push_back(p);
-  for (auto& [name, b] : module_->named_buffers()) state.push_back(b);
-  broadcast_coalesced(*pg_, state);
+  broadcast_module(*pg_, *module_);  // every replica starts from rank 0's state
 
   for (auto& [name, p] : module_->named_parameters()) {
     if (!p.requires_grad()) continue;

@@ -46,6 +46,10 @@ struct DDPOptions {
   HierarchicalAlgorithm hierarchical_algorithm = HierarchicalAlgorithm::Sharded;
 };
 
+// Rank 0's parameters and buffers of `module` on every rank (what the data-parallel
+// wrappers do at construction, so that every replica starts equal).
+void broadcast_module(ProcessGroup& pg, nn::Module& module);
+
 class DistributedDataParallel final : public nn::Module {
  public:
   DistributedDataParallel(std::shared_ptr<nn::Module> module, std::shared_ptr<ProcessGroup> pg,

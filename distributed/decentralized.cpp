@@ -2,6 +2,7 @@
 // device into flat buffers, are averaged with the neighbors by neighbor_allreduce (or
 // all-reduced exactly every k steps); the optimizer in between is the trainer's own.
 #include <kiln/distributed/decentralized.h>
+#include <kiln/distributed/ddp.h>
 
 #include <chrono>
 
@@ -44,10 +45,7 @@ DecentralizedDataParallel::DecentralizedDataParallel(std::shared_ptr<nn::Module>
              pg_->size());
   KILN_CHECK(options_.exact_average_every >= 0, "DecentralizedDataParallel: exact_average_every must not be negative");
 
-  std::vector<Tensor> state;
-  for (auto& [name, p] : module_->named_parameters()) state.push_back(p);
-  for (auto& [name, b] : module_->named_buffers()) state.push_back(b);
-  broadcast_coalesced(*pg_, state);
+  broadcast_module(*pg_, *module_);
 
   for (auto& [name, p] : module_->named_parameters()) {
     if (!p.requires_grad()) continue;

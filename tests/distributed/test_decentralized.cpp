@@ -36,6 +36,15 @@ std::vector<double> flat_params(nn::Module& m) {
 // Rank r's data for a global batch x, y of 4 * world rows.
 Tensor rows(const Tensor& t, int r) { return t.narrow(0, 4 * r, 4); }
 
+// One decentralized step of rank r on its rows, as a trainer makes it.
+void dp_step(DecentralizedDataParallel& dp, Optimizer& opt, const Tensor& x, const Tensor& y, int r) {
+  opt.zero_grad();
+  mse_loss(dp(rows(x, r)), rows(y, r)).backward();
+  dp.before_step();
+  opt.step();
+  dp.after_step();
+}
+
 }  // namespace
 
 TEST_CASE("decentralized: with the full topology ATC and gradient tracking equal DDP's SGD",
@@ -57,11 +66,7 @@ TEST_CASE("decentralized: with the full topology ATC and gradient tracking equal
       so.lr = 0.2;
       SGD opt(m->parameters(), so);
       for (int step = 0; step < 4; ++step) {
-        opt.zero_grad();
-        mse_loss(dp(rows(x, r)), rows(y, r)).backward();
-        dp.before_step();
-        opt.step();
-        dp.after_step();
+        dp_step(dp, opt, x, y, r);
       }
       finals[r] = flat_params(*m);
       CHECK_NOTHROW(dp.consensus_distance());
@@ -176,11 +181,7 @@ TEST_CASE("decentralized: gradient tracking reaches the global optimum on hetero
       so.lr = 0.05;
       SGD opt(m->parameters(), so);
       for (int step = 0; step < 2000; ++step) {
-        opt.zero_grad();
-        mse_loss(dp(rows(x, r)), rows(y, r)).backward();
-        dp.before_step();
-        opt.step();
-        dp.after_step();
+        dp_step(dp, opt, x, y, r);
       }
       std::vector<double> w = flat_params(*m);  // weight (6), then bias (1)
       double e = 0;
@@ -212,11 +213,7 @@ TEST_CASE("decentralized: exact averaging every k steps and average_exactly", "[
     so.lr = 0.1;
     SGD opt(m->parameters(), so);
     for (int step = 0; step < 4; ++step) {
-      opt.zero_grad();
-      mse_loss(dp(rows(x, r)), rows(y, r)).backward();
-      dp.before_step();
-      opt.step();
-      dp.after_step();
+      dp_step(dp, opt, x, y, r);
       if (step == 2) dist_after_exact[r] = dp.consensus_distance();     // steps 0, 1: one peer; 2: exact
       if (step == 3) dist_after_neighbor[r] = dp.consensus_distance();  // one peer again
     }
