@@ -851,8 +851,10 @@ int main(int argc, char** argv) {
     if (cfg.dp == "neighbor" && (cfg.optimizer == "sam" || cfg.optimizer == "asam"))
       throw CLI::ValidationError("--dp neighbor", "does not combine with --optimizer " + cfg.optimizer +
                                                       " (SAM's second pass needs the gradients of one shared model)");
-    if (cfg.dp != "neighbor" && (app.count("--topology") || app.count("--neighbor-mode") ||
-                                 app.count("--exact-average-every")))
+    // (compared with the defaults, not counted: a config file written by a run sets them all)
+    const Config defaults;
+    if (cfg.dp != "neighbor" && (cfg.topology != defaults.topology || cfg.neighbor_mode != defaults.neighbor_mode ||
+                                 cfg.exact_average_every != defaults.exact_average_every))
       throw CLI::ValidationError("--topology/--neighbor-mode/--exact-average-every", "apply only with --dp neighbor");
     try {
       return train(cfg, app);
