@@ -8,6 +8,7 @@ line still runs and prints what it did; output that cannot be written (/dev/full
 failure, exit 1.
 
 usage: python3 bench_args.py KILN_BENCH_KERNELS KILN_BENCH_DDP KILN_BENCH_TRAIN_STEP KILN_DEMO
+                            [KILN_COMM_MODEL KILN_BENCH_COMM KILN_PALEO]
 """
 
 import json
@@ -118,6 +119,34 @@ def main():
         check(rc == 1 and "--json-out" in err and "/dev/full" in err, "--json-out on /dev/full should exit 1",
               cmd, rc, out, err)
         print("ok: write errors exit 1")
+
+    # The communication and scaling models' programs.
+    if len(sys.argv) >= 8:
+        comm_model, bench_comm, paleo = sys.argv[5:8]
+        expect_usage_error(comm_model, ["--cluster", "mars"], "--cluster", "mars")
+        expect_usage_error(comm_model, ["--ranks", "0"], "--ranks")
+        expect_usage_error(comm_model, ["--bytes", "-5"], "--bytes")
+        expect_usage_error(bench_comm, ["--iters", "0"], "--iters")
+        expect_usage_error(bench_comm, ["--bytes", "x"], "--bytes")
+        expect_usage_error(paleo, ["--batch", "0"], "--batch")
+        expect_usage_error(paleo, ["--cluster", "mars"], "--cluster", "mars")
+        expect_usage_error(paleo, ["--gpu-tflops", "-1"], "--gpu-tflops")
+        expect_help(comm_model, ["--cluster", "--ranks", "--bytes", "--alpha-us", "--gbs", "--gamma-ps"])
+        expect_help(bench_comm, ["--bytes", "--iters"])
+        expect_help(paleo, ["--width", "--batch", "--validate", "--cluster", "--per-gpu-batch"])
+        cmd = [comm_model, "--cluster", "h100-cluster", "--ranks", "1024", "--bytes", "1024", "1073741824"]
+        rc, out, err = run(cmd)
+        check(rc == 0 and "neighbor beats hierarchical below" in out and "| neighbor" in out and
+              "| hierarchical" in out, "kiln_comm_model should print the table and the crossovers", cmd, rc, out, err)
+        cmd = [paleo, "--cluster", "h100-node"]
+        rc, out, err = run(cmd)
+        check(rc == 0 and "efficiency" in out and "100.0%" in out, "kiln_paleo --cluster should print its table",
+              cmd, rc, out, err)
+        cmd = [bench_comm]  # one rank: nothing to exchange with
+        rc, out, err = run(cmd)
+        check(rc == 1 and "2 or more ranks" in err, "kiln_bench_comm on one rank should say it needs two", cmd, rc,
+              out, err)
+        print("ok: kiln_comm_model, kiln_bench_comm, kiln_paleo command lines")
 
     if failures:
         print(f"\n{len(failures)} FAILED:\n" + "\n".join(failures))
