@@ -13,8 +13,6 @@
 //
 // usage: kiln-run --nproc-per-node N kiln_bench_comm [--bytes B ...] [--iters N]
 #include <algorithm>
-#include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -25,11 +23,12 @@
 
 using namespace kiln;
 namespace cost = kiln::dist::cost;
-using Clock = std::chrono::steady_clock;
 
 namespace {
 
-Tensor floats(double bytes) { return randn({std::max<int64_t>(1, static_cast<int64_t>(bytes / 4))}); }
+// A message of about `bytes`: whole f32 elements, at least one.
+int64_t elements(double bytes) { return std::max<int64_t>(1, static_cast<int64_t>(bytes / 4)); }
+Tensor floats(double bytes) { return randn({elements(bytes)}); }
 
 std::string bytes_str(double b) {
   char buf[32];
@@ -74,7 +73,7 @@ int run_bench(std::vector<double> sizes, int iters) {
               "one-peer neighbor: meas / model", hierarchy ? " | hierarchical: meas / model" : "");
   size_t k = 0;
   for (double b : sizes) {
-    const double bytes = static_cast<double>(std::max<int64_t>(1, static_cast<int64_t>(b / 4))) * 4;
+    const double bytes = static_cast<double>(elements(b)) * 4;
     const double ring = probes[k++].seconds, nb = probes[k++].seconds;
     const double pr = cost::ring_allreduce_seconds(here, n, bytes), pn = cost::one_peer_neighbor_seconds(here, n, bytes);
     std::printf("%10s | %8.1f / %8.1f us (x%.2f)     | %8.1f / %8.1f us (x%.2f)    ", bytes_str(bytes).c_str(),

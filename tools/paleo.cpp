@@ -55,12 +55,6 @@ std::shared_ptr<nn::Sequential> cnn(int64_t width) {
 }
 
 void print_cost(const eval::ModelCost& c) {
-  std::map<std::string, std::pair<int, double>> by_op;  // count, bytes
-  for (const auto& op : c.ops) {
-    auto& e = by_op[op.op];
-    ++e.first;
-    e.second += op.bytes;
-  }
   std::printf("model: %lld parameters, %zu ops per forward; per example: %.2f MFLOP in products, %.2f MFLOP "
               "elsewhere, %.2f MB moved\n", (long long)c.params, c.ops.size(), c.product_flops / c.batch / 1e6,
               c.other_flops / c.batch / 1e6, c.bytes / c.batch / 1e6);
