@@ -117,4 +117,30 @@ void fused_adam_update(const std::vector<Tensor>& params, const std::vector<Tens
   kernel<op::adam_update>(params[0].device())(p, g, m, v, vmax, args);
 }
 
+void fused_prox_adam_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                            const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                            const ProxAdamUpdateArgs& args) {
+  const char* op = "fused_prox_adam_update";
+  check_params(op, params);
+  check_list(op, "grads", grads, params, true);
+  check_list(op, "exp_avgs", exp_avgs, params, false);
+  check_list(op, "exp_avg_sqs", exp_avg_sqs, params, false);
+  KILN_CHECK(args.step >= 1, op, ": step must be >= 1, got ", args.step);
+  KILN_CHECK(args.beta1 >= 0 && args.beta1 < 1 && args.beta2 >= 0 && args.beta2 < 1, op,
+             ": betas must lie in [0, 1), got (", args.beta1, ", ", args.beta2, ")");
+  check_finite(op, "lr", args.lr);
+  check_finite(op, "eps", args.eps);
+  check_finite(op, "weight_decay", args.weight_decay);
+  check_finite(op, "lambda", args.lambda);
+  KILN_CHECK(args.eps > 0, op, ": eps must be > 0 (it bounds the penalty's step lr * lambda / eps), got ", args.eps);
+  KILN_CHECK(args.lambda >= 0, op, ": lambda must be >= 0, got ", args.lambda);
+  const int pen = static_cast<int>(args.penalty);
+  KILN_CHECK(pen >= 0 && pen <= 3, op, ": unknown penalty ", pen);
+  if (params.empty()) return;
+  NoGradGuard no_grad;
+  const std::vector<TensorView> p = views_of(params), g = views_of(grads), m = views_of(exp_avgs),
+                                v = views_of(exp_avg_sqs);
+  kernel<op::prox_adam_update>(params[0].device())(p, g, m, v, args);
+}
+
 }  // namespace kiln

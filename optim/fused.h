@@ -1,12 +1,14 @@
-// Fused multi-tensor optimizer updates: the checked entry points of the sgd_update and
-// adam_update kernel slots (optim/op_list.h). One call updates every tensor of the lists in place (on
-// CUDA in one kernel launch per few dozen tensors / 20M elements, not one per tensor).
-// SGD, Adam and AdamW (optim/sgd.h, optim/adam.h) step through these; they are public
+// Fused multi-tensor optimizer updates: the checked entry points of the sgd_update,
+// adam_update and prox_adam_update kernel slots (optim/op_list.h). One call updates every
+// tensor of the lists in place (on CUDA in one kernel launch per few dozen tensors / 20M
+// elements, not one per tensor). SGD, Adam, AdamW (optim/sgd.h, optim/adam.h) and
+// ProxAdam (optim/proximal.h) step through these; they are public
 // so that other training loops can use the kernels without an Optimizer object.
 #pragma once
 #include <vector>
 
 #include <kiln/core/tensor.h>
+#include <kiln/optim/prox.h>
 
 namespace kiln {
 
@@ -25,6 +27,17 @@ struct AdamUpdateArgs {
   bool amsgrad = false, maximize = false;
 };
 
+// ProxGen's proximal Adam (optim/proximal.h): Adam's moments with the L2 decay folded
+// into the gradient, then the preconditioned proximal step of an L_p penalty
+// (optim/prox.h): with denom = sqrt(v) / sqrt(1 - beta2^t) + eps,
+//   p = prox_lp(p - lr / (1 - beta1^t) * m / denom,  lr * lambda / denom).
+struct ProxAdamUpdateArgs {
+  double lr = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+  int64_t step = 1;  // the step being taken (>= 1)
+  double lambda = 0;  // the penalty's weight (>= 0)
+  LpPenalty penalty = LpPenalty::L1;
+};
+
 // In place, under NoGradGuard: params[i] (and momentum_buffers[i]) from grads[i]. All
 // tensors contiguous and on one device; params f16/bf16/f32/f64 of one dtype; grads of
 // the params' shapes and dtype; buffers of the params' shapes in optim_state_dtype.
@@ -35,5 +48,9 @@ void fused_sgd_update(const std::vector<Tensor>& params, const std::vector<Tenso
 void fused_adam_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                        const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
                        const std::vector<Tensor>& max_exp_avg_sqs, const AdamUpdateArgs& args);
+// The same contract for ProxGen's proximal Adam; eps must be > 0 (it bounds lambda's step).
+void fused_prox_adam_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                            const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                            const ProxAdamUpdateArgs& args);
 
 }  // namespace kiln

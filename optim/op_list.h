@@ -7,7 +7,8 @@
 // grads[i] and each state list's [i] have one shape; params and grads share one floating
 // dtype; state tensors are in optim_state_dtype(param dtype). An empty state list means
 // that state is not used (momentum_buffers when momentum == 0, max_exp_avg_sqs unless
-// amsgrad). Formulas: PyTorch's torch.optim.SGD / Adam / AdamW (optim/sgd.h, optim/adam.h).
+// amsgrad). Formulas: PyTorch's torch.optim.SGD / Adam / AdamW (optim/sgd.h, optim/adam.h); ProxGen's
+// proximal Adam (optim/fused.h, optim/prox.h).
 #pragma once
 #include <span>
 
@@ -22,7 +23,9 @@ using TensorViews = std::span<const TensorView>;
   X(sgd_update, void(TensorViews params, TensorViews grads, TensorViews momentum_buffers,           \
                      const SgdUpdateArgs& args))                                                     \
   X(adam_update, void(TensorViews params, TensorViews grads, TensorViews exp_avgs,                  \
-                      TensorViews exp_avg_sqs, TensorViews max_exp_avg_sqs, const AdamUpdateArgs& args))
+                      TensorViews exp_avg_sqs, TensorViews max_exp_avg_sqs, const AdamUpdateArgs& args)) \
+  X(prox_adam_update, void(TensorViews params, TensorViews grads, TensorViews exp_avgs,             \
+                           TensorViews exp_avg_sqs, const ProxAdamUpdateArgs& args))
 
 KILN_DECLARE_KERNELS(KILN_OPTIM_KERNELS)
 

@@ -1,4 +1,4 @@
-// LARS, LAMB, AdamS, SRSGD and annealed gradient noise (formulas: optim/research.h),
+// LARS, LAMB, AdamS, SRSGD, Apollo and annealed gradient noise (formulas: optim/research.h),
 // composed from tensor ops.
 #include <kiln/optim/research.h>
 
@@ -7,6 +7,7 @@
 #include <kiln/core/autograd.h>
 #include <kiln/core/generator.h>
 #include <kiln/ops/binary.h>
+#include <kiln/ops/clamp.h>
 #include <kiln/ops/reduce.h>
 #include <kiln/ops/index.h>
 #include <kiln/ops/unary.h>
@@ -227,6 +228,70 @@ void SRSGD::update(size_t group, const std::vector<size_t>& indices, const std::
     Tensor next = sub(p, mul(d, lr));
     write_back(param(i), add(next, mul(sub(next, prev), mu)));
     prev.copy_(next);
+  }
+}
+
+// ---- Apollo ----
+
+Apollo::Apollo(const std::vector<Tensor>& params, const ApolloOptions& o)
+    : Apollo(std::vector<ParamGroup>{ParamGroup{params, {}}}, o) {}
+Apollo::Apollo(const std::vector<ParamGroup>& groups, const ApolloOptions& o)
+    : Optimizer({{"lr", o.lr},
+                 {"beta", o.beta},
+                 {"eps", o.eps},
+                 {"sigma", o.sigma},
+                 {"weight_decay", o.weight_decay},
+                 {"warmup", double(o.warmup)},
+                 {"init_lr", o.init_lr},
+                 {"decay_type", double(o.decay_type)}}) {
+  add_param_groups(groups);
+}
+
+void Apollo::check_options(const std::map<std::string, double>& o, size_t group) const {
+  check_common("Apollo", o, group, {"lr", "eps", "weight_decay", "init_lr"});
+  KILN_CHECK(o.at("beta") >= 0 && o.at("beta") < 1, "Apollo: invalid beta ", o.at("beta"), " in param group ", group,
+             " (must lie in [0, 1))");
+  KILN_CHECK(o.at("sigma") > 0, "Apollo: invalid sigma ", o.at("sigma"), " in param group ", group,
+             " (the rectification bound must be > 0)");
+  const double w = o.at("warmup"), d = o.at("decay_type");
+  KILN_CHECK(w >= 0 && w == std::floor(w), "Apollo: warmup of param group ", group,
+             " must be a whole number >= 0, got ", w);
+  KILN_CHECK(d == 0 || d == 1 || d == 2, "Apollo: decay_type of param group ", group,
+             " must be 0 (L2), 1 (decoupled) or 2 (stable), got ", d);
+}
+
+void Apollo::update(size_t group, const std::vector<size_t>& indices, const std::vector<Tensor>& grads) {
+  const ParamGroup& G = param_groups()[group];
+  const double lr = G.get("lr"), beta = G.get("beta"), eps = G.get("eps"), sigma = G.get("sigma");
+  const double wd = G.get("weight_decay"), init_lr = G.get("init_lr");
+  const auto warmup = static_cast<int64_t>(G.get("warmup"));
+  const int decay_type = static_cast<int>(G.get("decay_type"));
+  for (size_t k = 0; k < indices.size(); ++k) {
+    const size_t i = indices[k];
+    const int64_t done = state(i).step, t = done + 1;
+    mutable_state(i).step = t;
+    const double lr_t = done < warmup ? (lr - init_lr) * double(done) / double(warmup) + init_lr : lr;
+    const double alpha = (1 - beta) / (1 - std::pow(beta, double(t)));
+    Tensor p = in_state_dtype(param(i)), g = in_state_dtype(grads[k]);
+    if (wd != 0 && decay_type == 0) g = add(g, mul(p, wd));
+    Tensor& m = buffer_or_zeros(i, "exp_avg_grad");
+    Tensor& B = buffer_or_zeros(i, "approx_hessian");
+    Tensor& d = buffer_or_zeros(i, "update");
+    Tensor dg = sub(g, m);
+    m.add_(dg, alpha);
+    // Everything below stays on the device: |d|_4 and delta are 0-d tensors.
+    Tensor d2 = mul(d, d);
+    Tensor norm4 = add(sqrt(sqrt(sum(mul(d2, d2)))), eps);
+    d.copy_(div(d, norm4));
+    Tensor v_sq = mul(d, d);
+    Tensor delta = sub(mul(sum(mul(div(dg, norm4), d)), -alpha), sum(mul(B, v_sq)));
+    B.add_(mul(v_sq, delta));
+    Tensor D = clamp_min(abs(B), sigma);
+    Tensor dir = div(m, D);
+    if (wd != 0 && decay_type == 1) dir = add(dir, mul(p, wd));
+    if (wd != 0 && decay_type == 2) dir = add(dir, mul(p, wd / mean(D.to(DType::F64)).item<double>()));
+    d.copy_(dir);
+    write_back(param(i), sub(p, mul(dir, lr_t)));
   }
 }
 

@@ -22,6 +22,17 @@
 //   k = (t - 1) mod restart_every + 1;  mu = (k - 1) / (k + 2)
 //   v_next = w - lr * (g + weight_decay * w);  w = v_next + mu * (v_next - v);  v = v_next
 //   (v starts as w; at k = 1, every restart_every steps, the momentum restarts at 0)
+// Apollo (Ma 2020, "Apollo: an adaptive parameter-wise diagonal quasi-Newton method",
+//   Algorithm 1, as the author's reference implementation), per param with its step t:
+//   g = grad (+ weight_decay * w for decay_type 0, L2);  alpha = (1 - beta) / (1 - beta^t)
+//   dg = g - m;  m = m + alpha * dg                     (bias-corrected gradient average)
+//   d = d / (|d|_4 + eps)                               (d: the previous update direction)
+//   delta = -alpha * sum(dg * d) / (|d|_4 + eps) - sum(B * d^2)   (d already scaled)
+//   B = B + delta * d^2                                 (the diagonal Hessian, weak secant)
+//   D = max(|B|, sigma)                                 (rectified, sigma = 1 in the paper)
+//   d = m / D  (+ weight_decay * w for decay_type 1, decoupled; + weight_decay / mean(D) * w
+//              for 2, stable);   w = w - lr_t * d
+//   lr_t = init_lr + (lr - init_lr) * (t - 1) / warmup while t - 1 < warmup, else lr
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -105,6 +116,29 @@ class SRSGD final : public Optimizer {
   void check_options(const std::map<std::string, double>& options, size_t group) const override;
   std::vector<std::string> state_names() const override { return {"prev_iterate"}; }
   std::vector<std::string> required_state_names() const override { return {"prev_iterate"}; }
+  bool counts_steps() const override { return true; }
+  void update(size_t group, const std::vector<size_t>& indices, const std::vector<Tensor>& grads) override;
+};
+
+struct ApolloOptions {
+  double lr = 1.0, beta = 0.9, eps = 1e-4, sigma = 1.0, weight_decay = 0.0;
+  int64_t warmup = 100;   // steps of linear warmup from init_lr to lr (0: none)
+  double init_lr = 0.01;
+  int decay_type = 0;     // 0: L2 (in the gradient), 1: decoupled, 2: stable (Apollo's three)
+};
+// Group options: "lr", "beta", "eps", "sigma", "weight_decay", "warmup", "init_lr",
+// "decay_type". State: state.<i>.step, .exp_avg_grad (m), .approx_hessian (B), .update (d).
+// The stable decay reads mean(D) back to the host once per param and step.
+class Apollo final : public Optimizer {
+ public:
+  explicit Apollo(const std::vector<Tensor>& params, const ApolloOptions& options = {});
+  explicit Apollo(const std::vector<ParamGroup>& groups, const ApolloOptions& defaults = {});
+  const char* name() const override { return "Apollo"; }
+
+ protected:
+  void check_options(const std::map<std::string, double>& options, size_t group) const override;
+  std::vector<std::string> state_names() const override { return {"exp_avg_grad", "approx_hessian", "update"}; }
+  std::vector<std::string> required_state_names() const override { return state_names(); }
   bool counts_steps() const override { return true; }
   void update(size_t group, const std::vector<size_t>& indices, const std::vector<Tensor>& grads) override;
 };

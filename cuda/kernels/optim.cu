@@ -11,10 +11,14 @@
 //         p = p - step_size * m / (sqrt(v) / sqrt(1 - beta2^step) + eps),
 //         step_size = lr / (1 - beta1^step) (computed on the host, in double: the step
 //         count lives on the host, so nothing is read back)
+//   ProxAdam  g += wd * p; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
+//         denom = sqrt(v) / sqrt(1 - beta2^step) + eps;
+//         p = prox_lp(p - step_size * m / denom, lr * lambda / denom)   (optim/prox.h)
 // Tensors: lists of n contiguous tensors (optim/op_list.h), param i, grad i and state i
 // of one numel; params/grads f16, bf16, f32 or f64; state in the accumulation dtype (f32,
 // f64 for f64 params). Math in the same type; writes (=) params and state. Same formulas
-// and operation order as the CPU references (optim/cpu/sgd.cpp, optim/cpu/adam.cpp),
+// and operation order as the CPU references (optim/cpu/sgd.cpp, optim/cpu/adam.cpp,
+// optim/cpu/prox_adam.cpp),
 // which compute in double.
 // Layout: each tensor is cut into chunks of kChunkSize elements; a block of kOptimBlock
 // threads handles one chunk, kILP elements per thread per step (one aligned vector load
@@ -31,6 +35,7 @@
 
 #include <kiln/cuda/kernels/common.cuh>
 #include <kiln/optim/op_list.h>
+#include <kiln/optim/prox.h>
 
 namespace kiln::cuda {
 namespace {
@@ -121,6 +126,23 @@ struct AdamFunctor {
     }
     const C denom = k_sqrt(vhat) / bias_correction2_sqrt + eps;
     p = p - step_size * (m / denom);
+  }
+};
+
+// ProxGen's proximal Adam (optim/fused.h): Adam's moments (L2 decay in the gradient),
+// then the L_p proximal map (optim/prox.h) of the preconditioned step.
+template <class T, class C, int NS>
+struct ProxAdamFunctor {
+  C beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay, step_size, bias_correction2_sqrt,
+      penalty_step;
+  LpPenalty penalty;
+  __device__ __forceinline__ void operator()(C& p, C g, C* s) const {
+    if (weight_decay != C(0)) g = g + weight_decay * p;
+    s[0] = beta1 * s[0] + one_minus_beta1 * g;
+    s[1] = beta2 * s[1] + one_minus_beta2 * g * g;
+    const C denom = k_sqrt(s[1]) / bias_correction2_sqrt + eps;
+    const C z = p - step_size * (s[0] / denom);
+    p = kiln::detail::prox_lp<C>(z, penalty_step / denom, penalty);
   }
 };
 
@@ -312,6 +334,27 @@ void adam_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, Te
       const TensorViews lists[4] = {params, grads, exp_avgs, exp_avg_sqs};
       run<T, C, 4>(lists, make(std::integral_constant<int, 2>{}), stream);
     }
+  });
+}
+
+void prox_adam_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, TensorViews exp_avg_sqs,
+                      const ProxAdamUpdateArgs& a) {
+  if (params.empty()) return;
+  const Device device = params[0].device;
+  DeviceGuard guard(device);
+  const cudaStream_t stream = current_stream(device);
+  const double step = static_cast<double>(a.step);
+  const double step_size = a.lr / (1.0 - std::pow(a.beta1, step));
+  const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(a.beta2, step));
+  visit_param_dtype(params[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using C = acc_t<T>;
+    const ProxAdamFunctor<T, C, 2> op{C(a.beta1),   C(a.beta2),        C(1.0 - a.beta1),
+                                      C(1.0 - a.beta2), C(a.eps),       C(a.weight_decay),
+                                      C(step_size), C(bias_correction2_sqrt), C(a.lr * a.lambda),
+                                      a.penalty};
+    const TensorViews lists[4] = {params, grads, exp_avgs, exp_avg_sqs};
+    run<T, C, 4>(lists, op, stream);
   });
 }
 

@@ -1,8 +1,9 @@
 // The fused multi-tensor optimizer kernels (cuda/kernels/optim.cu) against the CPU
-// reference (ops/cpu/optim.cpp): SGD, Adam and AdamW over many params of odd sizes,
+// reference (optim/cpu/*.cpp): SGD, Adam, AdamW and ProxAdam over many params of odd sizes,
 // enough tensors and chunks to take several launches (one tensor cut between two),
 // params at unaligned offsets (the scalar path), f32 and half precision; then the
-// optimizer classes and clip_grad_norm_ on CUDA params against the same on the CPU.
+// optimizer classes (the research optimizers too) and clip_grad_norm_ on CUDA params
+// against the same on the CPU.
 #include "test_util.h"
 
 using namespace kiln;
@@ -171,6 +172,43 @@ TEST_CASE("cuda fused updates with f16/bf16 params and f32 state", "[cuda][optim
   }
 }
 
+TEST_CASE("cuda fused prox_adam matches the CPU reference for every penalty", "[cuda][optim]") {
+  // Hard, half and two-thirds thresholding jump at their thresholds: an element whose
+  // f32 value lands within rounding of one may go to 0 on one device and not the other.
+  // Such elements are counted and must be few; every other element agrees to f32 rounding.
+  const std::vector<int64_t> sizes{1, 7, 33, 65537, 200003, 4096};
+  for (LpPenalty pen : {LpPenalty::L1, LpPenalty::L0, LpPenalty::LHalf, LpPenalty::LTwoThirds}) {
+    INFO("penalty " << static_cast<int>(pen));
+    TL pc = random_list(sizes, DType::F32, 51), pg = to_cuda(pc);
+    add_unaligned(pc, pg, DType::F32, 59);
+    const std::vector<int64_t> all = sizes_of(pc);
+    TL mc = random_list(all, DType::F32, 52), vc = random_list(all, DType::F32, 53, true);
+    TL mg = to_cuda(mc), vg = to_cuda(vc);
+    for (int64_t step = 1; step <= 2; ++step) {
+      TL gc = random_list(all, DType::F32, 54 + step), gg = to_cuda(gc);
+      ProxAdamUpdateArgs a{.lr = 0.05, .weight_decay = 0.01, .step = step, .lambda = 100, .penalty = pen};
+      fused_prox_adam_update(pc, gc, mc, vc, a);
+      fused_prox_adam_update(pg, gg, mg, vg, a);
+      check_list(mg, mc, kRtol, kAtol, "exp_avg");
+      check_list(vg, vc, kRtol, kAtol, "exp_avg_sq");
+      int64_t zeros_c = 0, zeros_g = 0, flips = 0, total = 0;
+      for (size_t i = 0; i < pc.size(); ++i) {
+        const std::vector<double> c = test::values(pc[i]), g = test::values(pg[i].cpu());
+        for (size_t j = 0; j < c.size(); ++j) {
+          ++total;
+          zeros_c += c[j] == 0;
+          zeros_g += g[j] == 0;
+          if ((c[j] == 0) != (g[j] == 0)) ++flips;
+          else CHECK(std::abs(g[j] - c[j]) <= kAtol + kRtol * std::abs(c[j]));
+        }
+      }
+      INFO("zeros cpu " << zeros_c << " cuda " << zeros_g << " of " << total << ", flips " << flips);
+      CHECK(zeros_c > total / 20);  // the penalty does zero weights here
+      CHECK(flips <= total / 100000 + 2);
+    }
+  }
+}
+
 TEST_CASE("cuda optimizers and clip_grad_norm_ step CUDA params like CPU ones", "[cuda][optim]") {
   const std::vector<Shape> shapes{{64, 33}, {33}, {3, 5, 7}, {1}, {300000}};
   auto make = [&](Device dev) {
@@ -190,32 +228,34 @@ TEST_CASE("cuda optimizers and clip_grad_norm_ step CUDA params like CPU ones", 
       opt.step();
     }
   };
-  for (int kind = 0; kind < 3; ++kind) {
+  // Every optimizer, made the same way for both devices (kinds 3-8: the research
+  // optimizers, composed of ops, and ProxAdam's fused kernel with the soft threshold).
+  auto make_opt = [](int kind, const TL& ps) -> std::unique_ptr<Optimizer> {
+    switch (kind) {
+      case 0: return std::make_unique<SGD>(ps, SGDOptions{.lr = 0.05, .momentum = 0.9, .nesterov = true});
+      case 1: return std::make_unique<Adam>(ps, AdamOptions{.lr = 1e-2, .amsgrad = true});
+      case 2: return std::make_unique<AdamW>(ps, AdamWOptions{.lr = 1e-2});
+      case 3: return std::make_unique<LARS>(ps, LARSOptions{.lr = 0.5, .weight_decay = 1e-3, .trust_coefficient = 0.01});
+      case 4: return std::make_unique<LAMB>(ps, LAMBOptions{.lr = 1e-2});
+      case 5: return std::make_unique<AdamS>(ps, AdamSOptions{.lr = 1e-2, .weight_decay = 1e-2});
+      case 6: return std::make_unique<SRSGD>(ps, SRSGDOptions{.lr = 0.05, .restart_every = 2});
+      case 7: return std::make_unique<Apollo>(ps, ApolloOptions{.lr = 0.5, .weight_decay = 1e-3, .warmup = 2});
+      default: return std::make_unique<ProxAdam>(ps, ProxAdamOptions{.lr = 1e-2, .lambda = 0.01});
+    }
+  };
+  for (int kind = 0; kind < 9; ++kind) {
     INFO("optimizer " << kind);
     TL pc = make(kCPU), pg = make(cuda0());
-    std::unique_ptr<Optimizer> oc, og;
-    if (kind == 0) {
-      oc = std::make_unique<SGD>(pc, SGDOptions{.lr = 0.05, .momentum = 0.9, .nesterov = true});
-      og = std::make_unique<SGD>(pg, SGDOptions{.lr = 0.05, .momentum = 0.9, .nesterov = true});
-    } else if (kind == 1) {
-      oc = std::make_unique<Adam>(pc, AdamOptions{.lr = 1e-2, .amsgrad = true});
-      og = std::make_unique<Adam>(pg, AdamOptions{.lr = 1e-2, .amsgrad = true});
-    } else {
-      oc = std::make_unique<AdamW>(pc, AdamWOptions{.lr = 1e-2});
-      og = std::make_unique<AdamW>(pg, AdamWOptions{.lr = 1e-2});
-    }
+    std::unique_ptr<Optimizer> oc = make_opt(kind, pc), og = make_opt(kind, pg);
     run(*oc, pc, 3);
     run(*og, pg, 3);
     // Clipping sums in a different order on the GPU, so allow a little more than one step.
     check_list(pg, pc, 1e-4, 1e-5, "param");
     // The state dict moves between devices.
     auto saved = og->state_dict();
-    std::unique_ptr<Optimizer> oc2;
     TL pc2;
     for (const Tensor& p : pg) pc2.push_back(p.detach().cpu().set_requires_grad(true));
-    if (kind == 0) oc2 = std::make_unique<SGD>(pc2, SGDOptions{.lr = 0.05, .momentum = 0.9, .nesterov = true});
-    else if (kind == 1) oc2 = std::make_unique<Adam>(pc2, AdamOptions{.lr = 1e-2, .amsgrad = true});
-    else oc2 = std::make_unique<AdamW>(pc2, AdamWOptions{.lr = 1e-2});
+    std::unique_ptr<Optimizer> oc2 = make_opt(kind, pc2);
     oc2->load_state_dict(saved);
     for (size_t i = 0; i < pc2.size(); ++i)
       for (const auto& [k, t] : oc2->state(i).buffers) {

@@ -95,6 +95,29 @@ std::unique_ptr<Optimizer> make_base(const std::string& kind, const std::vector<
     o.restart_every = static_cast<int64_t>(a.num("restart_every", 40));
     return std::make_unique<SRSGD>(params, o);
   }
+  if (kind == "apollo") {
+    ApolloOptions o;
+    o.lr = a.num("lr", 1.0);
+    o.beta = a.num("beta", 0.9);
+    o.eps = a.num("eps", 1e-4);
+    o.sigma = a.num("sigma", 1.0);
+    o.weight_decay = a.num("weight_decay", 0);
+    o.warmup = static_cast<int64_t>(a.num("warmup", 100));
+    o.init_lr = a.num("init_lr", 0.01);
+    o.decay_type = static_cast<int>(a.num("decay_type", 0));
+    return std::make_unique<Apollo>(params, o);
+  }
+  if (kind == "proxadam") {
+    ProxAdamOptions o;
+    o.lr = a.num("lr", 1e-3);
+    o.beta1 = a.num("beta1", 0.9);
+    o.beta2 = a.num("beta2", 0.999);
+    o.eps = a.num("eps", 1e-8);
+    o.weight_decay = a.num("weight_decay", 0);
+    o.lambda = a.num("lambda", 1e-4);
+    o.p = a.num("p", 1);
+    return std::make_unique<ProxAdam>(params, o);
+  }
   throw Error("optim_interop: unknown optimizer " + kind);
 }
 

@@ -15,6 +15,7 @@ Exit status: 0 passed, 1 failed, 77 skipped (python3-torch is not installed).
 
 usage: optim_torch.py OPTIM_INTEROP_EXE WORK_DIR [--verbose]
 """
+import math
 import os
 import sys
 
@@ -220,6 +221,95 @@ def reference_entropy_sgd(p, x, y, o):
     return out
 
 
+def reference_apollo(p, x, y, o):
+    """Ma 2020, Apollo Algorithm 1 as the author's reference code (rectification bound sigma,
+    warmup from init_lr, weight decay 0 = L2, 1 = decoupled, 2 = stable)."""
+    p = [t.clone().requires_grad_(True) for t in p]
+    lr, beta, eps, sigma = o["lr"], o["beta"], o["eps"], o.get("sigma", 1.0)
+    wd, warmup, init_lr, kind = o.get("weight_decay", 0.0), o["warmup"], o["init_lr"], o.get("decay_type", 0)
+    m = [torch.zeros_like(t) for t in p]
+    B = [torch.zeros_like(t) for t in p]
+    d = [torch.zeros_like(t) for t in p]
+    out = {}
+    for s in range(STEPS):
+        for t in p:
+            t.grad = None
+        loss_fn(p, x[s], y[s]).backward()
+        curr_lr = (lr - init_lr) * s / warmup + init_lr if s < warmup else lr
+        step = s + 1
+        alpha = (1 - beta) / (1 - beta ** step)
+        with torch.no_grad():
+            for w, mi, Bi, di in zip(p, m, B, d):
+                g = w.grad + wd * w if kind == 0 else w.grad
+                dg = g - mi
+                mi.add_(alpha * dg)
+                denom = di.norm(p=4) + eps
+                di.div_(denom)
+                v_sq = di * di
+                delta = -alpha * (dg / denom * di).sum() - (Bi * v_sq).sum()
+                Bi.add_(v_sq * delta)
+                D = Bi.abs().clamp(min=sigma)
+                di.copy_(mi / D)
+                if kind == 1:
+                    di.add_(wd * w)
+                elif kind == 2:
+                    di.add_(wd / D.mean().item() * w)
+                w.sub_(curr_lr * di)
+        for i, w in enumerate(p):
+            out[f"step.{s}.p.{i}"] = w.detach().clone()
+    return out
+
+
+def prox_lp(z, eta, pw):
+    """argmin_x 1/2 (x - z)^2 + eta |x|^p, elementwise (soft / hard thresholding; the closed
+    forms of Xu et al. 2012 for p = 1/2 and Cao et al. 2013 for p = 2/3, lam = 2 eta)."""
+    a, sign = z.abs(), torch.where(z < 0, -1.0, 1.0).to(z.dtype)
+    if pw == 1:
+        return sign * (a - eta).clamp(min=0)
+    if pw == 0:
+        return torch.where(a > (2 * eta).sqrt(), z, torch.zeros_like(z))
+    lam = 2 * eta
+    if pw == 0.5:
+        t = 54 ** (1 / 3) / 4 * lam ** (2 / 3)
+        phi = torch.acos((lam / 8 * (a / 3) ** -1.5).clamp(max=1))
+        x = 2 / 3 * z * (1 + torch.cos(2 * math.pi / 3 - 2 / 3 * phi))
+        return torch.where(a > t, x, torch.zeros_like(z))
+    t = 2 / 3 * (3 * lam ** 3) ** 0.25
+    phi = torch.acosh((27 / 16 * z * z * lam ** -1.5).clamp(min=1))
+    A = 2 / math.sqrt(3) * lam ** 0.25 * torch.cosh(phi / 3).sqrt()
+    x = sign * ((A + (2 * a / A - A * A).clamp(min=0).sqrt()) / 2) ** 3
+    return torch.where(a > t, x, torch.zeros_like(z))
+
+
+def reference_proxadam(p, x, y, o):
+    """Yun et al. 2021 (ProxGen), Algorithm 1 with Adam's preconditioner C = sqrt(v_hat) + eps
+    (bias-corrected as Adam): w = prox_{lr lambda / C}(w - lr m_hat / C)."""
+    p = [t.clone().requires_grad_(True) for t in p]
+    lr, b1, b2, eps, wd, lam, pw = o["lr"], o["beta1"], o["beta2"], o["eps"], o.get("weight_decay", 0.0), o["lambda"], o["p"]
+    m = [torch.zeros_like(t) for t in p]
+    v = [torch.zeros_like(t) for t in p]
+    out = {}
+    zeros = 0
+    for s in range(STEPS):
+        for t in p:
+            t.grad = None
+        loss_fn(p, x[s], y[s]).backward()
+        step = s + 1
+        with torch.no_grad():
+            for w, mi, vi in zip(p, m, v):
+                g = w.grad + wd * w
+                mi.mul_(b1).add_((1 - b1) * g)
+                vi.mul_(b2).add_((1 - b2) * g * g)
+                C = vi.sqrt() / math.sqrt(1 - b2 ** step) + eps
+                w.copy_(prox_lp(w - lr / (1 - b1 ** step) * mi / C, lr * lam / C, pw))
+        for i, w in enumerate(p):
+            out[f"step.{s}.p.{i}"] = w.detach().clone()
+    zeros = sum(int((w == 0).sum()) for w in p)
+    if zeros == 0:
+        raise AssertionError(f"proxadam p={pw}: no weight reached 0; the case would not test the thresholds")
+    return out
+
+
 # name -> (kiln optimizer, key=value options, reference)
 CASES = {
     "sam-sgd": ("sam", {"base": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "rho": 0.05},
@@ -235,6 +325,20 @@ CASES = {
     "entropy-sgd": ("entropy-sgd", {"base": "sgd", "lr": 0.5, "momentum": 0.9, "nesterov": 1, "weight_decay": 1e-3,
                                     "inner_steps": 3, "gamma": 0.5, "scoping": 0.1, "inner_lr": 0.1, "alpha": 0.75},
                     reference_entropy_sgd),
+    "apollo": ("apollo", {"lr": 0.5, "beta": 0.9, "eps": 1e-4, "warmup": 3, "init_lr": 0.01, "weight_decay": 1e-3},
+               reference_apollo),
+    "apollo-decoupled": ("apollo", {"lr": 0.5, "beta": 0.8, "eps": 1e-4, "warmup": 0, "init_lr": 0.01,
+                                    "weight_decay": 1e-2, "decay_type": 1, "sigma": 0.5}, reference_apollo),
+    "apollo-stable": ("apollo", {"lr": 0.3, "beta": 0.9, "eps": 1e-4, "warmup": 4, "init_lr": 0.05,
+                                 "weight_decay": 1e-2, "decay_type": 2}, reference_apollo),
+    "proxadam-l1": ("proxadam", {"lr": 0.02, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "lambda": 0.05, "p": 1},
+                    reference_proxadam),
+    "proxadam-l0": ("proxadam", {"lr": 0.02, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "lambda": 0.2, "p": 0,
+                                 "weight_decay": 1e-3}, reference_proxadam),
+    "proxadam-lhalf": ("proxadam", {"lr": 0.02, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "lambda": 0.1, "p": 0.5},
+                       reference_proxadam),
+    "proxadam-ltwothirds": ("proxadam", {"lr": 0.02, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "lambda": 0.1,
+                                         "p": 2 / 3, "weight_decay": 1e-3}, reference_proxadam),
     "asam-sgd": ("asam", {"base": "sgd", "lr": 0.1, "momentum": 0.9, "rho": 0.5, "eta": 0.01},
                  lambda p, x, y, o: reference_sam(p, x, y, o, True)),
 }

@@ -1,4 +1,4 @@
-// LARS, LAMB, AdamS, SRSGD and gradient noise (optim/research.h): the formulas are checked
+// LARS, LAMB, AdamS, SRSGD, Apollo, ProxAdam and gradient noise (optim/research.h, optim/proximal.h): the formulas are checked
 // step by step against PyTorch in tests/interop/optim_torch.py; here: state round trips
 // (a resumed optimizer continues exactly), f32 params, clear errors for bad
 // hyper-parameters, and the gradient noise's scale and determinism.
@@ -38,6 +38,8 @@ TEST_CASE("research optimizers resume exactly from their state dict and take f32
       {"LAMB", [](const std::vector<Tensor>& p) { return std::make_unique<LAMB>(p, LAMBOptions{.lr = 1e-2}); }},
       {"AdamS", [](const std::vector<Tensor>& p) { return std::make_unique<AdamS>(p, AdamSOptions{.lr = 1e-2, .weight_decay = 1e-2}); }},
       {"SRSGD", [](const std::vector<Tensor>& p) { return std::make_unique<SRSGD>(p, SRSGDOptions{.lr = 0.01, .restart_every = 3}); }},
+      {"Apollo", [](const std::vector<Tensor>& p) { return std::make_unique<Apollo>(p, ApolloOptions{.lr = 0.1, .weight_decay = 1e-2, .warmup = 3, .decay_type = 2}); }},
+      {"ProxAdam", [](const std::vector<Tensor>& p) { return std::make_unique<ProxAdam>(p, ProxAdamOptions{.lr = 1e-2, .lambda = 1e-2, .p = 0.5}); }},
   };
   for (auto& [name, make] : makers) {
     INFO(name);
