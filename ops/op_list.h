@@ -13,6 +13,7 @@
 #include <kiln/ops/conv.h>
 #include <kiln/ops/dropout.h>
 #include <kiln/ops/index.h>
+#include <kiln/ops/linalg.h>
 #include <kiln/ops/loss.h>
 #include <kiln/ops/norm.h>
 #include <kiln/ops/pad.h>
@@ -35,6 +36,8 @@ using TV = const TensorView&;
   /* clamp.h */                                                                                     \
   X(clamp, void(TV x, TV y, const ClampParams& p))                                                  \
   /* reduce.h: the `reduce` slot is in core/kernel_list.h */                                      \
+  /* linalg.h */                                                                                    \
+  X(spd_logdet, void(TV a, TV logdet, TV inverse, const SpdParams& p))                              \
   /* softmax.h */                                                                                   \
   X(softmax, void(TV x, TV out, const SoftmaxParams& p))                                            \
   /* matmul.h: out[b] = a[b] @ b[b], a (B, M, K), b (B, K, N), out (B, M, N) contiguous; a and b */ \

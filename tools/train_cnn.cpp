@@ -96,6 +96,9 @@ struct Config {
   double sam_rho = 0;    // --optimizer sam|asam: 0 = 0.05 for SAM, 0.5 for ASAM
   std::string sam_base = "sgd";
   double asam_eta = 0.01;
+  double prox_lambda = 1e-4, prox_p = 1;  // --optimizer proxadam: the L_p penalty on the weights
+  int64_t esgd_inner_steps = 4;           // --optimizer entropy-sgd (Chaudhari et al. 2017)
+  double esgd_gamma = 0.03, esgd_scoping = 1e-3, esgd_inner_lr = 0.1, esgd_noise = 1e-4;
   int64_t hessian_every = 0;     // > 0: the loss Hessian's top eigenvalue every N steps
   int64_t hessian_iterations = 20;
   int64_t noise_scale_every = 0;  // > 0: McCandlish et al.'s gradient noise scale every N steps
@@ -130,14 +133,17 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--batch-size", c.batch_size, "global training batch size, split across the ranks")
       ->check(tools::integer_range(1, int64_t{1} << 40));
   app.add_option("--lr", c.lr,
-                 "peak learning rate (0: the optimizer's default: 0.1 for sgd and srsgd, 3e-3 for adam, adamw and "
-                 "adams, 3 for lars, 2e-2 for lamb)")
+                 "peak learning rate (0: the optimizer's default: 0.1 for sgd and srsgd, 3e-3 for adam, adamw, "
+                 "adams and proxadam, 3 for lars, 2e-2 for lamb, 1 for apollo and entropy-sgd)")
       ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--optimizer", c.optimizer,
-                 "sgd (momentum 0.9, nesterov) | adam | adamw | lars | lamb | adams | srsgd | sam | asam "
-                 "(sharpness-aware minimisation around --sam-base, two forward/backward passes per step); "
-                 "formulas in optim/research.h and optim/sam.h")
-      ->check(CLI::IsMember({"sgd", "adam", "adamw", "lars", "lamb", "adams", "srsgd", "sam", "asam"}));
+                 "sgd (momentum 0.9, nesterov) | adam | adamw | lars | lamb | adams | srsgd | apollo | proxadam "
+                 "(ProxGen: Adam with the proximal step of --prox-lambda * |w|^--prox-p on the weights) | sam | "
+                 "asam (sharpness-aware minimisation around --sam-base, two forward/backward passes per step) | "
+                 "entropy-sgd (Langevin inner loop over --esgd-inner-steps slices of each batch, then nesterov SGD); "
+                 "formulas in optim/research.h, optim/proximal.h, optim/sam.h and optim/entropy_sgd.h")
+      ->check(CLI::IsMember(
+          {"sgd", "adam", "adamw", "lars", "lamb", "adams", "srsgd", "apollo", "proxadam", "sam", "asam", "entropy-sgd"}));
   app.add_option("--mixup", c.mixup,
                  "Mixup (Zhang et al. 2018) with lam ~ Beta(ALPHA, ALPHA) and the mixed loss (0: off; they use 0.2-1)")
       ->check(tools::positive_real(/*allow_zero=*/true));
@@ -158,6 +164,34 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--sam-base", c.sam_base, "sam/asam: the optimizer SAM wraps: sgd | adam | adamw")
       ->check(CLI::IsMember({"sgd", "adam", "adamw"}));
   app.add_option("--asam-eta", c.asam_eta, "asam: eta in T = |w| + eta")->check(tools::positive_real(true));
+  app.add_option("--prox-lambda", c.prox_lambda, "proxadam: the penalty weight lambda (on conv/linear weights only)")
+      ->check(tools::positive_real(/*allow_zero=*/true));
+  app.add_option("--prox-p", c.prox_p, "proxadam: the penalty |w|^p: 0 (count), 0.5, 2/3 (or 0.6667) or 1 (L1)")
+      ->transform(CLI::Validator(
+          [](std::string& v) -> std::string {
+            // "2/3" and its decimals down to 0.6667 mean exactly 2/3 (as written to config.toml)
+            char* end = nullptr;
+            const double x = v == "2/3" ? 2.0 / 3.0 : std::strtod(v.c_str(), &end);
+            if (v != "2/3" && (end == v.c_str() || *end != '\0')) return "must be 0, 0.5, 2/3 (or 0.6667) or 1";
+            if (std::abs(x - 2.0 / 3.0) < 5e-5) {
+              v = "0.66666666666666663";
+              return {};
+            }
+            if (x == 0 || x == 0.5 || x == 1) return {};
+            return "must be 0, 0.5, 2/3 (or 0.6667) or 1";
+          },
+          "P"));
+  app.add_option("--esgd-inner-steps", c.esgd_inner_steps,
+                 "entropy-sgd: L, the Langevin steps per step, each on the next 1/L slice of the batch")
+      ->check(tools::integer_range(1, 1000));
+  app.add_option("--esgd-gamma", c.esgd_gamma, "entropy-sgd: the scope gamma (grows by (1 + --esgd-scoping) per step)")
+      ->check(tools::positive_real());
+  app.add_option("--esgd-scoping", c.esgd_scoping, "entropy-sgd: gamma's growth per step")
+      ->check(tools::positive_real(/*allow_zero=*/true));
+  app.add_option("--esgd-inner-lr", c.esgd_inner_lr, "entropy-sgd: the Langevin step size eta'")
+      ->check(tools::positive_real());
+  app.add_option("--esgd-noise", c.esgd_noise, "entropy-sgd: the Langevin noise scale (thermal noise epsilon)")
+      ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--hessian-every", c.hessian_every,
                  "every N steps, the top eigenvalue of the loss Hessian on that step's batch (power iteration on "
                  "Hessian-vector products; rank 0's share) beside 2/lr, in metrics.jsonl (0: off)")
@@ -235,6 +269,9 @@ OptimizerDefaults optimizer_defaults(const std::string& kind) {
   if (kind == "lamb") return {2e-2, 1e-2};
   if (kind == "adams") return {3e-3, 5e-4};
   if (kind == "srsgd") return {0.1, 5e-4};
+  if (kind == "apollo") return {1.0, 2.5e-4};  // Ma 2020's CIFAR setting (L2 decay)
+  if (kind == "proxadam") return {3e-3, 0.0};
+  if (kind == "entropy-sgd") return {1.0, 5e-4};  // the outer nesterov SGD (Chaudhari et al.: lr 1)
   throw Error("kiln_train_cnn: no optimizer " + kind);
 }
 
@@ -271,6 +308,18 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, nn::Module& m
     o.weight_decay = wd;
     o.restart_every = c.restart_every > 0 ? c.restart_every : steps_per_epoch;
     return std::make_unique<SRSGD>(m.parameters(), o);
+  }
+  if (kind == "apollo") {
+    // The run's lr schedule warms up (--warmup-steps), so Apollo's own warmup is off.
+    return std::make_unique<Apollo>(m.parameters(), ApolloOptions{.lr = lr, .weight_decay = wd, .warmup = 0});
+  }
+  if (kind == "proxadam") {
+    // The penalty applies to conv/linear weights; biases and BatchNorm's scales and shifts
+    // take plain Adam steps (lambda 0).
+    std::vector<ParamGroup> g = layerwise_groups(m, wd);
+    g[0].options = {{"weight_decay", wd}, {"lambda", c.prox_lambda}};
+    if (g.size() > 1) g[1].options = {{"weight_decay", 0.0}, {"lambda", 0.0}};
+    return std::make_unique<ProxAdam>(g, ProxAdamOptions{.lr = lr, .p = c.prox_p});
   }
   throw Error("kiln_train_cnn: no optimizer " + kind);
 }
@@ -311,6 +360,11 @@ std::map<std::string, std::string> run_metadata(const Config& c, double lr, doub
           {"sam", c.optimizer == "sam" || c.optimizer == "asam"
                       ? detail::str(c.sam_base, " rho ", c.sam_rho, " eta ", c.asam_eta)
                       : std::string()},
+          {"prox", c.optimizer == "proxadam" ? detail::str(c.prox_lambda, " p ", c.prox_p) : std::string()},
+          {"entropy_sgd", c.optimizer == "entropy-sgd"
+                              ? detail::str(c.esgd_inner_steps, " gamma ", c.esgd_gamma, " scoping ", c.esgd_scoping,
+                                            " lr ", c.esgd_inner_lr, " noise ", c.esgd_noise)
+                              : std::string()},
           {"schedule", c.schedule},
           {"warmup_steps", std::to_string(c.warmup_steps)},
           {"seed", std::to_string(c.seed)},
@@ -354,6 +408,24 @@ std::map<std::string, Tensor> checkpoint_tensors(const nn::Module& model, const 
 // ---------------------------------------------------------------------------------------
 // Evaluation
 // ---------------------------------------------------------------------------------------
+
+// The exact zeros among the conv/linear weights (the params of >= 2 dims).
+struct WeightZeros {
+  std::vector<Tensor> weights;
+  int64_t zeros = 0, total = 0;
+  double fraction() const { return total > 0 ? double(zeros) / double(total) : 0.0; }
+};
+WeightZeros weight_zeros(nn::Module& m) {
+  WeightZeros z;
+  NoGradGuard no_grad;
+  for (const Tensor& p : m.parameters()) {
+    if (p.dim() < 2) continue;
+    z.weights.push_back(p);
+    z.total += p.numel();
+    z.zeros += sum(eq(p, 0.0).to(DType::I64)).item<int64_t>();
+  }
+  return z;
+}
 
 using EvalResult = eval::Accuracy;
 
@@ -410,9 +482,11 @@ int train(Config cfg, const CLI::App& app) {
 
   // ---- optimizer and schedule ----
   // sam/asam wrap --sam-base; the base's lr and weight-decay defaults apply.
+  // entropy-sgd wraps nesterov SGD, with its own lr and weight-decay defaults.
   const bool use_sam = cfg.optimizer == "sam" || cfg.optimizer == "asam";
-  const std::string base = use_sam ? cfg.sam_base : cfg.optimizer;
-  const OptimizerDefaults def = optimizer_defaults(base);
+  const bool use_esgd = cfg.optimizer == "entropy-sgd";
+  const std::string base = use_sam ? cfg.sam_base : use_esgd ? "sgd" : cfg.optimizer;
+  const OptimizerDefaults def = optimizer_defaults(use_esgd ? cfg.optimizer : base);
   const double lr = cfg.lr > 0 ? cfg.lr : def.lr;
   const double wd = cfg.weight_decay >= 0 ? cfg.weight_decay : def.weight_decay;
   std::unique_ptr<Optimizer> opt = make_optimizer(base, *model, lr, wd, cfg, steps_per_epoch);
@@ -421,6 +495,17 @@ int train(Config cfg, const CLI::App& app) {
     const bool adaptive = cfg.optimizer == "asam";
     const double rho = cfg.sam_rho > 0 ? cfg.sam_rho : adaptive ? 0.5 : 0.05;
     sam = std::make_unique<SAM>(*opt, SamOptions{rho, adaptive, cfg.asam_eta});
+  }
+  std::unique_ptr<EntropySGD> esgd;
+  if (use_esgd) {
+    EntropySGDOptions o;
+    o.inner_steps = cfg.esgd_inner_steps;
+    o.gamma = cfg.esgd_gamma;
+    o.scoping = cfg.esgd_scoping;
+    o.inner_lr = cfg.esgd_inner_lr;
+    o.noise = cfg.esgd_noise;
+    o.seed = cfg.seed;  // the same Langevin noise on every rank
+    esgd = std::make_unique<EntropySGD>(*opt, o);
   }
   const int64_t warmup = std::min(cfg.warmup_steps, total_steps);
   std::unique_ptr<LRScheduler> sched;
@@ -440,6 +525,11 @@ int train(Config cfg, const CLI::App& app) {
     last_ckpt = ck.path;
     model->load_state_dict(run::sub_state(ck.tensors, "model."));
     opt->load_state_dict(run::sub_state(ck.tensors, "optim."));
+    if (esgd) {  // one Entropy-SGD step per training step: its scoping continues at ts.step
+      std::map<std::string, Tensor> s = run::sub_state(ck.tensors, "optim.");
+      s["entropy_sgd.step"] = f64_scalar(static_cast<double>(get_i64(ck.tensors, "train.step", ck.path)));
+      esgd->load_state_dict(s);
+    }
     sched->load_state_dict(run::sub_state(ck.tensors, "sched."));
     ts.epochs_done = get_i64(ck.tensors, "train.epoch", last_ckpt);
     ts.step = get_i64(ck.tensors, "train.step", last_ckpt);
@@ -692,12 +782,30 @@ int train(Config cfg, const CLI::App& app) {
         mixed = cfg.mixup > 0 ? data::mixup(batch.x, batch.y, cfg.mixup, mg)
                               : data::cutmix(batch.x, batch.y, cfg.cutmix, mg);
       }
-      Tensor loss = data::mixed_cross_entropy((*net)(mixed.x), mixed);
       const double step_lr = opt->lr();
-      opt->zero_grad();
-      loss.backward();
-      bool take_step = true;
-      if (skip_policy) {  // the policy that must look before stepping reads every loss
+      Tensor loss;
+      if (esgd) {
+        // Entropy-SGD: its L Langevin steps each on the next slice of the batch (fresh
+        // samples every inner step, as the paper draws a new minibatch), then the outer
+        // step, all inside esgd->step; the step's loss is the mean of the L losses.
+        const int64_t n = mixed.x.size(0), parts = std::min(cfg.esgd_inner_steps, n);
+        int64_t l = 0;
+        const double mean_loss = esgd->step([&] {
+          const int64_t k = l++ % parts, b0 = k * n / parts, b1 = (k + 1) * n / parts;
+          data::MixedBatch part{mixed.x.narrow(0, b0, b1 - b0), mixed.y_a.narrow(0, b0, b1 - b0),
+                                mixed.y_b.narrow(0, b0, b1 - b0), mixed.lam};
+          Tensor li = data::mixed_cross_entropy((*net)(part.x), part);
+          li.backward();
+          return li;
+        });
+        loss = scalar_tensor(mean_loss, TensorOptions(DType::F32, device));
+      } else {
+        loss = data::mixed_cross_entropy((*net)(mixed.x), mixed);
+        opt->zero_grad();
+        loss.backward();
+      }
+      bool take_step = !esgd;  // (Entropy-SGD has stepped)
+      if (skip_policy && take_step) {  // the policy that must look before stepping reads every loss
         const double l = loss.item<double>();
         take_step = guard.check(l, ts.step + 1, epoch + 1, last_ckpt);
       }
@@ -800,6 +908,14 @@ int train(Config cfg, const CLI::App& app) {
     metrics.write({{"type", "epoch"}, {"epoch", ts.epochs_done}, {"step", ts.step}, {"train_loss", last_train_loss},
                    {"test_loss", last_eval.loss}, {"test_accuracy", last_eval.accuracy},
                    {"train_seconds", epoch_train_s}, {"eval_seconds", eval_s}, {"images_per_second", ips}});
+    if (cfg.optimizer == "proxadam") {  // the proximal steps' exact zeros in the conv/linear weights
+      const WeightZeros z = weight_zeros(*model);
+      metrics.write({{"type", "sparsity"}, {"epoch", ts.epochs_done}, {"step", ts.step},
+                     {"weight_sparsity", z.fraction()}, {"zero_weights", z.zeros}, {"weights", z.total},
+                     {"penalty", cfg.prox_lambda * lp_penalty_value(z.weights, cfg.prox_p)}});
+      std::fprintf(stderr, "epoch %lld: %.2f%% of the conv/linear weights are exactly 0 (%lld of %lld)\n",
+                   (long long)ts.epochs_done, 100 * z.fraction(), (long long)z.zeros, (long long)z.total);
+    }
     ts.epoch_loss_sum = 0, ts.epoch_loss_n = 0, ts.epoch_images = 0;  // the next epoch starts clean
     save(true);
     pg->barrier()->wait();
@@ -851,6 +967,17 @@ int main(int argc, char** argv) {
     if (cfg.dp == "neighbor" && (cfg.optimizer == "sam" || cfg.optimizer == "asam"))
       throw CLI::ValidationError("--dp neighbor", "does not combine with --optimizer " + cfg.optimizer +
                                                       " (SAM's second pass needs the gradients of one shared model)");
+    if (cfg.optimizer == "entropy-sgd") {
+      if (cfg.dp == "neighbor")
+        throw CLI::ValidationError("--dp neighbor", "does not combine with --optimizer entropy-sgd (its inner "
+                                                    "loop needs the gradients of one shared model)");
+      if (cfg.run.on_nonfinite == "skip")
+        throw CLI::ValidationError("--on-nonfinite skip", "does not combine with --optimizer entropy-sgd (its step "
+                                                          "is taken inside the inner loop; use stop or warn)");
+      if (cfg.grad_noise > 0)
+        throw CLI::ValidationError("--grad-noise", "does not combine with --optimizer entropy-sgd (it has its own "
+                                                   "Langevin noise, --esgd-noise)");
+    }
     // (compared with the defaults, not counted: a config file written by a run sets them all)
     const Config defaults;
     if (cfg.dp != "neighbor" && (cfg.topology != defaults.topology || cfg.neighbor_mode != defaults.neighbor_mode ||

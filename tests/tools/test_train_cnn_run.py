@@ -144,6 +144,17 @@ def case_resume():
     same_final(pf, pg, "Mixup mid-epoch resume")
     lf = [r["loss"] for r in step_records(f)]
     check(lf[0] != la[0], "--mixup should change the first step's loss")
+    # Entropy-SGD (its inner loop on slices of each batch, its scoping counted by the step):
+    # a mid-epoch resume continues exactly.
+    h, i = fresh("esgd_straight"), fresh("esgd_mid_epoch")
+    esgd = ["--optimizer", "entropy-sgd", "--esgd-inner-steps", "3"]
+    ph = run(COMMON + ["--run-dir", h] + esgd)
+    run(COMMON + ["--run-dir", i, "--save-every", "3", "--stop-after-steps", "7"] + esgd)
+    pi = run(COMMON + ["--run-dir", i, "--save-every", "3", "--resume"] + esgd)
+    same_steps(h, i, "Entropy-SGD mid-epoch resume")
+    same_final(ph, pi, "Entropy-SGD mid-epoch resume")
+    lh = [r["loss"] for r in step_records(h)]
+    check(lh != la and all(math.isfinite(v) for v in lh), "Entropy-SGD should take other steps than AdamW")
     # --hessian-every (run d only) measures without moving the training: d and e agree above.
     hs = [r for r in records(d) if r.get("type") == "hessian"]
     check([r["step"] for r in hs] == [8, 16] and all(math.isfinite(r["lambda_max"]) and r["lambda_max"] != 0 and
@@ -267,18 +278,31 @@ def case_limits():
                          (["--optimizer", "rmsprop"], "optimizer"),
                          (["--optimizer", "sam", "--sam-rho", "-0.1"], "sam-rho"),
                          (["--optimizer", "sam", "--sam-base", "lamb"], "sam-base"),
+                         (["--optimizer", "proxadam", "--prox-p", "0.3"], "prox-p"),
+                         (["--optimizer", "entropy-sgd", "--on-nonfinite", "skip"], "entropy-sgd"),
+                         (["--optimizer", "entropy-sgd", "--grad-noise", "0.1"], "esgd-noise"),
+                         (["--optimizer", "entropy-sgd", "--esgd-inner-steps", "0"], "esgd-inner-steps"),
                          (["--mixup", "0.2", "--cutmix", "1"], "--mixup"),
                          (["--mixup", "-1"], "mixup"),
                          (["--no-such-flag"], "no-such-flag")):
         p = run(COMMON + ["--run-dir", fresh("limits")] + args, ok=False, timeout=60)
         check(p.returncode == 2 and needle in p.stderr, f"{args}: want exit 2 naming {needle}, got {p.returncode}:\n"
               f"{p.stderr}")
-    for args in [["--optimizer", o] for o in ("sgd", "adam", "lars", "lamb", "adams", "srsgd", "sam", "asam")] + \
-            [["--mixup", "0.4"], ["--cutmix", "1"], ["--optimizer", "sam", "--cutmix", "1"]]:
+    for args in [["--optimizer", o] for o in ("sgd", "adam", "lars", "lamb", "adams", "srsgd", "apollo", "sam",
+                                              "asam")] + \
+            [["--mixup", "0.4"], ["--cutmix", "1"], ["--optimizer", "sam", "--cutmix", "1"],
+             ["--optimizer", "proxadam", "--prox-p", "2/3", "--prox-lambda", "1e-3"],
+             ["--optimizer", "entropy-sgd", "--mixup", "0.4"]]:
+        noise = [] if "entropy-sgd" in args else ["--grad-noise", "1e-6"]
+        d = fresh("optimizers")
         p = run(["--device", "cpu", "--limit-train", "256", "--limit-test", "64", "--epochs", "1", "--batch-size", "64",
-                 "--no-plot", "--run-dir", fresh("optimizers")] + args + ["--grad-noise", "1e-6"])
+                 "--no-plot", "--run-dir", d] + args + noise)
         s = json.loads(p.stdout.strip().splitlines()[-1])
         check(math.isfinite(s["train_loss"]) and s["steps"] == 4, f"{args}: {s}")
+        if "proxadam" in args:  # the proximal steps put weights at exactly 0, and the run says how many
+            sp = [r for r in records(d) if r.get("type") == "sparsity"]
+            check(len(sp) == 1 and 0 < sp[0]["weight_sparsity"] < 1 and sp[0]["zero_weights"] > 0 and
+                  sp[0]["penalty"] > 0, f"proxadam: want one sparsity record with some exact zeros, got {sp}")
 
 
 def case_fifo():
