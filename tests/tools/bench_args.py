@@ -8,7 +8,7 @@ line still runs and prints what it did; output that cannot be written (/dev/full
 failure, exit 1.
 
 usage: python3 bench_args.py KILN_BENCH_KERNELS KILN_BENCH_DDP KILN_BENCH_TRAIN_STEP KILN_DEMO
-                            [KILN_COMM_MODEL KILN_BENCH_COMM KILN_PALEO]
+                            [KILN_COMM_MODEL KILN_BENCH_COMM KILN_PALEO [KILN_MCR2]]
 """
 
 import json
@@ -147,6 +147,27 @@ def main():
         check(rc == 1 and "2 or more ranks" in err, "kiln_bench_comm on one rank should say it needs two", cmd, rc,
               out, err)
         print("ok: kiln_comm_model, kiln_bench_comm, kiln_paleo command lines")
+
+    # kiln_mcr2: bad values, and a short run whose features have a positive rate reduction
+    # and a linear probe better than chance (10 classes).
+    if len(sys.argv) >= 9:
+        mcr2 = sys.argv[8]
+        expect_usage_error(mcr2, ["--eps", "0"], "--eps")
+        expect_usage_error(mcr2, ["--batch-size", "1"], "--batch-size")
+        expect_usage_error(mcr2, ["--feature-dim", "x"], "--feature-dim")
+        expect_help(mcr2, ["--epochs", "--batch-size", "--feature-dim", "--eps", "--probe-epochs"])
+        cmd = [mcr2, "--device", "cpu", "--limit-train", "1000", "--limit-test", "500", "--epochs", "1",
+               "--batch-size", "200", "--feature-dim", "16", "--probe-epochs", "20"]
+        rc, out, err = run(cmd)
+        s = json.loads(out.strip().splitlines()[-1]) if rc == 0 and out.strip() else {}
+        check(rc == 0 and s.get("test_delta_r", 0) > 0 and s.get("test_r", 0) > s.get("test_rc", 1e9) and
+              0.2 < s.get("probe_test_accuracy", 0) <= 1 and s.get("steps") == 5,
+              "kiln_mcr2 should learn features with Delta R > 0 and a probe above chance", cmd, rc, out, err)
+        cmd = [mcr2, "--device", "cpu", "--limit-train", "100", "--batch-size", "500"]
+        rc, out, err = run(cmd)
+        check(rc == 1 and "no full batch" in err, "kiln_mcr2 with fewer images than a batch should say so", cmd,
+              rc, out, err)
+        print("ok: kiln_mcr2")
 
     if failures:
         print(f"\n{len(failures)} FAILED:\n" + "\n".join(failures))
