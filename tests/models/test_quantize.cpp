@@ -394,3 +394,54 @@ TEST_CASE("prune: size accounting against f32 dense", "[quantize]") {
   CHECK(quantized_bits(*dense, inq.layer_bits()) == 5 * 24 + 32 * 4);
   CHECK_KILN_ERROR(quantized_bits(*dense, {{"fc.nope", 8}}), "not parameters of the model");
 }
+
+TEST_CASE("prune: k-means and INQ on every conv/linear weight of the CNN, through training steps", "[quantize]") {
+  Generator gen(3);
+  models::ResNetCNNOptions opt;
+  opt.width = 4;
+  auto model = models::resnet_cnn(opt, gen);
+  const auto weights = prunable_weights(*model);
+  REQUIRE(weights.size() >= 8);
+  Masks masks(model);
+  for (auto& [name, m] : magnitude_masks(weights, 0.5, Scope::Global)) masks.set(name, m);
+  SharedWeights shared(model);
+  shared.quantize_all(3, &masks);
+  masks.make_permanent();
+  CHECK(shared.names().size() == weights.size());
+  AdamWOptions o;
+  o.lr = 0.01;
+  AdamW adam(model->parameters(), o);
+  model->train();
+  for (int step = 0; step < 2; ++step) {
+    adam.zero_grad();
+    Tensor y = (*model)(test::random_tensor({4, 1, 28, 28}, DType::F32, 30 + step));
+    cross_entropy(y, from_vector(std::vector<int64_t>{1, 3, 5, 7})).backward();
+    shared.share_gradients();
+    adam.step();
+    shared.apply();
+  }
+  int64_t zeros = 0, total = 0;
+  for (const auto& [name, w] : weights) {
+    std::set<float> distinct;
+    for (float v : w.to_vector<float>()) {
+      if (v == 0.0f) ++zeros;
+      else distinct.insert(v);
+      ++total;
+    }
+    INFO(name);
+    CHECK(distinct.size() <= 8);
+    CHECK(distinct.size() >= 2);
+  }
+  CHECK(zeros == total / 2);  // the pruned half, and no centroid at exactly zero
+
+  Generator gen2(4);
+  auto model2 = models::resnet_cnn(opt, gen2);
+  Inq inq(model2, 5);
+  for (double p : inq_portions()) inq.quantize_portion(p);
+  for (const auto& [name, w] : prunable_weights(*model2)) {
+    const std::vector<float> set = inq.levels(name).values();
+    INFO(name);
+    for (float v : w.to_vector<float>()) CHECK(std::find(set.begin(), set.end(), v) != set.end());
+  }
+  CHECK(inq.frozen_fraction() == 1.0);
+}
