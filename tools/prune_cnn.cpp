@@ -4,6 +4,8 @@
 //
 //   kiln_prune_cnn --from runs/cnn --method l1 --macs 0.5          # channels, half the MACs
 //   kiln_prune_cnn --from runs/cnn --method magnitude --sparsity 0.9 --schedule gradual
+//   kiln_prune_cnn --from runs/cnn --method magnitude --sparsity 0.5 --quantize 4   # + k-means, 4 bits
+//   kiln_prune_cnn --from runs/cnn --method none --quantize 3 --quantize-method inq
 //   kiln_prune_cnn --evaluate runs/prune/checkpoints/step-....safetensors
 //
 // Methods (models/prune):
@@ -18,6 +20,16 @@
 //                            weights (default 0.9), --scope global|layer, kept at zero by
 //                            masks through fine-tuning.
 //   nm                       2:4 semi-structured masks (NVIDIA ASP), for sparse tensor cores.
+//   none                     no pruning (with --quantize: quantization alone).
+// Quantization (models/prune/quantize.h), after the pruning and its fine-tuning, the rest of
+// Deep Compression: --quantize BITS --quantize-method kmeans (Han et al. 2016: 2^BITS shared
+// values per layer, then --quantize-epochs of fine-tuning the centroids) or inq (Zhou et al.
+// 2017: powers of two and zero in BITS bits, 2..5, quantized in four portions of 50, 75, 87.5
+// and 100% of each layer's weights, retraining the rest between them over --quantize-epochs).
+// Pruned weights stay zero and are not coded. A second table gives the storage (dense f32,
+// pruned f32 nonzeros, quantized codes + codebooks) and its compression against dense f32,
+// with the accuracy of each; the checkpoint holds the dequantized weights ("model.*") and the
+// codes ("quant.<param>.codebook", ".index", ".bits" for k-means; ".levels", ".frozen" for INQ).
 // A masked model (magnitude, nm) is also timed with the direct sparse CPU kernels
 // (prune::use_sparse_kernels: per layer, where they measure faster at batch 128); its
 // speedup_b128/speedup_b1 are then the sparse kernels' over the dense model.
@@ -69,6 +81,9 @@ constexpr const char* kProg = "kiln_prune_cnn";
 struct Config {
   std::string from, evaluate;
   std::string method = "l1";
+  int quantize = 0;  // bits per weight; 0: no quantization
+  std::string quantize_method = "kmeans";
+  int64_t quantize_epochs = 1;
   double macs = 0, sparsity = 0;  // 0: the method's default target
   std::string scope;              // "": layer for channels, global for magnitude
   std::string schedule = "oneshot";
@@ -102,8 +117,18 @@ void add_flags(CLI::App& app, Config& c) {
                  "only evaluate a model (dense or pruned: a run directory or checkpoint) on the test set and print "
                  "its accuracy, parameters and MACs as JSON")
       ->configurable(false);
-  app.add_option("--method", c.method, "l1 | taylor | slimming (channels) | magnitude (weights) | nm (2:4)")
-      ->check(CLI::IsMember({"l1", "taylor", "slimming", "magnitude", "nm"}));
+  app.add_option("--method", c.method,
+                 "l1 | taylor | slimming (channels) | magnitude (weights) | nm (2:4) | none (with --quantize)")
+      ->check(CLI::IsMember({"l1", "taylor", "slimming", "magnitude", "nm", "none"}));
+  app.add_option("--quantize", c.quantize, "after pruning, quantize the conv/linear weights to this many bits per "
+                 "weight (kmeans: 1..8; inq: 2..5); 0: no quantization")
+      ->check(tools::integer_range(0, 8));
+  app.add_option("--quantize-method", c.quantize_method, "kmeans (Han et al.: shared values, fine-tuned centroids) | "
+                 "inq (Zhou et al.: powers of two, incremental)")
+      ->check(CLI::IsMember({"kmeans", "inq"}));
+  app.add_option("--quantize-epochs", c.quantize_epochs, "fine-tuning epochs after quantizing (kmeans: the "
+                 "centroids; inq: split over its three retraining rounds)")
+      ->check(tools::integer_range(0, 10000));
   app.add_option("--macs", c.macs, "channel methods: keep at most this fraction of the dense MACs (default 0.5)")
       ->check(tools::positive_real());
   app.add_option("--sparsity", c.sparsity,
@@ -327,6 +352,12 @@ int prune_run(Config cfg, const CLI::App& app) {
   KILN_CHECK(!cfg.from.empty(), kProg, ": --from names the dense model (a kiln_train_cnn run directory or checkpoint)");
   KILN_CHECK(!cfg.run.resume, kProg, ": --resume: a pruning run does not resume midway; start it again (--overwrite)");
   const bool channels = structured(cfg.method);
+  const bool quantize = cfg.quantize > 0;
+  if (quantize && cfg.quantize_method == "inq" && (cfg.quantize < 2 || cfg.quantize > 5))
+    throw CLI::ValidationError("--quantize", kiln::detail::str(cfg.quantize, " bits: --quantize-method inq takes 2 to 5 "
+                                                              "(one bit codes zero, the others signed powers of two)"));
+  if (cfg.method == "none" && !quantize)
+    throw CLI::ValidationError("--method", "none prunes nothing: give --quantize BITS (or a pruning method)");
   if (cfg.scope.empty()) cfg.scope = cfg.method == "magnitude" ? "global" : "layer";
   // targets
   if (channels) {
@@ -347,6 +378,8 @@ int prune_run(Config cfg, const CLI::App& app) {
       if (cfg.sparsity == 0) cfg.sparsity = 0.9;
       KILN_CHECK(cfg.sparsity < 1.0, kProg, ": --sparsity ", cfg.sparsity, " would remove every weight (give a "
                  "fraction in (0, 1))");
+    } else if (cfg.method == "none") {
+      KILN_CHECK(cfg.sparsity == 0, kProg, ": --method none prunes nothing; --sparsity does not apply");
     } else {
       KILN_CHECK(cfg.sparsity == 0, kProg, ": --method nm prunes 2 of every 4 weights; --sparsity does not apply");
       KILN_CHECK(cfg.schedule == "oneshot", kProg, ": --method nm is one-shot (ASP: prune the trained model, then "
@@ -381,7 +414,8 @@ int prune_run(Config cfg, const CLI::App& app) {
   KILN_CHECK(loader.size() > 0, kProg, ": no training batches (", train.size(), " images, batch ", lo.batch_size,
              " per rank)");
   const int64_t spe = loader.size();
-  const int64_t finetune_steps = cfg.epochs * spe;
+  const int64_t finetune_steps = cfg.method == "none" ? 0 : cfg.epochs * spe;
+  const int64_t quantize_steps = quantize ? cfg.quantize_epochs * spe : 0;
   const int64_t slimming_steps = cfg.method == "slimming" ? cfg.slimming_epochs * spe : 0;
 
   run::MetricsWriter metrics;
@@ -397,10 +431,16 @@ int prune_run(Config cfg, const CLI::App& app) {
                  channels ? (cfg.macs > 0 ? kiln::detail::str("--macs ", cfg.macs, " (", cfg.scope, ")")
                                           : kiln::detail::str("--sparsity ", cfg.sparsity, " of every group"))
                                 .c_str()
-                          : cfg.method == "nm" ? "2:4"
-                                               : kiln::detail::str("--sparsity ", cfg.sparsity, " (", cfg.scope, ")").c_str(),
+                          : cfg.method == "nm"   ? "2:4"
+                          : cfg.method == "none" ? "no pruning"
+                                                 : kiln::detail::str("--sparsity ", cfg.sparsity, " (", cfg.scope, ")").c_str(),
                  cfg.schedule.c_str(), (long long)(finetune_steps + slimming_steps), (long long)cfg.batch_size,
                  rc.world > 1 ? kiln::detail::str(" on ", rc.world, " ranks").c_str() : "", rd->path().c_str());
+  if (rc.main_rank && quantize)
+    std::fprintf(stderr, "%s: then --quantize %d bits (%s) and %lld fine-tuning step(s)\n", kProg, cfg.quantize,
+                 cfg.quantize_method.c_str(), (long long)quantize_steps);
+  int64_t weights_dense = 0;  // the conv/linear weights quantization codes
+  for (auto& [name, w] : prune::prunable_weights(*model)) weights_dense += w.numel();
 
   // ---- dense measurements (rank 0) ----
   Measured before;
@@ -412,7 +452,7 @@ int prune_run(Config cfg, const CLI::App& app) {
                    {"macs", before.cost.macs}});
   }
 
-  run::Progress progress(kProg, finetune_steps + slimming_steps, 0, cfg.run.log_every);
+  run::Progress progress(kProg, finetune_steps + slimming_steps + quantize_steps, 0, cfg.run.log_every);
   Trainer tr{cfg, rc, model, loader, test_loader, metrics, progress};
   prune::Masks masks(model);
   auto mask_hooks = [&](int64_t) { masks.mask_gradients(); };
@@ -494,7 +534,7 @@ int prune_run(Config cfg, const CLI::App& app) {
       std::fprintf(stderr, "%s: 2:4 masks on %lld layers (%.1f%% of their weights zero)%s\n", kProg, (long long)layers,
                    100 * masks.sparsity(), notes.empty() ? "" : "; the others stay dense");
     tr.run("fine-tuning (2:4)", finetune_steps, mask_hooks, mask_apply);
-  } else {  // magnitude
+  } else if (cfg.method == "magnitude") {
     const prune::Scope scope = cfg.scope == "global" ? prune::Scope::Global : prune::Scope::Layer;
     auto weights = prune::prunable_weights(*model);
     auto set_sparsity = [&](double s) {
@@ -524,6 +564,53 @@ int prune_run(Config cfg, const CLI::App& app) {
     }
   }
   const double weight_sparsity = masks.empty() ? 0.0 : masks.sparsity();
+
+  // ---- quantization (models/prune/quantize.h), after the pruning ----
+  std::optional<prune::SharedWeights> shared;
+  std::optional<prune::Inq> inq;
+  double acc_pruned_f32 = NAN, acc_quantized_raw = NAN;  // before quantizing; quantized before fine-tuning
+  int64_t bits_pruned = 0, weights_pruned = 0, weights_coded = 0;
+  std::map<std::string, int64_t> layer_bits;
+  std::string qlabel;
+  if (quantize) {
+    const prune::Masks* pruned = masks.empty() ? nullptr : &masks;  // pruned weights stay zero, uncoded
+    for (auto& [name, w] : prune::prunable_weights(*model)) weights_pruned += prune::count_nonzero(w);
+    bits_pruned = prune::sparse_bits(*model);
+    if (rc.main_rank) acc_pruned_f32 = eval::evaluate_classifier(*model, test_loader).accuracy;
+    if (cfg.quantize_method == "kmeans") {
+      qlabel = kiln::detail::str("k-means ", cfg.quantize, " bits");
+      shared.emplace(model);
+      shared->quantize_all(cfg.quantize, pruned);
+      for (const auto& name : shared->names()) weights_coded += shared->coded(name);
+      if (rc.main_rank) {
+        acc_quantized_raw = eval::evaluate_classifier(*model, test_loader).accuracy;
+        std::fprintf(stderr, "%s: k-means: %zu layers, %lld shared values each: test accuracy %.4f before fine-tuning "
+                     "the centroids\n", kProg, shared->names().size(), (long long)(int64_t{1} << cfg.quantize),
+                     acc_quantized_raw);
+      }
+      tr.run("fine-tuning the centroids", quantize_steps, [&](int64_t) { shared->share_gradients(); },
+             [&](int64_t) { shared->apply(); });
+      layer_bits = shared->layer_bits();
+    } else {
+      qlabel = kiln::detail::str("INQ ", cfg.quantize, " bits");
+      inq.emplace(model, cfg.quantize, pruned);
+      const std::vector<double> portions = prune::inq_portions();
+      const auto rounds = static_cast<int64_t>(portions.size()) - 1;  // retraining after all but the last
+      for (size_t r = 0; r < portions.size(); ++r) {
+        inq->quantize_portion(portions[r]);
+        if (rc.main_rank)
+          std::fprintf(stderr, "%s: INQ: %.1f%% of the weights quantized to powers of two\n", kProg,
+                       100 * inq->frozen_fraction());
+        if (static_cast<int64_t>(r) < rounds) {
+          const int64_t steps = quantize_steps / rounds + (static_cast<int64_t>(r) + 1 == rounds ? quantize_steps % rounds : 0);
+          tr.run(kiln::detail::str("INQ retraining ", r + 1, "/", rounds), steps,
+                 [&](int64_t) { inq->mask_gradients(); }, [&](int64_t) { inq->apply(); });
+        }
+      }
+      layer_bits = inq->layer_bits();
+      for (const auto& [name, b] : layer_bits) weights_coded += b / cfg.quantize;
+    }
+  }
   masks.make_permanent();  // the weights keep their zeros; the saved model needs no masks
 
   if (!rc.main_rank) {
@@ -536,7 +623,7 @@ int prune_run(Config cfg, const CLI::App& app) {
   // faster (at batch 128): the same weights, its accuracy measured again.
   Measured sparse;
   std::vector<prune::SparseChoice> choices;
-  const bool try_sparse = !channels && cfg.bench && device.is_cpu();
+  const bool try_sparse = !channels && cfg.method != "none" && cfg.bench && device.is_cpu();
   std::shared_ptr<nn::Sequential> sparse_model;
   if (try_sparse) {
     eval::Classifier copy = eval::load_classifier(cfg.from, device);  // the same architecture, pruned weights
@@ -565,8 +652,11 @@ int prune_run(Config cfg, const CLI::App& app) {
                                                  {"width", std::to_string(dense.width)},
                                                  {"method", cfg.method},
                                                  {"from", dense.checkpoint}};
+  if (quantize) meta["quantize"] = kiln::detail::str(cfg.quantize_method, ":", cfg.quantize);
   std::map<std::string, Tensor> state;
   run::put_state(state, "model.", model->state_dict());
+  if (shared) run::put_state(state, "quant.", shared->state_dict());
+  if (inq) run::put_state(state, "quant.", inq->state_dict());
   run::check_finite_state(kProg, state, tr.step, "");
   const std::string saved = ckpt.save(tr.step, state, meta);
   metrics.write({{"type", "pruned"}, {"test_accuracy", after.acc}, {"params", after.cost.params},
@@ -587,7 +677,10 @@ int prune_run(Config cfg, const CLI::App& app) {
       << fmt(m.b128_ms, "%.2f") << " | " << fmt(sp, "%.2fx") << " |\n";
   };
   row("dense", before, 1.0);
-  row(channels ? "pruned (physically smaller)" : "masked (dense kernels on zeros)", after,
+  const std::string pruned_name = cfg.method == "none" ? ""
+                                  : channels            ? "pruned (physically smaller)"
+                                                        : "masked (dense kernels on zeros)";
+  row(quantize ? (pruned_name.empty() ? qlabel : pruned_name + " + " + qlabel) : pruned_name, after,
       before.b128_ms / after.b128_ms);
   if (try_sparse) {
     int64_t n_sparse = 0;
@@ -596,14 +689,44 @@ int prune_run(Config cfg, const CLI::App& app) {
     if (std::abs(sparse.acc - after.acc) > 1e-3)
       notes.push_back(kiln::detail::str("the sparse kernels' accuracy ", sparse.acc, " differs from the masked "
                                         "model's ", after.acc));
-  } else if (!channels) {
+  } else if (!channels && cfg.method != "none") {
     notes.push_back("no sparse-kernel figures: they are CPU kernels (and need --bench)");
   }
   for (const auto& n : notes) t << "\nnote: " << n;
   t << "\n";
+  // Storage: every parameter f32 (dense); the nonzero conv/linear weights f32 (pruned, without
+  // the positions); the codes (bits x stored weights, + each layer's f32 codebook for k-means).
+  const int64_t bits_dense = 32 * before.cost.params;
+  const int64_t bits_quantized = quantize ? prune::quantized_bits(*model, layer_bits) : 0;
+  const double ratio = quantize ? static_cast<double>(bits_dense) / static_cast<double>(bits_quantized) : NAN;
+  if (quantize) {
+    int64_t code_bits = 0;
+    for (const auto& [name, b] : layer_bits) code_bits += b;
+    auto bytes = [](int64_t bits) { return (bits + 7) / 8; };
+    t << "\n| model | conv/linear weights stored | bits per stored weight | size (bytes) | compression vs dense f32 "
+         "| test accuracy |\n|---|---|---|---|---|---|\n";
+    t << "| dense f32 | " << weights_dense << " | 32 | " << bytes(bits_dense) << " | 1.00x | " << fmt(before.acc, "%.4f")
+      << " |\n";
+    if (cfg.method != "none")
+      t << "| pruned, --method " << cfg.method << " (f32 " << (channels ? "weights" : "nonzeros") << ") | " << weights_pruned << " | 32 | " << bytes(bits_pruned) << " | "
+        << fmt(static_cast<double>(bits_dense) / static_cast<double>(bits_pruned), "%.2fx") << " | "
+        << fmt(acc_pruned_f32, "%.4f") << " |\n";
+    t << "| " << (cfg.method == "none" ? "" : "pruned + ") << qlabel
+      << (cfg.quantize_method == "kmeans" ? " (fine-tuned centroids)" : " (4 incremental portions)") << " | "
+      << weights_coded << " | " << fmt(static_cast<double>(code_bits) / static_cast<double>(weights_coded), "%.2f")
+      << " | " << bytes(bits_quantized) << " | " << fmt(ratio, "%.2fx") << " | " << fmt(after.acc, "%.4f") << " |\n";
+    t << "\nnote: sizes count values and codes, not positions (a sparse format adds them); biases and BatchNorm "
+         "stay f32";
+    if (cfg.quantize_method == "kmeans")
+      t << "; bits per stored weight include the f32 codebooks; before fine-tuning the centroids: test accuracy "
+        << fmt(acc_quantized_raw, "%.4f");
+    t << "\n";
+  }
   {
     std::ofstream f(rd->path() + "/prune_table.md");
-    f << "# " << kProg << " --method " << cfg.method << " (" << cfg.schedule << ")\n\n" << t.str();
+    f << "# " << kProg << " --method " << cfg.method << " (" << cfg.schedule << ")"
+      << (quantize ? kiln::detail::str(" --quantize ", cfg.quantize, " (", cfg.quantize_method, ")") : "") << "\n\n"
+      << t.str();
   }
   std::fprintf(stderr, "\n%s\n%s: accuracy %.4f -> %.4f (%+.2f points); MACs %lld -> %lld (%.1f%% removed); "
                "params %lld -> %lld; saved %s\n", t.str().c_str(), kProg, before.acc, after.acc,
@@ -632,6 +755,14 @@ int prune_run(Config cfg, const CLI::App& app) {
                       {"speedup_b1", sp1},
                       {"method", cfg.method},
                       {"schedule", cfg.schedule},
+                      {"quantize_bits", int64_t{cfg.quantize}},
+                      {"quantize_method", quantize ? cfg.quantize_method : std::string()},
+                      {"acc_before_quantization", acc_pruned_f32},
+                      {"acc_quantized_before_finetune", acc_quantized_raw},
+                      {"bytes_dense", (bits_dense + 7) / 8},
+                      {"bytes_pruned", quantize ? (bits_pruned + 7) / 8 : int64_t{0}},
+                      {"bytes_quantized", quantize ? (bits_quantized + 7) / 8 : int64_t{0}},
+                      {"compression_ratio", ratio},
                       {"finetune_steps", tr.step},
                       {"finetune_seconds", tr.seconds},
                       {"seconds", total_s},

@@ -9,14 +9,21 @@
   weights   magnitude --sparsity 0.9 (one-shot, global) masks 90% of the conv/linear weights
             and they are still zero after fine-tuning; gradual and iterative reach the same
             sparsity; 2:4 (nm) leaves half of each masked layer's weights; --evaluate agrees
+  quantize  --quantize after magnitude pruning, k-means (4 bits): every conv/linear weight of
+            the saved model is its codebook[index] (pruned ones zero, at most 2^4 shared values
+            per layer), the sizes shrink dense > pruned > quantized as the bits say, --evaluate
+            agrees; INQ (3 bits, --method none): every weight is 0 or +-2^n within the saved
+            levels; the size table is written
   ddp       2 ranks under kiln-run prune the same channels as the model's MACs say, and a
             magnitude run keeps exactly its sparsity (masks applied on every rank)
   errors    bad targets and flags: exit 1 or 2 with a message naming the problem
 
 usage: test_prune_cnn.py CASE PRUNE_EXE TRAIN_CNN_EXE KILN_RUN WORK_DIR
 """
+import json
 import os
 import shutil
+import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -92,6 +99,74 @@ def case_weights():
     check("stays dense" in p.stderr, f"nm: the first conv (1 input channel) should be named as dense:\n{p.stderr}")
 
 
+def read_safetensors(path):
+    """{name: (shape, flat values)} of a safetensors file (F32, I32, I64, U8), without numpy."""
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    fmt = {"F32": "f", "I32": "i", "I64": "q", "U8": "B"}
+    out = {}
+    for name, v in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = v["data_offsets"]
+        raw = data[8 + n + a:8 + n + b]
+        c = fmt[v["dtype"]]
+        out[name] = (v["shape"], struct.unpack("<%d%s" % (len(raw) // struct.calcsize(c), c), raw))
+    return out
+
+
+def conv_linear_weights(tensors):
+    return {k[len("model."):]: v for k, v in tensors.items()
+            if k.startswith("model.") and k.endswith(".weight") and len(v[0]) in (2, 4)}
+
+
+def case_quantize():
+    p, d = prune("kmeans", ["--method", "magnitude", "--sparsity", "0.5", "--epochs", "1", "--quantize", "4",
+                            "--quantize-method", "kmeans", "--quantize-epochs", "1"])
+    s = summary(p)
+    for k in ("acc_dense", "acc_before_quantization", "acc_quantized_before_finetune", "acc_pruned"):
+        check(isinstance(s[k], float) and 0 <= s[k] <= 1, f"kmeans: {k} is not an accuracy: {s}")
+    check(s["quantize_bits"] == 4 and s["quantize_method"] == "kmeans", f"kmeans: {s}")
+    check(s["bytes_dense"] > s["bytes_pruned"] > s["bytes_quantized"] > 0, f"kmeans: sizes {s}")
+    check(abs(s["compression_ratio"] - s["bytes_dense"] / s["bytes_quantized"]) < 0.01, f"kmeans: ratio {s}")
+    # 4-bit indices of half the weights: the conv/linear part alone would be 16x smaller
+    check(4 < s["compression_ratio"] < 16, f"kmeans: ratio {s['compression_ratio']}")
+    t = read_safetensors(s["model"])
+    weights = conv_linear_weights(t)
+    check(len(weights) >= 8, f"kmeans: conv/linear weights in the checkpoint: {sorted(weights)}")
+    for name, (shape, w) in weights.items():
+        cb = t["quant." + name + ".codebook"][1]
+        idx = t["quant." + name + ".index"][1]
+        check(len(cb) <= 16 and len(idx) == len(w), f"kmeans: {name}: {len(cb)} centroids, {len(idx)} indices")
+        check(all((v == 0.0 if i < 0 else v == cb[i]) for v, i in zip(w, idx)),
+              f"kmeans: {name}: the weights are not codebook[index]")
+        check(len(set(w) - {0.0}) <= 16, f"kmeans: {name}: {len(set(w))} distinct values")
+    total = sum(len(t["quant." + name + ".index"][1]) for name in weights)
+    pruned = sum(sum(1 for i in t["quant." + name + ".index"][1] if i < 0) for name in weights)
+    check(pruned == total // 2, f"kmeans: {pruned} of {total} weights pruned (not coded), wanted half")
+    e = evaluate(s["model"])
+    check(abs(e["test_accuracy"] - s["acc_pruned"]) < 1e-9, f"kmeans: a fresh process measures {e} vs {s}")
+    table = open(os.path.join(d, "prune_table.md")).read()
+    check("k-means 4 bits" in table and "compression vs dense f32" in table, f"kmeans: the table:\n{table}")
+
+    p, d = prune("inq", ["--method", "none", "--quantize", "3", "--quantize-method", "inq", "--quantize-epochs", "1"])
+    s = summary(p)
+    check(isinstance(s["acc_pruned"], float) and 0 <= s["acc_pruned"] <= 1, f"inq: {s}")
+    check(s["quantize_method"] == "inq" and s["bytes_quantized"] < s["bytes_dense"] / 5, f"inq: {s}")
+    rounds = [l for l in p.stderr.splitlines() if "INQ:" in l and "quantized to powers of two" in l]
+    check([r.split("INQ: ")[1].split("%")[0] for r in rounds] == ["50.0", "75.0", "87.5", "100.0"], f"inq: {rounds}")
+    t = read_safetensors(s["model"])
+    for name, (shape, w) in conv_linear_weights(t).items():
+        bits, n1, n2 = t["quant." + name + ".levels"][1]
+        check(bits == 3 and n1 - n2 + 1 == 2, f"inq: {name}: levels {bits, n1, n2}")
+        levels = {0.0} | {sg * 2.0 ** n for n in range(n2, n1 + 1) for sg in (1, -1)}
+        bad = [v for v in w if v not in levels]
+        check(not bad, f"inq: {name}: {len(bad)} weights outside {sorted(levels)}, e.g. {bad[:3]}")
+    check(os.path.exists(os.path.join(d, "prune_table.md")), "inq: no prune_table.md")
+
+
 def case_ddp():
     p, d = prune("ddp_l1", ["--method", "l1", "--macs", "0.5", "--epochs", "1", "--batch-size", "64"], ranks=2)
     s = summary(p)
@@ -117,6 +192,12 @@ def case_errors():
     bad(["--method", "l1", "--schedule", "gradual"], "channel methods take oneshot or iterative")
     bad(["--method", "l1", "--macs", "0.001"], "cannot bring the MACs down")
     bad(["--method", "bogus"], "bogus", code=2)
+    bad(["--method", "magnitude", "--quantize", "9"], "--quantize", code=2)
+    bad(["--method", "magnitude", "--quantize", "four"], "--quantize", code=2)
+    bad(["--method", "magnitude", "--quantize", "6", "--quantize-method", "inq"], "takes 2 to 5", code=2)
+    bad(["--method", "magnitude", "--quantize", "1", "--quantize-method", "inq"], "takes 2 to 5", code=2)
+    bad(["--method", "magnitude", "--quantize", "4", "--quantize-method", "lloyd"], "lloyd", code=2)
+    bad(["--method", "none"], "give --quantize", code=2)
     p = run(["--run-dir", os.path.join(WORK, "nofrom")] + COMMON, ok=False)
     check(p.returncode == 1 and "--from" in p.stderr, f"no --from: {p.stderr}")
     p = run(["--from", os.path.join(WORK, "missing"), "--run-dir", os.path.join(WORK, "m")] + COMMON, ok=False)
@@ -129,5 +210,6 @@ if __name__ == "__main__":
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
     DENSE = dense()
-    {"channels": case_channels, "weights": case_weights, "ddp": case_ddp, "errors": case_errors}[CASE]()
+    {"channels": case_channels, "weights": case_weights, "quantize": case_quantize, "ddp": case_ddp,
+     "errors": case_errors}[CASE]()
     print(f"prune_cnn_{CASE}: ok")
