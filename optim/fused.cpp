@@ -67,6 +67,16 @@ void check_finite(const char* op, const char* what, double v) {
   KILN_CHECK(std::isfinite(v), op, ": ", what, " must be finite, got ", v);
 }
 
+// The step and hyper-parameters Adam's moments share (Adam/AdamW and ProxAdam).
+void check_adam_args(const char* op, int64_t step, double beta1, double beta2, double lr, double eps, double wd) {
+  KILN_CHECK(step >= 1, op, ": step must be >= 1, got ", step);
+  KILN_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, op, ": betas must lie in [0, 1), got (", beta1,
+             ", ", beta2, ")");
+  check_finite(op, "lr", lr);
+  check_finite(op, "eps", eps);
+  check_finite(op, "weight_decay", wd);
+}
+
 // The kernel views of a checked list (an empty list stays empty).
 std::vector<TensorView> views_of(const std::vector<Tensor>& list) {
   std::vector<TensorView> v;
@@ -104,12 +114,7 @@ void fused_adam_update(const std::vector<Tensor>& params, const std::vector<Tens
   check_list(op, "exp_avg_sqs", exp_avg_sqs, params, false);
   if (args.amsgrad) check_list(op, "max_exp_avg_sqs", max_exp_avg_sqs, params, false);
   else KILN_CHECK(max_exp_avg_sqs.empty(), op, ": max_exp_avg_sqs given without amsgrad");
-  KILN_CHECK(args.step >= 1, op, ": step must be >= 1, got ", args.step);
-  KILN_CHECK(args.beta1 >= 0 && args.beta1 < 1 && args.beta2 >= 0 && args.beta2 < 1, op,
-             ": betas must lie in [0, 1), got (", args.beta1, ", ", args.beta2, ")");
-  check_finite(op, "lr", args.lr);
-  check_finite(op, "eps", args.eps);
-  check_finite(op, "weight_decay", args.weight_decay);
+  check_adam_args(op, args.step, args.beta1, args.beta2, args.lr, args.eps, args.weight_decay);
   if (params.empty()) return;
   NoGradGuard no_grad;
   const std::vector<TensorView> p = views_of(params), g = views_of(grads), m = views_of(exp_avgs),
@@ -125,12 +130,7 @@ void fused_prox_adam_update(const std::vector<Tensor>& params, const std::vector
   check_list(op, "grads", grads, params, true);
   check_list(op, "exp_avgs", exp_avgs, params, false);
   check_list(op, "exp_avg_sqs", exp_avg_sqs, params, false);
-  KILN_CHECK(args.step >= 1, op, ": step must be >= 1, got ", args.step);
-  KILN_CHECK(args.beta1 >= 0 && args.beta1 < 1 && args.beta2 >= 0 && args.beta2 < 1, op,
-             ": betas must lie in [0, 1), got (", args.beta1, ", ", args.beta2, ")");
-  check_finite(op, "lr", args.lr);
-  check_finite(op, "eps", args.eps);
-  check_finite(op, "weight_decay", args.weight_decay);
+  check_adam_args(op, args.step, args.beta1, args.beta2, args.lr, args.eps, args.weight_decay);
   check_finite(op, "lambda", args.lambda);
   KILN_CHECK(args.eps > 0, op, ": eps must be > 0 (it bounds the penalty's step lr * lambda / eps), got ", args.eps);
   KILN_CHECK(args.lambda >= 0, op, ": lambda must be >= 0, got ", args.lambda);

@@ -26,7 +26,8 @@ VARIANTS = {
     "srsgd": ["--optimizer", "srsgd"],
     "apollo": ["--optimizer", "apollo"],
     "proxadam-l1": ["--optimizer", "proxadam", "--prox-p", "1", "--prox-lambda", "1e-4"],
-    "proxadam-l1/2": ["--optimizer", "proxadam", "--prox-p", "0.5", "--prox-lambda", "1e-4"],
+    "proxadam-lhalf": ["--optimizer", "proxadam", "--prox-p", "0.5", "--prox-lambda", "1e-4"],
+    "proxadam-l1-strong": ["--optimizer", "proxadam", "--prox-p", "1", "--prox-lambda", "1e-3"],
     "entropy-sgd": ["--optimizer", "entropy-sgd"],
     "sam": ["--optimizer", "sam", "--sam-base", "sgd"],
     "asam": ["--optimizer", "asam", "--sam-base", "sgd"],
@@ -34,6 +35,14 @@ VARIANTS = {
     "adamw+mixup": ["--optimizer", "adamw", "--mixup", "0.2"],
     "adamw+cutmix": ["--optimizer", "adamw", "--cutmix", "1"],
 }
+
+
+def read_records(path):
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError):
+        return []
 
 
 def main():
@@ -57,6 +66,10 @@ def main():
                 s = json.loads(p.stdout.strip().splitlines()[-1])
                 row = {"variant": v, "flags": " ".join(VARIANTS[v]), "test_accuracy": s["test_accuracy"],
                        "train_loss": s["train_loss"], "lr": s["lr"], "seconds": round(time.time() - t0, 1)}
+                # proxadam: the share of conv/linear weights at exactly 0 after the last epoch
+                sparsity = [r for r in read_records(os.path.join(tmp, v, "metrics.jsonl")) if r.get("type") == "sparsity"]
+                if sparsity:
+                    row["weight_sparsity"] = sparsity[-1]["weight_sparsity"]
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| variant | flags | lr | test accuracy | train loss | seconds |\n|---|---|---|---|---|---|")
@@ -64,7 +77,8 @@ def main():
         if "error" in r:
             print(f"| {r['variant']} | error: {r['error']} | | | | |")
         else:
-            print(f"| {r['variant']} | `{r['flags']}` | {r['lr']:g} | {100 * r['test_accuracy']:.2f}% | "
+            extra = f" ({100 * r['weight_sparsity']:.1f}% of weights 0)" if "weight_sparsity" in r else ""
+            print(f"| {r['variant']} | `{r['flags']}` | {r['lr']:g} | {100 * r['test_accuracy']:.2f}%{extra} | "
                   f"{r['train_loss']:.4f} | {r['seconds']:.0f} |")
     if a.json:
         with open(a.json, "w") as f:

@@ -25,6 +25,9 @@
 //                             5 critic steps per G step, Adam(1e-4, 0, 0.9) (Gulrajani et al.
 //                             2017); excludes label smoothing, unrolling and the mode
 //                             regulariser
+// Optimizers: Adam by default (the GAN papers'); --optimizer lamb | proxadam (ProxGen's
+// proximal step of --prox-lambda |w|^--prox-p) with the same --lr and betas;
+// --grad-noise ETA adds annealed Gaussian noise to the gradients of G and D.
 //
 // An iteration takes one batch of real data and updates D; G (and E) are updated every
 // --d-steps iterations. An epoch is one pass over the images, or --steps-per-epoch
@@ -93,6 +96,9 @@ struct Config {
   std::string g_loss;  // "" = minimax with --unrolled (Metz et al.), non-saturating otherwise
   std::string lr_decay;  // "" = none for images, linear for 2-D data
   double beta1 = -1;  // < 0: 0.5 (0 with --wgan-gp)
+  std::string optimizer = "adam";  // of G, D and E: adam | lamb | proxadam (Adam's betas, --lr)
+  double prox_lambda = 1e-4, prox_p = 1;
+  double grad_noise = 0, grad_noise_gamma = 0.55;
   double beta2 = -1;  // < 0: 0.999 (0.9 with --wgan-gp)
   int64_t d_steps = 0;  // 0: 1 (5 with --wgan-gp)
   int64_t latent_dim = 0;  // 0: 100 for DCGAN, 256 for the MLP GAN
@@ -152,6 +158,21 @@ void add_flags(CLI::App& app, Config& c) {
                  "(Yazici et al. 2019); 0: off (negative: 0.999 for images, off for 2-D data)");
   app.add_option("--lr-decay", c.lr_decay, "none | linear (to 0 at the last iteration; default: linear for 2-D data)")
       ->check(CLI::IsMember({"", "none", "linear"}));
+  app.add_option("--optimizer", c.optimizer,
+                 "the optimizer of G, D and E, with --lr and --beta1/--beta2: adam | lamb (layer-wise trust ratio, "
+                 "You et al. 2020) | proxadam (ProxGen: the proximal step of --prox-lambda * |w|^--prox-p on the "
+                 "conv/linear weights); formulas in optim/research.h and optim/proximal.h")
+      ->check(CLI::IsMember({"adam", "lamb", "proxadam"}));
+  app.add_option("--prox-lambda", c.prox_lambda, "proxadam: the penalty weight lambda")
+      ->check(tools::positive_real(/*allow_zero=*/true));
+  app.add_option("--prox-p", c.prox_p, "proxadam: the penalty's exponent: 0, 0.5 or 1")
+      ->check(CLI::IsMember({0.0, 0.5, 1.0}));
+  app.add_option("--grad-noise", c.grad_noise,
+                 "annealed Gaussian noise of variance ETA / (1 + t)^gamma on G's and D's gradients (Neelakantan et al. "
+                 "2015; 0: off)")
+      ->check(tools::positive_real(/*allow_zero=*/true));
+  app.add_option("--grad-noise-gamma", c.grad_noise_gamma, "--grad-noise's decay exponent gamma")
+      ->check(tools::positive_real());
   app.add_option("--beta1", c.beta1, "Adam beta1 (negative: 0.5, 0 with --wgan-gp)");
   app.add_option("--beta2", c.beta2, "Adam beta2 (negative: 0.999, 0.9 with --wgan-gp)");
   app.add_option("--d-steps", c.d_steps, "D updates per G update (0: 1, 5 with --wgan-gp)")
@@ -255,6 +276,8 @@ Plan resolve(Config& c) {
   if (c.beta1 < 0) c.beta1 = c.wgan_gp ? 0.0 : 0.5;
   if (c.beta2 < 0) c.beta2 = c.wgan_gp ? 0.9 : 0.999;
   if (c.beta1 >= 1 || c.beta2 >= 1) throw CLI::ValidationError("--beta1/--beta2", "must lie in [0, 1)");
+  if (c.unrolled > 0 && c.optimizer != "adam")
+    throw CLI::ValidationError("--unrolled", "unrolls D's Adam steps; it needs --optimizer adam");
   if (c.d_steps == 0) c.d_steps = c.wgan_gp ? 5 : 1;
   if (c.latent_dim == 0) c.latent_dim = p.dcgan() ? 100 : 256;
   if (c.mbd_kernels == 0) c.mbd_kernels = p.dcgan() ? 50 : 8;
@@ -283,6 +306,9 @@ std::map<std::string, std::string> run_metadata(const Config& c) {
           {"g_ema", num(c.g_ema)},
           {"lr_decay", c.lr_decay},
           {"beta1", num(c.beta1)},
+          {"optimizer", c.optimizer == "proxadam" ? detail::str("proxadam ", num(c.prox_lambda), " p ", num(c.prox_p))
+                                                  : c.optimizer},
+          {"grad_noise", c.grad_noise > 0 ? detail::str(num(c.grad_noise), " ", num(c.grad_noise_gamma)) : ""},
           {"beta2", num(c.beta2)},
           {"d_steps", std::to_string(c.d_steps)},
           {"latent_dim", std::to_string(c.latent_dim)},
@@ -344,12 +370,25 @@ Models build(const Config& c, const Plan& p, Generator& gen) {
   return m;
 }
 
-std::unique_ptr<Adam> make_adam(const std::vector<Tensor>& params, const Config& c, double lr) {
-  AdamOptions o;
-  o.lr = lr;
-  o.beta1 = c.beta1;
-  o.beta2 = c.beta2;
-  return std::make_unique<Adam>(params, o);
+// --optimizer: Adam (the GAN papers'), LAMB or ProxAdam with the same lr and betas, no
+// weight decay. LAMB adapts, and ProxAdam penalises, the conv/linear weights (>= 2 dims)
+// only, as kiln_train_cnn does.
+std::unique_ptr<Optimizer> make_optimizer(const std::vector<Tensor>& params, const Config& c, double lr) {
+  if (c.optimizer == "adam") return std::make_unique<Adam>(params, AdamOptions{.lr = lr, .beta1 = c.beta1, .beta2 = c.beta2});
+  ParamGroup weights, others;
+  for (const Tensor& p : params) (p.dim() >= 2 ? weights : others).params.push_back(p);
+  std::vector<ParamGroup> groups;
+  if (c.optimizer == "lamb") {
+    weights.options = {{"weight_decay", 0.0}};
+    others.options = {{"weight_decay", 0.0}, {"adapt", 0.0}};
+  } else {
+    weights.options = {{"lambda", c.prox_lambda}};
+    others.options = {{"lambda", 0.0}};
+  }
+  if (!weights.params.empty()) groups.push_back(weights);
+  if (!others.params.empty()) groups.push_back(others);
+  if (c.optimizer == "lamb") return std::make_unique<LAMB>(groups, LAMBOptions{.lr = lr, .beta1 = c.beta1, .beta2 = c.beta2});
+  return std::make_unique<ProxAdam>(groups, ProxAdamOptions{.lr = lr, .beta1 = c.beta1, .beta2 = c.beta2, .p = c.prox_p});
 }
 
 // The image metrics' real-data side, computed once.
@@ -405,8 +444,8 @@ int train(Config cfg, const CLI::App& app) {
   std::vector<Tensor> ge_params = m.G->parameters();
   if (m.E)
     for (auto& t : m.E->parameters()) ge_params.push_back(t);
-  auto opt_g = make_adam(ge_params, cfg, cfg.lr);
-  auto opt_d = make_adam(m.D->parameters(), cfg, cfg.lr_d);
+  auto opt_g = make_optimizer(ge_params, cfg, cfg.lr);
+  auto opt_d = make_optimizer(m.D->parameters(), cfg, cfg.lr_d);
   // --g-ema: a second G whose weights are the running average of G's; the grids and
   // metrics sample from it. G's buffers (BN running averages) are copied into it.
   std::shared_ptr<nn::Module> g_avg;
@@ -495,14 +534,15 @@ int train(Config cfg, const CLI::App& app) {
 
   if (main_rank)
     std::fprintf(stderr,
-                 "%s: device %s, %s on %s, G %lld params, D %lld params%s, batch %lld%s, Adam lr %g betas (%g, %g), "
+                 "%s: device %s, %s on %s, G %lld params, D %lld params%s, batch %lld%s, %s lr %g betas (%g, %g), "
                  "%lld iterations/epoch; run %s\n",
                  kProg, rc.device_name.c_str(), cfg.model.c_str(), cfg.data.c_str(), (long long)n_params_g,
                  (long long)n_params_d, m.E ? detail::str(", E ", m.E->num_parameters(), " params").c_str() : "",
                  (long long)cfg.batch_size,
                  world > 1 ? detail::str(" (", world, " ranks x ", local_batch, ", ", rc.pg->backend_name(), ")").c_str()
                            : "",
-                 cfg.lr, cfg.beta1, cfg.beta2, (long long)iters_per_epoch, rc.dir->path().c_str());
+                 cfg.optimizer.c_str(), cfg.lr, cfg.beta1, cfg.beta2, (long long)iters_per_epoch,
+                 rc.dir->path().c_str());
 
   // ---- one iteration ----
   const double real_target = cfg.label_smoothing;
@@ -545,6 +585,8 @@ int train(Config cfg, const CLI::App& app) {
       d_loss = gan::discriminator_loss(lr, lf, real_target);
     }
     d_loss.backward();
+    // --grad-noise: seeded by (seed, iteration), the same on every rank; D and G draw apart.
+    if (cfg.grad_noise > 0) add_gradient_noise_(m.D->parameters(), it, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed * 2 + 1);
     opt_d->step();
     out.d_loss = d_loss.detach();
     out.d_real = cfg.wgan_gp ? mean(lr).detach() : mean(sigmoid(lr.detach()));
@@ -576,6 +618,7 @@ int train(Config cfg, const CLI::App& app) {
       g_loss = add(g_loss, gan::mode_regularizer_loss(x, rec, (*netD)(rec), cfg.mr_lambda1, cfg.mr_lambda2));
     }
     g_loss.backward();
+    if (cfg.grad_noise > 0) add_gradient_noise_(ge_params, it, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed * 2);
     opt_g->step();
     update_average();
     opt_d->zero_grad();  // what G's loss left in D's .grad is not D's

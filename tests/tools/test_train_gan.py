@@ -105,6 +105,8 @@ if CASE == "toy":
         "minimax-ema": ["--g-loss", "minimax", "--g-ema", "0.99"],
         "mr": ["--mode-regularizer"],
         "gp": ["--wgan-gp"],
+        "lamb-noise": ["--optimizer", "lamb", "--grad-noise", "1e-4"],
+        "proxadam": ["--optimizer", "proxadam", "--prox-lambda", "1e-2", "--prox-p", "0.5"],
     }
     for name, flags in variants.items():
         d = fresh(name)
@@ -230,6 +232,10 @@ elif CASE == "errors":
         (["--data", "ring8", "--wgan-gp", "--g-loss", "minimax"], "--g-loss"),
         (["--data", "ring8", "--g-loss", "maximin"], "--g-loss"),
         (["--data", "ring8", "--g-ema", "1"], "--g-ema"),
+        (["--data", "ring8", "--unrolled", "2", "--optimizer", "lamb"], "--unrolled"),
+        (["--data", "ring8", "--optimizer", "sgd"], "--optimizer"),
+        (["--data", "ring8", "--prox-p", "2"], "--prox-p"),
+        (["--data", "ring8", "--grad-noise", "-1"], "--grad-noise"),
     ]:
         p = run(flags + ["--device", "cpu", "--run-dir", fresh("err")], ok=False)
         check(p.returncode == 2 and needle in p.stderr, f"{flags}: exit {p.returncode}, stderr:\n{p.stderr}")
