@@ -83,6 +83,8 @@ struct Config {
   int64_t top_k = 0;
   uint64_t seed = 0;
   std::string device, init_from, dtype = "f32";
+  std::string dp = "ring";  // ring | hierarchical | neighbor (with several ranks)
+  std::string topology = "exp2-dynamic", neighbor_mode = "atc";
   tools::RunFlags run;
 };
 
@@ -162,6 +164,18 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--init-from", c.init_from,
                  "start from these weights (safetensors: a kiln/nanoGPT GPT state dict, a kiln_train_gpt checkpoint "
                  "or Hugging Face GPT-2) instead of a random initialisation");
+  app.add_option("--dp", c.dp,
+                 "data parallel over several ranks: ring (DDP: gradients all-reduced) | hierarchical (DDP, all-reduce "
+                 "inside each node, then across nodes; KILN_RANKS_PER_NODE or LOCAL_WORLD_SIZE ranks per node) | "
+                 "neighbor (decentralized: parameters averaged with the --topology neighbors every step, exactly "
+                 "before every evaluation and checkpoint)")
+      ->check(CLI::IsMember({"ring", "hierarchical", "neighbor"}));
+  app.add_option("--topology", c.topology, "--dp neighbor: exp2-dynamic (one peer per step) | exp2 | ring | torus | full")
+      ->check(CLI::IsMember(dist::Topology::names()));
+  app.add_option("--neighbor-mode", c.neighbor_mode,
+                 "--dp neighbor: atc (step, then average) | overlap (average during forward/backward) | "
+                 "gradient-tracking")
+      ->check(CLI::IsMember({"atc", "overlap", "gradient-tracking"}));
   tools::add_run_flags(app, c.run);
 }
 
@@ -348,9 +362,34 @@ int train(Config cfg, const CLI::App& app) {
     if (cfg.run.resume) run::MetricsWriter::truncate_after(rc.dir->metrics_path(), step);
     metrics = run::MetricsWriter(rc.dir->metrics_path());
   }
+  // --dp: the ring or the hierarchy all-reduce the gradients (DDP); neighbor keeps a model
+  // per rank, averaged with the topology's neighbors every step and exactly (parameters and
+  // optimizer state) before every evaluation and checkpoint, so those see one model.
   std::shared_ptr<nn::Module> net = model;
   std::shared_ptr<dist::DistributedDataParallel> ddp;
-  if (world > 1) net = ddp = std::make_shared<dist::DistributedDataParallel>(model, rc.pg);
+  std::shared_ptr<dist::DecentralizedDataParallel> dec;
+  if (world > 1 && cfg.dp == "neighbor") {
+    dist::DecentralizedOptions o;
+    o.topology = dist::Topology::named(cfg.topology, world);
+    o.mode = dist::parse_decentralized_mode(cfg.neighbor_mode);
+    net = dec = std::make_shared<dist::DecentralizedDataParallel>(model, rc.pg, o);
+    dec->set_step(step);
+  } else if (world > 1) {
+    dist::DDPOptions o;
+    o.hierarchical = cfg.dp == "hierarchical";
+    net = ddp = std::make_shared<dist::DistributedDataParallel>(model, rc.pg, o);
+  }
+  // Every rank, at the same steps: the exact average before an evaluation or a checkpoint,
+  // with the consensus distance it closes in metrics.jsonl.
+  auto reach_consensus = [&] {
+    if (!dec) return;
+    const double distance = dec->consensus_distance();
+    dec->average_exactly();
+    std::map<std::string, Tensor> sd = opt.state_dict();
+    dist::average_state(*rc.pg, sd);
+    opt.load_state_dict(sd);
+    if (main_rank) metrics.write({{"type", "consensus"}, {"step", step}, {"distance", distance}});
+  };
   const int64_t per_rank = cfg.batch_size / world, micro = per_rank / cfg.grad_accum;
   const int64_t tokens_per_step = cfg.batch_size * cfg.block_size;
   if (main_rank)
@@ -363,7 +402,11 @@ int train(Config cfg, const CLI::App& app) {
                  (long long)(train_windows.end() - train_windows.begin()),
                  (long long)(val_windows.end() - val_windows.begin()), (long long)cfg.batch_size,
                  (long long)cfg.block_size,
-                 world > 1 ? detail::str(" (", world, " ranks, ", rc.pg->backend_name(), ")").c_str() : "", opt.name(), cfg.lr,
+                 world > 1 ? detail::str(" (", world, " ranks, ", rc.pg->backend_name(), ", data parallel: ",
+                                         dec ? detail::str("neighbor ", cfg.topology, " ", cfg.neighbor_mode) : cfg.dp,
+                                         ")").c_str()
+                           : "",
+                 opt.name(), cfg.lr,
                  cfg.min_lr, cfg.weight_decay, cfg.grad_clip, rc.dir->path().c_str());
 
   // ---- evaluation: mean loss over a fixed set of validation windows; a sample ----
@@ -398,6 +441,7 @@ int train(Config cfg, const CLI::App& app) {
   auto elapsed = [&] { return seconds_before + std::chrono::duration<double>(Clock::now() - t_start).count(); };
   auto eval_and_report = [&]() -> double {
     const auto t0 = Clock::now();
+    reach_consensus();
     if (!main_rank) return 0.0;  // rank 0 evaluates; the others wait in the next all-reduce
     last_val = evaluate();
     std::string text = sample();
@@ -422,6 +466,7 @@ int train(Config cfg, const CLI::App& app) {
   };
 
   auto save = [&] {
+    reach_consensus();
     if (!main_rank) return;
     metrics.sync();
     std::map<std::string, Tensor> st;
@@ -530,7 +575,9 @@ int train(Config cfg, const CLI::App& app) {
     const double step_lr = opt.lr();
     bool take = true;
     if (skip_policy) take = guard.check(loss.item<double>(), step + 1, 0, last_ckpt);
+    if (dec) dec->before_step();  // --dp neighbor: every rank exchanges every step
     if (take) scaler.step(opt);  // an f16 step whose gradients overflowed is skipped (and the scale halved)
+    if (dec) dec->after_step();
     if (scaler.enabled()) scaler.update();
     sched->step();
     ++step;
@@ -648,6 +695,12 @@ int main(int argc, char** argv) {
   Config cfg;
   add_flags(app, cfg);
   return tools::kiln_main(app, argc, argv, [&] {
+    const Config defaults;
+    if (cfg.dp != "neighbor" && (cfg.topology != defaults.topology || cfg.neighbor_mode != defaults.neighbor_mode))
+      throw CLI::ValidationError("--topology/--neighbor-mode", "apply only with --dp neighbor");
+    if (cfg.dp == "neighbor" && cfg.dtype == "f16")
+      throw CLI::ValidationError("--dp neighbor", "does not combine with --dtype f16 (each rank's loss scaler would "
+                                                  "skip steps on its own; use bf16)");
     try {
       return train(cfg, app);
     } catch (const run::NonFiniteLoss& e) {
