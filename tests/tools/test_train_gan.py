@@ -213,6 +213,12 @@ elif CASE == "ddp":
             worst = max(worst, abs(a - b) / max(1.0, abs(a)))
     check(worst < 1e-4, f"2 ranks differ from 1 process by {worst}")
     check(s1["modes_covered"] == s2["modes_covered"], f"{s1} vs {s2}")
+    # --dp hierarchical over 2 one-rank "nodes": the same exact mean gradients.
+    h = fresh("hier")
+    run(common + ["--run-dir", h, "--dp", "hierarchical"], ranks=2, env={"KILN_RANKS_PER_NODE": "1"})
+    t3 = read_safetensors(last_checkpoint(h))
+    worst = max(abs(a - b) / max(1.0, abs(a)) for k in t1 if k.startswith(("G.", "D.")) for a, b in zip(t1[k], t3[k]))
+    check(worst < 1e-4, f"--dp hierarchical differs from 1 process by {worst}")
     p = run(TOY + ["--batch-size", "127", "--run-dir", fresh("odd")], ok=False, ranks=2)
     check(p.returncode != 0 and "must divide by the 2 ranks" in p.stderr, f"odd batch: {p.stderr}")
 
