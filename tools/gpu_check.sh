@@ -22,6 +22,8 @@
 #   neighbor     kiln_neighbor_check on CUDA tensors: one rank on the NCCL group (neighbor
 #                exchanges and the hierarchy need a GPU per rank, so with one GPU the
 #                group has world size 1), then 2 ranks sharing the GPU over Gloo (staged)
+#   research     kiln_train_cnn --device cuda --optimizer proxadam (the fused ProxAdam kernel)
+#                and kiln_mcr2 --device cuda (MCR^2 through cuSOLVER's Cholesky), short runs
 #   memcheck     compute-sanitizer --tool memcheck on a subset of the CUDA tests
 #   racecheck    compute-sanitizer --tool racecheck on the reduction/softmax/norm tests
 # Results go to $OUT (or --out): one log per part, JSON from the programs that write it,
@@ -162,9 +164,12 @@ part ddp 60 "${py:-python3}" "$bundle/tools/kiln-run" --nproc-per-node 1 "$R/kil
 part neighbor 60 bash -c "'${py:-python3}' '$bundle/tools/kiln-run' --nproc-per-node 1 '$R/kiln_neighbor_check' \
   --device cuda --backend nccl && '${py:-python3}' '$bundle/tools/kiln-run' --nproc-per-node 2 \
   '$R/kiln_neighbor_check' --device cuda --backend gloo"
+part research 60 bash -c "'$R/kiln_train_cnn' --device cuda --optimizer proxadam --prox-p 0.5 --epochs 1 \
+  --limit-train 4096 --limit-test 1000 --data-dir '$data' --run-dir '$out/proxadam_run' --overwrite && \
+  '$R/kiln_mcr2' --device cuda --epochs 1 --limit-train 4000 --limit-test 1000 --data-dir '$data'"
 if [ -n "$sanitizer" ] || [ "$dry" = 1 ]; then
   part memcheck 120 "${sanitizer:-compute-sanitizer}" --tool memcheck --error-exitcode 9 "$R/kiln_cuda_tests" \
-    "[unary],[binary],[where],[clamp],[copy],[reduce],[softmax],[norm],[conv],[index],[loss],[optim],[pool],[matmul]"
+    "[unary],[binary],[where],[clamp],[copy],[reduce],[softmax],[norm],[conv],[index],[loss],[optim],[pool],[matmul],[linalg]"
   part racecheck 60 "${sanitizer:-compute-sanitizer}" --tool racecheck --error-exitcode 9 "$R/kiln_cuda_tests" \
     "[reduce],[softmax],[norm]"
 else
