@@ -143,4 +143,53 @@ void fused_prox_adam_update(const std::vector<Tensor>& params, const std::vector
   kernel<op::prox_adam_update>(params[0].device())(p, g, m, v, args);
 }
 
+void fused_lars_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                       const std::vector<Tensor>& momentum_buffers, const LarsUpdateArgs& args) {
+  const char* op = "fused_lars_update";
+  check_params(op, params);
+  check_list(op, "grads", grads, params, true);
+  check_list(op, "momentum buffers", momentum_buffers, params, false);
+  KILN_CHECK(args.scales.size() == params.size(), op, ": ", params.size(), " params but ", args.scales.size(),
+             " scales");
+  check_finite(op, "momentum", args.momentum);
+  check_finite(op, "weight_decay", args.weight_decay);
+  for (double sc : args.scales) check_finite(op, "a scale", sc);
+  if (params.empty()) return;
+  NoGradGuard no_grad;
+  const std::vector<TensorView> p = views_of(params), g = views_of(grads), b = views_of(momentum_buffers);
+  kernel<op::lars_update>(params[0].device())(p, g, b, args);
+}
+
+void fused_srsgd_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                        const std::vector<Tensor>& prev_iterates, const SrsgdUpdateArgs& args) {
+  const char* op = "fused_srsgd_update";
+  check_params(op, params);
+  check_list(op, "grads", grads, params, true);
+  check_list(op, "prev_iterates", prev_iterates, params, false);
+  check_finite(op, "lr", args.lr);
+  check_finite(op, "weight_decay", args.weight_decay);
+  check_finite(op, "mu", args.mu);
+  if (params.empty()) return;
+  NoGradGuard no_grad;
+  const std::vector<TensorView> p = views_of(params), g = views_of(grads), v = views_of(prev_iterates);
+  kernel<op::srsgd_update>(params[0].device())(p, g, v, args);
+}
+
+void fused_adams_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                        const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                        const AdamSUpdateArgs& args) {
+  const char* op = "fused_adams_update";
+  check_params(op, params);
+  check_list(op, "grads", grads, params, true);
+  check_list(op, "exp_avgs", exp_avgs, params, false);
+  check_list(op, "exp_avg_sqs", exp_avg_sqs, params, false);
+  check_adam_args(op, args.step, args.beta1, args.beta2, args.lr, args.eps, 0.0);
+  check_finite(op, "decay", args.decay);
+  if (params.empty()) return;
+  NoGradGuard no_grad;
+  const std::vector<TensorView> p = views_of(params), g = views_of(grads), m = views_of(exp_avgs),
+                                v = views_of(exp_avg_sqs);
+  kernel<op::adams_update>(params[0].device())(p, g, m, v, args);
+}
+
 }  // namespace kiln

@@ -1,8 +1,9 @@
 // Fused multi-tensor optimizer updates: the checked entry points of the sgd_update,
-// adam_update and prox_adam_update kernel slots (optim/op_list.h). One call updates every
+// adam_update, prox_adam_update, lars_update, srsgd_update and adams_update kernel slots
+// (optim/op_list.h). One call updates every
 // tensor of the lists in place (on CUDA in one kernel launch per few dozen tensors / 20M
-// elements, not one per tensor). SGD, Adam, AdamW (optim/sgd.h, optim/adam.h) and
-// ProxAdam (optim/proximal.h) step through these; they are public
+// elements, not one per tensor). SGD, Adam, AdamW (optim/sgd.h, optim/adam.h), ProxAdam
+// (optim/proximal.h), LARS, SRSGD and AdamS (optim/research.h) step through these; they are public
 // so that other training loops can use the kernels without an Optimizer object.
 #pragma once
 #include <vector>
@@ -38,6 +39,26 @@ struct ProxAdamUpdateArgs {
   LpPenalty penalty = LpPenalty::L1;
 };
 
+// LARS (optim/research.h) with each tensor's step size computed by the caller (lr times
+// its trust ratio): d = g + weight_decay * p; buf = momentum * buf + scales[i] * d; p -= buf.
+struct LarsUpdateArgs {
+  double momentum = 0, weight_decay = 0;
+  std::vector<double> scales;  // one per tensor
+};
+// SRSGD (optim/research.h): next = p - lr * (g + weight_decay * p); p = next + mu * (next -
+// prev); prev = next. With init, prev is set to p first (a param's first step).
+struct SrsgdUpdateArgs {
+  double lr = 0, weight_decay = 0, mu = 0;
+  bool init = false;
+};
+// AdamS (optim/research.h): m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
+// p = p * decay - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps), with the
+// group's decay factor 1 - lr * wd / sqrt(v_bar) computed by the caller.
+struct AdamSUpdateArgs {
+  double lr = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, decay = 1;
+  int64_t step = 1;
+};
+
 // In place, under NoGradGuard: params[i] (and momentum_buffers[i]) from grads[i]. All
 // tensors contiguous and on one device; params f16/bf16/f32/f64 of one dtype; grads of
 // the params' shapes and dtype; buffers of the params' shapes in optim_state_dtype.
@@ -48,6 +69,15 @@ void fused_sgd_update(const std::vector<Tensor>& params, const std::vector<Tenso
 void fused_adam_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                        const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
                        const std::vector<Tensor>& max_exp_avg_sqs, const AdamUpdateArgs& args);
+// The same contract for LARS (args.scales: one per param), SRSGD (prev_iterates: the state
+// v) and AdamS.
+void fused_lars_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                       const std::vector<Tensor>& momentum_buffers, const LarsUpdateArgs& args);
+void fused_srsgd_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                        const std::vector<Tensor>& prev_iterates, const SrsgdUpdateArgs& args);
+void fused_adams_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                        const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                        const AdamSUpdateArgs& args);
 // The same contract for ProxGen's proximal Adam; eps must be > 0 (it bounds lambda's step).
 void fused_prox_adam_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                             const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,

@@ -8,7 +8,8 @@
 // dtype; state tensors are in optim_state_dtype(param dtype). An empty state list means
 // that state is not used (momentum_buffers when momentum == 0, max_exp_avg_sqs unless
 // amsgrad). Formulas: PyTorch's torch.optim.SGD / Adam / AdamW (optim/sgd.h, optim/adam.h); ProxGen's
-// proximal Adam (optim/fused.h, optim/prox.h).
+// proximal Adam (optim/fused.h, optim/prox.h); LARS, SRSGD and AdamS (optim/fused.h,
+// optim/research.h).
 #pragma once
 #include <span>
 
@@ -25,7 +26,13 @@ using TensorViews = std::span<const TensorView>;
   X(adam_update, void(TensorViews params, TensorViews grads, TensorViews exp_avgs,                  \
                       TensorViews exp_avg_sqs, TensorViews max_exp_avg_sqs, const AdamUpdateArgs& args)) \
   X(prox_adam_update, void(TensorViews params, TensorViews grads, TensorViews exp_avgs,             \
-                           TensorViews exp_avg_sqs, const ProxAdamUpdateArgs& args))
+                           TensorViews exp_avg_sqs, const ProxAdamUpdateArgs& args)) \
+  X(lars_update, void(TensorViews params, TensorViews grads, TensorViews momentum_buffers,          \
+                      const LarsUpdateArgs& args))                                                   \
+  X(srsgd_update, void(TensorViews params, TensorViews grads, TensorViews prev_iterates,            \
+                       const SrsgdUpdateArgs& args))                                                 \
+  X(adams_update, void(TensorViews params, TensorViews grads, TensorViews exp_avgs,                 \
+                       TensorViews exp_avg_sqs, const AdamSUpdateArgs& args))
 
 KILN_DECLARE_KERNELS(KILN_OPTIM_KERNELS)
 

@@ -1,8 +1,12 @@
-// LARS, LAMB, AdamS, SRSGD, Apollo and annealed gradient noise (formulas: optim/research.h),
-// composed from tensor ops.
+// LARS, LAMB, AdamS, SRSGD, Apollo and annealed gradient noise (formulas: optim/research.h):
+// LARS, SRSGD and AdamS step through fused kernels (optim/fused.h) after their per-tensor or
+// per-group scalars are computed here; LAMB and Apollo are composed from tensor ops.
 #include <kiln/optim/research.h>
 
 #include <cmath>
+#include <map>
+#include <string>
+#include <tuple>
 
 #include <kiln/core/autograd.h>
 #include <kiln/core/generator.h>
@@ -11,6 +15,7 @@
 #include <kiln/ops/reduce.h>
 #include <kiln/ops/index.h>
 #include <kiln/ops/unary.h>
+#include <kiln/optim/fused.h>
 
 namespace kiln {
 namespace {
@@ -48,6 +53,12 @@ std::vector<std::vector<double>> norms(const std::vector<std::vector<Tensor>>& l
   }
   return out;
 }
+
+// The params of one fused call with their gradients and up to two state lists.
+struct Bucket {
+  std::vector<size_t> indices;
+  std::vector<Tensor> params, grads, s0, s1;
+};
 
 // p (any floating dtype) in its state dtype, and the write back.
 Tensor in_state_dtype(const Tensor& t) {
@@ -87,14 +98,24 @@ void LARS::update(size_t group, const std::vector<size_t>& indices, const std::v
     gs.push_back(in_state_dtype(grads[k]));
   }
   std::vector<std::vector<double>> n = adapt ? norms({ps, gs}) : std::vector<std::vector<double>>{};
+  // The fused update (optim/fused.h), one call per (device, dtype): normally one.
+  std::map<std::pair<std::string, int>, Bucket> buckets;
+  std::map<std::pair<std::string, int>, LarsUpdateArgs> args;
   for (size_t k = 0; k < indices.size(); ++k) {
     double local = 1.0;
     if (adapt && n[0][k] > 0 && n[1][k] > 0) local = trust * n[0][k] / (n[1][k] + wd * n[0][k] + eps);
-    Tensor d = wd != 0 ? add(gs[k], mul(ps[k], wd)) : gs[k];
-    Tensor& buf = buffer_or_zeros(indices[k], "momentum_buffer");
-    buf.mul_(mom).add_(d, lr * local);
-    write_back(param(indices[k]), sub(ps[k], buf));
+    const Tensor& p = param(indices[k]);
+    const auto key = std::make_pair(p.device().str(), static_cast<int>(p.dtype()));
+    Bucket& b = buckets[key];
+    b.params.push_back(p);
+    b.grads.push_back(grads[k]);
+    b.s0.push_back(buffer_or_zeros(indices[k], "momentum_buffer"));
+    LarsUpdateArgs& a = args[key];
+    a.momentum = mom;
+    a.weight_decay = wd;
+    a.scales.push_back(lr * local);
   }
+  for (auto& [key, b] : buckets) fused_lars_update(b.params, b.grads, b.s0, args[key]);
 }
 
 // ---- LAMB ----
@@ -163,34 +184,34 @@ void AdamS::update(size_t group, const std::vector<size_t>& indices, const std::
   const ParamGroup& G = param_groups()[group];
   const double lr = G.get("lr"), b1 = G.get("beta1"), b2 = G.get("beta2"), eps = G.get("eps");
   const double wd = G.get("weight_decay");
-  // The moments first: v_bar needs every param's new v.
-  std::vector<double> bc1(indices.size()), bc2(indices.size());
+  // v_bar needs every param's new v: sum(v_new) = beta2 sum(v) + (1 - beta2) sum(g^2), from
+  // the old v and g (one read back for the group), then one fused update per (device,
+  // dtype, step).
   Tensor v_sum;
   double count = 0;
+  std::map<std::tuple<std::string, int, int64_t>, Bucket> buckets;
   for (size_t k = 0; k < indices.size(); ++k) {
     const size_t i = indices[k];
     const int64_t t = state(i).step + 1;
-    mutable_state(i).step = t;
-    Tensor g = in_state_dtype(grads[k]);
-    Tensor& m = buffer_or_zeros(i, "exp_avg");
-    Tensor& v = buffer_or_zeros(i, "exp_avg_sq");
-    m.mul_(b1).add_(g, 1 - b1);
-    v.mul_(b2).add_(mul(g, g), 1 - b2);
-    bc1[k] = 1 - std::pow(b1, double(t));
-    bc2[k] = 1 - std::pow(b2, double(t));
-    Tensor s = div(sum(v.to(DType::F64)), bc2[k]);
+    Tensor g = grads[k].to(DType::F64);
+    const Tensor& v = buffer_or_zeros(i, "exp_avg_sq");
+    Tensor s = div(add(mul(sum(v.to(DType::F64)), b2), mul(sum(mul(g, g)), 1 - b2)), 1 - std::pow(b2, double(t)));
     v_sum = v_sum.defined() ? add(v_sum, s) : s;
     count += static_cast<double>(v.numel());
+    const Tensor& p = param(i);
+    Bucket& b = buckets[{p.device().str(), static_cast<int>(p.dtype()), t}];
+    b.indices.push_back(i);
+    b.params.push_back(p);
+    b.grads.push_back(grads[k]);
+    b.s0.push_back(buffer_or_zeros(i, "exp_avg"));
+    b.s1.push_back(v);
   }
   const double v_bar = count > 0 ? v_sum.item<double>() / count : 0.0;
   const double decay = wd != 0 && v_bar > 0 ? 1 - lr * wd / std::sqrt(v_bar) : 1.0;
-  for (size_t k = 0; k < indices.size(); ++k) {
-    const size_t i = indices[k];
-    Tensor p = in_state_dtype(param(i));
-    const Tensor& m = state(i).buffers.at("exp_avg");
-    const Tensor& v = state(i).buffers.at("exp_avg_sq");
-    Tensor denom = add(div(sqrt(v), std::sqrt(bc2[k])), eps);
-    write_back(param(i), sub(mul(p, decay), mul(div(m, denom), lr / bc1[k])));
+  for (auto& [key, b] : buckets) {
+    AdamSUpdateArgs a{.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .decay = decay, .step = std::get<2>(key)};
+    fused_adams_update(b.params, b.grads, b.s0, b.s1, a);
+    for (size_t i : b.indices) mutable_state(i).step = a.step;
   }
 }
 
@@ -214,20 +235,24 @@ void SRSGD::update(size_t group, const std::vector<size_t>& indices, const std::
   const ParamGroup& G = param_groups()[group];
   const double lr = G.get("lr"), wd = G.get("weight_decay");
   const int64_t F = static_cast<int64_t>(G.get("restart_every"));
+  // One fused update per (device, dtype, step, first step or not): normally one.
+  std::map<std::tuple<std::string, int, int64_t, bool>, Bucket> buckets;
   for (size_t k = 0; k < indices.size(); ++k) {
     const size_t i = indices[k];
     const bool first = state(i).empty();
-    const int64_t t = state(i).step + 1;
-    mutable_state(i).step = t;
+    const Tensor& p = param(i);
+    Bucket& b = buckets[{p.device().str(), static_cast<int>(p.dtype()), state(i).step + 1, first}];
+    b.indices.push_back(i);
+    b.params.push_back(p);
+    b.grads.push_back(grads[k]);
+    b.s0.push_back(buffer_or_zeros(i, "prev_iterate"));
+  }
+  for (auto& [key, b] : buckets) {
+    const int64_t t = std::get<2>(key);
     const double kk = double((t - 1) % F + 1);
-    const double mu = (kk - 1) / (kk + 2);
-    Tensor p = in_state_dtype(param(i)), g = in_state_dtype(grads[k]);
-    Tensor& prev = buffer_or_zeros(i, "prev_iterate");
-    if (first) prev.copy_(p);
-    Tensor d = wd != 0 ? add(g, mul(p, wd)) : g;
-    Tensor next = sub(p, mul(d, lr));
-    write_back(param(i), add(next, mul(sub(next, prev), mu)));
-    prev.copy_(next);
+    SrsgdUpdateArgs a{.lr = lr, .weight_decay = wd, .mu = (kk - 1) / (kk + 2), .init = std::get<3>(key)};
+    fused_srsgd_update(b.params, b.grads, b.s0, a);
+    for (size_t i : b.indices) mutable_state(i).step = t;
   }
 }
 

@@ -11,6 +11,10 @@
 //         p = p - step_size * m / (sqrt(v) / sqrt(1 - beta2^step) + eps),
 //         step_size = lr / (1 - beta1^step) (computed on the host, in double: the step
 //         count lives on the host, so nothing is read back)
+//   LARS  buf = momentum * buf + scale_i * (g + wd * p); p -= buf (scale_i per tensor: one
+//         launch each)
+//   SRSGD next = p - lr (g + wd p); p = next + mu (next - prev); prev = next
+//   AdamS moments as below without decay in g; p = p * decay - step_size * m / denom
 //   ProxAdam  g += wd * p; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
 //         denom = sqrt(v) / sqrt(1 - beta2^step) + eps;
 //         p = prox_lp(p - step_size * m / denom, lr * lambda / denom)   (optim/prox.h)
@@ -143,6 +147,41 @@ struct ProxAdamFunctor {
     const C denom = k_sqrt(s[1]) / bias_correction2_sqrt + eps;
     const C z = p - step_size * (s[0] / denom);
     p = kiln::detail::prox_lp<C>(z, penalty_step / denom, penalty);
+  }
+};
+
+// LARS with the tensor's step size `scale` (lr times its trust ratio), SRSGD, AdamS
+// (optim/fused.h).
+template <class T, class C, int NS>
+struct LarsFunctor {
+  C momentum, weight_decay, scale;
+  __device__ __forceinline__ void operator()(C& p, C g, C* s) const {
+    const C d = g + weight_decay * p;
+    s[0] = momentum * s[0] + scale * d;
+    p = p - s[0];
+  }
+};
+
+template <class T, class C, int NS>
+struct SrsgdFunctor {
+  C lr, weight_decay, mu;
+  bool init;
+  __device__ __forceinline__ void operator()(C& p, C g, C* s) const {
+    if (init) s[0] = p;
+    const C next = p - lr * (g + weight_decay * p);
+    p = next + mu * (next - s[0]);
+    s[0] = next;
+  }
+};
+
+template <class T, class C, int NS>
+struct AdamSFunctor {
+  C beta1, beta2, one_minus_beta1, one_minus_beta2, eps, step_size, bias_correction2_sqrt, decay;
+  __device__ __forceinline__ void operator()(C& p, C g, C* s) const {
+    s[0] = beta1 * s[0] + one_minus_beta1 * g;
+    s[1] = beta2 * s[1] + one_minus_beta2 * g * g;
+    const C denom = k_sqrt(s[1]) / bias_correction2_sqrt + eps;
+    p = p * decay - step_size * (s[0] / denom);
   }
 };
 
@@ -353,6 +392,56 @@ void prox_adam_update(TensorViews params, TensorViews grads, TensorViews exp_avg
                                       C(1.0 - a.beta2), C(a.eps),       C(a.weight_decay),
                                       C(step_size), C(bias_correction2_sqrt), C(a.lr * a.lambda),
                                       a.penalty};
+    const TensorViews lists[4] = {params, grads, exp_avgs, exp_avg_sqs};
+    run<T, C, 4>(lists, op, stream);
+  });
+}
+
+void lars_update(TensorViews params, TensorViews grads, TensorViews momentum_buffers, const LarsUpdateArgs& a) {
+  if (params.empty()) return;
+  const Device device = params[0].device;
+  DeviceGuard guard(device);
+  const cudaStream_t stream = current_stream(device);
+  visit_param_dtype(params[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using C = acc_t<T>;
+    // Each tensor has its own step size: one launch per tensor.
+    for (size_t t = 0; t < params.size(); ++t) {
+      const LarsFunctor<T, C, 1> op{C(a.momentum), C(a.weight_decay), C(a.scales[t])};
+      const TensorViews lists[3] = {params.subspan(t, 1), grads.subspan(t, 1), momentum_buffers.subspan(t, 1)};
+      run<T, C, 3>(lists, op, stream);
+    }
+  });
+}
+
+void srsgd_update(TensorViews params, TensorViews grads, TensorViews prev_iterates, const SrsgdUpdateArgs& a) {
+  if (params.empty()) return;
+  const Device device = params[0].device;
+  DeviceGuard guard(device);
+  const cudaStream_t stream = current_stream(device);
+  visit_param_dtype(params[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using C = acc_t<T>;
+    const SrsgdFunctor<T, C, 1> op{C(a.lr), C(a.weight_decay), C(a.mu), a.init};
+    const TensorViews lists[3] = {params, grads, prev_iterates};
+    run<T, C, 3>(lists, op, stream);
+  });
+}
+
+void adams_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, TensorViews exp_avg_sqs,
+                  const AdamSUpdateArgs& a) {
+  if (params.empty()) return;
+  const Device device = params[0].device;
+  DeviceGuard guard(device);
+  const cudaStream_t stream = current_stream(device);
+  const double step = static_cast<double>(a.step);
+  const double step_size = a.lr / (1.0 - std::pow(a.beta1, step));
+  const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(a.beta2, step));
+  visit_param_dtype(params[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using C = acc_t<T>;
+    const AdamSFunctor<T, C, 2> op{C(a.beta1),   C(a.beta2),      C(1.0 - a.beta1),           C(1.0 - a.beta2),
+                                   C(a.eps),     C(step_size),    C(bias_correction2_sqrt), C(a.decay)};
     const TensorViews lists[4] = {params, grads, exp_avgs, exp_avg_sqs};
     run<T, C, 4>(lists, op, stream);
   });

@@ -1,0 +1,86 @@
+// CPU references for the fused LARS, SRSGD and AdamS updates (slots lars_update,
+// srsgd_update, adams_update; formulas in optim/fused.h and optim/research.h): one plain
+// loop per tensor, every element computed in double in the operation order of the
+// formulas, then rounded to the storage dtypes (params and grads: f16/bf16/f32/f64; state:
+// accumulate_dtype of the params'). cuda/kernels/optim.cu computes the same in f32 (f64 for
+// f64 params).
+#include <cmath>
+
+#include <kiln/core/cpu_loops.h>
+#include <kiln/optim/cpu/dispatch.h>
+#include <kiln/optim/op_list.h>
+
+namespace kiln::cpu {
+
+void lars_update(TensorViews params, TensorViews grads, TensorViews momentum_buffers, const LarsUpdateArgs& a) {
+  using namespace kiln::detail;
+  for (size_t t = 0; t < params.size(); ++t) {
+    const double scale = a.scales[t];
+    visit_param_dtype("lars_update", params[t].dtype, [&](auto ptag, auto stag) {
+      using T = decltype(ptag);
+      using S = decltype(stag);
+      T* p = params[t].ptr<T>();
+      const T* gp = grads[t].ptr<const T>();
+      S* buf = momentum_buffers[t].ptr<S>();
+      parallel_for(params[t].numel, kElementwiseGrain / 4, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const double pv = to_f64(p[i]);
+          const double d = to_f64(gp[i]) + a.weight_decay * pv;
+          buf[i] = convert<S>(a.momentum * to_f64(buf[i]) + scale * d);
+          p[i] = convert<T>(pv - to_f64(buf[i]));
+        }
+      });
+    });
+  }
+}
+
+void srsgd_update(TensorViews params, TensorViews grads, TensorViews prev_iterates, const SrsgdUpdateArgs& a) {
+  using namespace kiln::detail;
+  for (size_t t = 0; t < params.size(); ++t) {
+    visit_param_dtype("srsgd_update", params[t].dtype, [&](auto ptag, auto stag) {
+      using T = decltype(ptag);
+      using S = decltype(stag);
+      T* p = params[t].ptr<T>();
+      const T* gp = grads[t].ptr<const T>();
+      S* prev = prev_iterates[t].ptr<S>();
+      parallel_for(params[t].numel, kElementwiseGrain / 4, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const double pv = to_f64(p[i]);
+          if (a.init) prev[i] = convert<S>(pv);
+          const double next = pv - a.lr * (to_f64(gp[i]) + a.weight_decay * pv);
+          p[i] = convert<T>(next + a.mu * (next - to_f64(prev[i])));
+          prev[i] = convert<S>(next);
+        }
+      });
+    });
+  }
+}
+
+void adams_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, TensorViews exp_avg_sqs,
+                  const AdamSUpdateArgs& a) {
+  using namespace kiln::detail;
+  const double step = static_cast<double>(a.step);
+  const double step_size = a.lr / (1.0 - std::pow(a.beta1, step));
+  const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(a.beta2, step));
+  for (size_t t = 0; t < params.size(); ++t) {
+    visit_param_dtype("adams_update", params[t].dtype, [&](auto ptag, auto stag) {
+      using T = decltype(ptag);
+      using S = decltype(stag);
+      T* p = params[t].ptr<T>();
+      const T* gp = grads[t].ptr<const T>();
+      S* m = exp_avgs[t].ptr<S>();
+      S* v = exp_avg_sqs[t].ptr<S>();
+      parallel_for(params[t].numel, kElementwiseGrain / 4, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const double g = to_f64(gp[i]);
+          m[i] = convert<S>(a.beta1 * to_f64(m[i]) + (1.0 - a.beta1) * g);
+          v[i] = convert<S>(a.beta2 * to_f64(v[i]) + (1.0 - a.beta2) * g * g);
+          const double denom = std::sqrt(to_f64(v[i])) / bias_correction2_sqrt + a.eps;
+          p[i] = convert<T>(to_f64(p[i]) * a.decay - step_size * (to_f64(m[i]) / denom));
+        }
+      });
+    });
+  }
+}
+
+}  // namespace kiln::cpu
