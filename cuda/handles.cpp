@@ -13,7 +13,6 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cudnn.h>
-#include <cusolverDn.h>
 
 #include <kiln/core/error.h>
 #include <kiln/core/log.h>
@@ -33,7 +32,6 @@ struct HandleSet {
   cublasHandle_t blas = nullptr;
   cublasLtHandle_t lt = nullptr;
   cudnnHandle_t dnn = nullptr;
-  cusolverDnHandle_t solver = nullptr;
   std::vector<Workspace> workspaces;  // cuBLASLt's, one per stream it has run on
 };
 
@@ -138,21 +136,6 @@ cudnnHandle_t cudnn_handle(int device) {
   }
   KILN_CUDNN_CHECK(cudnnSetStream(h.dnn, current_stream(device)));
   return h.dnn;
-}
-
-cusolverDnHandle_t cusolver_handle(int device) {
-  HandleSet& h = thread_set(device);
-  if (!h.solver) {
-    DeviceGuard guard(device);
-    const cusolverStatus_t st = cusolverDnCreate(&h.solver);
-    if (st != CUSOLVER_STATUS_SUCCESS)
-      throw DeviceError(detail::str("cuSOLVER: cusolverDnCreate failed on cuda:", device, " (status ",
-                                    static_cast<int>(st), ")"));
-  }
-  const cusolverStatus_t st = cusolverDnSetStream(h.solver, current_stream(device));
-  if (st != CUSOLVER_STATUS_SUCCESS)
-    throw DeviceError(detail::str("cuSOLVER: cusolverDnSetStream failed (status ", static_cast<int>(st), ")"));
-  return h.solver;
 }
 
 }  // namespace kiln::cuda

@@ -1,4 +1,4 @@
-// cuBLAS, cuBLASLt, cuDNN and cuSOLVER (dense) handles for the host-side glue. Handles are created lazily,
+// cuBLAS, cuBLASLt and cuDNN handles for the host-side glue. Handles are created lazily,
 // one set per (thread, device), and bound to the device's current stream each time they
 // are fetched. The library headers stay out of this one: the handle types are forward
 // declared exactly as the libraries declare them, so only the .cpp glue that calls the
@@ -8,7 +8,7 @@
 
 #include <cuda_runtime_api.h>
 
-// Same declarations as cublas_api.h, cublasLt.h, cudnn_graph.h and cusolverDn.h (a repeated typedef of
+// Same declarations as cublas_api.h, cublasLt.h and cudnn_graph.h (a repeated typedef of
 // the same type is legal C++).
 struct cublasContext;
 typedef struct cublasContext* cublasHandle_t;
@@ -16,8 +16,6 @@ struct cublasLtContext;
 typedef struct cublasLtContext* cublasLtHandle_t;
 struct cudnnContext;
 typedef struct cudnnContext* cudnnHandle_t;
-struct cusolverDnContext;
-typedef struct cusolverDnContext* cusolverDnHandle_t;
 
 namespace kiln::cuda {
 
@@ -46,8 +44,5 @@ CublasLt cublaslt(int device);
 // The cuDNN handle, bound to current_stream(device). Creating the first one loads cuDNN's
 // sub-libraries, which takes a moment.
 cudnnHandle_t cudnn_handle(int device);
-
-// The cuSOLVER dense handle, bound to current_stream(device).
-cusolverDnHandle_t cusolver_handle(int device);
 
 }  // namespace kiln::cuda

@@ -192,4 +192,20 @@ void fused_adams_update(const std::vector<Tensor>& params, const std::vector<Ten
   kernel<op::adams_update>(params[0].device())(p, g, m, v, args);
 }
 
+void fused_lamb_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                       const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                       const LambUpdateArgs& args) {
+  const char* op = "fused_lamb_update";
+  check_params(op, params);
+  check_list(op, "grads", grads, params, true);
+  check_list(op, "exp_avgs", exp_avgs, params, false);
+  check_list(op, "exp_avg_sqs", exp_avg_sqs, params, false);
+  check_adam_args(op, args.step, args.beta1, args.beta2, args.lr, args.eps, args.weight_decay);
+  if (params.empty()) return;
+  NoGradGuard no_grad;
+  const std::vector<TensorView> p = views_of(params), g = views_of(grads), m = views_of(exp_avgs),
+                                v = views_of(exp_avg_sqs);
+  kernel<op::lamb_update>(params[0].device())(p, g, m, v, args);
+}
+
 }  // namespace kiln

@@ -1,9 +1,9 @@
 // Fused multi-tensor optimizer updates: the checked entry points of the sgd_update,
-// adam_update, prox_adam_update, lars_update, srsgd_update and adams_update kernel slots
-// (optim/op_list.h). One call updates every
+// adam_update, prox_adam_update, lars_update, srsgd_update, lamb_update and adams_update
+// kernel slots (optim/op_list.h). One call updates every
 // tensor of the lists in place (on CUDA in one kernel launch per few dozen tensors / 20M
 // elements, not one per tensor). SGD, Adam, AdamW (optim/sgd.h, optim/adam.h), ProxAdam
-// (optim/proximal.h), LARS, SRSGD and AdamS (optim/research.h) step through these; they are public
+// (optim/proximal.h), LARS, SRSGD, LAMB and AdamS (optim/research.h) step through these; they are public
 // so that other training loops can use the kernels without an Optimizer object.
 #pragma once
 #include <vector>
@@ -59,6 +59,16 @@ struct AdamSUpdateArgs {
   int64_t step = 1;
 };
 
+// LAMB (optim/research.h), two passes in one call: m = beta1 m + (1 - beta1) g, v = beta2 v
+// + (1 - beta2) g^2, u = m / (1 - beta1^t) / (sqrt(v / (1 - beta2^t)) + eps) + wd * p, with
+// |p| and |u| of each tensor summed on the way (one read back for all tensors); then p -=
+// lr * ratio * u, ratio = |p| / |u| when adapt and both > 0, else 1.
+struct LambUpdateArgs {
+  double lr = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-6, weight_decay = 0;
+  int64_t step = 1;
+  bool adapt = true;
+};
+
 // In place, under NoGradGuard: params[i] (and momentum_buffers[i]) from grads[i]. All
 // tensors contiguous and on one device; params f16/bf16/f32/f64 of one dtype; grads of
 // the params' shapes and dtype; buffers of the params' shapes in optim_state_dtype.
@@ -70,11 +80,14 @@ void fused_adam_update(const std::vector<Tensor>& params, const std::vector<Tens
                        const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
                        const std::vector<Tensor>& max_exp_avg_sqs, const AdamUpdateArgs& args);
 // The same contract for LARS (args.scales: one per param), SRSGD (prev_iterates: the state
-// v) and AdamS.
+// v), LAMB and AdamS.
 void fused_lars_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                        const std::vector<Tensor>& momentum_buffers, const LarsUpdateArgs& args);
 void fused_srsgd_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                         const std::vector<Tensor>& prev_iterates, const SrsgdUpdateArgs& args);
+void fused_lamb_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                       const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                       const LambUpdateArgs& args);
 void fused_adams_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                         const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
                         const AdamSUpdateArgs& args);

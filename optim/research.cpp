@@ -1,6 +1,6 @@
 // LARS, LAMB, AdamS, SRSGD, Apollo and annealed gradient noise (formulas: optim/research.h):
-// LARS, SRSGD and AdamS step through fused kernels (optim/fused.h) after their per-tensor or
-// per-group scalars are computed here; LAMB and Apollo are composed from tensor ops.
+// LARS, SRSGD, LAMB and AdamS step through fused kernels (optim/fused.h) after their
+// per-tensor or per-group scalars are computed here; Apollo is composed from tensor ops.
 #include <kiln/optim/research.h>
 
 #include <cmath>
@@ -139,29 +139,30 @@ void LAMB::check_options(const std::map<std::string, double>& o, size_t group) c
 
 void LAMB::update(size_t group, const std::vector<size_t>& indices, const std::vector<Tensor>& grads) {
   const ParamGroup& G = param_groups()[group];
-  const double lr = G.get("lr"), b1 = G.get("beta1"), b2 = G.get("beta2"), eps = G.get("eps");
-  const double wd = G.get("weight_decay");
-  const bool adapt = G.get("adapt") != 0;
-  std::vector<Tensor> ps, us;
+  LambUpdateArgs a;
+  a.lr = G.get("lr");
+  a.beta1 = G.get("beta1");
+  a.beta2 = G.get("beta2");
+  a.eps = G.get("eps");
+  a.weight_decay = G.get("weight_decay");
+  a.adapt = G.get("adapt") != 0;
+  // One fused update per (device, dtype, step): normally one.
+  std::map<std::tuple<std::string, int, int64_t>, Bucket> buckets;
   for (size_t k = 0; k < indices.size(); ++k) {
     const size_t i = indices[k];
-    const int64_t t = state(i).step + 1;
-    mutable_state(i).step = t;
-    Tensor g = in_state_dtype(grads[k]), p = in_state_dtype(param(i));
-    Tensor& m = buffer_or_zeros(i, "exp_avg");
-    Tensor& v = buffer_or_zeros(i, "exp_avg_sq");
-    m.mul_(b1).add_(g, 1 - b1);
-    v.mul_(b2).add_(mul(g, g), 1 - b2);
-    const double bc1 = 1 - std::pow(b1, double(t)), bc2 = 1 - std::pow(b2, double(t));
-    Tensor u = div(div(m, bc1), add(sqrt(div(v, bc2)), eps));
-    if (wd != 0) u = add(u, mul(p, wd));
-    ps.push_back(p);
-    us.push_back(u);
+    const Tensor& p = param(i);
+    Bucket& b = buckets[{p.device().str(), static_cast<int>(p.dtype()), state(i).step + 1}];
+    b.indices.push_back(i);
+    b.params.push_back(p);
+    b.grads.push_back(grads[k]);
+    b.s0.push_back(buffer_or_zeros(i, "exp_avg"));
+    b.s1.push_back(buffer_or_zeros(i, "exp_avg_sq"));
   }
-  std::vector<std::vector<double>> n = adapt ? norms({ps, us}) : std::vector<std::vector<double>>{};
-  for (size_t k = 0; k < indices.size(); ++k) {
-    const double ratio = adapt && n[0][k] > 0 && n[1][k] > 0 ? n[0][k] / n[1][k] : 1.0;
-    write_back(param(indices[k]), sub(ps[k], mul(us[k], lr * ratio)));
+  for (auto& [key, b] : buckets) {
+    LambUpdateArgs args = a;
+    args.step = std::get<2>(key);
+    fused_lamb_update(b.params, b.grads, b.s0, b.s1, args);
+    for (size_t i : b.indices) mutable_state(i).step = args.step;
   }
 }
 

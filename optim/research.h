@@ -1,10 +1,10 @@
 // Optimizers from the research kiln serves, each exactly as its paper's algorithm (the
 // formulas below; tests/interop/optim_torch.py checks every one against a step-by-step
-// PyTorch transcription of them). LARS, SRSGD and AdamS update through fused kernels
-// (optim/fused.h: a CPU reference and a CUDA kernel each); LAMB and Apollo are composed from
-// kiln's tensor ops under NoGradGuard, so they run on every backend through the ops' own
-// kernels. The per-param norms of LARS and LAMB, and AdamS's v_bar, are read back to the
-// host once per step and group (all params together): one synchronisation. Gradients are
+// PyTorch transcription of them). LARS, SRSGD, LAMB and AdamS update through fused kernels
+// (optim/fused.h: a CPU reference and a CUDA kernel each); Apollo is composed from kiln's
+// tensor ops under NoGradGuard, so it runs on every backend through the ops' own kernels.
+// The per-param norms of LARS and LAMB, and AdamS's v_bar, are read back to the host once
+// per step and group (all params together): one synchronisation. Gradients are
 // used as given (no maximize); g below is the gradient.
 //
 // LARS (You, Gitman & Ginsburg 2017, Algorithm 1), per param w:

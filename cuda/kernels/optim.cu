@@ -15,6 +15,8 @@
 //         launch each)
 //   SRSGD next = p - lr (g + wd p); p = next + mu (next - prev); prev = next
 //   AdamS moments as below without decay in g; p = p * decay - step_size * m / denom
+//   LAMB  (not multi-tensor: two grid-stride passes per tensor) m, v as AdamS; |p|^2 and
+//         |u|^2 summed per tensor (double atomics), read back once; p -= lr * ratio * u
 //   ProxAdam  g += wd * p; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
 //         denom = sqrt(v) / sqrt(1 - beta2^step) + eps;
 //         p = prox_lp(p - step_size * m / denom, lr * lambda / denom)   (optim/prox.h)
@@ -37,7 +39,11 @@
 #include <cstdint>
 #include <type_traits>
 
+#include <vector>
+
 #include <kiln/cuda/kernels/common.cuh>
+#include <kiln/cuda/kernels/reduce_utils.cuh>
+#include <kiln/cuda/kernels/scratch.h>
 #include <kiln/optim/op_list.h>
 #include <kiln/optim/prox.h>
 
@@ -184,6 +190,51 @@ struct AdamSFunctor {
     p = p * decay - step_size * (s[0] / denom);
   }
 };
+
+// LAMB's two passes over one tensor (grid-stride, kLambBlock threads): the moments, and
+// the tensor's |p|^2 and |u|^2 added into sums[0..1] (one double atomic per block); then
+// the step with the ratio the host computed from the sums.
+constexpr int kLambBlock = 256;
+struct LambConsts {
+  double beta1, beta2, bc1, bc2, eps, weight_decay;
+};
+
+template <class T, class C>
+__device__ __forceinline__ C lamb_u(C m, C v, C p, const LambConsts& k) {
+  return m / C(k.bc1) / (k_sqrt(v / C(k.bc2)) + C(k.eps)) + C(k.weight_decay) * p;
+}
+
+template <class T, class C>
+__global__ void __launch_bounds__(kLambBlock) lamb_moments_kernel(T* p, const T* g, C* m, C* v, int64_t n, LambConsts k,
+                                                                  double* sums) {
+  double pp = 0, uu = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const C gi = convert<C>(g[i]), pi = convert<C>(p[i]);
+    const C mi = C(k.beta1) * m[i] + C(1.0 - k.beta1) * gi;
+    const C vi = C(k.beta2) * v[i] + C(1.0 - k.beta2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    const C u = lamb_u<T, C>(mi, vi, pi, k);
+    pp += double(pi) * double(pi);
+    uu += double(u) * double(u);
+  }
+  auto plus = [](double a, double b) { return a + b; };
+  pp = block_all_reduce(pp, plus, 0.0);
+  uu = block_all_reduce(uu, plus, 0.0);
+  if (threadIdx.x == 0) {
+    atomicAdd(sums, pp);
+    atomicAdd(sums + 1, uu);
+  }
+}
+
+template <class T, class C>
+__global__ void __launch_bounds__(kLambBlock) lamb_step_kernel(T* p, const C* m, const C* v, int64_t n, LambConsts k,
+                                                               double lr_ratio) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const C pi = convert<C>(p[i]);
+    p[i] = convert<T>(pi - C(lr_ratio) * lamb_u<T, C>(m[i], v[i], pi, k));
+  }
+}
 
 // ---- kernels -------------------------------------------------------------------------
 
@@ -444,6 +495,50 @@ void adams_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, T
                                    C(a.eps),     C(step_size),    C(bias_correction2_sqrt), C(a.decay)};
     const TensorViews lists[4] = {params, grads, exp_avgs, exp_avg_sqs};
     run<T, C, 4>(lists, op, stream);
+  });
+}
+
+void lamb_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, TensorViews exp_avg_sqs,
+                 const LambUpdateArgs& a) {
+  if (params.empty()) return;
+  const Device device = params[0].device;
+  DeviceGuard guard(device);
+  const cudaStream_t stream = current_stream(device);
+  const double step = static_cast<double>(a.step);
+  const LambConsts k{a.beta1, a.beta2, 1.0 - std::pow(a.beta1, step), 1.0 - std::pow(a.beta2, step), a.eps,
+                     a.weight_decay};
+  const size_t n = params.size();
+  DeviceScratch sums_dev(sizeof(double) * 2 * n, device);
+  double* sums = static_cast<double*>(sums_dev.get());
+  KILN_CUDA_CHECK(cudaMemsetAsync(sums, 0, sizeof(double) * 2 * n, stream));
+  auto blocks_for = [](int64_t numel) {
+    const int64_t b = (numel + kLambBlock - 1) / kLambBlock;
+    return static_cast<unsigned>(b < 1024 ? (b > 0 ? b : 1) : 1024);
+  };
+  visit_param_dtype(params[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using C = acc_t<T>;
+    for (size_t t = 0; t < n; ++t) {
+      if (params[t].numel == 0) continue;
+      lamb_moments_kernel<T, C><<<blocks_for(params[t].numel), kLambBlock, 0, stream>>>(
+          params[t].ptr<T>(), grads[t].ptr<const T>(), exp_avgs[t].ptr<C>(), exp_avg_sqs[t].ptr<C>(), params[t].numel,
+          k, sums + 2 * t);
+      KILN_CUDA_CHECK_LAUNCH();
+    }
+    // The trust ratios need every tensor's norms: one read back for the whole list.
+    std::vector<double> host(2 * n, 0.0);
+    if (a.adapt) {
+      KILN_CUDA_CHECK(cudaMemcpyAsync(host.data(), sums, sizeof(double) * 2 * n, cudaMemcpyDeviceToHost, stream));
+      KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
+    }
+    for (size_t t = 0; t < n; ++t) {
+      if (params[t].numel == 0) continue;
+      const double pp = host[2 * t], uu = host[2 * t + 1];
+      const double ratio = a.adapt && pp > 0 && uu > 0 ? std::sqrt(pp) / std::sqrt(uu) : 1.0;
+      lamb_step_kernel<T, C><<<blocks_for(params[t].numel), kLambBlock, 0, stream>>>(
+          params[t].ptr<T>(), exp_avgs[t].ptr<C>(), exp_avg_sqs[t].ptr<C>(), params[t].numel, k, a.lr * ratio);
+      KILN_CUDA_CHECK_LAUNCH();
+    }
   });
 }
 

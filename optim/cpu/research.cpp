@@ -1,5 +1,5 @@
-// CPU references for the fused LARS, SRSGD and AdamS updates (slots lars_update,
-// srsgd_update, adams_update; formulas in optim/fused.h and optim/research.h): one plain
+// CPU references for the fused LARS, SRSGD, LAMB and AdamS updates (slots lars_update,
+// srsgd_update, lamb_update, adams_update; formulas in optim/fused.h and optim/research.h): one plain
 // loop per tensor, every element computed in double in the operation order of the
 // formulas, then rounded to the storage dtypes (params and grads: f16/bf16/f32/f64; state:
 // accumulate_dtype of the params'). cuda/kernels/optim.cu computes the same in f32 (f64 for
@@ -78,6 +78,42 @@ void adams_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, T
           const double denom = std::sqrt(to_f64(v[i])) / bias_correction2_sqrt + a.eps;
           p[i] = convert<T>(to_f64(p[i]) * a.decay - step_size * (to_f64(m[i]) / denom));
         }
+      });
+    });
+  }
+}
+
+void lamb_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, TensorViews exp_avg_sqs,
+                 const LambUpdateArgs& a) {
+  using namespace kiln::detail;
+  const double step = static_cast<double>(a.step);
+  const double bc1 = 1.0 - std::pow(a.beta1, step), bc2 = 1.0 - std::pow(a.beta2, step);
+  for (size_t t = 0; t < params.size(); ++t) {
+    visit_param_dtype("lamb_update", params[t].dtype, [&](auto ptag, auto stag) {
+      using T = decltype(ptag);
+      using S = decltype(stag);
+      T* p = params[t].ptr<T>();
+      const T* gp = grads[t].ptr<const T>();
+      S* m = exp_avgs[t].ptr<S>();
+      S* v = exp_avg_sqs[t].ptr<S>();
+      const int64_t n = params[t].numel;
+      auto u_at = [&](int64_t i) {
+        return to_f64(m[i]) / bc1 / (std::sqrt(to_f64(v[i]) / bc2) + a.eps) + a.weight_decay * to_f64(p[i]);
+      };
+      // Pass 1: the moments, and |p|^2 and |u|^2 (one thread: the sums are in a fixed order).
+      double pp = 0, uu = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double g = to_f64(gp[i]);
+        m[i] = convert<S>(a.beta1 * to_f64(m[i]) + (1.0 - a.beta1) * g);
+        v[i] = convert<S>(a.beta2 * to_f64(v[i]) + (1.0 - a.beta2) * g * g);
+        const double u = u_at(i), pv = to_f64(p[i]);
+        pp += pv * pv;
+        uu += u * u;
+      }
+      const double ratio = a.adapt && pp > 0 && uu > 0 ? std::sqrt(pp) / std::sqrt(uu) : 1.0;
+      // Pass 2: the step.
+      parallel_for(n, kElementwiseGrain / 4, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) p[i] = convert<T>(to_f64(p[i]) - a.lr * ratio * u_at(i));
       });
     });
   }
