@@ -26,6 +26,7 @@
 #include <kiln/core/error.h>
 #include <kiln/distributed/env.h>
 #include <kiln/distributed/process_group.h>
+#include <kiln/distributed/topology.h>
 #include <kiln/models/run/progress.h>
 #include <kiln/models/run/run_dir.h>
 
@@ -74,6 +75,47 @@ inline void add_run_flags(CLI::App& app, RunFlags& f) {
       ->check(integer_range(0, int64_t{1} << 40))
       ->configurable(false);
   app.add_flag("--plot,!--no-plot", f.plot, "draw <run>/plots/metrics.png from the metrics at the end");
+}
+
+// How the ranks of a data-parallel run combine (distributed/ddp.h, distributed/decentralized.h):
+// --dp ring | hierarchical | neighbor, and for neighbor --topology and --neighbor-mode.
+struct DataParallelFlags {
+  std::string dp = "ring";
+  std::string topology = "exp2-dynamic";
+  std::string neighbor_mode = "atc";
+};
+
+// Adds --dp (with neighbor when `neighbor` is true; `neighbor_note` says what the trainer
+// does besides the per-step averaging) and, with neighbor, --topology and --neighbor-mode.
+inline void add_dp_flags(CLI::App& app, DataParallelFlags& f, bool neighbor, const std::string& neighbor_note = "") {
+  std::string help =
+      "data parallel over several ranks: ring (DDP: gradients all-reduced) | hierarchical (DDP, all-reduce inside "
+      "each node, then across nodes; KILN_RANKS_PER_NODE or LOCAL_WORLD_SIZE ranks per node)";
+  if (neighbor)
+    help += " | neighbor (decentralized: parameters averaged with the --topology neighbors every step" +
+            (neighbor_note.empty() ? std::string(")") : "; " + neighbor_note + ")");
+  app.add_option("--dp", f.dp, help)
+      ->check(neighbor ? CLI::IsMember({"ring", "hierarchical", "neighbor"}) : CLI::IsMember({"ring", "hierarchical"}));
+  if (!neighbor) return;
+  app.add_option("--topology", f.topology, "--dp neighbor: exp2-dynamic (one peer per step) | exp2 | ring | torus | full")
+      ->check(CLI::IsMember(dist::Topology::names()));
+  app.add_option("--neighbor-mode", f.neighbor_mode,
+                 "--dp neighbor: atc (step, then average) | overlap (average during forward/backward) | "
+                 "gradient-tracking")
+      ->check(CLI::IsMember({"atc", "overlap", "gradient-tracking"}));
+}
+
+// --topology and --neighbor-mode apply only with --dp neighbor (compared with their
+// defaults, not counted: a config file written by a run sets them all).
+inline void check_dp_flags(const DataParallelFlags& f) {
+  const DataParallelFlags defaults;
+  if (f.dp != "neighbor" && (f.topology != defaults.topology || f.neighbor_mode != defaults.neighbor_mode))
+    throw CLI::ValidationError("--topology/--neighbor-mode", "apply only with --dp neighbor");
+}
+
+// The description of a run's data parallelism for its log and summary.
+inline std::string dp_description(const DataParallelFlags& f) {
+  return f.dp == "neighbor" ? "neighbor " + f.topology + " " + f.neighbor_mode : f.dp;
 }
 
 inline run::StartMode start_mode(const RunFlags& f) {

@@ -117,9 +117,7 @@ struct Config {
   int64_t eval_batch_size = 500;
   std::string data_dir = data::kFashionMnistDir;
   std::string device;  // "" = cuda when available, else cpu
-  std::string dp = "ring";  // ring | hierarchical | neighbor (with several ranks)
-  std::string topology = "exp2-dynamic";
-  std::string neighbor_mode = "atc";
+  tools::DataParallelFlags par;  // --dp, --topology, --neighbor-mode (with several ranks)
   int64_t exact_average_every = 0;
   tools::RunFlags run;
 };
@@ -234,17 +232,8 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--stop-after", c.stop_after, "stop after N epochs of this invocation (an interruption at an epoch end)")
       ->check(tools::non_negative<int64_t>())
       ->configurable(false);
-  app.add_option("--dp", c.dp,
-                 "data parallel over several ranks: ring (DDP: gradients all-reduced) | hierarchical (DDP, all-reduce "
-                 "inside each node, then across nodes; KILN_RANKS_PER_NODE or LOCAL_WORLD_SIZE ranks per node) | "
-                 "neighbor (decentralized: parameters averaged with the --topology neighbors every step)")
-      ->check(CLI::IsMember({"ring", "hierarchical", "neighbor"}));
-  app.add_option("--topology", c.topology, "--dp neighbor: exp2-dynamic (one peer per step) | exp2 | ring | torus | full")
-      ->check(CLI::IsMember(dist::Topology::names()));
-  app.add_option("--neighbor-mode", c.neighbor_mode,
-                 "--dp neighbor: atc (step, then average) | overlap (average during forward/backward) | "
-                 "gradient-tracking")
-      ->check(CLI::IsMember({"atc", "overlap", "gradient-tracking"}));
+  tools::add_dp_flags(app, c.par, /*neighbor=*/true,
+                      "exactly, with BN statistics and optimizer state, at every epoch end and checkpoint");
   app.add_option("--exact-average-every", c.exact_average_every,
                  "--dp neighbor: an exact all-reduce of the parameters every N steps instead (0: only at epoch ends)")
       ->check(tools::non_negative<int64_t>());
@@ -581,25 +570,25 @@ int train(Config cfg, const CLI::App& app) {
   std::shared_ptr<nn::Module> net = model;
   std::shared_ptr<dist::DistributedDataParallel> ddp;
   std::shared_ptr<dist::DecentralizedDataParallel> dec;
-  if (world > 1 && cfg.dp == "neighbor") {
+  if (world > 1 && cfg.par.dp == "neighbor") {
     dist::DecentralizedOptions o;
-    o.topology = dist::Topology::named(cfg.topology, world);
-    o.mode = dist::parse_decentralized_mode(cfg.neighbor_mode);
+    o.topology = dist::Topology::named(cfg.par.topology, world);
+    o.mode = dist::parse_decentralized_mode(cfg.par.neighbor_mode);
     o.exact_average_every = cfg.exact_average_every;
     dec = std::make_shared<dist::DecentralizedDataParallel>(model, pg, o);
     dec->set_step(ts.step);
     net = dec;
   } else if (world > 1) {
     dist::DDPOptions o;
-    o.hierarchical = cfg.dp == "hierarchical";
+    o.hierarchical = cfg.par.dp == "hierarchical";
     ddp = std::make_shared<dist::DistributedDataParallel>(model, pg, o);
     net = ddp;
   }
   const std::string dp_desc =
       world == 1 ? "none"
-      : dec      ? detail::str("neighbor ", cfg.topology, " ", cfg.neighbor_mode,
+      : dec      ? detail::str(tools::dp_description(cfg.par),
                                cfg.exact_average_every > 0 ? detail::str(" exact every ", cfg.exact_average_every) : "")
-      : ddp && cfg.dp == "hierarchical" ? detail::str("hierarchical, ", pg->ranks_per_node(), " ranks per node")
+      : ddp && cfg.par.dp == "hierarchical" ? detail::str("hierarchical, ", pg->ranks_per_node(), " ranks per node")
                                         : std::string("ring");
   double comm_wait_s = 0;  // time blocked on gradient all-reduces or neighbor exchanges
   int64_t comm_steps = 0;
@@ -964,11 +953,11 @@ int main(int argc, char** argv) {
   return tools::kiln_main(app, argc, argv, [&] {
     if (cfg.mixup > 0 && cfg.cutmix > 0)
       throw CLI::ValidationError("--mixup/--cutmix", "take one of them (each replaces the batch)");
-    if (cfg.dp == "neighbor" && (cfg.optimizer == "sam" || cfg.optimizer == "asam"))
+    if (cfg.par.dp == "neighbor" && (cfg.optimizer == "sam" || cfg.optimizer == "asam"))
       throw CLI::ValidationError("--dp neighbor", "does not combine with --optimizer " + cfg.optimizer +
                                                       " (SAM's second pass needs the gradients of one shared model)");
     if (cfg.optimizer == "entropy-sgd") {
-      if (cfg.dp == "neighbor")
+      if (cfg.par.dp == "neighbor")
         throw CLI::ValidationError("--dp neighbor", "does not combine with --optimizer entropy-sgd (its inner "
                                                     "loop needs the gradients of one shared model)");
       if (cfg.run.on_nonfinite == "skip")
@@ -979,10 +968,9 @@ int main(int argc, char** argv) {
                                                    "Langevin noise, --esgd-noise)");
     }
     // (compared with the defaults, not counted: a config file written by a run sets them all)
-    const Config defaults;
-    if (cfg.dp != "neighbor" && (cfg.topology != defaults.topology || cfg.neighbor_mode != defaults.neighbor_mode ||
-                                 cfg.exact_average_every != defaults.exact_average_every))
-      throw CLI::ValidationError("--topology/--neighbor-mode/--exact-average-every", "apply only with --dp neighbor");
+    tools::check_dp_flags(cfg.par);
+    if (cfg.par.dp != "neighbor" && cfg.exact_average_every != Config{}.exact_average_every)
+      throw CLI::ValidationError("--exact-average-every", "applies only with --dp neighbor");
     try {
       return train(cfg, app);
     } catch (const run::NonFiniteLoss& e) {

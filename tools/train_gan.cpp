@@ -99,7 +99,7 @@ struct Config {
   std::string optimizer = "adam";  // of G, D and E: adam | lamb | proxadam (Adam's betas, --lr)
   double prox_lambda = 1e-4, prox_p = 1;
   double grad_noise = 0, grad_noise_gamma = 0.55;
-  std::string dp = "ring";  // ring | hierarchical (with several ranks)
+  tools::DataParallelFlags par;  // --dp ring | hierarchical (with several ranks)
   double beta2 = -1;  // < 0: 0.999 (0.9 with --wgan-gp)
   int64_t d_steps = 0;  // 0: 1 (5 with --wgan-gp)
   int64_t latent_dim = 0;  // 0: 100 for DCGAN, 256 for the MLP GAN
@@ -174,10 +174,7 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--grad-noise-gamma", c.grad_noise_gamma, "--grad-noise's decay exponent gamma")
       ->check(tools::positive_real());
-  app.add_option("--dp", c.dp,
-                 "data parallel over several ranks: ring (gradients all-reduced) | hierarchical (all-reduced inside each "
-                 "node, then across nodes; KILN_RANKS_PER_NODE or LOCAL_WORLD_SIZE ranks per node)")
-      ->check(CLI::IsMember({"ring", "hierarchical"}));
+  tools::add_dp_flags(app, c.par, /*neighbor=*/false);
   app.add_option("--beta1", c.beta1, "Adam beta1 (negative: 0.5, 0 with --wgan-gp)");
   app.add_option("--beta2", c.beta2, "Adam beta2 (negative: 0.999, 0.9 with --wgan-gp)");
   app.add_option("--d-steps", c.d_steps, "D updates per G update (0: 1, 5 with --wgan-gp)")
@@ -504,7 +501,7 @@ int train(Config cfg, const CLI::App& app) {
   std::shared_ptr<nn::Module> netG = m.G, netD = m.D, netE = m.E;
   if (world > 1) {
     dist::DDPOptions o;
-    o.hierarchical = cfg.dp == "hierarchical";
+    o.hierarchical = cfg.par.dp == "hierarchical";
     netG = std::make_shared<dist::DistributedDataParallel>(m.G, rc.pg, o);
     netD = std::make_shared<dist::DistributedDataParallel>(m.D, rc.pg, o);
     if (m.E) netE = std::make_shared<dist::DistributedDataParallel>(m.E, rc.pg, o);

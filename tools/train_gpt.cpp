@@ -83,8 +83,7 @@ struct Config {
   int64_t top_k = 0;
   uint64_t seed = 0;
   std::string device, init_from, dtype = "f32";
-  std::string dp = "ring";  // ring | hierarchical | neighbor (with several ranks)
-  std::string topology = "exp2-dynamic", neighbor_mode = "atc";
+  tools::DataParallelFlags par;  // --dp, --topology, --neighbor-mode (with several ranks)
   tools::RunFlags run;
 };
 
@@ -164,18 +163,8 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--init-from", c.init_from,
                  "start from these weights (safetensors: a kiln/nanoGPT GPT state dict, a kiln_train_gpt checkpoint "
                  "or Hugging Face GPT-2) instead of a random initialisation");
-  app.add_option("--dp", c.dp,
-                 "data parallel over several ranks: ring (DDP: gradients all-reduced) | hierarchical (DDP, all-reduce "
-                 "inside each node, then across nodes; KILN_RANKS_PER_NODE or LOCAL_WORLD_SIZE ranks per node) | "
-                 "neighbor (decentralized: parameters averaged with the --topology neighbors every step, exactly "
-                 "before every evaluation and checkpoint)")
-      ->check(CLI::IsMember({"ring", "hierarchical", "neighbor"}));
-  app.add_option("--topology", c.topology, "--dp neighbor: exp2-dynamic (one peer per step) | exp2 | ring | torus | full")
-      ->check(CLI::IsMember(dist::Topology::names()));
-  app.add_option("--neighbor-mode", c.neighbor_mode,
-                 "--dp neighbor: atc (step, then average) | overlap (average during forward/backward) | "
-                 "gradient-tracking")
-      ->check(CLI::IsMember({"atc", "overlap", "gradient-tracking"}));
+  tools::add_dp_flags(app, c.par, /*neighbor=*/true,
+                      "exactly, with the AdamW state, before every evaluation and checkpoint");
   tools::add_run_flags(app, c.run);
 }
 
@@ -368,15 +357,15 @@ int train(Config cfg, const CLI::App& app) {
   std::shared_ptr<nn::Module> net = model;
   std::shared_ptr<dist::DistributedDataParallel> ddp;
   std::shared_ptr<dist::DecentralizedDataParallel> dec;
-  if (world > 1 && cfg.dp == "neighbor") {
+  if (world > 1 && cfg.par.dp == "neighbor") {
     dist::DecentralizedOptions o;
-    o.topology = dist::Topology::named(cfg.topology, world);
-    o.mode = dist::parse_decentralized_mode(cfg.neighbor_mode);
+    o.topology = dist::Topology::named(cfg.par.topology, world);
+    o.mode = dist::parse_decentralized_mode(cfg.par.neighbor_mode);
     net = dec = std::make_shared<dist::DecentralizedDataParallel>(model, rc.pg, o);
     dec->set_step(step);
   } else if (world > 1) {
     dist::DDPOptions o;
-    o.hierarchical = cfg.dp == "hierarchical";
+    o.hierarchical = cfg.par.dp == "hierarchical";
     net = ddp = std::make_shared<dist::DistributedDataParallel>(model, rc.pg, o);
   }
   // Every rank, at the same steps: the exact average before an evaluation or a checkpoint,
@@ -403,7 +392,7 @@ int train(Config cfg, const CLI::App& app) {
                  (long long)(val_windows.end() - val_windows.begin()), (long long)cfg.batch_size,
                  (long long)cfg.block_size,
                  world > 1 ? detail::str(" (", world, " ranks, ", rc.pg->backend_name(), ", data parallel: ",
-                                         dec ? detail::str("neighbor ", cfg.topology, " ", cfg.neighbor_mode) : cfg.dp,
+                                         tools::dp_description(cfg.par),
                                          ")").c_str()
                            : "",
                  opt.name(), cfg.lr,
@@ -695,10 +684,8 @@ int main(int argc, char** argv) {
   Config cfg;
   add_flags(app, cfg);
   return tools::kiln_main(app, argc, argv, [&] {
-    const Config defaults;
-    if (cfg.dp != "neighbor" && (cfg.topology != defaults.topology || cfg.neighbor_mode != defaults.neighbor_mode))
-      throw CLI::ValidationError("--topology/--neighbor-mode", "apply only with --dp neighbor");
-    if (cfg.dp == "neighbor" && cfg.dtype == "f16")
+    tools::check_dp_flags(cfg.par);
+    if (cfg.par.dp == "neighbor" && cfg.dtype == "f16")
       throw CLI::ValidationError("--dp neighbor", "does not combine with --dtype f16 (each rank's loss scaler would "
                                                   "skip steps on its own; use bf16)");
     try {
