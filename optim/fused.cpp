@@ -208,4 +208,27 @@ void fused_lamb_update(const std::vector<Tensor>& params, const std::vector<Tens
   kernel<op::lamb_update>(params[0].device())(p, g, m, v, args);
 }
 
+void fused_apollo_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                         const std::vector<Tensor>& exp_avg_grads, const std::vector<Tensor>& approx_hessians,
+                         const std::vector<Tensor>& updates, const ApolloUpdateArgs& args) {
+  const char* op = "fused_apollo_update";
+  check_params(op, params);
+  check_list(op, "grads", grads, params, true);
+  check_list(op, "exp_avg_grads", exp_avg_grads, params, false);
+  check_list(op, "approx_hessians", approx_hessians, params, false);
+  check_list(op, "updates", updates, params, false);
+  KILN_CHECK(args.step >= 1, op, ": step must be >= 1, got ", args.step);
+  KILN_CHECK(args.beta >= 0 && args.beta < 1, op, ": beta must lie in [0, 1), got ", args.beta);
+  KILN_CHECK(args.sigma > 0, op, ": sigma must be > 0, got ", args.sigma);
+  KILN_CHECK(args.decay_type >= 0 && args.decay_type <= 2, op, ": decay_type must be 0, 1 or 2, got ", args.decay_type);
+  check_finite(op, "lr", args.lr);
+  check_finite(op, "eps", args.eps);
+  check_finite(op, "weight_decay", args.weight_decay);
+  if (params.empty()) return;
+  NoGradGuard no_grad;
+  const std::vector<TensorView> p = views_of(params), g = views_of(grads), m = views_of(exp_avg_grads),
+                                b = views_of(approx_hessians), d = views_of(updates);
+  kernel<op::apollo_update>(params[0].device())(p, g, m, b, d, args);
+}
+
 }  // namespace kiln

@@ -1,9 +1,9 @@
 // Fused multi-tensor optimizer updates: the checked entry points of the sgd_update,
-// adam_update, prox_adam_update, lars_update, srsgd_update, lamb_update and adams_update
-// kernel slots (optim/op_list.h). One call updates every
+// adam_update, prox_adam_update, lars_update, srsgd_update, lamb_update, apollo_update and
+// adams_update kernel slots (optim/op_list.h). One call updates every
 // tensor of the lists in place (on CUDA in one kernel launch per few dozen tensors / 20M
 // elements, not one per tensor). SGD, Adam, AdamW (optim/sgd.h, optim/adam.h), ProxAdam
-// (optim/proximal.h), LARS, SRSGD, LAMB and AdamS (optim/research.h) step through these; they are public
+// (optim/proximal.h), LARS, SRSGD, LAMB, Apollo and AdamS (optim/research.h) step through these; they are public
 // so that other training loops can use the kernels without an Optimizer object.
 #pragma once
 #include <vector>
@@ -69,6 +69,18 @@ struct LambUpdateArgs {
   bool adapt = true;
 };
 
+// Apollo (optim/research.h) for params at one step t, in passes over each tensor (the norms
+// and dot products stay on the device): g' = g (+ wd * p for decay_type 0); alpha = (1 -
+// beta) / (1 - beta^t); dg = g' - m; m += alpha * dg; d = d / (|d|_4 + eps); delta = -alpha *
+// sum(dg / (|d|_4 + eps) * d) - sum(B * d^2); B += delta * d^2; D = max(|B|, sigma);
+// d = m / D (+ wd * p for decay_type 1, + wd / mean(D) * p for 2); p -= lr * d. `lr` is the
+// step's (after Apollo's warmup).
+struct ApolloUpdateArgs {
+  double lr = 0, beta = 0.9, eps = 1e-4, sigma = 1, weight_decay = 0;
+  int decay_type = 0;  // 0 L2, 1 decoupled, 2 stable
+  int64_t step = 1;
+};
+
 // In place, under NoGradGuard: params[i] (and momentum_buffers[i]) from grads[i]. All
 // tensors contiguous and on one device; params f16/bf16/f32/f64 of one dtype; grads of
 // the params' shapes and dtype; buffers of the params' shapes in optim_state_dtype.
@@ -80,7 +92,7 @@ void fused_adam_update(const std::vector<Tensor>& params, const std::vector<Tens
                        const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
                        const std::vector<Tensor>& max_exp_avg_sqs, const AdamUpdateArgs& args);
 // The same contract for LARS (args.scales: one per param), SRSGD (prev_iterates: the state
-// v), LAMB and AdamS.
+// v), LAMB, Apollo (its three state lists) and AdamS.
 void fused_lars_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                        const std::vector<Tensor>& momentum_buffers, const LarsUpdateArgs& args);
 void fused_srsgd_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
@@ -88,6 +100,9 @@ void fused_srsgd_update(const std::vector<Tensor>& params, const std::vector<Ten
 void fused_lamb_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                        const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
                        const LambUpdateArgs& args);
+void fused_apollo_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                         const std::vector<Tensor>& exp_avg_grads, const std::vector<Tensor>& approx_hessians,
+                         const std::vector<Tensor>& updates, const ApolloUpdateArgs& args);
 void fused_adams_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                         const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
                         const AdamSUpdateArgs& args);

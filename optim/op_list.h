@@ -8,7 +8,7 @@
 // dtype; state tensors are in optim_state_dtype(param dtype). An empty state list means
 // that state is not used (momentum_buffers when momentum == 0, max_exp_avg_sqs unless
 // amsgrad). Formulas: PyTorch's torch.optim.SGD / Adam / AdamW (optim/sgd.h, optim/adam.h); ProxGen's
-// proximal Adam (optim/fused.h, optim/prox.h); LARS, SRSGD, LAMB and AdamS (optim/fused.h,
+// proximal Adam (optim/fused.h, optim/prox.h); LARS, SRSGD, LAMB, Apollo and AdamS (optim/fused.h,
 // optim/research.h).
 #pragma once
 #include <span>
@@ -34,7 +34,9 @@ using TensorViews = std::span<const TensorView>;
   X(adams_update, void(TensorViews params, TensorViews grads, TensorViews exp_avgs,                 \
                        TensorViews exp_avg_sqs, const AdamSUpdateArgs& args)) \
   X(lamb_update, void(TensorViews params, TensorViews grads, TensorViews exp_avgs,                  \
-                      TensorViews exp_avg_sqs, const LambUpdateArgs& args))
+                      TensorViews exp_avg_sqs, const LambUpdateArgs& args)) \
+  X(apollo_update, void(TensorViews params, TensorViews grads, TensorViews exp_avg_grads,           \
+                        TensorViews approx_hessians, TensorViews updates, const ApolloUpdateArgs& args))
 
 KILN_DECLARE_KERNELS(KILN_OPTIM_KERNELS)
 

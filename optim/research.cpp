@@ -1,6 +1,6 @@
 // LARS, LAMB, AdamS, SRSGD, Apollo and annealed gradient noise (formulas: optim/research.h):
-// LARS, SRSGD, LAMB and AdamS step through fused kernels (optim/fused.h) after their
-// per-tensor or per-group scalars are computed here; Apollo is composed from tensor ops.
+// LARS, SRSGD, LAMB, Apollo and AdamS step through fused kernels (optim/fused.h) after
+// their per-tensor or per-group scalars are computed here.
 #include <kiln/optim/research.h>
 
 #include <cmath>
@@ -11,7 +11,6 @@
 #include <kiln/core/autograd.h>
 #include <kiln/core/generator.h>
 #include <kiln/ops/binary.h>
-#include <kiln/ops/clamp.h>
 #include <kiln/ops/reduce.h>
 #include <kiln/ops/index.h>
 #include <kiln/ops/unary.h>
@@ -54,18 +53,17 @@ std::vector<std::vector<double>> norms(const std::vector<std::vector<Tensor>>& l
   return out;
 }
 
-// The params of one fused call with their gradients and up to two state lists.
+// The params of one fused call with their gradients and up to three state lists.
 struct Bucket {
   std::vector<size_t> indices;
-  std::vector<Tensor> params, grads, s0, s1;
+  std::vector<Tensor> params, grads, s0, s1, s2;
 };
 
-// p (any floating dtype) in its state dtype, and the write back.
+// p (any floating dtype) in its state dtype.
 Tensor in_state_dtype(const Tensor& t) {
   const DType s = optim_state_dtype(t.dtype());
   return t.dtype() == s ? t : t.to(s);
 }
-void write_back(Tensor p, const Tensor& value) { p.copy_(value); }  // (a handle: writes the param)
 
 }  // namespace
 
@@ -288,36 +286,34 @@ void Apollo::check_options(const std::map<std::string, double>& o, size_t group)
 
 void Apollo::update(size_t group, const std::vector<size_t>& indices, const std::vector<Tensor>& grads) {
   const ParamGroup& G = param_groups()[group];
-  const double lr = G.get("lr"), beta = G.get("beta"), eps = G.get("eps"), sigma = G.get("sigma");
-  const double wd = G.get("weight_decay"), init_lr = G.get("init_lr");
+  const double lr = G.get("lr"), init_lr = G.get("init_lr");
   const auto warmup = static_cast<int64_t>(G.get("warmup"));
-  const int decay_type = static_cast<int>(G.get("decay_type"));
+  ApolloUpdateArgs a;
+  a.beta = G.get("beta");
+  a.eps = G.get("eps");
+  a.sigma = G.get("sigma");
+  a.weight_decay = G.get("weight_decay");
+  a.decay_type = static_cast<int>(G.get("decay_type"));
+  // One fused update per (device, dtype, step): normally one.
+  std::map<std::tuple<std::string, int, int64_t>, Bucket> buckets;
   for (size_t k = 0; k < indices.size(); ++k) {
     const size_t i = indices[k];
-    const int64_t done = state(i).step, t = done + 1;
-    mutable_state(i).step = t;
-    const double lr_t = done < warmup ? (lr - init_lr) * double(done) / double(warmup) + init_lr : lr;
-    const double alpha = (1 - beta) / (1 - std::pow(beta, double(t)));
-    Tensor p = in_state_dtype(param(i)), g = in_state_dtype(grads[k]);
-    if (wd != 0 && decay_type == 0) g = add(g, mul(p, wd));
-    Tensor& m = buffer_or_zeros(i, "exp_avg_grad");
-    Tensor& B = buffer_or_zeros(i, "approx_hessian");
-    Tensor& d = buffer_or_zeros(i, "update");
-    Tensor dg = sub(g, m);
-    m.add_(dg, alpha);
-    // Everything below stays on the device: |d|_4 and delta are 0-d tensors.
-    Tensor d2 = mul(d, d);
-    Tensor norm4 = add(sqrt(sqrt(sum(mul(d2, d2)))), eps);
-    d.copy_(div(d, norm4));
-    Tensor v_sq = mul(d, d);
-    Tensor delta = sub(mul(sum(mul(div(dg, norm4), d)), -alpha), sum(mul(B, v_sq)));
-    B.add_(mul(v_sq, delta));
-    Tensor D = clamp_min(abs(B), sigma);
-    Tensor dir = div(m, D);
-    if (wd != 0 && decay_type == 1) dir = add(dir, mul(p, wd));
-    if (wd != 0 && decay_type == 2) dir = add(dir, mul(p, wd / mean(D.to(DType::F64)).item<double>()));
-    d.copy_(dir);
-    write_back(param(i), sub(p, mul(dir, lr_t)));
+    const Tensor& p = param(i);
+    Bucket& b = buckets[{p.device().str(), static_cast<int>(p.dtype()), state(i).step + 1}];
+    b.indices.push_back(i);
+    b.params.push_back(p);
+    b.grads.push_back(grads[k]);
+    b.s0.push_back(buffer_or_zeros(i, "exp_avg_grad"));
+    b.s1.push_back(buffer_or_zeros(i, "approx_hessian"));
+    b.s2.push_back(buffer_or_zeros(i, "update"));
+  }
+  for (auto& [key, b] : buckets) {
+    ApolloUpdateArgs args = a;
+    args.step = std::get<2>(key);
+    const int64_t done = args.step - 1;  // Apollo's warmup: linear from init_lr over `warmup` steps
+    args.lr = done < warmup ? (lr - init_lr) * double(done) / double(warmup) + init_lr : lr;
+    fused_apollo_update(b.params, b.grads, b.s0, b.s1, b.s2, args);
+    for (size_t i : b.indices) mutable_state(i).step = args.step;
   }
 }
 

@@ -1,10 +1,9 @@
 // Optimizers from the research kiln serves, each exactly as its paper's algorithm (the
 // formulas below; tests/interop/optim_torch.py checks every one against a step-by-step
-// PyTorch transcription of them). LARS, SRSGD, LAMB and AdamS update through fused kernels
-// (optim/fused.h: a CPU reference and a CUDA kernel each); Apollo is composed from kiln's
-// tensor ops under NoGradGuard, so it runs on every backend through the ops' own kernels.
-// The per-param norms of LARS and LAMB, and AdamS's v_bar, are read back to the host once
-// per step and group (all params together): one synchronisation. Gradients are
+// PyTorch transcription of them). They update through fused kernels (optim/fused.h: a CPU
+// reference and a CUDA kernel each). The per-param norms of LARS and LAMB, and AdamS's
+// v_bar, are read back to the host once per step and group (all params together): one
+// synchronisation; Apollo's sums stay on the device. Gradients are
 // used as given (no maximize); g below is the gradient.
 //
 // LARS (You, Gitman & Ginsburg 2017, Algorithm 1), per param w:
@@ -129,7 +128,7 @@ struct ApolloOptions {
 };
 // Group options: "lr", "beta", "eps", "sigma", "weight_decay", "warmup", "init_lr",
 // "decay_type". State: state.<i>.step, .exp_avg_grad (m), .approx_hessian (B), .update (d).
-// The stable decay reads mean(D) back to the host once per param and step.
+// One fused update (three or four passes per tensor on CUDA, no host synchronisation).
 class Apollo final : public Optimizer {
  public:
   explicit Apollo(const std::vector<Tensor>& params, const ApolloOptions& options = {});

@@ -15,6 +15,8 @@
 //         launch each)
 //   SRSGD next = p - lr (g + wd p); p = next + mu (next - prev); prev = next
 //   AdamS moments as below without decay in g; p = p * decay - step_size * m / denom
+//   Apollo (not multi-tensor: three or four grid-stride passes per tensor, the norms and
+//         dot products in double atomics read by the next pass on the device; no host sync)
 //   LAMB  (not multi-tensor: two grid-stride passes per tensor) m, v as AdamS; |p|^2 and
 //         |u|^2 summed per tensor (double atomics), read back once; p -= lr * ratio * u
 //   ProxAdam  g += wd * p; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
@@ -233,6 +235,92 @@ __global__ void __launch_bounds__(kLambBlock) lamb_step_kernel(T* p, const C* m,
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const C pi = convert<C>(p[i]);
     p[i] = convert<T>(pi - C(lr_ratio) * lamb_u<T, C>(m[i], v[i], pi, k));
+  }
+}
+
+// Apollo's passes over one tensor (grid-stride, kLambBlock threads). sums[0..3] of the
+// tensor: sum d^4, sum dg / denom * d, sum B * d^2, sum D; each pass reads the sums of the
+// passes before it from device memory, so nothing goes back to the host.
+struct ApolloConsts {
+  double alpha, eps, sigma, weight_decay, lr;
+  int decay_type;
+};
+
+template <class C>
+__device__ __forceinline__ double apollo_denom(const double* sums, const ApolloConsts& k) {
+  return sqrt(sqrt(sums[0])) + k.eps;
+}
+
+template <class T, class C>
+__global__ void __launch_bounds__(kLambBlock) apollo_norm4_kernel(const C* d, int64_t n, double* sums) {
+  double s = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const double di = double(d[i]);
+    s += di * di * di * di;
+  }
+  s = block_all_reduce(s, [](double a, double b) { return a + b; }, 0.0);
+  if (threadIdx.x == 0) atomicAdd(sums, s);
+}
+
+template <class T, class C>
+__global__ void __launch_bounds__(kLambBlock) apollo_secant_kernel(const T* p, const T* g, C* m, const C* B, C* d,
+                                                                   int64_t n, ApolloConsts k, double* sums) {
+  const double denom = apollo_denom<C>(sums, k);
+  double dot = 0, bdd = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    C gi = convert<C>(g[i]);
+    if (k.decay_type == 0) gi = gi + C(k.weight_decay) * convert<C>(p[i]);
+    const C dg = gi - m[i];
+    m[i] = m[i] + C(k.alpha) * dg;
+    const C dn = C(double(d[i]) / denom);
+    d[i] = dn;
+    dot += double(dg) / denom * double(dn);
+    bdd += double(B[i]) * double(dn) * double(dn);
+  }
+  auto plus = [](double a, double b) { return a + b; };
+  dot = block_all_reduce(dot, plus, 0.0);
+  bdd = block_all_reduce(bdd, plus, 0.0);
+  if (threadIdx.x == 0) {
+    atomicAdd(sums + 1, dot);
+    atomicAdd(sums + 2, bdd);
+  }
+}
+
+// B += delta d^2 and, for the stable decay, sum D into sums[3]; otherwise the step too.
+template <class T, class C>
+__global__ void __launch_bounds__(kLambBlock) apollo_hessian_kernel(T* p, const C* m, C* B, C* d, int64_t n,
+                                                                    ApolloConsts k, double* sums, bool step) {
+  const double delta = -k.alpha * sums[1] - sums[2];
+  double dsum = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const C dn = d[i];
+    B[i] = B[i] + dn * dn * C(delta);
+    const C D = fmax(fabs(B[i]), C(k.sigma));
+    if (step) {
+      const C pv = convert<C>(p[i]);
+      const C dir = m[i] / D + (k.decay_type == 1 ? C(k.weight_decay) * pv : C(0));
+      d[i] = dir;
+      p[i] = convert<T>(pv - C(k.lr) * dir);
+    } else {
+      dsum += double(D);
+    }
+  }
+  if (step) return;
+  dsum = block_all_reduce(dsum, [](double a, double b) { return a + b; }, 0.0);
+  if (threadIdx.x == 0) atomicAdd(sums + 3, dsum);
+}
+
+// The stable decay's step, with wd / mean(D).
+template <class T, class C>
+__global__ void __launch_bounds__(kLambBlock) apollo_stable_step_kernel(T* p, const C* m, const C* B, C* d, int64_t n,
+                                                                        ApolloConsts k, const double* sums) {
+  const C wd = C(k.weight_decay / (sums[3] / double(n)));
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const C D = fmax(fabs(B[i]), C(k.sigma));
+    const C pv = convert<C>(p[i]);
+    const C dir = m[i] / D + wd * pv;
+    d[i] = dir;
+    p[i] = convert<T>(pv - C(k.lr) * dir);
   }
 }
 
@@ -538,6 +626,49 @@ void lamb_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, Te
       lamb_step_kernel<T, C><<<blocks_for(params[t].numel), kLambBlock, 0, stream>>>(
           params[t].ptr<T>(), exp_avgs[t].ptr<C>(), exp_avg_sqs[t].ptr<C>(), params[t].numel, k, a.lr * ratio);
       KILN_CUDA_CHECK_LAUNCH();
+    }
+  });
+}
+
+void apollo_update(TensorViews params, TensorViews grads, TensorViews exp_avg_grads, TensorViews approx_hessians,
+                   TensorViews updates, const ApolloUpdateArgs& a) {
+  if (params.empty()) return;
+  const Device device = params[0].device;
+  DeviceGuard guard(device);
+  const cudaStream_t stream = current_stream(device);
+  const ApolloConsts k{(1.0 - a.beta) / (1.0 - std::pow(a.beta, static_cast<double>(a.step))), a.eps, a.sigma,
+                       a.weight_decay, a.lr, a.decay_type};
+  const size_t n = params.size();
+  DeviceScratch sums_dev(sizeof(double) * 4 * n, device);
+  double* sums = static_cast<double*>(sums_dev.get());
+  KILN_CUDA_CHECK(cudaMemsetAsync(sums, 0, sizeof(double) * 4 * n, stream));
+  auto blocks_for = [](int64_t numel) {
+    const int64_t b = (numel + kLambBlock - 1) / kLambBlock;
+    return static_cast<unsigned>(b < 1024 ? (b > 0 ? b : 1) : 1024);
+  };
+  const bool stable = a.decay_type == 2;
+  visit_param_dtype(params[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using C = acc_t<T>;
+    for (size_t t = 0; t < n; ++t) {
+      const int64_t numel = params[t].numel;
+      if (numel == 0) continue;
+      const unsigned blocks = blocks_for(numel);
+      double* s = sums + 4 * t;
+      T* p = params[t].ptr<T>();
+      C* m = exp_avg_grads[t].ptr<C>();
+      C* B = approx_hessians[t].ptr<C>();
+      C* d = updates[t].ptr<C>();
+      apollo_norm4_kernel<T, C><<<blocks, kLambBlock, 0, stream>>>(d, numel, s);
+      KILN_CUDA_CHECK_LAUNCH();
+      apollo_secant_kernel<T, C><<<blocks, kLambBlock, 0, stream>>>(p, grads[t].ptr<const T>(), m, B, d, numel, k, s);
+      KILN_CUDA_CHECK_LAUNCH();
+      apollo_hessian_kernel<T, C><<<blocks, kLambBlock, 0, stream>>>(p, m, B, d, numel, k, s, !stable);
+      KILN_CUDA_CHECK_LAUNCH();
+      if (stable) {
+        apollo_stable_step_kernel<T, C><<<blocks, kLambBlock, 0, stream>>>(p, m, B, d, numel, k, s);
+        KILN_CUDA_CHECK_LAUNCH();
+      }
     }
   });
 }

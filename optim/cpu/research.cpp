@@ -1,9 +1,10 @@
-// CPU references for the fused LARS, SRSGD, LAMB and AdamS updates (slots lars_update,
-// srsgd_update, lamb_update, adams_update; formulas in optim/fused.h and optim/research.h): one plain
+// CPU references for the fused LARS, SRSGD, LAMB, Apollo and AdamS updates (slots
+// lars_update, srsgd_update, lamb_update, apollo_update, adams_update; formulas in optim/fused.h and optim/research.h): one plain
 // loop per tensor, every element computed in double in the operation order of the
 // formulas, then rounded to the storage dtypes (params and grads: f16/bf16/f32/f64; state:
 // accumulate_dtype of the params'). cuda/kernels/optim.cu computes the same in f32 (f64 for
 // f64 params).
+#include <algorithm>
 #include <cmath>
 
 #include <kiln/core/cpu_loops.h>
@@ -114,6 +115,63 @@ void lamb_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, Te
       // Pass 2: the step.
       parallel_for(n, kElementwiseGrain / 4, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) p[i] = convert<T>(to_f64(p[i]) - a.lr * ratio * u_at(i));
+      });
+    });
+  }
+}
+
+void apollo_update(TensorViews params, TensorViews grads, TensorViews exp_avg_grads, TensorViews approx_hessians,
+                   TensorViews updates, const ApolloUpdateArgs& a) {
+  using namespace kiln::detail;
+  const double alpha = (1.0 - a.beta) / (1.0 - std::pow(a.beta, static_cast<double>(a.step)));
+  for (size_t t = 0; t < params.size(); ++t) {
+    visit_param_dtype("apollo_update", params[t].dtype, [&](auto ptag, auto stag) {
+      using T = decltype(ptag);
+      using S = decltype(stag);
+      T* p = params[t].ptr<T>();
+      const T* gp = grads[t].ptr<const T>();
+      S* m = exp_avg_grads[t].ptr<S>();
+      S* B = approx_hessians[t].ptr<S>();
+      S* d = updates[t].ptr<S>();
+      const int64_t n = params[t].numel;
+      // |d|_4 of the previous direction.
+      double s4 = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double di = to_f64(d[i]);
+        s4 += di * di * di * di;
+      }
+      const double denom = std::sqrt(std::sqrt(s4)) + a.eps;
+      // The gradient average, the scaled direction and the two sums of the secant update.
+      double dot = 0, bdd = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        double g = to_f64(gp[i]);
+        if (a.decay_type == 0) g += a.weight_decay * to_f64(p[i]);
+        const double dg = g - to_f64(m[i]);
+        m[i] = convert<S>(to_f64(m[i]) + alpha * dg);
+        const double dn = to_f64(d[i]) / denom;
+        d[i] = convert<S>(dn);
+        dot += dg / denom * dn;
+        bdd += to_f64(B[i]) * dn * dn;
+      }
+      const double delta = -alpha * dot - bdd;
+      // B, the rectified D, and (stable decay) mean(D).
+      double d_sum = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double dn = to_f64(d[i]);
+        B[i] = convert<S>(to_f64(B[i]) + dn * dn * delta);
+        d_sum += std::max(std::abs(to_f64(B[i])), a.sigma);
+      }
+      const double wd = a.decay_type == 1 ? a.weight_decay
+                        : a.decay_type == 2 && n > 0 ? a.weight_decay / (d_sum / static_cast<double>(n))
+                                                     : 0.0;
+      parallel_for(n, kElementwiseGrain / 4, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const double D = std::max(std::abs(to_f64(B[i])), a.sigma);
+          const double pv = to_f64(p[i]);
+          const double dir = to_f64(m[i]) / D + wd * pv;
+          d[i] = convert<S>(dir);
+          p[i] = convert<T>(pv - a.lr * to_f64(d[i]));
+        }
       });
     });
   }
