@@ -75,6 +75,7 @@ struct Config {
   int64_t batch_size = 12, grad_accum = 1;
   double lr = 2e-3, min_lr = 1e-4, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.99, grad_clip = 1.0;
   std::string optimizer = "adamw";
+  double prox_lambda = 1e-5, prox_p = 1;  // --optimizer proxadam: the L_p penalty on the weight matrices
   int64_t warmup_steps = 100, max_steps = 0;
   double max_minutes = 15;
   // evaluation
@@ -127,9 +128,15 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--warmup-steps", c.warmup_steps, "linear warmup steps")->check(tools::non_negative<int64_t>());
   app.add_option("--optimizer", c.optimizer,
-                 "adamw | lamb (layer-wise trust ratios, You et al. 2020) | adams (Adam with stable weight decay); "
-                 "optim/research.h")
-      ->check(CLI::IsMember({"adamw", "lamb", "adams"}));
+                 "adamw | lamb (layer-wise trust ratios, You et al. 2020) | adams (Adam with stable weight decay) | "
+                 "apollo (diagonal quasi-Newton, Ma 2020; its lr scale differs from Adam's) | proxadam (ProxGen: "
+                 "the proximal step of --prox-lambda * |w|^--prox-p on the weight matrices, L2 decay --weight-decay); "
+                 "optim/research.h, optim/proximal.h")
+      ->check(CLI::IsMember({"adamw", "lamb", "adams", "apollo", "proxadam"}));
+  app.add_option("--prox-lambda", c.prox_lambda, "proxadam: the penalty weight lambda")
+      ->check(tools::positive_real(/*allow_zero=*/true));
+  app.add_option("--prox-p", c.prox_p, "proxadam: the penalty's exponent: 0, 0.5 or 1")
+      ->check(CLI::IsMember({0.0, 0.5, 1.0}));
   app.add_option("--weight-decay", c.weight_decay, "weight decay of the weight matrices")
       ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--beta1", c.beta1, "AdamW beta1")->check(CLI::Range(0.0, 0.999999));
@@ -197,6 +204,7 @@ std::map<std::string, std::string> run_metadata(const Config& c, const std::stri
           {"seed", std::to_string(c.seed)},
           {"dtype", c.dtype}};
   if (c.optimizer != "adamw") m["optimizer"] = c.optimizer;  // (runs from before the flag stay resumable)
+  if (c.optimizer == "proxadam") m["prox"] = detail::str(num(c.prox_lambda), " p ", num(c.prox_p));
   return m;
 }
 
@@ -279,6 +287,18 @@ int train(Config cfg, const CLI::App& app) {
         std::vector<ParamGroup>{ParamGroup{model->decay_parameters(), {}},
                                 ParamGroup{model->no_decay_parameters(), {{"weight_decay", 0.0}, {"adapt", 0.0}}}},
         LAMBOptions{.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .weight_decay = cfg.weight_decay});
+  } else if (cfg.optimizer == "apollo") {  // the run's schedule warms up: Apollo's own warmup off
+    opt_ptr = std::make_unique<Apollo>(
+        std::vector<ParamGroup>{ParamGroup{model->decay_parameters(), {}},
+                                ParamGroup{model->no_decay_parameters(), {{"weight_decay", 0.0}}}},
+        ApolloOptions{.lr = cfg.lr, .beta = cfg.beta1, .weight_decay = cfg.weight_decay, .warmup = 0,
+                      .decay_type = 1});
+  } else if (cfg.optimizer == "proxadam") {
+    opt_ptr = std::make_unique<ProxAdam>(
+        std::vector<ParamGroup>{ParamGroup{model->decay_parameters(), {{"lambda", cfg.prox_lambda}}},
+                                ParamGroup{model->no_decay_parameters(), {{"weight_decay", 0.0}, {"lambda", 0.0}}}},
+        ProxAdamOptions{.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .weight_decay = cfg.weight_decay,
+                        .p = cfg.prox_p});
   } else if (cfg.optimizer == "adams") {
     opt_ptr = std::make_unique<AdamS>(
         std::vector<ParamGroup>{ParamGroup{model->decay_parameters(), {}},

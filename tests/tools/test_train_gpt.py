@@ -12,7 +12,7 @@
                without python3-torch)
   mixed        --dtype bf16 and f16 (autocast; f16 with loss scaling) end within 0.05 of the
                f32 run's validation losses; an f16 run resumes exactly (the scaler's state
-               is in the checkpoint); --optimizer lamb and adams train, and LAMB resumes
+               is in the checkpoint); --optimizer lamb, adams, apollo and proxadam train, and LAMB resumes
                exactly
   errors       bad inputs give exit 1 with a message naming the problem: a corpus too short
                for one window, n_embd not divisible by n_head, weights of another shape
@@ -154,10 +154,11 @@ def case_mixed(text):
     run(base(part, text, 40) + ["--dtype", "f16", "--save-every", "20", "--resume"])
     a, b = records(fp, "step"), records(part, "step")
     check([x["loss"] for x in a] == [x["loss"] for x in b], "f16: per-step losses differ after resume")
-    # --optimizer lamb / adams: they train (the loss falls) and LAMB resumes exactly.
-    for o in ("lamb", "adams"):
+    # --optimizer lamb / adams / apollo / proxadam: they train (the loss falls) and LAMB resumes exactly.
+    extra = {"lamb": [], "adams": [], "apollo": ["--lr", "0.05"], "proxadam": ["--prox-lambda", "1e-4", "--prox-p", "0.5"]}
+    for o in ("lamb", "adams", "apollo", "proxadam"):
         d = os.path.join(WORK, o)
-        so = summary(run(base(d, text, 40) + ["--optimizer", o, "--save-every", "20"]))
+        so = summary(run(base(d, text, 40) + ["--optimizer", o, "--save-every", "20"] + extra[o]))
         lo = [x["loss"] for x in records(d, "step")]
         check(math.isfinite(so["val_loss"]) and sum(lo[-5:]) < sum(lo[:5]), f"--optimizer {o}: losses {lo}")
         check(lo != [x["loss"] for x in records(ref, "step")], f"--optimizer {o} gave AdamW's losses")
