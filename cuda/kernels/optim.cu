@@ -197,6 +197,12 @@ struct AdamSFunctor {
 // the tensor's |p|^2 and |u|^2 added into sums[0..1] (one double atomic per block); then
 // the step with the ratio the host computed from the sums.
 constexpr int kLambBlock = 256;
+// Grid of the per-tensor grid-stride passes (LAMB, Apollo): one block per kLambBlock
+// elements, at most 1024.
+unsigned blocks_for(int64_t numel) {
+  const int64_t b = (numel + kLambBlock - 1) / kLambBlock;
+  return static_cast<unsigned>(b < 1024 ? (b > 0 ? b : 1) : 1024);
+}
 struct LambConsts {
   double beta1, beta2, bc1, bc2, eps, weight_decay;
 };
@@ -599,10 +605,6 @@ void lamb_update(TensorViews params, TensorViews grads, TensorViews exp_avgs, Te
   DeviceScratch sums_dev(sizeof(double) * 2 * n, device);
   double* sums = static_cast<double*>(sums_dev.get());
   KILN_CUDA_CHECK(cudaMemsetAsync(sums, 0, sizeof(double) * 2 * n, stream));
-  auto blocks_for = [](int64_t numel) {
-    const int64_t b = (numel + kLambBlock - 1) / kLambBlock;
-    return static_cast<unsigned>(b < 1024 ? (b > 0 ? b : 1) : 1024);
-  };
   visit_param_dtype(params[0].dtype, [&](auto tag) {
     using T = decltype(tag);
     using C = acc_t<T>;
@@ -642,10 +644,6 @@ void apollo_update(TensorViews params, TensorViews grads, TensorViews exp_avg_gr
   DeviceScratch sums_dev(sizeof(double) * 4 * n, device);
   double* sums = static_cast<double*>(sums_dev.get());
   KILN_CUDA_CHECK(cudaMemsetAsync(sums, 0, sizeof(double) * 4 * n, stream));
-  auto blocks_for = [](int64_t numel) {
-    const int64_t b = (numel + kLambBlock - 1) / kLambBlock;
-    return static_cast<unsigned>(b < 1024 ? (b > 0 ? b : 1) : 1024);
-  };
   const bool stable = a.decay_type == 2;
   visit_param_dtype(params[0].dtype, [&](auto tag) {
     using T = decltype(tag);
