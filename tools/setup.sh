@@ -54,10 +54,12 @@ elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
 # libstb-dev: image files (image-folder data sets, GAN sample grids; models/data/images.cpp);
 # libopenblas-openmp-dev: OpenBLAS built on OpenMP, so that its GEMM threads are kiln's
 # (core/parallel.h; the pthread build would start its own and oversubscribe the cores);
-# libdnnl-dev: oneDNN, the CPU convolutions (ops/cpu/onednn.cpp);
+# libdnnl-dev: oneDNN, the CPU convolutions (ops/cpu/onednn.cpp); ocl-icd-opencl-dev: only
+# because libdnnl-dev's CMake config looks for OpenCL (Debian makes it a Recommends, which
+# --no-install-recommends leaves out);
 # libhwy-dev: Google Highway, vector exp/tanh/... for the CPU kernels (ops/cpu/vec_math.cpp).
 required=(build-essential cmake ninja-build ccache pkg-config catch2 libspdlog-dev libfmt-dev libopenblas-openmp-dev
-          libdnnl-dev libhwy-dev zlib1g-dev libgloo-dev python3 libcli11-dev nlohmann-json3-dev python3-matplotlib libstb-dev)
+          libdnnl-dev ocl-icd-opencl-dev libhwy-dev zlib1g-dev libgloo-dev python3 libcli11-dev nlohmann-json3-dev python3-matplotlib libstb-dev)
 # Needed by the Fashion-MNIST examples, by the PyTorch interop tests (python3-torch: about
 # 635 MB installed with its dependencies; the tests report skipped without it) and by the
 # GPT's default corpus (bible-kjv: the King James Bible, models/data/text.h); installed when
