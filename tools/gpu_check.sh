@@ -26,9 +26,13 @@
 #                and kiln_mcr2 --device cuda (MCR^2 through cuSOLVER's Cholesky), short runs
 #   memcheck     compute-sanitizer --tool memcheck on a subset of the CUDA tests
 #   racecheck    compute-sanitizer --tool racecheck on the reduction/softmax/norm tests
-# Results go to $OUT (or --out): one log per part, JSON from the programs that write it,
-# and summary.json with every part's status (pass, fail, timeout, skipped, dry), seconds
-# and the headline figures.
+# Results: one log per part and JSON from the programs that write it, in a scratch folder
+# packed (files under 2 MB) into results.tar.gz in $OUT (or --out) after every part, so a
+# cut-off still returns what ran; beside it summary.json with every part's status (pass,
+# fail, timeout, skipped, dry), seconds and the headline figures. (The device tool brings
+# back at most 8 files from $OUT.) The CUDA tests run one process per test case, 8 at a
+# time (tools/run_tests_isolated.py), so one case that breaks the CUDA context costs only
+# itself; memcheck and racecheck run the same way.
 #
 # usage: gpu_check.sh --bundle DIR [--out DIR] [--budget SECONDS] [--only a,b,...] [--dry-run]
 #   --dry-run   no GPU needed: resolve the libraries, print and record each part's command
@@ -53,6 +57,7 @@ done
 [ -n "$bundle" ] || bundle=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [ -n "$out" ] || out=$bundle/out
 mkdir -p "$out"
+res=$(mktemp -d "${TMPDIR:-/tmp}/kiln_gpu_results.XXXXXX")
 start=$(date +%s)
 say() { printf '[gpu_check %4ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
@@ -95,11 +100,16 @@ done
 unresolved() { LD_LIBRARY_PATH=$kiln_ld ldd "$1" 2>/dev/null | awk '/not found/ {print $1}' | sort -u | tr '\n' ' '; }
 
 # ---- parts -----------------------------------------------------------------------------
-summary=$out/summary.tsv
+summary=$res/summary.tsv
+pack() {
+  (cd "$res" && find . -type f -size -2M -print0 | tar -czf "$out/results.tar.gz" --null -T -) 2>/dev/null
+  [ -f "$res/summary.json" ] && cp "$res/summary.json" "$out/summary.json"
+  return 0
+}
 : > "$summary"
 want() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 
-# part NAME LIMIT CMD...: runs CMD with stdout+stderr in $out/NAME.log, stopped after
+# part NAME LIMIT CMD...: runs CMD with stdout+stderr in $res/NAME.log, stopped after
 # LIMIT seconds (less if the budget is nearly spent), and records the outcome.
 part() {
   local name=$1 limit=$2
@@ -107,7 +117,7 @@ part() {
   if ! want "$name"; then return; fi
   local left=$(( budget - ($(date +%s) - start) - 10 ))
   if [ "$dry" = 1 ]; then
-    printf 'dry run: %s\n' "$*" > "$out/$name.log"
+    printf 'dry run: %s\n' "$*" > "$res/$name.log"
     printf '%s\tdry\t0\t0\t%s\n' "$name" "$*" >> "$summary"
     say "$name: would run (limit ${limit}s): $*"
     return
@@ -120,7 +130,7 @@ part() {
   [ "$limit" -gt "$left" ] && limit=$left
   say "$name: running (limit ${limit}s)"
   local t0=$(date +%s) rc status
-  timeout -k 10 "$limit" "$@" > "$out/$name.log" 2>&1
+  timeout -k 10 "$limit" "$@" > "$res/$name.log" 2>&1
   rc=$?
   case $rc in
     0) status=pass ;;
@@ -129,8 +139,9 @@ part() {
     *) status=fail ;;
   esac
   printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$rc" "$(( $(date +%s) - t0 ))" "$*" >> "$summary"
-  say "$name: $status (exit $rc, $(( $(date +%s) - t0 ))s); log: $out/$name.log"
-  tail -n 3 "$out/$name.log" | sed 's/^/    /'
+  say "$name: $status (exit $rc, $(( $(date +%s) - t0 ))s); log: $res/$name.log"
+  tail -n 3 "$res/$name.log" | sed 's/^/    /'
+  pack
 }
 
 {
@@ -142,45 +153,51 @@ part() {
   for b in "$bundle"/bin/*; do echo "unresolved by $(basename "$b"): $(unresolved "$b")"; done
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv
   [ -n "$py" ] && "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), "nccl", torch.cuda.nccl.version() if torch.cuda.is_available() else None, "gpus", torch.cuda.device_count())' 2>&1
-} > "$out/env.log" 2>&1
+} > "$res/env.log" 2>&1
 printf 'env\t%s\t0\t0\tversions\n' "$([ "$dry" = 1 ] && echo dry || echo pass)" >> "$summary"
 say "environment:"
-sed 's/^/    /' "$out/env.log"
+sed 's/^/    /' "$res/env.log"
 
-part cuda_tests 200 "$R/kiln_cuda_tests" --durations yes
-part train_cnn 100 "$R/kiln_train_cnn" --device cuda --epochs 1 --data-dir "$data" --run-dir "$out/train_cnn_run" --overwrite
-part bench_kernels 70 "$R/kiln_bench_kernels" --device cuda --json-out "$out/bench_kernels.jsonl"
-part train_step 90 "${py:-python3}" "$bundle/tools/bench_vs_torch.py" --device cuda --threads default --rounds 2 \
-  --steps 30 --kiln-exe "$R/kiln_bench_train_step" --json "$out/train_step.json"
-part attention 60 bash -c "'$R/kiln_bench_attention' --device cuda --causal --t-list 1024,4096 --json \
-  > '$out/attention_kiln.jsonl' && '${py:-python3}' '$bundle/tools/bench_attention_torch.py' --device cuda --causal \
-  --t-list 1024,4096 > '$out/attention_torch.jsonl' && '${py:-python3}' '$bundle/tools/bench_attention_torch.py' \
-  --device cuda --causal --t-list 1024,4096 --dtype bfloat16 >> '$out/attention_torch.jsonl'"
-part gpt_step 120 "${py:-python3}" "$bundle/tools/gpt_vs_torch.py" "$R/kiln_train_gpt" --mode step --steps 100 \
-  --device cuda --set layers=6 --set heads=6 --set embd=384 --set block=256 --set batch=32 --set eval_batches=2 \
-  --out "$out/gpt_step.json" --work "$out/gpt_step" -- --text "$bundle/data/kjv.txt" --cache-dir "$out/cache"
-part ddp 60 "${py:-python3}" "$bundle/tools/kiln-run" --nproc-per-node 1 "$R/kiln_train_cnn" --device cuda \
-  --epochs 1 --limit-train 4096 --limit-test 1000 --data-dir "$data" --run-dir "$out/ddp_run" --overwrite
-part neighbor 60 bash -c "'${py:-python3}' '$bundle/tools/kiln-run' --nproc-per-node 1 '$R/kiln_neighbor_check' \
-  --device cuda --backend nccl && '${py:-python3}' '$bundle/tools/kiln-run' --nproc-per-node 2 \
-  '$R/kiln_neighbor_check' --device cuda --backend gloo"
-part research 60 bash -c "'$R/kiln_train_cnn' --device cuda --optimizer proxadam --prox-p 0.5 --epochs 1 \
-  --limit-train 4096 --limit-test 1000 --data-dir '$data' --run-dir '$out/proxadam_run' --overwrite && \
-  '$R/kiln_mcr2' --device cuda --epochs 1 --limit-train 4000 --limit-test 1000 --data-dir '$data'"
+iso="${py:-python3} $bundle/tools/run_tests_isolated.py"
+part cuda_tests 150 $iso "$R/kiln_cuda_tests" --jobs 8 --timeout 100 --json "$res/cuda_tests.json"
+# The sanitizers early: they find what the figures below would hide. On hosts whose
+# runtime refuses them (gVisor: "Device not supported") every case fails at once: look
+# at the log's first case before reading the rest as kiln's bugs.
 if [ -n "$sanitizer" ] || [ "$dry" = 1 ]; then
-  part memcheck 120 "${sanitizer:-compute-sanitizer}" --tool memcheck --error-exitcode 9 "$R/kiln_cuda_tests" \
-    "[unary],[binary],[where],[clamp],[copy],[reduce],[softmax],[norm],[conv],[index],[loss],[optim],[pool],[matmul],[linalg]"
-  part racecheck 60 "${sanitizer:-compute-sanitizer}" --tool racecheck --error-exitcode 9 "$R/kiln_cuda_tests" \
-    "[reduce],[softmax],[norm]"
+  part memcheck 100 $iso "$R/kiln_cuda_tests" --jobs 8 --timeout 90 --json "$res/memcheck.json" \
+    --wrap "${sanitizer:-compute-sanitizer} --tool memcheck --error-exitcode 9" \
+    --filter "[unary],[binary],[where],[clamp],[copy],[reduce],[softmax],[norm],[conv],[index],[loss],[optim],[pool],[matmul],[linalg],[attention]"
+  part racecheck 60 $iso "$R/kiln_cuda_tests" --jobs 8 --timeout 60 --json "$res/racecheck.json" \
+    --wrap "${sanitizer:-compute-sanitizer} --tool racecheck --error-exitcode 9" \
+    --filter "[reduce],[softmax],[norm],[attention]"
 else
   for n in memcheck racecheck; do
     want "$n" && printf '%s\tskipped\t-\t0\tcompute-sanitizer not found on the host\n' "$n" >> "$summary"
   done
   say "memcheck, racecheck: skipped (no compute-sanitizer on this host)"
 fi
+part train_cnn 60 "$R/kiln_train_cnn" --device cuda --epochs 1 --data-dir "$data" --run-dir "$res/train_cnn_run" --overwrite
+part bench_kernels 45 "$R/kiln_bench_kernels" --device cuda --json-out "$res/bench_kernels.jsonl"
+part train_step 60 "${py:-python3}" "$bundle/tools/bench_vs_torch.py" --device cuda --threads default --rounds 2 \
+  --steps 30 --kiln-exe "$R/kiln_bench_train_step" --json "$res/train_step.json"
+part gpt_step 75 "${py:-python3}" "$bundle/tools/gpt_vs_torch.py" "$R/kiln_train_gpt" --mode step --steps 100 \
+  --device cuda --set layers=6 --set heads=6 --set embd=384 --set block=256 --set batch=32 --set eval_batches=2 \
+  --out "$res/gpt_step.json" --work "$res/gpt_step" -- --text "$bundle/data/kjv.txt" --cache-dir "$res/cache"
+part research 45 bash -c "'$R/kiln_train_cnn' --device cuda --optimizer proxadam --prox-p 0.5 --epochs 1 \
+  --limit-train 4096 --limit-test 1000 --data-dir '$data' --run-dir '$res/proxadam_run' --overwrite && \
+  '$R/kiln_mcr2' --device cuda --epochs 1 --limit-train 4000 --limit-test 1000 --data-dir '$data'"
+part attention 45 bash -c "'$R/kiln_bench_attention' --device cuda --causal --t-list 1024,4096 --json \
+  > '$res/attention_kiln.jsonl' && '${py:-python3}' '$bundle/tools/bench_attention_torch.py' --device cuda --causal \
+  --t-list 1024,4096 > '$res/attention_torch.jsonl' && '${py:-python3}' '$bundle/tools/bench_attention_torch.py' \
+  --device cuda --causal --t-list 1024,4096 --dtype bfloat16 >> '$res/attention_torch.jsonl'"
+part ddp 45 "${py:-python3}" "$bundle/tools/kiln-run" --nproc-per-node 1 "$R/kiln_train_cnn" --device cuda \
+  --epochs 1 --limit-train 4096 --limit-test 1000 --data-dir "$data" --run-dir "$res/ddp_run" --overwrite
+part neighbor 45 bash -c "'${py:-python3}' '$bundle/tools/kiln-run' --nproc-per-node 1 '$R/kiln_neighbor_check' \
+  --device cuda --backend nccl && '${py:-python3}' '$bundle/tools/kiln-run' --nproc-per-node 2 \
+  '$R/kiln_neighbor_check' --device cuda --backend gloo"
 
 # ---- summary ---------------------------------------------------------------------------
-"${py:-python3}" - "$out" "$dry" <<'EOF'
+"${py:-python3}" - "$res" "$dry" <<'EOF'
 import json, os, re, sys
 out, dry = sys.argv[1], sys.argv[2] == "1"
 parts = []
@@ -241,6 +258,9 @@ with open(os.path.join(out, "summary.json"), "w") as f:
 bad = [p["name"] for p in parts if p["status"] in ("fail", "timeout")]
 print("gpu_check: " + ("dry run, nothing executed" if dry else
       ("all parts passed or were skipped" if not bad else "failed: " + ", ".join(bad))))
-print("summary: " + os.path.join(out, "summary.json"))
 sys.exit(1 if bad else 0)
 EOF
+rc=$?
+pack
+say "results: $out/results.tar.gz (every part's log), $out/summary.json"
+exit $rc
