@@ -156,7 +156,12 @@ class CudaAllocator final : public Allocator {
     ensure_ready(st, device.index);
     cudaStream_t stream = current_stream(device.index);
     void* p = nullptr;
-    cudaError_t status = raw_allocate(st, &p, nbytes, stream);
+    // Blocks are whole 16-byte units: kernels that read or CAS the aligned word or vector
+    // around an element (the byte atomics of cuda/kernels/index.cu; 16-byte loads) then
+    // never touch bytes outside the allocation (compute-sanitizer's memcheck flagged a
+    // 2,145-byte u8 scatter_add target before this). The accounting keeps the size asked for.
+    const size_t padded = (nbytes + 15) & ~size_t{15};
+    cudaError_t status = raw_allocate(st, &p, padded, stream);
     if (status == cudaErrorMemoryAllocation) {
       (void)cudaGetLastError();
       // Blocks freed on other streams return to the pool only once those frees have run,
@@ -166,7 +171,7 @@ class CudaAllocator final : public Allocator {
                 " failed; synchronising and releasing the pool's cache before retrying");
       KILN_CUDA_CHECK(cudaDeviceSynchronize());
       if (st.use_pool) KILN_CUDA_CHECK(cudaMemPoolTrimTo(st.pool, 0));
-      status = raw_allocate(st, &p, nbytes, stream);
+      status = raw_allocate(st, &p, padded, stream);
       if (status == cudaErrorMemoryAllocation) {
         (void)cudaGetLastError();
         throw OutOfMemory(oom_message(st, device.index, nbytes));

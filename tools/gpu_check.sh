@@ -159,12 +159,12 @@ say "environment:"
 sed 's/^/    /' "$res/env.log"
 
 iso="${py:-python3} $bundle/tools/run_tests_isolated.py"
-part cuda_tests 150 $iso "$R/kiln_cuda_tests" --jobs 8 --timeout 100 --json "$res/cuda_tests.json"
+part cuda_tests 120 $iso "$R/kiln_cuda_tests" --jobs 8 --timeout 100 --json "$res/cuda_tests.json"
 # The sanitizers early: they find what the figures below would hide. On hosts whose
 # runtime refuses them (gVisor: "Device not supported") every case fails at once: look
 # at the log's first case before reading the rest as kiln's bugs.
 if [ -n "$sanitizer" ] || [ "$dry" = 1 ]; then
-  part memcheck 100 $iso "$R/kiln_cuda_tests" --jobs 8 --timeout 90 --json "$res/memcheck.json" \
+  part memcheck 60 $iso "$R/kiln_cuda_tests" --jobs 8 --timeout 90 --json "$res/memcheck.json" \
     --wrap "${sanitizer:-compute-sanitizer} --tool memcheck --error-exitcode 9" \
     --filter "[unary],[binary],[where],[clamp],[copy],[reduce],[softmax],[norm],[conv],[index],[loss],[optim],[pool],[matmul],[linalg],[attention]"
   part racecheck 60 $iso "$R/kiln_cuda_tests" --jobs 8 --timeout 60 --json "$res/racecheck.json" \
@@ -176,23 +176,23 @@ else
   done
   say "memcheck, racecheck: skipped (no compute-sanitizer on this host)"
 fi
-part train_cnn 60 "$R/kiln_train_cnn" --device cuda --epochs 1 --data-dir "$data" --run-dir "$res/train_cnn_run" --overwrite
-part bench_kernels 45 "$R/kiln_bench_kernels" --device cuda --json-out "$res/bench_kernels.jsonl"
-part train_step 60 "${py:-python3}" "$bundle/tools/bench_vs_torch.py" --device cuda --threads default --rounds 2 \
+part train_cnn 45 "$R/kiln_train_cnn" --device cuda --epochs 1 --data-dir "$data" --run-dir "$res/train_cnn_run" --overwrite
+part bench_kernels 30 "$R/kiln_bench_kernels" --device cuda --json-out "$res/bench_kernels.jsonl"
+part train_step 45 "${py:-python3}" "$bundle/tools/bench_vs_torch.py" --device cuda --threads default --rounds 2 \
   --steps 30 --kiln-exe "$R/kiln_bench_train_step" --json "$res/train_step.json"
-part gpt_step 75 "${py:-python3}" "$bundle/tools/gpt_vs_torch.py" "$R/kiln_train_gpt" --mode step --steps 100 \
+part gpt_step 50 "${py:-python3}" "$bundle/tools/gpt_vs_torch.py" "$R/kiln_train_gpt" --mode step --steps 100 \
   --device cuda --set layers=6 --set heads=6 --set embd=384 --set block=256 --set batch=32 --set eval_batches=2 \
   --out "$res/gpt_step.json" --work "$res/gpt_step" -- --text "$bundle/data/kjv.txt" --cache-dir "$res/cache"
-part research 45 bash -c "'$R/kiln_train_cnn' --device cuda --optimizer proxadam --prox-p 0.5 --epochs 1 \
+part research 35 bash -c "'$R/kiln_train_cnn' --device cuda --optimizer proxadam --prox-p 0.5 --epochs 1 \
   --limit-train 4096 --limit-test 1000 --data-dir '$data' --run-dir '$res/proxadam_run' --overwrite && \
   '$R/kiln_mcr2' --device cuda --epochs 1 --limit-train 4000 --limit-test 1000 --data-dir '$data'"
-part attention 45 bash -c "'$R/kiln_bench_attention' --device cuda --causal --t-list 1024,4096 --json \
+part attention 35 bash -c "'$R/kiln_bench_attention' --device cuda --causal --t-list 1024,4096 --json \
   > '$res/attention_kiln.jsonl' && '${py:-python3}' '$bundle/tools/bench_attention_torch.py' --device cuda --causal \
   --t-list 1024,4096 > '$res/attention_torch.jsonl' && '${py:-python3}' '$bundle/tools/bench_attention_torch.py' \
   --device cuda --causal --t-list 1024,4096 --dtype bfloat16 >> '$res/attention_torch.jsonl'"
-part ddp 45 "${py:-python3}" "$bundle/tools/kiln-run" --nproc-per-node 1 "$R/kiln_train_cnn" --device cuda \
+part ddp 30 "${py:-python3}" "$bundle/tools/kiln-run" --nproc-per-node 1 "$R/kiln_train_cnn" --device cuda \
   --epochs 1 --limit-train 4096 --limit-test 1000 --data-dir "$data" --run-dir "$res/ddp_run" --overwrite
-part neighbor 45 bash -c "'${py:-python3}' '$bundle/tools/kiln-run' --nproc-per-node 1 '$R/kiln_neighbor_check' \
+part neighbor 30 bash -c "'${py:-python3}' '$bundle/tools/kiln-run' --nproc-per-node 1 '$R/kiln_neighbor_check' \
   --device cuda --backend nccl && '${py:-python3}' '$bundle/tools/kiln-run' --nproc-per-node 2 \
   '$R/kiln_neighbor_check' --device cuda --backend gloo"
 

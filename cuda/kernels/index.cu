@@ -49,8 +49,9 @@ __device__ __forceinline__ void atomic_add(int64_t* p, int64_t v) {
   atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
 }
 // Byte add by compare-and-swap on the 4-byte-aligned word containing it; the other
-// three bytes are written back unchanged. Allocations start 256-byte aligned, so that
-// word lies inside the byte's own allocation (or its padding), never in another one.
+// three bytes are written back unchanged. Allocations start 256-byte aligned and are
+// whole 16-byte units (cuda/allocator.cpp), so that word lies inside the byte's own
+// allocation, never past its end or in another one.
 __device__ __forceinline__ void atomic_add(uint8_t* p, uint8_t v) {
   const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
   unsigned* word = reinterpret_cast<unsigned*>(addr & ~uintptr_t{3});

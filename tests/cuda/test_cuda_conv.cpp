@@ -38,8 +38,10 @@ void compare(const std::function<Tensor(const V&)>& f, const std::vector<Shape>&
   V cpu, gpu;
   for (size_t i = 0; i < shapes.size(); ++i) {
     Tensor x = test::random_tensor(shapes[i], dt, seed + i);  // rounded to dt
-    cpu.push_back(x.to(DType::F64).set_requires_grad(backward));
-    gpu.push_back(x.to(cuda0()).set_requires_grad(backward));
+    // detach(): for f64, to(F64) is x itself, which must not become a grad-requiring
+    // parent of the CUDA copy.
+    cpu.push_back(x.to(DType::F64).detach().set_requires_grad(backward));
+    gpu.push_back(x.to(cuda0()).detach().set_requires_grad(backward));
   }
   Tensor yc = f(cpu), yg = f(gpu);
   REQUIRE(yg.is_cuda());
