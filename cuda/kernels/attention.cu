@@ -17,7 +17,7 @@
 // (batch, head) are shared by the warps of a block through L1/L2, not shared memory:
 // simple and exact, not yet tuned — tensor-core tiles (and cuDNN's fused attention
 // beside it) are the next step once a GPU can measure them.
-// Status: compiled for sm_90, not yet run on a GPU.
+// Status: passes the CUDA-vs-CPU tests on an H200 (2026-12-04); slow (2-7x PyTorch SDPA).
 #include <kiln/core/philox.h>
 #include <kiln/cuda/kernels/common.cuh>
 #include <kiln/cuda/kernels/elementwise.cuh>
