@@ -83,7 +83,29 @@ Tensor composite(const V& in, const AttentionParams& p) {
   return matmul(prob, v);
 }
 
+thread_local AttentionBackend t_backend = AttentionBackend::Auto;
+
 }  // namespace
+
+AttentionBackendGuard::AttentionBackendGuard(AttentionBackend backend) : prev_(t_backend) { t_backend = backend; }
+AttentionBackendGuard::~AttentionBackendGuard() { t_backend = prev_; }
+AttentionBackend attention_backend() { return t_backend; }
+
+const char* attention_backend_name(AttentionBackend b) {
+  switch (b) {
+    case AttentionBackend::Fused: return "fused";
+    case AttentionBackend::Composite: return "composite";
+    default: return "auto";
+  }
+}
+
+bool attention_uses_composite(const AttentionParams& p, Device device) {
+  switch (t_backend) {
+    case AttentionBackend::Fused: return false;
+    case AttentionBackend::Composite: return true;
+    default: return device.is_cuda() && p.B * p.H * p.Tq * p.Tk <= kAttentionCompositeMaxScores;
+  }
+}
 
 Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, bool causal,
                                     double dropout_p, std::optional<double> scale, Generator* gen) {
@@ -94,6 +116,12 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
     Generator& g = gen != nullptr ? *gen : default_generator();
     p.seed = g.seed();
     p.offset = g.reserve(static_cast<uint64_t>(p.B * p.H * p.Tq * p.Tk));
+  }
+  if (attention_uses_composite(p, pr.q.device())) {
+    // The composite keeps autograd's graph (its backward is the ops' own, and twice
+    // differentiable); the same counters give the same dropout mask as the kernels.
+    Tensor out = composite({pr.q, pr.k, pr.v}, p);
+    return pr.batched ? out : out.squeeze(0);
   }
   Tensor qc, kc, vc, out, lse;
   {

@@ -46,6 +46,37 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                     double dropout_p = 0.0, std::optional<double> scale = std::nullopt,
                                     Generator* gen = nullptr);
 
+// Which implementation scaled_dot_product_attention runs (PyTorch's sdpa_kernel):
+//   Fused      the slots attention_forward / attention_backward above: O(T) memory;
+//   Composite  naive_attention below (matmul, mask, softmax, dropout as ops, the (Tq, Tk)
+//              scores materialised; its gradient through those ops); the same function,
+//              the same dropout mask (drawn from the same generator counters);
+//   Auto       (the default) Fused on the CPU; on CUDA Composite while the scores hold at
+//              most kAttentionCompositeMaxScores elements, Fused beyond. Why: on the one
+//              GPU kiln has run on (an H200, 2026-12-04), the CUDA fused kernel (a warp per
+//              row, no tensor cores yet) took 3.3-3.6x as long forward + backward as the
+//              composite on cuBLAS (f32, causal, B 1, H 4, D 64: T 1024 1.53 vs 0.47 ms,
+//              T 4096 13.8 vs 3.8 ms), at 2.1 GB against 21 MB of memory for T 4096.
+// The choice is per thread and nests, like AutocastGuard.
+enum class AttentionBackend { Auto, Fused, Composite };
+inline constexpr int64_t kAttentionCompositeMaxScores = int64_t{1} << 27;  // 512 MiB of f32 scores
+
+class AttentionBackendGuard {
+ public:
+  explicit AttentionBackendGuard(AttentionBackend backend);
+  ~AttentionBackendGuard();
+  AttentionBackendGuard(const AttentionBackendGuard&) = delete;
+  AttentionBackendGuard& operator=(const AttentionBackendGuard&) = delete;
+
+ private:
+  AttentionBackend prev_;
+};
+AttentionBackend attention_backend();
+const char* attention_backend_name(AttentionBackend b);
+// Whether scaled_dot_product_attention runs the composite for a problem of this size on
+// this device under the current backend.
+bool attention_uses_composite(const AttentionParams& p, Device device);
+
 // The same function from plain ops (matmul, a -inf mask, softmax, dropout's mask): the
 // reference the fused kernels are tested against, materialising the (Tq, Tk) scores.
 Tensor naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false,

@@ -43,7 +43,10 @@ struct Result {
 
 Tensor attend(const Config& c, const std::string& kind, const Tensor& q, const Tensor& k, const Tensor& v,
               const Tensor& features) {
-  if (kind == "fused") return scaled_dot_product_attention(q, k, v, c.causal);
+  if (kind == "fused") {
+    AttentionBackendGuard fused(AttentionBackend::Fused);  // Auto would pick the composite on CUDA
+    return scaled_dot_product_attention(q, k, v, c.causal);
+  }
   if (kind == "naive") return naive_attention(q, k, v, c.causal);
   if (kind == "performer") return performer_attention(q, k, v, features, c.causal);
   return rfa_attention(q, k, v, features, c.causal);

@@ -72,6 +72,55 @@ TEST_CASE("fused attention with dropout draws the naive composite's mask", "[ops
   }
 }
 
+TEST_CASE("attention backends: the composite backend gives the fused result; Auto's choice; the guard", "[ops][attention]") {
+  // Forcing the composite through scaled_dot_product_attention: the same values and
+  // gradients as the fused kernels, the same dropout mask from the same generator, 3-D too.
+  const Shape4 s{2, 2, 21, 33, 8, 5};
+  for (double p : {0.0, 0.3})
+    for (bool causal : {false, true}) {
+      INFO((causal ? "causal" : "full") << " dropout " << p);
+      const V in = inputs(s, DType::F64, 17);
+      const Tensor g = test::random_tensor({s.B, s.H, s.Tq, s.Dv}, DType::F64, 19);
+      auto attend = [&](AttentionBackend b) {
+        AttentionBackendGuard guard(b);
+        CHECK(attention_backend() == b);
+        Generator gen(42);
+        return run([&](const V& x) { return scaled_dot_product_attention(x[0], x[1], x[2], causal, p, std::nullopt, &gen); },
+                   in, g);
+      };
+      const V fused = attend(AttentionBackend::Fused), comp = attend(AttentionBackend::Composite);
+      for (size_t i = 0; i < 4; ++i) CHECK_CLOSE_TOL(comp[i], fused[i], 1e-12, 1e-12);
+    }
+  {
+    AttentionBackendGuard guard(AttentionBackend::Composite);
+    const V in = inputs({1, 3, 9, 9, 4, 4}, DType::F32, 23);
+    CHECK_CLOSE_TOL(scaled_dot_product_attention(in[0].squeeze(0), in[1].squeeze(0), in[2].squeeze(0), true),
+                    naive_attention(in[0], in[1], in[2], true).squeeze(0), 1e-6, 1e-6);
+  }
+  // Auto: the fused kernels on the CPU at any size; on CUDA the composite up to
+  // kAttentionCompositeMaxScores scores, fused beyond; the guard nests and restores.
+  CHECK(attention_backend() == AttentionBackend::Auto);
+  const Device gpu = cuda_device(0);
+  AttentionParams small;
+  small.B = 32, small.H = 6, small.Tq = small.Tk = 256;
+  AttentionParams big = small;
+  big.Tq = big.Tk = 32768;
+  CHECK_FALSE(attention_uses_composite(small, kCPU));
+  CHECK(attention_uses_composite(small, gpu));
+  CHECK_FALSE(attention_uses_composite(big, gpu));
+  {
+    AttentionBackendGuard outer(AttentionBackend::Fused);
+    CHECK_FALSE(attention_uses_composite(small, gpu));
+    {
+      AttentionBackendGuard inner(AttentionBackend::Composite);
+      CHECK(attention_uses_composite(big, kCPU));
+      CHECK(std::string(attention_backend_name(attention_backend())) == "composite");
+    }
+    CHECK(attention_backend() == AttentionBackend::Fused);
+  }
+  CHECK(attention_backend() == AttentionBackend::Auto);
+}
+
 TEST_CASE("fused attention: 3-D inputs, scale, half dtypes", "[ops][attention]") {
   const V in = inputs({1, 2, 9, 11, 6, 7}, DType::F32, 3);
   Tensor a = scaled_dot_product_attention(in[0].squeeze(0), in[1].squeeze(0), in[2].squeeze(0), false, 0.0, 0.7);
