@@ -76,6 +76,9 @@ struct Config {
   double lr = 2e-3, min_lr = 1e-4, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.99, grad_clip = 1.0;
   std::string optimizer = "adamw";
   double prox_lambda = 1e-5, prox_p = 1;  // --optimizer proxadam: the L_p penalty on the weight matrices
+  double sam_rho = 0;                      // --optimizer sam|asam: 0 = 0.05 for SAM, 0.5 for ASAM
+  std::string sam_base = "adamw";
+  double asam_eta = 0.01;
   int64_t warmup_steps = 100, max_steps = 0;
   double max_minutes = 15;
   // evaluation
@@ -130,9 +133,17 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--optimizer", c.optimizer,
                  "adamw | lamb (layer-wise trust ratios, You et al. 2020) | adams (Adam with stable weight decay) | "
                  "apollo (diagonal quasi-Newton, Ma 2020; its lr scale differs from Adam's) | proxadam (ProxGen: "
-                 "the proximal step of --prox-lambda * |w|^--prox-p on the weight matrices, L2 decay --weight-decay); "
-                 "optim/research.h, optim/proximal.h")
+                 "the proximal step of --prox-lambda * |w|^--prox-p on the weight matrices, L2 decay --weight-decay) | "
+                 "sam | asam (sharpness-aware minimisation around --sam-base: two forward/backward passes of the "
+                 "same windows per step); optim/research.h, optim/proximal.h, optim/sam.h")
+      ->check(CLI::IsMember({"adamw", "lamb", "adams", "apollo", "proxadam", "sam", "asam"}));
+  app.add_option("--sam-rho", c.sam_rho,
+                 "sam/asam: the neighbourhood radius rho (0: 0.05 for sam as Foret et al. 2021, 0.5 for asam as "
+                 "Kwon et al. 2021)")
+      ->check(tools::positive_real(/*allow_zero=*/true));
+  app.add_option("--sam-base", c.sam_base, "sam/asam: the optimizer SAM wraps: adamw | lamb | adams | apollo | proxadam")
       ->check(CLI::IsMember({"adamw", "lamb", "adams", "apollo", "proxadam"}));
+  app.add_option("--asam-eta", c.asam_eta, "asam: eta in T = |w| + eta")->check(tools::positive_real(true));
   app.add_option("--prox-lambda", c.prox_lambda, "proxadam: the penalty weight lambda")
       ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--prox-p", c.prox_p, "proxadam: the penalty's exponent: 0, 0.5 or 1")
@@ -204,7 +215,10 @@ std::map<std::string, std::string> run_metadata(const Config& c, const std::stri
           {"seed", std::to_string(c.seed)},
           {"dtype", c.dtype}};
   if (c.optimizer != "adamw") m["optimizer"] = c.optimizer;  // (runs from before the flag stay resumable)
-  if (c.optimizer == "proxadam") m["prox"] = detail::str(num(c.prox_lambda), " p ", num(c.prox_p));
+  const bool sam = c.optimizer == "sam" || c.optimizer == "asam";
+  if (sam) m["sam"] = detail::str(c.sam_base, " rho ", num(c.sam_rho), " eta ", num(c.asam_eta));
+  if (c.optimizer == "proxadam" || (sam && c.sam_base == "proxadam"))
+    m["prox"] = detail::str(num(c.prox_lambda), " p ", num(c.prox_p));
   return m;
 }
 
@@ -281,25 +295,28 @@ int train(Config cfg, const CLI::App& app) {
   }
   // Weight matrices decay; biases, LayerNorm and embeddings' no_decay group does not (and
   // LAMB does not adapt it).
+  // sam/asam wrap --sam-base (the base's own flags apply).
+  const bool use_sam = cfg.optimizer == "sam" || cfg.optimizer == "asam";
+  const std::string base_opt = use_sam ? cfg.sam_base : cfg.optimizer;
   std::unique_ptr<Optimizer> opt_ptr;
-  if (cfg.optimizer == "lamb") {
+  if (base_opt == "lamb") {
     opt_ptr = std::make_unique<LAMB>(
         std::vector<ParamGroup>{ParamGroup{model->decay_parameters(), {}},
                                 ParamGroup{model->no_decay_parameters(), {{"weight_decay", 0.0}, {"adapt", 0.0}}}},
         LAMBOptions{.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .weight_decay = cfg.weight_decay});
-  } else if (cfg.optimizer == "apollo") {  // the run's schedule warms up: Apollo's own warmup off
+  } else if (base_opt == "apollo") {  // the run's schedule warms up: Apollo's own warmup off
     opt_ptr = std::make_unique<Apollo>(
         std::vector<ParamGroup>{ParamGroup{model->decay_parameters(), {}},
                                 ParamGroup{model->no_decay_parameters(), {{"weight_decay", 0.0}}}},
         ApolloOptions{.lr = cfg.lr, .beta = cfg.beta1, .weight_decay = cfg.weight_decay, .warmup = 0,
                       .decay_type = 1});
-  } else if (cfg.optimizer == "proxadam") {
+  } else if (base_opt == "proxadam") {
     opt_ptr = std::make_unique<ProxAdam>(
         std::vector<ParamGroup>{ParamGroup{model->decay_parameters(), {{"lambda", cfg.prox_lambda}}},
                                 ParamGroup{model->no_decay_parameters(), {{"weight_decay", 0.0}, {"lambda", 0.0}}}},
         ProxAdamOptions{.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .weight_decay = cfg.weight_decay,
                         .p = cfg.prox_p});
-  } else if (cfg.optimizer == "adams") {
+  } else if (base_opt == "adams") {
     opt_ptr = std::make_unique<AdamS>(
         std::vector<ParamGroup>{ParamGroup{model->decay_parameters(), {}},
                                 ParamGroup{model->no_decay_parameters(), {{"weight_decay", 0.0}}}},
@@ -316,6 +333,12 @@ int train(Config cfg, const CLI::App& app) {
         ao);
   }
   Optimizer& opt = *opt_ptr;
+  std::unique_ptr<SAM> sam;
+  if (use_sam) {
+    const bool adaptive = cfg.optimizer == "asam";
+    const double rho = cfg.sam_rho > 0 ? cfg.sam_rho : adaptive ? 0.5 : 0.05;
+    sam = std::make_unique<SAM>(opt, SamOptions{rho, adaptive, cfg.asam_eta});
+  }
 
   // ---- mixed precision ----
   std::optional<DType> half;
@@ -556,36 +579,50 @@ int train(Config cfg, const CLI::App& app) {
     // The global batch (the same on every rank), this rank's slice of it, in micro-batches.
     auto [xg, yg] = train_windows.batch(cfg.batch_size, cfg.block_size, data_gen);
     Tensor x = xg.narrow(0, rank * per_rank, per_rank).to(device), y = yg.narrow(0, rank * per_rank, per_rank).to(device);
-    opt.zero_grad();
-    Tensor loss_sum;
-    for (int64_t k = 0; k < cfg.grad_accum; ++k) {
-      Tensor xm = x.narrow(0, k * micro, micro), ym = y.narrow(0, k * micro, micro);
-      auto run_micro = [&] {
-        Tensor l;
-        {
-          std::optional<AutocastGuard> ac;  // the forward pass and the loss; backward after it
-          if (half) ac.emplace(*half);
-          Tensor logits = (*net)(xm);
-          l = cross_entropy(logits.reshape({-1, logits.size(-1)}), ym.reshape({-1}));
+    // Forward and backward of this rank's windows in micro-batches (DDP all-reduces at the
+    // last); returns their mean loss. SAM runs it twice: at w, then at w + e(w).
+    auto accumulate = [&] {
+      opt.zero_grad();
+      Tensor loss_sum;
+      for (int64_t k = 0; k < cfg.grad_accum; ++k) {
+        Tensor xm = x.narrow(0, k * micro, micro), ym = y.narrow(0, k * micro, micro);
+        auto run_micro = [&] {
+          Tensor l;
+          {
+            std::optional<AutocastGuard> ac;  // the forward pass and the loss; backward after it
+            if (half) ac.emplace(*half);
+            Tensor logits = (*net)(xm);
+            l = cross_entropy(logits.reshape({-1, logits.size(-1)}), ym.reshape({-1}));
+          }
+          scaler.scale(cfg.grad_accum > 1 ? mul(l, 1.0 / static_cast<double>(cfg.grad_accum)) : l).backward();
+          loss_sum = loss_sum.defined() ? add(loss_sum, l.detach()) : l.detach();
+        };
+        if (ddp && k + 1 < cfg.grad_accum) {
+          auto ns = ddp->no_sync();
+          run_micro();
+        } else {
+          run_micro();
         }
-        scaler.scale(cfg.grad_accum > 1 ? mul(l, 1.0 / static_cast<double>(cfg.grad_accum)) : l).backward();
-        loss_sum = loss_sum.defined() ? add(loss_sum, l.detach()) : l.detach();
-      };
-      if (ddp && k + 1 < cfg.grad_accum) {
-        auto ns = ddp->no_sync();
-        run_micro();
-      } else {
-        run_micro();
       }
-    }
-    Tensor loss = cfg.grad_accum > 1 ? mul(loss_sum, 1.0 / static_cast<double>(cfg.grad_accum)) : loss_sum;
+      return cfg.grad_accum > 1 ? mul(loss_sum, 1.0 / static_cast<double>(cfg.grad_accum)) : loss_sum;
+    };
+    Tensor loss = accumulate();
     if (scaler.enabled()) scaler.unscale_(opt);  // clipping needs the true gradients
-    Tensor norm = cfg.grad_clip > 0 ? clip_grad_norm_(model->parameters(), cfg.grad_clip) : Tensor();
     const double step_lr = opt.lr();
     bool take = true;
     if (skip_policy) take = guard.check(loss.item<double>(), step + 1, 0, last_ckpt);
+    Tensor sharpness;  // SAM: L(w + e(w)) - L(w) on this batch (Foret et al.'s sharpness)
+    if (take && sam) {
+      sam->first_step();  // w + e(w) from the unclipped gradient; drops the gradients
+      sharpness = sub(accumulate(), loss);
+    }
+    // Clipping applies to the gradient the step uses (SAM's: the one at w + e(w)).
+    Tensor norm = cfg.grad_clip > 0 ? clip_grad_norm_(model->parameters(), cfg.grad_clip) : Tensor();
     if (dec) dec->before_step();  // --dp neighbor: every rank exchanges every step
-    if (take) scaler.step(opt);  // an f16 step whose gradients overflowed is skipped (and the scale halved)
+    if (take && sam)
+      sam->second_step();  // back to w, then the base optimizer's step
+    else if (take)
+      scaler.step(opt);  // an f16 step whose gradients overflowed is skipped (and the scale halved)
     if (dec) dec->after_step();
     if (scaler.enabled()) scaler.update();
     sched->step();
@@ -593,7 +630,10 @@ int train(Config cfg, const CLI::App& app) {
     ++steps_this_run;
     tokens_since_log += tokens_per_step;
     train_seconds += std::chrono::duration<double>(Clock::now() - t_step).count();
-    log.push(step, 0, {{"loss", loss}, {"grad_norm", norm}}, {{"lr", step_lr}});
+    if (sam)
+      log.push(step, 0, {{"loss", loss}, {"grad_norm", norm}, {"sam_sharpness", sharpness}}, {{"lr", step_lr}});
+    else
+      log.push(step, 0, {{"loss", loss}, {"grad_norm", norm}}, {{"lr", step_lr}});
 
     if (budgeted && plan_timing && step > plan_from) {
       const int64_t n = step - plan_from;
@@ -705,6 +745,10 @@ int main(int argc, char** argv) {
   add_flags(app, cfg);
   return tools::kiln_main(app, argc, argv, [&] {
     tools::check_dp_flags(cfg.par);
+    if ((cfg.optimizer == "sam" || cfg.optimizer == "asam") && cfg.dtype == "f16")
+      throw CLI::ValidationError("--optimizer " + cfg.optimizer, "does not combine with --dtype f16 (the loss "
+                                                                  "scaler's skipped steps would leave SAM's two passes "
+                                                                  "unmatched; use bf16)");
     if (cfg.par.dp == "neighbor" && cfg.dtype == "f16")
       throw CLI::ValidationError("--dp neighbor", "does not combine with --dtype f16 (each rank's loss scaler would "
                                                   "skip steps on its own; use bf16)");

