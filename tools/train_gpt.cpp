@@ -749,6 +749,10 @@ int main(int argc, char** argv) {
       throw CLI::ValidationError("--optimizer " + cfg.optimizer, "does not combine with --dtype f16 (the loss "
                                                                   "scaler's skipped steps would leave SAM's two passes "
                                                                   "unmatched; use bf16)");
+    if (cfg.par.dp == "neighbor" && (cfg.optimizer == "sam" || cfg.optimizer == "asam"))
+      throw CLI::ValidationError("--dp neighbor", "does not combine with --optimizer " + cfg.optimizer +
+                                                      " (SAM's second forward pass at w + e(w) would start the "
+                                                      "overlapped exchange with perturbed weights)");
     if (cfg.par.dp == "neighbor" && cfg.dtype == "f16")
       throw CLI::ValidationError("--dp neighbor", "does not combine with --dtype f16 (each rank's loss scaler would "
                                                   "skip steps on its own; use bf16)");

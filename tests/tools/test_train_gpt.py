@@ -5,8 +5,9 @@
                identical per-step losses and validation losses, each step recorded once;
                kiln_generate from the run: the prompt continued, the same text for the same
                seed, greedy decoding past the context length
-  ddp          2 ranks under kiln-run give the single process's validation losses; gradient
-               accumulation (--grad-accum 3) gives the plain run's within float rounding
+  ddp          2 ranks under kiln-run give the single process's validation losses (with AdamW
+               and with SAM); gradient accumulation (--grad-accum 3) gives the plain run's
+               within float rounding
   torch_match  tools/gpt_vs_torch.py --mode match: PyTorch's initial weights and kiln's data
                order in both; validation losses agree within 1e-3 after 120 steps (skipped
                without python3-torch)
@@ -113,6 +114,13 @@ def case_ddp(text):
     check(len(e1) == len(e2) == len(e3) == 3, f"evaluations: {e1} {e2} {e3}")
     check(max(abs(x - y) for x, y in zip(e1, e2)) < 1e-4, f"2 ranks {e2} vs 1 process {e1}")
     check(max(abs(x - y) for x, y in zip(e1, e3)) < 1e-4, f"--grad-accum 3 {e3} vs plain {e1}")
+    # SAM under DDP: both passes all-reduce, so 2 ranks take the single process's steps.
+    s1, s2 = os.path.join(WORK, "sam_one"), os.path.join(WORK, "sam_two")
+    run(base(s1, text, 40) + ["--optimizer", "sam"])
+    run(base(s2, text, 40) + ["--optimizer", "sam"], ranks=2)
+    f1, f2 = ([x["val_loss"] for x in records(d, "eval")] for d in (s1, s2))
+    check(len(f1) == len(f2) == 3 and max(abs(x - y) for x, y in zip(f1, f2)) < 1e-4, f"SAM: 2 ranks {f2} vs 1 {f1}")
+    check(f1 != e1, "SAM gave AdamW's evaluations")
     # --dp hierarchical over 2 "nodes" of 1 rank: still the exact mean gradient.
     hier = os.path.join(WORK, "hier")
     run(base(hier, text, 40) + ["--dp", "hierarchical"], ranks=2, env={"KILN_RANKS_PER_NODE": "1"})
@@ -230,6 +238,8 @@ def case_errors(text):
     bad(base(os.path.join(WORK, "e7"), text) + ["--optimizer", "sam", "--dtype", "f16"], ["--optimizer sam", "f16"],
         code=2)
     bad(base(os.path.join(WORK, "e8"), text) + ["--optimizer", "sam", "--sam-base", "sgd"], ["--sam-base"], code=2)
+    bad(base(os.path.join(WORK, "e9"), text) + ["--optimizer", "asam", "--dp", "neighbor"], ["--dp neighbor", "asam"],
+        code=2)
 
 
 def main():
