@@ -1,5 +1,7 @@
 #!/usr/bin/python3
-"""DCGAN training throughput on the CPU, kiln against PyTorch, side by side.
+"""DCGAN training throughput, kiln against PyTorch, side by side: on the CPU (the default) or
+on a GPU (--device cuda, e.g. --image-size 64 --width 64, the DCGAN paper's 64 x 64 RGB
+model with PyTorch's example width, against PyTorch eager).
 
 The model, loss and optimizer are kiln_train_gan's defaults on Fashion-MNIST: the DCGAN of
 models/zoo/gan.h at 28 x 28 (width 32: G ConvT 100->64 7x7, BN, ReLU, ConvT 64->32 4/2/1,
@@ -14,8 +16,15 @@ OpenBLAS left at its default threads and once with OPENBLAS_NUM_THREADS=1 (Debia
 PyTorch links a threaded OpenBLAS that otherwise oversubscribes the cores); the faster
 counts and is printed. Rounds alternate kiln and torch; each side's best round counts.
 
+At --image-size 64 both sides build the zoo's 64 px DCGAN for 3 channels (G: ConvT nz->8w
+4x4, BN, ReLU, three ConvT 4/2/1 halving the channels with BN, ReLU, ConvT w->3 4/2/1, Tanh;
+D the mirror image with LeakyReLU 0.2, no BN on its first layer, Linear 8w*16->1), and
+kiln reads a folder of random 64 x 64 PPM images written into a scratch folder. On CUDA
+PyTorch's timing synchronises the device before and after, and OpenBLAS does not matter.
+
 usage: tools/bench_gan_vs_torch.py [--kiln-exe build/tools/kiln_train_gan] [--threads 2]
-         [--iters 60] [--warmup 5] [--rounds 2] [--json FILE]
+         [--iters 60] [--warmup 5] [--rounds 2] [--device cpu|cuda] [--image-size 28|64]
+         [--width 32] [--json FILE]
 Run it with Debian's /usr/bin/python3 (python3-torch).
 """
 import argparse
@@ -36,24 +45,32 @@ def torch_worker(a):
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    nz, w = 100, 32
-    G = nn.Sequential(nn.ConvTranspose2d(nz, 2 * w, 7, 1, 0, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(True),
-                      nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True),
-                      nn.ConvTranspose2d(w, 1, 4, 2, 1, bias=False), nn.Tanh())
-    D = nn.Sequential(nn.Conv2d(1, w, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
-                      nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2, True),
-                      nn.Flatten(), nn.Linear(2 * w * 49, 1))
+    dev = torch.device(a.device)
+    nz, w = 100, a.width
+    k, s0, C = (2, 7, 1) if a.image_size == 28 else (4, 4, 3)  # models/zoo/gan.h
+    g = [nn.ConvTranspose2d(nz, w * 2 ** (k - 1), s0, 1, 0, bias=False), nn.BatchNorm2d(w * 2 ** (k - 1)), nn.ReLU(True)]
+    for i in range(k - 1, 0, -1):
+        g += [nn.ConvTranspose2d(w * 2 ** i, w * 2 ** (i - 1), 4, 2, 1, bias=False), nn.BatchNorm2d(w * 2 ** (i - 1)),
+              nn.ReLU(True)]
+    G = nn.Sequential(*g, nn.ConvTranspose2d(w, C, 4, 2, 1, bias=False), nn.Tanh()).to(dev)
+    d = [nn.Conv2d(C, w, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+    for i in range(k - 1):
+        d += [nn.Conv2d(w * 2 ** i, w * 2 ** (i + 1), 4, 2, 1, bias=False), nn.BatchNorm2d(w * 2 ** (i + 1)),
+              nn.LeakyReLU(0.2, True)]
+    D = nn.Sequential(*d, nn.Flatten(), nn.Linear(w * 2 ** (k - 1) * s0 * s0, 1)).to(dev)
     og = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     od = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     B = 64
-    reals = [torch.rand(B, 1, 28, 28) * 2 - 1 for _ in range(8)]
-    ones, zeros = torch.ones(B), torch.zeros(B)
+    reals = [torch.rand(B, C, a.image_size, a.image_size, device=dev) * 2 - 1 for _ in range(8)]
+    ones, zeros = torch.ones(B, device=dev), torch.zeros(B, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     t0 = None
     for i in range(a.warmup + a.iters):
         if i == a.warmup:
+            sync()
             t0 = time.perf_counter()
         x = reals[i % 8]
-        fake = G(torch.randn(B, nz, 1, 1))
+        fake = G(torch.randn(B, nz, 1, 1, device=dev))
         od.zero_grad(set_to_none=True)
         ld = F.binary_cross_entropy_with_logits(D(x).view(-1), ones) + \
             F.binary_cross_entropy_with_logits(D(fake.detach()).view(-1), zeros)
@@ -63,6 +80,7 @@ def torch_worker(a):
         lg = F.binary_cross_entropy_with_logits(D(fake).view(-1), ones)
         lg.backward()
         og.step()
+    sync()
     dt = time.perf_counter() - t0
     print(json.dumps({"images_per_second": a.iters * B / dt, "threads": torch.get_num_threads(),
                       "torch": torch.__version__}))
@@ -75,18 +93,35 @@ def run_torch(a, openblas_one):
     else:
         env.pop("OPENBLAS_NUM_THREADS", None)
     p = subprocess.run([sys.executable, __file__, "--torch-worker", "--threads", str(a.threads), "--iters",
-                        str(a.iters), "--warmup", str(a.warmup)], capture_output=True, text=True, env=env)
+                        str(a.iters), "--warmup", str(a.warmup), "--device", a.device, "--image-size",
+                        str(a.image_size), "--width", str(a.width)], capture_output=True, text=True, env=env)
     if p.returncode != 0:
         sys.exit(f"torch worker failed:\n{p.stderr}")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def write_ppm_folder(folder, n, size, seed=0):
+    """n random size x size RGB images as binary PPM (no imaging library needed)."""
+    os.makedirs(folder, exist_ok=True)
+    x = seed * 2654435761 + 1
+    for i in range(n):
+        x = (x * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        pixels = x.to_bytes(8, "little") * (size * size * 3 // 8)
+        with open(os.path.join(folder, f"{i:05d}.ppm"), "wb") as f:
+            f.write(b"P6\n%d %d\n255\n" % (size, size) + pixels)
+
+
 def run_kiln(a):
     with tempfile.TemporaryDirectory() as d:
         env = dict(os.environ, KILN_NUM_THREADS=str(a.threads))  # kiln's one budget (loops, OpenBLAS, oneDNN)
-        p = subprocess.run([a.kiln_exe, "--data", "fashion-mnist", "--device", "cpu", "--epochs", "1",
-                            "--limit-train", str(64 * (a.iters + a.warmup)), "--no-plot", "--run-dir",
-                            os.path.join(d, "run")], capture_output=True, text=True, env=env)
+        n = 64 * (a.iters + a.warmup)
+        data = ["--data", "fashion-mnist"]
+        if a.image_size == 64:
+            write_ppm_folder(os.path.join(d, "images"), n, 64)
+            data = ["--data", "folder:" + os.path.join(d, "images"), "--image-size", "64", "--channels", "3"]
+        p = subprocess.run([a.kiln_exe] + data + ["--device", a.device, "--epochs", "1", "--width", str(a.width),
+                            "--limit-train", str(n), "--no-plot", "--run-dir", os.path.join(d, "run")],
+                           capture_output=True, text=True, env=env)
         if p.returncode != 0:
             sys.exit(f"kiln_train_gan failed:\n{p.stderr}")
         return json.loads(p.stdout.strip().splitlines()[-1])["images_per_second"]
@@ -99,6 +134,9 @@ def main():
     ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--image-size", type=int, default=28, choices=[28, 64])
+    ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--json")
     ap.add_argument("--torch-worker", action="store_true")
     a = ap.parse_args()
@@ -108,7 +146,7 @@ def main():
     for r in range(a.rounds):
         k = run_kiln(a)
         kiln = max(kiln, k)
-        for one in (False, True):
+        for one in ((False, True) if a.device == "cpu" else (False,)):
             t = run_torch(a, one)
             setting = "OPENBLAS_NUM_THREADS=1" if one else "OpenBLAS default threads"
             print(f"round {r + 1}: kiln {k:.0f} img/s; torch ({setting}) {t['images_per_second']:.0f} img/s",
@@ -116,8 +154,11 @@ def main():
             if t["images_per_second"] > torch_best:
                 torch_best, torch_setting, torch_ver = t["images_per_second"], setting, t["torch"]
     res = {"kiln_images_per_second": kiln, "torch_images_per_second": torch_best, "torch_setting": torch_setting,
-           "torch": torch_ver, "threads": a.threads, "ratio_kiln_over_torch": kiln / torch_best}
-    print(f"DCGAN 28x28 width 32 batch 64, {a.threads} threads: kiln {kiln:.0f} img/s, torch {torch_ver} "
+           "torch": torch_ver, "threads": a.threads, "ratio_kiln_over_torch": kiln / torch_best, "device": a.device,
+           "image_size": a.image_size, "width": a.width, "kiln_steps_per_second": kiln / 64,
+           "torch_steps_per_second": torch_best / 64}
+    print(f"DCGAN {a.image_size}x{a.image_size} width {a.width} batch 64 on {a.device}, {a.threads} threads: "
+          f"kiln {kiln:.0f} img/s, torch {torch_ver} "
           f"{torch_best:.0f} img/s ({torch_setting}); kiln/torch = {kiln / torch_best:.2f}")
     if a.json:
         with open(a.json, "w") as f:

@@ -22,6 +22,8 @@
 #   neighbor     kiln_neighbor_check on CUDA tensors: one rank on the NCCL group (neighbor
 #                exchanges and the hierarchy need a GPU per rank, so with one GPU the
 #                group has world size 1), then 2 ranks sharing the GPU over Gloo (staged)
+#   gan_step     tools/bench_gan_vs_torch.py --device cuda: the 64 x 64 RGB DCGAN (width 64, batch 64)
+#                training in kiln_train_gan against the same loop in the host's PyTorch eager
 #   research     kiln_train_cnn --device cuda --optimizer proxadam (the fused ProxAdam kernel)
 #                and kiln_mcr2 --device cuda (MCR^2 through cuSOLVER's Cholesky), short runs
 #   memcheck     compute-sanitizer --tool memcheck on a subset of the CUDA tests
@@ -183,6 +185,8 @@ part train_step 45 "${py:-python3}" "$bundle/tools/bench_vs_torch.py" --device c
 part gpt_step 50 "${py:-python3}" "$bundle/tools/gpt_vs_torch.py" "$R/kiln_train_gpt" --mode step --steps 100 \
   --device cuda --set layers=6 --set heads=6 --set embd=384 --set block=256 --set batch=32 --set eval_batches=2 \
   --out "$res/gpt_step.json" --work "$res/gpt_step" -- --text "$bundle/data/kjv.txt" --cache-dir "$res/cache"
+part gan_step 60 "${py:-python3}" "$bundle/tools/bench_gan_vs_torch.py" --device cuda --image-size 64 --width 64 \
+  --iters 100 --warmup 10 --rounds 1 --kiln-exe "$R/kiln_train_gan" --json "$res/gan_step.json"
 part research 35 bash -c "'$R/kiln_train_cnn' --device cuda --optimizer proxadam --prox-p 0.5 --epochs 1 \
   --limit-train 4096 --limit-test 1000 --data-dir '$data' --run-dir '$res/proxadam_run' --overwrite && \
   '$R/kiln_mcr2' --device cuda --epochs 1 --limit-train 4000 --limit-test 1000 --data-dir '$data'"
@@ -225,6 +229,10 @@ for name in ("train_cnn", "ddp"):
             summary[name] = json.loads(lines[-1])
         except ValueError:
             pass
+try:
+    summary["gan_step"] = json.load(open(os.path.join(out, "gan_step.json")))
+except (OSError, ValueError):
+    pass
 try:
     summary["train_step"] = json.load(open(os.path.join(out, "train_step.json")))["settings"]
 except (OSError, ValueError, KeyError):
