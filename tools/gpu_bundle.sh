@@ -44,7 +44,7 @@ die() { printf '[gpu_bundle] error: %s\n' "$*" >&2; exit 1; }
 
 programs=(tests/kiln_cuda_tests tools/kiln_bench_kernels tools/kiln_bench_train_step tools/kiln_train_cnn
           tools/kiln_train_gan tools/kiln_train_gpt tools/kiln_bench_attention tests/kiln_neighbor_check
-          tools/kiln_mcr2)
+          tools/kiln_mcr2 tools/kiln_paleo)
 
 # ---- build -----------------------------------------------------------------------------
 if [ "$do_build" = 1 ]; then

@@ -24,6 +24,8 @@
 #                group has world size 1), then 2 ranks sharing the GPU over Gloo (staged)
 #   gan_step     tools/bench_gan_vs_torch.py --device cuda: the 64 x 64 RGB DCGAN (width 64, batch 64)
 #                training in kiln_train_gan against the same loop in the host's PyTorch eager
+#   paleo        kiln_paleo --device cuda --validate 50: the PALEO-style step prediction for
+#                kiln_train_cnn's model on the GPU against its measured step
 #   research     kiln_train_cnn --device cuda --optimizer proxadam (the fused ProxAdam kernel)
 #                and kiln_mcr2 --device cuda (MCR^2 through cuSOLVER's Cholesky), short runs
 #   memcheck     compute-sanitizer --tool memcheck on a subset of the CUDA tests
@@ -187,6 +189,7 @@ part gpt_step 50 "${py:-python3}" "$bundle/tools/gpt_vs_torch.py" "$R/kiln_train
   --out "$res/gpt_step.json" --work "$res/gpt_step" -- --text "$bundle/data/kjv.txt" --cache-dir "$res/cache"
 part gan_step 60 "${py:-python3}" "$bundle/tools/bench_gan_vs_torch.py" --device cuda --image-size 64 --width 64 \
   --iters 100 --warmup 10 --rounds 1 --kiln-exe "$R/kiln_train_gan" --json "$res/gan_step.json"
+part paleo 45 "$R/kiln_paleo" --device cuda --validate 50 --batch 256
 part research 35 bash -c "'$R/kiln_train_cnn' --device cuda --optimizer proxadam --prox-p 0.5 --epochs 1 \
   --limit-train 4096 --limit-test 1000 --data-dir '$data' --run-dir '$res/proxadam_run' --overwrite && \
   '$R/kiln_mcr2' --device cuda --epochs 1 --limit-train 4000 --limit-test 1000 --data-dir '$data'"
@@ -222,7 +225,7 @@ elif "All tests passed" in read("cuda_tests.log"):
     m = re.search(r"All tests passed \((\d+) assertions in (\d+) test cases\)", read("cuda_tests.log"))
     if m:
         summary["cuda_tests"] = {"cases": int(m.group(2)), "passed": int(m.group(2)), "failed": 0}
-for name in ("train_cnn", "ddp"):
+for name in ("train_cnn", "ddp", "paleo"):
     lines = [l for l in read(name + ".log").splitlines() if l.startswith("{")]
     if lines:
         try:

@@ -12,6 +12,9 @@
 // (DDP, AdamW, random images) for S steps and prints the measured step time beside the
 // prediction.
 //
+// --device cuda measures and trains on the GPU instead (each rank on its local GPU under
+// kiln-run): kernels timed with a device synchronisation after each round of calls.
+//
 // --cluster h100-node|h100-cluster: the same model on GPUs described by --gpu-tflops,
 // --gpu-gbs and --launch-us (assumptions printed), for 1 to 1024 GPUs at --per-gpu-batch
 // examples each: step time and scaling efficiency (compute / (compute + communication);
@@ -42,6 +45,7 @@ struct Args {
   int64_t batch = 128;
   int64_t validate = 0;
   int rounds = 10;
+  std::string device = "cpu";
   std::string cluster;
   int64_t per_gpu_batch = 256;
   double gpu_tflops = 200, gpu_gbs = 2500, launch_us = 6;
@@ -61,22 +65,32 @@ void print_cost(const eval::ModelCost& c) {
 }
 
 int here(const Args& a) {
-  auto pg = dist::init_process_group({});
+  KILN_CHECK(a.device == "cpu" || cuda_is_available(), "kiln_paleo: --device ", a.device,
+             ": no usable CUDA device (build without CUDA, or no GPU)");
+  Device device(a.device.c_str());
+  const dist::LaunchEnv env = dist::launch_env();
+  if (env.world_size > 1 && device.is_cuda() && a.device.find(':') == std::string::npos)
+    device = dist::local_device(DeviceType::CUDA, env);  // each rank on its own GPU
+  dist::InitOptions io;
+  io.device = device;
+  auto pg = dist::init_process_group(io, env);
   const int n = pg->size();
   const bool main_rank = pg->rank() == 0;
   if (a.batch % n != 0)
     throw CLI::ValidationError("--batch", std::to_string(a.batch) + " must divide by the " + std::to_string(n) + " ranks");
   const int64_t b = a.batch / n;
   auto model = cnn(a.width);
-  eval::ModelCost cost = eval::trace_cost(*model, randn({b, 1, 28, 28}));
+  model->to(device);
+  const TensorOptions fo(DType::F32, device);
+  eval::ModelCost cost = eval::trace_cost(*model, randn({b, 1, 28, 28}, fo));
 
   // Every rank measures at once: what each gets of the shared machine. The ops are
   // profiled at their own shapes, PALEO's per-layer step.
   pg->barrier()->wait();
-  eval::profile_ops(cost, 0.1, [&] { pg->barrier()->wait(); });
-  eval::DeviceSpeed dev = eval::measure_cpu(0.3);
+  eval::profile_ops(cost, 0.1, [&] { pg->barrier()->wait(); }, device);
+  eval::DeviceSpeed dev = eval::measure_device(device, 0.3);
   Tensor speeds = from_vector(std::vector<double>{dev.flops_per_s, dev.conv_flops_per_s, dev.bytes_per_s,
-                                                  dev.dispatch_s});
+                                                  dev.dispatch_s}).to(device);  // NCCL reduces device tensors
   pg->all_reduce(speeds, dist::ReduceOp::Avg)->wait();  // the ranks' mean
   const auto sv = speeds.to_vector<double>();
   dev.flops_per_s = sv[0], dev.conv_flops_per_s = sv[1], dev.bytes_per_s = sv[2], dev.dispatch_s = sv[3];
@@ -109,8 +123,8 @@ int here(const Args& a) {
   AdamWOptions o;
   o.lr = 1e-3;
   AdamW opt(model->parameters(), o);
-  Tensor x = randn({b, 1, 28, 28});
-  Tensor y = randint(0, 10, {b}, TensorOptions(DType::I64));
+  Tensor x = randn({b, 1, 28, 28}, fo);
+  Tensor y = randint(0, 10, {b}, TensorOptions(DType::I64, device));
   auto step = [&] {
     opt.zero_grad();
     cross_entropy((*net)(x), y).backward();
@@ -119,8 +133,10 @@ int here(const Args& a) {
   for (int i = 0; i < 3; ++i) step();
   // The parts, timed apart on each rank (no communication): forward, forward + backward.
   auto time_of = [&](const std::function<void()>& fn) {
+    synchronize(device);
     const auto t0 = Clock::now();
     for (int i = 0; i < 5; ++i) fn();
+    synchronize(device);
     return std::chrono::duration<double>(Clock::now() - t0).count() / 5;
   };
   pg->barrier()->wait();
@@ -132,18 +148,20 @@ int here(const Args& a) {
   if (main_rank)
     std::printf("measured on rank 0 without communication: forward %.2f ms (predicted %.2f), backward %.2f ms "
                 "(predicted %.2f)\n", fwd * 1e3, e.forward_s * 1e3, (fwd_bwd - fwd) * 1e3, e.backward_s * 1e3);
+  synchronize(device);
   pg->barrier()->wait();
   const auto t0 = Clock::now();
   for (int64_t i = 0; i < a.validate; ++i) step();
-  Tensor t = full({1}, std::chrono::duration<double>(Clock::now() - t0).count() / a.validate, TensorOptions(DType::F64));
+  synchronize(device);
+  Tensor t = full({1}, std::chrono::duration<double>(Clock::now() - t0).count() / a.validate, TensorOptions(DType::F64, device));
   pg->all_reduce(t, dist::ReduceOp::Max)->wait();
   const double measured = t.item<double>();
   if (main_rank) {
     std::printf("measured step (%lld steps, DDP + AdamW): %.2f ms; prediction / measured = %.2f (error %+.0f%%)\n",
                 (long long)a.validate, measured * 1e3, predicted / measured, (predicted / measured - 1) * 100);
-    std::printf("{\"ranks\": %d, \"batch\": %lld, \"predicted_ms\": %.3f, \"measured_ms\": %.3f, \"compute_ms\": %.3f, "
-                "\"allreduce_ms\": %.3f}\n", n, (long long)a.batch, predicted * 1e3, measured * 1e3, e.compute_s * 1e3,
-                comm * 1e3);
+    std::printf("{\"ranks\": %d, \"batch\": %lld, \"device\": \"%s\", \"predicted_ms\": %.3f, \"measured_ms\": %.3f, "
+                "\"compute_ms\": %.3f, \"allreduce_ms\": %.3f}\n", n, (long long)a.batch, device.str().c_str(),
+                predicted * 1e3, measured * 1e3, e.compute_s * 1e3, comm * 1e3);
   }
   return 0;
 }
@@ -191,6 +209,8 @@ int main(int argc, char** argv) {
   app.add_option("--validate", a.validate, "train S steps data-parallel and compare (0: predict only)")
       ->check(tools::integer_range(0, 100000));
   app.add_option("--rounds", a.rounds, "rounds of the link calibration")->check(tools::integer_range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--device", a.device, "measure and train here on: cpu | cuda | cuda:N")->check(tools::device_spec())
       ->capture_default_str();
   app.add_option("--cluster", a.cluster, "predict for GPUs instead: h100-node | h100-cluster")
       ->check(CLI::IsMember({"h100-node", "h100-cluster"}));

@@ -2,6 +2,7 @@
 // measuring a CPU's product throughput, memory bandwidth and per-op dispatch.
 #include <kiln/models/eval/paleo.h>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -9,6 +10,7 @@
 #include <set>
 
 #include <kiln/core/autograd.h>
+#include <kiln/core/runtime.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/conv.h>
 #include <kiln/ops/matmul.h>
@@ -36,14 +38,20 @@ bool is_view(const std::string& op) {
 using Clock = std::chrono::steady_clock;
 
 // Seconds per call of fn, repeated for about `seconds` after one warm-up call.
-double per_call(double seconds, const std::function<void()>& fn) {
+// Seconds per call of fn on `device`: after a warm-up call, rounds of 1, 2, 4, ... (at
+// most 256) calls, each round ended by a device synchronisation (a no-op on the CPU), so a
+// GPU's queued kernels are counted and its launches still overlap as in training.
+double per_call(double seconds, const std::function<void()>& fn, Device device) {
   fn();
-  int64_t calls = 0;
+  synchronize(device);
+  int64_t calls = 0, round = 1;
   const auto t0 = Clock::now();
   double elapsed = 0;
   do {
-    fn();
-    ++calls;
+    for (int64_t i = 0; i < round; ++i) fn();
+    synchronize(device);
+    calls += round;
+    round = std::min<int64_t>(round * 2, 256);
     elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
   } while (elapsed < seconds);
   return elapsed / static_cast<double>(calls);
@@ -176,7 +184,8 @@ std::function<Tensor(const std::vector<Tensor>&)> replay_of(const OpCost& op) {
   if (op.op == "matmul" && in.size() >= 2) return [](const std::vector<Tensor>& t) { return matmul(t[0], t[1]); };
   if (op.op == "batch_norm" && in.size() >= 3 && in[0].size() >= 2) {
     return [c = in[0][1]](const std::vector<Tensor>& t) {
-      return batch_norm(t[0], zeros({c}), ones({c}), t[1], t[2], /*training=*/true);
+      const TensorOptions o(t[0].dtype(), t[0].device());
+      return batch_norm(t[0], zeros({c}, o), ones({c}, o), t[1], t[2], /*training=*/true);
     };
   }
   if (op.op == "relu" && in.size() == 1) return [](const std::vector<Tensor>& t) { return relu(t[0]); };
@@ -191,7 +200,8 @@ std::function<Tensor(const std::vector<Tensor>&)> replay_of(const OpCost& op) {
 
 }  // namespace
 
-void profile_ops(ModelCost& cost, double seconds, const std::function<void()>& sync) {
+void profile_ops(ModelCost& cost, double seconds, const std::function<void()>& sync, Device device) {
+  const TensorOptions o(DType::F32, device);
   for (OpCost& op : cost.ops) {
     auto replay = replay_of(op);
     if (!replay) continue;
@@ -199,38 +209,44 @@ void profile_ops(ModelCost& cost, double seconds, const std::function<void()>& s
     std::vector<Tensor> inputs;
     for (size_t k = 0; k < op.inputs.size(); ++k) {
       if (op.inputs[k].empty() && k > 0) continue;  // an absent optional input (a conv's bias)
-      Tensor t = randn(op.inputs[k]);
+      Tensor t = randn(op.inputs[k], o);
       t.set_requires_grad(k > 0 || op.input_grad);
       inputs.push_back(t);
     }
-    Tensor gy = randn(op.output);
+    Tensor gy = randn(op.output, o);
     EnableGradGuard grad;  // recorded as training records it
-    op.measured_s = per_call(seconds, [&] { (void)replay(inputs); });
+    op.measured_s = per_call(seconds, [&] { (void)replay(inputs); }, device);
     if (sync) sync();
     const double both = per_call(seconds, [&] {
       for (Tensor& t : inputs) t.set_grad(Tensor());
       replay(inputs).backward(gy);
-    });
+    }, device);
     op.measured_backward_s = std::max(both - op.measured_s, 0.0);
   }
 }
 
-DeviceSpeed measure_cpu(double seconds) {
-  KILN_CHECK(seconds > 0, "measure_cpu: the time per measurement must be positive");
+DeviceSpeed measure_device(Device device, double seconds) {
+  KILN_CHECK(seconds > 0, "measure_device: the time per measurement must be positive");
   NoGradGuard no_grad;
+  const TensorOptions o(DType::F32, device);
   DeviceSpeed d;
-  d.name = "this CPU (measured)";
+  d.name = device.is_cpu() ? "this CPU (measured)" : device.str() + " (measured)";
   // A matrix product and a 3x3 convolution of the sizes a small CNN's layers have.
-  Tensor a = randn({64, 288}), b = randn({288, 8192});
-  d.flops_per_s = 2.0 * 64 * 288 * 8192 / per_call(seconds, [&] { (void)matmul(a, b); });
-  Tensor x = randn({32, 32, 14, 14}), w = randn({32, 32, 3, 3});
-  d.conv_flops_per_s = 2.0 * 32 * 32 * 14 * 14 * 32 * 9 / per_call(seconds, [&] { (void)conv2d(x, w, Tensor(), 1, 1); });
-  // Memory: an add of 4M-float tensors (16 MB each, beyond the caches) moves 48 MB.
-  Tensor u = randn({1 << 22}), v = randn({1 << 22});
-  d.bytes_per_s = 3.0 * 4 * (1 << 22) / per_call(seconds, [&] { (void)add(u, v); });
-  Tensor s1 = randn({8}), s2 = randn({8});
-  d.dispatch_s = per_call(seconds / 3, [&] { (void)add(s1, s2); });
+  Tensor a = randn({64, 288}, o), b = randn({288, 8192}, o);
+  d.flops_per_s = 2.0 * 64 * 288 * 8192 / per_call(seconds, [&] { (void)matmul(a, b); }, device);
+  Tensor x = randn({32, 32, 14, 14}, o), w = randn({32, 32, 3, 3}, o);
+  d.conv_flops_per_s =
+      2.0 * 32 * 32 * 14 * 14 * 32 * 9 / per_call(seconds, [&] { (void)conv2d(x, w, Tensor(), 1, 1); }, device);
+  // Memory: an add of tensors beyond the caches (the CPU's: 4M floats, 16 MB each, 48 MB
+  // moved; a GPU's L2 of tens of MB: 64M floats, 768 MB moved).
+  const int64_t n = device.is_cpu() ? int64_t{1} << 22 : int64_t{1} << 26;
+  Tensor u = randn({n}, o), v = randn({n}, o);
+  d.bytes_per_s = 3.0 * 4 * static_cast<double>(n) / per_call(seconds, [&] { (void)add(u, v); }, device);
+  Tensor s1 = randn({8}, o), s2 = randn({8}, o);
+  d.dispatch_s = per_call(seconds / 3, [&] { (void)add(s1, s2); }, device);
   return d;
 }
+
+DeviceSpeed measure_cpu(double seconds) { return measure_device(kCPU, seconds); }
 
 }  // namespace kiln::eval

@@ -74,11 +74,16 @@ StepEstimate estimate_step(const ModelCost& cost, const DeviceSpeed& device, int
 // 32-channel one; training-mode batch norm makes several passes). `seconds` bounds each
 // measurement. `sync`, when given, runs before each measurement: data-parallel ranks pass
 // a barrier, so that every rank measures the same op at the same time, as in training.
-void profile_ops(ModelCost& cost, double seconds = 0.05, const std::function<void()>& sync = nullptr);
+// The inputs live on `device`; a GPU is synchronised at the end of each round of calls.
+void profile_ops(ModelCost& cost, double seconds = 0.05, const std::function<void()>& sync = nullptr,
+                 Device device = kCPU);
 
 // Measures this process's CPU: F from kiln's matmul on conv-shaped products, B from an
 // elementwise add of tensors larger than the caches, dispatch from a tiny op. `seconds`
 // bounds each measurement. Run it in every rank at once to measure what each rank gets.
 DeviceSpeed measure_cpu(double seconds = 0.3);
+// The same on any device (a GPU: products through cuBLAS/cuDNN, an add of 256 MB tensors,
+// a kernel launch for the dispatch), synchronising it at the end of each round of calls.
+DeviceSpeed measure_device(Device device, double seconds = 0.3);
 
 }  // namespace kiln::eval

@@ -131,9 +131,10 @@ def main():
         expect_usage_error(paleo, ["--batch", "0"], "--batch")
         expect_usage_error(paleo, ["--cluster", "mars"], "--cluster", "mars")
         expect_usage_error(paleo, ["--gpu-tflops", "-1"], "--gpu-tflops")
+        expect_usage_error(paleo, ["--device", "tpu"], "--device", "tpu")
         expect_help(comm_model, ["--cluster", "--ranks", "--bytes", "--alpha-us", "--gbs", "--gamma-ps"])
         expect_help(bench_comm, ["--bytes", "--iters"])
-        expect_help(paleo, ["--width", "--batch", "--validate", "--cluster", "--per-gpu-batch"])
+        expect_help(paleo, ["--width", "--batch", "--validate", "--device", "--cluster", "--per-gpu-batch"])
         cmd = [comm_model, "--cluster", "h100-cluster", "--ranks", "1024", "--bytes", "1024", "1073741824"]
         rc, out, err = run(cmd)
         check(rc == 0 and "neighbor beats hierarchical below" in out and "| neighbor" in out and
@@ -142,6 +143,10 @@ def main():
         rc, out, err = run(cmd)
         check(rc == 0 and "efficiency" in out and "100.0%" in out, "kiln_paleo --cluster should print its table",
               cmd, rc, out, err)
+        cmd = [paleo, "--device", "cuda"]  # a GPU when there is one; else kiln's reason, exit 1
+        rc, out, err = run(cmd)
+        check(rc == 0 and "predicted step" in out if "no usable CUDA device" not in err else rc == 1,
+              "kiln_paleo --device cuda: a prediction on a GPU, or exit 1 naming the missing device", cmd, rc, out, err)
         cmd = [bench_comm]  # one rank: nothing to exchange with
         rc, out, err = run(cmd)
         check(rc == 1 and "2 or more ranks" in err, "kiln_bench_comm on one rank should say it needs two", cmd, rc,

@@ -47,7 +47,7 @@ def main():
     summary = json.load(open(os.path.join(out, "dry_run", "summary.json")))
     parts = {p["name"]: p for p in summary["parts"]}
     assert summary["dry_run"] is True
-    for name in ("env", "cuda_tests", "train_cnn", "bench_kernels", "train_step", "ddp", "neighbor", "research", "gan_step", "memcheck",
+    for name in ("env", "cuda_tests", "train_cnn", "bench_kernels", "train_step", "ddp", "neighbor", "research", "gan_step", "paleo", "memcheck",
                  "racecheck"):
         assert name in parts, f"part {name} missing from the dry run: {sorted(parts)}"
         assert parts[name]["status"] == "dry", parts[name]
