@@ -30,6 +30,7 @@ using TV = const TensorView&;
 #define KILN_OPS_KERNELS(X)                                                                         \
   /* unary.h */                                                                                     \
   X(unary, void(TV x, TV y, const UnaryParams& p))                                                  \
+  X(unary_backward, void(TV s, TV g, TV gx, const UnaryParams& p))                                  \
   /* binary.h */                                                                                    \
   X(binary, void(TV a, TV b, TV out, const BinaryParams& p))                                        \
   X(where, void(TV cond, TV a, TV b, TV out))                                                       \

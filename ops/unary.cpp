@@ -12,11 +12,43 @@
 namespace kiln {
 namespace {
 
+BackwardFn unary_composite_backward(UnaryOp op, const Tensor& x, const Tensor& y, double alpha);
+
+// gx = g * op'(s) in one pass (slot unary_backward; ops/unary.h says which s), or an
+// undefined tensor when g does not match s (another dtype or shape: the composite runs).
+Tensor fused_grad(UnaryOp op, const Tensor& s, const Tensor& g, double alpha) {
+  if (!g.defined() || g.dtype() != s.dtype() || g.sizes() != s.sizes()) return Tensor();
+  const Tensor sc = s.contiguous(), gc = g.contiguous();
+  Tensor gx = empty(sc.sizes(), TensorOptions(sc.dtype(), sc.device()));
+  if (gx.numel() > 0)
+    kernel<op::unary_backward>(sc.device())(kernel_view(sc), kernel_view(gc), kernel_view(gx), UnaryParams{op, alpha});
+  return gx;
+}
+
 // The backward formula of each unary op, written with kiln ops, so it is differentiable
 // again: x is the input (undetached: a create_graph pass differentiates through it), y the
 // output (detached, so the node does not own its own output's graph). The formulas written
-// in y recompute it from x when grad mode is on, i.e. in a create_graph pass.
+// in y recompute it from x when grad mode is on, i.e. in a create_graph pass. A
+// first-order pass (grad mode off) of the ops with a fused gradient runs it instead: one
+// kernel rather than several elementwise ops and their temporaries.
 BackwardFn unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, double alpha) {
+  using V = std::vector<Tensor>;
+  if (unary_has_fused_grad(op)) {
+    // s: what the derivative is written in (the node keeps what the composite keeps).
+    const Tensor s = op == UnaryOp::Sigmoid || op == UnaryOp::Tanh ? y : x;
+    BackwardFn composite = unary_composite_backward(op, x, y, alpha);
+    return [op, s, alpha, composite](const Tensor& g) {
+      if (!grad_enabled()) {
+        Tensor gx = fused_grad(op, s, g, alpha);
+        if (gx.defined()) return V{gx};
+      }
+      return composite(g);
+    };
+  }
+  return unary_composite_backward(op, x, y, alpha);
+}
+
+BackwardFn unary_composite_backward(UnaryOp op, const Tensor& x, const Tensor& y, double alpha) {
   using V = std::vector<Tensor>;
   const auto out = [x, y, op, alpha]() { return grad_enabled() ? unary(op, x, alpha) : y; };
   switch (op) {

@@ -15,6 +15,24 @@ struct UnaryParams {
 
 Tensor unary(UnaryOp op, const Tensor& x, double alpha = 0.0);
 
+// Kernel slot unary_backward (first-order gradients in one pass): gx = g * op'(.) where s
+// is the tensor the derivative is written in: the output y for sigmoid and tanh
+// (y(1 - y), 1 - y^2), the input x for relu (s > 0 ? g : 0), leaky_relu (s > 0 ? g :
+// alpha g), gelu, gelu_tanh and silu. s, g, gx: one shape, one floating dtype, contiguous;
+// computed in f32 (f64 for f64). Other ops have no fused gradient (unary_has_fused_grad).
+inline bool unary_has_fused_grad(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::Relu:
+    case UnaryOp::LeakyRelu:
+    case UnaryOp::Sigmoid:
+    case UnaryOp::Tanh:
+    case UnaryOp::Gelu:
+    case UnaryOp::GeluTanh:
+    case UnaryOp::Silu: return true;
+    default: return false;
+  }
+}
+
 Tensor neg(const Tensor& x);
 Tensor abs(const Tensor& x);
 Tensor exp(const Tensor& x);

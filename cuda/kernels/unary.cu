@@ -1,5 +1,7 @@
 // Unary elementwise kernels (slot `unary`, ops/unary.h): y = op(x; alpha) for every op
-// of KILN_UNARY_OPS.
+// of KILN_UNARY_OPS; and slot `unary_backward`: gx = g * op'(s) for relu, leaky_relu,
+// sigmoid, tanh, gelu, gelu_tanh and silu (contiguous operands, a grid-stride loop; the
+// formulas of ops/cpu/unary.cpp's unary_grad_f64; not yet run on a GPU).
 //
 //   y[i] = f(x[i])   x, y: one shape (any rank <= 8), one dtype, any strides; writes (=).
 //   neg -x | abs |x| | exp | log | sqrt | rsqrt 1/sqrt(x) | sin | cos
@@ -111,6 +113,37 @@ struct UnaryMap {
   }
 };
 
+// g * op'(s) (slot unary_backward; ops/unary.h says which s), the CPU's
+// unary_grad_f64 in the compute type.
+template <UnaryOp O, class C>
+__device__ __forceinline__ C unary_grad(C s, C g, C alpha) {
+  constexpr C kHalf = C(0.5), kOne = C(1), k = C(0.7978845608028654), c = C(0.044715);
+  if constexpr (O == UnaryOp::Relu) return s > C(0) ? g : C(0);
+  else if constexpr (O == UnaryOp::LeakyRelu) return s > C(0) ? g : alpha * g;
+  else if constexpr (O == UnaryOp::Sigmoid) return g * (s * (kOne - s));
+  else if constexpr (O == UnaryOp::Tanh) return g * (kOne - s * s);
+  else if constexpr (O == UnaryOp::Gelu)
+    return g * (kHalf * (kOne + k_erf(s * C(0.7071067811865476))) + s * C(0.3989422804014327) * k_exp(-kHalf * s * s));
+  else if constexpr (O == UnaryOp::GeluTanh) {
+    const C t = k_tanh(k * (s + c * s * s * s));
+    return g * (kHalf * (kOne + t) + kHalf * k * s * (kOne - t * t) * (kOne + C(3) * c * s * s));
+  } else if constexpr (O == UnaryOp::Silu) {
+    const C sg = kOne / (kOne + k_exp(-s));
+    return g * (sg * (kOne + s * (kOne - sg)));
+  } else {
+    static_assert(O == UnaryOp::Relu, "unary_grad: op without a fused gradient");
+  }
+}
+
+// Contiguous s, g, gx of n elements; a grid-stride loop, one element per step.
+template <UnaryOp O, class T>
+__global__ void unary_grad_kernel(const T* s, const T* g, T* gx, int64_t n, acc_t<T> alpha) {
+  using C = acc_t<T>;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    gx[i] = convert<T>(unary_grad<O, C>(convert<C>(s[i]), convert<C>(g[i]), alpha));
+}
+
 }  // namespace
 
 void unary(const TensorView& x, const TensorView& y, const UnaryParams& p) {
@@ -123,6 +156,41 @@ void unary(const TensorView& x, const TensorView& y, const UnaryParams& p) {
     using T = decltype(tag);
     if constexpr (!std::is_same_v<T, bool>) {  // bool: rejected by ops/
       launch_map<T>(v[0], v[1], UnaryMap<T>{p.op, static_cast<unary_compute_t<T>>(p.alpha)}, stream);
+    }
+  });
+}
+
+}  // namespace kiln::cuda
+
+namespace kiln::cuda {
+
+void unary_backward(const TensorView& s, const TensorView& g, const TensorView& gx, const UnaryParams& p) {
+  if (gx.numel == 0) return;
+  DeviceGuard guard(gx.device);
+  const cudaStream_t stream = current_stream(gx.device);
+  visit_device_dtype(gx.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_integral_v<T>) {  // floating only (ops/ checks)
+      using C = acc_t<T>;
+      const T* ps = static_cast<const T*>(s.data);
+      const T* pg = static_cast<const T*>(g.data);
+      T* po = static_cast<T*>(gx.data);
+      const C alpha = static_cast<C>(p.alpha);
+      auto launch = [&](auto op_tag) {
+        constexpr UnaryOp O = decltype(op_tag)::value;
+        unary_grad_kernel<O, T><<<grid_for(gx.numel), kBlockSize, 0, stream>>>(ps, pg, po, gx.numel, alpha);
+        KILN_CUDA_CHECK_LAUNCH();
+      };
+      switch (p.op) {
+        case UnaryOp::Relu: launch(UnaryTag<UnaryOp::Relu>{}); break;
+        case UnaryOp::LeakyRelu: launch(UnaryTag<UnaryOp::LeakyRelu>{}); break;
+        case UnaryOp::Sigmoid: launch(UnaryTag<UnaryOp::Sigmoid>{}); break;
+        case UnaryOp::Tanh: launch(UnaryTag<UnaryOp::Tanh>{}); break;
+        case UnaryOp::Gelu: launch(UnaryTag<UnaryOp::Gelu>{}); break;
+        case UnaryOp::GeluTanh: launch(UnaryTag<UnaryOp::GeluTanh>{}); break;
+        case UnaryOp::Silu: launch(UnaryTag<UnaryOp::Silu>{}); break;
+        default: launch_fail("unary_backward: no fused gradient for this op");
+      }
     }
   });
 }

@@ -237,3 +237,31 @@ TEST_CASE("cuda: where", "[cuda][where]") {
   check_same(where(gc, ga, ga.to(DType::F64)), where(c, a, a.to(DType::F64)));
   REQUIRE_KILN_ERROR(where(ga, ga, ga), "where");
 }
+
+TEST_CASE("cuda: first-order gradients of the unary ops (the fused unary_backward kernel) match the CPU",
+          "[cuda][unary]") {
+  const std::vector<std::pair<const char*, std::function<Tensor(const Tensor&)>>> ops = {
+      {"relu", [](const Tensor& x) { return relu(x); }},
+      {"leaky_relu", [](const Tensor& x) { return leaky_relu(x, 0.2); }},
+      {"sigmoid", [](const Tensor& x) { return sigmoid(x); }},
+      {"tanh", [](const Tensor& x) { return tanh(x); }},
+      {"gelu", [](const Tensor& x) { return gelu(x); }},
+      {"gelu_tanh", [](const Tensor& x) { return gelu_tanh(x); }},
+      {"silu", [](const Tensor& x) { return silu(x); }}};
+  for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::F64}) {
+    const Tensor x = test::random_tensor({33, 517}, dt, 21, 4.0);
+    const Tensor g = test::random_tensor({33, 517}, dt, 22);
+    for (bool transposed : {false, true})
+      for (const auto& [name, f] : ops) {
+        INFO(name << " " << dtype_name(dt) << (transposed ? " transposed" : ""));
+        auto grad_on = [&](Device d) {
+          Tensor xi = (transposed ? x.transpose(0, 1) : x).to(d).detach().requires_grad_(true);
+          Tensor gi = (transposed ? g.transpose(0, 1) : g).to(d);
+          return grad({f(xi)}, {xi}, {gi})[0];
+        };
+        const Tensor gc = grad_on(kCPU), gg = grad_on(cuda0());
+        CHECK(gg.is_cuda());
+        check_same(gg, gc);
+      }
+  }
+}
