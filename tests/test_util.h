@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <stdlib.h>  // mkdtemp
@@ -206,6 +208,18 @@ struct TempDir {
     return out;
   }
 };
+
+// The unary ops whose first-order gradient is one fused kernel (slot unary_backward,
+// ops/unary.h), by name: the CPU and CUDA tests of that kernel run these.
+inline std::vector<std::pair<const char*, std::function<Tensor(const Tensor&)>>> fused_grad_unary_ops() {
+  return {{"relu", [](const Tensor& x) { return relu(x); }},
+          {"leaky_relu", [](const Tensor& x) { return leaky_relu(x, 0.2); }},
+          {"sigmoid", [](const Tensor& x) { return sigmoid(x); }},
+          {"tanh", [](const Tensor& x) { return tanh(x); }},
+          {"gelu", [](const Tensor& x) { return gelu(x); }},
+          {"gelu_tanh", [](const Tensor& x) { return gelu_tanh(x); }},
+          {"silu", [](const Tensor& x) { return silu(x); }}};
+}
 
 }  // namespace kiln::test
 

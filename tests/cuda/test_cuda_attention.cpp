@@ -30,6 +30,24 @@ V run_attention(const V& in, const Tensor& g, const Case& c, Device device,
   return {out.detach().cpu(), x[0].grad().cpu(), x[1].grad().cpu(), x[2].grad().cpu()};
 }
 
+// Inputs rounded to dt; the CPU runs them in f32 (exact copies) through its fused
+// kernels, the GPU in dt through `backend`: outputs and the gradients of q, k, v.
+void check_against_cpu(const Case& c, DType dt, uint64_t seed, AttentionBackend backend) {
+  V in = {test::random_tensor({c.B, c.H, c.Tq, c.D}, dt, seed), test::random_tensor({c.B, c.H, c.Tk, c.D}, dt, seed + 1),
+          test::random_tensor({c.B, c.H, c.Tk, c.Dv}, dt, seed + 2)};
+  const Tensor g = test::random_tensor({c.B, c.H, c.Tq, c.Dv}, dt, seed + 4);
+  V in32;
+  for (const Tensor& t : in) in32.push_back(t.to(DType::F32));
+  const V cpu = run_attention(in32, g.to(DType::F32), c, kCPU);
+  const V gpu = run_attention(in, g, c, cuda0(), backend);
+  const double tol = dt == DType::F32 ? 1e-4 : 3e-2;
+  for (size_t i = 0; i < 4; ++i) {
+    INFO("output " << i << " (out, dq, dk, dv)");
+    CHECK(gpu[i].dtype() == dt);
+    CHECK_CLOSE_TOL(gpu[i].to(DType::F32), cpu[i], tol, tol);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("cuda attention: fused kernels against the CPU", "[cuda][attention]") {
@@ -43,21 +61,7 @@ TEST_CASE("cuda attention: fused kernels against the CPU", "[cuda][attention]") 
     for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
       INFO("B " << c.B << " H " << c.H << " Tq " << c.Tq << " Tk " << c.Tk << " D " << c.D << " Dv " << c.Dv
                 << (c.causal ? " causal" : "") << " dropout " << c.dropout << " " << dtype_name(dt));
-      // Inputs rounded to dt; the CPU runs them in f32 (exact copies), the GPU in dt.
-      V in = {test::random_tensor({c.B, c.H, c.Tq, c.D}, dt, seed += 3),
-              test::random_tensor({c.B, c.H, c.Tk, c.D}, dt, seed + 1),
-              test::random_tensor({c.B, c.H, c.Tk, c.Dv}, dt, seed + 2)};
-      const Tensor g = test::random_tensor({c.B, c.H, c.Tq, c.Dv}, dt, seed + 4);
-      V in32;
-      for (const Tensor& t : in) in32.push_back(t.to(DType::F32));
-      const V cpu = run_attention(in32, g.to(DType::F32), c, kCPU);
-      const V gpu = run_attention(in, g, c, cuda0());
-      const double tol = dt == DType::F32 ? 1e-4 : 3e-2;
-      for (size_t i = 0; i < 4; ++i) {
-        INFO("output " << i << " (out, dq, dk, dv)");
-        CHECK(gpu[i].dtype() == dt);
-        CHECK_CLOSE_TOL(gpu[i].to(DType::F32), cpu[i], tol, tol);
-      }
+      check_against_cpu(c, dt, seed += 3, AttentionBackend::Fused);
     }
 }
 
@@ -84,22 +88,10 @@ TEST_CASE("cuda attention: the composite backend (Auto's choice for small proble
     for (DType dt : {DType::F32, DType::BF16}) {
       INFO("Tq " << c.Tq << " Tk " << c.Tk << " D " << c.D << (c.causal ? " causal" : "") << " dropout " << c.dropout
                  << " " << dtype_name(dt));
-      V in = {test::random_tensor({c.B, c.H, c.Tq, c.D}, dt, seed += 3),
-              test::random_tensor({c.B, c.H, c.Tk, c.D}, dt, seed + 1),
-              test::random_tensor({c.B, c.H, c.Tk, c.Dv}, dt, seed + 2)};
-      const Tensor g = test::random_tensor({c.B, c.H, c.Tq, c.Dv}, dt, seed + 4);
-      V in32;
-      for (const Tensor& t : in) in32.push_back(t.to(DType::F32));
-      const V cpu = run_attention(in32, g.to(DType::F32), c, kCPU);
+      seed += 3;
       for (AttentionBackend b : {AttentionBackend::Composite, AttentionBackend::Auto}) {
         INFO(attention_backend_name(b));
-        const V gpu = run_attention(in, g, c, cuda0(), b);
-        const double tol = dt == DType::F32 ? 1e-4 : 3e-2;
-        for (size_t i = 0; i < 4; ++i) {
-          INFO("output " << i << " (out, dq, dk, dv)");
-          CHECK(gpu[i].dtype() == dt);
-          CHECK_CLOSE_TOL(gpu[i].to(DType::F32), cpu[i], tol, tol);
-        }
+        check_against_cpu(c, dt, seed, b);
       }
     }
 }

@@ -240,14 +240,7 @@ TEST_CASE("cuda: where", "[cuda][where]") {
 
 TEST_CASE("cuda: first-order gradients of the unary ops (the fused unary_backward kernel) match the CPU",
           "[cuda][unary]") {
-  const std::vector<std::pair<const char*, std::function<Tensor(const Tensor&)>>> ops = {
-      {"relu", [](const Tensor& x) { return relu(x); }},
-      {"leaky_relu", [](const Tensor& x) { return leaky_relu(x, 0.2); }},
-      {"sigmoid", [](const Tensor& x) { return sigmoid(x); }},
-      {"tanh", [](const Tensor& x) { return tanh(x); }},
-      {"gelu", [](const Tensor& x) { return gelu(x); }},
-      {"gelu_tanh", [](const Tensor& x) { return gelu_tanh(x); }},
-      {"silu", [](const Tensor& x) { return silu(x); }}};
+  const auto ops = test::fused_grad_unary_ops();
   for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::F64}) {
     const Tensor x = test::random_tensor({33, 517}, dt, 21, 4.0);
     const Tensor g = test::random_tensor({33, 517}, dt, 22);

@@ -220,17 +220,7 @@ TEST_CASE("unary ops: first-order gradients run the fused kernel and agree with 
   // composite formulas (checked: it does not call the kernel). The kernel's gradient
   // matches the composite's in f64: contiguous and transposed inputs, exact zeros
   // (relu's kink: gradient 0, as gt(x, 0) gives), large magnitudes.
-  struct Op {
-    const char* name;
-    std::function<Tensor(const Tensor&)> f;
-  };
-  const std::vector<Op> ops = {{"relu", [](const Tensor& x) { return relu(x); }},
-                               {"leaky_relu", [](const Tensor& x) { return leaky_relu(x, 0.2); }},
-                               {"sigmoid", [](const Tensor& x) { return sigmoid(x); }},
-                               {"tanh", [](const Tensor& x) { return tanh(x); }},
-                               {"gelu", [](const Tensor& x) { return gelu(x); }},
-                               {"gelu_tanh", [](const Tensor& x) { return gelu_tanh(x); }},
-                               {"silu", [](const Tensor& x) { return silu(x); }}};
+  const auto ops = test::fused_grad_unary_ops();
   (void)kernel<op::unary_backward>(kCPU);  // the list's loader first, so it cannot replace the spy
   set_kernel<op::unary_backward>(DeviceType::CPU, &spy_unary_backward);
   for (DType dt : {DType::F32, DType::F64, DType::BF16}) {
@@ -241,11 +231,11 @@ TEST_CASE("unary ops: first-order gradients run the fused kernel and agree with 
     for (bool transposed : {false, true}) {
       const Tensor xin = transposed ? base.transpose(0, 1) : base;
       const Tensor g = test::random_tensor(xin.sizes(), dt, 9);
-      for (const Op& op : ops) {
-        INFO(op.name << " " << dtype_name(dt) << (transposed ? " transposed" : ""));
+      for (const auto& [name, f] : ops) {
+        INFO(name << " " << dtype_name(dt) << (transposed ? " transposed" : ""));
         Tensor x = xin.detach().requires_grad_(true);
         const int before = g_fused_calls;
-        const Tensor fused = grad({op.f(x)}, {x}, {g})[0];
+        const Tensor fused = grad({f(x)}, {x}, {g})[0];
         CHECK(g_fused_calls == before + 1);
         // The composite formulas in f64 on the same (rounded) values are the reference: in
         // f32 the composite itself rounds at each of its ops (gelu_tanh's tail, where the
@@ -253,7 +243,7 @@ TEST_CASE("unary ops: first-order gradients run the fused kernel and agree with 
         GradOptions create;
         create.create_graph = true;
         Tensor x64 = xin.to(DType::F64).detach().requires_grad_(true);
-        const Tensor composite = grad({op.f(x64)}, {x64}, {g.to(DType::F64)}, create)[0].detach();
+        const Tensor composite = grad({f(x64)}, {x64}, {g.to(DType::F64)}, create)[0].detach();
         CHECK(g_fused_calls == before + 1);  // the create_graph pass did not use it
         REQUIRE(fused.dtype() == dt);
         const double rtol = dt == DType::F64 ? 1e-13 : dt == DType::F32 ? 1e-5 : 2e-2;
