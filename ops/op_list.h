@@ -41,6 +41,7 @@ using TV = const TensorView&;
   X(spd_logdet, void(TV a, TV logdet, TV inverse, const SpdParams& p))                              \
   /* softmax.h */                                                                                   \
   X(softmax, void(TV x, TV out, const SoftmaxParams& p))                                            \
+  X(softmax_backward, void(TV y, TV g, TV gx, const SoftmaxParams& p))                              \
   /* matmul.h: out[b] = a[b] @ b[b], a (B, M, K), b (B, K, N), out (B, M, N) contiguous; a and b */ \
   /* each have unit stride in one of their last two dims; one floating dtype. */                    \
   X(matmul, void(TV a, TV b, TV out))                                                               \

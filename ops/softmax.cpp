@@ -29,9 +29,25 @@ Tensor softmax_impl(const char* name, const Tensor& x, int64_t dim, bool log) {
   kernel<op::softmax>(x.device())(kernel_view(in), kernel_view(out), SoftmaxParams{outer, n, inner, log});
   return out;
 }
+
+// The first-order gradient in one kernel (slot softmax_backward), or an undefined tensor
+// when g does not match y (another dtype or shape: the composite formula runs).
+Tensor fused_backward(const Tensor& y, const Tensor& g, int64_t d, bool log) {
+  if (!g.defined() || y.dim() == 0 || g.dtype() != y.dtype() || g.sizes() != y.sizes()) return Tensor();
+  const Tensor yc = y.contiguous(), gc = g.contiguous();
+  Tensor gx = empty(yc.sizes(), TensorOptions(yc.dtype(), yc.device()));
+  if (gx.numel() == 0) return gx;
+  int64_t outer = 1, inner = 1;
+  for (int64_t i = 0; i < d; ++i) outer *= y.size(i);
+  for (int64_t i = d + 1; i < y.dim(); ++i) inner *= y.size(i);
+  kernel<op::softmax_backward>(yc.device())(kernel_view(yc), kernel_view(gc), kernel_view(gx),
+                                            SoftmaxParams{outer, y.size(d), inner, log});
+  return gx;
+}
 }  // namespace
 
-// softmax: dx = y (g - sum(g y)); log_softmax: dx = g - exp(y) sum(g), sums over dim.
+// softmax: dx = y (g - sum(g y)); log_softmax: dx = g - exp(y) sum(g), sums over dim: in
+// one kernel for a first-order pass, as ops for a create_graph pass (differentiable).
 Tensor softmax(const Tensor& x_in, int64_t dim) {
   const Tensor x = detail::autocast_f32(x_in);  // ops/autocast.h
   Tensor y = softmax_impl("softmax", x, dim, false);
@@ -40,6 +56,8 @@ Tensor softmax(const Tensor& x_in, int64_t dim) {
   // y is recomputed from x when grad mode is on (a create_graph pass), so the formula is
   // differentiable in x too.
   return record("softmax", {x}, y, [d, x, y_saved = y.detach()](const Tensor& g) {
+    if (!grad_enabled())
+      if (Tensor gx = fused_backward(y_saved, g, d, false); gx.defined()) return std::vector<Tensor>{gx};
     const Tensor ys = grad_enabled() ? softmax(x, d) : y_saved;
     if (ys.dim() == 0) return std::vector<Tensor>{mul(g, 0.0)};
     return std::vector<Tensor>{mul(ys, sub(g, sum(mul(g, ys), {d}, true)))};
@@ -52,6 +70,8 @@ Tensor log_softmax(const Tensor& x_in, int64_t dim) {
   if (!any_requires_grad({x})) return y;
   int64_t d = x.dim() == 0 ? 0 : wrap_dim(dim, x.dim(), "log_softmax");
   return record("log_softmax", {x}, y, [d, x, y_saved = y.detach()](const Tensor& g) {
+    if (!grad_enabled())
+      if (Tensor gx = fused_backward(y_saved, g, d, true); gx.defined()) return std::vector<Tensor>{gx};
     const Tensor ys = grad_enabled() ? log_softmax(x, d) : y_saved;
     if (ys.dim() == 0) return std::vector<Tensor>{mul(g, 0.0)};
     return std::vector<Tensor>{sub(g, mul(exp(ys), sum(g, {d}, true)))};

@@ -1,5 +1,7 @@
 // Softmax and log-softmax over the middle axis of a contiguous (outer, n, inner) tensor:
-// the CUDA kernel of the slot `softmax` (ops/softmax.h, SoftmaxParams).
+// the CUDA kernel of the slot `softmax` (ops/softmax.h, SoftmaxParams); and of the slot
+// `softmax_backward` (its first-order gradient: a warp per row when inner == 1, a thread
+// per column otherwise; two passes over y and g; compiled, not yet run on a GPU).
 //
 //   m = max_j x[o, j, i],  s = sum_j exp(x[o, j, i] - m)
 //   softmax:     out[o, j, i] = exp(x[o, j, i] - m) / s
@@ -316,6 +318,56 @@ __global__ void __launch_bounds__(kMaxColBlock)
   }
 }
 
+// ---- backward (slot softmax_backward) --------------------------------------------------
+// gx = y (g - sum_j g y) or, for log_softmax, g - exp(y) sum_j g, the sum in the
+// accumulate type.
+
+// inner == 1: a warp per row, 8 rows per block, rows grid-strided: a strided pass sums
+// the row (then a warp reduction), a second pass writes it.
+template <class T>
+__global__ void __launch_bounds__(kWarpRowsBlock)
+    softmax_backward_rows_kernel(const T* y, const T* g, T* gx, int64_t rows, int64_t n, bool log) {
+  using A = acc_t<T>;
+  constexpr int kRows = kWarpRowsBlock / 32;
+  const int lane = threadIdx.x % 32;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kRows + threadIdx.x / 32; row < rows;
+       row += static_cast<int64_t>(gridDim.x) * kRows) {  // warp-uniform
+    const T* yr = y + row * n;
+    const T* gr = g + row * n;
+    T* o = gx + row * n;
+    A s = 0;
+    for (int64_t j = lane; j < n; j += 32) {
+      const A gv = convert<A>(gr[j]);
+      s += log ? gv : gv * convert<A>(yr[j]);
+    }
+    s = warp_all_reduce(s, [](A a, A b) { return a + b; });
+    for (int64_t j = lane; j < n; j += 32) {
+      const A yv = convert<A>(yr[j]), gv = convert<A>(gr[j]);
+      o[j] = convert<T>(log ? gv - k_exp(yv) * s : yv * (gv - s));
+    }
+  }
+}
+
+// inner > 1: a thread per (o, i) column, consecutive threads on consecutive i (coalesced).
+template <class T>
+__global__ void softmax_backward_cols_kernel(const T* y, const T* g, T* gx, int64_t outer, int64_t n, int64_t inner,
+                                             bool log) {
+  using A = acc_t<T>;
+  const int64_t cols = outer * inner, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < cols; c += stride) {
+    const int64_t base = (c / inner) * n * inner + c % inner;
+    A s = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      const A gv = convert<A>(g[base + j * inner]);
+      s += log ? gv : gv * convert<A>(y[base + j * inner]);
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const A yv = convert<A>(y[base + j * inner]), gv = convert<A>(g[base + j * inner]);
+      gx[base + j * inner] = convert<T>(log ? gv - k_exp(yv) * s : yv * (gv - s));
+    }
+  }
+}
+
 // ---- launchers -----------------------------------------------------------------------
 
 template <class T, int kPerLane>
@@ -375,6 +427,27 @@ void softmax(const TensorView& x, const TensorView& out, const SoftmaxParams& p)
     using T = decltype(tag);
     if constexpr (!std::is_integral_v<T>)  // integers: rejected by ops/softmax.cpp
       run_softmax(x.ptr<const T>(), out.ptr<T>(), p.outer, p.n, p.inner, p.log, stream);
+  });
+}
+
+void softmax_backward(const TensorView& y, const TensorView& g, const TensorView& gx, const SoftmaxParams& p) {
+  if (p.outer == 0 || p.n == 0 || p.inner == 0) return;
+  DeviceGuard guard(y.device);
+  const cudaStream_t stream = current_stream(y.device);
+  visit_device_dtype(y.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_integral_v<T>) {  // integers: rejected by ops/softmax.cpp
+      if (p.inner == 1) {
+        const int64_t blocks = (p.outer + kWarpRowsBlock / 32 - 1) / (kWarpRowsBlock / 32);
+        softmax_backward_rows_kernel<T><<<static_cast<unsigned>(blocks < 65535LL * 32 ? blocks : 65535LL * 32),
+                                          kWarpRowsBlock, 0, stream>>>(y.ptr<const T>(), g.ptr<const T>(),
+                                                                       gx.ptr<T>(), p.outer, p.n, p.log);
+      } else {
+        softmax_backward_cols_kernel<T><<<grid_for(p.outer * p.inner), kBlockSize, 0, stream>>>(
+            y.ptr<const T>(), g.ptr<const T>(), gx.ptr<T>(), p.outer, p.n, p.inner, p.log);
+      }
+      KILN_CUDA_CHECK_LAUNCH();
+    }
   });
 }
 

@@ -244,3 +244,25 @@ TEST_CASE("cuda: softmax and log_softmax match the CPU", "[cuda][softmax]") {
   CHECK(softmax(zeros({0, 7}, cuda0())).sizes() == Shape{0, 7});
   REQUIRE_KILN_ERROR(softmax(ones({3}, TensorOptions(DType::I32, cuda0()))), "softmax");
 }
+
+TEST_CASE("cuda: first-order gradients of softmax and log_softmax (the fused kernel) match the CPU",
+          "[cuda][softmax]") {
+  // The warp-per-row path (inner 1: rows of 1 to 5000) and the column path (inner > 1).
+  for (DType t : test::floating_dtypes())
+    for (int64_t n : {1, 33, 1024, 5000})
+      for (bool log : {false, true})
+        for (int64_t d : {0, 1, 2}) {
+          INFO(dtype_name(t) << " n=" << n << (log ? " log_softmax" : " softmax") << " dim " << d);
+          const Tensor x = test::random_tensor({3, n, 5}, t, 400 + n, 3.0).transpose(1, 2);  // (3, 5, n)
+          const Tensor g = test::random_tensor({3, 5, n}, t, 401 + n);
+          auto grad_on = [&](Device dev) {
+            Tensor xi = x.to(dev).detach().requires_grad_(true);
+            Tensor y = log ? log_softmax(xi, d) : softmax(xi, d);
+            return grad({y}, {xi}, {g.to(dev)})[0];
+          };
+          const Tensor gc = grad_on(kCPU), gg = grad_on(cuda0());
+          CHECK(gg.is_cuda());
+          CHECK(gg.dtype() == t);
+          CHECK_CLOSE(gg, gc);
+        }
+}
