@@ -12,6 +12,16 @@
 
 namespace kiln {
 namespace {
+// (outer, n, inner) of a softmax over dim d (already wrapped) of `sizes`.
+SoftmaxParams layout(const Shape& sizes, int64_t d, bool log) {
+  SoftmaxParams p{1, 1, 1, log};
+  if (sizes.empty()) return p;
+  for (int64_t i = 0; i < d; ++i) p.outer *= sizes[i];
+  p.n = sizes[d];
+  for (int64_t i = d + 1; i < static_cast<int64_t>(sizes.size()); ++i) p.inner *= sizes[i];
+  return p;
+}
+
 Tensor softmax_impl(const char* name, const Tensor& x, int64_t dim, bool log) {
   detail::check_defined(name, x);
   detail::check_floating(name, x);
@@ -19,14 +29,8 @@ Tensor softmax_impl(const char* name, const Tensor& x, int64_t dim, bool log) {
   Tensor in = x.contiguous();
   Tensor out = empty_like(in);
   if (x.numel() == 0) return out;
-  int64_t outer = 1, n = 1, inner = 1;
-  if (x.dim() > 0) {
-    dim = wrap_dim(dim, x.dim(), name);
-    for (int64_t i = 0; i < dim; ++i) outer *= x.size(i);
-    n = x.size(dim);
-    for (int64_t i = dim + 1; i < x.dim(); ++i) inner *= x.size(i);
-  }
-  kernel<op::softmax>(x.device())(kernel_view(in), kernel_view(out), SoftmaxParams{outer, n, inner, log});
+  const int64_t d = x.dim() > 0 ? wrap_dim(dim, x.dim(), name) : 0;
+  kernel<op::softmax>(x.device())(kernel_view(in), kernel_view(out), layout(x.sizes(), d, log));
   return out;
 }
 
@@ -37,11 +41,8 @@ Tensor fused_backward(const Tensor& y, const Tensor& g, int64_t d, bool log) {
   const Tensor yc = y.contiguous(), gc = g.contiguous();
   Tensor gx = empty(yc.sizes(), TensorOptions(yc.dtype(), yc.device()));
   if (gx.numel() == 0) return gx;
-  int64_t outer = 1, inner = 1;
-  for (int64_t i = 0; i < d; ++i) outer *= y.size(i);
-  for (int64_t i = d + 1; i < y.dim(); ++i) inner *= y.size(i);
   kernel<op::softmax_backward>(yc.device())(kernel_view(yc), kernel_view(gc), kernel_view(gx),
-                                            SoftmaxParams{outer, y.size(d), inner, log});
+                                            layout(y.sizes(), d, log));
   return gx;
 }
 }  // namespace

@@ -33,6 +33,7 @@
 #include <kiln/models/eval/paleo.h>
 
 #include "cli.h"
+#include "run_cli.h"
 
 using namespace kiln;
 namespace cost = kiln::dist::cost;
@@ -65,12 +66,8 @@ void print_cost(const eval::ModelCost& c) {
 }
 
 int here(const Args& a) {
-  KILN_CHECK(a.device == "cpu" || cuda_is_available(), "kiln_paleo: --device ", a.device,
-             ": no usable CUDA device (build without CUDA, or no GPU)");
-  Device device(a.device.c_str());
   const dist::LaunchEnv env = dist::launch_env();
-  if (env.world_size > 1 && device.is_cuda() && a.device.find(':') == std::string::npos)
-    device = dist::local_device(DeviceType::CUDA, env);  // each rank on its own GPU
+  const Device device = tools::pick_device("kiln_paleo", a.device, env);  // each rank on its own GPU
   dist::InitOptions io;
   io.device = device;
   auto pg = dist::init_process_group(io, env);

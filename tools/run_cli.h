@@ -184,21 +184,28 @@ struct RunContext {
   std::unique_ptr<run::RunDir> dir;
 };
 
-// device_flag: "" (cuda when usable, else cpu), cpu, cuda or cuda:N; under several ranks
-// plain "cuda" puts each rank on the GPU of its local rank. global_batch must divide by
+// The device a program runs on, from its --device flag: "" (cuda when usable, else cpu),
+// cpu, cuda or cuda:N; under several ranks plain "cuda" puts each rank on the GPU of its
+// local rank. A missing GPU is a kiln::Error naming the program.
+inline Device pick_device(const std::string& program, const std::string& device_flag, const dist::LaunchEnv& env) {
+  const std::string want = device_flag.empty() ? (cuda_is_available() ? "cuda" : "cpu") : device_flag;
+  KILN_CHECK(want == "cpu" || cuda_is_available(), program, ": --device ", want,
+             ": no usable CUDA device (build without CUDA, or no GPU)");
+  Device device(want.c_str());
+  if (env.world_size > 1 && device.is_cuda() && device_flag.find(':') == std::string::npos)
+    device = dist::local_device(DeviceType::CUDA, env);
+  return device;
+}
+
+// device_flag: as pick_device's. global_batch must divide by
 // the number of ranks. short_name names the default run directory (runs/<short>-<time>).
 // Bad usage is a CLI error (exit 2); a missing GPU or an unusable run directory a
 // kiln::Error (exit 1).
 inline RunContext open_run(const std::string& program, const std::string& short_name, RunFlags& flags,
                            const std::string& device_flag, int64_t global_batch) {
   RunContext c;
-  const std::string want = device_flag.empty() ? (cuda_is_available() ? "cuda" : "cpu") : device_flag;
-  KILN_CHECK(want == "cpu" || cuda_is_available(), program, ": --device ", want,
-             ": no usable CUDA device (build without CUDA, or no GPU)");
-  c.device = Device(want.c_str());
   const dist::LaunchEnv env = dist::launch_env();
-  if (env.world_size > 1 && c.device.is_cuda() && device_flag.find(':') == std::string::npos)
-    c.device = dist::local_device(DeviceType::CUDA, env);
+  c.device = pick_device(program, device_flag, env);
   dist::InitOptions io;
   io.device = c.device;
   c.pg = dist::init_process_group(io, env);

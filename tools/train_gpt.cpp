@@ -79,6 +79,7 @@ struct Config {
   double sam_rho = 0;                      // --optimizer sam|asam: 0 = 0.05 for SAM, 0.5 for ASAM
   std::string sam_base = "adamw";
   double asam_eta = 0.01;
+  bool uses_sam() const { return optimizer == "sam" || optimizer == "asam"; }
   int64_t warmup_steps = 100, max_steps = 0;
   double max_minutes = 15;
   // evaluation
@@ -215,9 +216,8 @@ std::map<std::string, std::string> run_metadata(const Config& c, const std::stri
           {"seed", std::to_string(c.seed)},
           {"dtype", c.dtype}};
   if (c.optimizer != "adamw") m["optimizer"] = c.optimizer;  // (runs from before the flag stay resumable)
-  const bool sam = c.optimizer == "sam" || c.optimizer == "asam";
-  if (sam) m["sam"] = detail::str(c.sam_base, " rho ", num(c.sam_rho), " eta ", num(c.asam_eta));
-  if (c.optimizer == "proxadam" || (sam && c.sam_base == "proxadam"))
+  if (c.uses_sam()) m["sam"] = detail::str(c.sam_base, " rho ", num(c.sam_rho), " eta ", num(c.asam_eta));
+  if (c.optimizer == "proxadam" || (c.uses_sam() && c.sam_base == "proxadam"))
     m["prox"] = detail::str(num(c.prox_lambda), " p ", num(c.prox_p));
   return m;
 }
@@ -296,8 +296,7 @@ int train(Config cfg, const CLI::App& app) {
   // Weight matrices decay; biases, LayerNorm and embeddings' no_decay group does not (and
   // LAMB does not adapt it).
   // sam/asam wrap --sam-base (the base's own flags apply).
-  const bool use_sam = cfg.optimizer == "sam" || cfg.optimizer == "asam";
-  const std::string base_opt = use_sam ? cfg.sam_base : cfg.optimizer;
+  const std::string base_opt = cfg.uses_sam() ? cfg.sam_base : cfg.optimizer;
   std::unique_ptr<Optimizer> opt_ptr;
   if (base_opt == "lamb") {
     opt_ptr = std::make_unique<LAMB>(
@@ -334,7 +333,7 @@ int train(Config cfg, const CLI::App& app) {
   }
   Optimizer& opt = *opt_ptr;
   std::unique_ptr<SAM> sam;
-  if (use_sam) {
+  if (cfg.uses_sam()) {
     const bool adaptive = cfg.optimizer == "asam";
     const double rho = cfg.sam_rho > 0 ? cfg.sam_rho : adaptive ? 0.5 : 0.05;
     sam = std::make_unique<SAM>(opt, SamOptions{rho, adaptive, cfg.asam_eta});
@@ -630,10 +629,9 @@ int train(Config cfg, const CLI::App& app) {
     ++steps_this_run;
     tokens_since_log += tokens_per_step;
     train_seconds += std::chrono::duration<double>(Clock::now() - t_step).count();
-    if (sam)
-      log.push(step, 0, {{"loss", loss}, {"grad_norm", norm}, {"sam_sharpness", sharpness}}, {{"lr", step_lr}});
-    else
-      log.push(step, 0, {{"loss", loss}, {"grad_norm", norm}}, {{"lr", step_lr}});
+    std::vector<std::pair<std::string, Tensor>> values{{"loss", loss}, {"grad_norm", norm}};
+    if (sam) values.emplace_back("sam_sharpness", sharpness);  // null on a skipped step
+    log.push(step, 0, std::move(values), {{"lr", step_lr}});
 
     if (budgeted && plan_timing && step > plan_from) {
       const int64_t n = step - plan_from;
@@ -745,11 +743,11 @@ int main(int argc, char** argv) {
   add_flags(app, cfg);
   return tools::kiln_main(app, argc, argv, [&] {
     tools::check_dp_flags(cfg.par);
-    if ((cfg.optimizer == "sam" || cfg.optimizer == "asam") && cfg.dtype == "f16")
+    if (cfg.uses_sam() && cfg.dtype == "f16")
       throw CLI::ValidationError("--optimizer " + cfg.optimizer, "does not combine with --dtype f16 (the loss "
                                                                   "scaler's skipped steps would leave SAM's two passes "
                                                                   "unmatched; use bf16)");
-    if (cfg.par.dp == "neighbor" && (cfg.optimizer == "sam" || cfg.optimizer == "asam"))
+    if (cfg.par.dp == "neighbor" && cfg.uses_sam())
       throw CLI::ValidationError("--dp neighbor", "does not combine with --optimizer " + cfg.optimizer +
                                                       " (SAM's second forward pass at w + e(w) would start the "
                                                       "overlapped exchange with perturbed weights)");

@@ -160,9 +160,6 @@ void unary(const TensorView& x, const TensorView& y, const UnaryParams& p) {
   });
 }
 
-}  // namespace kiln::cuda
-
-namespace kiln::cuda {
 
 void unary_backward(const TensorView& s, const TensorView& g, const TensorView& gx, const UnaryParams& p) {
   if (gx.numel == 0) return;

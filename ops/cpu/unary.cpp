@@ -183,9 +183,6 @@ void unary(const TensorView& x, const TensorView& y, const UnaryParams& p) {
   });
 }
 
-}  // namespace kiln::cpu
-
-namespace kiln::cpu {
 
 void unary_backward(const TensorView& s, const TensorView& g, const TensorView& gx, const UnaryParams& p) {
   const UnaryOp op = p.op;
