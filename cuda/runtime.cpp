@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <sstream>
@@ -286,5 +287,19 @@ std::string kernel_error_message(const KernelErrorRecord& r, int device) {
   os << "; reported at the next synchronisation point, so it may come from an earlier op)";
   return os.str();
 }
+
+namespace {
+std::atomic<int>& tf32_flag() {
+  static std::atomic<int> flag = [] {
+    const char* v = std::getenv("KILN_ALLOW_TF32");
+    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0 && std::strcmp(v, "false") != 0 &&
+           std::strcmp(v, "off") != 0;
+  }();
+  return flag;
+}
+}  // namespace
+
+bool allow_tf32() { return tf32_flag().load(std::memory_order_relaxed) != 0; }
+void set_allow_tf32(bool on) { tf32_flag().store(on ? 1 : 0, std::memory_order_relaxed); }
 
 }  // namespace kiln::cuda

@@ -54,4 +54,14 @@ KernelErrorRecord* kernel_error_record(int device);
 // and that it is reported late.
 std::string kernel_error_message(const KernelErrorRecord& record, int device);
 
+// TF32 tensor cores for f32 matmuls (cuBLAS: CUBLAS_COMPUTE_32F_FAST_TF32) and convolutions
+// (cuDNN's tensor-op algorithms). Off by default: kiln's f32 is f32 (10 mantissa bits in
+// the products would no longer track the CPU reference). PyTorch's equivalents are
+// torch.backends.cuda.matmul.allow_tf32 (off by default) and torch.backends.cudnn.allow_tf32
+// (on by default). The environment variable KILN_ALLOW_TF32=1 sets the initial value;
+// set_allow_tf32 changes it for the ops launched afterwards (the plan and algorithm caches
+// key on it).
+bool allow_tf32();
+void set_allow_tf32(bool on);
+
 }  // namespace kiln::cuda

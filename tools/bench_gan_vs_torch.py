@@ -20,7 +20,11 @@ At --image-size 64 both sides build the zoo's 64 px DCGAN for 3 channels (G: Con
 4x4, BN, ReLU, three ConvT 4/2/1 halving the channels with BN, ReLU, ConvT w->3 4/2/1, Tanh;
 D the mirror image with LeakyReLU 0.2, no BN on its first layer, Linear 8w*16->1), and
 kiln reads a folder of random 64 x 64 PPM images written into a scratch folder. On CUDA
-PyTorch's timing synchronises the device before and after, and OpenBLAS does not matter.
+PyTorch's timing synchronises the device before and after, and OpenBLAS does not matter;
+instead the convolutions' math does: PyTorch runs f32 convolutions on TF32 tensor cores by
+default (torch.backends.cudnn.allow_tf32), kiln in f32 unless KILN_ALLOW_TF32=1. On CUDA
+both sides run both ways, and the table shows all four; the headline ratio compares equal
+math (kiln's default against PyTorch with TF32 off), the second line both with TF32.
 
 usage: tools/bench_gan_vs_torch.py [--kiln-exe build/tools/kiln_train_gan] [--threads 2]
          [--iters 60] [--warmup 5] [--rounds 2] [--device cpu|cuda] [--image-size 28|64]
@@ -46,6 +50,8 @@ def torch_worker(a):
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device(a.device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = a.torch_tf32 == "on"
     nz, w = 100, a.width
     k, s0, C = (2, 7, 1) if a.image_size == 28 else (4, 4, 3)  # models/zoo/gan.h
     g = [nn.ConvTranspose2d(nz, w * 2 ** (k - 1), s0, 1, 0, bias=False), nn.BatchNorm2d(w * 2 ** (k - 1)), nn.ReLU(True)]
@@ -86,7 +92,7 @@ def torch_worker(a):
                       "torch": torch.__version__}))
 
 
-def run_torch(a, openblas_one):
+def run_torch(a, openblas_one, tf32="on"):
     env = dict(os.environ)
     if openblas_one:
         env["OPENBLAS_NUM_THREADS"] = "1"
@@ -94,7 +100,8 @@ def run_torch(a, openblas_one):
         env.pop("OPENBLAS_NUM_THREADS", None)
     p = subprocess.run([sys.executable, __file__, "--torch-worker", "--threads", str(a.threads), "--iters",
                         str(a.iters), "--warmup", str(a.warmup), "--device", a.device, "--image-size",
-                        str(a.image_size), "--width", str(a.width)], capture_output=True, text=True, env=env)
+                        str(a.image_size), "--width", str(a.width), "--torch-tf32", tf32],
+                       capture_output=True, text=True, env=env)
     if p.returncode != 0:
         sys.exit(f"torch worker failed:\n{p.stderr}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -111,9 +118,10 @@ def write_ppm_folder(folder, n, size, seed=0):
             f.write(b"P6\n%d %d\n255\n" % (size, size) + pixels)
 
 
-def run_kiln(a):
+def run_kiln(a, tf32=False):
     with tempfile.TemporaryDirectory() as d:
         env = dict(os.environ, KILN_NUM_THREADS=str(a.threads))  # kiln's one budget (loops, OpenBLAS, oneDNN)
+        env["KILN_ALLOW_TF32"] = "1" if tf32 else "0"
         n = 64 * (a.iters + a.warmup)
         data = ["--data", "fashion-mnist"]
         if a.image_size == 64:
@@ -139,9 +147,12 @@ def main():
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--json")
     ap.add_argument("--torch-worker", action="store_true")
+    ap.add_argument("--torch-tf32", default="on", choices=["on", "off"], help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.torch_worker:
         return torch_worker(a)
+    if a.device == "cuda":
+        return main_cuda(a)
     kiln, torch_best, torch_setting, torch_ver = 0.0, 0.0, "", ""
     for r in range(a.rounds):
         k = run_kiln(a)
@@ -160,6 +171,35 @@ def main():
     print(f"DCGAN {a.image_size}x{a.image_size} width {a.width} batch 64 on {a.device}, {a.threads} threads: "
           f"kiln {kiln:.0f} img/s, torch {torch_ver} "
           f"{torch_best:.0f} img/s ({torch_setting}); kiln/torch = {kiln / torch_best:.2f}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f)
+    print(json.dumps(res))
+
+
+def main_cuda(a):
+    """Both sides with f32 convolutions in f32 and in TF32; each setting's best round."""
+    best = {}
+    for r in range(a.rounds):
+        for tf32 in (False, True):
+            k = run_kiln(a, tf32)
+            t = run_torch(a, False, "on" if tf32 else "off")
+            ts = t["images_per_second"]
+            print(f"round {r + 1}, TF32 {'on ' if tf32 else 'off'}: kiln {k:.0f} img/s; torch {ts:.0f} img/s",
+                  file=sys.stderr)
+            kb, tb, _ = best.get(tf32, (0.0, 0.0, ""))
+            best[tf32] = (max(kb, k), max(tb, ts), t["torch"])
+    (k32, t32, ver), (ktf, ttf, _) = best[False], best[True]
+    print(f"DCGAN {a.image_size}x{a.image_size} width {a.width} batch 64 on cuda, torch {ver}, best of {a.rounds}:")
+    print(f"  {'convolutions':28s}{'kiln img/s':>12s}{'torch img/s':>13s}{'kiln/torch':>12s}")
+    print(f"  {'f32 (kiln default)':28s}{k32:12.0f}{t32:13.0f}{k32 / t32:12.2f}")
+    print(f"  {'TF32 (torch default)':28s}{ktf:12.0f}{ttf:13.0f}{ktf / ttf:12.2f}")
+    print(f"  kiln default against torch default: {k32 / ttf:.2f}")
+    res = {"kiln_images_per_second": k32, "torch_images_per_second": t32, "torch_setting": "cudnn.allow_tf32=False",
+           "torch": ver, "threads": a.threads, "ratio_kiln_over_torch": k32 / t32, "device": "cuda",
+           "image_size": a.image_size, "width": a.width, "kiln_steps_per_second": k32 / 64,
+           "torch_steps_per_second": t32 / 64, "kiln_tf32_images_per_second": ktf,
+           "torch_tf32_images_per_second": ttf, "ratio_tf32": ktf / ttf, "ratio_defaults": k32 / ttf}
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f)

@@ -98,6 +98,7 @@ int main(int argc, char** argv) {
     models::GenerateOptions o;
     o.max_new_tokens = max_tokens;
     o.temperature = temperature;
+    if (m.count("tokenizer_vocab_size")) o.vocab_limit = meta_int(m, "tokenizer_vocab_size", path);
     o.top_k = top_k;
     Generator sample_gen(seed);
     const std::string text = tokenizer->decode(models::generate(model, ids, o, sample_gen));

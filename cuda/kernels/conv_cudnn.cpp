@@ -6,7 +6,8 @@
 // Tensors are described with their real strides (cudnnSetTensor4dDescriptorEx), the
 // filter as packed NCHW. Math: f32 runs with CUDNN_FMA_MATH only, which rules out TF32
 // (CUDNN_DEFAULT_MATH lets cuDNN use TF32 tensor cores for f32 on Ampere and later, and
-// the results would no longer track the CPU reference to f32 tolerance); f16/bf16 may use
+// the results would no longer track the CPU reference to f32 tolerance) unless the user
+// asked for TF32 (cuda::allow_tf32(), KILN_ALLOW_TF32=1); f16/bf16 may use
 // CUDNN_TENSOR_OP_MATH, accumulating in f32; f64 the default. Algorithms come from cuDNN's
 // heuristics (cudnnGetConvolution*Algorithm_v7), or from timing every algorithm once per
 // shape (cudnnFindConvolution*AlgorithmEx) when KILN_CUDNN_BENCHMARK=1. Of the candidates,
@@ -34,6 +35,7 @@
 #include <kiln/cuda/device.h>
 #include <kiln/cuda/error.h>
 #include <kiln/cuda/handles.h>
+#include <kiln/cuda/runtime.h>
 #include <kiln/cuda/kernels/scratch.h>
 #include <kiln/ops/op_list.h>
 
@@ -232,7 +234,8 @@ struct Operands {
 Problem make_problem(Kind kind, const Operands& o, const Geom& g) {
   Problem p;
   p.key = {static_cast<int64_t>(kind), o.x.device.index, static_cast<int64_t>(o.x.dtype), g.stride_h, g.stride_w,
-           g.pad_h, g.pad_w, g.dilation_h, g.dilation_w, g.groups, deterministic_mode(), benchmark_mode()};
+           g.pad_h, g.pad_w, g.dilation_h, g.dilation_w, g.groups, deterministic_mode(), benchmark_mode(),
+           allow_tf32()};
   for (const TensorView* t : {&o.x, &o.w, &o.y}) {
     for (int i = 0; i < 4; ++i) p.key.push_back(t->size(i));
     for (int i = 0; i < 4; ++i) p.key.push_back(t->stride(i));
@@ -389,12 +392,12 @@ bool known_deterministic(Kind kind, int algo) {
   return false;
 }
 
-// The math type a candidate runs with: f32 always with FMA math (a result offered under
-// the default math runs as FMA; tensor-op results, TF32, are dropped: kNone); other dtypes
-// as cuDNN offers.
+// The math type a candidate runs with: f32 with FMA math (a result offered under the
+// default math runs as FMA; tensor-op results, TF32, are dropped: kNone) unless
+// cuda::allow_tf32(), then as offered; other dtypes as cuDNN offers.
 constexpr int kNone = -1;
 int candidate_math(DType dtype, cudnnMathType_t offered) {
-  if (dtype != DType::F32) return offered;
+  if (dtype != DType::F32 || allow_tf32()) return offered;
   if (offered == CUDNN_TENSOR_OP_MATH || offered == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return kNone;
   return CUDNN_FMA_MATH;
 }

@@ -2,7 +2,8 @@
 // views, cuBLAS is column-major: a row-major (R, C) matrix is the column-major (C, R)
 // matrix of the same bytes, so out = a @ b is computed as out^T = b^T a^T with b as
 // cuBLAS's first operand, and no data moves. Every dtype accumulates in its own float
-// type (f32 for f32/f16/bf16, no TF32, so results track the CPU reference; f64 for f64).
+// type (f32 for f32/f16/bf16, no TF32 unless cuda::allow_tf32(), so results track the CPU
+// reference; f64 for f64).
 // Descriptors and the heuristic's algorithm are cached per shape; when the heuristic
 // offers nothing, cublasGemmStridedBatchedEx takes over. This fills the CUDA `matmul` slot
 // (ops/op_list.h); a host-compiled .cpp beside the kernels, as it calls libraries only.
@@ -21,6 +22,7 @@
 #include <kiln/cuda/device.h>
 #include <kiln/cuda/error.h>
 #include <kiln/cuda/handles.h>
+#include <kiln/cuda/runtime.h>
 #include <kiln/ops/op_list.h>
 
 namespace kiln::cuda {
@@ -79,8 +81,9 @@ struct PlanKey {
   int64_t m, n, k, lda, ldb, ldc, batch, stride_a, stride_b, stride_c;
   uint32_t align_a, align_b, align_c;
   size_t workspace_bytes;
+  bool tf32;
   bool operator==(const PlanKey& o) const {
-    return device == o.device && dtype == o.dtype && op_a == o.op_a && op_b == o.op_b && m == o.m && n == o.n &&
+    return device == o.device && dtype == o.dtype && tf32 == o.tf32 && op_a == o.op_a && op_b == o.op_b && m == o.m && n == o.n &&
            k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc && batch == o.batch &&
            stride_a == o.stride_a && stride_b == o.stride_b && stride_c == o.stride_c && align_a == o.align_a &&
            align_b == o.align_b && align_c == o.align_c && workspace_bytes == o.workspace_bytes;
@@ -92,7 +95,7 @@ struct PlanKeyHash {
     size_t h = 0;
     auto mix = [&h](uint64_t v) { h ^= std::hash<uint64_t>{}(v) + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2); };
     mix(static_cast<uint64_t>(k.device));
-    mix(static_cast<uint64_t>(k.dtype));
+    mix(static_cast<uint64_t>(k.dtype) << 1 | static_cast<uint64_t>(k.tf32));
     mix(static_cast<uint64_t>(k.op_a) << 8 | static_cast<uint64_t>(k.op_b));
     for (int64_t v : {k.m, k.n, k.k, k.lda, k.ldb, k.ldc, k.batch, k.stride_a, k.stride_b, k.stride_c})
       mix(static_cast<uint64_t>(v));
@@ -139,16 +142,17 @@ cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int64_t rows, int64_t co
 }
 
 // cuBLAS computes and scales in kiln's accumulation dtype (core/dtype.h): f32 without
-// TF32, f64 for f64.
-cublasComputeType_t compute_type(DType t) {
-  return accumulate_dtype(t) == DType::F64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F;
+// TF32 unless cuda::allow_tf32() (f32 operands only), f64 for f64.
+cublasComputeType_t compute_type(DType t, bool tf32) {
+  if (accumulate_dtype(t) == DType::F64) return CUBLAS_COMPUTE_64F;
+  return t == DType::F32 && tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
 }
 cudaDataType_t scale_type(DType t) { return cuda_type(accumulate_dtype(t)); }
 
 std::shared_ptr<Plan> make_plan(const PlanKey& key, cublasLtHandle_t handle, const Operand& a, const Operand& b) {
   auto plan = std::make_shared<Plan>();
   cudaDataType_t type = cuda_type(key.dtype);
-  KILN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->desc, compute_type(key.dtype), scale_type(key.dtype)));
+  KILN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->desc, compute_type(key.dtype, key.tf32), scale_type(key.dtype)));
   int32_t op_a = key.op_a, op_b = key.op_b;
   KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
   KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
@@ -244,6 +248,7 @@ void matmul(TV a, TV b, TV out) {
   PlanKey key{};
   key.device = device;
   key.dtype = dtype;
+  key.tf32 = allow_tf32();
   key.op_a = ob.op;
   key.op_b = oa.op;
   key.m = N;
@@ -279,7 +284,7 @@ void matmul(TV a, TV b, TV out) {
   cudaDataType_t type = cuda_type(dtype);
   KILN_CUBLAS_CHECK(cublasGemmStridedBatchedEx_64(
       cublas_handle(device), ob.op, oa.op, N, M, K, alpha, ob.ptr, type, ob.ld, ob.batch_stride, oa.ptr, type, oa.ld,
-      oa.batch_stride, beta, out.data, type, N, M * N, batch, compute_type(dtype), CUBLAS_GEMM_DEFAULT));
+      oa.batch_stride, beta, out.data, type, N, M * N, batch, compute_type(dtype, key.tf32), CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace kiln::cuda

@@ -255,7 +255,9 @@ std::vector<int64_t> generate(GPT& model, const std::vector<int64_t>& prompt, co
              o.temperature);
   KILN_CHECK(o.top_k >= 0, "generate: top_k must be >= 0, got ", o.top_k);
   KILN_CHECK(o.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0, got ", o.max_new_tokens);
-  const int64_t V = model.config.vocab_size, block = model.config.block_size;
+  KILN_CHECK(o.vocab_limit >= 0 && o.vocab_limit <= model.config.vocab_size, "generate: vocab_limit must be in [0, ",
+             model.config.vocab_size, "], got ", o.vocab_limit);
+  const int64_t V = o.vocab_limit > 0 ? o.vocab_limit : model.config.vocab_size, block = model.config.block_size;
   for (size_t i = 0; i < prompt.size(); ++i)
     KILN_CHECK(prompt[i] >= 0 && prompt[i] < V, "generate: prompt token ", i, " is ", prompt[i],
                ", outside the vocabulary [0, ", V, ")");
@@ -270,7 +272,7 @@ std::vector<int64_t> generate(GPT& model, const std::vector<int64_t>& prompt, co
     const int64_t T = static_cast<int64_t>(ids.size());
     Tensor idx = from_vector<int64_t>(ids).reshape({1, T}).to(device);
     Tensor logits = model.forward(idx, &cache);  // (1, T, V)
-    return cast(logits.narrow(1, T - 1, 1), DType::F64).contiguous().to(kCPU).to_vector<double>();
+    return cast(logits.narrow(1, T - 1, 1).narrow(2, 0, V), DType::F64).contiguous().to(kCPU).to_vector<double>();
   };
   // The prompt's newest block_size tokens start the cache.
   const int64_t start = std::max<int64_t>(0, static_cast<int64_t>(out.size()) - block);

@@ -162,6 +162,10 @@ struct GenerateOptions {
   int64_t max_new_tokens = 200;
   double temperature = 1.0;
   int64_t top_k = 0;
+  // Draw only ids below this (0: the model's whole vocabulary): for a model whose vocabulary
+  // was padded beyond its tokenizer's (kiln_train_gpt --vocab-size), whose extra rows are
+  // never a target and never decode.
+  int64_t vocab_limit = 0;
 };
 std::vector<int64_t> generate(GPT& model, const std::vector<int64_t>& prompt, const GenerateOptions& options,
                               Generator& gen);

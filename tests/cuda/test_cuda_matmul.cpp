@@ -5,6 +5,9 @@
 
 #include <array>
 #include <cmath>
+#include <utility>
+
+#include <kiln/cuda/runtime.h>
 
 using namespace kiln;
 using test::cuda0;
@@ -107,4 +110,46 @@ TEST_CASE("cuda: matmul edge cases and bad input", "[cuda][matmul]") {
   REQUIRE_KILN_ERROR(matmul(zeros({2, 3}, TensorOptions(DType::I32, cuda0())), zeros({3, 2}, TensorOptions(DType::I32, cuda0()))),
                      "matmul");
   REQUIRE_KILN_ERROR(bmm(zeros({2, 2, 3}, cuda0()), zeros({3, 3, 2}, cuda0())), "bmm");
+}
+
+// TF32 (cuda::set_allow_tf32 / KILN_ALLOW_TF32): off by default, so f32 matmuls and
+// convolutions track the CPU to f32 tolerance; on, they run on tensor cores with 10-bit
+// mantissas: still close to the CPU at TF32's tolerance, and measurably less exact than
+// f32 (which shows TF32 really ran); switching back restores f32 (the plan and algorithm
+// caches key on the flag).
+TEST_CASE("cuda: TF32 is off by default and, when allowed, runs matmul and conv2d in TF32", "[cuda][matmul]") {
+  struct Restore {
+    bool was = cuda::allow_tf32();
+    ~Restore() { cuda::set_allow_tf32(was); }
+  } restore;
+  cuda::set_allow_tf32(false);
+  const int64_t M = 512, K = 1024, N = 512;
+  Tensor a = test::random_tensor({M, K}, DType::F32, 31), b = test::random_tensor({K, N}, DType::F32, 32);
+  Tensor x = test::random_tensor({8, 64, 32, 32}, DType::F32, 33), w = test::random_tensor({64, 64, 3, 3}, DType::F32, 34);
+  const Tensor mm_ref = matmul(a.to(DType::F64), b.to(DType::F64));
+  const Tensor conv_ref = conv2d(x.to(DType::F64), w.to(DType::F64), Tensor(), 1, 1);
+  auto err = [](const Tensor& g, const Tensor& ref) {
+    return max(abs(sub(g.to(kCPU).to(DType::F64), ref))).item<double>() / max(abs(ref)).item<double>();
+  };
+  auto run = [&] {
+    return std::pair{err(matmul(a.to(cuda0()), b.to(cuda0())), mm_ref),
+                     err(conv2d(x.to(cuda0()), w.to(cuda0()), Tensor(), 1, 1), conv_ref)};
+  };
+  const auto [mm_f32, conv_f32] = run();
+  cuda::set_allow_tf32(true);
+  CHECK(cuda::allow_tf32());
+  const auto [mm_tf32, conv_tf32] = run();
+  cuda::set_allow_tf32(false);
+  const auto [mm_again, conv_again] = run();
+  INFO("max error / max |ref|: matmul f32 " << mm_f32 << ", tf32 " << mm_tf32 << ", f32 again " << mm_again
+                                            << "; conv f32 " << conv_f32 << ", tf32 " << conv_tf32 << ", f32 again "
+                                            << conv_again);
+  CHECK(mm_f32 < 1e-5);
+  CHECK(conv_f32 < 1e-5);
+  CHECK(mm_again < 1e-5);
+  CHECK(conv_again < 1e-5);
+  CHECK(mm_tf32 < 1e-2);  // 2^-11 per product, accumulated in f32
+  CHECK(conv_tf32 < 1e-2);
+  CHECK(mm_tf32 > 4 * mm_f32);  // TF32 really ran
+  CHECK(conv_tf32 > 4 * conv_f32);
 }

@@ -133,6 +133,15 @@ TEST_CASE("GPT: generate continues the prompt from the KV cache", "[models][gpt]
   for (int64_t t : a) CHECK((t >= 0 && t < 11));
   CHECK_KILN_ERROR(models::generate(m, {}, o, s1), "prompt is empty");
   CHECK_KILN_ERROR(models::generate(m, {11}, o, s1), "outside the vocabulary");
+  // A vocabulary padded beyond the tokenizer's: only ids below vocab_limit are drawn.
+  o.top_k = 0;
+  o.vocab_limit = 4;
+  const std::vector<int64_t> limited = models::generate(m, prompt, o, s1);
+  REQUIRE(limited.size() == 43);
+  for (size_t i = prompt.size(); i < limited.size(); ++i) CHECK((limited[i] >= 0 && limited[i] < 4));
+  o.vocab_limit = 12;
+  CHECK_KILN_ERROR(models::generate(m, prompt, o, s1), "vocab_limit must be in [0, 11]");
+  o.vocab_limit = 0;
   o.temperature = -1;
   CHECK_KILN_ERROR(models::generate(m, prompt, o, s1), "temperature");
 }

@@ -4,7 +4,8 @@
   resume       straight vs interrupted (--stop-after-steps) + --resume, with dropout on:
                identical per-step losses and validation losses, each step recorded once;
                kiln_generate from the run: the prompt continued, the same text for the same
-               seed, greedy decoding past the context length
+               seed, greedy decoding past the context length; a padded vocabulary (--vocab-size)
+               trains and generates
   ddp          2 ranks under kiln-run give the single process's validation losses (with AdamW
                and with SAM); gradient accumulation (--grad-accum 3) gives the plain run's
                within float rounding
@@ -94,6 +95,17 @@ def case_resume(text):
     g3 = run(["--checkpoint", os.path.join(a, "checkpoints"), "--prompt", "the", "--max-tokens", "80",
               "--temperature", "0"], exe=GEN)  # past the 32-token context: the sliding window
     check(len(g3.stdout.rstrip("\n")) == 83, f"greedy generation: {g3.stdout!r}")
+    # A vocabulary padded beyond the tokenizer's (--vocab-size, as nanoGPT pads GPT-2's): more
+    # parameters, the same text out of kiln_generate (ids past the tokenizer's are never drawn:
+    # an undecodable id would fail the run).
+    padded = os.path.join(WORK, "padded")
+    sp = summary(run(base(padded, text, 20) + ["--vocab-size", "64"]))
+    s0 = summary(run(base(os.path.join(WORK, "unpadded"), text, 20)))
+    check(sp["params"] > s0["params"], f"padded vocabulary: {sp['params']} params vs {s0['params']}")
+    for seed in ("1", "2", "3"):
+        g = run(["--checkpoint", padded, "--prompt", "the", "--max-tokens", "200", "--seed", seed,
+                 "--temperature", "2"], exe=GEN)
+        check(len(g.stdout.rstrip("\n")) == 203, f"generation from a padded vocabulary: {g.stdout!r}")
     # A time budget: the run plans its length, finishes its cosine and ends within the budget.
     args = base(os.path.join(WORK, "budget"), text)
     args[args.index("--max-steps") + 1] = "0"
@@ -217,6 +229,7 @@ def case_errors(text):
     ck = sorted(os.listdir(os.path.join(good, "checkpoints")))[-1]
     ck = os.path.join(good, "checkpoints", ck)
     bad(base(os.path.join(WORK, "e3"), text) + ["--n-embd", "48", "--init-from", ck], ["shape"])
+    bad(base(os.path.join(WORK, "e10"), text) + ["--vocab-size", "5"], ["--vocab-size 5", "smaller than"])
     bad(["--checkpoint", good, "--prompt", "\u00e9t\u00e9"], ["not in the vocabulary"], exe=GEN)
     bad(["--checkpoint", os.path.join(WORK, "nowhere")], ["does not exist"], exe=GEN)
     other = os.path.join(WORK, "other.safetensors")
