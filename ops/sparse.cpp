@@ -65,12 +65,18 @@ Tensor sparse_conv2d(const Tensor& x_in, const CsrWeight& w, const Tensor& bias,
   check_common(op, x_in, w, bias);
   KILN_CHECK(w.shape.size() == 4, op, ": expects a convolution weight (O, C, kh, kw), got shape ", shape_str(w.shape));
   KILN_CHECK(x_in.dim() == 4 || x_in.dim() == 3, op, ": expects (N, C, H, W) or (C, H, W), got ", describe(x_in));
-  const Tensor x = (x_in.dim() == 3 ? x_in.unsqueeze(0) : x_in).contiguous();
+  Tensor x = (x_in.dim() == 3 ? x_in.unsqueeze(0) : x_in).contiguous();
   KILN_CHECK(x.size(1) == w.shape[1], op, ": the input has ", x.size(1), " channels, the weight ", w.shape[1],
              " (weight shape ", shape_str(w.shape), ")");
   KILN_CHECK(stride.h >= 1 && stride.w >= 1 && padding.h >= 0 && padding.w >= 0, op,
              ": stride must be >= 1 and padding >= 0");
   SparseConvParams p{w.shape[2], w.shape[3], stride.h, stride.w, padding.h, padding.w};
+  if (p.kh == 1 && p.kw == 1 && p.pad_h == 0 && p.pad_w == 0 && (p.stride_h > 1 || p.stride_w > 1)) {
+    // A strided 1x1 convolution (a ResNet shortcut) reads only every stride-th pixel: it is
+    // the unstrided one on those pixels, so the kernel copies and visits no others.
+    x = x.slice(2, 0, x.size(2), p.stride_h).slice(3, 0, x.size(3), p.stride_w).contiguous();
+    p.stride_h = p.stride_w = 1;
+  }
   const int64_t hp = x.size(2) + 2 * p.pad_h, wp = x.size(3) + 2 * p.pad_w;
   KILN_CHECK(hp >= p.kh && wp >= p.kw, op, ": the padded input ", hp, "x", wp, " is smaller than the kernel ", p.kh,
              "x", p.kw);

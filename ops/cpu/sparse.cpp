@@ -3,18 +3,20 @@
 //
 // sparse_conv2d, after Park et al. (ICLR 2017): no im2col, no dense GEMM; each nonzero
 // weight w[o, c, r, s] is a scale and an offset into the input (c, r, s), and a tile of
-// output (4 rows x 16 columns of plane o, or x 8) is the sum over the row's nonzeros of the
-// scale times the input tile at that offset. The tile's accumulators stay in vector
-// registers while the nonzeros stream past, so each nonzero costs one vector load and one
-// fused multiply-add per 8 outputs. The input is copied once, zero-padded, with its columns split into
+// output (4 rows x 16 columns of plane o, the second 8 columns partly outside the plane
+// where it is narrower; or x 8) is the sum over the row's nonzeros of the scale times the
+// input tile at that offset. The tile's accumulators stay in vector registers while the
+// nonzeros stream past, so each nonzero costs one vector load and one fused multiply-add
+// per 8 outputs. The input is copied once, zero-padded, with its columns split into
 // `stride` phases (column q of phase p is padded column q * stride + p), so that the 8
 // inputs of an output tile row are contiguous for any horizontal stride; every row ends in
 // slack, so a tile may read past the row's last column (those lanes are not stored).
-// Work is split over (image, output channel) pairs.
+// Work is split over (image, output channel) pairs. (A strided 1x1 convolution arrives
+// here unstrided, on the pixels it reads: ops/sparse.cpp subsamples its input first.)
 //
-// With a batch of 8 images or more, the lanes run over the images instead (a plane of 7x7
-// fills a vector row badly; a batch always fills it): the input is transposed once to
-// (C, Hp, Wp, N') with the batch innermost (N' padded to a multiple of 16), and a tile of
+// With a batch of 8 images or more and output planes at most 8 wide, the lanes run over the
+// images instead (a row of 7 fills a vector badly; a batch always fills it): the input is
+// transposed once to (C, Hp, Wp, N') with the batch innermost (N' padded to a multiple of 16), and a tile of
 // 4 output pixels x one vector of images sums the nonzeros with one load and one FMA per
 // vector; the output comes back from (O, Ho, Wo, N') to (N, O, Ho, Wo). That part is
 // compiled once per CPU target Highway supports (AVX2, AVX-512, ...) and picked at run
@@ -108,7 +110,11 @@ namespace {
 
 typedef float v8 __attribute__((vector_size(32)));
 constexpr int64_t kLanes = 8, kRows = 4;
-constexpr int64_t kBatchLanes = 8;  // from this batch on, the lanes run over the images
+// From this batch on, and for output planes at most this wide, the lanes run over the
+// images: a row of 7 fills a vector of 8 columns badly, but wider rows fill it well enough
+// that the batch path's two transposes (as long as the kernel itself on 28 x 28 planes)
+// cost more than they save.
+constexpr int64_t kBatchLanes = 8, kBatchMaxWidth = 8;
 
 inline v8 load8(const float* p) {
   v8 v;
@@ -226,7 +232,7 @@ void sparse_conv2d_batch(TV x, TV row_ptr, TV col, TV values, TV bias, TV y, con
 void sparse_conv2d(TV x, TV row_ptr, TV col, TV values, TV bias, TV y, const SparseConvParams& p) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t O = y.size(1), Ho = y.size(2), Wo = y.size(3);
-  if (N >= kBatchLanes) return sparse_conv2d_batch(x, row_ptr, col, values, bias, y, p);
+  if (N >= kBatchLanes && Wo <= kBatchMaxWidth) return sparse_conv2d_batch(x, row_ptr, col, values, bias, y, p);
   const int64_t Hp = H + 2 * p.pad_h, Wp = W + 2 * p.pad_w, sw = p.stride_w;
   // phase-split padded rows: phase q of a row holds padded columns q, q + sw, ...; each
   // phase has Wq entries, slack included (a tile reads up to kLanes past an output row)
@@ -254,11 +260,14 @@ void sparse_conv2d(TV x, TV row_ptr, TV col, TV values, TV bias, TV y, const Spa
           std::fill(row + p.pad_w + W, row + row_len, 0.0f);
         } else {
           for (int64_t ph = 0; ph < sw; ++ph) {
+            // entry i holds column w = i * sw + ph - pad_w: inside the image for i in [lo, hi)
             float* dst = row + ph * Wq;
-            for (int64_t i = 0; i < Wq; ++i) {
-              const int64_t w = i * sw + ph - p.pad_w;
-              dst[i] = (i * sw + ph < Wp && w >= 0 && w < W) ? src[w] : 0.0f;
-            }
+            const int64_t first = p.pad_w - ph, lo = std::max<int64_t>(0, (first + sw - 1) / sw);
+            const int64_t hi = std::max(lo, std::min(Wq, (W + p.pad_w - ph + sw - 1) / sw));
+            std::fill(dst, dst + lo, 0.0f);
+            const float* s0 = src + lo * sw + ph - p.pad_w;
+            for (int64_t i = lo; i < hi; ++i) dst[i] = s0[(i - lo) * sw];
+            std::fill(dst + hi, dst + Wq, 0.0f);
           }
         }
       }
@@ -284,13 +293,15 @@ void sparse_conv2d(TV x, TV row_ptr, TV col, TV values, TV bias, TV y, const Spa
       float* dst = out + no * Ho * Wo;
       const v8 b0 = splat(b ? b[o] : 0.0f);
       const int64_t j0 = ptr[o], j1 = ptr[o + 1];
-      // tiles of 4 rows x 2 column blocks while the plane has them (8 independent sums in
-      // flight), then narrower and shorter ones at the edges
+      // tiles of 4 rows x 2 column blocks while the plane has more than one block's
+      // columns left (8 independent sums in flight; of the second block, the lanes inside
+      // the plane are stored), then one block and shorter tiles at the edges
       int64_t x0 = 0;
-      for (; x0 + 2 * kLanes <= Wo; x0 += 2 * kLanes) {
+      for (; x0 + kLanes < Wo; x0 += 2 * kLanes) {
+        const int64_t lanes = std::min(kLanes, Wo - x0 - kLanes);
         int64_t y0 = 0;
-        for (; y0 + kRows <= Ho; y0 += kRows) t.run<kRows, 2>(img, dst, y0, x0, kLanes, b0, j0, j1);
-        for (; y0 < Ho; ++y0) t.run<1, 2>(img, dst, y0, x0, kLanes, b0, j0, j1);
+        for (; y0 + kRows <= Ho; y0 += kRows) t.run<kRows, 2>(img, dst, y0, x0, lanes, b0, j0, j1);
+        for (; y0 < Ho; ++y0) t.run<1, 2>(img, dst, y0, x0, lanes, b0, j0, j1);
       }
       for (; x0 < Wo; x0 += kLanes) {
         const int64_t lanes = std::min(kLanes, Wo - x0);

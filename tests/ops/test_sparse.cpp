@@ -38,9 +38,14 @@ TEST_CASE("sparse_conv2d equals conv2d on the same weights", "[sparse]") {
       {{3, 6, 13, 10}, {4, 6, 3, 3}, 2, 1, 0.5}, {{2, 8, 14, 14}, {12, 8, 1, 1}, 2, 0, 0.7},
       {{2, 3, 7, 8}, {5, 3, 3, 2}, {2, 1}, {0, 1}, 0.0}, {{1, 4, 6, 6}, {3, 4, 5, 5}, 1, 2, 0.99},
       {{2, 4, 5, 5}, {3, 4, 3, 3}, 1, 1, 1.0},
-      // from 8 images on, the lanes run over the batch (padded to 16)
+      // from 8 images on, on output planes up to 8 wide, the lanes run over the batch
+      // (padded to 16)
       {{9, 5, 7, 7}, {6, 5, 3, 3}, 1, 1, 0.9},  {{16, 6, 9, 8}, {4, 6, 3, 3}, 2, 1, 0.6},
       {{8, 4, 6, 6}, {5, 4, 1, 1}, {2, 1}, 0, 0.3},
+      // wider planes image by image at any batch: two column blocks per tile with a
+      // partial second one (11 = 8 + 3, 30 = 16 + 8 + 6), strided 1x1 on odd sizes
+      {{10, 4, 20, 21}, {5, 4, 3, 3}, 2, 1, 0.8}, {{8, 3, 30, 30}, {4, 3, 3, 3}, 1, 1, 0.9},
+      {{2, 8, 15, 13}, {6, 8, 1, 1}, 2, 0, 0.5}, {{3, 5, 17, 19}, {4, 5, 1, 1}, {3, 2}, 0, 0.4},
   };
   int seed = 0;
   for (const Case& k : cases) {
@@ -77,15 +82,18 @@ TEST_CASE("sparse_linear equals linear on the same weights", "[sparse]") {
 TEST_CASE("sparse kernels: the same bits at 1, 2 and 3 threads, image by image or as a batch",
           "[sparse][parallel]") {
   const int saved = num_threads();
-  Tensor x = test::random_tensor({11, 8, 12, 12}, DType::F32, 4);
   CsrWeight c = to_csr(sparse_weight({10, 8, 3, 3}, 0.8, 5));
   Tensor b = test::random_tensor({10}, DType::F32, 6);
-  set_num_threads(1);
-  Tensor one = sparse_conv2d(x, c, b, 1, 1);  // the batch path
-  for (int t : {2, 3}) {
-    set_num_threads(t);
-    CHECK(test::bit_equal(sparse_conv2d(x, c, b, 1, 1), one));
-    CHECK(test::bit_equal(sparse_conv2d(x.narrow(0, 0, 3), c, b, 1, 1), one.narrow(0, 0, 3)));  // per image
+  for (int64_t hw : {7, 12}) {  // 7 x 7 planes: the batch path; 12 x 12: image by image
+    CAPTURE(hw);
+    Tensor x = test::random_tensor({11, 8, hw, hw}, DType::F32, 4);
+    set_num_threads(1);
+    Tensor one = sparse_conv2d(x, c, b, 1, 1);
+    for (int t : {2, 3}) {
+      set_num_threads(t);
+      CHECK(test::bit_equal(sparse_conv2d(x, c, b, 1, 1), one));
+      CHECK(test::bit_equal(sparse_conv2d(x.narrow(0, 0, 3), c, b, 1, 1), one.narrow(0, 0, 3)));  // per image
+    }
   }
   set_num_threads(saved);
 }
