@@ -96,7 +96,10 @@ struct Config {
   std::string g_loss;  // "" = minimax with --unrolled (Metz et al.), non-saturating otherwise
   std::string lr_decay;  // "" = none for images, linear for 2-D data
   double beta1 = -1;  // < 0: 0.5 (0 with --wgan-gp)
-  std::string optimizer = "adam";  // of G, D and E: adam | lamb | proxadam (Adam's betas, --lr)
+  std::string optimizer = "adam";  // of G, D and E: adam | lamb | proxadam | sam | asam (Adam's betas, --lr)
+  std::string sam_base = "adam";   // --optimizer sam|asam: the optimizer SAM wraps
+  double sam_rho = 0, asam_eta = 0.01;  // 0: 0.05 for SAM, 0.5 for ASAM
+  bool uses_sam() const { return optimizer == "sam" || optimizer == "asam"; }
   double prox_lambda = 1e-4, prox_p = 1;
   double grad_noise = 0, grad_noise_gamma = 0.55;
   tools::DataParallelFlags par;  // --dp ring | hierarchical (with several ranks)
@@ -162,8 +165,17 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_option("--optimizer", c.optimizer,
                  "the optimizer of G, D and E, with --lr and --beta1/--beta2: adam | lamb (layer-wise trust ratio, "
                  "You et al. 2020) | proxadam (ProxGen: the proximal step of --prox-lambda * |w|^--prox-p on the "
-                 "conv/linear weights); formulas in optim/research.h and optim/proximal.h")
+                 "conv/linear weights) | sam | asam (sharpness-aware minimisation around --sam-base for D's and "
+                 "G's steps alike: each takes a second forward/backward pass at w + e(w)); formulas in "
+                 "optim/research.h, optim/proximal.h and optim/sam.h")
+      ->check(CLI::IsMember({"adam", "lamb", "proxadam", "sam", "asam"}));
+  app.add_option("--sam-base", c.sam_base, "sam/asam: the optimizer SAM wraps: adam | lamb | proxadam")
       ->check(CLI::IsMember({"adam", "lamb", "proxadam"}));
+  app.add_option("--sam-rho", c.sam_rho,
+                 "sam/asam: the neighbourhood radius rho (0: 0.05 for sam as Foret et al. 2021, 0.5 for asam as "
+                 "Kwon et al. 2021)")
+      ->check(tools::positive_real(/*allow_zero=*/true));
+  app.add_option("--asam-eta", c.asam_eta, "asam: eta in T = |w| + eta")->check(tools::positive_real(true));
   app.add_option("--prox-lambda", c.prox_lambda, "proxadam: the penalty weight lambda")
       ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--prox-p", c.prox_p, "proxadam: the penalty's exponent: 0, 0.5 or 1")
@@ -280,6 +292,7 @@ Plan resolve(Config& c) {
   if (c.beta1 >= 1 || c.beta2 >= 1) throw CLI::ValidationError("--beta1/--beta2", "must lie in [0, 1)");
   if (c.unrolled > 0 && c.optimizer != "adam")
     throw CLI::ValidationError("--unrolled", "unrolls D's Adam steps; it needs --optimizer adam");
+  if (c.uses_sam() && c.sam_rho == 0) c.sam_rho = c.optimizer == "asam" ? 0.5 : 0.05;
   if (c.d_steps == 0) c.d_steps = c.wgan_gp ? 5 : 1;
   if (c.latent_dim == 0) c.latent_dim = p.dcgan() ? 100 : 256;
   if (c.mbd_kernels == 0) c.mbd_kernels = p.dcgan() ? 50 : 8;
@@ -308,8 +321,13 @@ std::map<std::string, std::string> run_metadata(const Config& c) {
           {"g_ema", num(c.g_ema)},
           {"lr_decay", c.lr_decay},
           {"beta1", num(c.beta1)},
-          {"optimizer", c.optimizer == "proxadam" ? detail::str("proxadam ", num(c.prox_lambda), " p ", num(c.prox_p))
-                                                  : c.optimizer},
+          {"optimizer", detail::str(c.optimizer,
+                                    c.uses_sam() ? detail::str(" ", c.sam_base, " rho ", num(c.sam_rho), " eta ",
+                                                               num(c.asam_eta))
+                                                 : "",
+                                    (c.uses_sam() ? c.sam_base : c.optimizer) == "proxadam"
+                                        ? detail::str(" prox ", num(c.prox_lambda), " p ", num(c.prox_p))
+                                        : "")},
           {"grad_noise", c.grad_noise > 0 ? detail::str(num(c.grad_noise), " ", num(c.grad_noise_gamma)) : ""},
           {"beta2", num(c.beta2)},
           {"d_steps", std::to_string(c.d_steps)},
@@ -376,11 +394,12 @@ Models build(const Config& c, const Plan& p, Generator& gen) {
 // weight decay. LAMB adapts, and ProxAdam penalises, the conv/linear weights (>= 2 dims)
 // only, as kiln_train_cnn does.
 std::unique_ptr<Optimizer> make_optimizer(const std::vector<Tensor>& params, const Config& c, double lr) {
-  if (c.optimizer == "adam") return std::make_unique<Adam>(params, AdamOptions{.lr = lr, .beta1 = c.beta1, .beta2 = c.beta2});
+  const std::string& kind = c.uses_sam() ? c.sam_base : c.optimizer;
+  if (kind == "adam") return std::make_unique<Adam>(params, AdamOptions{.lr = lr, .beta1 = c.beta1, .beta2 = c.beta2});
   ParamGroup weights, others;
   for (const Tensor& p : params) (p.dim() >= 2 ? weights : others).params.push_back(p);
   std::vector<ParamGroup> groups;
-  if (c.optimizer == "lamb") {
+  if (kind == "lamb") {
     weights.options = {{"weight_decay", 0.0}};
     others.options = {{"weight_decay", 0.0}, {"adapt", 0.0}};
   } else {
@@ -389,7 +408,7 @@ std::unique_ptr<Optimizer> make_optimizer(const std::vector<Tensor>& params, con
   }
   if (!weights.params.empty()) groups.push_back(weights);
   if (!others.params.empty()) groups.push_back(others);
-  if (c.optimizer == "lamb") return std::make_unique<LAMB>(groups, LAMBOptions{.lr = lr, .beta1 = c.beta1, .beta2 = c.beta2});
+  if (kind == "lamb") return std::make_unique<LAMB>(groups, LAMBOptions{.lr = lr, .beta1 = c.beta1, .beta2 = c.beta2});
   return std::make_unique<ProxAdam>(groups, ProxAdamOptions{.lr = lr, .beta1 = c.beta1, .beta2 = c.beta2, .p = c.prox_p});
 }
 
@@ -448,6 +467,13 @@ int train(Config cfg, const CLI::App& app) {
     for (auto& t : m.E->parameters()) ge_params.push_back(t);
   auto opt_g = make_optimizer(ge_params, cfg, cfg.lr);
   auto opt_d = make_optimizer(m.D->parameters(), cfg, cfg.lr_d);
+  // --optimizer sam|asam: each net's step is SAM's two passes around its base optimizer.
+  std::unique_ptr<SAM> sam_g, sam_d;
+  if (cfg.uses_sam()) {
+    const SamOptions so{cfg.sam_rho, cfg.optimizer == "asam", cfg.asam_eta};
+    sam_g = std::make_unique<SAM>(*opt_g, so);
+    sam_d = std::make_unique<SAM>(*opt_d, so);
+  }
   // --g-ema: a second G whose weights are the running average of G's; the grids and
   // metrics sample from it. G's buffers (BN running averages) are copied into it.
   std::shared_ptr<nn::Module> g_avg;
@@ -553,6 +579,7 @@ int train(Config cfg, const CLI::App& app) {
   const auto g_objective = cfg.g_loss == "minimax" ? gan::minimax_generator_loss : gan::generator_loss;
   struct StepOut {
     Tensor d_loss, g_loss, d_real, d_fake;  // device scalars (g_loss undefined when G did not step)
+    Tensor d_sharpness, g_sharpness;        // --optimizer sam|asam: L(w + e(w)) - L(w) of each step
   };
   auto real_batch = [&](int64_t it) -> Tensor {
     if (!plan.toy) return loader->next().x;
@@ -577,53 +604,86 @@ int train(Config cfg, const CLI::App& app) {
     Tensor fake = (*netG)(z);
     // D step.
     opt_d->zero_grad();
-    Tensor lr = (*netD)(x), lf = (*netD)(fake.detach());
-    Tensor d_loss;
+    Tensor lr, lf;
+    Tensor eps;  // WGAN-GP's interpolation weights, the same in SAM's second pass
     if (cfg.wgan_gp) {
       Generator ge;
       seek_draws(ge, cfg.seed, it, 2);
-      Tensor eps = shard(rand({cfg.batch_size}, DType::F32, &ge), rank, world).to(device);
-      Tensor gp = gan::gradient_penalty([&](const Tensor& xh) { return (*netD)(xh); }, x, fake, eps);
-      d_loss = add(gan::wgan_critic_loss(lr, lf), mul(gp, cfg.gp_lambda));
-    } else {
-      d_loss = gan::discriminator_loss(lr, lf, real_target);
+      eps = shard(rand({cfg.batch_size}, DType::F32, &ge), rank, world).to(device);
     }
+    auto d_objective = [&] {  // D's loss at its current weights (its logits in lr, lf)
+      lr = (*netD)(x), lf = (*netD)(fake.detach());
+      if (!cfg.wgan_gp) return gan::discriminator_loss(lr, lf, real_target);
+      Tensor gp = gan::gradient_penalty([&](const Tensor& xh) { return (*netD)(xh); }, x, fake, eps);
+      return add(gan::wgan_critic_loss(lr, lf), mul(gp, cfg.gp_lambda));
+    };
+    Tensor d_loss = d_objective();
     d_loss.backward();
-    // --grad-noise: seeded by (seed, iteration), the same on every rank; D and G draw apart.
-    if (cfg.grad_noise > 0) add_gradient_noise_(m.D->parameters(), it, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed * 2 + 1);
-    opt_d->step();
+    const Tensor d_out_real = lr.detach(), d_out_fake = lf.detach();
+    // --grad-noise: seeded by (seed, iteration), the same on every rank; D and G draw apart
+    // (on the gradient the step uses: SAM's, at w + e(w)).
+    auto d_noise = [&] {
+      if (cfg.grad_noise > 0) add_gradient_noise_(m.D->parameters(), it, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed * 2 + 1);
+    };
+    if (sam_d) {  // SAM's second pass at w + e(w) (BatchNorm sees both), then the base step at w
+      sam_d->first_step();
+      Tensor perturbed = d_objective();
+      perturbed.backward();
+      out.d_sharpness = sub(perturbed.detach(), d_loss.detach());
+      d_noise();
+      sam_d->second_step();
+    } else {
+      d_noise();
+      opt_d->step();
+    }
     out.d_loss = d_loss.detach();
-    out.d_real = cfg.wgan_gp ? mean(lr).detach() : mean(sigmoid(lr.detach()));
-    out.d_fake = cfg.wgan_gp ? mean(lf).detach() : mean(sigmoid(lf.detach()));
+    out.d_real = cfg.wgan_gp ? mean(d_out_real) : mean(sigmoid(d_out_real));
+    out.d_fake = cfg.wgan_gp ? mean(d_out_fake) : mean(sigmoid(d_out_fake));
     if ((it + 1) % cfg.d_steps != 0) return out;
 
     // G (and E) step.
     opt_g->zero_grad();
-    Tensor g_loss;
-    if (cfg.unrolled > 0) {
-      gan::UnrollOptions uo;
-      uo.steps = cfg.unrolled;
-      uo.lr = opt_d->lr();
-      uo.beta1 = cfg.beta1;
-      uo.beta2 = cfg.beta2;
-      uo.real_target = real_target;
-      uo.second_order = !cfg.unrolled_first_order;
-      std::vector<Tensor> theta = gan::unroll_discriminator(*m.D, *opt_d, x, fake, uo);
-      g_loss = g_objective(m.D->run(fake, theta).logits);
-    } else if (cfg.feature_matching) {
-      g_loss = gan::feature_matching_loss(m.D->run(x).features, m.D->run(fake).features);
-    } else if (cfg.wgan_gp) {
-      g_loss = gan::wgan_generator_loss((*netD)(fake));
-    } else {
-      g_loss = g_objective((*netD)(fake));
-    }
-    if (m.E) {
-      Tensor rec = (*netG)((*netE)(x));
-      g_loss = add(g_loss, gan::mode_regularizer_loss(x, rec, (*netD)(rec), cfg.mr_lambda1, cfg.mr_lambda2));
-    }
+    auto g_objective_at = [&](const Tensor& samples) {  // G's (and E's) loss on G's `samples`
+      Tensor g_loss;
+      if (cfg.unrolled > 0) {
+        gan::UnrollOptions uo;
+        uo.steps = cfg.unrolled;
+        uo.lr = opt_d->lr();
+        uo.beta1 = cfg.beta1;
+        uo.beta2 = cfg.beta2;
+        uo.real_target = real_target;
+        uo.second_order = !cfg.unrolled_first_order;
+        std::vector<Tensor> theta = gan::unroll_discriminator(*m.D, *opt_d, x, samples, uo);
+        g_loss = g_objective(m.D->run(samples, theta).logits);
+      } else if (cfg.feature_matching) {
+        g_loss = gan::feature_matching_loss(m.D->run(x).features, m.D->run(samples).features);
+      } else if (cfg.wgan_gp) {
+        g_loss = gan::wgan_generator_loss((*netD)(samples));
+      } else {
+        g_loss = g_objective((*netD)(samples));
+      }
+      if (m.E) {
+        Tensor rec = (*netG)((*netE)(x));
+        g_loss = add(g_loss, gan::mode_regularizer_loss(x, rec, (*netD)(rec), cfg.mr_lambda1, cfg.mr_lambda2));
+      }
+      return g_loss;
+    };
+    Tensor g_loss = g_objective_at(fake);
     g_loss.backward();
-    if (cfg.grad_noise > 0) add_gradient_noise_(ge_params, it, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed * 2);
-    opt_g->step();
+    auto g_noise = [&] {
+      if (cfg.grad_noise > 0) add_gradient_noise_(ge_params, it, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed * 2);
+    };
+    if (sam_g) {  // the second pass from G's perturbed weights: new samples of the same z
+      sam_g->first_step();
+      Tensor perturbed = g_objective_at((*netG)(z));
+      perturbed.backward();
+      out.g_sharpness = sub(perturbed.detach(), g_loss.detach());
+      g_noise();
+      sam_g->second_step();
+    } else {
+      g_noise();
+      opt_g->step();
+    }
     update_average();
     opt_d->zero_grad();  // what G's loss left in D's .grad is not D's
     out.g_loss = g_loss.detach();
@@ -747,8 +807,13 @@ int train(Config cfg, const CLI::App& app) {
       ++iter;
       epoch_images += cfg.batch_size;
       images_since_log += cfg.batch_size;
-      steps.push(iter, (iter - 1) / iters_per_epoch + 1,
-                 {{"d_loss", s.d_loss}, {"g_loss", s.g_loss}, {"d_real", s.d_real}, {"d_fake", s.d_fake}});
+      std::vector<std::pair<std::string, Tensor>> values{
+          {"d_loss", s.d_loss}, {"g_loss", s.g_loss}, {"d_real", s.d_real}, {"d_fake", s.d_fake}};
+      if (cfg.uses_sam()) {  // SAM's sharpness of each net's step on this batch
+        values.emplace_back("d_sharpness", s.d_sharpness);
+        values.emplace_back("g_sharpness", s.g_sharpness);
+      }
+      steps.push(iter, (iter - 1) / iters_per_epoch + 1, std::move(values));
       const bool last = iter % iters_per_epoch == 0;
       if (main_rank && progress.due(iter, last)) {
         flush();

@@ -81,6 +81,10 @@ struct Config {
   std::string sam_base = "adamw";
   double asam_eta = 0.01;
   bool uses_sam() const { return optimizer == "sam" || optimizer == "asam"; }
+  // --optimizer entropy-sgd (Chaudhari et al. 2017): the Langevin inner loop, then nesterov
+  // SGD (momentum 0.9) with --lr (its own scale: the outer gradient is gamma (x - mu))
+  int64_t esgd_inner_steps = 4;
+  double esgd_gamma = 0.03, esgd_scoping = 1e-3, esgd_inner_lr = 0.1, esgd_noise = 1e-4;
   int64_t warmup_steps = 100, max_steps = 0;
   double max_minutes = 15;
   // evaluation
@@ -141,8 +145,21 @@ void add_flags(CLI::App& app, Config& c) {
                  "apollo (diagonal quasi-Newton, Ma 2020; its lr scale differs from Adam's) | proxadam (ProxGen: "
                  "the proximal step of --prox-lambda * |w|^--prox-p on the weight matrices, L2 decay --weight-decay) | "
                  "sam | asam (sharpness-aware minimisation around --sam-base: two forward/backward passes of the "
-                 "same windows per step); optim/research.h, optim/proximal.h, optim/sam.h")
-      ->check(CLI::IsMember({"adamw", "lamb", "adams", "apollo", "proxadam", "sam", "asam"}));
+                 "same windows per step) | entropy-sgd (Chaudhari et al. 2017: --esgd-inner-steps Langevin steps, "
+                 "each on the next slice of the step's windows, then nesterov SGD with --lr, e.g. 3; --grad-clip "
+                 "does not apply); optim/research.h, optim/proximal.h, optim/sam.h, optim/entropy_sgd.h")
+      ->check(CLI::IsMember({"adamw", "lamb", "adams", "apollo", "proxadam", "sam", "asam", "entropy-sgd"}));
+  app.add_option("--esgd-inner-steps", c.esgd_inner_steps,
+                 "entropy-sgd: L, the Langevin steps per step, each on the next 1/L slice of the windows")
+      ->check(tools::integer_range(1, 1000));
+  app.add_option("--esgd-gamma", c.esgd_gamma, "entropy-sgd: the scope gamma (grows by (1 + --esgd-scoping) per step)")
+      ->check(tools::positive_real());
+  app.add_option("--esgd-scoping", c.esgd_scoping, "entropy-sgd: gamma's growth per step")
+      ->check(tools::positive_real(/*allow_zero=*/true));
+  app.add_option("--esgd-inner-lr", c.esgd_inner_lr, "entropy-sgd: the Langevin step size eta'")
+      ->check(tools::positive_real());
+  app.add_option("--esgd-noise", c.esgd_noise, "entropy-sgd: the Langevin noise scale (thermal noise epsilon)")
+      ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--sam-rho", c.sam_rho,
                  "sam/asam: the neighbourhood radius rho (0: 0.05 for sam as Foret et al. 2021, 0.5 for asam as "
                  "Kwon et al. 2021)")
@@ -222,6 +239,10 @@ std::map<std::string, std::string> run_metadata(const Config& c, const std::stri
           {"dtype", c.dtype}};
   if (c.optimizer != "adamw") m["optimizer"] = c.optimizer;  // (runs from before the flag stay resumable)
   if (c.uses_sam()) m["sam"] = detail::str(c.sam_base, " rho ", num(c.sam_rho), " eta ", num(c.asam_eta));
+  if (c.optimizer == "entropy-sgd")
+    m["entropy_sgd"] = detail::str("L ", c.esgd_inner_steps, " gamma ", num(c.esgd_gamma), " scoping ",
+                                   num(c.esgd_scoping), " inner_lr ", num(c.esgd_inner_lr), " noise ",
+                                   num(c.esgd_noise));
   if (c.optimizer == "proxadam" || (c.uses_sam() && c.sam_base == "proxadam"))
     m["prox"] = detail::str(num(c.prox_lambda), " p ", num(c.prox_p));
   return m;
@@ -327,6 +348,13 @@ int train(Config cfg, const CLI::App& app) {
         std::vector<ParamGroup>{ParamGroup{model->decay_parameters(), {}},
                                 ParamGroup{model->no_decay_parameters(), {{"weight_decay", 0.0}}}},
         AdamSOptions{.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .weight_decay = cfg.weight_decay});
+  } else if (base_opt == "entropy-sgd") {  // the paper's outer step: SGD with Nesterov momentum
+    SGDOptions so;
+    so.lr = cfg.lr, so.momentum = 0.9, so.nesterov = true, so.weight_decay = cfg.weight_decay;
+    opt_ptr = std::make_unique<SGD>(
+        std::vector<ParamGroup>{ParamGroup{model->decay_parameters(), {}},
+                                ParamGroup{model->no_decay_parameters(), {{"weight_decay", 0.0}}}},
+        so);
   } else {
     AdamWOptions ao;
     ao.lr = cfg.lr;
@@ -344,6 +372,17 @@ int train(Config cfg, const CLI::App& app) {
     const bool adaptive = cfg.optimizer == "asam";
     const double rho = cfg.sam_rho > 0 ? cfg.sam_rho : adaptive ? 0.5 : 0.05;
     sam = std::make_unique<SAM>(opt, SamOptions{rho, adaptive, cfg.asam_eta});
+  }
+  std::unique_ptr<EntropySGD> esgd;
+  if (cfg.optimizer == "entropy-sgd") {
+    EntropySGDOptions o;
+    o.inner_steps = cfg.esgd_inner_steps;
+    o.gamma = cfg.esgd_gamma;
+    o.scoping = cfg.esgd_scoping;
+    o.inner_lr = cfg.esgd_inner_lr;
+    o.noise = cfg.esgd_noise;
+    o.seed = cfg.seed;  // the same Langevin noise on every rank
+    esgd = std::make_unique<EntropySGD>(opt, o);
   }
 
   // ---- mixed precision ----
@@ -367,6 +406,12 @@ int train(Config cfg, const CLI::App& app) {
     last_ckpt = resume.path;
     model->load_state_dict(run::sub_state(resume.tensors, "model."));
     opt.load_state_dict(run::sub_state(resume.tensors, "optim."));
+    if (esgd) {  // one Entropy-SGD step per training step: its scoping and noise continue at the step
+      std::map<std::string, Tensor> s = run::sub_state(resume.tensors, "optim.");
+      s["entropy_sgd.step"] =
+          run::f64_scalar(static_cast<double>(run::get_i64(resume.tensors, "train.step", resume.path)));
+      esgd->load_state_dict(s);
+    }
     if (scaler.enabled()) scaler.load_state_dict(run::sub_state(resume.tensors, "scaler."));
     step = run::get_i64(resume.tensors, "train.step", last_ckpt);
     const int64_t saved_total = run::get_i64(resume.tensors, "train.total_steps", last_ckpt);
@@ -614,7 +659,29 @@ int train(Config cfg, const CLI::App& app) {
       }
       return cfg.grad_accum > 1 ? mul(loss_sum, 1.0 / static_cast<double>(cfg.grad_accum)) : loss_sum;
     };
-    Tensor loss = accumulate();
+    Tensor loss;
+    if (esgd) {
+      // Entropy-SGD: its L Langevin steps each on the next slice of this rank's windows (a
+      // fresh minibatch every inner step, as the paper draws), then the outer step, all
+      // inside esgd->step; the step's loss is the mean of the L losses.
+      const int64_t parts = std::min(cfg.esgd_inner_steps, per_rank);
+      int64_t l = 0;
+      const double mean_loss = esgd->step([&] {
+        const int64_t k = l++ % parts, b0 = k * per_rank / parts, b1 = (k + 1) * per_rank / parts;
+        Tensor li;
+        {
+          std::optional<AutocastGuard> ac;
+          if (half) ac.emplace(*half);
+          Tensor logits = (*net)(x.narrow(0, b0, b1 - b0));
+          li = cross_entropy(logits.reshape({-1, logits.size(-1)}), y.narrow(0, b0, b1 - b0).reshape({-1}));
+        }
+        li.backward();
+        return li;
+      });
+      loss = scalar_tensor(mean_loss, TensorOptions(DType::F32, device));
+    } else {
+      loss = accumulate();
+    }
     if (scaler.enabled()) scaler.unscale_(opt);  // clipping needs the true gradients
     const double step_lr = opt.lr();
     bool take = true;
@@ -624,12 +691,13 @@ int train(Config cfg, const CLI::App& app) {
       sam->first_step();  // w + e(w) from the unclipped gradient; drops the gradients
       sharpness = sub(accumulate(), loss);
     }
-    // Clipping applies to the gradient the step uses (SAM's: the one at w + e(w)).
-    Tensor norm = cfg.grad_clip > 0 ? clip_grad_norm_(model->parameters(), cfg.grad_clip) : Tensor();
+    // Clipping applies to the gradient the step uses (SAM's: the one at w + e(w)); Entropy-SGD
+    // has stepped already.
+    Tensor norm = cfg.grad_clip > 0 && !esgd ? clip_grad_norm_(model->parameters(), cfg.grad_clip) : Tensor();
     if (dec) dec->before_step();  // --dp neighbor: every rank exchanges every step
     if (take && sam)
       sam->second_step();  // back to w, then the base optimizer's step
-    else if (take)
+    else if (take && !esgd)
       scaler.step(opt);  // an f16 step whose gradients overflowed is skipped (and the scale halved)
     if (dec) dec->after_step();
     if (scaler.enabled()) scaler.update();
@@ -760,6 +828,20 @@ int main(int argc, char** argv) {
       throw CLI::ValidationError("--dp neighbor", "does not combine with --optimizer " + cfg.optimizer +
                                                       " (SAM's second forward pass at w + e(w) would start the "
                                                       "overlapped exchange with perturbed weights)");
+    if (cfg.optimizer == "entropy-sgd") {
+      if (cfg.dtype == "f16")
+        throw CLI::ValidationError("--optimizer entropy-sgd", "does not combine with --dtype f16 (its inner loop "
+                                                               "steps without the loss scaler; use bf16)");
+      if (cfg.par.dp == "neighbor")
+        throw CLI::ValidationError("--dp neighbor", "does not combine with --optimizer entropy-sgd (its inner loop "
+                                                    "needs the gradients of one shared model)");
+      if (cfg.grad_accum > 1)
+        throw CLI::ValidationError("--grad-accum", "does not combine with --optimizer entropy-sgd (its inner steps "
+                                                   "already split the windows, --esgd-inner-steps)");
+      if (cfg.run.on_nonfinite == "skip")
+        throw CLI::ValidationError("--on-nonfinite skip", "does not combine with --optimizer entropy-sgd (its step "
+                                                          "is taken inside the inner loop; use stop or warn)");
+    }
     if (cfg.par.dp == "neighbor" && cfg.dtype == "f16")
       throw CLI::ValidationError("--dp neighbor", "does not combine with --dtype f16 (each rank's loss scaler would "
                                                   "skip steps on its own; use bf16)");

@@ -24,6 +24,33 @@ void reduce(const TensorView& x, const TensorView& out, const ReduceParams& p) {
       if constexpr (std::is_same_v<Acc, double>) return std::isnan(v);
       else return false;
     };
+    // Sums over a middle dim of contiguous rows (a bias gradient: (rows, features) summed
+    // over the rows): blocks of adjacent outputs accumulate together while the rows stream
+    // past in order, so the reads run along the rows and the additions vectorise across
+    // the block. Each output still adds its r terms one by one in order j = 0, 1, ...: the
+    // same bits as the loop below.
+    if ((op == ReduceOp::Sum || op == ReduceOp::Mean) && inner >= 8 && std::is_floating_point_v<Acc> &&
+        out.dtype != DType::I64) {
+      constexpr int64_t B = 64;
+      const int64_t blocks = (inner + B - 1) / B;
+      T* po = out.ptr<T>();
+      parallel_for(outer * blocks, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, r * B)),
+                   [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t o = t / blocks, i0 = (t % blocks) * B, w = std::min(B, inner - i0);
+          double acc[B] = {};
+          const T* base = px + o * r * inner + i0;
+          for (int64_t j = 0; j < r; ++j) {
+            const T* row = base + j * inner;
+            for (int64_t k = 0; k < w; ++k) acc[k] += to_f64(row[k]);
+          }
+          for (int64_t k = 0; k < w; ++k)
+            po[o * inner + i0 + k] =
+                convert<T>(op == ReduceOp::Mean ? acc[k] / static_cast<double>(r) : acc[k]);
+        }
+      });
+      return;
+    }
     // Each output on its own, the outputs split over the thread pool.
     parallel_for(outer * inner, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, r)),
                  [&](int64_t oi0, int64_t oi1) {

@@ -3,8 +3,10 @@
 
   toy           ring8 with every stabiliser (vanilla, label smoothing, feature matching,
                 minibatch discrimination, unrolled second and first order, mode
-                regulariser, WGAN-GP): exit 0, finite losses, the summary's keys, the scatter PNG
+                regulariser, WGAN-GP; LAMB, ProxAdam, SAM and ASAM): exit 0, finite losses, the
+                summary's keys, the scatter PNG, SAM's sharpness of each step
   resume        straight vs interrupted + --resume: identical per-step losses, each step once
+                (also with SAM)
   images        Fashion-MNIST DCGAN with a classifier trained by kiln_train_cnn: MODE score,
                 its real-data baseline, Frechet distance, class coverage, an 8 x 8 sample grid
   folder        a generated folder of RGB PNGs (folder:PATH) at 32 px; a folder without images
@@ -107,6 +109,8 @@ if CASE == "toy":
         "gp": ["--wgan-gp"],
         "lamb-noise": ["--optimizer", "lamb", "--grad-noise", "1e-4"],
         "proxadam": ["--optimizer", "proxadam", "--prox-lambda", "1e-2", "--prox-p", "0.5"],
+        "sam": ["--optimizer", "sam"],
+        "asam-gp": ["--optimizer", "asam", "--sam-base", "lamb", "--wgan-gp"],
     }
     for name, flags in variants.items():
         d = fresh(name)
@@ -123,6 +127,17 @@ if CASE == "toy":
     # WGAN-GP updates G every 5th iteration: 20 iterations, 4 G steps.
     st = steps(os.path.join(WORK, "gp"))
     check(sum(1 for v in st.values() if v[1] is not None) == 4, f"gp: G steps {st}")
+    # SAM: every step records the sharpness L(w + e(w)) - L(w) of D's and of G's step; SAM's
+    # ascent step raises the loss it climbs, so the sharpness is positive on average.
+    for name in ("sam", "asam-gp"):
+        recs = [json.loads(l) for l in open(os.path.join(WORK, name, "metrics.jsonl"))]
+        rs = [r for r in recs if r.get("type") == "step"]
+        ds = [r.get("d_sharpness") for r in rs]
+        gs = [r.get("g_sharpness") for r in rs if r.get("g_loss") is not None]
+        check(len(rs) == 20 and all(v is not None and math.isfinite(v) for v in ds + gs) and gs,
+              f"{name}: sharpness per step {ds} {gs}")
+        check(sum(ds) > 0 and sum(gs) > 0, f"{name}: sharpness {ds} {gs}")
+    check(steps(os.path.join(WORK, "sam")) != steps(os.path.join(WORK, "vanilla")), "sam gave Adam's losses")
 
 elif CASE == "resume":
     # --g-ema: the metrics sample the averaged G, whose weights and count the checkpoint holds.
@@ -140,6 +155,14 @@ elif CASE == "resume":
     check(sa["modes_covered"] == sb["modes_covered"] and sa["high_quality"] == sb["high_quality"], f"{sa} vs {sb}")
     p = run(common + ["--run-dir", b, "--resume", "--batch-size", "64"], ok=False)
     check(p.returncode == 1 and "batch_size" in p.stderr, f"resume with another batch: {p.returncode} {p.stderr}")
+    # SAM keeps no state between steps: a SAM run resumes exactly as well.
+    common = TOY + ["--epochs", "2", "--steps-per-epoch", "10", "--optimizer", "sam", "--minibatch-discrimination",
+                    "--mbd-kernels", "4"]
+    a, b = fresh("sam-straight"), fresh("sam-interrupted")
+    run(common + ["--run-dir", a])
+    run(common + ["--run-dir", b, "--save-every", "5", "--stop-after-steps", "7"])
+    run(common + ["--run-dir", b, "--resume"])
+    check(steps(a) == steps(b), "sam: per-step losses differ after resume")
 
 elif CASE == "images":
     if not os.path.exists(os.path.join(FMNIST, "train-images-idx3-ubyte.gz")):
@@ -239,6 +262,9 @@ elif CASE == "errors":
         (["--data", "ring8", "--g-loss", "maximin"], "--g-loss"),
         (["--data", "ring8", "--g-ema", "1"], "--g-ema"),
         (["--data", "ring8", "--unrolled", "2", "--optimizer", "lamb"], "--unrolled"),
+        (["--data", "ring8", "--unrolled", "2", "--optimizer", "sam"], "--unrolled"),
+        (["--data", "ring8", "--optimizer", "sam", "--sam-base", "sgd"], "--sam-base"),
+        (["--data", "ring8", "--optimizer", "sam", "--sam-rho", "-1"], "--sam-rho"),
         (["--data", "ring8", "--optimizer", "sgd"], "--optimizer"),
         (["--data", "ring8", "--prox-p", "2"], "--prox-p"),
         (["--data", "ring8", "--grad-noise", "-1"], "--grad-noise"),

@@ -14,8 +14,9 @@
                without python3-torch)
   mixed        --dtype bf16 and f16 (autocast; f16 with loss scaling) end within 0.05 of the
                f32 run's validation losses; an f16 run resumes exactly (the scaler's state
-               is in the checkpoint); --optimizer lamb, adams, apollo, proxadam, sam and asam
-               train (SAM logging its sharpness), and LAMB resumes exactly
+               is in the checkpoint); --optimizer lamb, adams, apollo, proxadam, sam, asam and
+               entropy-sgd train (SAM logging its sharpness), and LAMB and Entropy-SGD resume
+               exactly
   errors       bad inputs give exit 1 with a message naming the problem: a corpus too short
                for one window, n_embd not divisible by n_head, weights of another shape
                (--init-from), a corrupt token file, an unknown prompt character, a checkpoint
@@ -178,8 +179,8 @@ def case_mixed(text):
     # sam / asam (around AdamW, and ASAM around LAMB with micro-batches): they train, and
     # every step logs SAM's sharpness L(w + e(w)) - L(w), positive early in training.
     extra = {"lamb": [], "adams": [], "apollo": ["--lr", "0.05"], "proxadam": ["--prox-lambda", "1e-4", "--prox-p", "0.5"],
-             "sam": [], "asam": ["--sam-base", "lamb", "--grad-accum", "2"]}
-    for o in ("lamb", "adams", "apollo", "proxadam", "sam", "asam"):
+             "sam": [], "asam": ["--sam-base", "lamb", "--grad-accum", "2"], "entropy-sgd": ["--lr", "3"]}
+    for o in ("lamb", "adams", "apollo", "proxadam", "sam", "asam", "entropy-sgd"):
         d = os.path.join(WORK, o)
         so = summary(run(base(d, text, 40) + ["--optimizer", o, "--save-every", "20"] + extra[o]))
         lo = [x["loss"] for x in records(d, "step")]
@@ -194,6 +195,13 @@ def case_mixed(text):
     run(base(part, text, 40) + ["--optimizer", "lamb", "--save-every", "20", "--resume"])
     check([x["loss"] for x in records(os.path.join(WORK, "lamb"), "step")] ==
           [x["loss"] for x in records(part, "step")], "lamb: per-step losses differ after resume")
+    # Entropy-SGD resumes exactly too: its scoping and Langevin noise continue at the step.
+    part = os.path.join(WORK, "esgd_resumed")
+    flags = ["--optimizer", "entropy-sgd", "--lr", "3", "--save-every", "20"]
+    run(base(part, text, 40) + flags + ["--stop-after-steps", "30"])
+    run(base(part, text, 40) + flags + ["--resume"])
+    check([x["loss"] for x in records(os.path.join(WORK, "entropy-sgd"), "step")] ==
+          [x["loss"] for x in records(part, "step")], "entropy-sgd: per-step losses differ after resume")
 
 
 def case_torch_match(text):
@@ -251,6 +259,10 @@ def case_errors(text):
     bad(base(os.path.join(WORK, "e7"), text) + ["--optimizer", "sam", "--dtype", "f16"], ["--optimizer sam", "f16"],
         code=2)
     bad(base(os.path.join(WORK, "e8"), text) + ["--optimizer", "sam", "--sam-base", "sgd"], ["--sam-base"], code=2)
+    bad(base(os.path.join(WORK, "e11"), text) + ["--optimizer", "entropy-sgd", "--dtype", "f16"],
+        ["--optimizer entropy-sgd", "f16"], code=2)
+    bad(base(os.path.join(WORK, "e12"), text) + ["--optimizer", "entropy-sgd", "--grad-accum", "2"],
+        ["--grad-accum", "entropy-sgd"], code=2)
     bad(base(os.path.join(WORK, "e9"), text) + ["--optimizer", "asam", "--dp", "neighbor"], ["--dp neighbor", "asam"],
         code=2)
 
