@@ -27,6 +27,7 @@
 #include <kiln/distributed/env.h>
 #include <kiln/distributed/process_group.h>
 #include <kiln/distributed/topology.h>
+#include <kiln/optim/entropy_sgd.h>
 #include <kiln/models/run/progress.h>
 #include <kiln/models/run/run_dir.h>
 
@@ -111,6 +112,29 @@ inline void check_dp_flags(const DataParallelFlags& f) {
   const DataParallelFlags defaults;
   if (f.dp != "neighbor" && (f.topology != defaults.topology || f.neighbor_mode != defaults.neighbor_mode))
     throw CLI::ValidationError("--topology/--neighbor-mode", "apply only with --dp neighbor");
+}
+
+// --esgd-*: Entropy-SGD's inner loop (optim/entropy_sgd.h) for a trainer's --optimizer
+// entropy-sgd, into `o` (whose values are the defaults); `slices` names what the L
+// Langevin steps run on, one slice each.
+inline void add_entropy_sgd_flags(CLI::App& app, EntropySGDOptions& o, const std::string& slices) {
+  app.add_option("--esgd-inner-steps", o.inner_steps,
+                 "entropy-sgd: L, the Langevin steps per step, each on the next 1/L slice of " + slices)
+      ->check(integer_range(1, 1000));
+  app.add_option("--esgd-gamma", o.gamma, "entropy-sgd: the scope gamma (grows by (1 + --esgd-scoping) per step)")
+      ->check(positive_real());
+  app.add_option("--esgd-scoping", o.scoping, "entropy-sgd: gamma's growth per step")
+      ->check(positive_real(/*allow_zero=*/true));
+  app.add_option("--esgd-inner-lr", o.inner_lr, "entropy-sgd: the Langevin step size eta'")
+      ->check(positive_real());
+  app.add_option("--esgd-noise", o.noise, "entropy-sgd: the Langevin noise scale (thermal noise epsilon)")
+      ->check(positive_real(/*allow_zero=*/true));
+}
+
+// Entropy-SGD's settings in a checkpoint's metadata (a resumed run must share them).
+inline std::string entropy_sgd_description(const EntropySGDOptions& o) {
+  return kiln::detail::str(o.inner_steps, " gamma ", o.gamma, " scoping ", o.scoping, " lr ", o.inner_lr, " noise ",
+                     o.noise);
 }
 
 // The description of a run's data parallelism for its log and summary.

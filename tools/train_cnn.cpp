@@ -97,8 +97,7 @@ struct Config {
   std::string sam_base = "sgd";
   double asam_eta = 0.01;
   double prox_lambda = 1e-4, prox_p = 1;  // --optimizer proxadam: the L_p penalty on the weights
-  int64_t esgd_inner_steps = 8;           // --optimizer entropy-sgd (Chaudhari et al. 2017)
-  double esgd_gamma = 0.03, esgd_scoping = 1e-3, esgd_inner_lr = 0.1, esgd_noise = 1e-4;
+  EntropySGDOptions esgd{.inner_steps = 8};  // --optimizer entropy-sgd (Chaudhari et al. 2017)
   int64_t hessian_every = 0;     // > 0: the loss Hessian's top eigenvalue every N steps
   int64_t hessian_iterations = 20;
   int64_t noise_scale_every = 0;  // > 0: McCandlish et al.'s gradient noise scale every N steps
@@ -179,17 +178,7 @@ void add_flags(CLI::App& app, Config& c) {
             return "must be 0, 0.5, 2/3 (or 0.6667) or 1";
           },
           "P"));
-  app.add_option("--esgd-inner-steps", c.esgd_inner_steps,
-                 "entropy-sgd: L, the Langevin steps per step, each on the next 1/L slice of the batch")
-      ->check(tools::integer_range(1, 1000));
-  app.add_option("--esgd-gamma", c.esgd_gamma, "entropy-sgd: the scope gamma (grows by (1 + --esgd-scoping) per step)")
-      ->check(tools::positive_real());
-  app.add_option("--esgd-scoping", c.esgd_scoping, "entropy-sgd: gamma's growth per step")
-      ->check(tools::positive_real(/*allow_zero=*/true));
-  app.add_option("--esgd-inner-lr", c.esgd_inner_lr, "entropy-sgd: the Langevin step size eta'")
-      ->check(tools::positive_real());
-  app.add_option("--esgd-noise", c.esgd_noise, "entropy-sgd: the Langevin noise scale (thermal noise epsilon)")
-      ->check(tools::positive_real(/*allow_zero=*/true));
+  tools::add_entropy_sgd_flags(app, c.esgd, "each batch");
   app.add_option("--hessian-every", c.hessian_every,
                  "every N steps, the top eigenvalue of the loss Hessian on that step's batch (power iteration on "
                  "Hessian-vector products; rank 0's share) beside 2/lr, in metrics.jsonl (0: off)")
@@ -351,8 +340,7 @@ std::map<std::string, std::string> run_metadata(const Config& c, double lr, doub
                       : std::string()},
           {"prox", c.optimizer == "proxadam" ? detail::str(c.prox_lambda, " p ", c.prox_p) : std::string()},
           {"entropy_sgd", c.optimizer == "entropy-sgd"
-                              ? detail::str(c.esgd_inner_steps, " gamma ", c.esgd_gamma, " scoping ", c.esgd_scoping,
-                                            " lr ", c.esgd_inner_lr, " noise ", c.esgd_noise)
+                              ? tools::entropy_sgd_description(c.esgd)
                               : std::string()},
           {"schedule", c.schedule},
           {"warmup_steps", std::to_string(c.warmup_steps)},
@@ -487,12 +475,7 @@ int train(Config cfg, const CLI::App& app) {
   }
   std::unique_ptr<EntropySGD> esgd;
   if (use_esgd) {
-    EntropySGDOptions o;
-    o.inner_steps = cfg.esgd_inner_steps;
-    o.gamma = cfg.esgd_gamma;
-    o.scoping = cfg.esgd_scoping;
-    o.inner_lr = cfg.esgd_inner_lr;
-    o.noise = cfg.esgd_noise;
+    EntropySGDOptions o = cfg.esgd;
     o.seed = cfg.seed;  // the same Langevin noise on every rank
     esgd = std::make_unique<EntropySGD>(*opt, o);
   }
@@ -777,7 +760,7 @@ int train(Config cfg, const CLI::App& app) {
         // Entropy-SGD: its L Langevin steps each on the next slice of the batch (fresh
         // samples every inner step, as the paper draws a new minibatch), then the outer
         // step, all inside esgd->step; the step's loss is the mean of the L losses.
-        const int64_t n = mixed.x.size(0), parts = std::min(cfg.esgd_inner_steps, n);
+        const int64_t n = mixed.x.size(0), parts = std::min(cfg.esgd.inner_steps, n);
         int64_t l = 0;
         const double mean_loss = esgd->step([&] {
           const int64_t k = l++ % parts, b0 = k * n / parts, b1 = (k + 1) * n / parts;

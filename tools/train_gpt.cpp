@@ -83,8 +83,7 @@ struct Config {
   bool uses_sam() const { return optimizer == "sam" || optimizer == "asam"; }
   // --optimizer entropy-sgd (Chaudhari et al. 2017): the Langevin inner loop, then nesterov
   // SGD (momentum 0.9) with --lr (its own scale: the outer gradient is gamma (x - mu))
-  int64_t esgd_inner_steps = 4;
-  double esgd_gamma = 0.03, esgd_scoping = 1e-3, esgd_inner_lr = 0.1, esgd_noise = 1e-4;
+  EntropySGDOptions esgd{.inner_steps = 4};
   int64_t warmup_steps = 100, max_steps = 0;
   double max_minutes = 15;
   // evaluation
@@ -149,17 +148,7 @@ void add_flags(CLI::App& app, Config& c) {
                  "each on the next slice of the step's windows, then nesterov SGD with --lr, e.g. 3; --grad-clip "
                  "does not apply); optim/research.h, optim/proximal.h, optim/sam.h, optim/entropy_sgd.h")
       ->check(CLI::IsMember({"adamw", "lamb", "adams", "apollo", "proxadam", "sam", "asam", "entropy-sgd"}));
-  app.add_option("--esgd-inner-steps", c.esgd_inner_steps,
-                 "entropy-sgd: L, the Langevin steps per step, each on the next 1/L slice of the windows")
-      ->check(tools::integer_range(1, 1000));
-  app.add_option("--esgd-gamma", c.esgd_gamma, "entropy-sgd: the scope gamma (grows by (1 + --esgd-scoping) per step)")
-      ->check(tools::positive_real());
-  app.add_option("--esgd-scoping", c.esgd_scoping, "entropy-sgd: gamma's growth per step")
-      ->check(tools::positive_real(/*allow_zero=*/true));
-  app.add_option("--esgd-inner-lr", c.esgd_inner_lr, "entropy-sgd: the Langevin step size eta'")
-      ->check(tools::positive_real());
-  app.add_option("--esgd-noise", c.esgd_noise, "entropy-sgd: the Langevin noise scale (thermal noise epsilon)")
-      ->check(tools::positive_real(/*allow_zero=*/true));
+  tools::add_entropy_sgd_flags(app, c.esgd, "the step's windows");
   app.add_option("--sam-rho", c.sam_rho,
                  "sam/asam: the neighbourhood radius rho (0: 0.05 for sam as Foret et al. 2021, 0.5 for asam as "
                  "Kwon et al. 2021)")
@@ -240,9 +229,7 @@ std::map<std::string, std::string> run_metadata(const Config& c, const std::stri
   if (c.optimizer != "adamw") m["optimizer"] = c.optimizer;  // (runs from before the flag stay resumable)
   if (c.uses_sam()) m["sam"] = detail::str(c.sam_base, " rho ", num(c.sam_rho), " eta ", num(c.asam_eta));
   if (c.optimizer == "entropy-sgd")
-    m["entropy_sgd"] = detail::str("L ", c.esgd_inner_steps, " gamma ", num(c.esgd_gamma), " scoping ",
-                                   num(c.esgd_scoping), " inner_lr ", num(c.esgd_inner_lr), " noise ",
-                                   num(c.esgd_noise));
+    m["entropy_sgd"] = tools::entropy_sgd_description(c.esgd);
   if (c.optimizer == "proxadam" || (c.uses_sam() && c.sam_base == "proxadam"))
     m["prox"] = detail::str(num(c.prox_lambda), " p ", num(c.prox_p));
   return m;
@@ -375,12 +362,7 @@ int train(Config cfg, const CLI::App& app) {
   }
   std::unique_ptr<EntropySGD> esgd;
   if (cfg.optimizer == "entropy-sgd") {
-    EntropySGDOptions o;
-    o.inner_steps = cfg.esgd_inner_steps;
-    o.gamma = cfg.esgd_gamma;
-    o.scoping = cfg.esgd_scoping;
-    o.inner_lr = cfg.esgd_inner_lr;
-    o.noise = cfg.esgd_noise;
+    EntropySGDOptions o = cfg.esgd;
     o.seed = cfg.seed;  // the same Langevin noise on every rank
     esgd = std::make_unique<EntropySGD>(opt, o);
   }
@@ -664,7 +646,7 @@ int train(Config cfg, const CLI::App& app) {
       // Entropy-SGD: its L Langevin steps each on the next slice of this rank's windows (a
       // fresh minibatch every inner step, as the paper draws), then the outer step, all
       // inside esgd->step; the step's loss is the mean of the L losses.
-      const int64_t parts = std::min(cfg.esgd_inner_steps, per_rank);
+      const int64_t parts = std::min(cfg.esgd.inner_steps, per_rank);
       int64_t l = 0;
       const double mean_loss = esgd->step([&] {
         const int64_t k = l++ % parts, b0 = k * per_rank / parts, b1 = (k + 1) * per_rank / parts;

@@ -174,6 +174,22 @@ def main():
               rc, out, err)
         print("ok: kiln_mcr2")
 
+    # kiln_bench_sparse: bad values; a small run prints both kernels' times for every conv
+    # layer and a JSON line per layer whose sparsity is the one asked for.
+    if len(sys.argv) >= 10:
+        sparse = sys.argv[9]
+        expect_usage_error(sparse, ["--sparsity", "1.5"], "--sparsity")
+        expect_usage_error(sparse, ["--batch", "0"], "--batch")
+        expect_usage_error(sparse, ["--width", "x"], "--width")
+        expect_help(sparse, ["--width", "--batch", "--sparsity", "--reps", "--threads"])
+        cmd = [sparse, "--width", "4", "--batch", "8", "--sparsity", "0.9", "--reps", "1"]
+        rc, out, err = run(cmd)
+        rows = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+        check(rc == 0 and len(rows) == 8 and all(0.7 < r["sparsity"] < 1 and r["dense_ms"] > 0 and r["sparse_ms"] > 0
+                                                 for r in rows) and "all conv layers" in out,
+              "kiln_bench_sparse should time both kernels on the 8 conv layers", cmd, rc, out, err)
+        print("ok: kiln_bench_sparse")
+
     if failures:
         print(f"\n{len(failures)} FAILED:\n" + "\n".join(failures))
         return 1
