@@ -31,8 +31,9 @@
 // with the accuracy of each; the checkpoint holds the dequantized weights ("model.*") and the
 // codes ("quant.<param>.codebook", ".index", ".bits" for k-means; ".levels", ".frozen" for INQ).
 // A masked model (magnitude, nm) is also timed with the direct sparse CPU kernels
-// (prune::use_sparse_kernels: per layer, where they measure faster at batch 128); its
-// speedup_b128/speedup_b1 are then the sparse kernels' over the dense model.
+// (prune::use_sparse_kernels: per layer and batch size, where they measure faster at batch
+// 128 or for one image); its speedup_b128/speedup_b1 are then the sparse kernels' over the
+// dense model.
 // Schedules: oneshot (prune, then fine-tune --epochs), iterative (--cycles rounds of prune
 // and fine-tune, the target reached geometrically), gradual (magnitude: Zhu & Gupta's cubic
 // sparsity ramp over the first 2/3 of fine-tuning, every --prune-every steps).
@@ -619,8 +620,9 @@ int prune_run(Config cfg, const CLI::App& app) {
   }
   // ---- the pruned model: measured, saved ----
   Measured after = measure(model, test_loader, device, cfg, false);
-  // A masked model also runs the direct sparse kernels, layer by layer where they measure
-  // faster (at batch 128): the same weights, its accuracy measured again.
+  // A masked model also runs the direct sparse kernels, layer by layer and batch size where
+  // they measure faster (at batch 128, for one image): the same weights, its accuracy
+  // measured again.
   Measured sparse;
   std::vector<prune::SparseChoice> choices;
   const bool try_sparse = !channels && cfg.method != "none" && cfg.bench && device.is_cpu();
@@ -631,7 +633,7 @@ int prune_run(Config cfg, const CLI::App& app) {
     sparse_model = copy.model;
     choices = prune::use_sparse_kernels(sparse_model, zeros({128, 1, 28, 28}), 0.5, 5);
     sparse = measure(sparse_model, test_loader, device, cfg, false);
-    std::fprintf(stderr, "%s: sparse kernels by layer (batch 128):\n%s", kProg,
+    std::fprintf(stderr, "%s: sparse kernels by layer and batch size:\n%s", kProg,
                  prune::format_sparse_choices(choices).c_str());
   }
   // Latency side by side: the dense model (loaded again), the pruned one (and the sparse
@@ -683,9 +685,11 @@ int prune_run(Config cfg, const CLI::App& app) {
   row(quantize ? (pruned_name.empty() ? qlabel : pruned_name + " + " + qlabel) : pruned_name, after,
       before.b128_ms / after.b128_ms);
   if (try_sparse) {
-    int64_t n_sparse = 0;
-    for (const auto& c : choices) n_sparse += c.sparse;
-    row(kiln::detail::str("sparse kernels (", n_sparse, " of ", choices.size(), " layers)"), sparse, sp128);
+    int64_t n_sparse = 0, n_sparse_b1 = 0;
+    for (const auto& c : choices) n_sparse += c.sparse, n_sparse_b1 += c.sparse_b1;
+    row(kiln::detail::str("sparse kernels (", n_sparse, " of ", choices.size(), " layers at batch 128, ", n_sparse_b1,
+                          " at batch 1)"),
+        sparse, sp128);
     if (std::abs(sparse.acc - after.acc) > 1e-3)
       notes.push_back(kiln::detail::str("the sparse kernels' accuracy ", sparse.acc, " differs from the masked "
                                         "model's ", after.acc));

@@ -396,8 +396,11 @@ TEST_CASE("prune::use_sparse_kernels: a masked model gives the same outputs with
   bool any = false;
   for (const SparseChoice& c : choices) {
     CHECK(c.sparsity >= 0.5);
-    CHECK((c.dense_ms > 0 && c.sparse_ms > 0));
-    any = any || c.sparse;
+    CHECK(c.batch == 4);
+    CHECK((c.dense_ms > 0 && c.sparse_ms > 0 && c.dense_ms_b1 > 0 && c.sparse_ms_b1 > 0));
+    CHECK(c.sparse == (c.sparse_ms < c.dense_ms));
+    CHECK(c.sparse_b1 == (c.sparse_ms_b1 < c.dense_ms_b1));
+    any = any || c.sparse || c.sparse_b1;
   }
   // whichever kernel each layer took, the function is the same (forced below where none won)
   if (!any) std::dynamic_pointer_cast<nn::Conv2d>(m->get_submodule("block2.conv2"))->eval_kernel =
@@ -407,8 +410,11 @@ TEST_CASE("prune::use_sparse_kernels: a masked model gives the same outputs with
   {
     NoGradGuard ng;
     CHECK(test::allclose((*m)(x), dense, 1e-4, 1e-5));
+    // one image: the kernels chosen for small batches, the same function
+    CHECK(test::allclose((*m)(x.narrow(0, 0, 1)), dense.narrow(0, 0, 1), 1e-4, 1e-5));
   }
   CHECK(format_sparse_choices(choices).find("block1.conv1") != std::string::npos);
+  CHECK(format_sparse_choices(choices).find("batch 4") != std::string::npos);
   // in training mode (or with gradients) the dense kernels run: gradients flow as before
   m->train();
   sum((*m)(x)).backward();
