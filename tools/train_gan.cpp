@@ -321,13 +321,13 @@ std::map<std::string, std::string> run_metadata(const Config& c) {
           {"g_ema", num(c.g_ema)},
           {"lr_decay", c.lr_decay},
           {"beta1", num(c.beta1)},
-          {"optimizer", detail::str(c.optimizer,
-                                    c.uses_sam() ? detail::str(" ", c.sam_base, " rho ", num(c.sam_rho), " eta ",
-                                                               num(c.asam_eta))
-                                                 : "",
-                                    (c.uses_sam() ? c.sam_base : c.optimizer) == "proxadam"
-                                        ? detail::str(" prox ", num(c.prox_lambda), " p ", num(c.prox_p))
-                                        : "")},
+          {"optimizer",  // (the spellings of runs from before SAM, so they stay resumable)
+           c.uses_sam() ? detail::str(c.optimizer, " ", c.sam_base, " rho ", num(c.sam_rho), " eta ", num(c.asam_eta),
+                                      c.sam_base == "proxadam"
+                                          ? detail::str(" prox ", num(c.prox_lambda), " p ", num(c.prox_p))
+                                          : "")
+           : c.optimizer == "proxadam" ? detail::str("proxadam ", num(c.prox_lambda), " p ", num(c.prox_p))
+                                       : c.optimizer},
           {"grad_noise", c.grad_noise > 0 ? detail::str(num(c.grad_noise), " ", num(c.grad_noise_gamma)) : ""},
           {"beta2", num(c.beta2)},
           {"d_steps", std::to_string(c.d_steps)},
