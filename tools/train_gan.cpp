@@ -100,6 +100,9 @@ struct Config {
   std::string sam_base = "adam";   // --optimizer sam|asam: the optimizer SAM wraps
   double sam_rho = 0, asam_eta = 0.01;  // 0: 0.05 for SAM, 0.5 for ASAM
   bool uses_sam() const { return optimizer == "sam" || optimizer == "asam"; }
+  // --optimizer entropy-sgd (Chaudhari et al. 2017); the Langevin step 0.01, not the
+  // classifier's 0.1, which diverged with WGAN-GP's unbounded critic on 2-D data
+  EntropySGDOptions esgd{.inner_steps = 4, .inner_lr = 0.01};
   double prox_lambda = 1e-4, prox_p = 1;
   double grad_noise = 0, grad_noise_gamma = 0.55;
   tools::DataParallelFlags par;  // --dp ring | hierarchical (with several ranks)
@@ -166,9 +169,11 @@ void add_flags(CLI::App& app, Config& c) {
                  "the optimizer of G, D and E, with --lr and --beta1/--beta2: adam | lamb (layer-wise trust ratio, "
                  "You et al. 2020) | proxadam (ProxGen: the proximal step of --prox-lambda * |w|^--prox-p on the "
                  "conv/linear weights) | sam | asam (sharpness-aware minimisation around --sam-base for D's and "
-                 "G's steps alike: each takes a second forward/backward pass at w + e(w)); formulas in "
-                 "optim/research.h, optim/proximal.h and optim/sam.h")
-      ->check(CLI::IsMember({"adam", "lamb", "proxadam", "sam", "asam"}));
+                 "G's steps alike: each takes a second forward/backward pass at w + e(w)) | entropy-sgd (D's and "
+                 "G's steps each run --esgd-inner-steps Langevin steps on slices of the batch, then Adam's step "
+                 "on gamma (x - mu): the Entropy-Adam of Chaudhari et al.); formulas in optim/research.h, "
+                 "optim/proximal.h, optim/sam.h and optim/entropy_sgd.h")
+      ->check(CLI::IsMember({"adam", "lamb", "proxadam", "sam", "asam", "entropy-sgd"}));
   app.add_option("--sam-base", c.sam_base, "sam/asam: the optimizer SAM wraps: adam | lamb | proxadam")
       ->check(CLI::IsMember({"adam", "lamb", "proxadam"}));
   app.add_option("--sam-rho", c.sam_rho,
@@ -176,6 +181,7 @@ void add_flags(CLI::App& app, Config& c) {
                  "Kwon et al. 2021)")
       ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--asam-eta", c.asam_eta, "asam: eta in T = |w| + eta")->check(tools::positive_real(true));
+  tools::add_entropy_sgd_flags(app, c.esgd, "the batch (real images and latents alike)");
   app.add_option("--prox-lambda", c.prox_lambda, "proxadam: the penalty weight lambda")
       ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--prox-p", c.prox_p, "proxadam: the penalty's exponent: 0, 0.5 or 1")
@@ -293,6 +299,9 @@ Plan resolve(Config& c) {
   if (c.unrolled > 0 && c.optimizer != "adam")
     throw CLI::ValidationError("--unrolled", "unrolls D's Adam steps; it needs --optimizer adam");
   if (c.uses_sam() && c.sam_rho == 0) c.sam_rho = c.optimizer == "asam" ? 0.5 : 0.05;
+  if (c.optimizer == "entropy-sgd" && c.grad_noise > 0)
+    throw CLI::ValidationError("--grad-noise", "does not combine with --optimizer entropy-sgd (it has its own "
+                                               "Langevin noise, --esgd-noise)");
   if (c.d_steps == 0) c.d_steps = c.wgan_gp ? 5 : 1;
   if (c.latent_dim == 0) c.latent_dim = p.dcgan() ? 100 : 256;
   if (c.mbd_kernels == 0) c.mbd_kernels = p.dcgan() ? 50 : 8;
@@ -326,8 +335,9 @@ std::map<std::string, std::string> run_metadata(const Config& c) {
                                       c.sam_base == "proxadam"
                                           ? detail::str(" prox ", num(c.prox_lambda), " p ", num(c.prox_p))
                                           : "")
-           : c.optimizer == "proxadam" ? detail::str("proxadam ", num(c.prox_lambda), " p ", num(c.prox_p))
-                                       : c.optimizer},
+           : c.optimizer == "proxadam"    ? detail::str("proxadam ", num(c.prox_lambda), " p ", num(c.prox_p))
+           : c.optimizer == "entropy-sgd" ? "entropy-sgd " + tools::entropy_sgd_description(c.esgd)
+                                          : c.optimizer},
           {"grad_noise", c.grad_noise > 0 ? detail::str(num(c.grad_noise), " ", num(c.grad_noise_gamma)) : ""},
           {"beta2", num(c.beta2)},
           {"d_steps", std::to_string(c.d_steps)},
@@ -395,7 +405,8 @@ Models build(const Config& c, const Plan& p, Generator& gen) {
 // only, as kiln_train_cnn does.
 std::unique_ptr<Optimizer> make_optimizer(const std::vector<Tensor>& params, const Config& c, double lr) {
   const std::string& kind = c.uses_sam() ? c.sam_base : c.optimizer;
-  if (kind == "adam") return std::make_unique<Adam>(params, AdamOptions{.lr = lr, .beta1 = c.beta1, .beta2 = c.beta2});
+  // entropy-sgd: Adam outside (the Entropy-Adam of Chaudhari et al.)
+  if (kind == "adam" || kind == "entropy-sgd") return std::make_unique<Adam>(params, AdamOptions{.lr = lr, .beta1 = c.beta1, .beta2 = c.beta2});
   ParamGroup weights, others;
   for (const Tensor& p : params) (p.dim() >= 2 ? weights : others).params.push_back(p);
   std::vector<ParamGroup> groups;
@@ -474,6 +485,16 @@ int train(Config cfg, const CLI::App& app) {
     sam_g = std::make_unique<SAM>(*opt_g, so);
     sam_d = std::make_unique<SAM>(*opt_d, so);
   }
+  // --optimizer entropy-sgd: each net's step is Entropy-SGD's inner loop around its Adam; D's
+  // and G's Langevin noise are drawn apart (and the same on every rank).
+  std::unique_ptr<EntropySGD> esgd_g, esgd_d;
+  if (cfg.optimizer == "entropy-sgd") {
+    EntropySGDOptions o = cfg.esgd;
+    o.seed = cfg.seed * 2;
+    esgd_g = std::make_unique<EntropySGD>(*opt_g, o);
+    o.seed = cfg.seed * 2 + 1;
+    esgd_d = std::make_unique<EntropySGD>(*opt_d, o);
+  }
   // --g-ema: a second G whose weights are the running average of G's; the grids and
   // metrics sample from it. G's buffers (BN running averages) are copied into it.
   std::shared_ptr<nn::Module> g_avg;
@@ -511,6 +532,15 @@ int train(Config cfg, const CLI::App& app) {
       ema->load_state_dict(run::sub_state(ck.tensors, "G_ema_state."));
     }
     iter = run::get_i64(ck.tensors, "train.iteration", last_ckpt);
+    if (esgd_d) {  // their scoping and noise continue: D stepped every iteration, G every d_steps-th
+      auto with_steps = [&](const char* prefix, int64_t steps) {
+        std::map<std::string, Tensor> s = run::sub_state(ck.tensors, prefix);
+        s["entropy_sgd.step"] = run::f64_scalar(static_cast<double>(steps));
+        return s;
+      };
+      esgd_d->load_state_dict(with_steps("optim_d.", iter));
+      esgd_g->load_state_dict(with_steps("optim_g.", iter / cfg.d_steps));
+    }
     if (main_rank)
       std::fprintf(stderr, "%s: resumed from %s at iteration %lld\n", kProg, last_ckpt.c_str(), (long long)iter);
   }
@@ -617,15 +647,45 @@ int train(Config cfg, const CLI::App& app) {
       Tensor gp = gan::gradient_penalty([&](const Tensor& xh) { return (*netD)(xh); }, x, fake, eps);
       return add(gan::wgan_critic_loss(lr, lf), mul(gp, cfg.gp_lambda));
     };
-    Tensor d_loss = d_objective();
-    d_loss.backward();
+    // Entropy-SGD: its L Langevin steps on the L slices of the batch (real images, G's
+    // samples and, for WGAN-GP, the interpolation weights alike), then Adam's step; the
+    // step's loss is the mean of the L losses.
+    auto slice = [](const Tensor& t, int64_t k, int64_t parts) {
+      const int64_t n = t.size(0);
+      return t.narrow(0, k * n / parts, (k + 1) * n / parts - k * n / parts);
+    };
+    const int64_t parts = std::min<int64_t>(cfg.esgd.inner_steps, x.size(0));
+    Tensor d_loss;
+    if (esgd_d) {
+      int64_t l = 0;
+      const double mean_loss = esgd_d->step([&] {
+        const int64_t k = l++ % parts;
+        const Tensor xs = slice(x, k, parts), fs = slice(fake, k, parts);
+        lr = (*netD)(xs), lf = (*netD)(fs.detach());
+        Tensor li;
+        if (cfg.wgan_gp) {
+          Tensor gp = gan::gradient_penalty([&](const Tensor& xh) { return (*netD)(xh); }, xs, fs, slice(eps, k, parts));
+          li = add(gan::wgan_critic_loss(lr, lf), mul(gp, cfg.gp_lambda));
+        } else {
+          li = gan::discriminator_loss(lr, lf, real_target);
+        }
+        li.backward();
+        return li;
+      });
+      d_loss = scalar_tensor(mean_loss, TensorOptions(DType::F32, device));
+    } else {
+      d_loss = d_objective();
+      d_loss.backward();
+    }
     const Tensor d_out_real = lr.detach(), d_out_fake = lf.detach();
     // --grad-noise: seeded by (seed, iteration), the same on every rank; D and G draw apart
     // (on the gradient the step uses: SAM's, at w + e(w)).
     auto d_noise = [&] {
       if (cfg.grad_noise > 0) add_gradient_noise_(m.D->parameters(), it, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed * 2 + 1);
     };
-    if (sam_d) {  // SAM's second pass at w + e(w) (BatchNorm sees both), then the base step at w
+    if (esgd_d) {
+      // (stepped inside its inner loop)
+    } else if (sam_d) {  // SAM's second pass at w + e(w) (BatchNorm sees both), then the base step at w
       sam_d->first_step();
       Tensor perturbed = d_objective();
       perturbed.backward();
@@ -668,12 +728,26 @@ int train(Config cfg, const CLI::App& app) {
       }
       return g_loss;
     };
-    Tensor g_loss = g_objective_at(fake);
-    g_loss.backward();
+    Tensor g_loss;
+    if (esgd_g) {  // its L Langevin steps, each on G's samples of the next slice of the latents
+      int64_t l = 0;
+      const double mean_loss = esgd_g->step([&] {
+        const int64_t k = l++ % parts;
+        Tensor li = g_objective_at((*netG)(slice(z, k, parts)));
+        li.backward();
+        return li;
+      });
+      g_loss = scalar_tensor(mean_loss, TensorOptions(DType::F32, device));
+    } else {
+      g_loss = g_objective_at(fake);
+      g_loss.backward();
+    }
     auto g_noise = [&] {
       if (cfg.grad_noise > 0) add_gradient_noise_(ge_params, it, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed * 2);
     };
-    if (sam_g) {  // the second pass from G's perturbed weights: new samples of the same z
+    if (esgd_g) {
+      // (stepped inside its inner loop)
+    } else if (sam_g) {  // the second pass from G's perturbed weights: new samples of the same z
       sam_g->first_step();
       Tensor perturbed = g_objective_at((*netG)(z));
       perturbed.backward();

@@ -3,10 +3,10 @@
 
   toy           ring8 with every stabiliser (vanilla, label smoothing, feature matching,
                 minibatch discrimination, unrolled second and first order, mode
-                regulariser, WGAN-GP; LAMB, ProxAdam, SAM and ASAM): exit 0, finite losses, the
-                summary's keys, the scatter PNG, SAM's sharpness of each step
+                regulariser, WGAN-GP; LAMB, ProxAdam, SAM, ASAM and Entropy-SGD): exit 0, finite
+                losses, the summary's keys, the scatter PNG, SAM's sharpness of each step
   resume        straight vs interrupted + --resume: identical per-step losses, each step once
-                (also with SAM)
+                (also with SAM, and with Entropy-SGD and WGAN-GP)
   images        Fashion-MNIST DCGAN with a classifier trained by kiln_train_cnn: MODE score,
                 its real-data baseline, Frechet distance, class coverage, an 8 x 8 sample grid
   folder        a generated folder of RGB PNGs (folder:PATH) at 32 px; a folder without images
@@ -111,6 +111,8 @@ if CASE == "toy":
         "proxadam": ["--optimizer", "proxadam", "--prox-lambda", "1e-2", "--prox-p", "0.5"],
         "sam": ["--optimizer", "sam"],
         "asam-gp": ["--optimizer", "asam", "--sam-base", "lamb", "--wgan-gp"],
+        "esgd": ["--optimizer", "entropy-sgd"],
+        "esgd-gp": ["--optimizer", "entropy-sgd", "--wgan-gp", "--esgd-inner-steps", "2"],
     }
     for name, flags in variants.items():
         d = fresh(name)
@@ -138,6 +140,7 @@ if CASE == "toy":
               f"{name}: sharpness per step {ds} {gs}")
         check(sum(ds) > 0 and sum(gs) > 0, f"{name}: sharpness {ds} {gs}")
     check(steps(os.path.join(WORK, "sam")) != steps(os.path.join(WORK, "vanilla")), "sam gave Adam's losses")
+    check(steps(os.path.join(WORK, "esgd")) != steps(os.path.join(WORK, "vanilla")), "entropy-sgd gave Adam's losses")
 
 elif CASE == "resume":
     # --g-ema: the metrics sample the averaged G, whose weights and count the checkpoint holds.
@@ -163,6 +166,13 @@ elif CASE == "resume":
     run(common + ["--run-dir", b, "--save-every", "5", "--stop-after-steps", "7"])
     run(common + ["--run-dir", b, "--resume"])
     check(steps(a) == steps(b), "sam: per-step losses differ after resume")
+    # Entropy-SGD too: D's and G's scoping and Langevin noise continue at their steps.
+    common = TOY + ["--epochs", "2", "--steps-per-epoch", "10", "--optimizer", "entropy-sgd", "--wgan-gp"]
+    a, b = fresh("esgd-straight"), fresh("esgd-interrupted")
+    run(common + ["--run-dir", a])
+    run(common + ["--run-dir", b, "--save-every", "5", "--stop-after-steps", "7"])
+    run(common + ["--run-dir", b, "--resume"])
+    check(steps(a) == steps(b), "entropy-sgd: per-step losses differ after resume")
 
 elif CASE == "images":
     if not os.path.exists(os.path.join(FMNIST, "train-images-idx3-ubyte.gz")):
@@ -265,6 +275,8 @@ elif CASE == "errors":
         (["--data", "ring8", "--unrolled", "2", "--optimizer", "sam"], "--unrolled"),
         (["--data", "ring8", "--optimizer", "sam", "--sam-base", "sgd"], "--sam-base"),
         (["--data", "ring8", "--optimizer", "sam", "--sam-rho", "-1"], "--sam-rho"),
+        (["--data", "ring8", "--optimizer", "entropy-sgd", "--grad-noise", "0.1"], "--grad-noise"),
+        (["--data", "ring8", "--optimizer", "entropy-sgd", "--esgd-inner-steps", "0"], "--esgd-inner-steps"),
         (["--data", "ring8", "--optimizer", "sgd"], "--optimizer"),
         (["--data", "ring8", "--prox-p", "2"], "--prox-p"),
         (["--data", "ring8", "--grad-noise", "-1"], "--grad-noise"),
