@@ -57,6 +57,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -622,6 +623,26 @@ int train(Config cfg, const CLI::App& app) {
     seek_draws(g, cfg.seed, it, stream);
     return shard(randn({cfg.batch_size, cfg.latent_dim}, DType::F32, &g), rank, world).to(device);
   };
+  // One net's update once its loss has been taken (backward done): Entropy-SGD stepped inside
+  // its inner loop already; SAM takes its second pass (`objective` at w + e(w): BatchNorm
+  // sees both) and the base step at w, and returns the sharpness L(w + e(w)) - L(w);
+  // otherwise the base optimizer steps. `noise` adds --grad-noise to the gradient the step
+  // uses.
+  auto update = [](EntropySGD* esgd, SAM* sam, Optimizer& opt, const Tensor& loss,
+                   const std::function<Tensor()>& objective, const std::function<void()>& noise) -> Tensor {
+    if (esgd) return Tensor();
+    if (!sam) {
+      noise();
+      opt.step();
+      return Tensor();
+    }
+    sam->first_step();
+    Tensor perturbed = objective();
+    perturbed.backward();
+    noise();
+    sam->second_step();
+    return sub(perturbed.detach(), loss.detach());
+  };
   auto iteration = [&](int64_t it) -> StepOut {
     StepOut out;
     if (cfg.lr_decay == "linear") {
@@ -683,19 +704,7 @@ int train(Config cfg, const CLI::App& app) {
     auto d_noise = [&] {
       if (cfg.grad_noise > 0) add_gradient_noise_(m.D->parameters(), it, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed * 2 + 1);
     };
-    if (esgd_d) {
-      // (stepped inside its inner loop)
-    } else if (sam_d) {  // SAM's second pass at w + e(w) (BatchNorm sees both), then the base step at w
-      sam_d->first_step();
-      Tensor perturbed = d_objective();
-      perturbed.backward();
-      out.d_sharpness = sub(perturbed.detach(), d_loss.detach());
-      d_noise();
-      sam_d->second_step();
-    } else {
-      d_noise();
-      opt_d->step();
-    }
+    out.d_sharpness = update(esgd_d.get(), sam_d.get(), *opt_d, d_loss, d_objective, d_noise);
     out.d_loss = d_loss.detach();
     out.d_real = cfg.wgan_gp ? mean(d_out_real) : mean(sigmoid(d_out_real));
     out.d_fake = cfg.wgan_gp ? mean(d_out_fake) : mean(sigmoid(d_out_fake));
@@ -745,19 +754,9 @@ int train(Config cfg, const CLI::App& app) {
     auto g_noise = [&] {
       if (cfg.grad_noise > 0) add_gradient_noise_(ge_params, it, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed * 2);
     };
-    if (esgd_g) {
-      // (stepped inside its inner loop)
-    } else if (sam_g) {  // the second pass from G's perturbed weights: new samples of the same z
-      sam_g->first_step();
-      Tensor perturbed = g_objective_at((*netG)(z));
-      perturbed.backward();
-      out.g_sharpness = sub(perturbed.detach(), g_loss.detach());
-      g_noise();
-      sam_g->second_step();
-    } else {
-      g_noise();
-      opt_g->step();
-    }
+    // (SAM's second pass from G's perturbed weights: new samples of the same latents)
+    out.g_sharpness = update(esgd_g.get(), sam_g.get(), *opt_g, g_loss, [&] { return g_objective_at((*netG)(z)); },
+                             g_noise);
     update_average();
     opt_d->zero_grad();  // what G's loss left in D's .grad is not D's
     out.g_loss = g_loss.detach();
