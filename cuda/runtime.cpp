@@ -288,13 +288,15 @@ std::string kernel_error_message(const KernelErrorRecord& r, int device) {
   return os.str();
 }
 
+bool env_flag(const char* name, bool fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  return !(std::strcmp(v, "0") == 0 || std::strcmp(v, "false") == 0 || std::strcmp(v, "off") == 0);
+}
+
 namespace {
 std::atomic<int>& tf32_flag() {
-  static std::atomic<int> flag = [] {
-    const char* v = std::getenv("KILN_ALLOW_TF32");
-    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0 && std::strcmp(v, "false") != 0 &&
-           std::strcmp(v, "off") != 0;
-  }();
+  static std::atomic<int> flag = env_flag("KILN_ALLOW_TF32", false) ? 1 : 0;
   return flag;
 }
 }  // namespace

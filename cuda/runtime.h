@@ -64,4 +64,8 @@ std::string kernel_error_message(const KernelErrorRecord& record, int device);
 bool allow_tf32();
 void set_allow_tf32(bool on);
 
+// An on/off environment variable of the CUDA backend: unset or empty gives `fallback`; "0",
+// "false" and "off" are off, anything else on (KILN_ALLOW_TF32, KILN_CUDNN_BENCHMARK, ...).
+bool env_flag(const char* name, bool fallback);
+
 }  // namespace kiln::cuda

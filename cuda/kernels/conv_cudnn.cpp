@@ -19,8 +19,6 @@
 // cuDNN's 32-bit descriptors are split along N.
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
-#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -192,11 +190,6 @@ const char* kind_name(Kind k) {
   return "?";
 }
 
-bool env_flag(const char* name, bool fallback) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return fallback;
-  return !(std::strcmp(v, "0") == 0 || std::strcmp(v, "false") == 0 || std::strcmp(v, "off") == 0);
-}
 bool benchmark_mode() {
   static const bool on = env_flag("KILN_CUDNN_BENCHMARK", false);
   return on;
