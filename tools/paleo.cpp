@@ -46,6 +46,7 @@ struct Args {
   int64_t batch = 128;
   int64_t validate = 0;
   int rounds = 10;
+  bool ops = false;
   std::string device = "cpu";
   std::string cluster;
   int64_t per_gpu_batch = 256;
@@ -110,6 +111,16 @@ int here(const Args& a) {
     std::printf("predicted step at %lld examples per rank: forward %.2f ms + backward %.2f ms + update %.2f ms + "
                 "all-reduce %.2f ms = %.2f ms (%.0f images/s over %d ranks)\n", (long long)b, e.forward_s * 1e3,
                 e.backward_s * 1e3, e.update_s * 1e3, comm * 1e3, predicted * 1e3, a.batch / predicted, n);
+  }
+  if (main_rank && a.ops) {
+    std::printf("%-4s %-22s %-34s %10s %10s %s\n", "#", "op", "input shapes", "fwd ms", "bwd ms", "how");
+    for (size_t i = 0; i < cost.ops.size(); ++i) {
+      const eval::OpCost& op = cost.ops[i];
+      std::string shapes;
+      for (const Shape& s : op.inputs) shapes += (shapes.empty() ? "" : " ") + shape_str(s);
+      std::printf("%-4zu %-22s %-34s %10.3f %10.3f %s\n", i, op.op.c_str(), shapes.c_str(), e.op_forward_s[i] * 1e3,
+                  e.op_backward_s[i] * 1e3, op.measured_s > 0 ? "replayed" : (op.product ? "flops" : "bytes"));
+    }
   }
   if (a.validate <= 0) return 0;
 
@@ -205,6 +216,7 @@ int main(int argc, char** argv) {
       ->check(tools::integer_range(1, int64_t{1} << 20))->capture_default_str();
   app.add_option("--validate", a.validate, "train S steps data-parallel and compare (0: predict only)")
       ->check(tools::integer_range(0, 100000));
+  app.add_flag("--ops", a.ops, "print every op's predicted forward and backward time and how it was found");
   app.add_option("--rounds", a.rounds, "rounds of the link calibration")->check(tools::integer_range(1, 1000))
       ->capture_default_str();
   app.add_option("--device", a.device, "measure and train here on: cpu | cuda | cuda:N")->check(tools::device_spec())

@@ -57,6 +57,7 @@ struct DeviceSpeed {
 struct StepEstimate {
   double forward_s = 0, backward_s = 0, update_s = 0, compute_s = 0;
   int64_t ops = 0;
+  std::vector<double> op_forward_s, op_backward_s;  // per op of the cost, dispatch included
 };
 // One training step's compute at `batch` examples (cost from a trace at any batch),
 // with an optimizer whose update moves `update_bytes_per_param` bytes per parameter
@@ -67,14 +68,19 @@ StepEstimate estimate_step(const ModelCost& cost, const DeviceSpeed& device, int
 
 // PALEO's per-layer refinement: replays every op of `cost` kiln can rebuild from shapes
 // alone (convolutions with stride and padding inferred, matrix products, training-mode
-// batch norm, relu, add, adaptive average pooling) on fresh inputs, forward and forward +
-// backward, and records both times, which estimate_step then uses instead of the
-// flops / F and bytes / B estimates and the 2 x forward rule. This is where a device's
-// speed depends most on the shape (a 1-channel stem convolution runs far below a
-// 32-channel one; training-mode batch norm makes several passes). `seconds` bounds each
-// measurement. `sync`, when given, runs before each measurement: data-parallel ranks pass
-// a barrier, so that every rank measures the same op at the same time, as in training.
-// The inputs live on `device`; a GPU is synchronised at the end of each round of calls.
+// batch norm, relu, add, adaptive average pooling) on fresh inputs, forward and backward,
+// and records both times, which estimate_step then uses instead of the flops / F and
+// bytes / B estimates and the 2 x forward rule. This is where a device's speed depends
+// most on the shape (a 1-channel stem convolution runs far below a 32-channel one;
+// training-mode batch norm makes several passes). On the CPU the ops run as a step runs
+// them, every forward in order and then every backward in reverse (gradients handed on,
+// not accumulated), in rounds for about 2 x `seconds` per op in all, each op timed where
+// it runs: an op repeated alone would find its operands in the caches, and ranks sharing
+// cores time-share them over whole rounds as in training. On a GPU each op runs alone in
+// rounds of calls for `seconds`, one synchronisation per round, so launches overlap as in
+// training. `sync`, when given, runs before and after the measurements (on a GPU, before
+// each op's): data-parallel ranks pass a barrier, so that every rank measures at the same
+// time, as in training. The inputs live on `device`.
 void profile_ops(ModelCost& cost, double seconds = 0.05, const std::function<void()>& sync = nullptr,
                  Device device = kCPU);
 

@@ -88,9 +88,10 @@ TEST_CASE("paleo: profiling replays the ops it can rebuild", "[models][paleo]") 
     const bool known = op.op == "conv2d" || op.op == "batch_norm" || op.op == "relu" || op.op == "matmul" ||
                        op.op == "add";
     if (known) CHECK(op.measured_s > 0);
+    if (known) CHECK(op.measured_backward_s > 0);
     if (!known) CHECK(op.measured_s == 0);
   }
-  CHECK(syncs >= 8);  // two per profiled op
+  CHECK(syncs == 2);  // on the CPU: before and after the rounds of the whole sequence
   const eval::DeviceSpeed d = eval::measure_cpu(0.01);
   CHECK(d.flops_per_s > 1e8);
   CHECK(d.bytes_per_s > 1e8);
