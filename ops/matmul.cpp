@@ -6,6 +6,9 @@
 #include <kiln/core/autograd.h>
 #include <kiln/ops/checks.h>
 #include <kiln/ops/op_list.h>
+#include <kiln/ops/reduce.h>
+#include <kiln/ops/unary.h>
+#include <kiln/ops/binary.h>
 
 namespace kiln {
 namespace {
@@ -105,6 +108,85 @@ Tensor bmm(const Tensor& a_in, const Tensor& b_in) {
   KILN_CHECK(a.size(0) == b.size(0) && a.size(2) == b.size(1), "bmm: shapes do not match: ", describe(a), " @ ",
              describe(b));
   return product(a, b);
+}
+
+namespace {
+
+Tensor apply(LinearActivation act, const Tensor& y) { return act == LinearActivation::GeluTanh ? gelu_tanh(y) : y; }
+
+// cuBLASLt's GELU_AUX_BIAS epilogue wants the stored activation input's leading dimension
+// (N) a multiple of 8, and every epilogue f16/bf16/f32 outputs; the CPU takes any shape.
+bool fused_kernel_takes(const Tensor& x, int64_t n) {
+  return x.device().is_cpu() || (n % 8 == 0 && x.dtype() != DType::F64);
+}
+
+}  // namespace
+
+Tensor fused_linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, LinearActivation act) {
+  detail::check_defined("linear", x_in, "input");
+  detail::check_defined("linear", w_in, "weight");
+  KILN_CHECK(w_in.dim() == 2, "linear: weight must be 2-D (out_features, in_features), got ", describe(w_in));
+  KILN_CHECK(x_in.dim() >= 1 && x_in.size(-1) == w_in.size(1), "linear: input ", describe(x_in),
+             " does not end in in_features = ", w_in.size(1), " (weight ", describe(w_in), ")");
+  if (b_in.defined())
+    KILN_CHECK(b_in.dim() == 1 && b_in.size(0) == w_in.size(0), "linear: bias ", describe(b_in),
+               " must have shape [", w_in.size(0), "] (weight ", describe(w_in), ")");
+  // Under autocast all three in the half dtype (the bias too, as nn::Linear adds it).
+  const Tensor x = detail::autocast_half(x_in), w = detail::autocast_half(w_in);
+  if (!b_in.defined()) return apply(act, matmul(x, w.t()));
+  const Tensor b = detail::autocast_half(b_in);
+  const int64_t K = w.size(1), N = w.size(0);
+  check_operands("linear", x, w);
+  KILN_CHECK(b.dtype() == x.dtype(), "linear: bias ", describe(b), " must have the input's dtype ", describe(x));
+  detail::check_same_device("linear", x, b);
+  if (!fused_kernel_takes(x, N)) return apply(act, add(matmul(x, w.t()), b));
+
+  Shape lead(x.sizes().begin(), x.sizes().end() - 1);
+  const int64_t M = shape_numel(lead);
+  Shape out_shape = lead;
+  out_shape.push_back(N);
+  const Tensor x2 = x.reshape({1, M, K});
+  const TensorOptions o(x.dtype(), x.device());
+  const bool need_grad = any_requires_grad({x2, w, b});
+  const bool gelu = act == LinearActivation::GeluTanh;
+  Tensor out = empty({1, M, N}, o), pre = gelu && need_grad ? empty({1, M, N}, o) : Tensor();
+  if (M > 0 && N > 0) {
+    NoGradGuard raw;
+    if (K == 0) {
+      out = apply(act, add(zeros({1, M, N}, o), b)).contiguous();
+      if (pre.defined()) pre.copy_(add(zeros({1, M, N}, o), b));
+    } else {
+      // A bias view at an odd offset is copied: cuBLASLt reads the vector with wide loads.
+      const Tensor bc = b.is_contiguous() && (b.offset() * static_cast<int64_t>(dtype_size(b.dtype()))) % 16 == 0
+                            ? b : b.clone();
+      const Tensor a = blas_layout(x2), bt = blas_layout(w.t().unsqueeze(0));
+      kernel<op::matmul_bias>(x.device())(kernel_view(a), kernel_view(bt), kernel_view(bc), kernel_view(out),
+                                          kernel_view(pre), MatmulBiasParams{act});
+    }
+  }
+  if (!need_grad) return out.view(out_shape);
+  BackwardFn backward = [x2, w, b, pre, act, M, N, K, need_x = x2.requires_grad(), need_w = w.requires_grad(),
+                         need_b = b.requires_grad()](const Tensor& g) {
+    using V = std::vector<Tensor>;
+    Tensor dpre = g;
+    if (act != LinearActivation::None) {
+      if (grad_enabled()) {
+        // A create_graph pass: the whole op again from recorded ops, so that the gradients
+        // are differentiable again.
+        return composite_backward([act](const V& t) { return apply(act, add(matmul(t[0], t[1].t()), t[2])); },
+                                  {x2, w, b}, g);
+      }
+      const Tensor gc = g.contiguous();
+      dpre = empty_like(gc);
+      if (dpre.numel() > 0)
+        kernel<op::unary_backward>(gc.device())(kernel_view(pre), kernel_view(gc), kernel_view(dpre),
+                                                UnaryParams{UnaryOp::GeluTanh, 0});
+    }
+    const Tensor d2 = dpre.reshape({M, N});
+    return V{need_x ? matmul(dpre, w) : Tensor(), need_w ? matmul(d2.t(), x2.reshape({M, K})) : Tensor(),
+             need_b ? sum(d2, {0}) : Tensor()};
+  };
+  return record("linear", {x2, w, b}, out, std::move(backward), {x2, w, b}, true).view(out_shape);
 }
 
 }  // namespace kiln

@@ -15,6 +15,7 @@
 #include <kiln/ops/index.h>
 #include <kiln/ops/linalg.h>
 #include <kiln/ops/loss.h>
+#include <kiln/ops/matmul.h>
 #include <kiln/ops/norm.h>
 #include <kiln/ops/pad.h>
 #include <kiln/ops/pool.h>
@@ -45,6 +46,9 @@ using TV = const TensorView&;
   /* matmul.h: out[b] = a[b] @ b[b], a (B, M, K), b (B, K, N), out (B, M, N) contiguous; a and b */ \
   /* each have unit stride in one of their last two dims; one floating dtype. */                    \
   X(matmul, void(TV a, TV b, TV out))                                                               \
+  /* out = act(a @ b + bias): a, b, out as matmul's with B = 1; bias (N) contiguous; pre (1, M, N) */ \
+  /* contiguous receives a @ b + bias (the activation's input, for backward) or is undefined. */   \
+  X(matmul_bias, void(TV a, TV b, TV bias, TV out, TV pre, const MatmulBiasParams& p))              \
   /* index.h */                                                                                     \
   X(index_select, void(TV x, TV index, TV out, const IndexParams& p))                               \
   X(gather, void(TV x, TV index, TV out, const IndexParams& p))                                     \

@@ -7,6 +7,9 @@
 // Descriptors and the heuristic's algorithm are cached per shape; when the heuristic
 // offers nothing, cublasGemmStridedBatchedEx takes over. This fills the CUDA `matmul` slot
 // (ops/op_list.h); a host-compiled .cpp beside the kernels, as it calls libraries only.
+// The `matmul_bias` slot (a fused linear layer) is the same product with a cuBLASLt
+// epilogue: BIAS, or GELU_BIAS / GELU_AUX_BIAS (the tanh GELU; AUX stores its input for
+// backward); without an algorithm for it, the plain product and the elementwise kernels.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -82,8 +85,12 @@ struct PlanKey {
   uint32_t align_a, align_b, align_c;
   size_t workspace_bytes;
   bool tf32;
+  uint32_t epilogue;  // cublasLtEpilogue_t (CUBLASLT_EPILOGUE_DEFAULT: none)
+  uint32_t align_bias, align_aux;
+  int64_t aux_ld;
   bool operator==(const PlanKey& o) const {
-    return device == o.device && dtype == o.dtype && tf32 == o.tf32 && op_a == o.op_a && op_b == o.op_b && m == o.m && n == o.n &&
+    return device == o.device && dtype == o.dtype && tf32 == o.tf32 && epilogue == o.epilogue &&
+           align_bias == o.align_bias && align_aux == o.align_aux && aux_ld == o.aux_ld && op_a == o.op_a && op_b == o.op_b && m == o.m && n == o.n &&
            k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc && batch == o.batch &&
            stride_a == o.stride_a && stride_b == o.stride_b && stride_c == o.stride_c && align_a == o.align_a &&
            align_b == o.align_b && align_c == o.align_c && workspace_bytes == o.workspace_bytes;
@@ -101,6 +108,8 @@ struct PlanKeyHash {
       mix(static_cast<uint64_t>(v));
     mix(static_cast<uint64_t>(k.align_a) << 40 | static_cast<uint64_t>(k.align_b) << 20 | k.align_c);
     mix(k.workspace_bytes);
+    mix(static_cast<uint64_t>(k.epilogue) << 40 | static_cast<uint64_t>(k.align_bias) << 20 | k.align_aux);
+    mix(static_cast<uint64_t>(k.aux_ld));
     return h;
   }
 };
@@ -112,6 +121,7 @@ struct Plan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
   bool has_algo = false;
+  std::mutex pointers;  // an epilogue's bias and aux pointers are set on the shared desc per call
   Plan() = default;
   Plan(const Plan&) = delete;
   Plan& operator=(const Plan&) = delete;
@@ -149,13 +159,36 @@ cublasComputeType_t compute_type(DType t, bool tf32) {
 }
 cudaDataType_t scale_type(DType t) { return cuda_type(accumulate_dtype(t)); }
 
-std::shared_ptr<Plan> make_plan(const PlanKey& key, cublasLtHandle_t handle, const Operand& a, const Operand& b) {
+// The pointers an epilogue reads and writes (null without one).
+struct EpiloguePointers {
+  const void* bias = nullptr;
+  void* aux = nullptr;
+};
+
+template <class T>
+void set_desc(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr, T value) {
+  KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, attr, &value, sizeof(value)));
+}
+
+void set_epilogue_pointers(cublasLtMatmulDesc_t d, const EpiloguePointers& e) {
+  set_desc(d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, e.bias);
+  if (e.aux) set_desc(d, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, e.aux);
+}
+
+std::shared_ptr<Plan> make_plan(const PlanKey& key, cublasLtHandle_t handle, const Operand& a, const Operand& b,
+                                const EpiloguePointers& epi) {
   auto plan = std::make_shared<Plan>();
   cudaDataType_t type = cuda_type(key.dtype);
   KILN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->desc, compute_type(key.dtype, key.tf32), scale_type(key.dtype)));
   int32_t op_a = key.op_a, op_b = key.op_b;
   KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
   KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
+  if (key.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
+    // The heuristic reads the pointers' alignment (part of the key): this call's pointers.
+    set_desc(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, key.epilogue);
+    set_epilogue_pointers(plan->desc, epi);
+    if (epi.aux) set_desc(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, key.aux_ld);
+  }
   make_layout(type, a.rows, a.cols, a.ld, key.batch, key.stride_a, &plan->a);
   make_layout(type, b.rows, b.cols, b.ld, key.batch, key.stride_b, &plan->b);
   make_layout(type, key.m, key.n, key.ldc, key.batch, key.stride_c, &plan->c);
@@ -185,14 +218,16 @@ std::shared_ptr<Plan> make_plan(const PlanKey& key, cublasLtHandle_t handle, con
     throw_cublas_error(status, "cublasLtMatmulAlgoGetHeuristic", __FILE__, __LINE__);
   } else {
     log_debug("cuBLASLt has no algorithm for ", dtype_name(key.dtype), " m=", key.m, " n=", key.n, " k=", key.k,
-              " batch=", key.batch, "; using cublasGemmStridedBatchedEx");
+              " batch=", key.batch, " epilogue ", key.epilogue, "; using ",
+              key.epilogue == CUBLASLT_EPILOGUE_DEFAULT ? "cublasGemmStridedBatchedEx" : "the plain product and elementwise kernels");
   }
   return plan;
 }
 
 class PlanCache {
  public:
-  std::shared_ptr<Plan> get(const PlanKey& key, cublasLtHandle_t handle, const Operand& a, const Operand& b) {
+  std::shared_ptr<Plan> get(const PlanKey& key, cublasLtHandle_t handle, const Operand& a, const Operand& b,
+                            const EpiloguePointers& epi) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = plans_.find(key);
@@ -200,7 +235,7 @@ class PlanCache {
     }
     // Built outside the lock: the heuristic query is slow, and two threads building the
     // same plan at once only waste a little work.
-    std::shared_ptr<Plan> plan = make_plan(key, handle, a, b);
+    std::shared_ptr<Plan> plan = make_plan(key, handle, a, b, epi);
     std::lock_guard<std::mutex> lock(mu_);
     // Programs with ever-changing shapes would grow the cache without bound; starting
     // over is cheap next to a heuristic query per call.
@@ -219,10 +254,11 @@ PlanCache& plan_cache() {
   return *cache;
 }
 
-}  // namespace
 
-void matmul(TV a, TV b, TV out) {
-  if (out.numel == 0) return;
+
+// out = a @ b, with the epilogue `epilogue` when it is not CUBLASLT_EPILOGUE_DEFAULT.
+// Returns false when cuBLASLt has no algorithm for an epilogue (nothing was run then).
+bool product(TV a, TV b, TV out, cublasLtEpilogue_t epilogue, const EpiloguePointers& epi) {
   int64_t batch = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
   DeviceGuard guard(out.device);
   const int device = out.device.index;
@@ -230,7 +266,7 @@ void matmul(TV a, TV b, TV out) {
   const size_t es = dtype_size(dtype);
   if (K == 0) {  // an empty sum: zero bits are 0.0 in every floating dtype
     KILN_CUDA_CHECK(cudaMemsetAsync(out.data, 0, static_cast<size_t>(out.numel) * es, current_stream(out.device)));
-    return;
+    return true;
   }
 
   Operand oa = describe(a), ob = describe(b);
@@ -264,6 +300,10 @@ void matmul(TV a, TV b, TV out) {
   key.align_a = alignment(ob.ptr, ob.batch_stride * static_cast<int64_t>(es), batch);
   key.align_b = alignment(oa.ptr, oa.batch_stride * static_cast<int64_t>(es), batch);
   key.align_c = alignment(out.data, M * N * static_cast<int64_t>(es), batch);
+  key.epilogue = epilogue;
+  key.align_bias = epi.bias ? alignment(epi.bias, 0, 1) : 0;
+  key.align_aux = epi.aux ? alignment(epi.aux, 0, 1) : 0;
+  key.aux_ld = epi.aux ? N : 0;
 
   // alpha and beta in scale_type(dtype).
   const bool f64_scale = accumulate_dtype(dtype) == DType::F64;
@@ -274,17 +314,60 @@ void matmul(TV a, TV b, TV out) {
 
   CublasLt lt = cublaslt(device);
   key.workspace_bytes = lt.workspace_bytes;
-  std::shared_ptr<Plan> plan = plan_cache().get(key, lt.handle, ob, oa);
+  std::shared_ptr<Plan> plan = plan_cache().get(key, lt.handle, ob, oa, epi);
   if (plan->has_algo) {
+    std::unique_lock<std::mutex> lock(plan->pointers, std::defer_lock);
+    if (epilogue != CUBLASLT_EPILOGUE_DEFAULT) {  // the desc is shared: its pointers are set under a lock
+      lock.lock();
+      set_epilogue_pointers(plan->desc, epi);
+    }
     KILN_CUBLAS_CHECK(cublasLtMatmul(lt.handle, plan->desc, alpha, ob.ptr, plan->a, oa.ptr, plan->b, beta,
                                      out.data, plan->c, out.data, plan->c, &plan->algo, lt.workspace,
                                      lt.workspace_bytes, lt.stream));
-    return;
+    return true;
   }
+  if (epilogue != CUBLASLT_EPILOGUE_DEFAULT) return false;
   cudaDataType_t type = cuda_type(dtype);
   KILN_CUBLAS_CHECK(cublasGemmStridedBatchedEx_64(
       cublas_handle(device), ob.op, oa.op, N, M, K, alpha, ob.ptr, type, ob.ld, ob.batch_stride, oa.ptr, type, oa.ld,
       oa.batch_stride, beta, out.data, type, N, M * N, batch, compute_type(dtype, key.tf32), CUBLAS_GEMM_DEFAULT));
+  return true;
+}
+
+}  // namespace
+
+void matmul(TV a, TV b, TV out) {
+  if (out.numel == 0) return;
+  (void)product(a, b, out, CUBLASLT_EPILOGUE_DEFAULT, {});
+}
+
+void matmul_bias(TV a, TV b, TV bias, TV out, TV pre, const MatmulBiasParams& p) {
+  if (out.numel == 0) return;
+  const bool gelu = p.activation == LinearActivation::GeluTanh;
+  const cublasLtEpilogue_t epilogue =
+      !gelu ? CUBLASLT_EPILOGUE_BIAS : (pre.defined ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS);
+  EpiloguePointers epi;
+  epi.bias = bias.data;
+  epi.aux = gelu && pre.defined ? pre.data : nullptr;
+  if (a.size(2) > 0 && product(a, b, out, epilogue, epi)) return;
+  // No algorithm for the epilogue (or an empty sum): the product, then the bias and the
+  // activation through the elementwise kernels, as the CPU reference does.
+  if (a.size(2) > 0) (void)product(a, b, out, CUBLASLT_EPILOGUE_DEFAULT, {});
+  else KILN_CUDA_CHECK(cudaMemsetAsync(out.data, 0, static_cast<size_t>(out.numel) * dtype_size(out.dtype),
+                                       current_stream(out.device)));
+  const int64_t M = out.size(1), N = out.size(2);
+  auto rows = [M, N](TensorView v, int64_t row_stride) {  // (M, N) over the same bytes
+    v.ndim = 2;
+    v.sizes[0] = M, v.sizes[1] = N;
+    v.strides[0] = row_stride, v.strides[1] = 1;
+    v.numel = M * N;
+    v.contiguous = row_stride == N || M == 1;
+    return v;
+  };
+  const TensorView o = rows(out, N);
+  const TensorView sum = pre.defined ? rows(pre, N) : o;
+  binary(o, rows(bias, 0), gelu ? sum : o, BinaryParams{BinaryOp::Add});
+  if (gelu) unary(sum, o, UnaryParams{UnaryOp::GeluTanh, 0});
 }
 
 }  // namespace kiln::cuda

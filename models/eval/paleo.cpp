@@ -131,7 +131,8 @@ ModelCost trace_cost(nn::Module& model, const Tensor& example) {
       const double per = numel_of(w) / static_cast<double>(w[0]);  // conv: per output; transposed: per input
       c.flops = 2.0 * (c.op == "conv2d" ? out_n : numel_of(in[0].sizes)) * per;
       c.product = true;
-    } else if (c.op == "matmul" && in.size() >= 2 && !in[0].sizes.empty()) {
+    } else if ((c.op == "matmul" || c.op == "linear") && in.size() >= 2 && !in[0].sizes.empty()) {
+      // (a Linear with a bias is one fused "linear" op: the product, the bias, an activation)
       c.flops = 2.0 * out_n * static_cast<double>(in[0].sizes.back());
       c.product = true;
     } else {
@@ -156,7 +157,7 @@ StepEstimate estimate_step(const ModelCost& cost, const DeviceSpeed& d, int64_t 
       fwd = op.measured_s * scale;
       bwd = op.measured_backward_s * scale;
     } else if (op.product) {
-      fwd = op.flops * scale / (op.op == "matmul" ? d.flops_per_s : conv_f);
+      fwd = op.flops * scale / (op.op == "matmul" || op.op == "linear" ? d.flops_per_s : conv_f);
       bwd = 2 * fwd;
     } else {
       fwd = op.bytes * scale / d.bytes_per_s;
@@ -193,6 +194,8 @@ std::function<Tensor(const std::vector<Tensor>&)> replay_of(const OpCost& op) {
     return [s, p, groups](const std::vector<Tensor>& t) { return conv2d(t[0], t[1], Tensor(), s, p, 1, groups); };
   }
   if (op.op == "matmul" && in.size() >= 2) return [](const std::vector<Tensor>& t) { return matmul(t[0], t[1]); };
+  if (op.op == "linear" && in.size() == 3)
+    return [](const std::vector<Tensor>& t) { return fused_linear(t[0], t[1], t[2]); };
   if (op.op == "batch_norm" && in.size() >= 3 && in[0].size() >= 2) {
     return [c = in[0][1]](const std::vector<Tensor>& t) {
       const TensorOptions o(t[0].dtype(), t[0].device());

@@ -67,7 +67,7 @@ StepEstimate estimate_step(const ModelCost& cost, const DeviceSpeed& device, int
                            double update_bytes_per_param = 28);
 
 // PALEO's per-layer refinement: replays every op of `cost` kiln can rebuild from shapes
-// alone (convolutions with stride and padding inferred, matrix products, training-mode
+// alone (convolutions with stride and padding inferred, matrix products and linear layers, training-mode
 // batch norm, relu, add, adaptive average pooling) on fresh inputs, forward and backward,
 // and records both times, which estimate_step then uses instead of the flops / F and
 // bytes / B estimates and the 2 x forward rule. This is where a device's speed depends

@@ -10,20 +10,12 @@
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
 #include <kiln/ops/matmul.h>
+#include <kiln/ops/unary.h>
 
 namespace kiln::nn {
 
-Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
-  kiln::detail::check_defined("linear", input, "input");
-  kiln::detail::check_defined("linear", weight, "weight");
-  KILN_CHECK(weight.dim() == 2, "linear: weight must be 2-D (out_features, in_features), got ", describe(weight));
-  KILN_CHECK(input.dim() >= 1 && input.size(-1) == weight.size(1), "linear: input ", describe(input),
-             " does not end in in_features = ", weight.size(1), " (weight ", describe(weight), ")");
-  if (bias.defined())
-    KILN_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: bias ", describe(bias),
-               " must have shape [", weight.size(0), "] (weight ", describe(weight), ")");
-  Tensor y = matmul(input, weight.t());  // in the autocast dtype under autocast, and so is the bias
-  return bias.defined() ? add(y, kiln::detail::autocast_half(bias)) : y;
+Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias, LinearActivation activation) {
+  return fused_linear(input, weight, bias, activation);
 }
 
 Linear::Linear(int64_t in_f, int64_t out_f, bool with_bias, TensorOptions options)
@@ -46,13 +38,14 @@ void Linear::reset_parameters(Generator* gen) {
 
 Tensor Linear::forward(const Tensor& input) {
   if (eval_kernel && !is_training() && !grad_enabled())
-    return eval_kernel(input);
-  return linear(input, weight, bias);
+    return activation == LinearActivation::GeluTanh ? gelu_tanh(eval_kernel(input)) : eval_kernel(input);
+  return linear(input, weight, bias, activation);
 }
 
 std::string Linear::extra_repr() const {
   return kiln::detail::str("in_features=", in_features, ", out_features=", out_features,
-                           ", bias=", bias.defined() ? "true" : "false");
+                           ", bias=", bias.defined() ? "true" : "false",
+                           activation == LinearActivation::GeluTanh ? ", activation=gelu_tanh" : "");
 }
 
 Tensor Flatten::forward(const Tensor& input) { return input.flatten(start_dim, end_dim); }

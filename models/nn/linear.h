@@ -7,12 +7,15 @@
 #include <kiln/core/generator.h>
 #include <kiln/core/tensor.h>
 #include <kiln/models/nn/module.h>
+#include <kiln/ops/matmul.h>
 
 namespace kiln::nn {
 
-// y = x W^T + b for x of shape (*, in_features), W (out_features, in_features), b
-// (out_features) or undefined; y has shape (*, out_features). Differentiable.
-Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor());
+// y = act(x W^T + b) for x of shape (*, in_features), W (out_features, in_features), b
+// (out_features) or undefined; y has shape (*, out_features). Differentiable. One fused
+// op (kiln::fused_linear, ops/matmul.h: cuBLASLt's bias and GELU epilogues on CUDA).
+Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(),
+              LinearActivation activation = LinearActivation::None);
 
 class Linear : public Module {
  public:
@@ -28,6 +31,9 @@ class Linear : public Module {
   int64_t out_features;
   Tensor weight;  // (out_features, in_features)
   Tensor bias;    // (out_features), undefined without bias
+  // Applied to the output in the same op (GPT's MLP: GeluTanh, fused into the product's
+  // epilogue on CUDA). Not a parameter: the state dict is the same either way.
+  LinearActivation activation = LinearActivation::None;
   // An inference kernel used instead of the dense product in eval mode when no gradient is
   // recorded (prune::use_sparse_kernels: the pruned weight in CSR form); clear it before
   // training again.

@@ -227,19 +227,24 @@ class Tracer {
     const int out = value_of_node_.at(n);
     const Shape os = values_[out].shape;
     const std::string& op = n->name();
-    // A Linear's matmul reads its weight through a transpose: look through it first.
-    if (op == "matmul" && n->next_edges().size() == 2) {
+    // A Linear without a bias is a matmul reading its weight through a transpose (look
+    // through it first); with a bias, one fused "linear" node (ops/matmul.h) of the input,
+    // the weight and the bias.
+    if ((op == "matmul" && n->next_edges().size() == 2) || (op == "linear" && n->next_edges().size() == 3)) {
       Node* b = n->next_edges()[1].node.get();
       if (Tensor leaf = weight_behind(b); leaf.defined()) {
         const ParamIndex::Entry* w = index_.find(leaf);
         if (w && std::dynamic_pointer_cast<nn::Linear>(w->module) && leaf.dim() == 2) {
           Input a = input_at(n, 0);  // (the weight's views are not traced)
+          const ParamIndex::Entry* bias = op == "linear" ? index_.find(weight_behind(n->next_edges()[2].node.get())) : nullptr;
           if (a.value < 0 || values_[a.value].shape.size() == 4 || channels(a.value) != leaf.size(1) ||
-              channels(out) != leaf.size(0)) {
-            block_all({a}, out, "matmul (a Linear on an unexpected shape)");
+              channels(out) != leaf.size(0) || (op == "linear" && !bias)) {
+            block_all({a}, out, op + " (a Linear on an unexpected shape)");
             return;
           }
           for (int64_t o = 0; o < channels(out); ++o) attach(out, o, {w->name, 0, o, true, false});
+          if (bias)
+            for (int64_t o = 0; o < channels(out); ++o) attach(out, o, {bias->name, 0, o, true, false});
           for (int64_t i = 0; i < channels(a.value); ++i) attach(a.value, i, {w->name, 1, i, false, false});
           return;
         }
@@ -499,10 +504,12 @@ std::vector<LayerCall> layer_calls(const std::shared_ptr<nn::Module>& model, con
     queue.pop_front();
     auto& edges = n->next_edges();
     const std::string& op = n->name();
-    if ((op == "conv2d" || op == "conv_transpose2d" || op == "matmul") && edges.size() >= 2 && edges[1].node) {
+    if ((op == "conv2d" || op == "conv_transpose2d" || op == "matmul" || op == "linear") && edges.size() >= 2 &&
+        edges[1].node) {
       if (const ParamIndex::Entry* w = index.find(weight_behind(edges[1].node.get()))) {
         Shape in = n->input_meta()[0].sizes;
-        if (op == "matmul" && in.size() == 3 && in[0] == 1) in.erase(in.begin());  // a Linear's (1, M, K) view
+        const bool dense = op == "matmul" || op == "linear";
+        if (dense && in.size() == 3 && in[0] == 1) in.erase(in.begin());  // a Linear's (1, M, K) view
         calls.push_back({w->module_prefix, w->module, op, in});
       }
     }
@@ -520,7 +527,7 @@ Cost count_cost(const std::shared_ptr<nn::Module>& model, const Tensor& example)
     Tensor wt = call.module->get_parameter("weight");
     const Shape& xs = call.input;
     int64_t per_weight = 0;  // MACs per weight element, per example
-    if (call.op == "matmul") {
+    if (call.op == "matmul" || call.op == "linear") {
       per_weight = prod(xs, 0, xs.size() - 1) / batch;
     } else if (xs.size() == 4) {
       if (auto c = std::dynamic_pointer_cast<nn::Conv2d>(call.module)) {

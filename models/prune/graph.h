@@ -90,7 +90,7 @@ Cost count_cost(const std::shared_ptr<nn::Module>& model, const Tensor& example)
 struct LayerCall {
   std::string name;  // the layer's module path ("block1.conv1")
   std::shared_ptr<nn::Module> module;
-  std::string op;    // "conv2d", "conv_transpose2d", "matmul"
+  std::string op;    // "conv2d", "conv_transpose2d", "matmul" (a Linear without bias), "linear"
   Shape input;
 };
 std::vector<LayerCall> layer_calls(const std::shared_ptr<nn::Module>& model, const Tensor& example);

@@ -50,4 +50,25 @@ void matmul(const TensorView& a, const TensorView& b, const TensorView& out) {
   copy(vo, out);
 }
 
+// The CPU reference of the fused linear: the product, then the bias (a stride-0 row
+// broadcast, added in place as add(y, bias) adds it) and the activation, through the
+// binary and unary kernels; the same bits as matmul, add and gelu_tanh one after another.
+void matmul_bias(const TensorView& a, const TensorView& b, const TensorView& bias, const TensorView& out,
+                 const TensorView& pre, const MatmulBiasParams& p) {
+  matmul(a, b, out);
+  const int64_t M = out.size(1), N = out.size(2);
+  auto rows = [M, N](TensorView v, int64_t row_stride) {  // (M, N) over the same bytes
+    v.ndim = 2;
+    v.sizes[0] = M, v.sizes[1] = N;
+    v.strides[0] = row_stride, v.strides[1] = 1;
+    v.numel = M * N;
+    v.contiguous = row_stride == N || M == 1;
+    return v;
+  };
+  const TensorView o = rows(out, N);
+  const TensorView sum = pre.defined ? rows(pre, N) : o;  // the activation's input
+  binary(o, rows(bias, 0), p.activation == LinearActivation::None ? o : sum, BinaryParams{BinaryOp::Add});
+  if (p.activation == LinearActivation::GeluTanh) unary(sum, o, UnaryParams{UnaryOp::GeluTanh, 0});
+}
+
 }  // namespace kiln::cpu

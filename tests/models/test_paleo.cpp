@@ -35,7 +35,7 @@ TEST_CASE("paleo: a traced forward's op costs by hand", "[models][paleo]") {
   CHECK(conv->bytes == 4.0 * (4 * 3 * 36 + 8 * 3 * 9 + 4 * 8 * 36));  // x, w read; y written
   CHECK(!conv->input_grad);  // the image needs no gradient
   CHECK(conv->output == Shape{4, 8, 6, 6});
-  const eval::OpCost* mm = find_op(c, "matmul");
+  const eval::OpCost* mm = find_op(c, "linear");  // the Linear's product, bias included
   REQUIRE(mm);
   CHECK(mm->flops == 2.0 * 4 * 5 * 288);
   const eval::OpCost* r = find_op(c, "relu");
@@ -86,7 +86,7 @@ TEST_CASE("paleo: profiling replays the ops it can rebuild", "[models][paleo]") 
   for (const auto& op : c.ops) {
     INFO(op.op);
     const bool known = op.op == "conv2d" || op.op == "batch_norm" || op.op == "relu" || op.op == "matmul" ||
-                       op.op == "add";
+                       op.op == "linear" || op.op == "add";
     if (known) CHECK(op.measured_s > 0);
     if (known) CHECK(op.measured_backward_s > 0);
     if (!known) CHECK(op.measured_s == 0);

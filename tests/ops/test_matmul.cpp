@@ -231,3 +231,84 @@ TEST_CASE("matmul: (B, T, K) @ (K, N) is one GEMM forward and one per gradient",
   CHECK_CLOSE(w.grad(), kiln::sum(matmul(xr.transpose(1, 2), ones({4, 5, 2}, DType::F64)), {0}));
   CHECK_CLOSE(x.grad(), matmul(ones({4, 5, 2}, DType::F64), wr.t()));
 }
+
+// fused_linear (the matmul_bias slot): act(x W^T + b) in one op. On the CPU it must give
+// the bits of matmul, add and gelu_tanh one after another (the GPT's numbers do not move),
+// and its gradients those of the composition; first- and second-order gradient checks.
+TEST_CASE("fused_linear: the bits of matmul + add + gelu_tanh, and their gradients", "[ops][matmul][linear]") {
+  for (LinearActivation act : {LinearActivation::None, LinearActivation::GeluTanh}) {
+    for (DType t : {DType::F32, DType::BF16, DType::F64}) {
+      for (Shape xs : {Shape{5, 7}, Shape{2, 3, 16}, Shape{1, 8}}) {
+        const int64_t K = xs.back(), N = 24;
+        INFO(dtype_name(t) << " act " << static_cast<int>(act) << " x " << shape_str(xs));
+        Tensor x = test::random_tensor(xs, t, 11), w = test::random_tensor({N, K}, t, 12),
+               b = test::random_tensor({N}, t, 13);
+        auto composed = [&](const Tensor& xx, const Tensor& ww, const Tensor& bb) {
+          Tensor y = add(matmul(xx, ww.t()), bb);
+          return act == LinearActivation::GeluTanh ? gelu_tanh(y) : y;
+        };
+        CHECK(test::values(fused_linear(x, w, b, act)) == test::values(composed(x, w, b)));
+        // Gradients: the same formulas in other kernels, so equal within rounding.
+        Tensor x1 = x.clone().set_requires_grad(true), w1 = w.clone().set_requires_grad(true),
+               b1 = b.clone().set_requires_grad(true);
+        Tensor x2 = x.clone().set_requires_grad(true), w2 = w.clone().set_requires_grad(true),
+               b2 = b.clone().set_requires_grad(true);
+        Tensor g = test::random_tensor(fused_linear(x, w, b, act).sizes(), t, 14);
+        fused_linear(x1, w1, b1, act).backward(g);
+        composed(x2, w2, b2).backward(g);
+        const test::Tol tol = test::tol_for(t);
+        CHECK_CLOSE_TOL(x1.grad(), x2.grad(), tol.rtol, tol.atol);
+        CHECK_CLOSE_TOL(w1.grad(), w2.grad(), tol.rtol, tol.atol);
+        CHECK_CLOSE_TOL(b1.grad(), b2.grad(), tol.rtol, tol.atol);
+      }
+    }
+  }
+}
+
+TEST_CASE("fused_linear: gradient checks of every input, first and second order", "[ops][matmul][linear][gradcheck]") {
+  using V = std::vector<Tensor>;
+  for (LinearActivation act : {LinearActivation::None, LinearActivation::GeluTanh}) {
+    INFO("act " << static_cast<int>(act));
+    auto f = [act](const V& in) { return fused_linear(in[0], in[1], in[2], act); };
+    const V inputs{test::random_tensor({2, 3, 5}, DType::F64, 21), test::random_tensor({6, 5}, DType::F64, 22),
+                   test::random_tensor({6}, DType::F64, 23)};
+    GradcheckResult r = gradcheck(f, inputs);
+    INFO(r.message);
+    CHECK(r.ok);
+    GradcheckOptions o2;
+    o2.atol = 1e-5;
+    o2.rtol = 1e-3;
+    GradcheckResult r2 = gradgradcheck(f, inputs, o2);
+    INFO(r2.message);
+    CHECK(r2.ok);
+  }
+  // Only some inputs requiring grad (a frozen weight, an input without grad).
+  Tensor x = test::random_tensor({4, 5}, DType::F64, 31), w = test::random_tensor({3, 5}, DType::F64, 32),
+         b = test::random_tensor({3}, DType::F64, 33).set_requires_grad(true);
+  kiln::sum(fused_linear(x, w, b, LinearActivation::GeluTanh)).backward();
+  CHECK(b.grad().defined());
+  CHECK(!x.grad().defined());
+  CHECK(!w.grad().defined());
+}
+
+TEST_CASE("fused_linear: no bias, empty sizes, nn::Linear's activation, bad input", "[ops][matmul][linear][errors]") {
+  Tensor x = test::random_tensor({4, 5}, DType::F32, 41), w = test::random_tensor({3, 5}, DType::F32, 42);
+  CHECK(test::values(fused_linear(x, w, Tensor(), LinearActivation::GeluTanh)) ==
+        test::values(gelu_tanh(matmul(x, w.t()))));
+  Tensor b = test::random_tensor({3}, DType::F32, 43);
+  // K = 0: the bias alone; M = 0: an empty result.
+  CHECK(test::values(fused_linear(zeros({2, 0}), zeros({3, 0}), b)) == test::values(add(zeros({2, 3}), b)));
+  CHECK(fused_linear(zeros({0, 5}), w, b).sizes() == Shape{0, 3});
+  // A bias view at an odd offset.
+  Tensor big = test::random_tensor({7}, DType::F32, 44);
+  Tensor bv = big.narrow(0, 1, 3);
+  CHECK(test::values(fused_linear(x, w, bv)) == test::values(add(matmul(x, w.t()), bv)));
+  // nn::Linear with an activation: same state dict, the activation applied in the op.
+  nn::Linear lin(5, 3);
+  lin.activation = LinearActivation::GeluTanh;
+  CHECK(test::values(lin(x)) == test::values(gelu_tanh(add(matmul(x, lin.weight.t()), lin.bias))));
+  CHECK(lin.state_dict().size() == 2);
+  REQUIRE_KILN_ERROR(fused_linear(x, test::random_tensor({3, 4}, DType::F32, 45), b), "in_features");
+  REQUIRE_KILN_ERROR(fused_linear(x, w, test::random_tensor({4}, DType::F32, 46)), "bias");
+  REQUIRE_KILN_ERROR(fused_linear(x, w, b.to(DType::F64)), "dtype");
+}
