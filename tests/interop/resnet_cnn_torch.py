@@ -10,7 +10,9 @@ helpers of safetensors_torch.py), not with the `safetensors` package.
      statistics after that step with PyTorch's (resnet_cnn_interop check-torch).
   B. kiln builds the model, trains two AdamW steps and writes it with its results on a
      new input (resnet_cnn_interop write-kiln); PyTorch loads it with
-     load_state_dict(strict=True) and compares the same quantities.
+     load_state_dict(strict=True) and compares the same quantities. A seed whose test point
+     lies within f32 rounding of a ReLU's kink (where two correct f32 forwards may mask a
+     different element) is replaced by the next one.
 Both run for the default model (width 16, 28x28x1, 10 classes) and for a small odd one
 (width 4, 3 channels, 17x23 images, 7 classes), so a transposed weight, a misnamed or
 missing tensor or a layout mistake fails. Tensors agree when
@@ -19,6 +21,7 @@ Exit status: 0 passed, 1 failed, 77 skipped (python3-torch is not installed).
 
 usage: resnet_cnn_torch.py RESNET_CNN_INTEROP_EXE WORK_DIR
 """
+import copy
 import os
 import subprocess
 import sys
@@ -102,17 +105,49 @@ def torch_to_kiln(exe, work, cfg, seed, failures):
         failures.append(f"A (torch -> kiln) {cfg}: kiln's results differ from PyTorch's, or the load failed")
 
 
-def kiln_to_torch(exe, work, cfg, failures):
-    if run([exe, "write-kiln", work] + flags(cfg)) != 0:
-        failures.append(f"B (kiln -> torch) {cfg}: kiln could not write its model")
-        return
-    state, _ = read_safetensors(os.path.join(work, "kiln_model.safetensors"))
-    io, _ = read_safetensors(os.path.join(work, "kiln_io.safetensors"))
-    model = build(cfg)
+def relu_margin(model, x):
+    """The smallest |input| of any ReLU in a train-mode forward in f64: how far the point is
+    from a kink of the loss. Within f32 rounding of one, kiln's and PyTorch's masks may
+    differ there and a gradient differs by a whole element, with both right."""
+    smallest = [float("inf")]
+    relu = F.relu
+
+    def recording(t, *args, **kwargs):
+        smallest[0] = min(smallest[0], t.detach().abs().min().item())
+        return relu(t, *args, **kwargs)
+
+    m = copy.deepcopy(model).double().train()
+    F.relu = recording
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        failures.append(f"B (kiln -> torch) {cfg}: load_state_dict(strict=True): {e}")
+        with torch.no_grad():
+            m(x.double())
+    finally:
+        F.relu = relu
+    return smallest[0]
+
+
+def kiln_to_torch(exe, work, cfg, failures):
+    # kiln's weights after its two AdamW steps decide where the ReLUs' kinks are: a seed
+    # whose test point lies within 2e-6 of one (f32 forwards differ by up to about 1e-6 there) is
+    # replaced by the next.
+    for seed in range(1, 11):
+        if run([exe, "write-kiln", work] + flags(cfg) + ["--seed", str(seed)]) != 0:
+            failures.append(f"B (kiln -> torch) {cfg}: kiln could not write its model")
+            return
+        state, _ = read_safetensors(os.path.join(work, "kiln_model.safetensors"))
+        io, _ = read_safetensors(os.path.join(work, "kiln_io.safetensors"))
+        model = build(cfg)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            failures.append(f"B (kiln -> torch) {cfg}: load_state_dict(strict=True): {e}")
+            return
+        margin = relu_margin(model, io["x"])
+        if margin >= 2e-6:
+            break
+        print(f"  seed {seed}: a ReLU input {margin:.2g} from its kink (f32 rounding may flip it); next seed")
+    else:
+        failures.append(f"B (kiln -> torch) {cfg}: every seed put a ReLU input within 2e-6 of its kink")
         return
     got = results(model, io["x"], io["y"])
     n = len(failures)
