@@ -559,6 +559,7 @@ int train(Config cfg, const CLI::App& app) {
   const double budget_s = cfg.max_minutes * 60.0;
   run::Progress progress(kProg, total_steps > 0 ? total_steps : provisional_total, step, cfg.run.log_every);
   progress.set_unit("tok");
+  if (total_steps == 0 && budget_s > 0) progress.set_time_left(budget_s - seconds_before);  // "step 90/?" until planned
   run::NonFiniteGuard guard(kProg, tools::nonfinite_policy(cfg.run));
   const bool skip_policy = cfg.run.on_nonfinite == "skip";
   run::StepLog log(skip_policy ? nullptr : &guard, &metrics, {"loss"});

@@ -63,8 +63,14 @@ Progress::Progress(std::string program, int64_t total_steps, int64_t start_step,
              ": progress: log every S seconds needs a finite S >= 0 (got ", log_every_s, ")");
 }
 
+void Progress::set_time_left(double seconds_left) {
+  total_known_ = false;
+  time_left_ = seconds_left;
+  t_time_left_ = Clock::now();
+}
+
 bool Progress::due(int64_t step, bool force) const {
-  if (force || step >= total_steps_) return true;
+  if (force || (total_known_ && step >= total_steps_)) return true;
   if (step - last_step_ >= log_every_steps_) return true;
   return seconds_between(t_last_, Clock::now()) >= log_every_s_;
 }
@@ -92,12 +98,14 @@ void Progress::line(int64_t step, int64_t epoch, int64_t epochs, const std::stri
   const double ips = static_cast<double>(images) / std::max(interval, 1e-9);
   const int64_t done = step - start_step_;
   const int64_t left = std::max<int64_t>(total_steps_ - step, 0);
-  const double eta = done > 0 ? seconds_between(t_start_, now) / static_cast<double>(done) * static_cast<double>(left)
-                              : NAN;
+  const double eta = !total_known_ ? std::max(time_left_ - seconds_between(t_time_left_, now), 0.0)
+                     : done > 0 ? seconds_between(t_start_, now) / static_cast<double>(done) * static_cast<double>(left)
+                                : NAN;
+  const std::string total = total_known_ ? std::to_string(total_steps_) : "?";
   char ep[64] = "";
   if (epochs > 0) std::snprintf(ep, sizeof ep, "  epoch %lld/%lld", (long long)epoch, (long long)epochs);
-  std::fprintf(stderr, "%sstep %lld/%lld%s  %s  %.0f %s/s  ETA %s%s", tty_ ? "\r" : "", (long long)step,
-               (long long)total_steps_, ep, fields.c_str(), ips, unit_.c_str(), format_duration(eta).c_str(),
+  std::fprintf(stderr, "%sstep %lld/%s%s  %s  %.0f %s/s  ETA %s%s", tty_ ? "\r" : "", (long long)step,
+               total.c_str(), ep, fields.c_str(), ips, unit_.c_str(), format_duration(eta).c_str(),
                tty_ ? "   " : "\n");
   std::fflush(stderr);
   t_last_ = now;

@@ -39,7 +39,13 @@ class Progress {
   // What the throughput counts ("img" by default: "1234 img/s"; a language model: "tok").
   void set_unit(std::string unit) { unit_ = std::move(unit); }
   // The run's length once it is known (a time-budgeted run fixes it after timing its first steps).
-  void set_total_steps(int64_t total_steps) { total_steps_ = total_steps; }
+  void set_total_steps(int64_t total_steps) {
+    total_steps_ = total_steps;
+    total_known_ = true;
+  }
+  // Until set_total_steps: the run ends on a time budget `seconds_left` from now, its step
+  // count not known yet; the line shows "step 90/?" and the ETA of the budget.
+  void set_time_left(double seconds_left);
   // epochs <= 0 in log(): the line has no "epoch e/E" field (step-based runs).
   double elapsed_seconds() const;  // since construction
   const std::string& program() const { return program_; }
@@ -48,6 +54,9 @@ class Progress {
   void line(int64_t step, int64_t epoch, int64_t epochs, const std::string& fields, int64_t images);
   std::string program_;
   int64_t total_steps_, start_step_, log_every_steps_;
+  bool total_known_ = true;
+  double time_left_ = 0;  // when !total_known_: the budget left at t_time_left_
+  std::chrono::steady_clock::time_point t_time_left_;
   double log_every_s_;
   bool tty_;
   std::chrono::steady_clock::time_point t_start_, t_last_;

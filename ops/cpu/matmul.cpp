@@ -55,7 +55,7 @@ void matmul(const TensorView& a, const TensorView& b, const TensorView& out) {
 // binary and unary kernels; the same bits as matmul, add and gelu_tanh one after another.
 void matmul_bias(const TensorView& a, const TensorView& b, const TensorView& bias, const TensorView& out,
                  const TensorView& pre, const MatmulBiasParams& p) {
-  matmul(a, b, out);
+  kernel<op::matmul>(kCPU)(a, b, out);  // the slot's kernel: oneDNN's sgemm unless KILN_ONEDNN=0
   const int64_t M = out.size(1), N = out.size(2);
   auto rows = [M, N](TensorView v, int64_t row_stride) {  // (M, N) over the same bytes
     v.ndim = 2;

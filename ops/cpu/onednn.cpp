@@ -1,4 +1,4 @@
-// oneDNN convolutions for the CPU slots (ops/cpu/onednn.h).
+// oneDNN convolutions and f32 matrix products for the CPU slots (ops/cpu/onednn.h).
 //
 // Each problem (direction, shapes, geometry) gets its primitive once and keeps it in a
 // cache: oneDNN picks the layouts it computes fastest in (format `any`, usually channel
@@ -213,6 +213,7 @@ bool enabled() {
 }
 
 void register_kernels() {
+  set_kernel<op::matmul>(DeviceType::CPU, &matmul);
   set_kernel<op::conv2d_forward>(DeviceType::CPU, &conv2d_forward);
   set_kernel<op::conv2d_backward_data>(DeviceType::CPU, &conv2d_backward_data);
   set_kernel<op::conv2d_backward_weight>(DeviceType::CPU, &conv2d_backward_weight);
@@ -247,6 +248,27 @@ void conv2d_backward_weight(const TensorView& x, const TensorView& gy, const Ten
     if (e.supported) return execute(e, {x.data, gy.data, gw.data});
   }
   cpu::conv2d_backward_weight(x, gy, gw, g);
+}
+
+void matmul(const TensorView& a, const TensorView& b, const TensorView& out) {
+  const int64_t batch = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
+  if (a.dtype != DType::F32 || M == 0 || N == 0 || K == 0) return cpu::matmul(a, b, out);
+  detail::sync_openmp_threads();
+  // The operands as cpu::matmul reads them: row-major (R, C) with ld = stride(1), or the
+  // transpose of a row-major (C, R) with ld = stride(2) (ops/matmul.cpp's blas_layout).
+  auto trans = [](const TensorView& t) { return t.stride(2) == 1 ? 'N' : 'T'; };
+  auto ld = [](const TensorView& t) { return t.stride(2) == 1 ? t.stride(1) : t.stride(2); };
+  const char ta = trans(a), tb = trans(b);
+  const int64_t lda = ld(a), ldb = ld(b);
+  const float* pa = a.ptr<const float>();
+  const float* pb = b.ptr<const float>();
+  float* po = out.ptr<float>();
+  for (int64_t i = 0; i < batch; ++i) {
+    const dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, 1.0f, pa + i * a.stride(0), lda, pb + i * b.stride(0), ldb,
+                                        0.0f, po + i * M * N, N);
+    KILN_CHECK(st == dnnl_success, "matmul: oneDNN's sgemm failed (status ", static_cast<int>(st), ") for ", M, "x",
+               K, " @ ", K, "x", N);
+  }
 }
 
 }  // namespace kiln::onednn

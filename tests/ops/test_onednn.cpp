@@ -133,3 +133,41 @@ TEST_CASE("oneDNN convolutions are deterministic for a thread count", "[onednn][
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+// a (B, M, K) and b (B, K, N) in the layouts matmul hands its slot: row-major, transposed
+// (column-major), and a weight broadcast over the batch (stride 0).
+TensorView view3(const Tensor& t, bool transposed, bool broadcast, int64_t batch) {
+  Tensor u = transposed ? t.transpose(-1, -2).contiguous().transpose(-1, -2) : t.contiguous();
+  if (broadcast) u = u.expand({batch, u.size(-2), u.size(-1)});
+  return kernel_view(u);
+}
+}  // namespace
+
+TEST_CASE("oneDNN's sgemm fills the f32 matmul slot and matches OpenBLAS", "[onednn][matmul]") {
+  const std::vector<std::array<int64_t, 4>> sizes{{1, 1, 1, 1}, {1, 7, 33, 5}, {3, 64, 128, 96}, {2, 768, 128, 73},
+                                                  {1, 73, 768, 128}, {4, 5, 1, 9}};
+  for (auto [B, M, K, N] : sizes)
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (bool bcast : {false, true}) {
+          INFO(B << "x" << M << "x" << K << "x" << N << " ta " << ta << " tb " << tb << " broadcast b " << bcast);
+          Tensor a = random_tensor({B, M, K}, DType::F32, 3), b = random_tensor({bcast ? 1 : B, K, N}, DType::F32, 4);
+          const TensorView va = view3(a, ta, false, B), vb = view3(b, tb, bcast, B);
+          Tensor got = empty({B, M, N}), ref = empty({B, M, N});
+          onednn::matmul(va, vb, kernel_view(got));
+          cpu::matmul(va, vb, kernel_view(ref));
+          CHECK(test::compare(got, ref, 1e-5, 1e-6 + 1e-7 * static_cast<double>(K)) == "");
+        }
+  // f64 and bf16 go to the reference unchanged.
+  for (DType dt : {DType::F64, DType::BF16}) {
+    Tensor a = random_tensor({2, 5, 7}, dt, 5), b = random_tensor({2, 7, 3}, dt, 6);
+    Tensor got = empty({2, 5, 3}, dt), ref = empty({2, 5, 3}, dt);
+    onednn::matmul(kernel_view(a), kernel_view(b), kernel_view(got));
+    cpu::matmul(kernel_view(a), kernel_view(b), kernel_view(ref));
+    CHECK(test::bit_equal(got, ref));
+  }
+}
+
+}  // namespace kiln
