@@ -39,6 +39,18 @@ struct TensorView {
   }
 };
 
+// The view's bytes described as a (rows, cols) matrix with unit column stride and the given
+// row stride (0: one row repeated, a broadcast over the rows). The matmul_bias kernels add a
+// bias vector to a product's rows with it.
+inline TensorView as_matrix(TensorView v, int64_t rows, int64_t cols, int64_t row_stride) {
+  v.ndim = 2;
+  v.sizes[0] = rows, v.sizes[1] = cols;
+  v.strides[0] = row_stride, v.strides[1] = 1;
+  v.numel = rows * cols;
+  v.contiguous = row_stride == cols || rows == 1;
+  return v;
+}
+
 // Describes views of one shape (the iteration space of an elementwise launch) with fewer
 // dims, element order unchanged: size-1 dims are dropped, then neighbours d-1, d merge
 // when, in every view, stepping over all of dim d lands exactly on the next element of

@@ -356,17 +356,9 @@ void matmul_bias(TV a, TV b, TV bias, TV out, TV pre, const MatmulBiasParams& p)
   else KILN_CUDA_CHECK(cudaMemsetAsync(out.data, 0, static_cast<size_t>(out.numel) * dtype_size(out.dtype),
                                        current_stream(out.device)));
   const int64_t M = out.size(1), N = out.size(2);
-  auto rows = [M, N](TensorView v, int64_t row_stride) {  // (M, N) over the same bytes
-    v.ndim = 2;
-    v.sizes[0] = M, v.sizes[1] = N;
-    v.strides[0] = row_stride, v.strides[1] = 1;
-    v.numel = M * N;
-    v.contiguous = row_stride == N || M == 1;
-    return v;
-  };
-  const TensorView o = rows(out, N);
-  const TensorView sum = pre.defined ? rows(pre, N) : o;
-  binary(o, rows(bias, 0), gelu ? sum : o, BinaryParams{BinaryOp::Add});
+  const TensorView o = as_matrix(out, M, N, N);
+  const TensorView sum = pre.defined ? as_matrix(pre, M, N, N) : o;
+  binary(o, as_matrix(bias, M, N, 0), gelu ? sum : o, BinaryParams{BinaryOp::Add});
   if (gelu) unary(sum, o, UnaryParams{UnaryOp::GeluTanh, 0});
 }
 

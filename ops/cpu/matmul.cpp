@@ -57,17 +57,9 @@ void matmul_bias(const TensorView& a, const TensorView& b, const TensorView& bia
                  const TensorView& pre, const MatmulBiasParams& p) {
   kernel<op::matmul>(kCPU)(a, b, out);  // the slot's kernel: oneDNN's sgemm unless KILN_ONEDNN=0
   const int64_t M = out.size(1), N = out.size(2);
-  auto rows = [M, N](TensorView v, int64_t row_stride) {  // (M, N) over the same bytes
-    v.ndim = 2;
-    v.sizes[0] = M, v.sizes[1] = N;
-    v.strides[0] = row_stride, v.strides[1] = 1;
-    v.numel = M * N;
-    v.contiguous = row_stride == N || M == 1;
-    return v;
-  };
-  const TensorView o = rows(out, N);
-  const TensorView sum = pre.defined ? rows(pre, N) : o;  // the activation's input
-  binary(o, rows(bias, 0), p.activation == LinearActivation::None ? o : sum, BinaryParams{BinaryOp::Add});
+  const TensorView o = as_matrix(out, M, N, N);
+  const TensorView sum = pre.defined ? as_matrix(pre, M, N, N) : o;  // the activation's input
+  binary(o, as_matrix(bias, M, N, 0), p.activation == LinearActivation::None ? o : sum, BinaryParams{BinaryOp::Add});
   if (p.activation == LinearActivation::GeluTanh) unary(sum, o, UnaryParams{UnaryOp::GeluTanh, 0});
 }
 
