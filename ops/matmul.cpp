@@ -152,13 +152,15 @@ Tensor fused_linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, 
   Tensor out = empty({1, M, N}, o), pre = gelu && need_grad ? empty({1, M, N}, o) : Tensor();
   if (M > 0 && N > 0) {
     NoGradGuard raw;
-    if (K == 0) {
-      out = apply(act, add(zeros({1, M, N}, o), b)).contiguous();
-      if (pre.defined()) pre.copy_(add(zeros({1, M, N}, o), b));
+    if (K == 0) {  // an empty product: the bias alone
+      const Tensor s = add(zeros({1, M, N}, o), b);
+      if (pre.defined()) pre.copy_(s);
+      out = apply(act, s).contiguous();
     } else {
-      // A bias view at an odd offset is copied: cuBLASLt reads the vector with wide loads.
-      const Tensor bc = b.is_contiguous() && (b.offset() * static_cast<int64_t>(dtype_size(b.dtype()))) % 16 == 0
-                            ? b : b.clone();
+      // A GPU's bias view at an odd offset is copied: cuBLASLt reads the vector with wide loads.
+      const bool aligned = x.device().is_cpu() ||
+                           (b.offset() * static_cast<int64_t>(dtype_size(b.dtype()))) % 16 == 0;
+      const Tensor bc = b.is_contiguous() && aligned ? b : b.clone();
       const Tensor a = blas_layout(x2), bt = blas_layout(w.t().unsqueeze(0));
       kernel<op::matmul_bias>(x.device())(kernel_view(a), kernel_view(bt), kernel_view(bc), kernel_view(out),
                                           kernel_view(pre), MatmulBiasParams{act});
