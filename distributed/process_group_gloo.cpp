@@ -145,6 +145,22 @@ class ProcessGroupGloo final : public ProcessGroup {
                               attr.iface.empty() ? "host " + attr.hostname : "interface " + attr.iface,
                               "; set KILN_GLOO_IFNAME or KILN_GLOO_HOSTNAME to choose): ", e.what()));
     }
+    // connectFullMesh can return on one end of a pair before the other end has finished
+    // its handshake; a rank that then leaves at once (an error right after construction)
+    // would close the pair under a peer still connecting. No rank leaves construction
+    // before every rank has connected.
+    this->store().set("gloo/connected/" + std::to_string(rank), std::string("1"));
+    std::vector<std::string> keys;
+    for (int r = 0; r < size; ++r) keys.push_back("gloo/connected/" + std::to_string(r));
+    try {
+      this->store().wait(keys, o.timeout);
+    } catch (const Error&) {
+      std::string missing;
+      for (int r = 0; r < size; ++r)
+        if (!this->store().try_get(keys[r])) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+      throw Error(detail::str("gloo: rank ", rank, " of ", size, " connected, but ranks ", missing,
+                              " did not finish connecting within ", o.timeout.count() / 1000.0, " s"));
+    }
     worker_ = std::thread([this] { loop(); });
   }
 
