@@ -48,7 +48,11 @@
 // single process's results; BatchNorm normalises per rank, as PyTorch's DDP does. The
 // unrolled D steps and minibatch discrimination run on each rank's share. The per-step
 // losses in metrics.jsonl and on the progress line are rank 0's (its share of the batch);
-// the per-epoch metrics are computed by rank 0 from the shared G.
+// the per-epoch metrics are computed by rank 0 from the shared G. --dp neighbor (BlueFog's
+// decentralized averaging, distributed/decentralized.h) keeps a G, D and E per rank instead,
+// each averaged with its --topology neighbors after its own steps, and averaged exactly
+// (weights, BatchNorm statistics, Adam's moments, G's weight average) at every epoch end and
+// checkpoint, with the consensus distance recorded in metrics.jsonl.
 #include <unistd.h>
 
 #include <algorithm>
@@ -106,7 +110,7 @@ struct Config {
   EntropySGDOptions esgd{.inner_steps = 4, .inner_lr = 0.01};
   double prox_lambda = 1e-4, prox_p = 1;
   double grad_noise = 0, grad_noise_gamma = 0.55;
-  tools::DataParallelFlags par;  // --dp ring | hierarchical (with several ranks)
+  tools::DataParallelFlags par;  // --dp ring | hierarchical | neighbor (with several ranks)
   double beta2 = -1;  // < 0: 0.999 (0.9 with --wgan-gp)
   int64_t d_steps = 0;  // 0: 1 (5 with --wgan-gp)
   int64_t latent_dim = 0;  // 0: 100 for DCGAN, 256 for the MLP GAN
@@ -193,7 +197,9 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--grad-noise-gamma", c.grad_noise_gamma, "--grad-noise's decay exponent gamma")
       ->check(tools::positive_real());
-  tools::add_dp_flags(app, c.par, /*neighbor=*/false);
+  tools::add_dp_flags(app, c.par, /*neighbor=*/true,
+                      "G, D and E each averaged with their neighbors after their own steps, and exactly (weights, "
+                      "BatchNorm statistics, Adam's moments, G's average) at every epoch end and checkpoint");
   app.add_option("--beta1", c.beta1, "Adam beta1 (negative: 0.5, 0 with --wgan-gp)");
   app.add_option("--beta2", c.beta2, "Adam beta2 (negative: 0.999, 0.9 with --wgan-gp)");
   app.add_option("--d-steps", c.d_steps, "D updates per G update (0: 1, 5 with --wgan-gp)")
@@ -304,6 +310,13 @@ Plan resolve(Config& c) {
     throw CLI::ValidationError("--grad-noise", "does not combine with --optimizer entropy-sgd (it has its own "
                                                "Langevin noise, --esgd-noise)");
   if (c.d_steps == 0) c.d_steps = c.wgan_gp ? 5 : 1;
+  tools::check_dp_flags(c.par);
+  if (c.par.dp == "neighbor" && (c.uses_sam() || c.optimizer == "entropy-sgd"))
+    throw CLI::ValidationError("--dp neighbor", "does not combine with --optimizer " + c.optimizer +
+                                                    (c.uses_sam() ? " (SAM's second pass at w + e(w) would run on "
+                                                                    "weights mid-exchange)"
+                                                                  : " (its inner loop needs the gradients of one "
+                                                                    "shared model)"));
   if (c.latent_dim == 0) c.latent_dim = p.dcgan() ? 100 : 256;
   if (c.mbd_kernels == 0) c.mbd_kernels = p.dcgan() ? 50 : 8;
   if (c.image_size == 0) c.image_size = p.folder.empty() ? 28 : 32;
@@ -554,15 +567,52 @@ int train(Config cfg, const CLI::App& app) {
     metrics = run::MetricsWriter(rc.dir->metrics_path());
   }
 
-  // Data parallel: G and D each replicated; their gradients averaged during backward.
+  // Data parallel: --dp ring|hierarchical replicate G and D (and E) and average their
+  // gradients during backward (DDP); --dp neighbor keeps a G, D and E per rank, each averaged
+  // with its neighbors after its own steps (D every iteration, G and E every --d-steps-th),
+  // and exactly at every epoch end and checkpoint (reach_consensus below).
   std::shared_ptr<nn::Module> netG = m.G, netD = m.D, netE = m.E;
-  if (world > 1) {
+  std::shared_ptr<dist::DecentralizedDataParallel> dec_g, dec_d, dec_e;
+  if (world > 1 && cfg.par.dp == "neighbor") {
+    dist::DecentralizedOptions o;
+    o.topology = dist::Topology::named(cfg.par.topology, world);
+    o.mode = dist::parse_decentralized_mode(cfg.par.neighbor_mode);
+    auto wrap = [&](const std::shared_ptr<nn::Module>& mod, int64_t steps_taken) {
+      auto d = std::make_shared<dist::DecentralizedDataParallel>(mod, rc.pg, o);
+      d->set_step(steps_taken);  // a resumed run continues the topology's cycle
+      return d;
+    };
+    netD = dec_d = wrap(m.D, iter);
+    netG = dec_g = wrap(m.G, iter / cfg.d_steps);
+    if (m.E) netE = dec_e = wrap(m.E, iter / cfg.d_steps);
+  } else if (world > 1) {
     dist::DDPOptions o;
     o.hierarchical = cfg.par.dp == "hierarchical";
     netG = std::make_shared<dist::DistributedDataParallel>(m.G, rc.pg, o);
     netD = std::make_shared<dist::DistributedDataParallel>(m.D, rc.pg, o);
     if (m.E) netE = std::make_shared<dist::DistributedDataParallel>(m.E, rc.pg, o);
   }
+  // --dp neighbor, every rank at the same iterations: the consensus distance of G and D, then
+  // the exact average of everything that differs by rank (the nets' weights and BatchNorm
+  // statistics, their optimizers' moments, G's weight average), so that evaluation and
+  // checkpoints see one model. Once per iteration however often it is asked.
+  int64_t consensus_at = -1;
+  auto reach_consensus = [&] {
+    if (!dec_d || consensus_at == iter) return;
+    consensus_at = iter;
+    const double distance_g = dec_g->consensus_distance(), distance_d = dec_d->consensus_distance();
+    for (auto& d : {dec_g, dec_d, dec_e})
+      if (d) d->average_exactly();
+    auto average = [&](auto& holder) {
+      std::map<std::string, Tensor> sd = holder.state_dict();
+      dist::average_state(*rc.pg, sd);
+      holder.load_state_dict(sd);
+    };
+    average(*opt_g), average(*opt_d);
+    if (g_avg) average(*g_avg);
+    if (main_rank)
+      metrics.write({{"type", "consensus"}, {"step", iter}, {"distance_g", distance_g}, {"distance_d", distance_d}});
+  };
 
   // ---- evaluation set-up (rank 0) ----
   const std::string samples_dir = (std::filesystem::path(rc.dir->path()) / "samples").string();
@@ -652,7 +702,10 @@ int train(Config cfg, const CLI::App& app) {
     }
     Tensor x = real_batch(it);
     Tensor z = latents(it, 0);
-    Tensor fake = (*netG)(z);
+    const bool g_steps = (it + 1) % cfg.d_steps == 0;
+    // (--dp neighbor: G's wrapper sees only the forwards of the iterations G steps in, so
+    // an overlapped exchange starts once per G step.)
+    Tensor fake = dec_g && !g_steps ? m.G->forward(z) : (*netG)(z);
     // D step.
     opt_d->zero_grad();
     Tensor lr, lf;
@@ -704,14 +757,18 @@ int train(Config cfg, const CLI::App& app) {
     auto d_noise = [&] {
       if (cfg.grad_noise > 0) add_gradient_noise_(m.D->parameters(), it, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed * 2 + 1);
     };
+    if (dec_d) dec_d->before_step();
     out.d_sharpness = update(esgd_d.get(), sam_d.get(), *opt_d, d_loss, d_objective, d_noise);
+    if (dec_d) dec_d->after_step();
     out.d_loss = d_loss.detach();
     out.d_real = cfg.wgan_gp ? mean(d_out_real) : mean(sigmoid(d_out_real));
     out.d_fake = cfg.wgan_gp ? mean(d_out_fake) : mean(sigmoid(d_out_fake));
-    if ((it + 1) % cfg.d_steps != 0) return out;
+    if (!g_steps) return out;
 
-    // G (and E) step.
+    // G (and E) step. (--dp neighbor: G's loss runs D's module itself; a forward through D's
+    // wrapper would start D's next overlapped exchange.)
     opt_g->zero_grad();
+    nn::Module& d_for_g = dec_d ? static_cast<nn::Module&>(*m.D) : *netD;
     auto g_objective_at = [&](const Tensor& samples) {  // G's (and E's) loss on G's `samples`
       Tensor g_loss;
       if (cfg.unrolled > 0) {
@@ -727,13 +784,13 @@ int train(Config cfg, const CLI::App& app) {
       } else if (cfg.feature_matching) {
         g_loss = gan::feature_matching_loss(m.D->run(x).features, m.D->run(samples).features);
       } else if (cfg.wgan_gp) {
-        g_loss = gan::wgan_generator_loss((*netD)(samples));
+        g_loss = gan::wgan_generator_loss(d_for_g(samples));
       } else {
-        g_loss = g_objective((*netD)(samples));
+        g_loss = g_objective(d_for_g(samples));
       }
       if (m.E) {
         Tensor rec = (*netG)((*netE)(x));
-        g_loss = add(g_loss, gan::mode_regularizer_loss(x, rec, (*netD)(rec), cfg.mr_lambda1, cfg.mr_lambda2));
+        g_loss = add(g_loss, gan::mode_regularizer_loss(x, rec, d_for_g(rec), cfg.mr_lambda1, cfg.mr_lambda2));
       }
       return g_loss;
     };
@@ -755,8 +812,12 @@ int train(Config cfg, const CLI::App& app) {
       if (cfg.grad_noise > 0) add_gradient_noise_(ge_params, it, cfg.grad_noise, cfg.grad_noise_gamma, cfg.seed * 2);
     };
     // (SAM's second pass from G's perturbed weights: new samples of the same latents)
+    for (auto& d : {dec_g, dec_e})
+      if (d) d->before_step();
     out.g_sharpness = update(esgd_g.get(), sam_g.get(), *opt_g, g_loss, [&] { return g_objective_at((*netG)(z)); },
                              g_noise);
+    for (auto& d : {dec_g, dec_e})
+      if (d) d->after_step();
     update_average();
     opt_d->zero_grad();  // what G's loss left in D's .grad is not D's
     out.g_loss = g_loss.detach();
@@ -847,6 +908,7 @@ int train(Config cfg, const CLI::App& app) {
     if (!std::isnan(s.latest("g_loss"))) last_g = s.latest("g_loss");  // steps that trained G
   };
   auto save = [&] {
+    reach_consensus();
     if (!main_rank) return;
     metrics.sync();
     std::map<std::string, Tensor> st;
@@ -911,6 +973,7 @@ int train(Config cfg, const CLI::App& app) {
     train_seconds += es;
     train_images += epoch_images;
     ++epochs_this_run;
+    reach_consensus();  // --dp neighbor: the epoch's metrics and checkpoint see the exact average
     if (!main_rank) {
       rc.pg->barrier()->wait();
       continue;
