@@ -140,6 +140,7 @@ struct Config {
   int64_t stop_after = 0;
   std::string sample_bn = "batch";
   bool eval_only = false;
+  std::string eval_images;  // folder:PATH of images to score as if a G had drawn them
   tools::RunFlags run;
 };
 
@@ -252,6 +253,10 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::IsMember({"batch", "running"}));
   app.add_flag("--eval-only", c.eval_only,
                "evaluate the newest checkpoint of --run-dir (samples/eval.png and the summary) without training")
+      ->configurable(false);
+  app.add_option("--eval-images", c.eval_images,
+                 "folder:PATH: score the images in PATH (e.g. another framework's samples, grey 28 x 28 for the "
+                 "Fashion-MNIST classifier) with --classifier's metrics, as if a G had drawn them; trains nothing")
       ->configurable(false);
   tools::add_run_flags(app, c.run);
 }
@@ -444,9 +449,70 @@ struct RealBaseline {
   Tensor test_features;
 };
 
+// The classifier's prior (the training labels' frequencies) and its scores of the first
+// `n` real test images (the Fréchet baseline: training against test images).
+RealBaseline real_baseline(const eval::Classifier& classifier, const data::Dataset& train_images,
+                           const std::string& data_dir, int64_t n) {
+  RealBaseline real;
+  std::vector<double> freq(classifier.num_classes, 0);
+  for (int64_t y : train_images.labels.to_vector<int64_t>())
+    if (y >= 0 && y < classifier.num_classes) freq[y] += 1.0 / static_cast<double>(train_images.size());
+  real.prior = from_vector<double>(freq);
+  data::Dataset test = data::load_fashion_mnist(data_dir, false);
+  n = std::min(n, test.size());
+  eval::Classified rt = eval::classify(classifier, test.images.narrow(0, 0, n), 0, 255);
+  real.mode_score = eval::mode_score(rt.probs, real.prior);
+  real.inception = eval::inception_score(rt.probs);
+  real.test_features = rt.features;
+  const int64_t nt = std::min(n, train_images.size());
+  eval::Classified rtr = eval::classify(classifier, train_images.images.narrow(0, 0, nt), 0, 255);
+  real.frechet = eval::frechet_distance(rtr.features, rt.features);
+  std::fprintf(stderr, "%s: classifier %s; real test images: MODE %.3f, Inception %.3f, Frechet train-vs-test %.3f\n",
+               kProg, classifier.checkpoint.c_str(), real.mode_score, real.inception, real.frechet);
+  return real;
+}
+
+// The metrics of classified samples beside the real baseline's.
+run::Record image_metrics(const eval::Classified& c, const RealBaseline& real, int64_t num_classes) {
+  eval::ClassCoverage cc = eval::class_coverage(c.predicted, num_classes);
+  return {{"mode_score", eval::mode_score(c.probs, real.prior)},
+          {"mode_score_real", real.mode_score},
+          {"inception_score", eval::inception_score(c.probs)},
+          {"inception_score_real", real.inception},
+          {"frechet", eval::frechet_distance(c.features, real.test_features)},
+          {"frechet_real", real.frechet},
+          {"classes_covered", cc.classes_covered},
+          {"class_ratio", cc.max_min_ratio}};
+}
+
+// --eval-images folder:PATH: the metrics of a folder of images (another generator's
+// samples), without a run.
+int eval_images(const Config& cfg) {
+  if (cfg.eval_images.rfind("folder:", 0) != 0 || cfg.eval_images.size() == 7)
+    throw CLI::ValidationError("--eval-images", "takes folder:PATH (a folder of images)");
+  if (cfg.classifier.empty()) throw CLI::ValidationError("--eval-images", "needs --classifier (the metrics' classifier)");
+  if (cfg.data != "fashion-mnist")
+    throw CLI::ValidationError("--eval-images", "compares against Fashion-MNIST's test images (--data fashion-mnist)");
+  const Device device = tools::pick_device(kProg, cfg.device, dist::LaunchEnv{});
+  eval::Classifier classifier = eval::load_classifier(cfg.classifier, device);
+  data::Dataset train_images = data::load_fashion_mnist(cfg.data_dir, true);
+  data::Dataset samples = data::load_image_folder(cfg.eval_images.substr(7), 28, 1);
+  // (the first --eval-samples of the folder's images in path order, against as many test images)
+  const int64_t n = std::min(cfg.eval_samples, samples.size());
+  RealBaseline real = real_baseline(classifier, train_images, cfg.data_dir, cfg.eval_samples);
+  eval::Classified c = eval::classify(classifier, samples.images.narrow(0, 0, n), 0, 255);
+  run::Record rec = image_metrics(c, real, classifier.num_classes);
+  rec.push_back({"images", n});
+  rec.push_back({"eval_images", cfg.eval_images});
+  rec.push_back({"classifier", classifier.checkpoint});
+  run::print_summary(rec);
+  return 0;
+}
+
 int train(Config cfg, const CLI::App& app) {
   const auto t_start = Clock::now();
   Plan plan = resolve(cfg);
+  if (!cfg.eval_images.empty()) return eval_images(cfg);
   if (cfg.eval_only) {
     if (cfg.run.run_dir.empty() || cfg.run.overwrite)
       throw CLI::ValidationError("--eval-only", "needs --run-dir (a run with a checkpoint) and no --overwrite");
@@ -626,21 +692,7 @@ int train(Config cfg, const CLI::App& app) {
   RealBaseline real;
   if (main_rank && !cfg.classifier.empty()) {
     classifier = eval::load_classifier(cfg.classifier, device);
-    std::vector<double> freq(classifier->num_classes, 0);
-    for (int64_t y : images.labels.to_vector<int64_t>())
-      if (y >= 0 && y < classifier->num_classes) freq[y] += 1.0 / static_cast<double>(images.size());
-    real.prior = from_vector<double>(freq);
-    data::Dataset test = data::load_fashion_mnist(cfg.data_dir, false);
-    const int64_t n = std::min(cfg.eval_samples, test.size());
-    eval::Classified rt = eval::classify(*classifier, test.images.narrow(0, 0, n), 0, 255);
-    real.mode_score = eval::mode_score(rt.probs, real.prior);
-    real.inception = eval::inception_score(rt.probs);
-    real.test_features = rt.features;
-    const int64_t nt = std::min(n, images.size());
-    eval::Classified rtr = eval::classify(*classifier, images.images.narrow(0, 0, nt), 0, 255);
-    real.frechet = eval::frechet_distance(rtr.features, rt.features);
-    std::fprintf(stderr, "%s: classifier %s; real test images: MODE %.3f, Inception %.3f, Frechet train-vs-test %.3f\n",
-                 kProg, classifier->checkpoint.c_str(), real.mode_score, real.inception, real.frechet);
+    real = real_baseline(*classifier, images, cfg.data_dir, cfg.eval_samples);
   }
 
   if (main_rank)
@@ -862,16 +914,7 @@ int train(Config cfg, const CLI::App& app) {
           eval::Classified c = eval::classify(*classifier, sampler.forward(gz), -1, 1);
           probs.push_back(c.probs), feats.push_back(c.features), preds.push_back(c.predicted);
         }
-        Tensor P = cat(probs, 0), F = cat(feats, 0);
-        eval::ClassCoverage cc = eval::class_coverage(cat(preds, 0), classifier->num_classes);
-        r = {{"mode_score", eval::mode_score(P, real.prior)},
-             {"mode_score_real", real.mode_score},
-             {"inception_score", eval::inception_score(P)},
-             {"inception_score_real", real.inception},
-             {"frechet", eval::frechet_distance(F, real.test_features)},
-             {"frechet_real", real.frechet},
-             {"classes_covered", cc.classes_covered},
-             {"class_ratio", cc.max_min_ratio}};
+        r = image_metrics({cat(probs, 0), cat(feats, 0), cat(preds, 0)}, real, classifier->num_classes);
       }
     }
     if (batch_stats) {

@@ -69,9 +69,13 @@ Dataset load_image_folder(const std::string& dir, int64_t size, int64_t channels
       std::copy_n(px + ((static_cast<size_t>(y0 + y) * w + x0) * C), static_cast<size_t>(side) * C,
                   square.data() + static_cast<size_t>(y) * side * C);
     stbi_image_free(px);
-    const int ok = stbir_resize_uint8(square.data(), side, side, 0, resized.data(), static_cast<int>(S),
-                                      static_cast<int>(S), 0, static_cast<int>(C));
-    KILN_CHECK(ok, "image folder: cannot resize '", files[i].string(), "'");
+    if (side == S) {  // already the size: the pixels as they are (a resampling filter would blur them)
+      std::copy(square.begin(), square.end(), resized.begin());
+    } else {
+      const int ok = stbir_resize_uint8(square.data(), side, side, 0, resized.data(), static_cast<int>(S),
+                                        static_cast<int>(S), 0, static_cast<int>(C));
+      KILN_CHECK(ok, "image folder: cannot resize '", files[i].string(), "'");
+    }
     for (int64_t c = 0; c < C; ++c)  // HWC -> CHW
       for (int64_t p = 0; p < S * S; ++p) out[(i * C + c) * S * S + p] = resized[static_cast<size_t>(p * C + c)];
     fs::path rel = fs::relative(files[i], dir);

@@ -13,7 +13,8 @@ namespace kiln::data {
 
 // Every image file (.png .jpg .jpeg .bmp .gif .tga .ppm .pgm, any case) under `dir`,
 // recursively, in sorted path order, centre-cropped to a square and resized to
-// size x size with `channels` (1 grey or 3 RGB) channels: u8 (N, channels, size, size).
+// size x size with `channels` (1 grey or 3 RGB) channels: u8 (N, channels, size, size);
+// a square image of that size keeps its pixels exactly.
 // Labels: the index of the image's first-level sub-folder in sorted order (torchvision's
 // ImageFolder), 0 for images directly in `dir`. Throws kiln::Error naming the path for
 // a missing folder, a folder without images, or a file that does not decode.

@@ -215,6 +215,15 @@ TEST_CASE("image folder, sample grid and PNG files", "[models][data][gan]") {
   CHECK(px[2 * 3 * 64 + 64 + 5] == 50);  // b.png grey -> RGB
   data::Dataset g = data::load_image_folder(dir.path.string(), 4, 1);
   CHECK(g.images.sizes() == Shape{3, 1, 4, 4});
+  {  // an image of the size asked keeps its pixels, bit for bit (no resampling filter)
+    test::TempDir exact("kiln_images_exact");
+    std::vector<uint8_t> values(3 * 8 * 8);
+    for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<uint8_t>(i * 37 % 256);
+    Tensor pattern = from_vector<uint8_t>(values).reshape({3, 8, 8});
+    data::write_png(exact.file("p.png"), pattern);
+    data::Dataset e = data::load_image_folder(exact.path.string(), 8, 3);
+    CHECK(test::vec<uint8_t>(e.images) == test::vec<uint8_t>(pattern));
+  }
   REQUIRE_KILN_ERROR(data::load_image_folder(dir.file("empty"), 8, 3), "no image files");
   REQUIRE_KILN_ERROR(data::load_image_folder(dir.file("missing"), 8, 3), "is not a directory");
   {

@@ -8,7 +8,8 @@
   resume        straight vs interrupted + --resume: identical per-step losses, each step once
                 (also with SAM, and with Entropy-SGD and WGAN-GP)
   images        Fashion-MNIST DCGAN with a classifier trained by kiln_train_cnn: MODE score,
-                its real-data baseline, Frechet distance, class coverage, an 8 x 8 sample grid
+                its real-data baseline, Frechet distance, class coverage, an 8 x 8 sample grid;
+                --eval-images: the real test images score the real baseline exactly
   folder        a generated folder of RGB PNGs (folder:PATH) at 32 px; a folder without images
                 and a corrupt image fail with a clear error
   ddp           2 ranks under kiln-run train the single process's G and D (MLP GAN, no BN);
@@ -18,6 +19,7 @@
 
 usage: test_train_gan.py CASE GAN_EXE CNN_EXE KILN_RUN WORK_DIR
 """
+import gzip
 import json
 import math
 import os
@@ -206,6 +208,28 @@ elif CASE == "images":
         check(os.path.exists(os.path.join(d, "samples", "eval.png")), "no samples/eval.png")
     after = [open(os.path.join(d, f), "rb").read() for f in ("metrics.jsonl", "samples.png")]
     check(before == after, "--eval-only changed the run's metrics or samples.png")
+    # --eval-images scores a folder of pictures (another generator's samples) with the same
+    # metrics: the real test images themselves, as 8-bit PGM files, score exactly the real
+    # baseline with a Frechet distance of 0; 300 copies of one image cover one class.
+    raw = gzip.open(os.path.join(FMNIST, "t10k-images-idx3-ubyte.gz")).read()
+    real_dir, one_dir = fresh("real_pgm"), fresh("one_pgm")
+    os.makedirs(real_dir), os.makedirs(one_dir)
+    for i in range(300):
+        for folder, k in ((real_dir, i), (one_dir, 0)):
+            with open(os.path.join(folder, f"{i:05d}.pgm"), "wb") as f:
+                f.write(b"P5\n28 28\n255\n" + raw[16 + k * 784:16 + (k + 1) * 784])
+    scored = lambda folder: summary(run(["--eval-images", "folder:" + folder, "--classifier", cls, "--device", "cpu",
+                                         "--eval-samples", "300"]))
+    e = scored(real_dir)
+    check(e["images"] == 300 and abs(e["mode_score"] - e["mode_score_real"]) < 1e-9 and abs(e["frechet"]) < 1e-6,
+          f"--eval-images of the real test images: {e}")
+    o = scored(one_dir)
+    check(o["classes_covered"] == 1 and o["mode_score"] < e["mode_score"] and o["frechet"] > 1e-3,
+          f"--eval-images of one image 300 times: {o}")
+    for flags, needle in [(["--eval-images", "folder:" + real_dir], "--classifier"),
+                          (["--eval-images", real_dir, "--classifier", cls], "folder:PATH")]:
+        p = run(flags + ["--device", "cpu"], ok=False)
+        check(p.returncode == 2 and needle in p.stderr, f"{flags}: exit {p.returncode}, stderr:\n{p.stderr}")
     p = run(["--data", "fashion-mnist", "--device", "cpu", "--no-plot", "--limit-train", "64", "--batch-size", "32",
              "--epochs", "1", "--width", "8", "--classifier", os.path.join(WORK, "nope"), "--run-dir",
              fresh("badcls")], ok=False)

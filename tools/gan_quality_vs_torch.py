@@ -1,0 +1,196 @@
+#!/usr/bin/python3
+"""The Fashion-MNIST DCGAN's sample quality, kiln against PyTorch at equal wall time, under
+one classifier.
+
+1. kiln: `kiln_train_gan --classifier C` at its defaults (or the flags after --); its
+   summary gives the MODE score, the real test set's, class coverage, the Frechet distance
+   and the run's wall time S (training and the per-epoch evaluations).
+2. PyTorch (Debian's python3-torch, in its own process, torch.set_num_threads(T) and
+   OPENBLAS_NUM_THREADS=1, its fastest setting on this machine): the same DCGAN (the shapes
+   of models/zoo/gan.h at 28 x 28, N(0, 0.02) initialisation, BN weights N(1, 0.02)), the
+   same non-saturating BCE losses, Adam(2e-4, 0.5, 0.999), batch 64, shuffled epochs, and by
+   default the same exponential average of G's weights (--g-ema 0.999 with kiln's warm-up,
+   optim/average.h), trained for S seconds of pure training (the evaluation's share of
+   kiln's S is PyTorch's to train in). Then 10,000 samples of the (averaged) G, with batch
+   statistics in BN as kiln samples, written as 8-bit PGM files.
+3. kiln scores PyTorch's samples with the same classifier: `kiln_train_gan --eval-images
+   folder:DIR --classifier C` (models/eval/gan_metrics.h).
+
+usage: tools/gan_quality_vs_torch.py --classifier RUN_OR_CHECKPOINT [--kiln-exe build/tools/kiln_train_gan]
+         [--threads 2] [--g-ema 0.999] [--kiln-summary FILE] [--seconds S] [--json FILE] [-- kiln flags]
+--kiln-summary takes the last stdout line of a finished kiln run instead of running one;
+--seconds overrides PyTorch's time budget. Run it with Debian's /usr/bin/python3.
+"""
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+
+
+def torch_worker(a):
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    raw = gzip.open(FMNIST).read()
+    n = int.from_bytes(raw[4:8], "big")
+    images = torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=16).copy()).view(n, 1, 28, 28)
+    images = images.float().div_(255).sub_(0.5).div_(0.5)  # [-1, 1], G's tanh range
+    nz, w = 100, 32
+
+    def generator():
+        return nn.Sequential(nn.ConvTranspose2d(nz, 2 * w, 7, 1, 0, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(True),
+                             nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True),
+                             nn.ConvTranspose2d(w, 1, 4, 2, 1, bias=False), nn.Tanh())
+
+    def init(m):  # the DCGAN paper's (and kiln's) initialisation
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+    G = generator()
+    D = nn.Sequential(nn.Conv2d(1, w, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
+                      nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2, True),
+                      nn.Flatten(), nn.Linear(2 * w * 7 * 7, 1))
+    G.apply(init)
+    D.apply(init)
+    G_avg = generator()
+    G_avg.load_state_dict(G.state_dict())
+    og = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    od = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    B = 64
+    ones, zeros = torch.ones(B), torch.zeros(B)
+    it, ema_t, epochs = 0, 0, 0.0
+    t0 = time.perf_counter()
+    done = False
+    while not done:
+        perm = torch.randperm(n)
+        for b in range(n // B):
+            if time.perf_counter() - t0 >= a.seconds:
+                done = True
+                break
+            x = images[perm[b * B:(b + 1) * B]]
+            fake = G(torch.randn(B, nz, 1, 1))
+            od.zero_grad(set_to_none=True)
+            ld = F.binary_cross_entropy_with_logits(D(x).view(-1), ones) + \
+                F.binary_cross_entropy_with_logits(D(fake.detach()).view(-1), zeros)
+            ld.backward()
+            od.step()
+            og.zero_grad(set_to_none=True)
+            lg = F.binary_cross_entropy_with_logits(D(fake).view(-1), ones)
+            lg.backward()
+            og.step()
+            if a.g_ema > 0:
+                d = min(a.g_ema, (1 + ema_t) / (10 + ema_t))
+                ema_t += 1
+                with torch.no_grad():
+                    for pa, p in zip(G_avg.parameters(), G.parameters()):
+                        pa.mul_(d).add_(p, alpha=1 - d)
+                    for ba, bb in zip(G_avg.buffers(), G.buffers()):
+                        ba.copy_(bb)
+            it += 1
+            if it % 500 == 0:
+                el = time.perf_counter() - t0
+                print(f"torch: iteration {it} ({it * B / n:.2f} epochs), {it * B / el:.0f} img/s, "
+                      f"d_loss {ld.item():.3f} g_loss {lg.item():.3f}", file=sys.stderr, flush=True)
+        else:
+            epochs += 1
+    train_s = time.perf_counter() - t0
+    sampler = G_avg if a.g_ema > 0 else G
+    sampler.train()  # batch statistics in BN, as kiln samples by default
+    os.makedirs(a.out, exist_ok=True)
+    k = 0
+    with torch.no_grad():
+        for s in range(0, a.samples, 500):
+            imgs = sampler(torch.randn(min(500, a.samples - s), nz, 1, 1))
+            u8 = ((imgs.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+            for im in u8:
+                with open(os.path.join(a.out, f"{k:05d}.pgm"), "wb") as f:
+                    f.write(b"P5\n28 28\n255\n" + im.tobytes())
+                k += 1
+    print(json.dumps({"iterations": it, "epochs": it * B / n, "train_seconds": train_s,
+                      "images_per_second": it * B / train_s, "threads": torch.get_num_threads(),
+                      "torch": torch.__version__}))
+
+
+def kiln_json(p, what):
+    if p.returncode != 0:
+        sys.exit(f"{what} failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kiln-exe", default=os.path.join(HERE, "..", "build", "tools", "kiln_train_gan"))
+    ap.add_argument("--classifier", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--g-ema", type=float, default=0.999)
+    ap.add_argument("--kiln-summary")
+    ap.add_argument("--seconds", type=float)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json")
+    ap.add_argument("--torch-worker", action="store_true")
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--samples", type=int, default=10000, help=argparse.SUPPRESS)
+    ap.add_argument("extra", nargs="*", help="more kiln_train_gan flags (after --)")
+    a = ap.parse_args()
+    if a.torch_worker:
+        return torch_worker(a)
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.kiln_summary:
+            with open(a.kiln_summary) as f:
+                kiln = json.loads(f.read().strip().splitlines()[-1])
+        else:
+            env = dict(os.environ, KILN_NUM_THREADS=str(a.threads))
+            print("kiln: training (its defaults)...", file=sys.stderr, flush=True)
+            kiln = kiln_json(subprocess.run([a.kiln_exe, "--classifier", a.classifier, "--no-plot", "--run-dir",
+                                             os.path.join(tmp, "kiln")] + a.extra,
+                                            capture_output=True, text=True, env=env), "kiln_train_gan")
+        seconds = a.seconds or kiln["seconds"]
+        print(f"kiln: {kiln['seconds']:.0f} s, MODE {kiln['mode_score']:.3f}; torch: training for {seconds:.0f} s...",
+              file=sys.stderr, flush=True)
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+        out = os.path.join(tmp, "torch_samples")
+        p = subprocess.run([sys.executable, __file__, "--torch-worker", "--classifier", a.classifier, "--threads",
+                            str(a.threads), "--g-ema", str(a.g_ema), "--seconds", str(seconds), "--seed",
+                            str(a.seed), "--out", out], stdout=subprocess.PIPE, text=True, env=env)
+        if p.returncode != 0:
+            sys.exit("torch worker failed")
+        torch_run = json.loads(p.stdout.strip().splitlines()[-1])
+        env = dict(os.environ, KILN_NUM_THREADS=str(a.threads))
+        scored = kiln_json(subprocess.run([a.kiln_exe, "--eval-images", "folder:" + out, "--classifier",
+                                           a.classifier, "--device", "cpu"],
+                                          capture_output=True, text=True, env=env), "kiln_train_gan --eval-images")
+    real = kiln["mode_score_real"]
+    rows = [("kiln", kiln, kiln.get("epochs"), kiln["images_per_second"], kiln["seconds"]),
+            (f"PyTorch {torch_run['torch']}", scored, torch_run["epochs"], torch_run["images_per_second"],
+             torch_run["train_seconds"])]
+    print(f"| framework | MODE (real {real:.2f}) | of real | classes | max/min | Frechet (real-vs-real "
+          f"{kiln['frechet_real']:.3f}) | epochs | img/s (training) | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, m, ep, ips, s in rows:
+        print(f"| {name} | {m['mode_score']:.3f} | {100 * m['mode_score'] / real:.0f}% | {m['classes_covered']} | "
+              f"{m['class_ratio']:.2f} | {m['frechet']:.2f} | {ep:.1f} | {ips:.0f} | {s:.0f} |")
+    res = {"kiln": kiln, "torch": dict(torch_run, **scored)}
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f)
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
