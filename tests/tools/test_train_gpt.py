@@ -115,7 +115,9 @@ def case_resume(text):
     s3 = summary(r)
     check("steps fit into 0.5 minutes" in r.stderr, f"no plan announced:\n{r.stderr[-2000:]}")
     check(s3["seconds"] <= 30.0 + 2.0, f"a 30 s budget took {s3['seconds']} s")
-    check(s3["steps"] > 100 and s3["total_steps"] >= s3["steps"], f"budgeted run: {s3}")  # the pace of a loaded machine may end it before its plan
+    # The plan follows the pace it measured (72 steps when ctest's other runs shared the two
+    # cores, thousands alone), and a loaded machine may end the run before its plan.
+    check(s3["steps"] >= 20 and s3["total_steps"] >= s3["steps"], f"budgeted run: {s3}")
 
 
 def case_ddp(text):
