@@ -44,26 +44,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def torch_worker(a):
     import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
-
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device(a.device)
     if dev.type == "cuda":
         torch.backends.cudnn.allow_tf32 = a.torch_tf32 == "on"
-    nz, w = 100, a.width
-    k, s0, C = (2, 7, 1) if a.image_size == 28 else (4, 4, 3)  # models/zoo/gan.h
-    g = [nn.ConvTranspose2d(nz, w * 2 ** (k - 1), s0, 1, 0, bias=False), nn.BatchNorm2d(w * 2 ** (k - 1)), nn.ReLU(True)]
-    for i in range(k - 1, 0, -1):
-        g += [nn.ConvTranspose2d(w * 2 ** i, w * 2 ** (i - 1), 4, 2, 1, bias=False), nn.BatchNorm2d(w * 2 ** (i - 1)),
-              nn.ReLU(True)]
-    G = nn.Sequential(*g, nn.ConvTranspose2d(w, C, 4, 2, 1, bias=False), nn.Tanh()).to(dev)
-    d = [nn.Conv2d(C, w, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
-    for i in range(k - 1):
-        d += [nn.Conv2d(w * 2 ** i, w * 2 ** (i + 1), 4, 2, 1, bias=False), nn.BatchNorm2d(w * 2 ** (i + 1)),
-              nn.LeakyReLU(0.2, True)]
-    D = nn.Sequential(*d, nn.Flatten(), nn.Linear(w * 2 ** (k - 1) * s0 * s0, 1)).to(dev)
+    import dcgan_torch
+    nz, C = dcgan_torch.NZ, 1 if a.image_size == 28 else 3
+    G = dcgan_torch.generator(a.image_size, a.width).to(dev)
+    D = dcgan_torch.discriminator(a.image_size, a.width).to(dev)
     og = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     od = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     B = 64
@@ -75,17 +64,7 @@ def torch_worker(a):
         if i == a.warmup:
             sync()
             t0 = time.perf_counter()
-        x = reals[i % 8]
-        fake = G(torch.randn(B, nz, 1, 1, device=dev))
-        od.zero_grad(set_to_none=True)
-        ld = F.binary_cross_entropy_with_logits(D(x).view(-1), ones) + \
-            F.binary_cross_entropy_with_logits(D(fake.detach()).view(-1), zeros)
-        ld.backward()
-        od.step()
-        og.zero_grad(set_to_none=True)
-        lg = F.binary_cross_entropy_with_logits(D(fake).view(-1), ones)
-        lg.backward()
-        og.step()
+        dcgan_torch.iteration(G, D, og, od, reals[i % 8], torch.randn(B, nz, 1, 1, device=dev), ones, zeros)
     sync()
     dt = time.perf_counter() - t0
     print(json.dumps({"images_per_second": a.iters * B / dt, "threads": torch.get_num_threads(),

@@ -37,8 +37,6 @@ FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 def torch_worker(a):
     import numpy as np
     import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -46,29 +44,12 @@ def torch_worker(a):
     n = int.from_bytes(raw[4:8], "big")
     images = torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=16).copy()).view(n, 1, 28, 28)
     images = images.float().div_(255).sub_(0.5).div_(0.5)  # [-1, 1], G's tanh range
-    nz, w = 100, 32
-
-    def generator():
-        return nn.Sequential(nn.ConvTranspose2d(nz, 2 * w, 7, 1, 0, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(True),
-                             nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True),
-                             nn.ConvTranspose2d(w, 1, 4, 2, 1, bias=False), nn.Tanh())
-
-    def init(m):  # the DCGAN paper's (and kiln's) initialisation
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-
-    G = generator()
-    D = nn.Sequential(nn.Conv2d(1, w, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
-                      nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2, True),
-                      nn.Flatten(), nn.Linear(2 * w * 7 * 7, 1))
-    G.apply(init)
-    D.apply(init)
-    G_avg = generator()
+    import dcgan_torch
+    nz = dcgan_torch.NZ
+    G, D = dcgan_torch.generator(), dcgan_torch.discriminator()
+    G.apply(dcgan_torch.dcgan_init)
+    D.apply(dcgan_torch.dcgan_init)
+    G_avg = dcgan_torch.generator()
     G_avg.load_state_dict(G.state_dict())
     og = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     od = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -83,17 +64,8 @@ def torch_worker(a):
             if time.perf_counter() - t0 >= a.seconds:
                 done = True
                 break
-            x = images[perm[b * B:(b + 1) * B]]
-            fake = G(torch.randn(B, nz, 1, 1))
-            od.zero_grad(set_to_none=True)
-            ld = F.binary_cross_entropy_with_logits(D(x).view(-1), ones) + \
-                F.binary_cross_entropy_with_logits(D(fake.detach()).view(-1), zeros)
-            ld.backward()
-            od.step()
-            og.zero_grad(set_to_none=True)
-            lg = F.binary_cross_entropy_with_logits(D(fake).view(-1), ones)
-            lg.backward()
-            og.step()
+            ld, lg = dcgan_torch.iteration(G, D, og, od, images[perm[b * B:(b + 1) * B]], torch.randn(B, nz, 1, 1),
+                                           ones, zeros)
             if a.g_ema > 0:
                 d = min(a.g_ema, (1 + ema_t) / (10 + ema_t))
                 ema_t += 1

@@ -112,7 +112,7 @@ EOF
 cp "$repo/tools/bench_vs_torch.py" "$repo/tools/resnet_cnn_torch.py" "$repo/tools/kiln-run" \
    "$repo/tools/gpt_vs_torch.py" "$repo/tools/nanogpt_torch.py" "$repo/tools/safetensors_io.py" \
    "$repo/tools/bench_attention_torch.py" "$repo/tools/run_tests_isolated.py" \
-   "$repo/tools/bench_gan_vs_torch.py" "$stage/tools/"
+   "$repo/tools/bench_gan_vs_torch.py" "$repo/tools/dcgan_torch.py" "$stage/tools/"
 # GPT's text: the first 1.5 MB of the King James Bible (bible-kjv), when it is installed here.
 if command -v bible > /dev/null; then
   bible -f 'gen1:1-rev22:21' 2> /dev/null | head -c 1500000 > "$stage/data/kjv.txt" || true
