@@ -11,6 +11,8 @@
 
 #include <kiln/core/cpu_loops.h>
 #include <kiln/core/kernel_list.h>
+#include <kiln/core/cpu_philox.h>
+#include <kiln/core/parallel.h>
 #include <kiln/core/philox.h>
 #include <kiln/core/runtime.h>
 
@@ -177,25 +179,41 @@ void copy(const TensorView& src, const TensorView& out) {
 }
 
 void random(const TensorView& out, const RandomParams& p) {
+  // Blocks of consecutive counters: the generator's words for a block in vector registers
+  // (philox_words), then each element's sample from them. The blocks run in parallel; an
+  // element's value depends on its counter alone, so the thread count changes nothing.
+  constexpr int64_t kBlock = 1024;
+  const int64_t n = out.numel;
   visit_dtype(out.dtype, [&](auto tag) {
     using T = decltype(tag);
     T* o = out.ptr<T>();
-    const int64_t n = out.numel;
-    for (int64_t i = 0; i < n; ++i) {
-      uint64_t c = p.offset + static_cast<uint64_t>(i);
-      if (p.kind == RandomKind::Int) {
-        o[i] = convert<T>(philox_int_sample(p.seed, c, static_cast<int64_t>(p.a), static_cast<int64_t>(p.b)));
-      } else if constexpr (std::is_same_v<T, double>) {
-        o[i] = p.kind == RandomKind::Uniform ? philox_uniform_sample_f64(p.seed, c, p.a, p.b)
-                                             : philox_normal_sample_f64(p.seed, c, p.a, p.b);
-      } else {
-        float fa = static_cast<float>(p.a), fb = static_cast<float>(p.b);
-        constexpr int bits = std::is_same_v<T, Half> ? 11 : std::is_same_v<T, BFloat16> ? 8 : 24;
-        float v = p.kind == RandomKind::Uniform ? philox_uniform_sample_f32(p.seed, c, fa, fb, bits)
-                                                : philox_normal_sample_f32(p.seed, c, fa, fb);
-        o[i] = convert<T>(v);
+    constexpr bool f64 = std::is_same_v<T, double>;
+    [[maybe_unused]] constexpr int bits = std::is_same_v<T, Half> ? 11 : std::is_same_v<T, BFloat16> ? 8 : 24;
+    const int words = p.kind == RandomKind::Int ? 2 : p.kind == RandomKind::Uniform ? (f64 ? 2 : 1) : (f64 ? 4 : 2);
+    const float fa = static_cast<float>(p.a), fb = static_cast<float>(p.b);
+    parallel_for((n + kBlock - 1) / kBlock, 2, [&](int64_t b0, int64_t b1) {
+      uint32_t w[4 * kBlock];
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t i0 = b * kBlock, m = std::min(kBlock, n - i0);
+        philox_words(p.seed, p.offset + static_cast<uint64_t>(i0), m, words, w);
+        const uint32_t *x0 = w, *x1 = w + m, *x2 = w + 2 * m, *x3 = w + 3 * m;
+        T* q = o + i0;
+        if (p.kind == RandomKind::Int) {
+          const int64_t lo = static_cast<int64_t>(p.a), hi = static_cast<int64_t>(p.b);
+          for (int64_t i = 0; i < m; ++i) q[i] = convert<T>(philox_int_from(x0[i], x1[i], lo, hi));
+        } else if constexpr (f64) {
+          if (p.kind == RandomKind::Uniform)
+            for (int64_t i = 0; i < m; ++i) q[i] = philox_uniform_from(x0[i], x1[i], p.a, p.b);
+          else
+            for (int64_t i = 0; i < m; ++i) q[i] = philox_normal_from(x0[i], x1[i], x2[i], x3[i], p.a, p.b);
+        } else {
+          if (p.kind == RandomKind::Uniform)
+            for (int64_t i = 0; i < m; ++i) q[i] = convert<T>(philox_uniform_from(x0[i], fa, fb, bits));
+          else
+            for (int64_t i = 0; i < m; ++i) q[i] = convert<T>(philox_normal_from(x0[i], x1[i], fa, fb));
+        }
       }
-    }
+    });
   });
 }
 

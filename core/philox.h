@@ -56,30 +56,47 @@ namespace kiln {
 // The three random kinds, shared by the CPU reference and the CUDA kernel so the two
 // produce the same numbers: uniform in [a, b), normal(mean a, std b) by Box-Muller on
 // the first two words, integers in [a, b) from 64 bits modulo the range.
+// Each kind from the generator's words (the CPU kernel computes the words for many
+// counters at once, core/cpu_philox.h), then from (seed, counter).
+KILN_HD float philox_uniform_from(uint32_t x0, float a, float b, int bits = 24) {
+  return a + (b - a) * philox_uniform_f32(x0, bits);
+}
+KILN_HD double philox_uniform_from(uint32_t x0, uint32_t x1, double a, double b) {
+  return a + (b - a) * philox_uniform_f64(x0, x1);
+}
+KILN_HD float philox_normal_from(uint32_t x0, uint32_t x1, float mean, float std) {
+  float u1 = (static_cast<float>(x0 >> 8) + 1.0f) * (1.0f / 16777216.0f);  // (0, 1]
+  float u2 = philox_uniform_f32(x1);
+  return mean + std * (sqrtf(-2.0f * logf(u1)) * cosf(6.283185307179586f * u2));
+}
+KILN_HD double philox_normal_from(uint32_t x0, uint32_t x1, uint32_t x2, uint32_t x3, double mean, double std) {
+  double u1 = 1.0 - philox_uniform_f64(x0, x1);  // (0, 1]
+  double u2 = philox_uniform_f64(x2, x3);
+  return mean + std * (::sqrt(-2.0 * ::log(u1)) * ::cos(6.283185307179586 * u2));
+}
+KILN_HD int64_t philox_int_from(uint32_t x0, uint32_t x1, int64_t low, int64_t high) {
+  uint64_t v = static_cast<uint64_t>(x0) | (static_cast<uint64_t>(x1) << 32);
+  return low + static_cast<int64_t>(v % static_cast<uint64_t>(high - low));
+}
+
 KILN_HD float philox_uniform_sample_f32(uint64_t seed, uint64_t counter, float a, float b, int bits = 24) {
-  PhiloxOut r = philox4x32(seed, counter);
-  return a + (b - a) * philox_uniform_f32(r.x[0], bits);
+  return philox_uniform_from(philox4x32(seed, counter).x[0], a, b, bits);
 }
 KILN_HD double philox_uniform_sample_f64(uint64_t seed, uint64_t counter, double a, double b) {
   PhiloxOut r = philox4x32(seed, counter);
-  return a + (b - a) * philox_uniform_f64(r.x[0], r.x[1]);
+  return philox_uniform_from(r.x[0], r.x[1], a, b);
 }
 KILN_HD float philox_normal_sample_f32(uint64_t seed, uint64_t counter, float mean, float std) {
   PhiloxOut r = philox4x32(seed, counter);
-  float u1 = (static_cast<float>(r.x[0] >> 8) + 1.0f) * (1.0f / 16777216.0f);  // (0, 1]
-  float u2 = philox_uniform_f32(r.x[1]);
-  return mean + std * (sqrtf(-2.0f * logf(u1)) * cosf(6.283185307179586f * u2));
+  return philox_normal_from(r.x[0], r.x[1], mean, std);
 }
 KILN_HD double philox_normal_sample_f64(uint64_t seed, uint64_t counter, double mean, double std) {
   PhiloxOut r = philox4x32(seed, counter);
-  double u1 = 1.0 - philox_uniform_f64(r.x[0], r.x[1]);  // (0, 1]
-  double u2 = philox_uniform_f64(r.x[2], r.x[3]);
-  return mean + std * (::sqrt(-2.0 * ::log(u1)) * ::cos(6.283185307179586 * u2));
+  return philox_normal_from(r.x[0], r.x[1], r.x[2], r.x[3], mean, std);
 }
 KILN_HD int64_t philox_int_sample(uint64_t seed, uint64_t counter, int64_t low, int64_t high) {
   PhiloxOut r = philox4x32(seed, counter);
-  uint64_t v = static_cast<uint64_t>(r.x[0]) | (static_cast<uint64_t>(r.x[1]) << 32);
-  return low + static_cast<int64_t>(v % static_cast<uint64_t>(high - low));
+  return philox_int_from(r.x[0], r.x[1], low, high);
 }
 
 }  // namespace kiln

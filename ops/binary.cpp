@@ -215,9 +215,13 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   }
   if (!any_requires_grad({A, B})) return out;
   return record("where", {cond, A, B}, out,
-                [c = cond.detach(), a_sizes = A.sizes(), b_sizes = B.sizes()](const Tensor& g) {
-                  return std::vector<Tensor>{Tensor(), detail::sum_to_shape(where(c, g, 0.0), a_sizes),
-                                             detail::sum_to_shape(where(c, 0.0, g), b_sizes)};
+                [c = cond.detach(), a_sizes = A.sizes(), b_sizes = B.sizes(), need_a = A.requires_grad(),
+                 need_b = B.requires_grad()](const Tensor& g) {
+                  // Only the operands that need one (where(x > 0, g, 0.0), ReLU's backward, has
+                  // a constant second operand: its gradient would be a whole tensor summed away).
+                  return std::vector<Tensor>{Tensor(),
+                                             need_a ? detail::sum_to_shape(where(c, g, 0.0), a_sizes) : Tensor(),
+                                             need_b ? detail::sum_to_shape(where(c, 0.0, g), b_sizes) : Tensor()};
                 },
                 {}, true);
 }

@@ -2,10 +2,12 @@
 // semantics, and the random factories' distributions.
 #include "test_util.h"
 
+#include <kiln/core/parallel.h>
 #include <kiln/core/philox.h>
 
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <set>
 
 using namespace kiln;
@@ -72,6 +74,54 @@ TEST_CASE("random factories take their values from the Philox stream", "[core][p
     auto w = ref_philox({uint32_t(i), 0, 0, 0}, {0x5eed, 0});
     CHECK(a[i] == static_cast<float>(w[0] >> 8) / 16777216.0f);
   }
+}
+
+TEST_CASE("the CPU random kernel gives each element its counter's scalar sample, at any thread count",
+          "[core][philox][random]") {
+  // The kernel computes the Philox words of a block of counters in vector registers and
+  // splits blocks over threads; every element must still be the scalar functions' value
+  // (the CUDA kernel's), bit for bit: odd sizes (vector tails, a partial last block),
+  // an offset whose low word wraps inside the tensor, every dtype and kind.
+  const int threads_before = num_threads();
+  const uint64_t seed = 0xdeadbeefcafef00dull;
+  const uint64_t offsets[] = {0, 0xffffffffull - 700, 12345};
+  const int64_t sizes[] = {1, 7, 1023, 1025, 5000};
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (uint64_t off : offsets)
+      for (int64_t n : sizes) {
+        INFO("threads " << threads << " offset " << off << " n " << n);
+        Generator g(seed);
+        g.set_state(seed, off);
+        std::vector<float> un = randn({n}, DType::F32, &g).to_vector<float>();
+        g.set_state(seed, off);
+        std::vector<float> uu = rand({n}, DType::F32, &g).to_vector<float>();
+        g.set_state(seed, off);
+        std::vector<double> dn = randn({n}, DType::F64, &g).to_vector<double>();
+        g.set_state(seed, off);
+        std::vector<double> du = rand({n}, DType::F64, &g).to_vector<double>();
+        g.set_state(seed, off);
+        std::vector<int64_t> ri = randint(-5, 1000003, {n}, DType::I64, &g).to_vector<int64_t>();
+        g.set_state(seed, off);
+        std::vector<double> hn = test::values(randn({n}, DType::BF16, &g));
+        g.set_state(seed, off);
+        std::vector<double> hu = test::values(rand({n}, DType::F16, &g));
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const uint64_t c = off + static_cast<uint64_t>(i);
+          const float want_n = philox_normal_sample_f32(seed, c, 0.0f, 1.0f);
+          bad += std::memcmp(&un[i], &want_n, sizeof(float)) != 0;
+          bad += uu[i] != philox_uniform_sample_f32(seed, c, 0.0f, 1.0f);
+          bad += dn[i] != philox_normal_sample_f64(seed, c, 0.0, 1.0);
+          bad += du[i] != philox_uniform_sample_f64(seed, c, 0.0, 1.0);
+          bad += ri[i] != philox_int_sample(seed, c, -5, 1000003);
+          bad += hn[i] != static_cast<double>(static_cast<float>(BFloat16(philox_normal_sample_f32(seed, c, 0.0f, 1.0f))));
+          bad += hu[i] != static_cast<double>(static_cast<float>(Half(philox_uniform_sample_f32(seed, c, 0.0f, 1.0f, 11))));
+        }
+        CHECK(bad == 0);
+      }
+  }
+  set_num_threads(threads_before);
 }
 
 TEST_CASE("Generator: same seed, same numbers; offsets advance; manual_seed resets", "[core][random]") {
