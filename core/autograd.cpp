@@ -94,6 +94,19 @@ Tensor sum_of(const Tensor& a, const Tensor& b) {
   return record("add", {a, b}, out, [](const Tensor& g) { return std::vector<Tensor>{g, g}; }, {}, true);
 }
 
+// slot += g for the engine's gradient buffers: in place when nothing else can see the
+// slot (no other handle, no view of its memory, no graph to keep: a plain backward),
+// otherwise as a new tensor (sum_of).
+void accumulate_slot(Tensor& slot, const Tensor& g) {
+  if (!t_create_graph && slot.is_unique() && !slot.requires_grad() && slot.is_contiguous() &&
+      slot.dtype() == g.dtype() && slot.sizes() == g.sizes()) {
+    NoGradGuard raw;
+    add_into(slot, g);
+    return;
+  }
+  slot = sum_of(slot, g);
+}
+
 // The sink of a leaf: sums into leaf.grad and then runs the leaf's hooks.
 class AccumulateGrad final : public Node {
  public:
@@ -242,7 +255,7 @@ std::vector<Tensor> run_engine(const std::vector<Tensor>& roots, const std::vect
     std::shared_ptr<Node> node = edge_of(r).node;
     Tensor& slot = buffer[node.get()];
     if (!slot.defined()) slot = g;
-    else slot = sum_of(slot, g);
+    else accumulate_slot(slot, g);
     seeds.push_back(node);
   }
 
@@ -336,7 +349,7 @@ std::vector<Tensor> run_engine(const std::vector<Tensor>& roots, const std::vect
         if (gi.dtype() != meta.dtype) gi = gi.to(meta.dtype);
         Tensor& slot = buffer[e.node.get()];
         if (!slot.defined()) slot = gi;
-        else slot = sum_of(slot, gi);  // a new tensor: the first contribution may be shared
+        else accumulate_slot(slot, gi);  // (the first contribution may be shared: then a new tensor)
       }
       if (--deps[e.node.get()] == 0) ready.push(e.node);
     }

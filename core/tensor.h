@@ -98,6 +98,9 @@ class Tensor {
   bool is_contiguous() const;
   bool is_same(const Tensor& o) const { return impl_ == o.impl_; }
   bool shares_storage(const Tensor& o) const { return storage() == o.storage(); }
+  // Whether nothing but this handle refers to the tensor or to its memory (no other
+  // handle, no view): it may then be changed in place without anyone seeing it.
+  bool is_unique() const { return impl_ && impl_.use_count() == 1 && impl_->storage.use_count() == 1; }
 
   // ---- views (share storage; differentiable: each records its backward) ----
   // as_strided has no backward: it throws for a tensor that requires grad in grad mode.

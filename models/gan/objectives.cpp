@@ -6,6 +6,7 @@
 #include <kiln/core/error.h>
 #include <kiln/ops/binary.h>
 #include <kiln/ops/checks.h>
+#include <kiln/ops/index.h>
 #include <kiln/ops/loss.h>
 #include <kiln/ops/reduce.h>
 #include <kiln/ops/unary.h>
@@ -108,36 +109,63 @@ Tensor mode_regularizer_loss(const Tensor& x, const Tensor& reconstruction, cons
 std::vector<Tensor> unroll_discriminator(models::Discriminator& D, const Optimizer& opt, const Tensor& real,
                                          const Tensor& fake, const UnrollOptions& o) {
   KILN_CHECK(o.steps >= 0, "unroll_discriminator: steps must be >= 0, got ", o.steps);
-  std::vector<Tensor> theta = D.parameters();
+  const std::vector<Tensor> params = D.parameters();
+  // Adam runs on all of D's parameters as one flat vector (their concatenation): a dozen
+  // elementwise ops a step instead of a dozen per parameter, each recorded for the second
+  // order and run again backward. Every element sees the same arithmetic as a
+  // per-parameter update; the parameters are views of the vector.
+  std::vector<int64_t> numels;
+  for (const Tensor& p : params) numels.push_back(p.numel());
+  auto flat = [](const std::vector<Tensor>& ts) {
+    std::vector<Tensor> f;
+    for (const Tensor& t : ts) f.push_back(t.reshape({-1}));
+    return cat(f, 0);
+  };
+  auto unflat = [&](const Tensor& f) {
+    std::vector<Tensor> pieces = split_with_sizes(f, numels, 0);
+    for (size_t i = 0; i < pieces.size(); ++i) pieces[i] = pieces[i].reshape(params[i].sizes());
+    return pieces;
+  };
   // Adam's state, copied (D's optimizer is not touched).
-  std::vector<Tensor> m, v;
+  std::vector<Tensor> m0, v0;
   double t = 0;
   const auto sd = opt.state_dict();
-  for (size_t i = 0; i < theta.size(); ++i) {
+  for (size_t i = 0; i < params.size(); ++i) {
     auto em = sd.find(kiln::detail::str("state.", i, ".exp_avg"));
     auto ev = sd.find(kiln::detail::str("state.", i, ".exp_avg_sq"));
     const bool have = em != sd.end() && ev != sd.end();
-    m.push_back(have ? em->second.detach().clone() : zeros_like(theta[i]));
-    v.push_back(have ? ev->second.detach().clone() : zeros_like(theta[i]));
+    m0.push_back(have ? em->second.detach() : zeros_like(params[i]));
+    v0.push_back(have ? ev->second.detach() : zeros_like(params[i]));
     auto st = sd.find(kiln::detail::str("state.", i, ".step"));
     if (i == 0 && st != sd.end()) t = st->second.to(kCPU).item<double>();
   }
+  if (params.empty() || o.steps == 0) return params;
+  Tensor m, v;
+  {
+    NoGradGuard no_grad;
+    m = flat(m0);  // (new tensors: cat copies)
+    v = flat(v0);
+  }
+  // The steps start from D's weights as constants: G's loss differentiates through the
+  // steps to G, and a gradient reaching D's own weights would only be thrown away (and,
+  // under data parallelism, all-reduced first).
+  Tensor th = flat(params).detach().set_requires_grad(true);
+  std::vector<Tensor> theta = unflat(th);
   const Tensor fk = o.second_order ? fake : fake.detach();
   for (int64_t k = 0; k < o.steps; ++k) {
     Tensor lk = discriminator_loss(D.run(real, theta).logits, D.run(fk, theta).logits, o.real_target);
     GradOptions go;
     go.create_graph = o.second_order;
-    std::vector<Tensor> g = grad({lk}, theta, {}, go);
+    const Tensor g = flat(grad({lk}, theta, {}, go));
     t += 1;
     const double bc1 = 1 - std::pow(o.beta1, t), bc2 = 1 - std::pow(o.beta2, t);
-    for (size_t i = 0; i < theta.size(); ++i) {
-      m[i] = add(mul(m[i], o.beta1), mul(g[i], 1 - o.beta1));
-      v[i] = add(mul(v[i], o.beta2), mul(mul(g[i], g[i]), 1 - o.beta2));
-      // sqrt(v + eps^2): the derivative of sqrt stays finite where a gradient is exactly 0.
-      Tensor denom = add(div(sqrt(add(v[i], o.eps * o.eps)), std::sqrt(bc2)), o.eps);
-      Tensor next = sub(theta[i], mul(div(m[i], denom), o.lr / bc1));
-      theta[i] = o.second_order ? next : next.detach().set_requires_grad(true);
-    }
+    m = add(mul(m, o.beta1), mul(g, 1 - o.beta1));
+    v = add(mul(v, o.beta2), mul(mul(g, g), 1 - o.beta2));
+    // sqrt(v + eps^2): the derivative of sqrt stays finite where a gradient is exactly 0.
+    Tensor denom = add(div(sqrt(add(v, o.eps * o.eps)), std::sqrt(bc2)), o.eps);
+    Tensor next = sub(th, mul(div(m, denom), o.lr / bc1));
+    th = o.second_order ? next : next.detach().set_requires_grad(true);
+    theta = unflat(th);
   }
   return theta;
 }
