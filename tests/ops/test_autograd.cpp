@@ -62,6 +62,51 @@ TEST_CASE("autograd: an input used twice gets both contributions; .grad owns its
   CHECK(test::values(b.grad()) == std::vector<double>{1, 1});
 }
 
+TEST_CASE("autograd: gradients summed at an intermediate tensor, in place or not, are exact", "[autograd]") {
+  // The engine adds a later contribution into its buffer in place only when nothing else
+  // refers to the buffer's tensor; add hands one gradient tensor to both of its inputs, and
+  // a view shares its input's memory, so those contributions must be summed out of place.
+  Tensor x = from_vector<double>({1, 2, 3}).set_requires_grad(true);
+  Tensor h = mul(x, 3.0);                        // h = 3x, reached along five paths:
+  Tensor y = add(add(sum(mul(h, h)),             //   h^2 (a fresh gradient 2h: summed in place)
+                     sum(add(h, h))),            //   2h (one gradient tensor for both inputs)
+                 add(sum(h.reshape({3, 1})),     //   h through a view
+                     sum(mul(h, 0.5))));         //   h / 2
+  Tensor keep = ones_like(y);
+  y.backward(keep);
+  // dy/dh = 2h + 2 + 1 + 0.5; dy/dx = 3 dy/dh.
+  const std::vector<double> want = {3 * (2 * 3 + 3.5), 3 * (2 * 6 + 3.5), 3 * (2 * 9 + 3.5)};
+  CHECK(test::values(x.grad()) == want);
+  CHECK(test::values(keep) == std::vector<double>{1});  // the caller's seed is not summed into
+  // The same graph in f32 and through grad(): the same values.
+  Tensor xf = from_vector<float>({1, 2, 3}).set_requires_grad(true);
+  Tensor hf = mul(xf, 3.0);
+  Tensor yf = add(add(sum(mul(hf, hf)), sum(add(hf, hf))), add(sum(hf.reshape({3, 1})), sum(mul(hf, 0.5))));
+  std::vector<Tensor> g = grad({yf}, {hf});
+  CHECK(test::values(g[0]) == std::vector<double>{2 * 3 + 3.5, 2 * 6 + 3.5, 2 * 9 + 3.5});
+  // add(p, q) hands one gradient tensor to p and to q; p gets a second contribution. Summed
+  // into that shared tensor in place, q's gradient would change too.
+  for (int order = 0; order < 2; ++order) {
+    Tensor x2 = from_vector<double>({1, 2, 3}).set_requires_grad(true);
+    Tensor h2 = mul(x2, 3.0), p = mul(h2, 2.0), q = mul(h2, 5.0);
+    // (The product by 1 makes the gradient reaching add a contiguous tensor of its own.
+    // The engine runs later-recorded nodes first: the two terms are recorded in both orders.)
+    Tensor t1, t2;
+    if (order == 0) {
+      t1 = sum(mul(add(p, q), 1.0));
+      t2 = sum(mul(p, p));
+    } else {
+      t2 = sum(mul(p, p));
+      t1 = sum(mul(add(p, q), 1.0));
+    }
+    Tensor y2 = add(t1, t2);
+    y2.backward();
+    // dy/dp = 1 + 2p, dy/dq = 1: dy/dx = 3 (2 (1 + 2p) + 5) = 3 (7 + 24 x).
+    INFO("order " << order);
+    CHECK(test::values(x2.grad()) == std::vector<double>{3 * (7 + 24), 3 * (7 + 48), 3 * (7 + 72)});
+  }
+}
+
 TEST_CASE("autograd: leaf hooks fire once, with the final gradient", "[autograd]") {
   Tensor w = from_vector<double>({1, 2, 3}).set_requires_grad(true);
   std::vector<std::vector<double>> seen;
