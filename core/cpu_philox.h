@@ -1,5 +1,5 @@
-// Philox4x32-10 for many consecutive counters at once, in vector registers
-// (core/cpu_philox.cpp): the CPU random kernel's generator. Bit for bit what philox4x32
+// Philox4x32-10 for many consecutive counters at once, in AVX2 registers where the build
+// has them (core/cpu_philox.cpp): the CPU random kernel's generator. Bit for bit what philox4x32
 // (core/philox.h) gives one counter at a time, which the CUDA kernels use.
 #pragma once
 #include <cstdint>

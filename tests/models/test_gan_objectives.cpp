@@ -144,4 +144,27 @@ TEST_CASE("unrolled D: first order equals K real Adam steps; second order matche
   Tensor f1 = fake.detach().set_requires_grad(true);
   Tensor g1 = grad({gan::generator_loss(D->run(f1, gan::unroll_discriminator(*D, opt, real, f1, uo)).logits)}, {f1})[0];
   CHECK_FALSE(test::allclose(g1, g2, 1e-6, 1e-9));
+
+  // This D's samples do not see each other, so the steps send the real and the fake batch
+  // through D in one call; the two calls of a batch-dependent D (flagged here: the MLP is
+  // the same function) give the same parameters and the same second-order gradient.
+  REQUIRE(D->per_sample());
+  uo.second_order = true;
+  Tensor fj = fake.detach().set_requires_grad(true);
+  std::vector<Tensor> thj = gan::unroll_discriminator(*D, opt, real, fj, uo);
+  Tensor gj = grad({gan::generator_loss(D->run(fj, thj).logits)}, {fj})[0];
+  D->batch_norm = true;
+  REQUIRE_FALSE(D->per_sample());
+  Tensor fs = fake.detach().set_requires_grad(true);
+  std::vector<Tensor> ths = gan::unroll_discriminator(*D, opt, real, fs, uo);
+  Tensor gs = grad({gan::generator_loss(D->run(fs, ths).logits)}, {fs})[0];
+  D->batch_norm = false;
+  for (size_t i = 0; i < thj.size(); ++i) CHECK(test::allclose(thj[i], ths[i], 1e-12, 1e-14));
+  INFO(test::compare(gj, gs, 1e-10, 1e-13));
+  CHECK(test::allclose(gj, gs, 1e-10, 1e-13));
+  D->eval();  // BatchNorm in eval mode does not mix samples
+  D->batch_norm = true;
+  CHECK(D->per_sample());
+  D->batch_norm = false;
+  D->train();
 }
