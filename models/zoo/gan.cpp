@@ -13,6 +13,13 @@
 
 namespace kiln::models {
 
+bool Discriminator::per_sample() {
+  if (mbd) return false;
+  for (const auto& m : modules())
+    if (m->is_training() && dynamic_cast<const nn::BatchNorm2d*>(m.get())) return false;
+  return true;
+}
+
 DiscriminatorOutput Discriminator::run(const Tensor& x) {
   DiscriminatorOutput out;
   out.features = main->forward(x);
@@ -138,7 +145,6 @@ std::shared_ptr<nn::Module> dcgan_generator(const DcganOptions& o, Generator& ge
 std::shared_ptr<Discriminator> dcgan_discriminator(const DcganOptions& o, Generator& gen) {
   auto d = std::make_shared<Discriminator>("DcganDiscriminator");
   d->main = d->register_module("main", dcgan_trunk(o, o.batch_norm_in_d));
-  d->batch_norm = o.batch_norm_in_d;
   add_head(*d, trunk_features(o), o.minibatch_kernels, o.minibatch_kernel_dim, gen);
   dcgan_init(*d, gen);
   return d;

@@ -47,12 +47,11 @@ class Discriminator : public nn::Module {
   // params replace parameters() (in that order).
   DiscriminatorOutput run(const Tensor& x, std::span<const Tensor> params);
   Tensor forward(const Tensor& x) override { return run(x).logits; }
-  // Whether each sample's output depends on that sample alone, as now configured: no
-  // minibatch discrimination, no BatchNorm in training mode. Then D(cat(a, b)) is
+  // Whether each sample's output depends on that sample alone, as the modules are now:
+  // no minibatch discrimination, no BatchNorm layer in training mode. Then D(cat(a, b)) is
   // cat(D(a), D(b)), and two batches can go through in one call.
-  bool per_sample() const { return !mbd && (!batch_norm || !is_training()); }
+  bool per_sample();
 
-  bool batch_norm = false;  // whether main has BatchNorm layers
   std::shared_ptr<nn::Sequential> main;
   std::shared_ptr<nn::Module> mbd;  // null without minibatch discrimination
   std::shared_ptr<nn::Module> head;

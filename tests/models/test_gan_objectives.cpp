@@ -146,25 +146,52 @@ TEST_CASE("unrolled D: first order equals K real Adam steps; second order matche
   CHECK_FALSE(test::allclose(g1, g2, 1e-6, 1e-9));
 
   // This D's samples do not see each other, so the steps send the real and the fake batch
-  // through D in one call; the two calls of a batch-dependent D (flagged here: the MLP is
-  // the same function) give the same parameters and the same second-order gradient.
+  // through D in one call (checked above against Adam's own steps with two calls). A D with
+  // minibatch discrimination takes two calls; its unrolled steps match Adam's likewise.
   REQUIRE(D->per_sample());
-  uo.second_order = true;
-  Tensor fj = fake.detach().set_requires_grad(true);
-  std::vector<Tensor> thj = gan::unroll_discriminator(*D, opt, real, fj, uo);
-  Tensor gj = grad({gan::generator_loss(D->run(fj, thj).logits)}, {fj})[0];
-  D->batch_norm = true;
-  REQUIRE_FALSE(D->per_sample());
-  Tensor fs = fake.detach().set_requires_grad(true);
-  std::vector<Tensor> ths = gan::unroll_discriminator(*D, opt, real, fs, uo);
-  Tensor gs = grad({gan::generator_loss(D->run(fs, ths).logits)}, {fs})[0];
-  D->batch_norm = false;
-  for (size_t i = 0; i < thj.size(); ++i) CHECK(test::allclose(thj[i], ths[i], 1e-12, 1e-14));
-  INFO(test::compare(gj, gs, 1e-10, 1e-13));
-  CHECK(test::allclose(gj, gs, 1e-10, 1e-13));
-  D->eval();  // BatchNorm in eval mode does not mix samples
-  D->batch_norm = true;
+  models::MlpGanOptions om = o;
+  om.minibatch_kernels = 3;
+  om.minibatch_kernel_dim = 2;
+  auto Dm = models::mlp_discriminator(om, gen);
+  Dm->to(DType::F64);
+  REQUIRE_FALSE(Dm->per_sample());
+  Adam optm(Dm->parameters(), ao);
+  optm.zero_grad();  // one real step first, as above (a fresh Adam differs by eps's placement)
+  gan::discriminator_loss(Dm->run(real).logits, Dm->run(fake).logits, 0.9).backward();
+  optm.step();
+  uo.second_order = false;
+  uo.eps = ao.eps;
+  std::vector<Tensor> thm = gan::unroll_discriminator(*Dm, optm, real, fake, uo);
+  auto Dm2 = models::mlp_discriminator(om, gen);
+  Dm2->to(DType::F64);
+  Dm2->load_state_dict(Dm->state_dict());
+  Adam optm2(Dm2->parameters(), ao);
+  optm2.load_state_dict(optm.state_dict());
+  for (int k = 0; k < 3; ++k) {
+    optm2.zero_grad();
+    gan::discriminator_loss(Dm2->run(real).logits, Dm2->run(fake).logits, 0.9).backward();
+    optm2.step();
+  }
+  std::vector<Tensor> pm2 = Dm2->parameters();
+  REQUIRE(thm.size() == pm2.size());
+  for (size_t i = 0; i < thm.size(); ++i) {
+    INFO("parameter " << i << ": " << test::compare(thm[i], pm2[i], 1e-7, 1e-10));
+    CHECK(test::allclose(thm[i], pm2[i], 1e-7, 1e-10));
+  }
+}
+
+TEST_CASE("Discriminator::per_sample follows minibatch discrimination and BatchNorm's mode", "[models][gan]") {
+  Generator gen(3);
+  models::MlpGanOptions o;
+  CHECK(models::mlp_discriminator(o, gen)->per_sample());
+  o.minibatch_kernels = 4;
+  CHECK_FALSE(models::mlp_discriminator(o, gen)->per_sample());
+  models::DcganOptions d;
+  auto D = models::dcgan_discriminator(d, gen);
+  CHECK_FALSE(D->per_sample());  // BatchNorm in training mode mixes the batch
+  D->eval();
   CHECK(D->per_sample());
-  D->batch_norm = false;
   D->train();
+  d.batch_norm_in_d = false;  // the WGAN-GP critic
+  CHECK(models::dcgan_discriminator(d, gen)->per_sample());
 }
