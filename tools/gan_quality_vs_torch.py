@@ -8,7 +8,8 @@ one classifier.
 2. PyTorch (Debian's python3-torch, in its own process, torch.set_num_threads(T) and
    OPENBLAS_NUM_THREADS=1, its fastest setting on this machine): the same DCGAN (the shapes
    of models/zoo/gan.h at 28 x 28, N(0, 0.02) initialisation, BN weights N(1, 0.02)), the
-   same non-saturating BCE losses, Adam(2e-4, 0.5, 0.999), batch 64, shuffled epochs, and by
+   same non-saturating BCE losses, Adam and batch size as kiln's run (its summary's `lr`,
+   `lr_d`, `beta1`, `beta2`, `batch_size`), shuffled epochs, and by
    default the same exponential average of G's weights (--g-ema 0.999 with kiln's warm-up,
    optim/average.h), trained for S seconds of pure training (the evaluation's share of
    kiln's S is PyTorch's to train in). Then 10,000 samples of the (averaged) G, with batch
@@ -17,7 +18,7 @@ one classifier.
    folder:DIR --classifier C` (models/eval/gan_metrics.h).
 
 usage: tools/gan_quality_vs_torch.py --classifier RUN_OR_CHECKPOINT [--kiln-exe build/tools/kiln_train_gan]
-         [--threads 2] [--g-ema 0.999] [--kiln-summary FILE] [--seconds S] [--json FILE] [-- kiln flags]
+         [--threads 2] [--g-ema D] [--kiln-summary FILE] [--seconds S] [--json FILE] [-- kiln flags]
 --kiln-summary takes the last stdout line of a finished kiln run instead of running one;
 --seconds overrides PyTorch's time budget. Run it with Debian's /usr/bin/python3.
 """
@@ -32,6 +33,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+# What kiln_train_gan trained with before its summary named these (a --kiln-summary of an older run).
+KILN_DEFAULTS_BEFORE = {"batch_size": 64, "lr": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "g_ema": 0.999}
 
 
 def torch_worker(a):
@@ -51,9 +54,10 @@ def torch_worker(a):
     D.apply(dcgan_torch.dcgan_init)
     G_avg = dcgan_torch.generator()
     G_avg.load_state_dict(G.state_dict())
-    og = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    od = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    B = 64
+    betas = (a.beta1, a.beta2)
+    og = torch.optim.Adam(G.parameters(), lr=a.lr, betas=betas)
+    od = torch.optim.Adam(D.parameters(), lr=a.lr_d, betas=betas)
+    B = a.batch_size
     ones, zeros = torch.ones(B), torch.zeros(B)
     it, ema_t, epochs = 0, 0, 0.0
     t0 = time.perf_counter()
@@ -94,7 +98,7 @@ def torch_worker(a):
                 with open(os.path.join(a.out, f"{k:05d}.pgm"), "wb") as f:
                     f.write(b"P5\n28 28\n255\n" + im.tobytes())
                 k += 1
-    print(json.dumps({"iterations": it, "epochs": it * B / n, "train_seconds": train_s,
+    print(json.dumps({"iterations": it, "epochs": it * B / n, "train_seconds": train_s, "batch_size": B,
                       "images_per_second": it * B / train_s, "threads": torch.get_num_threads(),
                       "torch": torch.__version__}))
 
@@ -110,7 +114,7 @@ def main():
     ap.add_argument("--kiln-exe", default=os.path.join(HERE, "..", "build", "tools", "kiln_train_gan"))
     ap.add_argument("--classifier", required=True)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--g-ema", type=float, default=0.999)
+    ap.add_argument("--g-ema", type=float, help="G's weight average in PyTorch (default: kiln's run's)")
     ap.add_argument("--kiln-summary")
     ap.add_argument("--seconds", type=float)
     ap.add_argument("--seed", type=int, default=0)
@@ -118,6 +122,9 @@ def main():
     ap.add_argument("--torch-worker", action="store_true")
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--samples", type=int, default=10000, help=argparse.SUPPRESS)
+    for flag, kind in (("--batch-size", int), ("--lr", float), ("--lr-d", float), ("--beta1", float),
+                       ("--beta2", float)):
+        ap.add_argument(flag, type=kind, help=argparse.SUPPRESS)  # the worker's: kiln's run's values
     ap.add_argument("extra", nargs="*", help="more kiln_train_gan flags (after --)")
     a = ap.parse_args()
     if a.torch_worker:
@@ -133,13 +140,17 @@ def main():
                                              os.path.join(tmp, "kiln")] + a.extra,
                                             capture_output=True, text=True, env=env), "kiln_train_gan")
         seconds = a.seconds or kiln["seconds"]
+        g_ema = a.g_ema if a.g_ema is not None else kiln.get("g_ema", KILN_DEFAULTS_BEFORE["g_ema"])
         print(f"kiln: {kiln['seconds']:.0f} s, MODE {kiln['mode_score']:.3f}; torch: training for {seconds:.0f} s...",
               file=sys.stderr, flush=True)
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
         out = os.path.join(tmp, "torch_samples")
         p = subprocess.run([sys.executable, __file__, "--torch-worker", "--classifier", a.classifier, "--threads",
-                            str(a.threads), "--g-ema", str(a.g_ema), "--seconds", str(seconds), "--seed",
-                            str(a.seed), "--out", out], stdout=subprocess.PIPE, text=True, env=env)
+                            str(a.threads), "--g-ema", str(g_ema), "--seconds", str(seconds), "--seed",
+                            str(a.seed), "--out", out] +
+                           [f"--{k.replace('_', '-')}={kiln.get(k, v)}" for k, v in KILN_DEFAULTS_BEFORE.items()
+                            if k != "g_ema"],
+                           stdout=subprocess.PIPE, text=True, env=env)
         if p.returncode != 0:
             sys.exit("torch worker failed")
         torch_run = json.loads(p.stdout.strip().splitlines()[-1])

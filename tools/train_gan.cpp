@@ -93,7 +93,8 @@ constexpr const char* kProg = "kiln_train_gan";
 struct Config {
   std::string data = "fashion-mnist";
   std::string model;  // "" = dcgan for images, mlp for 2-D data
-  int64_t epochs = 0;  // 0: 30 for images (about 10 minutes on 2 CPU cores), 10 for 2-D data
+  int64_t epochs = 0;  // 0: 30 for images, 10 for 2-D data
+  double max_minutes = 15;  // the whole run's time budget, whole epochs (0: none)
   int64_t batch_size = 0;  // 0: 64 for images, 256 for 2-D data
   int64_t steps_per_epoch = 0;  // 2-D data (0: 650 with --unrolled, 500 otherwise)
   double lr = 0;      // 0: 2e-4 for images (1e-4 with --wgan-gp), 1e-3 for 2-D data
@@ -152,6 +153,10 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::IsMember({"", "dcgan", "mlp"}));
   app.add_option("--epochs", c.epochs, "epochs (0: 30 for images, 10 for 2-D data)")
       ->check(tools::integer_range(0, int64_t{1} << 30));
+  app.add_option("--max-minutes", c.max_minutes,
+                 "time budget of the whole run (all invocations, evaluations included): no epoch starts that would "
+                 "end after it, at the pace of the epochs so far (0: none)")
+      ->check(tools::positive_real(/*allow_zero=*/true));
   app.add_option("--batch-size", c.batch_size, "global batch, split across the ranks (0: 64 images, 256 points)")
       ->check(tools::integer_range(0, int64_t{1} << 30));
   app.add_option("--steps-per-epoch", c.steps_per_epoch,
@@ -603,6 +608,7 @@ int train(Config cfg, const CLI::App& app) {
   const auto meta = run_metadata(cfg);
   int64_t iter = 0;
   std::string last_ckpt;
+  double seconds_before = 0;  // wall time of earlier invocations (--max-minutes counts them)
   if (cfg.run.resume) {
     run::ResumePoint ck = run::load_resume_point(kProg, ckpt, meta);
     last_ckpt = ck.path;
@@ -616,6 +622,8 @@ int train(Config cfg, const CLI::App& app) {
       ema->load_state_dict(run::sub_state(ck.tensors, "G_ema_state."));
     }
     iter = run::get_i64(ck.tensors, "train.iteration", last_ckpt);
+    // (checkpoints from before --max-minutes have no clock: their time is not counted)
+    if (ck.tensors.count("train.seconds")) seconds_before = run::get_f64(ck.tensors, "train.seconds", last_ckpt);
     if (esgd_d) {  // their scoping and noise continue: D stepped every iteration, G every d_steps-th
       auto with_steps = [&](const char* prefix, int64_t steps) {
         std::map<std::string, Tensor> s = run::sub_state(ck.tensors, prefix);
@@ -629,6 +637,7 @@ int train(Config cfg, const CLI::App& app) {
       std::fprintf(stderr, "%s: resumed from %s at iteration %lld\n", kProg, last_ckpt.c_str(), (long long)iter);
   }
   if (loader) loader->seek(iter / iters_per_epoch, iter % iters_per_epoch);
+  auto elapsed = [&] { return seconds_before + std::chrono::duration<double>(Clock::now() - t_start).count(); };
 
   run::MetricsWriter metrics;
   if (main_rank && !cfg.eval_only) {
@@ -969,6 +978,7 @@ int train(Config cfg, const CLI::App& app) {
       run::put_state(st, "G_ema_state.", ema->state_dict());
     }
     st["train.iteration"] = run::i64_scalar(iter);
+    st["train.seconds"] = run::f64_scalar(elapsed());
     run::check_finite_state(kProg, st, iter, last_ckpt);
     auto md = meta;
     md["epochs"] = std::to_string(cfg.epochs);
@@ -976,11 +986,33 @@ int train(Config cfg, const CLI::App& app) {
     last_ckpt = ckpt.save(iter, st, md);
   };
 
-  double train_seconds = 0;
+  double train_seconds = 0, epoch_wall_seconds = 0;
   int64_t train_images = 0, images_since_log = 0, epochs_this_run = 0, iters_this_run = 0;
-  bool interrupted = false;
+  bool interrupted = false, out_of_time = false;
+  const double budget_s = cfg.max_minutes * 60.0;
   while (iter < total_iters && !interrupted) {
     if (cfg.stop_after > 0 && epochs_this_run >= cfg.stop_after) break;
+    if (budget_s > 0) {
+      // No epoch starts that would end after the budget at the pace of this invocation's
+      // epochs (training, evaluation and checkpoint); rank 0's clock decides for all ranks.
+      const double pace = epochs_this_run > 0 ? epoch_wall_seconds / static_cast<double>(epochs_this_run) : 0.0;
+      double over = elapsed() + pace > budget_s ? 1.0 : 0.0;
+      if (world > 1) {
+        Tensor t = from_vector(std::vector<double>{main_rank ? over : 0.0});
+        rc.pg->all_reduce(t)->wait();
+        over = t.to_vector<double>()[0];
+      }
+      if (over > 0) {
+        out_of_time = true;
+        if (main_rank)
+          std::fprintf(stderr,
+                       "%s: stopping after epoch %lld of %lld: another epoch (%.0f s at this pace) would end after the "
+                       "--max-minutes %g budget (%.0f s spent; --max-minutes 0 for none)\n",
+                       kProg, (long long)(iter / iters_per_epoch), (long long)cfg.epochs, pace, cfg.max_minutes,
+                       elapsed());
+        break;
+      }
+    }
     const int64_t epoch = iter / iters_per_epoch;
     const auto t_epoch = Clock::now();
     int64_t epoch_images = 0;
@@ -1023,6 +1055,7 @@ int train(Config cfg, const CLI::App& app) {
     reach_consensus();  // --dp neighbor: the epoch's metrics and checkpoint see the exact average
     if (!main_rank) {
       rc.pg->barrier()->wait();
+      epoch_wall_seconds += std::chrono::duration<double>(Clock::now() - t_epoch).count();
       continue;
     }
     const auto t_eval = Clock::now();
@@ -1044,6 +1077,7 @@ int train(Config cfg, const CLI::App& app) {
     metrics.write(rec);
     save();
     rc.pg->barrier()->wait();
+    epoch_wall_seconds += std::chrono::duration<double>(Clock::now() - t_epoch).count();
   }
 
   if (!main_rank) return 0;
@@ -1061,6 +1095,12 @@ int train(Config cfg, const CLI::App& app) {
                               {"g_loss", last_g},
                               {"iterations", iter},
                               {"epochs", iter / iters_per_epoch},
+                              {"batch_size", cfg.batch_size},
+                              {"lr", cfg.lr},
+                              {"lr_d", cfg.lr_d},
+                              {"beta1", cfg.beta1},
+                              {"beta2", cfg.beta2},
+                              {"g_ema", cfg.g_ema},
                               {"data", cfg.data},
                               {"model", cfg.model},
                               {"device", rc.device_name},
@@ -1068,7 +1108,8 @@ int train(Config cfg, const CLI::App& app) {
                               {"samples_png", samples_png},
                               {"metrics", rc.dir->metrics_path()},
                               {"run_dir", rc.dir->path()},
-                              {"interrupted", interrupted}})
+                              {"interrupted", interrupted},
+                              {"out_of_time", out_of_time}})
     summary.push_back(kv);
   run::print_summary(summary);
   return 0;

@@ -6,7 +6,8 @@
                 regulariser, WGAN-GP; LAMB, ProxAdam, SAM, ASAM and Entropy-SGD): exit 0, finite
                 losses, the summary's keys, the scatter PNG, SAM's sharpness of each step
   resume        straight vs interrupted + --resume: identical per-step losses, each step once
-                (also with SAM, and with Entropy-SGD and WGAN-GP)
+                (also with SAM, and with Entropy-SGD and WGAN-GP); --max-minutes stops between
+                epochs and its clock continues after --resume
   images        Fashion-MNIST DCGAN with a classifier trained by kiln_train_cnn: MODE score,
                 its real-data baseline, Frechet distance, class coverage, an 8 x 8 sample grid;
                 --eval-images: the real test images score the real baseline exactly
@@ -177,6 +178,19 @@ elif CASE == "resume":
     run(common + ["--run-dir", b, "--save-every", "5", "--stop-after-steps", "7"])
     run(common + ["--run-dir", b, "--resume"])
     check(steps(a) == steps(b), "entropy-sgd: per-step losses differ after resume")
+    # --max-minutes: no epoch starts that would end after the budget; the checkpoint keeps
+    # the time spent, and a resumed run (here without a budget) trains on from there.
+    common = TOY + ["--steps-per-epoch", "300", "--lr-decay", "none"]
+    c = fresh("budget")
+    p = run(common + ["--epochs", "30", "--run-dir", c, "--max-minutes", "0.04"])
+    s = summary(p)
+    check(s["out_of_time"] is True and s["epochs"] < 30 and "--max-minutes 0.04 budget" in p.stderr,
+          f"--max-minutes 0.04 (2.4 s) of 30 epochs: {s}\n{p.stderr[-2000:]}")
+    if s["epochs"] > 0:
+        spent = read_safetensors(last_checkpoint(c))["train.seconds"][0]
+        check(spent > 0, f"checkpointed train.seconds {spent}")
+    r = summary(run(common + ["--epochs", str(s["epochs"] + 1), "--run-dir", c, "--resume", "--max-minutes", "0"]))
+    check(r["epochs"] == s["epochs"] + 1 and r["out_of_time"] is False, f"resumed without a budget: {r}")
 
 elif CASE == "images":
     if not os.path.exists(os.path.join(FMNIST, "train-images-idx3-ubyte.gz")):
