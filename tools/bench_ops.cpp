@@ -47,6 +47,8 @@ std::vector<Bench> benches() {
   v.push_back({"avg_pool2d", "x 128x16x28x28, 2x2", {{B, 16, 28, 28}}, 1,
                [](const std::vector<Tensor>& t) { return avg_pool2d(t[0], 2); }});
   v.push_back({"relu", "x 128x16x28x28", {{B, 16, 28, 28}}, 1, [](const std::vector<Tensor>& t) { return relu(t[0]); }});
+  v.push_back({"leaky_relu", "x 128x16x28x28, slope 0.2", {{B, 16, 28, 28}}, 1,
+               [](const std::vector<Tensor>& t) { return leaky_relu(t[0], 0.2); }});
   v.push_back({"add", "128x16x28x28 + 128x16x28x28", {{B, 16, 28, 28}, {B, 16, 28, 28}}, 2,
                [](const std::vector<Tensor>& t) { return add(t[0], t[1]); }});
   v.push_back({"gelu_tanh", "x 4096x512", {{4096, 512}}, 1, [](const std::vector<Tensor>& t) { return gelu_tanh(t[0]); }});

@@ -34,6 +34,7 @@ def torch_benches(torch, F):
         ("max_pool2d", [(B, 16, 28, 28)], 1, lambda t: F.max_pool2d(t[0], 2)),
         ("avg_pool2d", [(B, 16, 28, 28)], 1, lambda t: F.avg_pool2d(t[0], 2)),
         ("relu", [(B, 16, 28, 28)], 1, lambda t: F.relu(t[0])),
+        ("leaky_relu", [(B, 16, 28, 28)], 1, lambda t: F.leaky_relu(t[0], 0.2)),
         ("add", [(B, 16, 28, 28), (B, 16, 28, 28)], 2, lambda t: t[0] + t[1]),
         ("gelu_tanh", [(4096, 512)], 1, lambda t: F.gelu(t[0], approximate="tanh")),
         ("softmax", [(4096, 256)], 1, lambda t: F.softmax(t[0], -1)),
