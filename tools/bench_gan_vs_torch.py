@@ -6,7 +6,7 @@ model with PyTorch's example width, against PyTorch eager).
 The model, loss and optimizer are kiln_train_gan's defaults on Fashion-MNIST: the DCGAN of
 models/zoo/gan.h at 28 x 28 (width 32: G ConvT 100->64 7x7, BN, ReLU, ConvT 64->32 4/2/1,
 BN, ReLU, ConvT 32->1 4/2/1, Tanh; D Conv 1->32 4/2/1, LeakyReLU 0.2, Conv 32->64 4/2/1, BN,
-LeakyReLU, Linear 3136->1), batch 64, the non-saturating BCE losses, Adam(2e-4, 0.5,
+LeakyReLU, Linear 3136->1), batch 64 (--batch-size), the non-saturating BCE losses, Adam(2e-4, 0.5,
 0.999) for both. One iteration = G forward, D step on real and fake, G step.
 
 kiln: `kiln_train_gan --data fashion-mnist --limit-train N --epochs 1` (its epoch's
@@ -28,7 +28,7 @@ math (kiln's default against PyTorch with TF32 off), the second line both with T
 
 usage: tools/bench_gan_vs_torch.py [--kiln-exe build/tools/kiln_train_gan] [--threads 2]
          [--iters 60] [--warmup 5] [--rounds 2] [--device cpu|cuda] [--image-size 28|64]
-         [--width 32] [--json FILE]
+         [--width 32] [--batch-size 64] [--json FILE]
 Run it with Debian's /usr/bin/python3 (python3-torch).
 """
 import argparse
@@ -55,7 +55,7 @@ def torch_worker(a):
     D = dcgan_torch.discriminator(a.image_size, a.width).to(dev)
     og = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     od = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    B = 64
+    B = a.batch_size
     reals = [torch.rand(B, C, a.image_size, a.image_size, device=dev) * 2 - 1 for _ in range(8)]
     ones, zeros = torch.ones(B, device=dev), torch.zeros(B, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -79,7 +79,8 @@ def run_torch(a, openblas_one, tf32="on"):
         env.pop("OPENBLAS_NUM_THREADS", None)
     p = subprocess.run([sys.executable, __file__, "--torch-worker", "--threads", str(a.threads), "--iters",
                         str(a.iters), "--warmup", str(a.warmup), "--device", a.device, "--image-size",
-                        str(a.image_size), "--width", str(a.width), "--torch-tf32", tf32],
+                        str(a.image_size), "--width", str(a.width), "--batch-size", str(a.batch_size),
+                        "--torch-tf32", tf32],
                        capture_output=True, text=True, env=env)
     if p.returncode != 0:
         sys.exit(f"torch worker failed:\n{p.stderr}")
@@ -101,12 +102,13 @@ def run_kiln(a, tf32=False):
     with tempfile.TemporaryDirectory() as d:
         env = dict(os.environ, KILN_NUM_THREADS=str(a.threads))  # kiln's one budget (loops, OpenBLAS, oneDNN)
         env["KILN_ALLOW_TF32"] = "1" if tf32 else "0"
-        n = 64 * (a.iters + a.warmup)
+        n = a.batch_size * (a.iters + a.warmup)
         data = ["--data", "fashion-mnist"]
         if a.image_size == 64:
             write_ppm_folder(os.path.join(d, "images"), n, 64)
             data = ["--data", "folder:" + os.path.join(d, "images"), "--image-size", "64", "--channels", "3"]
         p = subprocess.run([a.kiln_exe] + data + ["--device", a.device, "--epochs", "1", "--width", str(a.width),
+                            "--batch-size", str(a.batch_size),
                             "--limit-train", str(n), "--no-plot", "--run-dir", os.path.join(d, "run")],
                            capture_output=True, text=True, env=env)
         if p.returncode != 0:
@@ -124,6 +126,7 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--image-size", type=int, default=28, choices=[28, 64])
     ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--json")
     ap.add_argument("--torch-worker", action="store_true")
     ap.add_argument("--torch-tf32", default="on", choices=["on", "off"], help=argparse.SUPPRESS)
@@ -147,7 +150,7 @@ def main():
            "torch": torch_ver, "threads": a.threads, "ratio_kiln_over_torch": kiln / torch_best, "device": a.device,
            "image_size": a.image_size, "width": a.width, "kiln_steps_per_second": kiln / 64,
            "torch_steps_per_second": torch_best / 64}
-    print(f"DCGAN {a.image_size}x{a.image_size} width {a.width} batch 64 on {a.device}, {a.threads} threads: "
+    print(f"DCGAN {a.image_size}x{a.image_size} width {a.width} batch {a.batch_size} on {a.device}, {a.threads} threads: "
           f"kiln {kiln:.0f} img/s, torch {torch_ver} "
           f"{torch_best:.0f} img/s ({torch_setting}); kiln/torch = {kiln / torch_best:.2f}")
     if a.json:
@@ -169,7 +172,7 @@ def main_cuda(a):
             kb, tb, _ = best.get(tf32, (0.0, 0.0, ""))
             best[tf32] = (max(kb, k), max(tb, ts), t["torch"])
     (k32, t32, ver), (ktf, ttf, _) = best[False], best[True]
-    print(f"DCGAN {a.image_size}x{a.image_size} width {a.width} batch 64 on cuda, torch {ver}, best of {a.rounds}:")
+    print(f"DCGAN {a.image_size}x{a.image_size} width {a.width} batch {a.batch_size} on cuda, torch {ver}, best of {a.rounds}:")
     print(f"  {'convolutions':28s}{'kiln img/s':>12s}{'torch img/s':>13s}{'kiln/torch':>12s}")
     print(f"  {'f32 (kiln default)':28s}{k32:12.0f}{t32:13.0f}{k32 / t32:12.2f}")
     print(f"  {'TF32 (torch default)':28s}{ktf:12.0f}{ttf:13.0f}{ktf / ttf:12.2f}")

@@ -40,6 +40,11 @@ std::vector<Bench> benches() {
                [](const std::vector<Tensor>& t) { return conv2d(t[0], t[1], Tensor(), 2, 1); }});
   v.push_back({"conv1x1_s2", "x 128x16x28x28, w 32x16x1x1, stride 2", {{B, 16, 28, 28}, {32, 16, 1, 1}}, 2,
                [](const std::vector<Tensor>& t) { return conv2d(t[0], t[1], Tensor(), 2, 0); }});
+  // The 28 x 28 DCGAN generator's first and last layers (models/zoo/gan.h, width 32, batch 64).
+  v.push_back({"convT_dcgan_in", "z 64x100x1x1, w 100x64x7x7", {{64, 100, 1, 1}, {100, 64, 7, 7}}, 2,
+               [](const std::vector<Tensor>& t) { return conv_transpose2d(t[0], t[1]); }});
+  v.push_back({"convT_dcgan_out", "x 64x32x14x14, w 32x1x4x4, stride 2, pad 1", {{64, 32, 14, 14}, {32, 1, 4, 4}}, 2,
+               [](const std::vector<Tensor>& t) { return conv_transpose2d(t[0], t[1], Tensor(), 2, 1); }});
   v.push_back({"batch_norm", "x 128x16x28x28, training", {{B, 16, 28, 28}, {16}, {16}}, 3,
                [](const std::vector<Tensor>& t) { return batch_norm(t[0], Tensor(), Tensor(), t[1], t[2], true); }});
   v.push_back({"max_pool2d", "x 128x16x28x28, 2x2", {{B, 16, 28, 28}}, 1,

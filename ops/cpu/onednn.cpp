@@ -5,6 +5,15 @@
 // blocks of 8 or 16), and the cached entry holds the reorders between those and kiln's
 // plain NCHW/OIHW tensors. Scratch memory and reorder buffers come from kiln's CPU
 // allocator, which hands the same blocks back every step.
+//
+// Two kinds of problem go elsewhere, measured faster (kiln_bench_ops convT_dcgan_in /
+// convT_dcgan_out, the 28 x 28 DCGAN generator's first and last layers):
+// - a kernel that covers the whole unpadded input (one output pixel: a transposed
+//   convolution from 1 x 1 latents, a dense layer written as a convolution) is one matrix
+//   product in the plain layouts, through oneDNN's sgemm, with no reorders;
+// - the data gradient of a convolution with one input channel (a transposed convolution to
+//   one channel, the generator's image layer) runs kiln's im2col loops: oneDNN's kernel
+//   for it was about 8x slower.
 #include <kiln/ops/cpu/onednn.h>
 
 #include <cstdlib>
@@ -202,6 +211,21 @@ Problem problem(Kind kind, const TensorView& x, const TensorView& w, const Tenso
                  y.size(3), g,         bias};
 }
 
+// Row-major C (M, N) = op(A) op(B) + beta C through oneDNN's sgemm ('N' or 'T' per operand).
+void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+           int64_t ldb, float beta, float* C, int64_t ldc) {
+  const dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+  KILN_CHECK(st == dnnl_success, "oneDNN's sgemm failed (status ", static_cast<int>(st), ") for ", M, "x", K, " @ ",
+             K, "x", N);
+}
+
+// The kernel covers the whole unpadded input: y (N, O) = x (N, K) w (O, K)^T, K = C kH kW.
+bool is_dense(const Problem& p) {
+  const Conv2dGeometry& g = p.g;
+  return p.H == p.kH && p.W == p.kW && p.Ho == 1 && p.Wo == 1 && g.pad_h == 0 && g.pad_w == 0 && g.groups == 1 &&
+         g.dilation_h == 1 && g.dilation_w == 1;
+}
+
 }  // namespace
 
 bool enabled() {
@@ -222,7 +246,17 @@ void register_kernels() {
 void conv2d_forward(const TensorView& x, const TensorView& w, const TensorView& bias, const TensorView& y,
                     const Conv2dGeometry& g) {
   if (x.dtype == DType::F32 && y.numel > 0) {
-    Entry& e = entry(problem(Kind::Forward, x, w, y, g, bias.defined));
+    const Problem p = problem(Kind::Forward, x, w, y, g, bias.defined);
+    if (is_dense(p) && x.numel > 0) {
+      const int64_t K = p.C * p.kH * p.kW;
+      float* py = y.ptr<float>();
+      if (bias.defined)
+        for (int64_t n = 0; n < p.N; ++n) std::memcpy(py + n * p.O, bias.ptr<const float>(), p.O * sizeof(float));
+      detail::sync_openmp_threads();
+      return sgemm('N', 'T', p.N, p.O, K, x.ptr<const float>(), K, w.ptr<const float>(), K, bias.defined ? 1.0f : 0.0f,
+                   py, p.O);
+    }
+    Entry& e = entry(p);
     if (e.supported) {
       std::vector<void*> ptrs{x.data, w.data};
       if (bias.defined) ptrs.push_back(bias.data);
@@ -235,8 +269,17 @@ void conv2d_forward(const TensorView& x, const TensorView& w, const TensorView& 
 
 void conv2d_backward_data(const TensorView& gy, const TensorView& w, const TensorView& gx, const Conv2dGeometry& g) {
   if (gx.dtype == DType::F32 && gx.numel > 0 && gy.numel > 0) {
-    Entry& e = entry(problem(Kind::BackwardData, gx, w, gy, g, false));
-    if (e.supported) return execute(e, {gy.data, w.data, gx.data});
+    const Problem p = problem(Kind::BackwardData, gx, w, gy, g, false);
+    if (is_dense(p)) {  // gx (N, K) = gy (N, O) w (O, K)
+      const int64_t K = p.C * p.kH * p.kW;
+      detail::sync_openmp_threads();
+      return sgemm('N', 'N', p.N, K, p.O, gy.ptr<const float>(), p.O, w.ptr<const float>(), K, 0.0f,
+                   gx.ptr<float>(), K);
+    }
+    if (p.C > 1) {
+      Entry& e = entry(p);
+      if (e.supported) return execute(e, {gy.data, w.data, gx.data});
+    }
   }
   cpu::conv2d_backward_data(gy, w, gx, g);
 }
@@ -244,7 +287,14 @@ void conv2d_backward_data(const TensorView& gy, const TensorView& w, const Tenso
 void conv2d_backward_weight(const TensorView& x, const TensorView& gy, const TensorView& gw,
                             const Conv2dGeometry& g) {
   if (gw.dtype == DType::F32 && gw.numel > 0 && gy.numel > 0 && x.numel > 0) {
-    Entry& e = entry(problem(Kind::BackwardWeight, x, gw, gy, g, false));
+    const Problem p = problem(Kind::BackwardWeight, x, gw, gy, g, false);
+    if (is_dense(p)) {  // gw (O, K) = gy (N, O)^T x (N, K)
+      const int64_t K = p.C * p.kH * p.kW;
+      detail::sync_openmp_threads();
+      return sgemm('T', 'N', p.O, K, p.N, gy.ptr<const float>(), p.O, x.ptr<const float>(), K, 0.0f,
+                   gw.ptr<float>(), K);
+    }
+    Entry& e = entry(p);
     if (e.supported) return execute(e, {x.data, gy.data, gw.data});
   }
   cpu::conv2d_backward_weight(x, gy, gw, g);
@@ -263,12 +313,8 @@ void matmul(const TensorView& a, const TensorView& b, const TensorView& out) {
   const float* pa = a.ptr<const float>();
   const float* pb = b.ptr<const float>();
   float* po = out.ptr<float>();
-  for (int64_t i = 0; i < batch; ++i) {
-    const dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, 1.0f, pa + i * a.stride(0), lda, pb + i * b.stride(0), ldb,
-                                        0.0f, po + i * M * N, N);
-    KILN_CHECK(st == dnnl_success, "matmul: oneDNN's sgemm failed (status ", static_cast<int>(st), ") for ", M, "x",
-               K, " @ ", K, "x", N);
-  }
+  for (int64_t i = 0; i < batch; ++i)
+    sgemm(ta, tb, M, N, K, pa + i * a.stride(0), lda, pb + i * b.stride(0), ldb, 0.0f, po + i * M * N, N);
 }
 
 }  // namespace kiln::onednn

@@ -1,7 +1,8 @@
 // oneDNN's convolutions (ops/cpu/onednn.cpp) against kiln's own loops (ops/cpu/conv.cpp),
 // the reference: each of the three products over geometries that exercise what the
 // oneDNN path translates (strides, padding, dilation, groups, bias, a negative right
-// padding, conv_transpose2d's extra rows), and the fall-backs (f64, f16) bit for bit.
+// padding, conv_transpose2d's extra rows, the whole-input kernels it computes as one matrix
+// product, one input channel), and the fall-backs (f64, f16) bit for bit.
 #include <kiln/ops/cpu/onednn.h>
 
 #include "test_util.h"
@@ -40,6 +41,12 @@ std::vector<Case> cases() {
       {2, 8, 9, 9, 8, 3, 3, geom(1, 1, 1, 8), false},      // depthwise
       {1, 5, 13, 11, 7, 5, 5, geom(3, 2, 1, 1), true},     // odd everything
       {2, 6, 9, 9, 4, 4, 4, geom(2, 1, 1, 1), false, 1},   // as conv_transpose2d with output_padding 1
+      // matrix products (ops/cpu/onednn.cpp): the kernel covers the whole input (a transposed
+      // convolution from 1 x 1 latents), without and with bias
+      {5, 64, 7, 7, 100, 7, 7, geom(1, 0, 1, 1), false},
+      {3, 8, 4, 5, 6, 4, 5, geom(2, 0, 1, 1), true},
+      // one input channel: the data gradient runs kiln's loops (a transposed convolution to one channel)
+      {4, 1, 28, 28, 32, 4, 4, geom(2, 1, 1, 1), false},
   };
 }
 
