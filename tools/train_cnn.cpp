@@ -867,7 +867,8 @@ int train(Config cfg, const CLI::App& app) {
     train_seconds += epoch_train_s;
     train_images += ts.epoch_images;
     // The epoch's training loss over all ranks (the progress line shows rank 0's).
-    Tensor sums = from_vector(std::vector<double>{ts.epoch_loss_sum, static_cast<double>(ts.epoch_loss_n)});
+    Tensor sums =  // on the run's device: NCCL takes device tensors
+        from_vector(std::vector<double>{ts.epoch_loss_sum, static_cast<double>(ts.epoch_loss_n)}).to(device);
     pg->all_reduce(sums)->wait();
     std::vector<double> sv = sums.to_vector<double>();
     last_train_loss = sv[0] / std::max(sv[1], 1.0);

@@ -1003,7 +1003,7 @@ int train(Config cfg, const CLI::App& app) {
       const double pace = epochs_this_run > 0 ? epoch_wall_seconds / static_cast<double>(epochs_this_run) : 0.0;
       double over = elapsed() + pace > budget_s ? 1.0 : 0.0;
       if (world > 1) {
-        Tensor t = from_vector(std::vector<double>{main_rank ? over : 0.0});
+        Tensor t = from_vector(std::vector<double>{main_rank ? over : 0.0}).to(device);  // NCCL: device tensors
         rc.pg->all_reduce(t)->wait();
         over = t.to_vector<double>()[0];
       }

@@ -587,7 +587,7 @@ int train(Config cfg, const CLI::App& app) {
   // rank 0's value on every rank
   auto from_rank0 = [&](double v) {
     if (world == 1) return v;
-    Tensor t = from_vector(std::vector<double>{rank == 0 ? v : 0.0});
+    Tensor t = from_vector(std::vector<double>{rank == 0 ? v : 0.0}).to(device);  // NCCL takes device tensors
     rc.pg->all_reduce(t)->wait();
     return t.to_vector<double>()[0];
   };
