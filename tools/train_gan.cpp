@@ -991,16 +991,16 @@ int train(Config cfg, const CLI::App& app) {
     last_ckpt = ckpt.save(iter, st, md);
   };
 
-  double train_seconds = 0, epoch_wall_seconds = 0;
+  double train_seconds = 0;
   int64_t train_images = 0, images_since_log = 0, epochs_this_run = 0, iters_this_run = 0;
   bool interrupted = false, out_of_time = false;
-  const double budget_s = cfg.max_minutes * 60.0;
+  const double budget_s = cfg.max_minutes * 60.0, loop_start = elapsed();
   while (iter < total_iters && !interrupted) {
     if (cfg.stop_after > 0 && epochs_this_run >= cfg.stop_after) break;
     if (budget_s > 0) {
       // No epoch starts that would end after the budget at the pace of this invocation's
       // epochs (training, evaluation and checkpoint); rank 0's clock decides for all ranks.
-      const double pace = epochs_this_run > 0 ? epoch_wall_seconds / static_cast<double>(epochs_this_run) : 0.0;
+      const double pace = epochs_this_run > 0 ? (elapsed() - loop_start) / static_cast<double>(epochs_this_run) : 0.0;
       double over = elapsed() + pace > budget_s ? 1.0 : 0.0;
       if (world > 1) {
         Tensor t = from_vector(std::vector<double>{main_rank ? over : 0.0}).to(device);  // NCCL: device tensors
@@ -1060,7 +1060,6 @@ int train(Config cfg, const CLI::App& app) {
     reach_consensus();  // --dp neighbor: the epoch's metrics and checkpoint see the exact average
     if (!main_rank) {
       rc.pg->barrier()->wait();
-      epoch_wall_seconds += std::chrono::duration<double>(Clock::now() - t_epoch).count();
       continue;
     }
     const auto t_eval = Clock::now();
@@ -1082,7 +1081,6 @@ int train(Config cfg, const CLI::App& app) {
     metrics.write(rec);
     save();
     rc.pg->barrier()->wait();
-    epoch_wall_seconds += std::chrono::duration<double>(Clock::now() - t_epoch).count();
   }
 
   if (!main_rank) return 0;

@@ -211,9 +211,11 @@ Problem problem(Kind kind, const TensorView& x, const TensorView& w, const Tenso
                  y.size(3), g,         bias};
 }
 
-// Row-major C (M, N) = op(A) op(B) + beta C through oneDNN's sgemm ('N' or 'T' per operand).
+// Row-major C (M, N) = op(A) op(B) + beta C through oneDNN's sgemm ('N' or 'T' per operand), on
+// kiln's thread count.
 void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
            int64_t ldb, float beta, float* C, int64_t ldc) {
+  detail::sync_openmp_threads();
   const dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
   KILN_CHECK(st == dnnl_success, "oneDNN's sgemm failed (status ", static_cast<int>(st), ") for ", M, "x", K, " @ ",
              K, "x", N);
@@ -252,7 +254,6 @@ void conv2d_forward(const TensorView& x, const TensorView& w, const TensorView& 
       float* py = y.ptr<float>();
       if (bias.defined)
         for (int64_t n = 0; n < p.N; ++n) std::memcpy(py + n * p.O, bias.ptr<const float>(), p.O * sizeof(float));
-      detail::sync_openmp_threads();
       return sgemm('N', 'T', p.N, p.O, K, x.ptr<const float>(), K, w.ptr<const float>(), K, bias.defined ? 1.0f : 0.0f,
                    py, p.O);
     }
@@ -272,7 +273,6 @@ void conv2d_backward_data(const TensorView& gy, const TensorView& w, const Tenso
     const Problem p = problem(Kind::BackwardData, gx, w, gy, g, false);
     if (is_dense(p)) {  // gx (N, K) = gy (N, O) w (O, K)
       const int64_t K = p.C * p.kH * p.kW;
-      detail::sync_openmp_threads();
       return sgemm('N', 'N', p.N, K, p.O, gy.ptr<const float>(), p.O, w.ptr<const float>(), K, 0.0f,
                    gx.ptr<float>(), K);
     }
@@ -290,7 +290,6 @@ void conv2d_backward_weight(const TensorView& x, const TensorView& gy, const Ten
     const Problem p = problem(Kind::BackwardWeight, x, gw, gy, g, false);
     if (is_dense(p)) {  // gw (O, K) = gy (N, O)^T x (N, K)
       const int64_t K = p.C * p.kH * p.kW;
-      detail::sync_openmp_threads();
       return sgemm('T', 'N', p.O, K, p.N, gy.ptr<const float>(), p.O, x.ptr<const float>(), K, 0.0f,
                    gw.ptr<float>(), K);
     }
@@ -303,7 +302,6 @@ void conv2d_backward_weight(const TensorView& x, const TensorView& gy, const Ten
 void matmul(const TensorView& a, const TensorView& b, const TensorView& out) {
   const int64_t batch = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
   if (a.dtype != DType::F32 || M == 0 || N == 0 || K == 0) return cpu::matmul(a, b, out);
-  detail::sync_openmp_threads();
   // The operands as cpu::matmul reads them: row-major (R, C) with ld = stride(1), or the
   // transpose of a row-major (C, R) with ld = stride(2) (ops/matmul.cpp's blas_layout).
   auto trans = [](const TensorView& t) { return t.stride(2) == 1 ? 'N' : 'T'; };

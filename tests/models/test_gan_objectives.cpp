@@ -92,6 +92,21 @@ TEST_CASE("unrolled D: first order equals K real Adam steps; second order matche
   ao.lr = 1e-2;
   ao.beta1 = 0.5;
   Adam opt(D->parameters(), ao);
+  // The parameters after 3 steps of the real Adam on a copy of d (options opts) and of its
+  // optimizer's state: what the unrolled first-order steps must reproduce.
+  auto adam_steps = [&](const models::MlpGanOptions& opts, models::Discriminator& d, Adam& optimizer) {
+    auto copy = models::mlp_discriminator(opts, gen);
+    copy->to(DType::F64);
+    copy->load_state_dict(d.state_dict());
+    Adam copy_opt(copy->parameters(), ao);
+    copy_opt.load_state_dict(optimizer.state_dict());
+    for (int k = 0; k < 3; ++k) {
+      copy_opt.zero_grad();
+      gan::discriminator_loss(copy->run(real).logits, copy->run(fake).logits, 0.9).backward();
+      copy_opt.step();
+    }
+    return copy->parameters();
+  };
   // One real step first, so the unrolled steps start from a non-trivial Adam state.
   opt.zero_grad();
   gan::discriminator_loss(D->run(real).logits, D->run(fake).logits, 0.9).backward();
@@ -105,18 +120,7 @@ TEST_CASE("unrolled D: first order equals K real Adam steps; second order matche
   uo.real_target = 0.9;
   uo.second_order = false;
   std::vector<Tensor> theta = gan::unroll_discriminator(*D, opt, real, fake, uo);
-  // The same 3 steps with the real optimizer, on a copy of D and of its state.
-  auto D2 = models::mlp_discriminator(o, gen);
-  D2->to(DType::F64);
-  D2->load_state_dict(D->state_dict());
-  Adam opt2(D2->parameters(), ao);
-  opt2.load_state_dict(opt.state_dict());
-  for (int k = 0; k < 3; ++k) {
-    opt2.zero_grad();
-    gan::discriminator_loss(D2->run(real).logits, D2->run(fake).logits, 0.9).backward();
-    opt2.step();
-  }
-  std::vector<Tensor> p2 = D2->parameters();
+  std::vector<Tensor> p2 = adam_steps(o, *D, opt);
   for (size_t i = 0; i < theta.size(); ++i) {
     INFO(test::compare(theta[i], p2[i], 1e-7, 1e-10));
     CHECK(test::allclose(theta[i], p2[i], 1e-7, 1e-10));
@@ -162,17 +166,7 @@ TEST_CASE("unrolled D: first order equals K real Adam steps; second order matche
   uo.second_order = false;
   uo.eps = ao.eps;
   std::vector<Tensor> thm = gan::unroll_discriminator(*Dm, optm, real, fake, uo);
-  auto Dm2 = models::mlp_discriminator(om, gen);
-  Dm2->to(DType::F64);
-  Dm2->load_state_dict(Dm->state_dict());
-  Adam optm2(Dm2->parameters(), ao);
-  optm2.load_state_dict(optm.state_dict());
-  for (int k = 0; k < 3; ++k) {
-    optm2.zero_grad();
-    gan::discriminator_loss(Dm2->run(real).logits, Dm2->run(fake).logits, 0.9).backward();
-    optm2.step();
-  }
-  std::vector<Tensor> pm2 = Dm2->parameters();
+  std::vector<Tensor> pm2 = adam_steps(om, *Dm, optm);
   REQUIRE(thm.size() == pm2.size());
   for (size_t i = 0; i < thm.size(); ++i) {
     INFO("parameter " << i << ": " << test::compare(thm[i], pm2[i], 1e-7, 1e-10));
