@@ -116,6 +116,7 @@ struct Config {
   int64_t d_steps = 0;  // 0: 1 (5 with --wgan-gp)
   int64_t latent_dim = 0;  // 0: 100 for DCGAN, 256 for the MLP GAN
   int64_t width = 32;
+  int64_t d_width = 0;
   int64_t hidden = 128;
   int64_t image_size = 0;  // 0: 28 for Fashion-MNIST, 32 for a folder
   int64_t channels = 3;    // a folder's images: 1 or 3
@@ -213,8 +214,10 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(tools::integer_range(0, 1000));
   app.add_option("--latent-dim", c.latent_dim, "latent size (0: 100 DCGAN, 256 MLP)")
       ->check(tools::integer_range(0, 1 << 16));
-  app.add_option("--width", c.width, "DCGAN width: G's last and D's first hidden channels")
+  app.add_option("--width", c.width, "DCGAN width: G's last hidden channels (ngf), and D's first (ndf) unless --d-width")
       ->check(tools::integer_range(1, 4096));
+  app.add_option("--d-width", c.d_width, "DCGAN: D's (and E's) first hidden channels, ndf (0: --width)")
+      ->check(tools::integer_range(0, 4096));
   app.add_option("--hidden", c.hidden, "MLP GAN hidden units")->check(tools::integer_range(1, 1 << 16));
   app.add_option("--image-size", c.image_size, "28, 32 or 64 (0: 28 for Fashion-MNIST, 32 for a folder)")
       ->check(CLI::IsMember({0, 28, 32, 64}));
@@ -375,7 +378,8 @@ std::map<std::string, std::string> run_metadata(const Config& c) {
           {"beta2", num(c.beta2)},
           {"d_steps", std::to_string(c.d_steps)},
           {"latent_dim", std::to_string(c.latent_dim)},
-          {"width", std::to_string(c.width)},
+          {"width", c.d_width == 0 || c.d_width == c.width ? std::to_string(c.width)  // (older runs' spelling)
+                                                          : detail::str(c.width, " d ", c.d_width)},
           {"hidden", std::to_string(c.hidden)},
           {"image_size", std::to_string(c.image_size)},
           {"label_smoothing", num(c.label_smoothing)},
@@ -414,6 +418,7 @@ Models build(const Config& c, const Plan& p, Generator& gen) {
     o.channels = p.folder.empty() ? 1 : c.channels;
     o.latent_dim = c.latent_dim;
     o.width = c.width;
+    o.d_width = c.d_width;
     o.batch_norm_in_d = !c.wgan_gp;
     o.minibatch_kernels = c.minibatch_discrimination ? c.mbd_kernels : 0;
     o.minibatch_kernel_dim = c.mbd_kernel_dim;

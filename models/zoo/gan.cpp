@@ -63,8 +63,9 @@ void dcgan_init(nn::Module& m, Generator& gen) {
 
 // (s0, k): the first feature map's size and the number of stride-2 stages.
 std::pair<int64_t, int64_t> dcgan_geometry(const DcganOptions& o) {
-  KILN_CHECK(o.channels >= 1 && o.latent_dim >= 1 && o.width >= 1, "DCGAN: channels, latent_dim and width must be >= 1, got ",
-             o.channels, ", ", o.latent_dim, ", ", o.width);
+  KILN_CHECK(o.channels >= 1 && o.latent_dim >= 1 && o.width >= 1 && o.d_width >= 0,
+             "DCGAN: channels, latent_dim and width must be >= 1 (d_width >= 0), got ", o.channels, ", ",
+             o.latent_dim, ", ", o.width, ", ", o.d_width);
   KILN_CHECK(o.minibatch_kernels >= 0 && o.minibatch_kernel_dim >= 1, "DCGAN: bad minibatch-discrimination sizes ",
              o.minibatch_kernels, " x ", o.minibatch_kernel_dim);
   switch (o.image_size) {
@@ -87,13 +88,15 @@ class DcganGenerator : public nn::Module {
   std::shared_ptr<nn::Sequential> main;
 };
 
-// D's convolutional trunk: x (N, C, S, S) -> (N, w 2^(k-1) s0^2).
+int64_t d_width(const DcganOptions& o) { return o.d_width > 0 ? o.d_width : o.width; }
+
+// D's convolutional trunk: x (N, C, S, S) -> (N, ndf 2^(k-1) s0^2).
 std::shared_ptr<nn::Sequential> dcgan_trunk(const DcganOptions& o, bool bn) {
   const auto [s0, k] = dcgan_geometry(o);
   auto main = std::make_shared<nn::Sequential>();
-  main->push_back(std::make_shared<nn::Conv2d>(o.channels, o.width, 4, 2, 1, 1, 1, false));
+  main->push_back(std::make_shared<nn::Conv2d>(o.channels, d_width(o), 4, 2, 1, 1, 1, false));
   main->push_back(std::make_shared<nn::LeakyReLU>(0.2));
-  int64_t ch = o.width;
+  int64_t ch = d_width(o);
   for (int64_t i = 1; i < k; ++i) {
     main->push_back(std::make_shared<nn::Conv2d>(ch, ch * 2, 4, 2, 1, 1, 1, false));
     ch *= 2;
@@ -106,7 +109,7 @@ std::shared_ptr<nn::Sequential> dcgan_trunk(const DcganOptions& o, bool bn) {
 
 int64_t trunk_features(const DcganOptions& o) {
   const auto [s0, k] = dcgan_geometry(o);
-  return o.width * (int64_t{1} << (k - 1)) * s0 * s0;
+  return d_width(o) * (int64_t{1} << (k - 1)) * s0 * s0;
 }
 
 void add_head(Discriminator& d, int64_t features, int64_t mb_kernels, int64_t mb_dim, Generator& gen) {

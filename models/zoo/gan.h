@@ -61,7 +61,8 @@ struct DcganOptions {
   int64_t image_size = 28;  // 28, 32 or 64
   int64_t channels = 1;     // 1 (grey) or 3 (RGB)
   int64_t latent_dim = 100;
-  int64_t width = 32;       // ngf = ndf: channels of G's last and D's first hidden layer
+  int64_t width = 32;       // ngf: channels of G's last hidden layer
+  int64_t d_width = 0;      // ndf: channels of D's (and E's) first hidden layer (0: width)
   bool batch_norm_in_d = true;  // false for the WGAN-GP critic
   int64_t minibatch_kernels = 0;  // > 0: minibatch discrimination with this many kernels in D
   int64_t minibatch_kernel_dim = 5;

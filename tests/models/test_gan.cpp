@@ -104,6 +104,20 @@ TEST_CASE("DCGAN and MLP GAN shapes, init and errors", "[models][gan]") {
   CHECK(std::abs(mean(w).item<float>()) < 1e-3);
   CHECK(kiln::std(w).item<float>() == Approx(0.02).epsilon(0.02));
   CHECK(mean(G->get_parameter("main.1.weight")).item<float>() == Approx(1.0).epsilon(0.01));
+  // d_width sets D's (and E's) channels alone: ndf 48 -> conv 1->48 4x4, conv 48->96 4x4, BN 96,
+  // Linear 96*7*7 -> 1; G keeps ngf = width.
+  models::DcganOptions wide = o;
+  wide.d_width = 48;
+  auto Dw = models::dcgan_discriminator(wide, gen);
+  CHECK(Dw->get_parameter("main.0.weight").sizes() == Shape{48, 1, 4, 4});
+  CHECK(Dw->get_parameter("main.2.weight").sizes() == Shape{96, 48, 4, 4});
+  CHECK(Dw->get_parameter("head.weight").sizes() == Shape{1, 96 * 7 * 7});
+  CHECK(models::dcgan_generator(wide, gen)->get_parameter("main.0.weight").sizes() == Shape{100, 64, 7, 7});
+  CHECK(Dw->run(G->forward(randn({2, 100}, DType::F32, &gen))).features.sizes() == Shape{2, 96 * 7 * 7});
+  CHECK(models::dcgan_encoder(wide, gen)->forward(randn({2, 1, 28, 28}, DType::F32, &gen)).sizes() ==
+        Shape{2, 100});
+  wide.d_width = -1;
+  REQUIRE_KILN_ERROR(models::dcgan_discriminator(wide, gen), "d_width >= 0");
   o.image_size = 48;
   REQUIRE_KILN_ERROR(models::dcgan_generator(o, gen), "image_size must be 28, 32 or 64");
   models::DcganOptions gp;
