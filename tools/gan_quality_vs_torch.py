@@ -9,7 +9,7 @@ one classifier.
    OPENBLAS_NUM_THREADS=1, its fastest setting on this machine): the same DCGAN (the shapes
    of models/zoo/gan.h at 28 x 28, N(0, 0.02) initialisation, BN weights N(1, 0.02)), the
    same non-saturating BCE losses, Adam and batch size as kiln's run (its summary's `lr`,
-   `lr_d`, `beta1`, `beta2`, `batch_size`), shuffled epochs, and by
+   `lr_d`, `beta1`, `beta2`, `batch_size`) and widths (`width`, `d_width`), shuffled epochs, and by
    default the same exponential average of G's weights (--g-ema 0.999 with kiln's warm-up,
    optim/average.h), trained for S seconds of pure training (the evaluation's share of
    kiln's S is PyTorch's to train in). Then 10,000 samples of the (averaged) G, with batch
@@ -34,7 +34,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 # What kiln_train_gan trained with before its summary named these (a --kiln-summary of an older run).
-KILN_DEFAULTS_BEFORE = {"batch_size": 64, "lr": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "g_ema": 0.999}
+KILN_DEFAULTS_BEFORE = {"batch_size": 64, "lr": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "g_ema": 0.999,
+                        "width": 32, "d_width": 32}
 
 
 def torch_worker(a):
@@ -49,10 +50,10 @@ def torch_worker(a):
     images = images.float().div_(255).sub_(0.5).div_(0.5)  # [-1, 1], G's tanh range
     import dcgan_torch
     nz = dcgan_torch.NZ
-    G, D = dcgan_torch.generator(), dcgan_torch.discriminator()
+    G, D = dcgan_torch.generator(28, a.width), dcgan_torch.discriminator(28, a.d_width)
     G.apply(dcgan_torch.dcgan_init)
     D.apply(dcgan_torch.dcgan_init)
-    G_avg = dcgan_torch.generator()
+    G_avg = dcgan_torch.generator(28, a.width)
     G_avg.load_state_dict(G.state_dict())
     betas = (a.beta1, a.beta2)
     og = torch.optim.Adam(G.parameters(), lr=a.lr, betas=betas)
@@ -123,7 +124,7 @@ def main():
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--samples", type=int, default=10000, help=argparse.SUPPRESS)
     for flag, kind in (("--batch-size", int), ("--lr", float), ("--lr-d", float), ("--beta1", float),
-                       ("--beta2", float)):
+                       ("--beta2", float), ("--width", int), ("--d-width", int)):
         ap.add_argument(flag, type=kind, help=argparse.SUPPRESS)  # the worker's: kiln's run's values
     ap.add_argument("extra", nargs="*", help="more kiln_train_gan flags (after --)")
     a = ap.parse_args()

@@ -1109,6 +1109,8 @@ int train(Config cfg, const CLI::App& app) {
                               {"beta1", cfg.beta1},
                               {"beta2", cfg.beta2},
                               {"g_ema", cfg.g_ema},
+                              {"width", cfg.width},
+                              {"d_width", cfg.d_width > 0 ? cfg.d_width : cfg.width},
                               {"data", cfg.data},
                               {"model", cfg.model},
                               {"device", rc.device_name},
