@@ -131,7 +131,7 @@ struct Config {
   double mr_lambda1 = 0.2;
   double mr_lambda2 = 0.4;
   bool wgan_gp = false;
-  double g_ema = -1;  // < 0: 0.999 for images, 0 (off) for 2-D data
+  double g_ema = -1;  // < 0: 0.9999 for images, 0 (off) for 2-D data
   double gp_lambda = 10.0;
   std::string classifier;
   int64_t eval_samples = 0;  // 0: 10000 for images, 2500 for 2-D data
@@ -175,7 +175,7 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(CLI::IsMember({"", "non-saturating", "minimax"}));
   app.add_option("--g-ema", c.g_ema,
                  "sample from an exponential moving average of G's weights with this decay, with warm-up "
-                 "(Yazici et al. 2019); 0: off (negative: 0.999 for images, off for 2-D data)");
+                 "(Yazici et al. 2019); 0: off (negative: 0.9999 for images, off for 2-D data)");
   app.add_option("--lr-decay", c.lr_decay, "none | linear (to 0 at the last iteration; default: linear for 2-D data)")
       ->check(CLI::IsMember({"", "none", "linear"}));
   app.add_option("--optimizer", c.optimizer,
@@ -316,7 +316,7 @@ Plan resolve(Config& c) {
   // The unrolled GAN covers the ring's modes well only after about 6,500 iterations (the
   // reference code trains 25,000; README "Training a GAN").
   if (c.steps_per_epoch == 0) c.steps_per_epoch = c.unrolled > 0 ? 650 : 500;
-  if (c.g_ema < 0) c.g_ema = p.toy ? 0.0 : 0.999;
+  if (c.g_ema < 0) c.g_ema = p.toy ? 0.0 : 0.9999;
   if (c.g_ema >= 1) throw CLI::ValidationError("--g-ema", "the decay must lie in [0, 1)");
   if (c.g_loss.empty()) c.g_loss = c.unrolled > 0 ? "minimax" : "non-saturating";
   if (c.wgan_gp && c.g_loss == "minimax")
@@ -843,6 +843,11 @@ int train(Config cfg, const CLI::App& app) {
     // G (and E) step. (--dp neighbor: G's loss runs D's module itself; a forward through D's
     // wrapper would start D's next overlapped exchange.)
     opt_g->zero_grad();
+    // G's loss needs D's gradient with respect to D's input only: D's weights stop requiring
+    // gradients for the G step, so its backward skips their gradients (and D's DDP does not
+    // all-reduce them). Not with --unrolled, which differentiates D's steps by its weights.
+    std::optional<nn::FrozenParameters> frozen_d;
+    if (cfg.unrolled == 0) frozen_d.emplace(m.D->parameters());
     nn::Module& d_for_g = dec_d ? static_cast<nn::Module&>(*m.D) : *netD;
     auto g_objective_at = [&](const Tensor& samples) {  // G's (and E's) loss on G's `samples`
       Tensor g_loss;
@@ -893,8 +898,9 @@ int train(Config cfg, const CLI::App& app) {
                              g_noise);
     for (auto& d : {dec_g, dec_e})
       if (d) d->after_step();
+    frozen_d.reset();
     update_average();
-    opt_d->zero_grad();  // what G's loss left in D's .grad is not D's
+    opt_d->zero_grad();  // what G's loss left in D's .grad (--unrolled) is not D's
     out.g_loss = g_loss.detach();
     return out;
   };

@@ -455,4 +455,16 @@ std::string repr_double(double v) {
 
 }  // namespace detail
 
+FrozenParameters::FrozenParameters(std::vector<Tensor> params) {
+  for (Tensor& p : params)
+    if (p.requires_grad()) {
+      p.set_requires_grad(false);
+      frozen_.push_back(std::move(p));
+    }
+}
+
+FrozenParameters::~FrozenParameters() {
+  for (Tensor& p : frozen_) p.set_requires_grad(true);
+}
+
 }  // namespace kiln::nn

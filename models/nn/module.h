@@ -143,6 +143,22 @@ class Module : public std::enable_shared_from_this<Module> {
 
 std::ostream& operator<<(std::ostream& os, const Module& m);
 
+// Turns requires_grad off for the given parameters for a scope and back on at its end (for
+// those that had it): a backward through their module then computes the gradients of its
+// inputs only. A GAN's generator step needs nothing else of the discriminator (PyTorch's
+// `requires_grad_(False)` idiom); the discriminator's weight gradients, and their
+// data-parallel all-reduce, are skipped.
+class FrozenParameters {
+ public:
+  explicit FrozenParameters(std::vector<Tensor> params);
+  ~FrozenParameters();
+  FrozenParameters(const FrozenParameters&) = delete;
+  FrozenParameters& operator=(const FrozenParameters&) = delete;
+
+ private:
+  std::vector<Tensor> frozen_;  // the ones that required grad
+};
+
 namespace detail {
 // Gives `t` (a handle layers, optimizers and hooks may hold) the contents of `src`:
 // storage, offset, sizes, strides and dtype; requires_grad, hooks and .grad stay with `t`.

@@ -370,3 +370,26 @@ TEST_CASE("nn::Module: gradcheck of an MLP in f64 wrt its input and its paramete
   CHECK_CLOSE(l2->weight.grad(), leaves[3].grad());
   CHECK_CLOSE(l2->bias.grad(), leaves[4].grad());
 }
+
+TEST_CASE("nn::FrozenParameters: a backward through the module gives its input's gradient only", "[nn]") {
+  auto net = nested_model();
+  auto params = net->parameters();
+  params.back().set_requires_grad(false);  // one that did not require grad stays so
+  Generator gen(3);
+  Tensor x = randn({5, 4}, DType::F32, &gen).set_requires_grad(true);
+  sum(net->forward(x)).backward();
+  const std::vector<double> gx = test::values(x.grad());
+  x.set_grad(Tensor());
+  net->zero_grad();
+  {
+    FrozenParameters frozen(params);
+    for (const Tensor& p : params) CHECK_FALSE(p.requires_grad());
+    sum(net->forward(x)).backward();
+    CHECK(test::values(x.grad()) == gx);  // the same input gradient, bit for bit
+    for (const Tensor& p : params) CHECK_FALSE(p.grad().defined());
+  }
+  for (size_t i = 0; i + 1 < params.size(); ++i) CHECK(params[i].requires_grad());
+  CHECK_FALSE(params.back().requires_grad());
+  sum(net->forward(x)).backward();
+  CHECK(params.front().grad().defined());
+}
