@@ -7,7 +7,8 @@ The model, loss and optimizer are kiln_train_gan's defaults on Fashion-MNIST: th
 models/zoo/gan.h at 28 x 28 (width 32: G ConvT 100->64 7x7, BN, ReLU, ConvT 64->32 4/2/1,
 BN, ReLU, ConvT 32->1 4/2/1, Tanh; D Conv 1->32 4/2/1, LeakyReLU 0.2, Conv 32->64 4/2/1, BN,
 LeakyReLU, Linear 3136->1), batch 64 (--batch-size), the non-saturating BCE losses, Adam(2e-4, 0.5,
-0.999) for both. One iteration = G forward, D step on real and fake, G step.
+0.999) for both. One iteration = G forward, D step on real and fake, G step (D's weights
+frozen: no D weight gradients in it, on either side).
 
 kiln: `kiln_train_gan --data fashion-mnist --limit-train N --epochs 1` (its epoch's
 images/s: the training loop with data loading, without the evaluation). PyTorch: the same

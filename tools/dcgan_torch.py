@@ -44,7 +44,8 @@ def dcgan_init(m):
 
 def iteration(G, D, og, od, x, z, ones, zeros):
     """One kiln_train_gan iteration: G's samples, D's step on real and fake (BCE on logits),
-    G's non-saturating step. Returns D's and G's losses."""
+    G's non-saturating step with D's weights frozen (requires_grad_(False), as kiln's G
+    step: no D weight gradients computed for nothing). Returns D's and G's losses."""
     fake = G(z)
     od.zero_grad(set_to_none=True)
     ld = F.binary_cross_entropy_with_logits(D(x).view(-1), ones) + \
@@ -52,7 +53,9 @@ def iteration(G, D, og, od, x, z, ones, zeros):
     ld.backward()
     od.step()
     og.zero_grad(set_to_none=True)
+    D.requires_grad_(False)
     lg = F.binary_cross_entropy_with_logits(D(fake).view(-1), ones)
     lg.backward()
+    D.requires_grad_(True)
     og.step()
     return ld, lg
