@@ -131,6 +131,9 @@ struct Config {
   double mr_lambda1 = 0.2;
   double mr_lambda2 = 0.4;
   bool wgan_gp = false;
+  bool top_k = false;
+  double top_k_gamma = 0.99;
+  double top_k_nu = 0.5;
   double g_ema = -1;  // < 0: 0.9999 for images, 0 (off) for 2-D data
   double gp_lambda = 10.0;
   std::string classifier;
@@ -242,6 +245,12 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(tools::positive_real(true));
   app.add_flag("--wgan-gp", c.wgan_gp, "WGAN with gradient penalty (a critic without BN)");
   app.add_option("--gp-lambda", c.gp_lambda, "WGAN-GP penalty weight")->check(tools::positive_real(true));
+  app.add_flag("--top-k", c.top_k,
+               "top-k training (Sinha et al. 2020): G's loss on the k of each rank's samples D rates most real, "
+               "k = max(gamma^epoch, nu) of the batch");
+  app.add_option("--top-k-gamma", c.top_k_gamma, "--top-k: k's decay per epoch")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--top-k-nu", c.top_k_nu, "--top-k: the smallest k, as a share of the batch")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--classifier", c.classifier,
                  "a kiln_train_cnn run directory or checkpoint: MODE score, Frechet distance, class coverage");
   app.add_option("--eval-samples", c.eval_samples, "samples per evaluation (0: 10000 images, 2500 points)")
@@ -297,6 +306,10 @@ Plan resolve(Config& c) {
     throw CLI::ValidationError("--wgan-gp",
                                "excludes --label-smoothing, --unrolled and --mode-regularizer (its critic has no "
                                "probabilities)");
+  if (c.top_k && c.feature_matching)
+    throw CLI::ValidationError("--top-k", "excludes --feature-matching (whose G loss is not a per-sample one)");
+  if (c.top_k && (c.top_k_gamma <= 0 || c.top_k_nu <= 0))
+    throw CLI::ValidationError("--top-k-gamma/--top-k-nu", "must lie in (0, 1]");
   if (c.unrolled_first_order && c.unrolled == 0)
     throw CLI::ValidationError("--unrolled-first-order", "needs --unrolled K");
   if (p.toy && !c.classifier.empty())
@@ -385,7 +398,9 @@ std::map<std::string, std::string> run_metadata(const Config& c) {
           {"label_smoothing", num(c.label_smoothing)},
           {"stabilisers", detail::str(c.feature_matching ? "fm " : "", c.minibatch_discrimination ? "mbd " : "",
                                       c.unrolled, c.unrolled_first_order ? "u1 " : "u ",
-                                      c.mode_regularizer ? "mr " : "", c.wgan_gp ? "gp" : "")},
+                                      c.mode_regularizer ? "mr " : "", c.wgan_gp ? "gp" : "",
+                                      c.top_k ? detail::str(" topk ", num(c.top_k_gamma), " ", num(c.top_k_nu))
+                                              : "")},
           {"seed", std::to_string(c.seed)},
           {"limit_train", std::to_string(c.limit_train)}};
 }
@@ -849,6 +864,12 @@ int train(Config cfg, const CLI::App& app) {
     std::optional<nn::FrozenParameters> frozen_d;
     if (cfg.unrolled == 0) frozen_d.emplace(m.D->parameters());
     nn::Module& d_for_g = dec_d ? static_cast<nn::Module&>(*m.D) : *netD;
+    // --top-k: G's loss on the samples D rates most real (k of this rank's share).
+    auto chosen = [&](const Tensor& d_out) {
+      return cfg.top_k ? gan::top_k(d_out, gan::top_k_count(d_out.size(0), it / iters_per_epoch,
+                                                            cfg.top_k_gamma, cfg.top_k_nu))
+                       : d_out;
+    };
     auto g_objective_at = [&](const Tensor& samples) {  // G's (and E's) loss on G's `samples`
       Tensor g_loss;
       if (cfg.unrolled > 0) {
@@ -860,13 +881,13 @@ int train(Config cfg, const CLI::App& app) {
         uo.real_target = real_target;
         uo.second_order = !cfg.unrolled_first_order;
         std::vector<Tensor> theta = gan::unroll_discriminator(*m.D, *opt_d, x, samples, uo);
-        g_loss = g_objective(m.D->run(samples, theta).logits);
+        g_loss = g_objective(chosen(m.D->run(samples, theta).logits));
       } else if (cfg.feature_matching) {
         g_loss = gan::feature_matching_loss(m.D->run(x).features, m.D->run(samples).features);
       } else if (cfg.wgan_gp) {
-        g_loss = gan::wgan_generator_loss(d_for_g(samples));
+        g_loss = gan::wgan_generator_loss(chosen(d_for_g(samples)));
       } else {
-        g_loss = g_objective(d_for_g(samples));
+        g_loss = g_objective(chosen(d_for_g(samples)));
       }
       if (m.E) {
         Tensor rec = (*netG)((*netE)(x));

@@ -52,6 +52,28 @@ Tensor minimax_generator_loss(const Tensor& fake_logits) {
   return neg(bce_to(fake_logits, 0.0));
 }
 
+Tensor top_k(const Tensor& fake_logits, int64_t k) {
+  check_logits("top_k", fake_logits, "fake_logits");
+  const int64_t n = fake_logits.size(0);
+  KILN_CHECK(k >= 1 && k <= n, "top_k: k must lie in [1, ", n, "], got ", k);
+  if (k == n) return fake_logits;
+  const std::vector<double> v = fake_logits.detach().to(kCPU).to_vector<double>();
+  std::vector<int64_t> idx(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) idx[static_cast<size_t>(i)] = i;
+  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return v[a] > v[b]; });
+  idx.resize(static_cast<size_t>(k));
+  return index_select(fake_logits, 0, from_vector(idx).to(fake_logits.device()));
+}
+
+int64_t top_k_count(int64_t batch, int64_t epoch, double gamma, double nu) {
+  KILN_CHECK(batch >= 1 && epoch >= 0, "top_k_count: batch must be >= 1 and epoch >= 0, got ", batch, ", ", epoch);
+  KILN_CHECK(gamma > 0 && gamma <= 1 && nu > 0 && nu <= 1, "top_k_count: gamma and nu must lie in (0, 1], got ",
+             gamma, ", ", nu);
+  const auto up = [](double x) { return static_cast<int64_t>(std::ceil(x - 1e-9)); };
+  const int64_t decayed = up(std::pow(gamma, static_cast<double>(epoch)) * static_cast<double>(batch));
+  return std::clamp<int64_t>(std::max(decayed, up(nu * static_cast<double>(batch))), 1, batch);
+}
+
 Tensor feature_matching_loss(const Tensor& real_features, const Tensor& fake_features) {
   kiln::detail::check_defined("feature_matching_loss", real_features, "real_features");
   kiln::detail::check_defined("feature_matching_loss", fake_features, "fake_features");

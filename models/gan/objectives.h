@@ -15,6 +15,9 @@
 //   wgan_generator_loss     -mean D(G(z))
 //   mode_regularizer_loss   lambda1 mean_i ||x_i - G(E(x_i))||^2 + lambda2 BCE(D(G(E(x))), 1)
 //                           (Che et al. 2017: the geometric and the mode regulariser)
+//   top_k / top_k_count     the k of D's outputs on G's samples that D rates most real, and
+//                           k = max(ceil(gamma^epoch B), ceil(nu B)): G's loss on those alone
+//                           (Sinha et al., NeurIPS 2020, "Top-k Training of GANs")
 //   unroll_discriminator    theta_K after K Adam steps of D's loss from D's optimizer state,
 //                           differentiable with respect to G through the steps (second
 //                           order; Metz et al. 2017), or as constants (first order)
@@ -33,6 +36,14 @@ Tensor discriminator_loss(const Tensor& real_logits, const Tensor& fake_logits, 
 Tensor generator_loss(const Tensor& fake_logits);
 Tensor minimax_generator_loss(const Tensor& fake_logits);
 Tensor feature_matching_loss(const Tensor& real_features, const Tensor& fake_features);
+
+// The k entries of D's outputs on G's samples (logits or critic scores, (N)) that D rates
+// most real, largest first; differentiable (index_select), so a G loss of them gives the
+// other samples no gradient. Ties go to the lower index. Throws unless 1 <= k <= N.
+Tensor top_k(const Tensor& fake_logits, int64_t k);
+// Top-k training's k for a batch of `batch` at 0-based `epoch`: gamma^epoch * batch,
+// rounded up, but at least ceil(nu * batch) (and at least 1). gamma, nu in (0, 1].
+int64_t top_k_count(int64_t batch, int64_t epoch, double gamma, double nu);
 
 // critic: x -> (N) scores. eps (N) in [0, 1]: the interpolation weights (drawn by the caller,
 // so the call is deterministic). real and fake of one shape (N, ...); fake is detached.

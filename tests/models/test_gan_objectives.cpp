@@ -33,6 +33,34 @@ TEST_CASE("GAN losses: BCE with one-sided label smoothing, non-saturating G loss
   REQUIRE_KILN_ERROR(gan::minimax_generator_loss(r.reshape({2, 1})), "logits (N)");
 }
 
+TEST_CASE("top-k training: G's loss on the k samples D rates most real, k's schedule", "[models][gan][objectives]") {
+  Tensor f = from_vector<double>({0.5, -3.0, 2.0, 0.5, -1.0}).set_requires_grad(true);
+  Tensor top = gan::top_k(f, 3);  // 2.0 (index 2), then the tie 0.5 at indices 0 and 3
+  CHECK(test::values(top) == std::vector<double>{2.0, 0.5, 0.5});
+  Tensor loss = gan::generator_loss(top);
+  CHECK(loss.item<double>() == Approx((softplus(-2.0) + 2 * softplus(-0.5)) / 3));
+  loss.backward();
+  // d/dx softplus(-x) / 3 = -sigmoid(-x) / 3 on the chosen ones, 0 on the others.
+  auto sig = [](double x) { return 1 / (1 + std::exp(-x)); };
+  const std::vector<double> g = test::values(f.grad());
+  CHECK(g[0] == Approx(-sig(-0.5) / 3));
+  CHECK(g[1] == 0.0);
+  CHECK(g[2] == Approx(-sig(-2.0) / 3));
+  CHECK(g[3] == Approx(-sig(-0.5) / 3));
+  CHECK(g[4] == 0.0);
+  CHECK(gan::top_k(f, 5).is_same(f));  // k = N: all of them, as they are
+  REQUIRE_KILN_ERROR(gan::top_k(f, 0), "k must lie in [1, 5]");
+  REQUIRE_KILN_ERROR(gan::top_k(f, 6), "k must lie in [1, 5]");
+  // k = max(ceil(gamma^epoch B), ceil(nu B)): 32 at epoch 0; 0.99^10 * 32 = 28.94 -> 29;
+  // 0.99^36 * 32 = 22.27 -> 23; 0.99^100 * 32 = 11.7 -> nu's 16.
+  CHECK(gan::top_k_count(32, 0, 0.99, 0.5) == 32);
+  CHECK(gan::top_k_count(32, 10, 0.99, 0.5) == 29);
+  CHECK(gan::top_k_count(32, 36, 0.99, 0.5) == 23);
+  CHECK(gan::top_k_count(32, 100, 0.99, 0.5) == 16);
+  CHECK(gan::top_k_count(3, 100, 0.5, 0.1) == 1);
+  REQUIRE_KILN_ERROR(gan::top_k_count(32, 0, 0.0, 0.5), "gamma and nu");
+}
+
 TEST_CASE("feature matching: squared distance of the feature means, real side constant", "[models][gan][objectives]") {
   Tensor real = from_vector<double>({1, 2, 3, 4}).reshape({2, 2}).set_requires_grad(true);  // mean (2, 3)
   Tensor fake = from_vector<double>({0, 0, 2, 1, 1, 2}).reshape({3, 2}).set_requires_grad(true);  // mean (1, 1)

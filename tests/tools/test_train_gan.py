@@ -118,6 +118,9 @@ if CASE == "toy":
         "asam-gp": ["--optimizer", "asam", "--sam-base", "lamb", "--wgan-gp"],
         "esgd": ["--optimizer", "entropy-sgd"],
         "esgd-gp": ["--optimizer", "entropy-sgd", "--wgan-gp", "--esgd-inner-steps", "2"],
+        "topk": ["--top-k", "--top-k-gamma", "0.5"],
+        "topk-gp": ["--top-k", "--top-k-gamma", "0.5", "--wgan-gp"],
+        "topk-unrolled": ["--top-k", "--top-k-gamma", "0.5", "--unrolled", "2"],
     }
     for name, flags in variants.items():
         d = fresh(name)
@@ -146,6 +149,11 @@ if CASE == "toy":
         check(sum(ds) > 0 and sum(gs) > 0, f"{name}: sharpness {ds} {gs}")
     check(steps(os.path.join(WORK, "sam")) != steps(os.path.join(WORK, "vanilla")), "sam gave Adam's losses")
     check(steps(os.path.join(WORK, "esgd")) != steps(os.path.join(WORK, "vanilla")), "entropy-sgd gave Adam's losses")
+    # --top-k at gamma 0.5: k is the whole batch in epoch 1 (the vanilla run's steps exactly),
+    # half of it in epoch 2 (G's loss over the 64 of 128 samples D rates most real: other steps).
+    tk, va = steps(os.path.join(WORK, "topk")), steps(os.path.join(WORK, "vanilla"))
+    check(all(tk[i] == va[i] for i in range(1, 11)), f"top-k changed epoch 1: {tk} {va}")
+    check(all(tk[i][1] != va[i][1] for i in range(11, 21)), f"top-k did not change epoch 2's G losses: {tk} {va}")
 
 elif CASE == "resume":
     # --g-ema: the metrics sample the averaged G, whose weights and count the checkpoint holds.
@@ -333,6 +341,8 @@ elif CASE == "errors":
         (["--data", "ring8", "--wgan-gp", "--g-loss", "minimax"], "--g-loss"),
         (["--data", "ring8", "--g-loss", "maximin"], "--g-loss"),
         (["--data", "ring8", "--g-ema", "1"], "--g-ema"),
+        (["--data", "ring8", "--top-k", "--feature-matching"], "--top-k"),
+        (["--data", "ring8", "--top-k", "--top-k-nu", "0"], "--top-k"),
         (["--data", "ring8", "--unrolled", "2", "--optimizer", "lamb"], "--unrolled"),
         (["--data", "ring8", "--unrolled", "2", "--optimizer", "sam"], "--unrolled"),
         (["--data", "ring8", "--optimizer", "sam", "--sam-base", "sgd"], "--sam-base"),
