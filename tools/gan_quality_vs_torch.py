@@ -9,9 +9,9 @@ one classifier.
    OPENBLAS_NUM_THREADS=1, its fastest setting on this machine): the same DCGAN (the shapes
    of models/zoo/gan.h at 28 x 28, N(0, 0.02) initialisation, BN weights N(1, 0.02)), the
    same non-saturating BCE losses, Adam and batch size as kiln's run (its summary's `lr`,
-   `lr_d`, `beta1`, `beta2`, `batch_size`) and widths (`width`, `d_width`), shuffled epochs, and by
-   default the same exponential average of G's weights (--g-ema 0.999 with kiln's warm-up,
-   optim/average.h), trained for S seconds of pure training (the evaluation's share of
+   `lr_d`, `beta1`, `beta2`, `batch_size`) and widths (`width`, `d_width`), D frozen in G's
+   step as kiln's, shuffled epochs, and by default the same exponential average of G's
+   weights (the summary's `g_ema`, with kiln's warm-up, optim/average.h), trained for S seconds of pure training (the evaluation's share of
    kiln's S is PyTorch's to train in). Then 10,000 samples of the (averaged) G, with batch
    statistics in BN as kiln samples, written as 8-bit PGM files.
 3. kiln scores PyTorch's samples with the same classifier: `kiln_train_gan --eval-images
