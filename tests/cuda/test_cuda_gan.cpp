@@ -1,7 +1,7 @@
 // Second-order gradients and the GAN pieces on CUDA against the CPU: a gradient penalty
 // through conv / batch norm / leaky ReLU (create_graph through cuDNN convolutions and the
-// norms' composite double backward), minibatch discrimination, one DCGAN iteration and the
-// unrolled discriminator's second-order gradient.
+// norms' composite double backward), minibatch discrimination, one DCGAN iteration, the
+// unrolled discriminator's second-order gradient, and top-k training's G step with D frozen.
 #include "test_util.h"
 
 #include <kiln/models/gan/objectives.h>
@@ -108,4 +108,35 @@ TEST_CASE("CUDA: one DCGAN iteration and the unrolled D match the CPU", "[cuda][
     INFO("G parameter " << i);
     close(ggpu[i], gc[i], 5e-3, 1e-5);
   }
+}
+
+TEST_CASE("CUDA: top-k training's G loss and gradient, and the frozen-D G step, match the CPU", "[cuda][gan]") {
+  models::DcganOptions o;
+  o.width = 8;
+  o.d_width = 12;
+  Generator g1(5), g2(5);
+  auto Gc = models::dcgan_generator(o, g1);
+  auto Dc = models::dcgan_discriminator(o, g1);
+  auto Gg = models::dcgan_generator(o, g2);
+  auto Dg = models::dcgan_discriminator(o, g2);
+  Gg->to(cuda0());
+  Dg->to(cuda0());
+  Generator gd(6);
+  Tensor z = randn({16, o.latent_dim}, DType::F32, &gd);
+  // G's step with D frozen and the top 10 of 16 samples: G's gradients, none for D.
+  auto step = [](nn::Module& G, models::Discriminator& D, const Tensor& zz) {
+    nn::FrozenParameters frozen(D.parameters());
+    Tensor lg = gan::generator_loss(gan::top_k(D.run(G.forward(zz)).logits, 10));
+    lg.backward();
+    for (const Tensor& p : D.parameters()) CHECK_FALSE(p.grad().defined());
+    return lg.detach();
+  };
+  Tensor lc = step(*Gc, *Dc, z), lgpu = step(*Gg, *Dg, z.to(cuda0()));
+  close(lgpu, lc, 1e-4, 1e-5);
+  auto pc = Gc->parameters(), pg = Gg->parameters();
+  for (size_t i = 0; i < pc.size(); ++i) {
+    INFO("G parameter " << i);
+    close(pg[i].grad(), pc[i].grad(), 5e-3, 1e-5);
+  }
+  for (const Tensor& p : Dg->parameters()) CHECK(p.requires_grad());
 }
