@@ -248,9 +248,10 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_flag("--top-k", c.top_k,
                "top-k training (Sinha et al. 2020): G's loss on the k of each rank's samples D rates most real, "
                "k = max(gamma^epoch, nu) of the batch");
-  app.add_option("--top-k-gamma", c.top_k_gamma, "--top-k: k's decay per epoch")->check(CLI::Range(0.0, 1.0));
-  app.add_option("--top-k-nu", c.top_k_nu, "--top-k: the smallest k, as a share of the batch")
-      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--top-k-gamma", c.top_k_gamma, "--top-k: k's decay per epoch, in (0, 1]")
+      ->check(tools::positive_real(false, 1.0));
+  app.add_option("--top-k-nu", c.top_k_nu, "--top-k: the smallest k, as a share of the batch, in (0, 1]")
+      ->check(tools::positive_real(false, 1.0));
   app.add_option("--classifier", c.classifier,
                  "a kiln_train_cnn run directory or checkpoint: MODE score, Frechet distance, class coverage");
   app.add_option("--eval-samples", c.eval_samples, "samples per evaluation (0: 10000 images, 2500 points)")
@@ -308,8 +309,6 @@ Plan resolve(Config& c) {
                                "probabilities)");
   if (c.top_k && c.feature_matching)
     throw CLI::ValidationError("--top-k", "excludes --feature-matching (whose G loss is not a per-sample one)");
-  if (c.top_k && (c.top_k_gamma <= 0 || c.top_k_nu <= 0))
-    throw CLI::ValidationError("--top-k-gamma/--top-k-nu", "must lie in (0, 1]");
   if (c.unrolled_first_order && c.unrolled == 0)
     throw CLI::ValidationError("--unrolled-first-order", "needs --unrolled K");
   if (p.toy && !c.classifier.empty())
@@ -330,6 +329,7 @@ Plan resolve(Config& c) {
   // reference code trains 25,000; README "Training a GAN").
   if (c.steps_per_epoch == 0) c.steps_per_epoch = c.unrolled > 0 ? 650 : 500;
   if (c.g_ema < 0) c.g_ema = p.toy ? 0.0 : 0.9999;
+  if (c.d_width == 0) c.d_width = c.width;
   if (c.g_ema >= 1) throw CLI::ValidationError("--g-ema", "the decay must lie in [0, 1)");
   if (c.g_loss.empty()) c.g_loss = c.unrolled > 0 ? "minimax" : "non-saturating";
   if (c.wgan_gp && c.g_loss == "minimax")
@@ -391,8 +391,8 @@ std::map<std::string, std::string> run_metadata(const Config& c) {
           {"beta2", num(c.beta2)},
           {"d_steps", std::to_string(c.d_steps)},
           {"latent_dim", std::to_string(c.latent_dim)},
-          {"width", c.d_width == 0 || c.d_width == c.width ? std::to_string(c.width)  // (older runs' spelling)
-                                                          : detail::str(c.width, " d ", c.d_width)},
+          {"width", c.d_width == c.width ? std::to_string(c.width)  // (older runs' spelling)
+                                         : detail::str(c.width, " d ", c.d_width)},
           {"hidden", std::to_string(c.hidden)},
           {"image_size", std::to_string(c.image_size)},
           {"label_smoothing", num(c.label_smoothing)},
@@ -1137,7 +1137,7 @@ int train(Config cfg, const CLI::App& app) {
                               {"beta2", cfg.beta2},
                               {"g_ema", cfg.g_ema},
                               {"width", cfg.width},
-                              {"d_width", cfg.d_width > 0 ? cfg.d_width : cfg.width},
+                              {"d_width", cfg.d_width},
                               {"data", cfg.data},
                               {"model", cfg.model},
                               {"device", rc.device_name},

@@ -34,6 +34,22 @@ V penalty_grads(const V& p, const Tensor& x_in) {
   return grad({pen}, p);
 }
 
+// One DCGAN, built twice from the same seed: on the CPU and moved to the GPU.
+struct DcganTwins {
+  std::shared_ptr<nn::Module> Gc;
+  std::shared_ptr<models::Discriminator> Dc;
+  std::shared_ptr<nn::Module> Gg;
+  std::shared_ptr<models::Discriminator> Dg;
+};
+DcganTwins dcgan_twins(const models::DcganOptions& o, uint64_t seed) {
+  Generator g1(seed), g2(seed);
+  DcganTwins t{models::dcgan_generator(o, g1), models::dcgan_discriminator(o, g1), models::dcgan_generator(o, g2),
+               models::dcgan_discriminator(o, g2)};
+  t.Gg->to(cuda0());
+  t.Dg->to(cuda0());
+  return t;
+}
+
 }  // namespace
 
 TEST_CASE("CUDA: a gradient penalty through conv, batch norm and leaky ReLU matches the CPU", "[cuda][gan]") {
@@ -76,13 +92,7 @@ TEST_CASE("CUDA: one DCGAN iteration and the unrolled D match the CPU", "[cuda][
   models::DcganOptions o;
   o.width = 8;
   o.minibatch_kernels = 4;
-  Generator g1(3), g2(3);
-  auto Gc = models::dcgan_generator(o, g1);
-  auto Dc = models::dcgan_discriminator(o, g1);
-  auto Gg = models::dcgan_generator(o, g2);
-  auto Dg = models::dcgan_discriminator(o, g2);
-  Gg->to(cuda0());
-  Dg->to(cuda0());
+  auto [Gc, Dc, Gg, Dg] = dcgan_twins(o, 3);
   Generator gd(4);
   Tensor z = randn({8, o.latent_dim}, DType::F32, &gd), x = sub(mul(rand({8, 1, 28, 28}, DType::F32, &gd), 2.0), 1.0);
   Adam oc(Dc->parameters(), AdamOptions{}), og(Dg->parameters(), AdamOptions{});
@@ -114,13 +124,7 @@ TEST_CASE("CUDA: top-k training's G loss and gradient, and the frozen-D G step, 
   models::DcganOptions o;
   o.width = 8;
   o.d_width = 12;
-  Generator g1(5), g2(5);
-  auto Gc = models::dcgan_generator(o, g1);
-  auto Dc = models::dcgan_discriminator(o, g1);
-  auto Gg = models::dcgan_generator(o, g2);
-  auto Dg = models::dcgan_discriminator(o, g2);
-  Gg->to(cuda0());
-  Dg->to(cuda0());
+  auto [Gc, Dc, Gg, Dg] = dcgan_twins(o, 5);
   Generator gd(6);
   Tensor z = randn({16, o.latent_dim}, DType::F32, &gd);
   // G's step with D frozen and the top 10 of 16 samples: G's gradients, none for D.
