@@ -25,6 +25,13 @@
 //                             5 critic steps per G step, Adam(1e-4, 0, 0.9) (Gulrajani et al.
 //                             2017); excludes label smoothing, unrolling and the mode
 //                             regulariser
+//   --spectral-norm           D's convolutions and head spectrally normalised (W / sigma(W),
+//                             one power iteration per forward; Miyato et al. 2018), D
+//                             without BN; models/nn/spectral_norm.h
+//   --hinge                   the hinge loss (Lim & Ye 2017; Miyato et al. 2018), D:
+//                             E relu(1 - D(x)) + E relu(1 + D(G(z))), G: -E D(G(z)); excludes
+//                             label smoothing, unrolling, the mode regulariser, WGAN-GP and
+//                             --g-loss minimax
 // Optimizers: Adam by default (the GAN papers'); --optimizer lamb | proxadam (ProxGen's
 // proximal step of --prox-lambda |w|^--prox-p) with the same --lr and betas;
 // --grad-noise ETA adds annealed Gaussian noise to the gradients of G and D.
@@ -131,6 +138,9 @@ struct Config {
   double mr_lambda1 = 0.2;
   double mr_lambda2 = 0.4;
   bool wgan_gp = false;
+  bool spectral_norm = false;
+  bool hinge = false;
+  bool critic() const { return wgan_gp || hinge; }  // D's output a score, not a logit
   bool top_k = false;
   double top_k_gamma = 0.99;
   double top_k_nu = 0.5;
@@ -245,6 +255,12 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(tools::positive_real(true));
   app.add_flag("--wgan-gp", c.wgan_gp, "WGAN with gradient penalty (a critic without BN)");
   app.add_option("--gp-lambda", c.gp_lambda, "WGAN-GP penalty weight")->check(tools::positive_real(true));
+  app.add_flag("--spectral-norm", c.spectral_norm,
+               "spectral normalisation of D's weights (Miyato et al. 2018): each layer runs with W / sigma(W), "
+               "sigma by one power iteration per forward; D without BN");
+  app.add_flag("--hinge", c.hinge,
+               "the hinge loss (Lim & Ye 2017; Miyato et al. 2018): D E relu(1 - D(x)) + E relu(1 + D(G(z))), "
+               "G -E D(G(z))");
   app.add_flag("--top-k", c.top_k,
                "top-k training (Sinha et al. 2020): G's loss on the k of each rank's samples D rates most real, "
                "k = max(gamma^epoch, nu) of the batch");
@@ -307,6 +323,11 @@ Plan resolve(Config& c) {
     throw CLI::ValidationError("--wgan-gp",
                                "excludes --label-smoothing, --unrolled and --mode-regularizer (its critic has no "
                                "probabilities)");
+  if (c.hinge && (c.wgan_gp || c.label_smoothing < 1.0 || c.unrolled > 0 || c.mode_regularizer ||
+                  c.g_loss == "minimax"))
+    throw CLI::ValidationError("--hinge",
+                               "excludes --wgan-gp, --label-smoothing, --unrolled, --mode-regularizer and --g-loss "
+                               "minimax (they are defined on D's probabilities)");
   if (c.top_k && c.feature_matching)
     throw CLI::ValidationError("--top-k", "excludes --feature-matching (whose G loss is not a per-sample one)");
   if (c.unrolled_first_order && c.unrolled == 0)
@@ -400,7 +421,8 @@ std::map<std::string, std::string> run_metadata(const Config& c) {
                                       c.unrolled, c.unrolled_first_order ? "u1 " : "u ",
                                       c.mode_regularizer ? "mr " : "", c.wgan_gp ? "gp" : "",
                                       c.top_k ? detail::str(" topk ", num(c.top_k_gamma), " ", num(c.top_k_nu))
-                                              : "")},
+                                              : "",
+                                      c.spectral_norm ? " sn" : "", c.hinge ? " hinge" : "")},
           {"seed", std::to_string(c.seed)},
           {"limit_train", std::to_string(c.limit_train)}};
 }
@@ -434,7 +456,8 @@ Models build(const Config& c, const Plan& p, Generator& gen) {
     o.latent_dim = c.latent_dim;
     o.width = c.width;
     o.d_width = c.d_width;
-    o.batch_norm_in_d = !c.wgan_gp;
+    o.batch_norm_in_d = !c.wgan_gp && !c.spectral_norm;
+    o.spectral_norm = c.spectral_norm;
     o.minibatch_kernels = c.minibatch_discrimination ? c.mbd_kernels : 0;
     o.minibatch_kernel_dim = c.mbd_kernel_dim;
     m.G = models::dcgan_generator(o, gen);
@@ -444,6 +467,7 @@ Models build(const Config& c, const Plan& p, Generator& gen) {
     models::MlpGanOptions o;
     o.latent_dim = c.latent_dim;
     o.hidden = c.hidden;
+    o.spectral_norm = c.spectral_norm;
     o.minibatch_kernels = c.minibatch_discrimination ? c.mbd_kernels : 0;
     o.minibatch_kernel_dim = c.mbd_kernel_dim;
     m.G = models::mlp_generator(o, gen);
@@ -807,6 +831,7 @@ int train(Config cfg, const CLI::App& app) {
     }
     auto d_objective = [&] {  // D's loss at its current weights (its logits in lr, lf)
       lr = (*netD)(x), lf = (*netD)(fake.detach());
+      if (cfg.hinge) return gan::hinge_discriminator_loss(lr, lf);
       if (!cfg.wgan_gp) return gan::discriminator_loss(lr, lf, real_target);
       Tensor gp = gan::gradient_penalty([&](const Tensor& xh) { return (*netD)(xh); }, x, fake, eps);
       return add(gan::wgan_critic_loss(lr, lf), mul(gp, cfg.gp_lambda));
@@ -831,7 +856,7 @@ int train(Config cfg, const CLI::App& app) {
           Tensor gp = gan::gradient_penalty([&](const Tensor& xh) { return (*netD)(xh); }, xs, fs, slice(eps, k, parts));
           li = add(gan::wgan_critic_loss(lr, lf), mul(gp, cfg.gp_lambda));
         } else {
-          li = gan::discriminator_loss(lr, lf, real_target);
+          li = cfg.hinge ? gan::hinge_discriminator_loss(lr, lf) : gan::discriminator_loss(lr, lf, real_target);
         }
         li.backward();
         return li;
@@ -851,8 +876,8 @@ int train(Config cfg, const CLI::App& app) {
     out.d_sharpness = update(esgd_d.get(), sam_d.get(), *opt_d, d_loss, d_objective, d_noise);
     if (dec_d) dec_d->after_step();
     out.d_loss = d_loss.detach();
-    out.d_real = cfg.wgan_gp ? mean(d_out_real) : mean(sigmoid(d_out_real));
-    out.d_fake = cfg.wgan_gp ? mean(d_out_fake) : mean(sigmoid(d_out_fake));
+    out.d_real = cfg.critic() ? mean(d_out_real) : mean(sigmoid(d_out_real));
+    out.d_fake = cfg.critic() ? mean(d_out_fake) : mean(sigmoid(d_out_fake));
     if (!g_steps) return out;
 
     // G (and E) step. (--dp neighbor: G's loss runs D's module itself; a forward through D's
@@ -884,7 +909,7 @@ int train(Config cfg, const CLI::App& app) {
         g_loss = g_objective(chosen(m.D->run(samples, theta).logits));
       } else if (cfg.feature_matching) {
         g_loss = gan::feature_matching_loss(m.D->run(x).features, m.D->run(samples).features);
-      } else if (cfg.wgan_gp) {
+      } else if (cfg.critic()) {  // WGAN-GP's and the hinge loss's G loss alike
         g_loss = gan::wgan_generator_loss(chosen(d_for_g(samples)));
       } else {
         g_loss = g_objective(chosen(d_for_g(samples)));

@@ -115,6 +115,12 @@ Tensor wgan_generator_loss(const Tensor& fake_scores) {
   return neg(mean(fake_scores));
 }
 
+Tensor hinge_discriminator_loss(const Tensor& real_scores, const Tensor& fake_scores) {
+  check_logits("hinge_discriminator_loss", real_scores, "real_scores");
+  check_logits("hinge_discriminator_loss", fake_scores, "fake_scores");
+  return add(mean(relu(sub(1.0, real_scores))), mean(relu(add(fake_scores, 1.0))));
+}
+
 Tensor mode_regularizer_loss(const Tensor& x, const Tensor& reconstruction, const Tensor& recon_logits,
                              double lambda1, double lambda2) {
   kiln::detail::check_defined("mode_regularizer_loss", x, "x");

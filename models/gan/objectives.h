@@ -12,7 +12,9 @@
 //   gradient_penalty        mean_i (||grad_x^ D(x^)_i||_2 - 1)^2 at x^ = e x + (1 - e) G(z),
 //                           e ~ U(0, 1) per sample (Gulrajani et al. 2017), differentiable
 //   wgan_critic_loss        mean D(G(z)) - mean D(x) (+ lambda * penalty by the caller)
-//   wgan_generator_loss     -mean D(G(z))
+//   wgan_generator_loss     -mean D(G(z)) (also the hinge loss's G loss)
+//   hinge_discriminator_loss  mean relu(1 - D(x)) + mean relu(1 + D(G(z))) (Lim & Ye 2017,
+//                           the SN-GAN's loss of Miyato et al. 2018)
 //   mode_regularizer_loss   lambda1 mean_i ||x_i - G(E(x_i))||^2 + lambda2 BCE(D(G(E(x))), 1)
 //                           (Che et al. 2017: the geometric and the mode regulariser)
 //   top_k / top_k_count     the k of D's outputs on G's samples that D rates most real, and
@@ -51,6 +53,7 @@ Tensor gradient_penalty(const std::function<Tensor(const Tensor&)>& critic, cons
                         const Tensor& eps);
 Tensor wgan_critic_loss(const Tensor& real_scores, const Tensor& fake_scores);
 Tensor wgan_generator_loss(const Tensor& fake_scores);
+Tensor hinge_discriminator_loss(const Tensor& real_scores, const Tensor& fake_scores);
 
 // reconstruction = G(E(x)); recon_logits = D(reconstruction).
 Tensor mode_regularizer_loss(const Tensor& x, const Tensor& reconstruction, const Tensor& recon_logits,

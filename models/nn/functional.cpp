@@ -6,6 +6,7 @@
 #include <kiln/models/nn/linear.h>
 #include <kiln/models/nn/minibatch_discrimination.h>
 #include <kiln/models/nn/norm.h>
+#include <kiln/models/nn/spectral_norm.h>
 #include <kiln/ops/conv.h>
 #include <kiln/ops/norm.h>
 
@@ -71,12 +72,19 @@ Tensor run(Module& m, const Tensor& x, Cursor& c) {
     Tensor w = c.take(l->weight, m), b = c.take(l->bias, m);
     return layer_norm(x, l->normalized_shape, w, b, l->eps);
   }
+  if (auto s = dynamic_cast<SpectralNorm*>(&m)) {  // the layer at W' / sigma(W'), one step from u, v (not kept)
+    std::vector<Tensor> p;
+    for (const Tensor& t : s->module->parameters()) p.push_back(c.take(t, m));
+    p[s->weight_index()] = s->normalized(p[s->weight_index()], 1, false);
+    Cursor inner(p);
+    return run(*s->module, x, inner);
+  }
   if (auto l = dynamic_cast<MinibatchDiscrimination*>(&m)) {
     return minibatch_discrimination(x, c.take(l->T, m), l->num_kernels, l->kernel_dim);
   }
   KILN_CHECK(own.empty(), "functional_call: ", m.type_name(),
              " has parameters and no functional form (supported: Sequential, Linear, Conv2d, ConvTranspose2d, "
-             "BatchNorm2d, LayerNorm, MinibatchDiscrimination)");
+             "BatchNorm2d, LayerNorm, MinibatchDiscrimination, SpectralNorm)");
   return m.forward(x);
 }
 

@@ -15,9 +15,10 @@ namespace kiln::nn {
 // replacements are its own tensors runs its ordinary forward; otherwise the layer is
 // evaluated with the ops on the replacements. Supported with replacements: Linear,
 // Conv2d, ConvTranspose2d, BatchNorm2d (training: batch statistics, the running ones are
-// left alone; eval: the running ones), LayerNorm, MinibatchDiscrimination, and
-// Sequential containers of these and of parameter-free modules. Any other module with
-// replaced parameters is a kiln::Error naming it, as are a wrong count or shape.
+// left alone; eval: the running ones), LayerNorm, MinibatchDiscrimination, SpectralNorm
+// (one power iteration from its u and v, which are left as they were), and Sequential
+// containers of these and of parameter-free modules. Any other module with replaced
+// parameters is a kiln::Error naming it, as are a wrong count or shape.
 Tensor functional_call(Module& module, const Tensor& input, std::span<const Tensor> params);
 
 }  // namespace kiln::nn

@@ -10,3 +10,4 @@
 #include <kiln/models/nn/module.h>
 #include <kiln/models/nn/norm.h>
 #include <kiln/models/nn/pool.h>
+#include <kiln/models/nn/spectral_norm.h>

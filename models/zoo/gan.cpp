@@ -10,6 +10,7 @@
 #include <kiln/models/nn/linear.h>
 #include <kiln/models/nn/minibatch_discrimination.h>
 #include <kiln/models/nn/norm.h>
+#include <kiln/models/nn/spectral_norm.h>
 
 namespace kiln::models {
 
@@ -90,15 +91,27 @@ class DcganGenerator : public nn::Module {
 
 int64_t d_width(const DcganOptions& o) { return o.d_width > 0 ? o.d_width : o.width; }
 
+// The layer itself, or wrapped in spectral normalisation (u, v drawn from gen; warmed up
+// once the weights have their init: warm_up_spectral_norm).
+std::shared_ptr<nn::Module> maybe_sn(std::shared_ptr<nn::Module> layer, bool sn, Generator& gen) {
+  if (!sn) return layer;
+  return std::make_shared<nn::SpectralNorm>(std::move(layer), 1, 1e-12, &gen, 0);
+}
+
+void warm_up_spectral_norm(nn::Module& m) {
+  for (auto& mod : m.modules())
+    if (auto s = std::dynamic_pointer_cast<nn::SpectralNorm>(mod)) s->power_iterate(15);
+}
+
 // D's convolutional trunk: x (N, C, S, S) -> (N, ndf 2^(k-1) s0^2).
-std::shared_ptr<nn::Sequential> dcgan_trunk(const DcganOptions& o, bool bn) {
+std::shared_ptr<nn::Sequential> dcgan_trunk(const DcganOptions& o, bool bn, bool sn, Generator& gen) {
   const auto [s0, k] = dcgan_geometry(o);
   auto main = std::make_shared<nn::Sequential>();
-  main->push_back(std::make_shared<nn::Conv2d>(o.channels, d_width(o), 4, 2, 1, 1, 1, false));
+  main->push_back(maybe_sn(std::make_shared<nn::Conv2d>(o.channels, d_width(o), 4, 2, 1, 1, 1, false), sn, gen));
   main->push_back(std::make_shared<nn::LeakyReLU>(0.2));
   int64_t ch = d_width(o);
   for (int64_t i = 1; i < k; ++i) {
-    main->push_back(std::make_shared<nn::Conv2d>(ch, ch * 2, 4, 2, 1, 1, 1, false));
+    main->push_back(maybe_sn(std::make_shared<nn::Conv2d>(ch, ch * 2, 4, 2, 1, 1, 1, false), sn, gen));
     ch *= 2;
     if (bn) main->push_back(std::make_shared<nn::BatchNorm2d>(ch));
     main->push_back(std::make_shared<nn::LeakyReLU>(0.2));
@@ -112,14 +125,18 @@ int64_t trunk_features(const DcganOptions& o) {
   return d_width(o) * (int64_t{1} << (k - 1)) * s0 * s0;
 }
 
-void add_head(Discriminator& d, int64_t features, int64_t mb_kernels, int64_t mb_dim, Generator& gen) {
+// The head Linear(f, 1); `init` re-initialises it from gen (before a spectral norm wraps it).
+void add_head(Discriminator& d, int64_t features, int64_t mb_kernels, int64_t mb_dim, Generator& gen, bool sn = false,
+              bool init = false) {
   int64_t f = features;
   if (mb_kernels > 0) {
     d.mbd = d.register_module("mbd", std::make_shared<nn::MinibatchDiscrimination>(features, mb_kernels, mb_dim, 0,
                                                                                    &gen));
     f += mb_kernels;
   }
-  d.head = d.register_module("head", std::make_shared<nn::Linear>(f, 1));
+  auto head = std::make_shared<nn::Linear>(f, 1);
+  if (init) head->reset_parameters(&gen);
+  d.head = d.register_module("head", maybe_sn(head, sn, gen));
 }
 
 }  // namespace
@@ -147,15 +164,16 @@ std::shared_ptr<nn::Module> dcgan_generator(const DcganOptions& o, Generator& ge
 
 std::shared_ptr<Discriminator> dcgan_discriminator(const DcganOptions& o, Generator& gen) {
   auto d = std::make_shared<Discriminator>("DcganDiscriminator");
-  d->main = d->register_module("main", dcgan_trunk(o, o.batch_norm_in_d));
-  add_head(*d, trunk_features(o), o.minibatch_kernels, o.minibatch_kernel_dim, gen);
+  d->main = d->register_module("main", dcgan_trunk(o, o.batch_norm_in_d, o.spectral_norm, gen));
+  add_head(*d, trunk_features(o), o.minibatch_kernels, o.minibatch_kernel_dim, gen, o.spectral_norm);
   dcgan_init(*d, gen);
+  warm_up_spectral_norm(*d);
   return d;
 }
 
 std::shared_ptr<nn::Module> dcgan_encoder(const DcganOptions& o, Generator& gen) {
   auto e = std::make_shared<nn::Sequential>();
-  e->push_back("trunk", dcgan_trunk(o, true));
+  e->push_back("trunk", dcgan_trunk(o, true, false, gen));
   e->push_back("out", std::make_shared<nn::Linear>(trunk_features(o), o.latent_dim));
   dcgan_init(*e, gen);
   return e;
@@ -171,11 +189,13 @@ void check_mlp(const MlpGanOptions& o) {
              o.minibatch_kernels, " x ", o.minibatch_kernel_dim);
 }
 
-std::shared_ptr<nn::Sequential> mlp(int64_t in, int64_t hidden, int64_t out, Generator& gen) {
+// sn: each Linear (re-initialised first) wrapped in spectral normalisation.
+std::shared_ptr<nn::Sequential> mlp(int64_t in, int64_t hidden, int64_t out, Generator& gen, bool sn = false) {
   auto s = std::make_shared<nn::Sequential>();
   auto add = [&](int64_t a, int64_t b) {
-    auto l = s->push_back(std::make_shared<nn::Linear>(a, b));
+    auto l = std::make_shared<nn::Linear>(a, b);
     l->reset_parameters(&gen);
+    s->push_back(maybe_sn(l, sn, gen));
   };
   add(in, hidden);
   s->push_back(std::make_shared<nn::ReLU>());
@@ -195,9 +215,9 @@ std::shared_ptr<nn::Module> mlp_generator(const MlpGanOptions& o, Generator& gen
 std::shared_ptr<Discriminator> mlp_discriminator(const MlpGanOptions& o, Generator& gen) {
   check_mlp(o);
   auto d = std::make_shared<Discriminator>("MlpDiscriminator");
-  d->main = d->register_module("main", mlp(o.data_dim, o.hidden, 0, gen));
-  add_head(*d, o.hidden, o.minibatch_kernels, o.minibatch_kernel_dim, gen);
-  std::static_pointer_cast<nn::Linear>(d->head)->reset_parameters(&gen);
+  d->main = d->register_module("main", mlp(o.data_dim, o.hidden, 0, gen, o.spectral_norm));
+  add_head(*d, o.hidden, o.minibatch_kernels, o.minibatch_kernel_dim, gen, o.spectral_norm, true);
+  warm_up_spectral_norm(*d);
   return d;
 }
 

@@ -13,7 +13,9 @@
 // its flattened output is the feature vector (feature matching reads it), followed by an
 // optional minibatch-discrimination layer and a Linear to one logit (the same map as
 // PyTorch's final s0 x s0 convolution). The WGAN-GP critic drops BN (the penalty is per
-// sample). Init as the DCGAN paper: conv and linear weights N(0, 0.02), BN weights
+// sample). With spectral normalisation every convolution and the head of D are wrapped
+// in nn::SpectralNorm (their weights keep the names main.0.module.weight, ...). Init as
+// the DCGAN paper: conv and linear weights N(0, 0.02), BN weights
 // N(1, 0.02), biases 0.
 //
 // MLP GAN (Metz et al.): G z (N, nz = 256) -> 128 ReLU -> 128 ReLU -> 2; D 2 -> 128 ReLU
@@ -63,7 +65,10 @@ struct DcganOptions {
   int64_t latent_dim = 100;
   int64_t width = 32;       // ngf: channels of G's last hidden layer
   int64_t d_width = 0;      // ndf: channels of D's (and E's) first hidden layer (0: width)
-  bool batch_norm_in_d = true;  // false for the WGAN-GP critic
+  bool batch_norm_in_d = true;  // false for the WGAN-GP critic and with spectral_norm
+  // D's convolutions and its linear head spectrally normalised (nn::SpectralNorm; Miyato
+  // et al., ICLR 2018), u and v warmed up by 15 power iterations after the init
+  bool spectral_norm = false;
   int64_t minibatch_kernels = 0;  // > 0: minibatch discrimination with this many kernels in D
   int64_t minibatch_kernel_dim = 5;
 };
@@ -79,6 +84,7 @@ struct MlpGanOptions {
   int64_t data_dim = 2;
   int64_t latent_dim = 256;
   int64_t hidden = 128;
+  bool spectral_norm = false;  // D's linear layers spectrally normalised
   int64_t minibatch_kernels = 0;
   int64_t minibatch_kernel_dim = 5;
 };

@@ -12,6 +12,8 @@
 #include <kiln/models/eval/gan_metrics.h>
 #include <kiln/models/nn/functional.h>
 #include <kiln/models/nn/minibatch_discrimination.h>
+#include <kiln/models/nn/spectral_norm.h>
+#include <kiln/ops/conv.h>
 #include <kiln/models/zoo/gan.h>
 #include <kiln/models/zoo/resnet_cnn.h>
 
@@ -77,6 +79,114 @@ TEST_CASE("functional_call evaluates a module at other parameters", "[models][ga
   CHECK(test::allclose(dd->run(img, dp).logits, dd->run(img).logits, 1e-4, 1e-5));
 }
 
+TEST_CASE("spectral normalisation: sigma of a known matrix, the layer dims, gradients", "[models][gan]") {
+  // Rows 3 (1, 1, 1, 1) / 2 and (1, -1, 1, -1) / 2 are orthogonal: singular values 3 and 1.
+  Tensor w = from_vector<double>({1.5, 1.5, 1.5, 1.5, 0.5, -0.5, 0.5, -0.5}).reshape({2, 1, 2, 2});
+  Tensor u = from_vector<double>({0.6, 0.8}), v = zeros({4}, DType::F64);
+  Tensor wn = nn::spectral_normalize(w, u, v, 0, 30, 1e-12, true);
+  CHECK(test::allclose(wn, div(w, 3.0), 1e-9, 1e-12));
+  // Power iteration converged to the top singular vectors (up to sign).
+  CHECK(std::abs(test::values(u)[0]) == Approx(1.0).margin(1e-9));
+  CHECK(std::abs(test::values(v)[0]) == Approx(0.5).margin(1e-9));
+  // Without iterations sigma = u^T W v from the given vectors: u = (0, 1), v = (1, -1, 1, -1) / 2 -> 1.
+  Tensor u1 = from_vector<double>({0.0, 1.0}), v1 = from_vector<double>({0.5, -0.5, 0.5, -0.5});
+  CHECK(test::allclose(nn::spectral_normalize(w, u1, v1, 0, 0), w, 1e-12, 1e-12));
+  // A ConvTranspose2d's weight (in, out, kH, kW) is a matrix over its dim 1: the same two rows
+  // as out channels give sigma 3 (over dim 0 the (1, 8) matrix would give sqrt(10)).
+  Tensor wt = w.reshape({1, 2, 2, 2});
+  Tensor ut = from_vector<double>({0.6, 0.8}), vt = zeros({4}, DType::F64);
+  CHECK(test::allclose(nn::spectral_normalize(wt, ut, vt, 1, 30, 1e-12, true), div(wt, 3.0), 1e-9, 1e-12));
+  // The gradient treats u and v as constants: d(W / u^T W v) = dW / s - W (u^T dW v) / s^2.
+  GradcheckOptions opt;
+  opt.atol = 1e-5;
+  opt.rtol = 1e-3;
+  Tensor wr = test::random_tensor({3, 2, 2, 2}, DType::F64, 4);
+  Tensor ur = div(test::random_tensor({3}, DType::F64, 5), 2.0), vr = test::random_tensor({8}, DType::F64, 6);
+  auto f = [&](const V& a) { return nn::spectral_normalize(a[0], ur, vr, 0, 0); };
+  CHECK(gradcheck(f, {wr}, opt).ok);
+  CHECK(gradgradcheck(f, {wr}, opt).ok);
+  // A gradient check fails if sigma's dependence on W were dropped (W / s with s a constant).
+  auto wrong = [&](const V& a) {
+    Tensor W = a[0].reshape({3, -1});
+    Tensor s = sum(mul(ur, matmul(W.detach(), vr)));
+    return div(a[0], s);
+  };
+  {
+    Tensor a = wr.detach().set_requires_grad(true), b = wr.detach().set_requires_grad(true);
+    Tensor proj = test::random_tensor({3, 2, 2, 2}, DType::F64, 7);
+    Tensor ga = grad({sum(mul(f({a}), proj))}, {a})[0], gb = grad({sum(mul(wrong({b}), proj))}, {b})[0];
+    CHECK_FALSE(test::allclose(ga, gb, 1e-6, 1e-8));
+  }
+  REQUIRE_KILN_ERROR(nn::spectral_normalize(w, from_vector<double>({1.0, 0.0, 0.0}), v, 0), "u (2) and v (4)");
+  REQUIRE_KILN_ERROR(nn::spectral_normalize(w, u, v, 2), "dim 2");
+}
+
+TEST_CASE("SpectralNorm wraps a layer: power iteration in training, none in eval, functional_call", "[models][gan]") {
+  Generator gen(11);
+  auto conv = std::make_shared<nn::Conv2d>(3, 4, 3, 1, 1);
+  conv->reset_parameters(&gen);
+  auto sn = std::make_shared<nn::SpectralNorm>(conv, 1, 1e-12, &gen, 0);  // u, v as drawn
+  // Its state: the layer's own parameters under "module." and the two vectors.
+  auto sd = sn->state_dict();
+  CHECK(sd.count("module.weight") == 1);
+  CHECK(sd.count("module.bias") == 1);
+  CHECK(sd.at("u").sizes() == Shape{4});
+  CHECK(sd.at("v").sizes() == Shape{27});
+  CHECK(sn->parameters().size() == 2);
+  Tensor x = randn({2, 3, 5, 5}, DType::F32, &gen);
+  // Training: one step from u, v (kept), then the convolution with W / sigma.
+  Tensor u0 = sn->u.clone(), v0 = sn->v.clone();
+  Tensor expect_u = u0.clone(), expect_v = v0.clone();
+  Tensor wn = nn::spectral_normalize(conv->weight, expect_u, expect_v, 0, 1, 1e-12, true);
+  Tensor y = sn->forward(x);
+  CHECK(test::allclose(y, conv2d(x, wn, conv->bias, 1, 1), 1e-5, 1e-6));
+  CHECK(test::allclose(sn->u, expect_u, 1e-6, 1e-7));
+  CHECK_FALSE(test::allclose(sn->u, u0, 1e-6, 1e-7));
+  // The weight's gradient flows through W / sigma to the layer's parameter.
+  sum(mul(y, y)).backward();
+  REQUIRE(conv->weight.grad().defined());
+  // Eval: u and v stay.
+  sn->eval();
+  Tensor ue = sn->u.clone();
+  Tensor ye = sn->forward(x);
+  CHECK(test::allclose(sn->u, ue, 0, 0));
+  Tensor ue2 = sn->u.clone(), ve2 = sn->v.clone();
+  CHECK(test::allclose(ye, conv2d(x, nn::spectral_normalize(conv->weight, ue2, ve2, 0, 0), conv->bias, 1, 1), 1e-5,
+                       1e-6));
+  // Warmed up (15 iterations at construction): sigma is within a few per cent of the top
+  // singular value, found by 500 iterations here, and never above it.
+  auto conv2 = std::make_shared<nn::Conv2d>(8, 16, 3);
+  conv2->reset_parameters(&gen);
+  nn::SpectralNorm warm(conv2, 1, 1e-12, &gen);
+  Tensor uu = warm.u.clone(), vv = warm.v.clone(), ul = warm.u.clone(), vl = warm.v.clone();
+  const Tensor W2 = conv2->weight.detach();
+  const double s_est = test::values(div(W2, nn::spectral_normalize(W2, uu, vv, 0, 0)))[0];
+  const double s_true = test::values(div(W2, nn::spectral_normalize(W2, ul, vl, 0, 500)))[0];
+  CHECK(s_est == Approx(s_true).epsilon(0.05));
+  CHECK(s_est <= s_true * (1 + 1e-5));
+  nn::SpectralNorm cold(conv2, 1, 1e-12, &gen, 0);
+  Tensor uc0 = cold.u.clone(), vc0 = cold.v.clone();
+  CHECK(test::values(div(W2, nn::spectral_normalize(W2, uc0, vc0, 0, 0)))[0] < 0.5 * s_true);  // random u, v
+  // functional_call at other weights: W' / sigma(W') after one step from the kept u, v,
+  // which it leaves alone.
+  sn->train();
+  Tensor w2 = add(conv->weight.detach(), 0.05), b2 = conv->bias.detach();
+  Tensor uk = sn->u.clone(), vk = sn->v.clone();
+  Tensor yf = nn::functional_call(*sn, x, std::vector<Tensor>{w2, b2});
+  Tensor uc = sn->u.clone(), vc = sn->v.clone();
+  CHECK(test::allclose(yf, conv2d(x, nn::spectral_normalize(w2, uc, vc, 0, 1), b2, 1, 1), 1e-5, 1e-6));
+  CHECK(test::allclose(sn->u, uk, 0, 0));
+  CHECK(test::allclose(sn->v, vk, 0, 0));
+  // A ConvTranspose2d is normalised over its output channels (dim 1).
+  auto tconv = std::make_shared<nn::ConvTranspose2d>(4, 2, 4, 2, 1);
+  auto snt = std::make_shared<nn::SpectralNorm>(tconv, 1, 1e-12, &gen);
+  CHECK(snt->dim == 1);
+  CHECK(snt->u.sizes() == Shape{2});
+  CHECK(snt->forward(randn({1, 4, 3, 3}, DType::F32, &gen)).sizes() == Shape{1, 2, 6, 6});
+  REQUIRE_KILN_ERROR(nn::SpectralNorm(std::make_shared<nn::ReLU>()), "supports Linear, Conv2d and ConvTranspose2d");
+  REQUIRE_KILN_ERROR(nn::SpectralNorm(conv, 0), "n_power_iterations must be >= 1");
+}
+
 TEST_CASE("DCGAN and MLP GAN shapes, init and errors", "[models][gan]") {
   Generator gen(5);
   for (int64_t size : {28, 32, 64}) {
@@ -124,6 +234,31 @@ TEST_CASE("DCGAN and MLP GAN shapes, init and errors", "[models][gan]") {
   gp.batch_norm_in_d = false;
   for (auto& [name, m] : models::dcgan_discriminator(gp, gen)->named_modules())
     CHECK(m->type_name() != "BatchNorm2d");
+  // Spectral normalisation: both convolutions and the head wrapped (the weights under
+  // "module."), u warmed up on the DCGAN init, no BN; D's outputs stay per sample.
+  models::DcganOptions sno;
+  sno.spectral_norm = true;
+  sno.batch_norm_in_d = false;
+  auto dsn = models::dcgan_discriminator(sno, gen);
+  int n_sn = 0;
+  for (auto& [name, m] : dsn->named_modules()) {
+    n_sn += m->type_name() == "SpectralNorm";
+    CHECK(m->type_name() != "BatchNorm2d");
+  }
+  CHECK(n_sn == 3);
+  CHECK(dsn->get_parameter("main.0.module.weight").sizes() == Shape{32, 1, 4, 4});
+  CHECK(dsn->get_parameter("head.module.weight").sizes() == Shape{1, 64 * 7 * 7});
+  CHECK(dsn->get_buffer("main.2.u").sizes() == Shape{64});
+  CHECK(kiln::std(dsn->get_parameter("main.2.module.weight")).item<float>() == Approx(0.02).epsilon(0.05));
+  CHECK(dsn->per_sample());
+  Tensor imgs = randn({3, 1, 28, 28}, DType::F32, &gen);
+  CHECK(dsn->run(imgs).logits.sizes() == Shape{3});
+  std::vector<Tensor> shifted;
+  for (auto& p : dsn->parameters()) shifted.push_back(add(p.detach(), 0.01));
+  CHECK(dsn->run(imgs, shifted).logits.sizes() == Shape{3});  // functional_call through the wrappers
+  models::MlpGanOptions msn;
+  msn.spectral_norm = true;
+  CHECK(models::mlp_discriminator(msn, gen)->get_buffer("head.v").sizes() == Shape{128});
   models::MlpGanOptions mo;
   auto mg = models::mlp_generator(mo, gen);
   CHECK(mg->forward(randn({3, 256}, DType::F32, &gen)).sizes() == Shape{3, 2});

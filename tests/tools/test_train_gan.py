@@ -121,6 +121,9 @@ if CASE == "toy":
         "topk": ["--top-k", "--top-k-gamma", "0.5"],
         "topk-gp": ["--top-k", "--top-k-gamma", "0.5", "--wgan-gp"],
         "topk-unrolled": ["--top-k", "--top-k-gamma", "0.5", "--unrolled", "2"],
+        "sn": ["--spectral-norm"],
+        "sn-hinge": ["--spectral-norm", "--hinge"],
+        "sn-unrolled": ["--spectral-norm", "--unrolled", "2"],
     }
     for name, flags in variants.items():
         d = fresh(name)
@@ -154,6 +157,10 @@ if CASE == "toy":
     tk, va = steps(os.path.join(WORK, "topk")), steps(os.path.join(WORK, "vanilla"))
     check(all(tk[i] == va[i] for i in range(1, 11)), f"top-k changed epoch 1: {tk} {va}")
     check(all(tk[i][1] != va[i][1] for i in range(11, 21)), f"top-k did not change epoch 2's G losses: {tk} {va}")
+    # --spectral-norm changes D from the first step; the hinge loss of D is never negative.
+    sn, snh = steps(os.path.join(WORK, "sn")), steps(os.path.join(WORK, "sn-hinge"))
+    check(sn[1] != va[1] and sn != snh, f"--spectral-norm / --hinge: {sn[1]} {snh[1]} {va[1]}")
+    check(all(d >= 0 for d, _ in snh.values()), f"hinge D losses {snh}")
 
 elif CASE == "resume":
     # --g-ema: the metrics sample the averaged G, whose weights and count the checkpoint holds.
@@ -186,6 +193,14 @@ elif CASE == "resume":
     run(common + ["--run-dir", b, "--save-every", "5", "--stop-after-steps", "7"])
     run(common + ["--run-dir", b, "--resume"])
     check(steps(a) == steps(b), "entropy-sgd: per-step losses differ after resume")
+    # Spectral normalisation: the power iteration's u and v are in the checkpoint.
+    common = TOY + ["--epochs", "2", "--steps-per-epoch", "10", "--spectral-norm", "--hinge"]
+    a, b = fresh("sn-straight"), fresh("sn-interrupted")
+    run(common + ["--run-dir", a])
+    run(common + ["--run-dir", b, "--save-every", "5", "--stop-after-steps", "7"])
+    run(common + ["--run-dir", b, "--resume"])
+    check(steps(a) == steps(b), "spectral norm: per-step losses differ after resume")
+    check("D.main.0.u" in read_safetensors(last_checkpoint(b)), "spectral norm: no D.main.0.u in the checkpoint")
     # --max-minutes: no epoch starts that would end after the budget; the checkpoint keeps
     # the time spent, and a resumed run (here without a budget) trains on from there.
     common = TOY + ["--steps-per-epoch", "300", "--lr-decay", "none"]
@@ -294,6 +309,13 @@ elif CASE == "ddp":
             worst = max(worst, abs(a - b) / max(1.0, abs(a)))
     check(worst < 1e-4, f"2 ranks differ from 1 process by {worst}")
     check(s1["modes_covered"] == s2["modes_covered"], f"{s1} vs {s2}")
+    # Spectral normalisation: every rank runs the same power iteration on the same weights.
+    sn1, sn2 = fresh("sn-one"), fresh("sn-two")
+    run(common + ["--spectral-norm", "--run-dir", sn1])
+    run(common + ["--spectral-norm", "--run-dir", sn2], ranks=2)
+    t1s, t2s = read_safetensors(last_checkpoint(sn1)), read_safetensors(last_checkpoint(sn2))
+    worst = max(abs(a - b) / max(1.0, abs(a)) for k in t1s if k.startswith(("G.", "D.")) for a, b in zip(t1s[k], t2s[k]))
+    check(worst < 1e-4 and "D.main.0.u" in t1s, f"--spectral-norm: 2 ranks differ from 1 process by {worst}")
     # --dp hierarchical over 2 one-rank "nodes": the same exact mean gradients.
     h = fresh("hier")
     run(common + ["--run-dir", h, "--dp", "hierarchical"], ranks=2, env={"KILN_RANKS_PER_NODE": "1"})
@@ -342,6 +364,9 @@ elif CASE == "errors":
         (["--data", "ring8", "--g-loss", "maximin"], "--g-loss"),
         (["--data", "ring8", "--g-ema", "1"], "--g-ema"),
         (["--data", "ring8", "--top-k", "--feature-matching"], "--top-k"),
+        (["--data", "ring8", "--hinge", "--wgan-gp"], "--hinge"),
+        (["--data", "ring8", "--hinge", "--label-smoothing", "0.9"], "--hinge"),
+        (["--data", "ring8", "--hinge", "--g-loss", "minimax"], "--hinge"),
         (["--data", "ring8", "--top-k", "--top-k-nu", "0"], "--top-k"),
         (["--data", "ring8", "--unrolled", "2", "--optimizer", "lamb"], "--unrolled"),
         (["--data", "ring8", "--unrolled", "2", "--optimizer", "sam"], "--unrolled"),
