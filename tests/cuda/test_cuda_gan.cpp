@@ -144,3 +144,31 @@ TEST_CASE("CUDA: top-k training's G loss and gradient, and the frozen-D G step, 
   }
   for (const Tensor& p : Dg->parameters()) CHECK(p.requires_grad());
 }
+
+TEST_CASE("CUDA: a spectrally normalised D's hinge loss, gradients and power iteration match the CPU", "[cuda][gan]") {
+  models::DcganOptions o;
+  o.width = 8;
+  o.spectral_norm = true;
+  o.batch_norm_in_d = false;
+  auto [Gc, Dc, Gg, Dg] = dcgan_twins(o, 7);
+  Generator gd(8);
+  Tensor z = randn({8, o.latent_dim}, DType::F32, &gd), x = sub(mul(rand({8, 1, 28, 28}, DType::F32, &gd), 2.0), 1.0);
+  auto step = [](nn::Module& G, models::Discriminator& D, const Tensor& zz, const Tensor& xx) {
+    Tensor l = gan::hinge_discriminator_loss(D.run(xx).logits, D.run(G.forward(zz).detach()).logits);
+    l.backward();
+    return l.detach();
+  };
+  close(step(*Gg, *Dg, z.to(cuda0()), x.to(cuda0())), step(*Gc, *Dc, z, x), 1e-4, 1e-5);
+  auto pc = Dc->parameters(), pg = Dg->parameters();
+  for (size_t i = 0; i < pc.size(); ++i) {
+    INFO("D parameter " << i);
+    close(pg[i].grad(), pc[i].grad(), 5e-3, 1e-5);
+  }
+  // The power iteration's u and v after the warm-up and two forwards.
+  auto bc = Dc->named_buffers(), bg = Dg->named_buffers();
+  REQUIRE(bc.size() == 6);
+  for (size_t i = 0; i < bc.size(); ++i) {
+    INFO(bc[i].first);
+    close(bg[i].second, bc[i].second, 1e-3, 1e-5);
+  }
+}
