@@ -6,7 +6,8 @@ model with PyTorch's example width, against PyTorch eager).
 The model, loss and optimizer are kiln_train_gan's defaults on Fashion-MNIST: the DCGAN of
 models/zoo/gan.h at 28 x 28 (width 32: G ConvT 100->64 7x7, BN, ReLU, ConvT 64->32 4/2/1,
 BN, ReLU, ConvT 32->1 4/2/1, Tanh; D Conv 1->32 4/2/1, LeakyReLU 0.2, Conv 32->64 4/2/1, BN,
-LeakyReLU, Linear 3136->1), batch 64 (--batch-size), the non-saturating BCE losses, Adam(2e-4, 0.5,
+LeakyReLU, minibatch discrimination with 8 kernels of dimension 5 (--mbd-kernels; 0: none),
+Linear 3144->1), batch 64 (--batch-size), the non-saturating BCE losses, Adam(2e-4, 0.5,
 0.999) for both. One iteration = G forward, D step on real and fake, G step (D's weights
 frozen: no D weight gradients in it, on either side).
 
@@ -29,7 +30,7 @@ math (kiln's default against PyTorch with TF32 off), the second line both with T
 
 usage: tools/bench_gan_vs_torch.py [--kiln-exe build/tools/kiln_train_gan] [--threads 2]
          [--iters 60] [--warmup 5] [--rounds 2] [--device cpu|cuda] [--image-size 28|64]
-         [--width 32] [--d-width 0 (= --width)] [--batch-size 64] [--json FILE]
+         [--width 32] [--d-width 0 (= --width)] [--batch-size 64] [--mbd-kernels 8] [--json FILE]
 Run it with Debian's /usr/bin/python3 (python3-torch).
 """
 import argparse
@@ -53,7 +54,7 @@ def torch_worker(a):
     import dcgan_torch
     nz, C = dcgan_torch.NZ, 1 if a.image_size == 28 else 3
     G = dcgan_torch.generator(a.image_size, a.width).to(dev)
-    D = dcgan_torch.discriminator(a.image_size, a.d_width or a.width).to(dev)
+    D = dcgan_torch.discriminator(a.image_size, a.d_width or a.width, a.mbd_kernels).to(dev)
     og = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     od = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     B = a.batch_size
@@ -81,7 +82,7 @@ def run_torch(a, openblas_one, tf32="on"):
     p = subprocess.run([sys.executable, __file__, "--torch-worker", "--threads", str(a.threads), "--iters",
                         str(a.iters), "--warmup", str(a.warmup), "--device", a.device, "--image-size",
                         str(a.image_size), "--width", str(a.width), "--d-width", str(a.d_width),
-                        "--batch-size", str(a.batch_size), "--torch-tf32", tf32],
+                        "--batch-size", str(a.batch_size), "--mbd-kernels", str(a.mbd_kernels), "--torch-tf32", tf32],
                        capture_output=True, text=True, env=env)
     if p.returncode != 0:
         sys.exit(f"torch worker failed:\n{p.stderr}")
@@ -109,7 +110,9 @@ def run_kiln(a, tf32=False):
             write_ppm_folder(os.path.join(d, "images"), n, 64)
             data = ["--data", "folder:" + os.path.join(d, "images"), "--image-size", "64", "--channels", "3"]
         p = subprocess.run([a.kiln_exe] + data + ["--device", a.device, "--epochs", "1", "--width", str(a.width),
-                            "--d-width", str(a.d_width), "--batch-size", str(a.batch_size),
+                            "--d-width", str(a.d_width), "--batch-size", str(a.batch_size)] +
+                           (["--mbd-kernels", str(a.mbd_kernels)] if a.mbd_kernels > 0
+                            else ["--no-minibatch-discrimination"]) + [
                             "--limit-train", str(n), "--no-plot", "--run-dir", os.path.join(d, "run")],
                            capture_output=True, text=True, env=env)
         if p.returncode != 0:
@@ -129,6 +132,7 @@ def main():
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--d-width", type=int, default=0, help="D's width (0: --width)")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--mbd-kernels", type=int, default=8, help="D's minibatch-discrimination kernels (0: none)")
     ap.add_argument("--json")
     ap.add_argument("--torch-worker", action="store_true")
     ap.add_argument("--torch-tf32", default="on", choices=["on", "off"], help=argparse.SUPPRESS)
@@ -150,10 +154,10 @@ def main():
                 torch_best, torch_setting, torch_ver = t["images_per_second"], setting, t["torch"]
     res = {"kiln_images_per_second": kiln, "torch_images_per_second": torch_best, "torch_setting": torch_setting,
            "torch": torch_ver, "threads": a.threads, "ratio_kiln_over_torch": kiln / torch_best, "device": a.device,
-           "image_size": a.image_size, "width": a.width, "d_width": a.d_width or a.width,
+           "image_size": a.image_size, "width": a.width, "d_width": a.d_width or a.width, "mbd_kernels": a.mbd_kernels,
            "batch_size": a.batch_size, "kiln_steps_per_second": kiln / a.batch_size,
            "torch_steps_per_second": torch_best / a.batch_size}
-    print(f"DCGAN {a.image_size}x{a.image_size} width {a.width} (D {a.d_width or a.width}) batch {a.batch_size} on {a.device}, {a.threads} threads: "
+    print(f"DCGAN {a.image_size}x{a.image_size} width {a.width} (D {a.d_width or a.width}, minibatch discrimination {a.mbd_kernels}) batch {a.batch_size} on {a.device}, {a.threads} threads: "
           f"kiln {kiln:.0f} img/s, torch {torch_ver} "
           f"{torch_best:.0f} img/s ({torch_setting}); kiln/torch = {kiln / torch_best:.2f}")
     if a.json:
@@ -175,14 +179,14 @@ def main_cuda(a):
             kb, tb, _ = best.get(tf32, (0.0, 0.0, ""))
             best[tf32] = (max(kb, k), max(tb, ts), t["torch"])
     (k32, t32, ver), (ktf, ttf, _) = best[False], best[True]
-    print(f"DCGAN {a.image_size}x{a.image_size} width {a.width} (D {a.d_width or a.width}) batch {a.batch_size} on cuda, torch {ver}, best of {a.rounds}:")
+    print(f"DCGAN {a.image_size}x{a.image_size} width {a.width} (D {a.d_width or a.width}, minibatch discrimination {a.mbd_kernels}) batch {a.batch_size} on cuda, torch {ver}, best of {a.rounds}:")
     print(f"  {'convolutions':28s}{'kiln img/s':>12s}{'torch img/s':>13s}{'kiln/torch':>12s}")
     print(f"  {'f32 (kiln default)':28s}{k32:12.0f}{t32:13.0f}{k32 / t32:12.2f}")
     print(f"  {'TF32 (torch default)':28s}{ktf:12.0f}{ttf:13.0f}{ktf / ttf:12.2f}")
     print(f"  kiln default against torch default: {k32 / ttf:.2f}")
     res = {"kiln_images_per_second": k32, "torch_images_per_second": t32, "torch_setting": "cudnn.allow_tf32=False",
            "torch": ver, "threads": a.threads, "ratio_kiln_over_torch": k32 / t32, "device": "cuda",
-           "image_size": a.image_size, "width": a.width, "d_width": a.d_width or a.width, "batch_size": a.batch_size,
+           "image_size": a.image_size, "width": a.width, "d_width": a.d_width or a.width, "mbd_kernels": a.mbd_kernels, "batch_size": a.batch_size,
            "kiln_steps_per_second": k32 / a.batch_size, "torch_steps_per_second": t32 / a.batch_size, "kiln_tf32_images_per_second": ktf,
            "torch_tf32_images_per_second": ttf, "ratio_tf32": ktf / ttf, "ratio_defaults": k32 / ttf}
     if a.json:

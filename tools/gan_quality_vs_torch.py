@@ -9,7 +9,9 @@ one classifier.
    OPENBLAS_NUM_THREADS=1, its fastest setting on this machine): the same DCGAN (the shapes
    of models/zoo/gan.h at 28 x 28, N(0, 0.02) initialisation, BN weights N(1, 0.02)), the
    same non-saturating BCE losses, Adam and batch size as kiln's run (its summary's `lr`,
-   `lr_d`, `beta1`, `beta2`, `batch_size`) and widths (`width`, `d_width`), D frozen in G's
+   `lr_d`, `beta1`, `beta2`, `batch_size`), widths (`width`, `d_width`), minibatch
+   discrimination (`mbd_kernels`, `mbd_kernel_dim`; 0 kernels: none) and one-sided label
+   smoothing (`label_smoothing`), D frozen in G's
    step as kiln's, shuffled epochs, and by default the same exponential average of G's
    weights (the summary's `g_ema`, with kiln's warm-up, optim/average.h), trained for S seconds of pure training (the evaluation's share of
    kiln's S is PyTorch's to train in). Then 10,000 samples of the (averaged) G, with batch
@@ -35,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 # What kiln_train_gan trained with before its summary named these (a --kiln-summary of an older run).
 KILN_DEFAULTS_BEFORE = {"batch_size": 64, "lr": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "g_ema": 0.999,
-                        "width": 32, "d_width": 32}
+                        "width": 32, "d_width": 32, "mbd_kernels": 0, "mbd_kernel_dim": 5, "label_smoothing": 1.0}
 
 
 def torch_worker(a):
@@ -50,7 +52,8 @@ def torch_worker(a):
     images = images.float().div_(255).sub_(0.5).div_(0.5)  # [-1, 1], G's tanh range
     import dcgan_torch
     nz = dcgan_torch.NZ
-    G, D = dcgan_torch.generator(28, a.width), dcgan_torch.discriminator(28, a.d_width)
+    G = dcgan_torch.generator(28, a.width)
+    D = dcgan_torch.discriminator(28, a.d_width, a.mbd_kernels, a.mbd_kernel_dim)
     G.apply(dcgan_torch.dcgan_init)
     D.apply(dcgan_torch.dcgan_init)
     G_avg = dcgan_torch.generator(28, a.width)
@@ -60,6 +63,7 @@ def torch_worker(a):
     od = torch.optim.Adam(D.parameters(), lr=a.lr_d, betas=betas)
     B = a.batch_size
     ones, zeros = torch.ones(B), torch.zeros(B)
+    real_target = torch.full((B,), a.label_smoothing)
     it, ema_t, epochs = 0, 0, 0.0
     t0 = time.perf_counter()
     done = False
@@ -70,7 +74,7 @@ def torch_worker(a):
                 done = True
                 break
             ld, lg = dcgan_torch.iteration(G, D, og, od, images[perm[b * B:(b + 1) * B]], torch.randn(B, nz, 1, 1),
-                                           ones, zeros)
+                                           ones, zeros, real_target)
             if a.g_ema > 0:
                 d = min(a.g_ema, (1 + ema_t) / (10 + ema_t))
                 ema_t += 1
@@ -124,7 +128,8 @@ def main():
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--samples", type=int, default=10000, help=argparse.SUPPRESS)
     for flag, kind in (("--batch-size", int), ("--lr", float), ("--lr-d", float), ("--beta1", float),
-                       ("--beta2", float), ("--width", int), ("--d-width", int)):
+                       ("--beta2", float), ("--width", int), ("--d-width", int), ("--mbd-kernels", int),
+                       ("--mbd-kernel-dim", int), ("--label-smoothing", float)):
         ap.add_argument(flag, type=kind, help=argparse.SUPPRESS)  # the worker's: kiln's run's values
     ap.add_argument("extra", nargs="*", help="more kiln_train_gan flags (after --)")
     a = ap.parse_args()

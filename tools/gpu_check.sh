@@ -24,7 +24,8 @@
 #                group has world size 1), then 2 ranks sharing the GPU over Gloo (staged)
 #   gpt2_bf16    tools/gpt_vs_torch.py --mode step: GPT-2 124M (vocabulary padded to 50304) in bf16
 #                autocast against the host PyTorch under autocast with SDPA (flash) attention
-#   gan_step     tools/bench_gan_vs_torch.py --device cuda: the 64 x 64 RGB DCGAN (width 64, batch 64)
+#   gan_step     tools/bench_gan_vs_torch.py --device cuda: the 64 x 64 RGB DCGAN (width 64, batch 64, the
+#                paper's D without minibatch discrimination)
 #                training in kiln_train_gan against the same loop in the host's PyTorch eager
 #   gan_profile  Nsight Systems' kernel and CUDA API summaries of a short kiln_train_gan run on
 #                the same model (when the host has nsys)
@@ -207,7 +208,7 @@ part gpt2_bf16 75 "${py:-python3}" "$bundle/tools/gpt_vs_torch.py" "$R/kiln_trai
   --set eval_batch_size=8 --out "$res/gpt2_bf16.json" --work "$res/gpt2_bf16" -- --text "$bundle/data/kjv.txt" \
   --cache-dir "$res/cache"
 part gan_step 75 "${py:-python3}" "$bundle/tools/bench_gan_vs_torch.py" --device cuda --image-size 64 --width 64 \
-  --iters 300 --warmup 10 --rounds 1 --kiln-exe "$R/kiln_train_gan" --json "$res/gan_step.json"
+  --mbd-kernels 0 --iters 300 --warmup 10 --rounds 1 --kiln-exe "$R/kiln_train_gan" --json "$res/gan_step.json"
 # Where kiln's DCGAN step spends its GPU time and its CUDA API calls (with Nsight Systems,
 # when the host has it): a short run's kernel and API summaries.
 nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
@@ -215,7 +216,7 @@ if [ -n "$nsys" ] || [ "$dry" = 1 ]; then
   cat > "$res/gan_profile.sh" <<EOF_PROFILE
 set -euo pipefail
 "${py:-python3}" -c 'import sys; sys.path.insert(0, sys.argv[1]); import bench_gan_vs_torch as b; b.write_ppm_folder(sys.argv[2], 640, 64)' "$bundle/tools" "$res/gan_profile_data"
-"${nsys:-nsys}" profile -t cuda -o "$res/gan_profile" --force-overwrite true "$R/kiln_train_gan" --data "folder:$res/gan_profile_data" --image-size 64 --channels 3 --width 64 --epochs 1 --no-plot --device cuda --run-dir "$res/gan_profile_run" > /dev/null
+"${nsys:-nsys}" profile -t cuda -o "$res/gan_profile" --force-overwrite true "$R/kiln_train_gan" --data "folder:$res/gan_profile_data" --image-size 64 --channels 3 --width 64 --no-minibatch-discrimination --epochs 1 --no-plot --device cuda --run-dir "$res/gan_profile_run" > /dev/null
 "${nsys:-nsys}" stats --report cuda_gpu_kern_sum --report cuda_api_sum --format csv "$res/gan_profile.nsys-rep" | cut -c1-220 | head -90
 EOF_PROFILE
   part gan_profile 60 bash "$res/gan_profile.sh"

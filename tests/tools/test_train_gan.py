@@ -138,6 +138,8 @@ if CASE == "toy":
         check(os.path.exists(os.path.join(d, "samples", "epoch-002.png")), f"{name}: no per-epoch scatter")
         check("D(G(z))" in p.stderr, f"{name}: no progress line with D(G(z)):\n{p.stderr}")
     # WGAN-GP updates G every 5th iteration: 20 iterations, 4 G steps.
+    v = summary(run(TOY + ["--epochs", "1", "--steps-per-epoch", "2", "--run-dir", fresh("defaults")]))
+    check(v["mbd_kernels"] == 0 and v["label_smoothing"] == 1, f"2-D defaults: {v}")
     st = steps(os.path.join(WORK, "gp"))
     check(sum(1 for v in st.values() if v[1] is not None) == 4, f"gp: G steps {st}")
     # SAM: every step records the sharpness L(w + e(w)) - L(w) of D's and of G's step; SAM's
@@ -230,6 +232,8 @@ elif CASE == "images":
               "class_ratio", "images_per_second", "seconds", "samples_png", "metrics"):
         check(k in s, f"summary lacks {k}: {s}")
     check(1 <= s["mode_score"] <= 10 and 1 <= s["mode_score_real"] <= 10, f"MODE scores out of [1, 10]: {s}")
+    # The image defaults: minibatch discrimination (8 kernels) and label smoothing 0.9.
+    check(s["mbd_kernels"] == 8 and s["label_smoothing"] == 0.9, f"image defaults: {s}")
     check(s["frechet"] >= 0 and s["frechet_real"] >= 0, f"{s}")
     check(1 <= s["classes_covered"] <= 10, f"{s}")
     check(png_size(s["samples_png"]) == (242, 242), f"grid size {png_size(s['samples_png'])}")
@@ -365,6 +369,9 @@ elif CASE == "errors":
         (["--data", "ring8", "--g-ema", "1"], "--g-ema"),
         (["--data", "ring8", "--top-k", "--feature-matching"], "--top-k"),
         (["--data", "ring8", "--hinge", "--wgan-gp"], "--hinge"),
+        (["--data", "ring8", "--minibatch-discrimination", "--no-minibatch-discrimination"],
+         "--no-minibatch-discrimination"),
+        (["--data", "fashion-mnist", "--wgan-gp", "--label-smoothing", "0.9"], "--wgan-gp"),
         (["--data", "ring8", "--hinge", "--label-smoothing", "0.9"], "--hinge"),
         (["--data", "ring8", "--hinge", "--g-loss", "minimax"], "--hinge"),
         (["--data", "ring8", "--top-k", "--top-k-nu", "0"], "--top-k"),
