@@ -4,8 +4,8 @@ on a GPU (--device cuda, e.g. --image-size 64 --width 64, the DCGAN paper's 64 x
 model with PyTorch's example width, against PyTorch eager).
 
 The model, loss and optimizer are kiln_train_gan's defaults on Fashion-MNIST: the DCGAN of
-models/zoo/gan.h at 28 x 28 (width 32: G ConvT 100->64 7x7, BN, ReLU, ConvT 64->32 4/2/1,
-BN, ReLU, ConvT 32->1 4/2/1, Tanh; D Conv 1->32 4/2/1, LeakyReLU 0.2, Conv 32->64 4/2/1, BN,
+models/zoo/gan.h at 28 x 28 (G width 48: ConvT 100->96 7x7, BN, ReLU, ConvT 96->48 4/2/1,
+BN, ReLU, ConvT 48->1 4/2/1, Tanh; D width 32: Conv 1->32 4/2/1, LeakyReLU 0.2, Conv 32->64 4/2/1, BN,
 LeakyReLU, minibatch discrimination with 8 kernels of dimension 5 (--mbd-kernels; 0: none),
 Linear 3144->1), batch 64 (--batch-size), the non-saturating BCE losses, Adam(2e-4, 0.5,
 0.999) for both. One iteration = G forward, D step on real and fake, G step (D's weights
@@ -30,7 +30,7 @@ math (kiln's default against PyTorch with TF32 off), the second line both with T
 
 usage: tools/bench_gan_vs_torch.py [--kiln-exe build/tools/kiln_train_gan] [--threads 2]
          [--iters 60] [--warmup 5] [--rounds 2] [--device cpu|cuda] [--image-size 28|64]
-         [--width 32] [--d-width 0 (= --width)] [--batch-size 64] [--mbd-kernels 8] [--json FILE]
+         [--width 48] [--d-width 32 (0: --width)] [--batch-size 64] [--mbd-kernels 8] [--json FILE]
 Run it with Debian's /usr/bin/python3 (python3-torch).
 """
 import argparse
@@ -129,8 +129,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--image-size", type=int, default=28, choices=[28, 64])
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--d-width", type=int, default=0, help="D's width (0: --width)")
+    ap.add_argument("--width", type=int, default=48)
+    ap.add_argument("--d-width", type=int, default=32, help="D's width (0: --width)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--mbd-kernels", type=int, default=8, help="D's minibatch-discrimination kernels (0: none)")
     ap.add_argument("--json")

@@ -124,8 +124,8 @@ struct Config {
   double beta2 = -1;  // < 0: 0.999 (0.9 with --wgan-gp)
   int64_t d_steps = 0;  // 0: 1 (5 with --wgan-gp)
   int64_t latent_dim = 0;  // 0: 100 for DCGAN, 256 for the MLP GAN
-  int64_t width = 32;
-  int64_t d_width = 0;
+  int64_t width = 0;    // 0: 48, with D at 32 unless --d-width
+  int64_t d_width = 0;  // 0: --width (32 when --width is not given either)
   int64_t hidden = 128;
   int64_t image_size = 0;  // 0: 28 for Fashion-MNIST, 32 for a folder
   int64_t channels = 3;    // a folder's images: 1 or 3
@@ -230,9 +230,11 @@ void add_flags(CLI::App& app, Config& c) {
       ->check(tools::integer_range(0, 1000));
   app.add_option("--latent-dim", c.latent_dim, "latent size (0: 100 DCGAN, 256 MLP)")
       ->check(tools::integer_range(0, 1 << 16));
-  app.add_option("--width", c.width, "DCGAN width: G's last hidden channels (ngf), and D's first (ndf) unless --d-width")
-      ->check(tools::integer_range(1, 4096));
-  app.add_option("--d-width", c.d_width, "DCGAN: D's (and E's) first hidden channels, ndf (0: --width)")
+  app.add_option("--width", c.width,
+                 "DCGAN width: G's last hidden channels (ngf), and D's first (ndf) unless --d-width (0: G 48, D 32)")
+      ->check(tools::integer_range(0, 4096));
+  app.add_option("--d-width", c.d_width,
+                 "DCGAN: D's (and E's) first hidden channels, ndf (0: --width, or 32 when --width is not given)")
       ->check(tools::integer_range(0, 4096));
   app.add_option("--hidden", c.hidden, "MLP GAN hidden units")->check(tools::integer_range(1, 1 << 16));
   app.add_option("--image-size", c.image_size, "28, 32 or 64 (0: 28 for Fashion-MNIST, 32 for a folder)")
@@ -369,6 +371,13 @@ Plan resolve(Config& c) {
   // reference code trains 25,000; README "Training a GAN").
   if (c.steps_per_epoch == 0) c.steps_per_epoch = c.unrolled > 0 ? 650 : 500;
   if (c.g_ema < 0) c.g_ema = p.toy ? 0.0 : 0.9999;
+  // G 48 wide, D 32: with minibatch discrimination and smoothing in D, the 15-minute default
+  // run reached MODE 5.87 after 28 epochs against 5.76 after 31 with both at 32 (README
+  // "Training a GAN"); without them the wider G had been behind at equal time.
+  if (c.width == 0) {
+    c.width = 48;
+    if (c.d_width == 0) c.d_width = 32;
+  }
   if (c.d_width == 0) c.d_width = c.width;
   if (c.g_ema >= 1) throw CLI::ValidationError("--g-ema", "the decay must lie in [0, 1)");
   if (c.g_loss.empty()) c.g_loss = c.unrolled > 0 ? "minimax" : "non-saturating";

@@ -234,6 +234,11 @@ elif CASE == "images":
     check(1 <= s["mode_score"] <= 10 and 1 <= s["mode_score_real"] <= 10, f"MODE scores out of [1, 10]: {s}")
     # The image defaults: minibatch discrimination (8 kernels) and label smoothing 0.9.
     check(s["mbd_kernels"] == 8 and s["label_smoothing"] == 0.9, f"image defaults: {s}")
+    # Widths: G 48 and D 32 by default; --width alone sets both, --d-width D's alone.
+    for flags, want in [([], (48, 32)), (["--width", "16"], (16, 16)), (["--width", "16", "--d-width", "8"], (16, 8))]:
+        w = summary(run(["--data", "fashion-mnist", "--device", "cpu", "--no-plot", "--limit-train", "64",
+                         "--batch-size", "32", "--epochs", "1", "--run-dir", fresh("widths")] + flags))
+        check((w["width"], w["d_width"]) == want, f"{flags}: widths {w['width']}, {w['d_width']}, want {want}")
     check(s["frechet"] >= 0 and s["frechet_real"] >= 0, f"{s}")
     check(1 <= s["classes_covered"] <= 10, f"{s}")
     check(png_size(s["samples_png"]) == (242, 242), f"grid size {png_size(s['samples_png'])}")
