@@ -30,6 +30,13 @@
 //   --spectral-norm           D's convolutions and head spectrally normalised (W / sigma(W),
 //                             one power iteration per forward; Miyato et al. 2018), D
 //                             without BN; models/nn/spectral_norm.h
+//   --relativistic            the relativistic average GAN (RaSGAN; Jolicoeur-Martineau 2019),
+//                             D: BCE(D(x) - mean D(G(z)), s) + BCE(D(G(z)) - mean D(x), 0),
+//                             G: the same with the targets swapped (both terms, so G's step
+//                             runs D on the real batch too); label smoothing applies to the
+//                             real term; under DDP the means are each rank's, as BatchNorm's
+//                             statistics; excludes WGAN-GP, the hinge loss, unrolling,
+//                             feature matching, top-k and --g-loss minimax
 //   --hinge                   the hinge loss (Lim & Ye 2017; Miyato et al. 2018), D:
 //                             E relu(1 - D(x)) + E relu(1 + D(G(z))), G: -E D(G(z)); excludes
 //                             label smoothing, unrolling, the mode regulariser, WGAN-GP and
@@ -143,6 +150,7 @@ struct Config {
   bool wgan_gp = false;
   bool spectral_norm = false;
   bool hinge = false;
+  bool relativistic = false;
   bool critic() const { return wgan_gp || hinge; }  // D's output a score, not a logit
   bool top_k = false;
   double top_k_gamma = 0.99;
@@ -276,6 +284,10 @@ void add_flags(CLI::App& app, Config& c) {
   app.add_flag("--spectral-norm", c.spectral_norm,
                "spectral normalisation of D's weights (Miyato et al. 2018): each layer runs with W / sigma(W), "
                "sigma by one power iteration per forward; D without BN");
+  app.add_flag("--relativistic", c.relativistic,
+               "the relativistic average GAN (RaSGAN, Jolicoeur-Martineau 2019): D BCE(D(x) - mean D(G(z)), s) + "
+               "BCE(D(G(z)) - mean D(x), 0), G the same with the targets swapped; D(x) and D(G(z)) in the progress "
+               "line are then sigmoid(D(x) - mean D(G(z))) and sigmoid(D(G(z)) - mean D(x))");
   app.add_flag("--hinge", c.hinge,
                "the hinge loss (Lim & Ye 2017; Miyato et al. 2018): D E relu(1 - D(x)) + E relu(1 + D(G(z))), "
                "G -E D(G(z))");
@@ -349,6 +361,11 @@ Plan resolve(Config& c) {
     throw CLI::ValidationError("--hinge",
                                "excludes --wgan-gp, --label-smoothing, --unrolled, --mode-regularizer and --g-loss "
                                "minimax (they are defined on D's probabilities)");
+  if (c.relativistic && (c.wgan_gp || c.hinge || c.unrolled > 0 || c.feature_matching || c.top_k ||
+                         c.g_loss == "minimax"))
+    throw CLI::ValidationError("--relativistic",
+                               "excludes --wgan-gp, --hinge, --unrolled, --feature-matching, --top-k and --g-loss "
+                               "minimax (they bring their own D or G loss)");
   if (c.top_k && c.feature_matching)
     throw CLI::ValidationError("--top-k", "excludes --feature-matching (whose G loss is not a per-sample one)");
   if (c.unrolled_first_order && c.unrolled == 0)
@@ -455,7 +472,8 @@ std::map<std::string, std::string> run_metadata(const Config& c) {
                                       c.mode_regularizer ? "mr " : "", c.wgan_gp ? "gp" : "",
                                       c.top_k ? detail::str(" topk ", num(c.top_k_gamma), " ", num(c.top_k_nu))
                                               : "",
-                                      c.spectral_norm ? " sn" : "", c.hinge ? " hinge" : "")},
+                                      c.spectral_norm ? " sn" : "", c.hinge ? " hinge" : "",
+                                      c.relativistic ? " ra" : "")},
           {"seed", std::to_string(c.seed)},
           {"limit_train", std::to_string(c.limit_train)}};
 }
@@ -865,6 +883,7 @@ int train(Config cfg, const CLI::App& app) {
     auto d_objective = [&] {  // D's loss at its current weights (its logits in lr, lf)
       lr = (*netD)(x), lf = (*netD)(fake.detach());
       if (cfg.hinge) return gan::hinge_discriminator_loss(lr, lf);
+      if (cfg.relativistic) return gan::relativistic_discriminator_loss(lr, lf, real_target);
       if (!cfg.wgan_gp) return gan::discriminator_loss(lr, lf, real_target);
       Tensor gp = gan::gradient_penalty([&](const Tensor& xh) { return (*netD)(xh); }, x, fake, eps);
       return add(gan::wgan_critic_loss(lr, lf), mul(gp, cfg.gp_lambda));
@@ -889,7 +908,9 @@ int train(Config cfg, const CLI::App& app) {
           Tensor gp = gan::gradient_penalty([&](const Tensor& xh) { return (*netD)(xh); }, xs, fs, slice(eps, k, parts));
           li = add(gan::wgan_critic_loss(lr, lf), mul(gp, cfg.gp_lambda));
         } else {
-          li = cfg.hinge ? gan::hinge_discriminator_loss(lr, lf) : gan::discriminator_loss(lr, lf, real_target);
+          li = cfg.hinge          ? gan::hinge_discriminator_loss(lr, lf)
+               : cfg.relativistic ? gan::relativistic_discriminator_loss(lr, lf, real_target)
+                                  : gan::discriminator_loss(lr, lf, real_target);
         }
         li.backward();
         return li;
@@ -899,7 +920,9 @@ int train(Config cfg, const CLI::App& app) {
       d_loss = d_objective();
       d_loss.backward();
     }
-    const Tensor d_out_real = lr.detach(), d_out_fake = lf.detach();
+    Tensor d_out_real = lr.detach(), d_out_fake = lf.detach();
+    if (cfg.relativistic)  // D's relativistic outputs: each side against the other's mean
+      d_out_real = sub(lr.detach(), mean(lf.detach())), d_out_fake = sub(lf.detach(), mean(lr.detach()));
     // --grad-noise: seeded by (seed, iteration), the same on every rank; D and G draw apart
     // (on the gradient the step uses: SAM's, at w + e(w)).
     auto d_noise = [&] {
@@ -944,6 +967,13 @@ int train(Config cfg, const CLI::App& app) {
         g_loss = gan::feature_matching_loss(m.D->run(x).features, m.D->run(samples).features);
       } else if (cfg.critic()) {  // WGAN-GP's and the hinge loss's G loss alike
         g_loss = gan::wgan_generator_loss(chosen(d_for_g(samples)));
+      } else if (cfg.relativistic) {  // D's logits on the real batch: constants for G
+        Tensor real_now;
+        {
+          NoGradGuard no_grad;
+          real_now = d_for_g(x);
+        }
+        g_loss = gan::relativistic_generator_loss(real_now, d_for_g(samples));
       } else {
         g_loss = g_objective(chosen(d_for_g(samples)));
       }

@@ -52,6 +52,21 @@ Tensor minimax_generator_loss(const Tensor& fake_logits) {
   return neg(bce_to(fake_logits, 0.0));
 }
 
+Tensor relativistic_discriminator_loss(const Tensor& real_logits, const Tensor& fake_logits, double real_target) {
+  check_logits("relativistic_discriminator_loss", real_logits, "real_logits");
+  check_logits("relativistic_discriminator_loss", fake_logits, "fake_logits");
+  KILN_CHECK(real_target > 0 && real_target <= 1,
+             "relativistic_discriminator_loss: real_target must lie in (0, 1], got ", real_target);
+  return add(bce_to(sub(real_logits, mean(fake_logits)), real_target),
+             bce_to(sub(fake_logits, mean(real_logits)), 0.0));
+}
+
+Tensor relativistic_generator_loss(const Tensor& real_logits, const Tensor& fake_logits) {
+  check_logits("relativistic_generator_loss", real_logits, "real_logits");
+  check_logits("relativistic_generator_loss", fake_logits, "fake_logits");
+  return add(bce_to(sub(fake_logits, mean(real_logits)), 1.0), bce_to(sub(real_logits, mean(fake_logits)), 0.0));
+}
+
 Tensor top_k(const Tensor& fake_logits, int64_t k) {
   check_logits("top_k", fake_logits, "fake_logits");
   const int64_t n = fake_logits.size(0);

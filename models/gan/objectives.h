@@ -5,6 +5,8 @@
 //   discriminator_loss      BCE(D(x), s) + BCE(D(G(z)), 0); s < 1 is one-sided label
 //                           smoothing (Salimans et al. 2016: only the real targets move)
 //   generator_loss          BCE(D(G(z)), 1), the non-saturating loss of Goodfellow et al.
+//   relativistic_*_loss     the relativistic average GAN (RaSGAN): each side's logits
+//                           against the other side's mean
 //   minimax_generator_loss  -BCE(D(G(z)), 0) = mean log(1 - D(G(z))), the minimax game's own
 //                           G loss (what the unrolled GAN of Metz et al. 2017 minimises)
 //   feature_matching_loss   ||mean_x f(x) - mean_z f(G(z))||^2 over D's features f
@@ -37,6 +39,11 @@ namespace kiln::gan {
 Tensor discriminator_loss(const Tensor& real_logits, const Tensor& fake_logits, double real_target = 1.0);
 Tensor generator_loss(const Tensor& fake_logits);
 Tensor minimax_generator_loss(const Tensor& fake_logits);
+// The relativistic average GAN (Jolicoeur-Martineau, ICLR 2019), RaSGAN: D rates each
+// sample against the mean logit of the other side. D: BCE(D(x) - mean D(G(z)), s) +
+// BCE(D(G(z)) - mean D(x), 0); G: BCE(D(G(z)) - mean D(x), 1) + BCE(D(x) - mean D(G(z)), 0).
+Tensor relativistic_discriminator_loss(const Tensor& real_logits, const Tensor& fake_logits, double real_target = 1.0);
+Tensor relativistic_generator_loss(const Tensor& real_logits, const Tensor& fake_logits);
 Tensor feature_matching_loss(const Tensor& real_features, const Tensor& fake_features);
 
 // The k entries of D's outputs on G's samples (logits or critic scores, (N)) that D rates

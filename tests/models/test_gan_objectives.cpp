@@ -33,6 +33,38 @@ TEST_CASE("GAN losses: BCE with one-sided label smoothing, non-saturating G loss
   REQUIRE_KILN_ERROR(gan::minimax_generator_loss(r.reshape({2, 1})), "logits (N)");
 }
 
+TEST_CASE("relativistic average GAN losses: each side against the other's mean", "[models][gan][objectives]") {
+  Tensor r = from_vector<double>({2.0, -1.0}), f = from_vector<double>({0.5, -3.0});
+  // mean D(x) = 0.5, mean D(G(z)) = -1.25.
+  const double want_d = (bce(3.25, 0.9) + bce(0.25, 0.9)) / 2 + (bce(0.0, 0) + bce(-3.5, 0)) / 2;
+  CHECK(gan::relativistic_discriminator_loss(r, f, 0.9).item<double>() == Approx(want_d));
+  const double want_g = (bce(0.0, 1) + bce(-3.5, 1)) / 2 + (bce(3.25, 0) + bce(0.25, 0)) / 2;
+  CHECK(gan::relativistic_generator_loss(r, f).item<double>() == Approx(want_g));
+  // Not the plain losses: the other side's mean moves each logit.
+  CHECK(gan::relativistic_discriminator_loss(r, f).item<double>() != Approx(gan::discriminator_loss(r, f).item<double>()));
+  // G's loss reaches G's samples through both terms (the real term through mean D(G(z))):
+  // d/df_j = (s(f_j - m_r) - 1) / N - mean_i s(r_i - m_f) / N.
+  Tensor fg = f.detach().set_requires_grad(true);
+  gan::relativistic_generator_loss(r, fg).backward();
+  auto sig = [](double x) { return 1 / (1 + std::exp(-x)); };
+  const double real_term = (sig(3.25) + sig(0.25)) / 2;
+  const std::vector<double> g = test::values(fg.grad());
+  CHECK(g[0] == Approx((sig(0.0) - 1) / 2 - real_term / 2));
+  CHECK(g[1] == Approx((sig(-3.5) - 1) / 2 - real_term / 2));
+  for (auto loss : {+[](const V& v) { return gan::relativistic_discriminator_loss(v[0], v[1], 0.9); },
+                    +[](const V& v) { return gan::relativistic_generator_loss(v[0], v[1]); }}) {
+    Tensor a = from_vector<double>({0.3, -1.2, 2.0}), b = from_vector<double>({-0.7, 0.4, 1.5});
+    GradcheckResult c1 = gradcheck(loss, {a, b});
+    INFO(c1.message);
+    CHECK(c1.ok);
+    GradcheckResult c2 = gradgradcheck(loss, {a, b});
+    INFO(c2.message);
+    CHECK(c2.ok);
+  }
+  REQUIRE_KILN_ERROR(gan::relativistic_discriminator_loss(r, f, 1.5), "real_target");
+  REQUIRE_KILN_ERROR(gan::relativistic_generator_loss(r.reshape({2, 1}), f), "logits (N)");
+}
+
 TEST_CASE("top-k training: G's loss on the k samples D rates most real, k's schedule", "[models][gan][objectives]") {
   Tensor f = from_vector<double>({0.5, -3.0, 2.0, 0.5, -1.0}).set_requires_grad(true);
   Tensor top = gan::top_k(f, 3);  // 2.0 (index 2), then the tie 0.5 at indices 0 and 3

@@ -3,8 +3,9 @@
 
   toy           ring8 with every stabiliser (vanilla, label smoothing, feature matching,
                 minibatch discrimination, unrolled second and first order, mode
-                regulariser, WGAN-GP; LAMB, ProxAdam, SAM, ASAM and Entropy-SGD): exit 0, finite
-                losses, the summary's keys, the scatter PNG, SAM's sharpness of each step
+                regulariser, WGAN-GP, spectral norm, hinge, relativistic; LAMB, ProxAdam, SAM,
+                ASAM and Entropy-SGD): exit 0, finite losses, the summary's keys, the scatter
+                PNG, SAM's sharpness of each step
   resume        straight vs interrupted + --resume: identical per-step losses, each step once
                 (also with SAM, and with Entropy-SGD and WGAN-GP); --max-minutes stops between
                 epochs and its clock continues after --resume
@@ -124,6 +125,9 @@ if CASE == "toy":
         "sn": ["--spectral-norm"],
         "sn-hinge": ["--spectral-norm", "--hinge"],
         "sn-unrolled": ["--spectral-norm", "--unrolled", "2"],
+        "ra": ["--relativistic"],
+        "ra-mr-esgd": ["--relativistic", "--label-smoothing", "0.9", "--mode-regularizer", "--optimizer",
+                       "entropy-sgd", "--esgd-inner-steps", "2"],
     }
     for name, flags in variants.items():
         d = fresh(name)
@@ -163,6 +167,15 @@ if CASE == "toy":
     sn, snh = steps(os.path.join(WORK, "sn")), steps(os.path.join(WORK, "sn-hinge"))
     check(sn[1] != va[1] and sn != snh, f"--spectral-norm / --hinge: {sn[1]} {snh[1]} {va[1]}")
     check(all(d >= 0 for d, _ in snh.values()), f"hinge D losses {snh}")
+    # --relativistic: D's and G's losses differ from the first step; D(x) and D(G(z)) are the
+    # relativistic ones, sigmoid(D(x) - mean D(G(z))) and sigmoid(D(G(z)) - mean D(x)), whose
+    # logits are opposite in the mean: their mean is 1/2 only when D cannot tell the sides apart.
+    ra = steps(os.path.join(WORK, "ra"))
+    check(ra[1][0] != va[1][0] and ra[1][1] != va[1][1], f"--relativistic: {ra[1]} vs {va[1]}")
+    rr = [json.loads(l) for l in open(os.path.join(WORK, "ra", "metrics.jsonl"))]
+    rr = [r for r in rr if r.get("type") == "step"]
+    check(all(0 < r["d_real"] < 1 and 0 < r["d_fake"] < 1 for r in rr), f"--relativistic D outputs {rr[:2]}")
+    check(sum(r["d_real"] > 0.5 for r in rr) > len(rr) / 2, f"--relativistic: D(x) not above 1/2 mostly {rr}")
 
 elif CASE == "resume":
     # --g-ema: the metrics sample the averaged G, whose weights and count the checkpoint holds.
@@ -379,6 +392,12 @@ elif CASE == "errors":
         (["--data", "fashion-mnist", "--wgan-gp", "--label-smoothing", "0.9"], "--wgan-gp"),
         (["--data", "ring8", "--hinge", "--label-smoothing", "0.9"], "--hinge"),
         (["--data", "ring8", "--hinge", "--g-loss", "minimax"], "--hinge"),
+        (["--data", "ring8", "--relativistic", "--hinge"], "--relativistic"),
+        (["--data", "ring8", "--relativistic", "--wgan-gp"], "--relativistic"),
+        (["--data", "ring8", "--relativistic", "--unrolled", "2"], "--relativistic"),
+        (["--data", "ring8", "--relativistic", "--feature-matching"], "--relativistic"),
+        (["--data", "ring8", "--relativistic", "--top-k"], "--relativistic"),
+        (["--data", "ring8", "--relativistic", "--g-loss", "minimax"], "--relativistic"),
         (["--data", "ring8", "--top-k", "--top-k-nu", "0"], "--top-k"),
         (["--data", "ring8", "--unrolled", "2", "--optimizer", "lamb"], "--unrolled"),
         (["--data", "ring8", "--unrolled", "2", "--optimizer", "sam"], "--unrolled"),
