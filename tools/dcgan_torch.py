@@ -61,20 +61,33 @@ def dcgan_init(m):
         nn.init.zeros_(m.bias)
 
 
-def iteration(G, D, og, od, x, z, ones, zeros, real_target=None):
+def iteration(G, D, og, od, x, z, ones, zeros, real_target=None, relativistic=False):
     """One kiln_train_gan iteration: G's samples, D's step on real (target real_target, the
     one-sided label smoothing; default ones) and fake (BCE on logits),
     G's non-saturating step with D's weights frozen (requires_grad_(False), as kiln's G
-    step: no D weight gradients computed for nothing). Returns D's and G's losses."""
+    step: no D weight gradients computed for nothing). relativistic: the RaSGAN losses of
+    models/gan/objectives.h (each side's logits against the other side's mean; G's step runs
+    D on the real batch without gradients). Returns D's and G's losses."""
+    bce = F.binary_cross_entropy_with_logits
     fake = G(z)
     od.zero_grad(set_to_none=True)
-    ld = F.binary_cross_entropy_with_logits(D(x).view(-1), ones if real_target is None else real_target) + \
-        F.binary_cross_entropy_with_logits(D(fake.detach()).view(-1), zeros)
+    t = ones if real_target is None else real_target
+    lr, lf = D(x).view(-1), D(fake.detach()).view(-1)
+    if relativistic:
+        ld = bce(lr - lf.mean(), t) + bce(lf - lr.mean(), zeros)
+    else:
+        ld = bce(lr, t) + bce(lf, zeros)
     ld.backward()
     od.step()
     og.zero_grad(set_to_none=True)
     D.requires_grad_(False)
-    lg = F.binary_cross_entropy_with_logits(D(fake).view(-1), ones)
+    lf = D(fake).view(-1)
+    if relativistic:
+        with torch.no_grad():
+            lr = D(x).view(-1)
+        lg = bce(lf - lr.mean(), ones) + bce(lr - lf.mean(), zeros)
+    else:
+        lg = bce(lf, ones)
     lg.backward()
     D.requires_grad_(True)
     og.step()

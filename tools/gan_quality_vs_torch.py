@@ -11,8 +11,8 @@ one classifier.
    same non-saturating BCE losses, Adam and batch size as kiln's run (its summary's `lr`,
    `lr_d`, `beta1`, `beta2`, `batch_size`), widths (`width`, `d_width`), minibatch
    discrimination (`mbd_kernels`, `mbd_kernel_dim`; 0 kernels: none) and one-sided label
-   smoothing (`label_smoothing`), D frozen in G's
-   step as kiln's, shuffled epochs, and by default the same exponential average of G's
+   smoothing (`label_smoothing`), the relativistic losses where kiln's run had them
+   (`relativistic`), D frozen in G's step as kiln's, shuffled epochs, and by default the same exponential average of G's
    weights (the summary's `g_ema`, with kiln's warm-up, optim/average.h), trained for S seconds of pure training (the evaluation's share of
    kiln's S is PyTorch's to train in). Then 10,000 samples of the (averaged) G, with batch
    statistics in BN as kiln samples, written as 8-bit PGM files.
@@ -37,7 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 # What kiln_train_gan trained with before its summary named these (a --kiln-summary of an older run).
 KILN_DEFAULTS_BEFORE = {"batch_size": 64, "lr": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "g_ema": 0.999,
-                        "width": 32, "d_width": 32, "mbd_kernels": 0, "mbd_kernel_dim": 5, "label_smoothing": 1.0}
+                        "width": 32, "d_width": 32, "mbd_kernels": 0, "mbd_kernel_dim": 5, "label_smoothing": 1.0,
+                        "relativistic": 0}
 
 
 def torch_worker(a):
@@ -74,7 +75,7 @@ def torch_worker(a):
                 done = True
                 break
             ld, lg = dcgan_torch.iteration(G, D, og, od, images[perm[b * B:(b + 1) * B]], torch.randn(B, nz, 1, 1),
-                                           ones, zeros, real_target)
+                                           ones, zeros, real_target, bool(a.relativistic))
             if a.g_ema > 0:
                 d = min(a.g_ema, (1 + ema_t) / (10 + ema_t))
                 ema_t += 1
@@ -129,7 +130,7 @@ def main():
     ap.add_argument("--samples", type=int, default=10000, help=argparse.SUPPRESS)
     for flag, kind in (("--batch-size", int), ("--lr", float), ("--lr-d", float), ("--beta1", float),
                        ("--beta2", float), ("--width", int), ("--d-width", int), ("--mbd-kernels", int),
-                       ("--mbd-kernel-dim", int), ("--label-smoothing", float)):
+                       ("--mbd-kernel-dim", int), ("--label-smoothing", float), ("--relativistic", int)):
         ap.add_argument(flag, type=kind, help=argparse.SUPPRESS)  # the worker's: kiln's run's values
     ap.add_argument("extra", nargs="*", help="more kiln_train_gan flags (after --)")
     a = ap.parse_args()
@@ -154,8 +155,8 @@ def main():
         p = subprocess.run([sys.executable, __file__, "--torch-worker", "--classifier", a.classifier, "--threads",
                             str(a.threads), "--g-ema", str(g_ema), "--seconds", str(seconds), "--seed",
                             str(a.seed), "--out", out] +
-                           [f"--{k.replace('_', '-')}={kiln.get(k, v)}" for k, v in KILN_DEFAULTS_BEFORE.items()
-                            if k != "g_ema"],
+                           [f"--{k.replace('_', '-')}={int(kiln.get(k, v)) if k == 'relativistic' else kiln.get(k, v)}"
+                            for k, v in KILN_DEFAULTS_BEFORE.items() if k != "g_ema"],
                            stdout=subprocess.PIPE, text=True, env=env)
         if p.returncode != 0:
             sys.exit("torch worker failed")

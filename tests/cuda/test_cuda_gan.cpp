@@ -172,3 +172,39 @@ TEST_CASE("CUDA: a spectrally normalised D's hinge loss, gradients and power ite
     close(bg[i].second, bc[i].second, 1e-3, 1e-5);
   }
 }
+
+TEST_CASE("CUDA: the relativistic losses' D and G gradients match the CPU", "[cuda][gan]") {
+  models::DcganOptions o;
+  o.width = 8;
+  o.minibatch_kernels = 4;
+  auto [Gc, Dc, Gg, Dg] = dcgan_twins(o, 9);
+  Generator gd(10);
+  Tensor z = randn({8, o.latent_dim}, DType::F32, &gd), x = sub(mul(rand({8, 1, 28, 28}, DType::F32, &gd), 2.0), 1.0);
+  // D's relativistic loss (smoothed real target), then G's with D frozen and D's real logits
+  // as constants, as kiln_train_gan --relativistic takes them.
+  auto step = [](nn::Module& G, models::Discriminator& D, const Tensor& zz, const Tensor& xx) {
+    Tensor fake = G.forward(zz);
+    Tensor ld = gan::relativistic_discriminator_loss(D.run(xx).logits, D.run(fake.detach()).logits, 0.9);
+    ld.backward();
+    nn::FrozenParameters frozen(D.parameters());
+    Tensor real_now;
+    {
+      NoGradGuard no_grad;
+      real_now = D.run(xx).logits;
+    }
+    Tensor lg = gan::relativistic_generator_loss(real_now, D.run(fake).logits);
+    lg.backward();
+    return std::pair{ld.detach(), lg.detach()};
+  };
+  auto [ldg, lgg] = step(*Gg, *Dg, z.to(cuda0()), x.to(cuda0()));
+  auto [ldc, lgc] = step(*Gc, *Dc, z, x);
+  close(ldg, ldc, 1e-4, 1e-5);
+  close(lgg, lgc, 1e-4, 1e-5);
+  for (auto [mc, mg] : {std::pair<nn::Module*, nn::Module*>{Dc.get(), Dg.get()}, {Gc.get(), Gg.get()}}) {
+    auto pc = mc->parameters(), pg = mg->parameters();
+    for (size_t i = 0; i < pc.size(); ++i) {
+      INFO("parameter " << i);
+      close(pg[i].grad(), pc[i].grad(), 5e-3, 1e-5);
+    }
+  }
+}

@@ -143,7 +143,7 @@ if CASE == "toy":
         check("D(G(z))" in p.stderr, f"{name}: no progress line with D(G(z)):\n{p.stderr}")
     # WGAN-GP updates G every 5th iteration: 20 iterations, 4 G steps.
     v = summary(run(TOY + ["--epochs", "1", "--steps-per-epoch", "2", "--run-dir", fresh("defaults")]))
-    check(v["mbd_kernels"] == 0 and v["label_smoothing"] == 1, f"2-D defaults: {v}")
+    check(v["mbd_kernels"] == 0 and v["label_smoothing"] == 1 and v["lr_d"] == v["lr"] == 1e-3, f"2-D defaults: {v}")
     st = steps(os.path.join(WORK, "gp"))
     check(sum(1 for v in st.values() if v[1] is not None) == 4, f"gp: G steps {st}")
     # SAM: every step records the sharpness L(w + e(w)) - L(w) of D's and of G's step; SAM's
@@ -245,8 +245,15 @@ elif CASE == "images":
               "class_ratio", "images_per_second", "seconds", "samples_png", "metrics"):
         check(k in s, f"summary lacks {k}: {s}")
     check(1 <= s["mode_score"] <= 10 and 1 <= s["mode_score_real"] <= 10, f"MODE scores out of [1, 10]: {s}")
-    # The image defaults: minibatch discrimination (8 kernels) and label smoothing 0.9.
-    check(s["mbd_kernels"] == 8 and s["label_smoothing"] == 0.9, f"image defaults: {s}")
+    # The image defaults: minibatch discrimination (8 kernels), label smoothing 0.7, G at 3e-4
+    # and D at two thirds of it.
+    check(s["mbd_kernels"] == 8 and s["label_smoothing"] == 0.7, f"image defaults: {s}")
+    check(s["lr"] == 3e-4 and s["lr_d"] == 2e-4, f"image learning rates: {s}")
+    for flags, want in [(["--lr", "6e-4"], (6e-4, 4e-4)), (["--lr-d", "5e-4"], (3e-4, 5e-4)),
+                        (["--wgan-gp"], (1e-4, 1e-4)), (["--hinge"], (3e-4, 3e-4))]:
+        w = summary(run(["--data", "fashion-mnist", "--device", "cpu", "--no-plot", "--limit-train", "64",
+                         "--batch-size", "32", "--epochs", "1", "--width", "4", "--run-dir", fresh("lrs")] + flags))
+        check((w["lr"], w["lr_d"]) == want, f"{flags}: lr {w['lr']}, lr_d {w['lr_d']}, want {want}")
     # Widths: G 48 and D 32 by default; --width alone sets both, --d-width D's alone.
     for flags, want in [([], (48, 32)), (["--width", "16"], (16, 16)), (["--width", "16", "--d-width", "8"], (16, 8))]:
         w = summary(run(["--data", "fashion-mnist", "--device", "cpu", "--no-plot", "--limit-train", "64",
