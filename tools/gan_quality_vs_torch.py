@@ -155,8 +155,9 @@ def main():
         p = subprocess.run([sys.executable, __file__, "--torch-worker", "--classifier", a.classifier, "--threads",
                             str(a.threads), "--g-ema", str(g_ema), "--seconds", str(seconds), "--seed",
                             str(a.seed), "--out", out] +
-                           [f"--{k.replace('_', '-')}={int(kiln.get(k, v)) if k == 'relativistic' else kiln.get(k, v)}"
-                            for k, v in KILN_DEFAULTS_BEFORE.items() if k != "g_ema"],
+                           [f"--{k.replace('_', '-')}={int(x) if isinstance(x, bool) else x}"
+                            for k, v in KILN_DEFAULTS_BEFORE.items() if k != "g_ema"
+                            for x in [kiln.get(k, v)]],
                            stdout=subprocess.PIPE, text=True, env=env)
         if p.returncode != 0:
             sys.exit("torch worker failed")

@@ -892,14 +892,17 @@ int train(Config cfg, const CLI::App& app) {
       seek_draws(ge, cfg.seed, it, 2);
       eps = shard(rand({cfg.batch_size}, DType::F32, &ge), rank, world).to(device);
     }
-    auto d_objective = [&] {  // D's loss at its current weights (its logits in lr, lf)
-      lr = (*netD)(x), lf = (*netD)(fake.detach());
+    // D's loss at its current weights on real xr and G's samples xf (its logits in lr, lf;
+    // e: WGAN-GP's interpolation weights).
+    auto d_loss_at = [&](const Tensor& xr, const Tensor& xf, const Tensor& e) {
+      lr = (*netD)(xr), lf = (*netD)(xf.detach());
       if (cfg.hinge) return gan::hinge_discriminator_loss(lr, lf);
       if (cfg.relativistic) return gan::relativistic_discriminator_loss(lr, lf, real_target);
       if (!cfg.wgan_gp) return gan::discriminator_loss(lr, lf, real_target);
-      Tensor gp = gan::gradient_penalty([&](const Tensor& xh) { return (*netD)(xh); }, x, fake, eps);
+      Tensor gp = gan::gradient_penalty([&](const Tensor& xh) { return (*netD)(xh); }, xr, xf, e);
       return add(gan::wgan_critic_loss(lr, lf), mul(gp, cfg.gp_lambda));
     };
+    auto d_objective = [&] { return d_loss_at(x, fake, eps); };
     // Entropy-SGD: its L Langevin steps on the L slices of the batch (real images, G's
     // samples and, for WGAN-GP, the interpolation weights alike), then Adam's step; the
     // step's loss is the mean of the L losses.
@@ -914,16 +917,7 @@ int train(Config cfg, const CLI::App& app) {
       const double mean_loss = esgd_d->step([&] {
         const int64_t k = l++ % parts;
         const Tensor xs = slice(x, k, parts), fs = slice(fake, k, parts);
-        lr = (*netD)(xs), lf = (*netD)(fs.detach());
-        Tensor li;
-        if (cfg.wgan_gp) {
-          Tensor gp = gan::gradient_penalty([&](const Tensor& xh) { return (*netD)(xh); }, xs, fs, slice(eps, k, parts));
-          li = add(gan::wgan_critic_loss(lr, lf), mul(gp, cfg.gp_lambda));
-        } else {
-          li = cfg.hinge          ? gan::hinge_discriminator_loss(lr, lf)
-               : cfg.relativistic ? gan::relativistic_discriminator_loss(lr, lf, real_target)
-                                  : gan::discriminator_loss(lr, lf, real_target);
-        }
+        Tensor li = d_loss_at(xs, fs, cfg.wgan_gp ? slice(eps, k, parts) : Tensor());
         li.backward();
         return li;
       });
